@@ -1,0 +1,127 @@
+//! The typed model of a `#[derive(KafkaMessage)]` input, with its checks.
+
+use proc_macro2::Span;
+use syn::{Data, DeriveInput, Fields, Ident, Member};
+
+use crate::attr::{self, FieldAttr, TypeAttr};
+
+/// What the derive needs to know about a message type.
+pub(crate) struct Message<'a> {
+    pub(crate) input: &'a DeriveInput,
+    pub(crate) topic: syn::LitStr,
+    pub(crate) name: syn::LitStr,
+    pub(crate) key: Option<Member>,
+}
+
+impl<'a> Message<'a> {
+    /// Parses and validates; every error found is reported together.
+    pub(crate) fn from_syn(input: &'a DeriveInput) -> syn::Result<Self> {
+        let mut errors: Option<syn::Error> = None;
+        let mut push = |e: syn::Error| match &mut errors {
+            Some(all) => all.combine(e),
+            None => errors = Some(e),
+        };
+
+        let TypeAttr { topic, name } = match attr::type_attr(&input.attrs) {
+            Ok(a) => a,
+            Err(e) => {
+                push(e);
+                TypeAttr::default()
+            }
+        };
+        if topic.is_none() {
+            push(syn::Error::new_spanned(
+                &input.ident,
+                "missing #[kavari(topic = \"...\")] on a KafkaMessage type",
+            ));
+        }
+        if let Some(t) = &topic
+            && !valid_topic(&t.value())
+        {
+            push(syn::Error::new_spanned(
+                t,
+                "a Kafka topic name is 1 to 249 characters of [a-zA-Z0-9._-], and not \".\" or \"..\"",
+            ));
+        }
+        if let Some(n) = &name
+            && n.value().is_empty()
+        {
+            push(syn::Error::new_spanned(n, "the message type name must not be empty"));
+        }
+
+        let mut key: Option<Member> = None;
+        match &input.data {
+            Data::Struct(data) => {
+                let fields: Vec<_> = match &data.fields {
+                    Fields::Named(f) => f.named.iter().collect(),
+                    Fields::Unnamed(f) => f.unnamed.iter().collect(),
+                    Fields::Unit => Vec::new(),
+                };
+                for (index, field) in fields.into_iter().enumerate() {
+                    match attr::field_attr(&field.attrs) {
+                        Ok(FieldAttr { key: Some(span) }) => {
+                            if key.is_some() {
+                                push(syn::Error::new(
+                                    span,
+                                    "only one field may be #[kavari(key)]",
+                                ));
+                            } else {
+                                key = Some(match &field.ident {
+                                    Some(ident) => Member::Named(ident.clone()),
+                                    None => Member::Unnamed(index.into()),
+                                });
+                            }
+                        }
+                        Ok(FieldAttr { key: None }) => {}
+                        Err(e) => push(e),
+                    }
+                }
+            }
+            Data::Enum(data) => {
+                for variant in &data.variants {
+                    for field in &variant.fields {
+                        if let Ok(FieldAttr { key: Some(span) }) = attr::field_attr(&field.attrs) {
+                            push(syn::Error::new(
+                                span,
+                                "#[kavari(key)] is only supported on struct fields",
+                            ));
+                        }
+                    }
+                }
+            }
+            Data::Union(u) => push(syn::Error::new_spanned(
+                u.union_token,
+                "KafkaMessage cannot be derived for a union",
+            )),
+        }
+
+        if let Some(e) = errors {
+            return Err(e);
+        }
+        let topic = topic.unwrap_or_else(|| syn::LitStr::new("", Span::call_site()));
+        let name = name.unwrap_or_else(|| type_name(&input.ident));
+        Ok(Self {
+            input,
+            topic,
+            name,
+            key,
+        })
+    }
+}
+
+fn type_name(ident: &Ident) -> syn::LitStr {
+    let s = ident.to_string();
+    let s = s.strip_prefix("r#").unwrap_or(&s).to_string();
+    syn::LitStr::new(&s, ident.span())
+}
+
+/// Kafka's own rule for topic names (`Topic.validate` in the Java client).
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+}

@@ -1,0 +1,299 @@
+//! The wire envelope: MessagePack value with named fields, `msg_type` and
+//! `content-type` headers, UTF-8 key.
+
+use std::collections::BTreeMap;
+
+use crate::KafkaMessage;
+
+/// Header naming the message type.
+pub const MSG_TYPE_HEADER: &str = "msg_type";
+/// Header naming the value's encoding.
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+/// The only content type Kavari writes and reads.
+pub const MSGPACK_CONTENT_TYPE: &str = "application/msgpack";
+
+/// A message as it goes on the wire: what publish sends, and what a failed
+/// publish hands back so the caller loses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMessage {
+    /// The topic it is for.
+    pub topic: String,
+    /// The partition key (UTF-8), if any.
+    pub key: Option<Vec<u8>>,
+    /// The MessagePack value.
+    pub value: Vec<u8>,
+    /// The record headers.
+    pub headers: BTreeMap<String, Vec<u8>>,
+}
+
+impl EncodedMessage {
+    /// The `msg_type` header, when present and UTF-8.
+    pub fn msg_type(&self) -> Option<&str> {
+        self.headers
+            .get(MSG_TYPE_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Key, value and header bytes: what counts against size limits.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode {msg_type} as MessagePack")]
+pub struct EncodeError {
+    /// The message type.
+    pub msg_type: &'static str,
+    /// rmp-serde's error.
+    #[source]
+    pub source: rmp_serde::encode::Error,
+}
+
+/// Why a record could not be decoded into a message type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The record has no `msg_type` header.
+    #[error("record has no msg_type header")]
+    MissingType,
+    /// A header is not valid UTF-8.
+    #[error("header {header} is not UTF-8")]
+    HeaderNotUtf8 {
+        /// The header's name.
+        header: &'static str,
+    },
+    /// The record is of another type than the one asked for.
+    #[error("record is of type {found}, expected {expected}")]
+    WrongType {
+        /// The type asked for.
+        expected: &'static str,
+        /// The record's `msg_type`.
+        found: String,
+    },
+    /// The `content-type` header names an encoding Kavari does not read.
+    #[error("unsupported content-type {0:?}, expected application/msgpack")]
+    UnsupportedContentType(String),
+    /// The record has no value (a tombstone).
+    #[error("record has no value")]
+    MissingValue,
+    /// The value is not MessagePack of the expected shape.
+    #[error("value does not decode as {msg_type}")]
+    Payload {
+        /// The type asked for.
+        msg_type: &'static str,
+        /// rmp-serde's error.
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
+}
+
+/// Encodes `msg` into its envelope.
+pub fn encode<M: KafkaMessage>(msg: &M) -> Result<EncodedMessage, EncodeError> {
+    let value = rmp_serde::to_vec_named(msg).map_err(|source| EncodeError {
+        msg_type: M::NAME,
+        source,
+    })?;
+    let mut headers = BTreeMap::new();
+    headers.insert(MSG_TYPE_HEADER.to_string(), M::NAME.as_bytes().to_vec());
+    headers.insert(
+        CONTENT_TYPE_HEADER.to_string(),
+        MSGPACK_CONTENT_TYPE.as_bytes().to_vec(),
+    );
+    Ok(EncodedMessage {
+        topic: M::TOPIC.to_string(),
+        key: msg.key().map(String::into_bytes),
+        value,
+        headers,
+    })
+}
+
+/// The record's `msg_type`. A missing `content-type` is accepted (older
+/// producers do not write it); any other content type is an error.
+pub fn msg_type(headers: &BTreeMap<String, Vec<u8>>) -> Result<&str, DecodeError> {
+    if let Some(ct) = headers.get(CONTENT_TYPE_HEADER) {
+        let ct = std::str::from_utf8(ct).map_err(|_| DecodeError::HeaderNotUtf8 {
+            header: CONTENT_TYPE_HEADER,
+        })?;
+        if ct != MSGPACK_CONTENT_TYPE {
+            return Err(DecodeError::UnsupportedContentType(ct.to_string()));
+        }
+    }
+    let t = headers
+        .get(MSG_TYPE_HEADER)
+        .ok_or(DecodeError::MissingType)?;
+    std::str::from_utf8(t).map_err(|_| DecodeError::HeaderNotUtf8 {
+        header: MSG_TYPE_HEADER,
+    })
+}
+
+/// Decodes a value of type `M`, without looking at headers.
+pub fn decode_value<M: KafkaMessage>(value: &[u8]) -> Result<M, DecodeError> {
+    rmp_serde::from_slice(value).map_err(|source| DecodeError::Payload {
+        msg_type: M::NAME,
+        source,
+    })
+}
+
+/// Decodes a record into `M`, checking its headers first.
+pub fn decode<M: KafkaMessage>(
+    headers: &BTreeMap<String, Vec<u8>>,
+    value: Option<&[u8]>,
+) -> Result<M, DecodeError> {
+    let found = msg_type(headers)?;
+    if found != M::NAME {
+        return Err(DecodeError::WrongType {
+            expected: M::NAME,
+            found: found.to_string(),
+        });
+    }
+    decode_value(value.ok_or(DecodeError::MissingValue)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "orders")]
+    struct OrderPlaced {
+        #[kavari(key)]
+        order_id: String,
+        amount_cents: u64,
+        note: Option<String>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "orders", name = "OrderV1")]
+    struct OrderV1 {
+        order_id: String,
+    }
+
+    fn order() -> OrderPlaced {
+        OrderPlaced {
+            order_id: "o-1".into(),
+            amount_cents: 1250,
+            note: Some("ü".into()),
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_value_key_and_headers() {
+        let e = encode(&order()).unwrap();
+        assert_eq!(e.topic, "orders");
+        assert_eq!(e.key.as_deref(), Some(&b"o-1"[..]));
+        assert_eq!(e.msg_type(), Some("OrderPlaced"));
+        assert_eq!(
+            e.headers.get(CONTENT_TYPE_HEADER).map(Vec::as_slice),
+            Some(&b"application/msgpack"[..])
+        );
+        let back: OrderPlaced = decode(&e.headers, Some(&e.value)).unwrap();
+        assert_eq!(back, order());
+    }
+
+    #[test]
+    fn value_is_a_map_with_field_names() {
+        // Named fields let a reader with fewer or more fields decode it: the
+        // Python library and later versions of a type stay compatible.
+        let e = encode(&order()).unwrap();
+        let v: rmpv_like::Value = rmp_serde::from_slice(&e.value).unwrap();
+        assert!(v.is_map_with_key("amount_cents"));
+        let old: OrderV1 = decode_value(&e.value).unwrap();
+        assert_eq!(old.order_id, "o-1");
+    }
+
+    /// A tiny stand-in for rmpv: decode any MessagePack map's keys.
+    mod rmpv_like {
+        use std::collections::BTreeMap;
+        #[derive(serde::Deserialize)]
+        #[serde(transparent)]
+        pub(super) struct Value(BTreeMap<String, serde::de::IgnoredAny>);
+        impl Value {
+            pub(super) fn is_map_with_key(&self, k: &str) -> bool {
+                self.0.contains_key(k)
+            }
+        }
+    }
+
+    #[test]
+    fn renamed_type_uses_its_name_and_null_key() {
+        let e = encode(&OrderV1 {
+            order_id: "x".into(),
+        })
+        .unwrap();
+        assert_eq!(e.msg_type(), Some("OrderV1"));
+        assert_eq!(e.key, None);
+    }
+
+    #[test]
+    fn typed_errors_for_bad_records() {
+        let e = encode(&order()).unwrap();
+        let mut h = e.headers.clone();
+        h.remove(MSG_TYPE_HEADER);
+        assert!(matches!(
+            decode::<OrderPlaced>(&h, Some(&e.value)),
+            Err(DecodeError::MissingType)
+        ));
+        assert!(matches!(
+            decode::<OrderV1>(&e.headers, Some(&e.value)),
+            Err(DecodeError::WrongType { found, .. }) if found == "OrderPlaced"
+        ));
+        let mut h = e.headers.clone();
+        h.insert(MSG_TYPE_HEADER.into(), vec![0xff, 0xfe]);
+        assert!(matches!(
+            decode::<OrderPlaced>(&h, Some(&e.value)),
+            Err(DecodeError::HeaderNotUtf8 { header: "msg_type" })
+        ));
+        let mut h = e.headers.clone();
+        h.insert(CONTENT_TYPE_HEADER.into(), b"application/json".to_vec());
+        assert!(matches!(
+            decode::<OrderPlaced>(&h, Some(&e.value)),
+            Err(DecodeError::UnsupportedContentType(_))
+        ));
+        assert!(matches!(
+            decode::<OrderPlaced>(&e.headers, None),
+            Err(DecodeError::MissingValue)
+        ));
+        assert!(matches!(
+            decode::<OrderPlaced>(&e.headers, Some(b"\xc1garbage")),
+            Err(DecodeError::Payload { .. })
+        ));
+        // A missing content-type (an older producer) is accepted.
+        let mut h = e.headers.clone();
+        h.remove(CONTENT_TYPE_HEADER);
+        assert!(decode::<OrderPlaced>(&h, Some(&e.value)).is_ok());
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let seed = 0x5eed_u64;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let valid = encode(&order()).unwrap().value;
+        for i in 0..20_000 {
+            let bytes: Vec<u8> = if i % 2 == 0 {
+                let len = rng.random_range(0..64);
+                (0..len).map(|_| rng.random()).collect()
+            } else {
+                // Mutations of a valid value reach deeper into the decoder.
+                let mut v = valid.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let at = rng.random_range(0..v.len());
+                    v[at] = rng.random();
+                }
+                v.truncate(rng.random_range(0..=v.len()));
+                v
+            };
+            // Ok or Err, never a panic (seed={seed}, case {i}).
+            let _ = decode_value::<OrderPlaced>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! The [`KafkaMessage`] trait: a message type's topic, partition key and name.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A message type Kavari can publish and deliver.
+///
+/// Derive it with `#[derive(KafkaMessage)]`:
+///
+/// ```
+/// use kavari::KafkaMessage;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, KafkaMessage)]
+/// #[kavari(topic = "orders")]        // optional: name = "OrderPlaced"
+/// struct OrderPlaced {
+///     #[kavari(key)]                 // the partition key; none means a null key
+///     order_id: String,
+///     amount_cents: u64,
+/// }
+///
+/// let m = OrderPlaced { order_id: "o-1".into(), amount_cents: 1250 };
+/// assert_eq!(OrderPlaced::TOPIC, "orders");
+/// assert_eq!(OrderPlaced::NAME, "OrderPlaced");
+/// assert_eq!(m.key().as_deref(), Some("o-1"));
+/// ```
+pub trait KafkaMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The topic every message of this type is published to.
+    const TOPIC: &'static str;
+    /// The `msg_type` header value: by default the Rust type's name, so a
+    /// Python producer's class name can match.
+    const NAME: &'static str;
+    /// The partition key, UTF-8 on the wire; `None` for a null key.
+    fn key(&self) -> Option<String>;
+}

@@ -1,0 +1,53 @@
+//! Producer settings.
+
+use std::time::Duration;
+
+/// Compression of produced batches. Consumers read every codec rskafka was
+/// built with; lz4 and zstd are left out because they compile C.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// No compression (the default).
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// snappy.
+    Snappy,
+}
+
+impl From<Compression> for rskafka::client::partition::Compression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::None => Self::NoCompression,
+            Compression::Gzip => Self::Gzip,
+            Compression::Snappy => Self::Snappy,
+        }
+    }
+}
+
+/// How the publisher batches and sends.
+#[derive(Debug, Clone)]
+pub(crate) struct ProducerConfig {
+    pub(crate) linger: Duration,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) compression: Compression,
+    pub(crate) queue_capacity: usize,
+    pub(crate) dlq_suffix: Option<String>,
+    pub(crate) partitioner: crate::Partitioner,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_millis(5),
+            max_batch_bytes: 1024 * 1024,
+            max_message_bytes: 1024 * 1024,
+            compression: Compression::None,
+            queue_capacity: 65_536,
+            dlq_suffix: Some(".dlq".to_string()),
+            partitioner: crate::Partitioner::Murmur2,
+        }
+    }
+}

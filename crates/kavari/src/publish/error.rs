@@ -1,0 +1,180 @@
+//! What can go wrong when publishing, and whether trying again can help.
+
+use std::fmt;
+
+use rskafka::client::error::{Error as RsError, ProtocolError};
+
+use crate::codec::{EncodeError, EncodedMessage};
+
+/// Where a message went, once the broker acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Delivery {
+    /// The topic written.
+    pub topic: String,
+    /// The partition written.
+    pub partition: i32,
+    /// The record's offset in that partition.
+    pub offset: i64,
+}
+
+/// The broad class of a produce failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProduceErrorKind {
+    /// No connection to the broker, or it broke.
+    Connection,
+    /// The request got no answer within the request timeout.
+    Timeout,
+    /// The topic is not (yet) known to the cluster.
+    UnknownTopic,
+    /// The record is larger than the client's or the broker's limit.
+    MessageTooLarge,
+    /// The broker refused the request with an error code.
+    Broker,
+    /// The publisher is shutting down.
+    ShuttingDown,
+}
+
+/// One failed attempt to produce a record. Cheap to clone: a batch's failure
+/// is handed to every message in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceError {
+    kind: ProduceErrorKind,
+    retriable: bool,
+    detail: String,
+}
+
+impl ProduceError {
+    pub(crate) fn new(kind: ProduceErrorKind, retriable: bool, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            retriable,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn timeout(what: &str, after: std::time::Duration) -> Self {
+        Self::new(
+            ProduceErrorKind::Timeout,
+            true,
+            format!("{what}: no answer within {after:?}"),
+        )
+    }
+
+    pub(crate) fn shutting_down() -> Self {
+        Self::new(
+            ProduceErrorKind::ShuttingDown,
+            false,
+            "the publisher is shutting down",
+        )
+    }
+
+    /// Classifies an rskafka error: retry only what can succeed on retry
+    /// (connections, timeouts, leader and coordinator moves, throttling).
+    pub(crate) fn from_rskafka(context: &str, e: &RsError) -> Self {
+        use ProduceErrorKind as K;
+        let detail = format!("{context}: {e}");
+        match e {
+            RsError::Connection(_) | RsError::Request(_) => Self::new(K::Connection, true, detail),
+            RsError::Timeout | RsError::RetryFailed(_) => Self::new(K::Timeout, true, detail),
+            RsError::InvalidResponse(_) => Self::new(K::Broker, true, detail),
+            RsError::ServerError { protocol_error, .. } => {
+                let (kind, retriable) = classify_protocol_error(protocol_error);
+                Self::new(kind, retriable, detail)
+            }
+            _ => Self::new(K::Broker, false, detail),
+        }
+    }
+
+    /// The class of failure.
+    pub fn kind(&self) -> ProduceErrorKind {
+        self.kind
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_retriable(&self) -> bool {
+        self.retriable
+    }
+}
+
+impl fmt::Display for ProduceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for ProduceError {}
+
+fn classify_protocol_error(e: &ProtocolError) -> (ProduceErrorKind, bool) {
+    use ProduceErrorKind as K;
+    use ProtocolError as P;
+    match e {
+        P::UnknownTopicOrPartition | P::UnknownTopicId => (K::UnknownTopic, true),
+        P::MessageTooLarge | P::RecordListTooLarge => (K::MessageTooLarge, false),
+        P::RequestTimedOut => (K::Timeout, true),
+        P::NetworkException | P::BrokerNotAvailable => (K::Connection, true),
+        P::CorruptMessage
+        | P::LeaderNotAvailable
+        | P::NotLeaderOrFollower
+        | P::ReplicaNotAvailable
+        | P::NotEnoughReplicas
+        | P::NotEnoughReplicasAfterAppend
+        | P::CoordinatorLoadInProgress
+        | P::CoordinatorNotAvailable
+        | P::NotCoordinator
+        | P::KafkaStorageError
+        | P::FencedLeaderEpoch
+        | P::UnknownLeaderEpoch
+        | P::PreferredLeaderNotAvailable
+        | P::EligibleLeadersNotAvailable
+        | P::ThrottlingQuotaExceeded
+        | P::OffsetNotAvailable
+        | P::UnknownServerError => (K::Broker, true),
+        _ => (K::Broker, false),
+    }
+}
+
+/// Why [`publish`](crate::Kavari::publish) did not deliver a message to its
+/// topic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The message could not be serialized; nothing was sent.
+    #[error("message could not be encoded")]
+    Encode(#[from] EncodeError),
+    /// Every attempt failed, and the message was written to the dead-letter
+    /// topic instead, with the cause in its `original_error` header.
+    #[error("publish failed; the message went to dead-letter topic {} at offset {}", dlq.topic, dlq.offset)]
+    DeadLettered {
+        /// Where the dead letter was written.
+        dlq: Delivery,
+        /// The last error of the original publish.
+        #[source]
+        cause: ProduceError,
+    },
+    /// Every attempt failed and the dead-letter topic could not be written
+    /// either (or dead letters are off): the record is handed back so the
+    /// caller loses nothing.
+    #[error("publish to {} failed after {attempts} attempt(s); the record is returned", message.topic)]
+    Failed {
+        /// The last error.
+        #[source]
+        cause: ProduceError,
+        /// How many attempts were made.
+        attempts: u32,
+        /// Why the dead-letter write failed, if one was tried.
+        dlq_error: Option<ProduceError>,
+        /// The encoded record, to store or send again.
+        message: Box<EncodedMessage>,
+    },
+}
+
+impl PublishError {
+    /// The record handed back by [`PublishError::Failed`].
+    pub fn into_message(self) -> Option<EncodedMessage> {
+        match self {
+            PublishError::Failed { message, .. } => Some(*message),
+            _ => None,
+        }
+    }
+}

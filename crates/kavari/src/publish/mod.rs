@@ -1,0 +1,274 @@
+//! Publishing: encode, pick a partition, batch, retry by policy, and write a
+//! dead letter when every attempt failed.
+
+mod batcher;
+mod config;
+mod error;
+mod topics;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot, watch};
+
+pub use config::Compression;
+pub(crate) use config::ProducerConfig;
+pub use error::{Delivery, ProduceError, ProduceErrorKind, PublishError};
+
+use crate::client::ClientHandle;
+use crate::codec::{EncodedMessage, MSG_TYPE_HEADER};
+use crate::partitioner::RoundRobin;
+use crate::retry::RetryPolicy;
+use batcher::{Pending, ProduceCounters, await_reply};
+use topics::Topics;
+
+/// The header carrying why a message was dead-lettered.
+pub const ORIGINAL_ERROR_HEADER: &str = "original_error";
+
+/// Counters of the publisher, for tests, benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishStats {
+    /// Produce requests sent (each carries one batch for one partition).
+    pub produce_requests: u64,
+    /// Records the broker acknowledged.
+    pub records_acknowledged: u64,
+    /// Produce requests that failed.
+    pub failed_requests: u64,
+    /// Publishes that were retried at least once.
+    pub retries: u64,
+    /// Messages written to a dead-letter topic.
+    pub dead_lettered: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    topics: Topics,
+    config: Arc<ProducerConfig>,
+    retry: Arc<dyn RetryPolicy>,
+    counters: Arc<ProduceCounters>,
+    round_robin: RoundRobin,
+    closing: watch::Sender<bool>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    retries: AtomicUsize,
+    dead_lettered: AtomicUsize,
+}
+
+/// Counts a publish as in flight until dropped.
+struct InFlight<'a>(&'a Publisher);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        client: Arc<ClientHandle>,
+        config: ProducerConfig,
+        retry: Arc<dyn RetryPolicy>,
+    ) -> Self {
+        let config = Arc::new(config);
+        let counters = Arc::new(ProduceCounters::default());
+        Self {
+            topics: Topics::new(client, Arc::clone(&config), Arc::clone(&counters)),
+            config,
+            retry,
+            counters,
+            round_robin: RoundRobin::default(),
+            closing: watch::channel(false).0,
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            retries: AtomicUsize::new(0),
+            dead_lettered: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PublishStats {
+        PublishStats {
+            produce_requests: self.counters.requests.load(Ordering::Relaxed),
+            records_acknowledged: self.counters.records.load(Ordering::Relaxed),
+            failed_requests: self.counters.failed_requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed) as u64,
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// Publishes one encoded message: attempts by the retry policy, then the
+    /// dead-letter topic, then hands the record back.
+    pub(crate) async fn publish(&self, message: EncodedMessage) -> Result<Delivery, PublishError> {
+        if *self.closing.borrow() {
+            return Err(PublishError::Failed {
+                cause: ProduceError::shutting_down(),
+                attempts: 0,
+                dlq_error: None,
+                message: Box::new(message),
+            });
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _guard = InFlight(self);
+        let mut closing = self.closing.subscribe();
+        let mut attempts = 0u32;
+        let cause = loop {
+            attempts += 1;
+            let err = match self.attempt(&message, true).await {
+                Ok(delivery) => return Ok(delivery),
+                Err(e) => e,
+            };
+            if err.kind() == ProduceErrorKind::UnknownTopic {
+                self.topics.refresh_later(&message.topic);
+            }
+            if !err.is_retriable() {
+                break err;
+            }
+            let Some(delay) = self.retry.delay(attempts) else {
+                break err;
+            };
+            if attempts == 1 {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::warn!(
+                topic = %message.topic, attempt = attempts, ?delay, error = %err,
+                "publish failed; retrying"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // Shutting down: stop waiting; the message goes to the
+                // dead-letter path or back to the caller now.
+                _ = closing.wait_for(|c| *c) => break err,
+            }
+        };
+        self.dead_letter(message, cause, attempts).await
+    }
+
+    /// One produce attempt through the partition's batcher.
+    async fn attempt(
+        &self,
+        message: &EncodedMessage,
+        enforce_size: bool,
+    ) -> Result<Delivery, ProduceError> {
+        let size = message.size();
+        if enforce_size && size > self.config.max_message_bytes {
+            return Err(ProduceError::new(
+                ProduceErrorKind::MessageTooLarge,
+                false,
+                format!(
+                    "message of {size} bytes exceeds max_message_bytes {} (Kafka's max.request.size)",
+                    self.config.max_message_bytes
+                ),
+            ));
+        }
+        let route = self.topics.route(&message.topic).await?;
+        let partitions = route.partitions();
+        let partition = match &message.key {
+            Some(key) => self.config.partitioner.partition_for_key(key, partitions),
+            None => self.round_robin.next(partitions),
+        };
+        let sender = usize::try_from(partition)
+            .ok()
+            .and_then(|p| route.senders.get(p))
+            .ok_or_else(|| {
+                ProduceError::new(
+                    ProduceErrorKind::UnknownTopic,
+                    true,
+                    format!("partition {partition} of {} is not known", message.topic),
+                )
+            })?;
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            record: rskafka::record::Record {
+                key: message.key.clone(),
+                value: Some(message.value.clone()),
+                headers: message.headers.clone(),
+                timestamp: chrono::Utc::now(),
+            },
+            size,
+            reply,
+        };
+        sender.send(pending).await.map_err(|_| {
+            ProduceError::new(
+                ProduceErrorKind::Connection,
+                true,
+                "the partition's batcher has stopped",
+            )
+        })?;
+        let offset = await_reply(rx).await?;
+        Ok(Delivery {
+            topic: message.topic.clone(),
+            partition,
+            offset,
+        })
+    }
+
+    async fn dead_letter(
+        &self,
+        message: EncodedMessage,
+        cause: ProduceError,
+        attempts: u32,
+    ) -> Result<Delivery, PublishError> {
+        let Some(suffix) = &self.config.dlq_suffix else {
+            return Err(PublishError::Failed {
+                cause,
+                attempts,
+                dlq_error: None,
+                message: Box::new(message),
+            });
+        };
+        let mut letter = message.clone();
+        letter.topic = format!("{}{suffix}", message.topic);
+        letter.headers.retain(|k, _| k == MSG_TYPE_HEADER);
+        letter
+            .headers
+            .insert(ORIGINAL_ERROR_HEADER.to_string(), cause.to_string().into_bytes());
+        // The dead-letter topic keeps what the main topic refused, so the
+        // client-side size limit does not apply; the broker's still does.
+        match self.attempt(&letter, false).await {
+            Ok(dlq) => {
+                self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    topic = %message.topic, dlq = %dlq.topic, offset = dlq.offset, error = %cause,
+                    "publish failed; message dead-lettered"
+                );
+                Err(PublishError::DeadLettered { dlq, cause })
+            }
+            Err(dlq_error) => {
+                tracing::error!(
+                    topic = %message.topic, error = %cause, %dlq_error,
+                    "publish failed and the dead-letter write failed too; returning the record"
+                );
+                Err(PublishError::Failed {
+                    cause,
+                    attempts,
+                    dlq_error: Some(dlq_error),
+                    message: Box::new(message),
+                })
+            }
+        }
+    }
+
+    /// Refuses new publishes, cuts retry waits short, and waits (at most
+    /// `timeout`) until every publish in flight has returned. Returns how
+    /// many were still in flight when the timeout ran out.
+    pub(crate) async fn close(&self, timeout: Duration) -> usize {
+        self.closing.send_replace(true);
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let left = match tokio::time::timeout(timeout, wait).await {
+            Ok(()) => 0,
+            Err(_) => self.in_flight.load(Ordering::Acquire),
+        };
+        self.topics.close();
+        left
+    }
+}

@@ -1,0 +1,136 @@
+//! Partition counts per topic (cached, refreshed after errors) and the
+//! batcher of each partition.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::batcher::{Batcher, Pending, ProduceCounters};
+use super::config::ProducerConfig;
+use super::{ProduceError, ProduceErrorKind};
+use crate::client::ClientHandle;
+
+/// A topic's partition count and one batcher per partition.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) senders: Vec<mpsc::Sender<Pending>>,
+    /// Set after an unknown-topic error: the next publish asks the cluster
+    /// again (partitions may have been added), keeping these batchers.
+    stale: AtomicBool,
+}
+
+impl Route {
+    pub(crate) fn partitions(&self) -> u32 {
+        u32::try_from(self.senders.len()).unwrap_or(u32::MAX)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Topics {
+    client: Arc<ClientHandle>,
+    config: Arc<ProducerConfig>,
+    counters: Arc<ProduceCounters>,
+    routes: Mutex<HashMap<String, Arc<Route>>>,
+}
+
+impl Topics {
+    pub(crate) fn new(
+        client: Arc<ClientHandle>,
+        config: Arc<ProducerConfig>,
+        counters: Arc<ProduceCounters>,
+    ) -> Self {
+        Self {
+            client,
+            config,
+            counters,
+            routes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, topic: &str) -> Option<Arc<Route>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .cloned()
+    }
+
+    /// The route for `topic`, from the cache or from a Metadata request.
+    pub(crate) async fn route(&self, topic: &str) -> Result<Arc<Route>, ProduceError> {
+        if let Some(r) = self.cached(topic)
+            && !r.stale.load(Ordering::Relaxed)
+        {
+            return Ok(r);
+        }
+        let partitions = self.partition_count(topic).await?;
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let existing = routes.get(topic).cloned();
+        let route = match existing {
+            // Another caller raced us here; keep its batchers.
+            Some(r) if r.senders.len() >= partitions && !r.stale.load(Ordering::Relaxed) => r,
+            old => {
+                let mut senders = old.map(|r| r.senders.clone()).unwrap_or_default();
+                for p in senders.len()..partitions {
+                    senders.push(Batcher::spawn(
+                        topic.to_string(),
+                        i32::try_from(p).unwrap_or(i32::MAX),
+                        Arc::clone(&self.client),
+                        Arc::clone(&self.config),
+                        Arc::clone(&self.counters),
+                    ));
+                }
+                let r = Arc::new(Route {
+                    senders,
+                    stale: AtomicBool::new(false),
+                });
+                routes.insert(topic.to_string(), Arc::clone(&r));
+                r
+            }
+        };
+        Ok(route)
+    }
+
+    /// Forgets the cached partition count, so the next publish asks the
+    /// cluster again (after an unknown-topic error, partitions may have been
+    /// added). Batchers of known partitions are kept.
+    pub(crate) fn refresh_later(&self, topic: &str) {
+        if let Some(r) = self.cached(topic) {
+            r.stale.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes every batcher: each sends what it holds, then ends.
+    pub(crate) fn close(&self) {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<usize, ProduceError> {
+        let client = self.client.get().await?;
+        let timeout = self.client.request_timeout();
+        let what = format!("looking up the partitions of {topic}");
+        let topics = match tokio::time::timeout(timeout, client.list_topics()).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                let err = ProduceError::from_rskafka(&what, &e);
+                if err.kind() == ProduceErrorKind::Connection {
+                    self.client.invalidate(&client, "metadata request failed").await;
+                }
+                return Err(err);
+            }
+            Err(_) => {
+                self.client.invalidate(&client, "metadata request timed out").await;
+                return Err(ProduceError::timeout(&what, timeout));
+            }
+        };
+        match topics.iter().find(|t| t.name == topic) {
+            Some(t) if !t.partitions.is_empty() => Ok(t.partitions.len()),
+            _ => Err(ProduceError::new(
+                ProduceErrorKind::UnknownTopic,
+                true,
+                format!("topic {topic} does not exist (create it first)"),
+            )),
+        }
+    }
+}

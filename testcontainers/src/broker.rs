@@ -1,0 +1,373 @@
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rskafka::BackoffConfig;
+use rskafka::client::{Client, ClientBuilder};
+
+use crate::process::BrokerProcess;
+use crate::{Error, FaultProxy, ensure_broker_installed};
+
+/// Where a local broker keeps its data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory: fast, gone when the process stops (the default).
+    #[default]
+    Memory,
+    /// A SQLite file in the broker's working directory: records and committed
+    /// offsets survive [`KafkaBroker::kill`] + [`KafkaBroker::restart`].
+    File,
+}
+
+/// Options for [`KafkaBroker`]; [`KafkaBroker::start`] uses the defaults.
+#[derive(Debug, Clone)]
+pub struct BrokerBuilder {
+    storage: Storage,
+    proxy: bool,
+    ready_timeout: Duration,
+}
+
+impl Default for BrokerBuilder {
+    fn default() -> Self {
+        Self {
+            storage: Storage::Memory,
+            proxy: false,
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl BrokerBuilder {
+    /// Storage of a local broker. Default: [`Storage::Memory`].
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Put a [`FaultProxy`] in front of the broker and advertise the proxy's
+    /// address, so every client connection (bootstrap and after Metadata)
+    /// goes through it. Needs a local broker. Default: off.
+    pub fn behind_proxy(mut self) -> Self {
+        self.proxy = true;
+        self
+    }
+
+    /// How long to wait for the broker to answer Metadata. Default: 60 s.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Starts the broker (or connects to `KAVARI_BROKERS`) and returns once it
+    /// serves Metadata.
+    pub async fn start(self) -> Result<KafkaBroker, Error> {
+        if let Ok(external) = std::env::var("KAVARI_BROKERS")
+            && !external.trim().is_empty()
+        {
+            if self.proxy {
+                return Err(Error::External("behind_proxy"));
+            }
+            let broker = KafkaBroker {
+                bootstrap: external.trim().to_string(),
+                local: None,
+            };
+            broker.wait_ready(self.ready_timeout).await?;
+            return Ok(broker);
+        }
+
+        let binary = tokio::task::spawn_blocking(ensure_broker_installed)
+            .await
+            .map_err(|e| Error::Io {
+                action: "waiting for the broker install",
+                source: std::io::Error::other(e),
+            })??;
+        let workdir = tempfile::Builder::new()
+            .prefix("kavari-broker-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                action: "creating the broker's working directory",
+                source,
+            })?;
+        let port = free_port()?;
+        let proxy = if self.proxy {
+            Some(FaultProxy::start(format!("127.0.0.1:{port}"))?)
+        } else {
+            None
+        };
+        let advertised = match &proxy {
+            Some(p) => p.address().to_string(),
+            None => format!("127.0.0.1:{port}"),
+        };
+        let local = LocalBroker {
+            binary,
+            workdir,
+            port,
+            advertised: advertised.clone(),
+            storage: self.storage,
+            proxy,
+            process: Mutex::new(None),
+        };
+        local.spawn()?;
+        let broker = KafkaBroker {
+            bootstrap: advertised,
+            local: Some(local),
+        };
+        broker.wait_ready(self.ready_timeout).await?;
+        Ok(broker)
+    }
+}
+
+#[derive(Debug)]
+struct LocalBroker {
+    binary: PathBuf,
+    workdir: tempfile::TempDir,
+    port: u16,
+    advertised: String,
+    storage: Storage,
+    proxy: Option<FaultProxy>,
+    process: Mutex<Option<BrokerProcess>>,
+}
+
+impl LocalBroker {
+    fn log_path(&self) -> PathBuf {
+        self.workdir.path().join("broker.log")
+    }
+
+    fn spawn(&self) -> Result<(), Error> {
+        let storage = match self.storage {
+            Storage::Memory => "memory://nisshi/".to_string(),
+            Storage::File => "sqlite://kafka.db".to_string(),
+        };
+        let args = vec![
+            "broker".to_string(),
+            "--listener-url".to_string(),
+            format!("tcp://127.0.0.1:{}", self.port),
+            "--advertised-listener-url".to_string(),
+            format!("tcp://{}", self.advertised),
+            "--storage-engine".to_string(),
+            storage,
+            "--group-initial-rebalance-delay".to_string(),
+            "0s".to_string(),
+        ];
+        let process =
+            BrokerProcess::spawn(&self.binary, &args, self.workdir.path(), &self.log_path())?;
+        let mut slot = self.process.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.replace(process) {
+            old.kill()?;
+        }
+        Ok(())
+    }
+
+    fn take_process(&self) -> Option<BrokerProcess> {
+        self.process
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let start = log.len().saturating_sub(2000);
+        let start = (start..log.len())
+            .find(|i| log.is_char_boundary(*i))
+            .unwrap_or(log.len());
+        log[start..].to_string()
+    }
+}
+
+/// A Kafka-protocol broker for tests: a local process of our own, or an
+/// external cluster named by `KAVARI_BROKERS`.
+///
+/// A local process is killed when the handle drops and when the test process
+/// exits, however it exits.
+#[derive(Debug)]
+pub struct KafkaBroker {
+    bootstrap: String,
+    local: Option<LocalBroker>,
+}
+
+impl KafkaBroker {
+    /// Options: storage, a fault proxy, the readiness timeout.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// Starts a broker with the default options (in-memory storage, no proxy).
+    pub async fn start() -> Result<Self, Error> {
+        Self::builder().start().await
+    }
+
+    /// The bootstrap servers clients should use (`host:port[,host:port]`):
+    /// the proxy's address when the broker is behind one.
+    pub fn bootstrap_servers(&self) -> String {
+        self.bootstrap.clone()
+    }
+
+    /// The bootstrap servers as a list, as rskafka's `ClientBuilder` takes them.
+    pub fn bootstrap_list(&self) -> Vec<String> {
+        self.bootstrap
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// True when this handle points at `KAVARI_BROKERS` instead of a process of
+    /// our own.
+    pub fn is_external(&self) -> bool {
+        self.local.is_none()
+    }
+
+    /// The fault proxy in front of the broker, when started with
+    /// [`BrokerBuilder::behind_proxy`].
+    pub fn proxy(&self) -> Option<&FaultProxy> {
+        self.local.as_ref().and_then(|l| l.proxy.as_ref())
+    }
+
+    /// A fresh rskafka client for this broker, whose retries give up after
+    /// 30 s instead of never.
+    pub async fn client(&self) -> Result<Client, Error> {
+        self.client_with_deadline(Duration::from_secs(30)).await
+    }
+
+    async fn client_with_deadline(&self, deadline: Duration) -> Result<Client, Error> {
+        ClientBuilder::new(self.bootstrap_list())
+            .backoff_config(BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(1),
+                base: 2.0,
+                deadline: Some(deadline),
+            })
+            .build()
+            .await
+            .map_err(|source| Error::Kafka {
+                action: format!("connecting to {}", self.bootstrap),
+                source,
+            })
+    }
+
+    /// Creates a topic with `partitions` partitions (replication factor 1) and
+    /// waits until every partition has a leader.
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), Error> {
+        let client = self.client().await?;
+        let controller = client.controller_client().map_err(|source| Error::Kafka {
+            action: "controller client".into(),
+            source,
+        })?;
+        controller
+            .create_topic(name, partitions, 1, 5_000)
+            .await
+            .map_err(|source| Error::Kafka {
+                action: format!("creating topic {name} with {partitions} partitions"),
+                source,
+            })?;
+        for partition in 0..partitions {
+            client
+                .partition_client(
+                    name,
+                    partition,
+                    rskafka::client::partition::UnknownTopicHandling::Retry,
+                )
+                .await
+                .map_err(|source| Error::Kafka {
+                    action: format!("waiting for a leader of {name}/{partition}"),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            let attempt = async {
+                let client = self.client_with_deadline(Duration::from_secs(1)).await?;
+                client.list_topics().await.map_err(|source| Error::Kafka {
+                    action: "listing topics".into(),
+                    source,
+                })
+            };
+            match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => tracing::debug!(error = %e, "broker not ready yet"),
+                Err(_) => tracing::debug!("broker readiness probe timed out"),
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::NotReady {
+                    address: self.bootstrap.clone(),
+                    waited: started.elapsed(),
+                    log: self.local.as_ref().map(|l| l.log_tail()).unwrap_or_default(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn local(&self, what: &'static str) -> Result<&LocalBroker, Error> {
+        self.local.as_ref().ok_or(Error::External(what))
+    }
+
+    /// SIGKILLs the broker process, as a crash would. Idempotent.
+    pub fn kill(&self) -> Result<(), Error> {
+        match self.local("kill")?.take_process() {
+            Some(p) => p.kill(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the broker with SIGTERM (SIGKILL after 10 s). Idempotent.
+    pub fn stop(&self) -> Result<(), Error> {
+        match self.local("stop")?.take_process() {
+            Some(p) => p.stop(Duration::from_secs(10)),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the broker again on the same address and working directory
+    /// (with [`Storage::File`], with the same data), killing it first if it
+    /// runs, and waits until it serves Metadata.
+    pub async fn restart(&self) -> Result<(), Error> {
+        let local = self.local("restart")?;
+        if let Some(p) = local.take_process() {
+            p.kill()?;
+        }
+        local.spawn()?;
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    /// Starts a broker that was stopped or killed, without waiting for it to
+    /// be ready (the fault tests want to see clients find it by themselves).
+    pub fn spawn_again(&self) -> Result<(), Error> {
+        self.local("spawn_again")?.spawn()
+    }
+
+    /// The broker's log so far (empty for an external cluster).
+    pub fn log(&self) -> String {
+        self.local
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(l.log_path()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// One broker shared by every test in this test binary, started on first use
+/// with the default options. Tests sharing it must use their own topic and
+/// group names ([`crate::unique_name`]).
+pub async fn shared_broker() -> Result<&'static KafkaBroker, Error> {
+    static SHARED: tokio::sync::OnceCell<KafkaBroker> = tokio::sync::OnceCell::const_new();
+    SHARED.get_or_try_init(KafkaBroker::start).await
+}
+
+fn free_port() -> Result<u16, Error> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+        action: "finding a free port",
+        source,
+    })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            action: "finding a free port",
+            source,
+        })
+}

@@ -1,0 +1,65 @@
+use std::path::PathBuf;
+
+/// Why a test broker or proxy could not be provided.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No backend applies: no `KAVARI_BROKERS`, no broker binary, and the
+    /// install did not run.
+    #[error(
+        "no Kafka broker available: set KAVARI_BROKERS=host:port for your own cluster, \
+         or install the test broker with `bash testcontainers/install-broker.sh` \
+         (cargo +nightly install nisshi --version 0.8.1 --no-default-features \
+         --features dynostore,libsql --locked)"
+    )]
+    NoBackend,
+    /// The broker install script failed.
+    #[error("installing the test broker failed (status {status}); run testcontainers/install-broker.sh by hand to see why")]
+    Install {
+        /// The script's exit status.
+        status: String,
+    },
+    /// Spawning or signalling the broker process failed.
+    #[error("broker process {binary}: {action}")]
+    Process {
+        /// The broker binary.
+        binary: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker did not answer Metadata in time.
+    #[error("broker at {address} did not become ready within {waited:?}; its log: {log}")]
+    NotReady {
+        /// The address polled.
+        address: String,
+        /// How long we waited.
+        waited: std::time::Duration,
+        /// The tail of the broker's log, when there is one.
+        log: String,
+    },
+    /// An operation that needs a broker process of our own was called on an
+    /// external cluster.
+    #[error("{0} needs a local broker process, but KAVARI_BROKERS points at an external cluster")]
+    External(&'static str),
+    /// A Kafka request (creating a topic, the readiness probe) failed.
+    #[error("kafka request failed: {action}")]
+    Kafka {
+        /// What was being done.
+        action: String,
+        /// rskafka's error.
+        #[source]
+        source: rskafka::client::error::Error,
+    },
+    /// Local I/O (temporary directory, sockets).
+    #[error("i/o: {action}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,137 @@
+//! One broker process, wrapped in a tiny `sh` watchdog that SIGKILLs the broker
+//! when our stdin pipe closes: when the handle drops, and also when the test
+//! process dies without running destructors (a static shared broker, a
+//! SIGKILL, `process::exit`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use crate::Error;
+
+const WATCHDOG: &str = r#"
+"$0" "$@" >>"$KAVARI_BROKER_LOG" 2>&1 &
+child=$!
+echo "$child"
+read -r _ignored || true
+kill -9 "$child" 2>/dev/null
+wait "$child" 2>/dev/null
+"#;
+
+/// A running broker process and its watchdog.
+#[derive(Debug)]
+pub(crate) struct BrokerProcess {
+    binary: PathBuf,
+    watchdog: Child,
+    stdin: Option<ChildStdin>,
+    pid: u32,
+}
+
+impl BrokerProcess {
+    pub(crate) fn spawn(
+        binary: &Path,
+        args: &[String],
+        workdir: &Path,
+        log: &Path,
+    ) -> Result<Self, Error> {
+        let err = |action| {
+            let binary = binary.to_path_buf();
+            move |source| Error::Process {
+                binary,
+                action,
+                source,
+            }
+        };
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(binary)
+            .args(args)
+            .current_dir(workdir)
+            .env("KAVARI_BROKER_LOG", log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(err("spawning"))?;
+        let stdin = watchdog.stdin.take();
+        let mut line = String::new();
+        if let Some(out) = watchdog.stdout.take() {
+            BufReader::new(out)
+                .read_line(&mut line)
+                .map_err(err("reading its pid"))?;
+        }
+        let pid = line.trim().parse::<u32>().map_err(|_| Error::Process {
+            binary: binary.to_path_buf(),
+            action: "reading its pid",
+            source: std::io::Error::other(format!("watchdog printed {line:?}")),
+        })?;
+        Ok(Self {
+            binary: binary.to_path_buf(),
+            watchdog,
+            stdin,
+            pid,
+        })
+    }
+
+    fn signal(&self, signal: &str) -> Result<(), Error> {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.pid.to_string())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|source| Error::Process {
+                binary: self.binary.clone(),
+                action: "signalling",
+                source,
+            })?;
+        // A process that is already gone is stopped: that is what was asked.
+        let _ = status;
+        Ok(())
+    }
+
+    /// SIGKILL: the broker dies at once, as a crashed pod would.
+    pub(crate) fn kill(mut self) -> Result<(), Error> {
+        self.signal("-KILL")?;
+        self.reap();
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL if the broker has not exited within `grace`.
+    pub(crate) fn stop(mut self, grace: std::time::Duration) -> Result<(), Error> {
+        self.signal("-TERM")?;
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if !Path::new(&format!("/proc/{}", self.pid)).exists() || self.is_zombie() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.signal("-KILL")?;
+        self.reap();
+        Ok(())
+    }
+
+    fn is_zombie(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+    }
+
+    fn reap(&mut self) {
+        // Closing stdin lets the watchdog finish; it waits for the broker.
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        let _ = self.watchdog.wait();
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.signal("-KILL");
+            self.reap();
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! A TCP proxy between clients and the broker that injects network faults.
+//!
+//! It runs on a thread of its own with its own runtime, so it keeps working
+//! across test runtimes and under `start_paused` clocks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::Error;
+
+/// How the proxy treats traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaultMode {
+    /// Forward everything (with the configured latency).
+    #[default]
+    Pass,
+    /// Stop listening: new connections are refused (ECONNREFUSED). Open
+    /// connections keep working unless cut.
+    Refuse,
+    /// A silent partition: connections are accepted but nothing is forwarded
+    /// either way and nothing is closed (no RST, no FIN). Bytes sent meanwhile
+    /// are held and delivered after a heal, as TCP retransmission would.
+    BlackHole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    mode: FaultMode,
+    latency: Duration,
+    /// Bumped by `cut_all`: every connection older than this closes.
+    cut_epoch: u64,
+    shutdown: bool,
+}
+
+/// A fault-injecting TCP proxy. See [`FaultMode`]. Dropping it closes the
+/// listener and every connection.
+#[derive(Debug)]
+pub struct FaultProxy {
+    address: SocketAddr,
+    settings: watch::Sender<Settings>,
+    accepted: Arc<AtomicU64>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub fn start(upstream: impl Into<String>) -> Result<Self, Error> {
+        let upstream = upstream.into();
+        let std_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+                action: "binding the fault proxy",
+                source,
+            })?;
+        let address = std_listener.local_addr().map_err(|source| Error::Io {
+            action: "binding the fault proxy",
+            source,
+        })?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|source| Error::Io {
+                action: "binding the fault proxy",
+                source,
+            })?;
+        let (settings, rx) = watch::channel(Settings {
+            mode: FaultMode::Pass,
+            latency: Duration::ZERO,
+            cut_epoch: 0,
+            shutdown: false,
+        });
+        let accepted = Arc::new(AtomicU64::new(0));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                action: "starting the fault proxy's runtime",
+                source,
+            })?;
+        let counter = Arc::clone(&accepted);
+        std::thread::Builder::new()
+            .name(format!("fault-proxy-{}", address.port()))
+            .spawn(move || {
+                runtime.block_on(accept_loop(std_listener, address, upstream, rx, counter));
+            })
+            .map_err(|source| Error::Io {
+                action: "spawning the fault proxy thread",
+                source,
+            })?;
+        Ok(Self {
+            address,
+            settings,
+            accepted,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Sets the mode for new and open connections.
+    pub fn set_mode(&self, mode: FaultMode) {
+        self.settings.send_modify(|s| s.mode = mode);
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> FaultMode {
+        self.settings.borrow().mode
+    }
+
+    /// Refuse new connections and cut the open ones: the broker looks down.
+    pub fn refuse(&self) {
+        self.set_mode(FaultMode::Refuse);
+        self.cut_all();
+    }
+
+    /// Black-hole all traffic, open connections included: a silent partition.
+    pub fn black_hole(&self) {
+        self.set_mode(FaultMode::BlackHole);
+    }
+
+    /// Back to [`FaultMode::Pass`] with no added latency.
+    pub fn heal(&self) {
+        self.settings.send_modify(|s| {
+            s.mode = FaultMode::Pass;
+            s.latency = Duration::ZERO;
+        });
+    }
+
+    /// Closes every open connection (FIN), as a broker restart would.
+    pub fn cut_all(&self) {
+        self.settings.send_modify(|s| s.cut_epoch += 1);
+    }
+
+    /// Adds `latency` before each forwarded chunk, both directions.
+    pub fn set_latency(&self, latency: Duration) {
+        self.settings.send_modify(|s| s.latency = latency);
+    }
+
+    /// How many client connections the proxy has accepted so far.
+    pub fn connections_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.settings.send_modify(|s| {
+            s.shutdown = true;
+            s.cut_epoch += 1;
+        });
+    }
+}
+
+async fn accept_loop(
+    std_listener: std::net::TcpListener,
+    address: SocketAddr,
+    upstream: String,
+    mut rx: watch::Receiver<Settings>,
+    accepted: Arc<AtomicU64>,
+) {
+    let mut listener = TcpListener::from_std(std_listener).ok();
+    loop {
+        let settings = *rx.borrow_and_update();
+        if settings.shutdown {
+            return;
+        }
+        match (settings.mode, listener.as_ref()) {
+            (FaultMode::Refuse, Some(_)) => {
+                listener = None;
+                continue;
+            }
+            (FaultMode::Refuse, None) => {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            (_, None) => {
+                listener = TcpListener::bind(address).await.ok();
+                if listener.is_none() {
+                    tracing::warn!(%address, "fault proxy could not listen again; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                continue;
+            }
+            (_, Some(l)) => {
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    conn = l.accept() => if let Ok((client, _)) = conn {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(connection(client, upstream.clone(), rx.clone()));
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the mode is not black-hole; false when the connection must close.
+async fn wait_passable(rx: &mut watch::Receiver<Settings>, epoch: u64) -> bool {
+    loop {
+        let s = *rx.borrow_and_update();
+        if s.shutdown || s.cut_epoch != epoch {
+            return false;
+        }
+        if s.mode != FaultMode::BlackHole {
+            return true;
+        }
+        if rx.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+async fn connection(client: TcpStream, upstream: String, mut rx: watch::Receiver<Settings>) {
+    let epoch = rx.borrow().cut_epoch;
+    if !wait_passable(&mut rx, epoch).await {
+        return;
+    }
+    let Ok(server) = TcpStream::connect(&upstream).await else {
+        return; // the client sees a closed connection, as with a dead broker
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    tokio::select! {
+        _ = pump(cr, sw, rx.clone(), epoch) => {},
+        _ = pump(sr, cw, rx.clone(), epoch) => {},
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: watch::Receiver<Settings>,
+    epoch: u64,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        buf.clear();
+        let n = tokio::select! {
+            read = from.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            cut = cut_signal(rx.clone(), epoch) => { let () = cut; return }
+        };
+        if !wait_passable(&mut rx, epoch).await {
+            return;
+        }
+        let latency = rx.borrow().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Resolves when the connection of `epoch` must close.
+async fn cut_signal(mut rx: watch::Receiver<Settings>, epoch: u64) {
+    loop {
+        {
+            let s = rx.borrow_and_update();
+            if s.shutdown || s.cut_epoch != epoch {
+                return;
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
