@@ -296,7 +296,11 @@ impl KafkaBroker {
                 return Err(Error::NotReady {
                     address: self.bootstrap.clone(),
                     waited: started.elapsed(),
-                    log: self.local.as_ref().map(|l| l.log_tail()).unwrap_or_default(),
+                    log: self
+                        .local
+                        .as_ref()
+                        .map(|l| l.log_tail())
+                        .unwrap_or_default(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -14,7 +14,9 @@ pub enum Error {
     )]
     NoBackend,
     /// The broker install script failed.
-    #[error("installing the test broker failed (status {status}); run testcontainers/install-broker.sh by hand to see why")]
+    #[error(
+        "installing the test broker failed (status {status}); run testcontainers/install-broker.sh by hand to see why"
+    )]
     Install {
         /// The script's exit status.
         status: String,

@@ -10,7 +10,8 @@ pub(crate) struct Message<'a> {
     pub(crate) input: &'a DeriveInput,
     pub(crate) topic: syn::LitStr,
     pub(crate) name: syn::LitStr,
-    pub(crate) key: Option<Member>,
+    /// The key field, and the span of its type for errors about it.
+    pub(crate) key: Option<(Member, Span)>,
 }
 
 impl<'a> Message<'a> {
@@ -22,14 +23,16 @@ impl<'a> Message<'a> {
             None => errors = Some(e),
         };
 
-        let TypeAttr { topic, name } = match attr::type_attr(&input.attrs) {
-            Ok(a) => a,
+        let (TypeAttr { topic, name }, attr_ok) = match attr::type_attr(&input.attrs) {
+            Ok(a) => (a, true),
             Err(e) => {
                 push(e);
-                TypeAttr::default()
+                (TypeAttr::default(), false)
             }
         };
-        if topic.is_none() {
+        // A malformed attribute was reported already; do not add a second
+        // error about the topic it may have held.
+        if topic.is_none() && attr_ok {
             push(syn::Error::new_spanned(
                 &input.ident,
                 "missing #[kavari(topic = \"...\")] on a KafkaMessage type",
@@ -46,10 +49,13 @@ impl<'a> Message<'a> {
         if let Some(n) = &name
             && n.value().is_empty()
         {
-            push(syn::Error::new_spanned(n, "the message type name must not be empty"));
+            push(syn::Error::new_spanned(
+                n,
+                "the message type name must not be empty",
+            ));
         }
 
-        let mut key: Option<Member> = None;
+        let mut key: Option<(Member, Span)> = None;
         match &input.data {
             Data::Struct(data) => {
                 let fields: Vec<_> = match &data.fields {
@@ -66,10 +72,11 @@ impl<'a> Message<'a> {
                                     "only one field may be #[kavari(key)]",
                                 ));
                             } else {
-                                key = Some(match &field.ident {
+                                let member = match &field.ident {
                                     Some(ident) => Member::Named(ident.clone()),
                                     None => Member::Unnamed(index.into()),
-                                });
+                                };
+                                key = Some((member, syn::spanned::Spanned::span(&field.ty)));
                             }
                         }
                         Ok(FieldAttr { key: None }) => {}
@@ -121,7 +128,6 @@ fn valid_topic(t: &str) -> bool {
         && t.len() <= 249
         && t != "."
         && t != ".."
-        && t
-            .chars()
+        && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
 }

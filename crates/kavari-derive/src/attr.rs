@@ -35,7 +35,9 @@ pub(crate) fn type_attr(attrs: &[Attribute]) -> syn::Result<TypeAttr> {
             } else if meta.path.is_ident("key") {
                 Err(meta.error("`key` goes on a field, not on the type"))
             } else {
-                Err(meta.error("unknown kavari attribute; expected `topic = \"...\"` or `name = \"...\"`"))
+                Err(meta.error(
+                    "unknown kavari attribute; expected `topic = \"...\"` or `name = \"...\"`",
+                ))
             }
         })?;
     }

@@ -1,17 +1,32 @@
 //! The generated `impl ::kavari::KafkaMessage`.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 
 use crate::ast::Message;
 
 pub(crate) fn expand(message: &Message<'_>) -> TokenStream {
     let ident = &message.input.ident;
     let (impl_generics, ty_generics, where_clause) = message.input.generics.split_for_impl();
+    // For a generic type, state the serde bounds the trait needs on the
+    // concrete type, so the impl applies exactly where they hold.
+    let mut where_clause = where_clause.cloned();
+    if !message.input.generics.params.is_empty() {
+        where_clause
+            .get_or_insert_with(|| syn::parse_quote!(where))
+            .predicates
+            .push(syn::parse_quote! {
+                #ident #ty_generics: ::kavari::__private::Serialize
+                    + ::kavari::__private::DeserializeOwned
+                    + ::core::marker::Send
+                    + ::core::marker::Sync
+                    + 'static
+            });
+    }
     let topic = &message.topic;
     let name = &message.name;
     let key = match &message.key {
-        Some(member) => quote! {
+        Some((member, span)) => quote_spanned! {*span=>
             ::core::option::Option::Some(::kavari::__private::key_string(&self.#member))
         },
         None => quote! { ::core::option::Option::None },

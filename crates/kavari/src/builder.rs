@@ -134,7 +134,9 @@ impl KavariBuilder {
             ));
         }
         if self.producer.queue_capacity == 0 {
-            return Err(ConfigError("max_queued_per_partition must be above zero".into()));
+            return Err(ConfigError(
+                "max_queued_per_partition must be above zero".into(),
+            ));
         }
         if let Some(s) = &self.producer.dlq_suffix
             && s.is_empty()

@@ -21,7 +21,11 @@ pub(crate) struct ClientHandle {
 }
 
 impl ClientHandle {
-    pub(crate) fn new(bootstrap: Vec<String>, client_id: String, request_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        bootstrap: Vec<String>,
+        client_id: String,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             bootstrap,
             client_id,
@@ -75,7 +79,10 @@ impl ClientHandle {
     pub(crate) async fn invalidate(&self, stale: &Arc<Client>, why: &str) {
         let mut slot = self.client.lock().await;
         if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
-            tracing::warn!(why, "dropping the Kafka client; the next request reconnects");
+            tracing::warn!(
+                why,
+                "dropping the Kafka client; the next request reconnects"
+            );
             *slot = None;
         }
     }

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::KafkaMessage;
 use crate::builder::KavariBuilder;
 use crate::client::ClientHandle;
 use crate::codec;
 use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
-use crate::KafkaMessage;
 
 /// Why `shutdown()` did not finish cleanly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

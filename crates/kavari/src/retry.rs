@@ -152,7 +152,14 @@ mod tests {
         let s = Duration::from_secs;
         assert_eq!(
             delays,
-            [Some(s(1)), Some(s(2)), Some(s(3)), Some(s(5)), Some(s(8)), None]
+            [
+                Some(s(1)),
+                Some(s(2)),
+                Some(s(3)),
+                Some(s(5)),
+                Some(s(8)),
+                None
+            ]
         );
         assert_eq!(FibonacciRetryPolicy::new(1).delay(1), None);
         assert_eq!(FibonacciRetryPolicy::new(0).delay(1), None);

@@ -111,7 +111,9 @@ impl Batcher {
                 }
             }
             Ok(offsets) => {
-                self.counters.failed_requests.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .failed_requests
+                    .fetch_add(1, Ordering::Relaxed);
                 let e = ProduceError::new(
                     super::ProduceErrorKind::Broker,
                     true,
@@ -127,7 +129,9 @@ impl Batcher {
                 }
             }
             Err(e) => {
-                self.counters.failed_requests.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .failed_requests
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(topic = %self.topic, partition = self.partition, error = %e, "produce failed");
                 if e.kind() != super::ProduceErrorKind::MessageTooLarge {
                     // Rebuild the partition client next time: the leader
@@ -175,12 +179,16 @@ impl Batcher {
             Ok(Err(e)) => {
                 let err = ProduceError::from_rskafka(&what, &e);
                 if err.kind() == super::ProduceErrorKind::Connection {
-                    self.client.invalidate(&client, "partition leader unreachable").await;
+                    self.client
+                        .invalidate(&client, "partition leader unreachable")
+                        .await;
                 }
                 return Err(err);
             }
             Err(_) => {
-                self.client.invalidate(&client, "partition leader lookup timed out").await;
+                self.client
+                    .invalidate(&client, "partition leader lookup timed out")
+                    .await;
                 return Err(ProduceError::timeout(&what, timeout));
             }
         };

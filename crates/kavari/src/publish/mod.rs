@@ -221,9 +221,10 @@ impl Publisher {
         let mut letter = message.clone();
         letter.topic = format!("{}{suffix}", message.topic);
         letter.headers.retain(|k, _| k == MSG_TYPE_HEADER);
-        letter
-            .headers
-            .insert(ORIGINAL_ERROR_HEADER.to_string(), cause.to_string().into_bytes());
+        letter.headers.insert(
+            ORIGINAL_ERROR_HEADER.to_string(),
+            cause.to_string().into_bytes(),
+        );
         // The dead-letter topic keeps what the main topic refused, so the
         // client-side size limit does not apply; the broker's still does.
         match self.attempt(&letter, false).await {

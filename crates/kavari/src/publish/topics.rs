@@ -103,7 +103,10 @@ impl Topics {
 
     /// Closes every batcher: each sends what it holds, then ends.
     pub(crate) fn close(&self) {
-        self.routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     async fn partition_count(&self, topic: &str) -> Result<usize, ProduceError> {
@@ -115,12 +118,16 @@ impl Topics {
             Ok(Err(e)) => {
                 let err = ProduceError::from_rskafka(&what, &e);
                 if err.kind() == ProduceErrorKind::Connection {
-                    self.client.invalidate(&client, "metadata request failed").await;
+                    self.client
+                        .invalidate(&client, "metadata request failed")
+                        .await;
                 }
                 return Err(err);
             }
             Err(_) => {
-                self.client.invalidate(&client, "metadata request timed out").await;
+                self.client
+                    .invalidate(&client, "metadata request timed out")
+                    .await;
                 return Err(ProduceError::timeout(&what, timeout));
             }
         };

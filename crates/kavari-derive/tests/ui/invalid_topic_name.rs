@@ -1,0 +1,7 @@
+#[derive(serde::Serialize, serde::Deserialize, kavari::KafkaMessage)]
+#[kavari(topic = "orders/eu")]
+struct BadTopic {
+    a: String,
+}
+
+fn main() {}

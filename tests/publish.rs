@@ -1,0 +1,341 @@
+//! Publishing against a real broker: the wire format other clients read,
+//! batching, retries through an outage, dead letters and shutdown.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use kavari::codec::EncodedMessage;
+use kavari::{FibonacciRetryPolicy, KafkaMessage, Kavari, NoRetry, PublishError, murmur2};
+use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
+use kavari_tests::{fetch_topic, header, init_tracing};
+use serde::{Deserialize, Serialize};
+
+// Topics are fixed per type by the derive, so tests that need their own
+// topic use `publish_encoded` with the topic rewritten.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "orders")]
+struct OrderPlaced {
+    #[kavari(key)]
+    order_id: String,
+    amount_cents: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "orders", name = "order.cancelled")]
+struct OrderCancelled {
+    #[kavari(key)]
+    order_id: String,
+    reason: String,
+}
+
+fn to_topic<M: KafkaMessage>(msg: &M, topic: &str) -> EncodedMessage {
+    let mut e = kavari::codec::encode(msg).expect("encode");
+    e.topic = topic.to_string();
+    e
+}
+
+fn order(i: usize) -> OrderPlaced {
+    OrderPlaced {
+        order_id: format!("o-{i}"),
+        amount_cents: i as u64 * 100,
+    }
+}
+
+#[tokio::test]
+async fn typed_messages_land_where_java_would_put_them() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("orders");
+    broker.create_topic(&topic, 3).await.expect("topic");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let placed = order(i);
+        let d = manager
+            .publish_encoded(to_topic(&placed, &topic))
+            .await
+            .expect("publish placed");
+        sent.push((d, placed.order_id.clone(), "OrderPlaced"));
+        let cancelled = OrderCancelled {
+            order_id: format!("o-{i}"),
+            reason: "changed mind".into(),
+        };
+        let d = manager
+            .publish_encoded(to_topic(&cancelled, &topic))
+            .await
+            .expect("publish cancelled");
+        sent.push((d, cancelled.order_id.clone(), "order.cancelled"));
+    }
+
+    let records = fetch_topic(broker, &topic, 3).await;
+    assert_eq!(records.len(), 40);
+    for (delivery, key, msg_type) in &sent {
+        let java_partition = (murmur2(key.as_bytes()) & 0x7fff_ffff) % 3;
+        assert_eq!(delivery.partition, java_partition, "key {key}");
+        let (_, r) = records
+            .iter()
+            .find(|(p, r)| *p == delivery.partition && r.offset == delivery.offset)
+            .expect("the delivered record is in the topic");
+        assert_eq!(r.record.key.as_deref(), Some(key.as_bytes()));
+        assert_eq!(
+            header(&r.record.headers, "msg_type").as_deref(),
+            Some(*msg_type)
+        );
+        assert_eq!(
+            header(&r.record.headers, "content-type").as_deref(),
+            Some("application/msgpack")
+        );
+        let value = r.record.value.as_deref().expect("value");
+        match *msg_type {
+            "OrderPlaced" => {
+                let m: OrderPlaced = kavari::codec::decode_value(value).expect("decode");
+                assert_eq!(&m.order_id, key);
+            }
+            _ => {
+                let m: OrderCancelled = kavari::codec::decode_value(value).expect("decode");
+                assert_eq!(m.reason, "changed mind");
+            }
+        }
+    }
+    manager.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn concurrent_publishes_share_produce_requests() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("batched");
+    broker.create_topic(&topic, 3).await.expect("topic");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .linger(Duration::from_millis(20))
+        .build()
+        .await
+        .expect("build");
+
+    let publishes = (0..1000).map(|i| manager.publish_encoded(to_topic(&order(i), &topic)));
+    let results = futures::future::join_all(publishes).await;
+    let mut seen = HashSet::new();
+    for r in results {
+        let d = r.expect("publish");
+        assert!(
+            seen.insert((d.partition, d.offset)),
+            "duplicate offset {d:?}"
+        );
+    }
+    assert_eq!(seen.len(), 1000);
+    let stats = manager.publish_stats();
+    assert_eq!(stats.records_acknowledged, 1000);
+    assert!(
+        stats.produce_requests <= 100,
+        "1,000 publishes took {} produce requests",
+        stats.produce_requests
+    );
+    assert_eq!(fetch_topic(broker, &topic, 3).await.len(), 1000);
+
+    // publish_batch: one result per message, in order.
+    let batch: Vec<OrderPlaced> = (0..10).map(order).collect();
+    let manager2 = Kavari::builder(broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+    broker.create_topic("orders", 3).await.ok();
+    let results = manager2.publish_batch(&batch).await;
+    assert_eq!(results.len(), 10);
+    for (i, r) in results.into_iter().enumerate() {
+        let d = r.expect("publish_batch");
+        assert_eq!(d.topic, "orders");
+        let key = format!("o-{i}");
+        assert_eq!(d.partition, (murmur2(key.as_bytes()) & 0x7fff_ffff) % 3);
+    }
+}
+
+#[tokio::test]
+async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
+    init_tracing();
+    let broker = KafkaBroker::builder()
+        .behind_proxy()
+        .start()
+        .await
+        .expect("broker");
+    let proxy = broker.proxy().expect("proxy");
+    let topic = unique_name("outage");
+    broker.create_topic(&topic, 1).await.expect("topic");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .request_timeout(Duration::from_secs(2))
+        .publishing_retry_policy(FibonacciRetryPolicy::new(3).with_unit(Duration::from_millis(100)))
+        .build()
+        .await
+        .expect("build");
+    manager
+        .publish_encoded(to_topic(&order(0), &topic))
+        .await
+        .expect("publish before the outage");
+
+    proxy.refuse();
+    let before = manager.publish_stats();
+    let msg = to_topic(&order(1), &topic);
+    let started = std::time::Instant::now();
+    let err = manager
+        .publish_encoded(msg.clone())
+        .await
+        .expect_err("publish during an outage");
+    let elapsed = started.elapsed();
+    match err {
+        PublishError::Failed {
+            attempts,
+            message,
+            dlq_error,
+            ..
+        } => {
+            assert_eq!(attempts, 3, "the policy allows three attempts");
+            assert_eq!(*message, msg, "the record comes back unchanged");
+            assert!(dlq_error.is_some(), "the dead-letter write was tried");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(manager.publish_stats().retries, before.retries + 1);
+    // Three attempts and a dead-letter attempt, each bounded by the 2 s
+    // request timeout, plus 300 ms of waits: never a hang.
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+
+    proxy.heal();
+    let d = manager
+        .publish_encoded(msg)
+        .await
+        .expect("publish after healing");
+    assert_eq!(d.offset, 1);
+}
+
+#[tokio::test]
+async fn too_large_message_goes_to_the_dead_letter_topic_at_once() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("large");
+    broker.create_topic(&topic, 1).await.expect("topic");
+    broker
+        .create_topic(&format!("{topic}.dlq"), 1)
+        .await
+        .expect("dlq topic");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .max_message_bytes(1_000)
+        .publishing_retry_policy(FibonacciRetryPolicy::new(5))
+        .build()
+        .await
+        .expect("build");
+    let big = OrderCancelled {
+        order_id: "o-big".into(),
+        reason: "x".repeat(2_000),
+    };
+    let started = std::time::Instant::now();
+    let err = manager
+        .publish_encoded(to_topic(&big, &topic))
+        .await
+        .expect_err("too large");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a too-large message is not retried"
+    );
+    let PublishError::DeadLettered { dlq, cause } = err else {
+        panic!("expected DeadLettered, got {err:?}");
+    };
+    assert_eq!(dlq.topic, format!("{topic}.dlq"));
+    assert_eq!(
+        cause.kind(),
+        kavari::publish::ProduceErrorKind::MessageTooLarge
+    );
+
+    let letters = fetch_topic(broker, &dlq.topic, 1).await;
+    assert_eq!(letters.len(), 1);
+    let r = &letters[0].1.record;
+    assert_eq!(r.key.as_deref(), Some(&b"o-big"[..]));
+    assert_eq!(
+        header(&r.headers, "msg_type").as_deref(),
+        Some("order.cancelled")
+    );
+    let original_error = header(&r.headers, "original_error").expect("original_error");
+    assert!(
+        original_error.contains("max_message_bytes"),
+        "{original_error}"
+    );
+    let back: OrderCancelled =
+        kavari::codec::decode_value(r.value.as_deref().expect("value")).expect("decode");
+    assert_eq!(back, big);
+    assert!(fetch_topic(broker, &topic, 1).await.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_topic_without_dead_letters_hands_the_record_back() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .publishing_retry_policy(NoRetry)
+        .dead_letter_suffix(None)
+        .build()
+        .await
+        .expect("build");
+    let msg = to_topic(&order(1), &unique_name("missing"));
+    match manager.publish_encoded(msg.clone()).await {
+        Err(PublishError::Failed {
+            message, dlq_error, ..
+        }) => {
+            assert_eq!(*message, msg);
+            assert!(dlq_error.is_none());
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_publishes_in_flight_and_drops_none() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("shutdown");
+    broker.create_topic(&topic, 3).await.expect("topic");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .linger(Duration::from_millis(200))
+        .build()
+        .await
+        .expect("build");
+
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let m = manager.clone();
+            let msg = to_topic(&order(i), &topic);
+            tokio::spawn(async move { m.publish_encoded(msg).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    manager.shutdown().await.expect("shutdown");
+
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(PublishError::Failed { message, .. }) => {
+                assert_eq!(
+                    message.topic, topic,
+                    "refused publishes hand their record back"
+                );
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(fetch_topic(broker, &topic, 3).await.len(), ok);
+    assert!(ok > 0, "publishes queued before shutdown were flushed");
+
+    // After shutdown, publishes are refused with the record handed back.
+    match manager.publish_encoded(to_topic(&order(999), &topic)).await {
+        Err(PublishError::Failed { cause, .. }) => {
+            assert_eq!(
+                cause.kind(),
+                kavari::publish::ProduceErrorKind::ShuttingDown
+            );
+        }
+        other => panic!("expected Failed after shutdown, got {other:?}"),
+    }
+    manager.shutdown().await.expect("shutdown is idempotent");
+}

@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kavari_testcontainers::KafkaBroker;
+use rskafka::client::Client;
+use rskafka::client::partition::UnknownTopicHandling;
+use rskafka::record::RecordAndOffset;
+
+/// Logs to the test's output when `RUST_LOG` is set; silent otherwise.
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Every record of `topic`/`partition` from offset 0 up to the high
+/// watermark, read with a plain rskafka fetch loop.
+pub async fn fetch_all(client: &Client, topic: &str, partition: i32) -> Vec<RecordAndOffset> {
+    let pc = client
+        .partition_client(topic, partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client");
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (records, high_watermark) = tokio::time::timeout(
+            Duration::from_secs(30),
+            pc.fetch_records(offset, 1..10_000_000, 100),
+        )
+        .await
+        .expect("fetch timed out")
+        .expect("fetch");
+        for r in records {
+            offset = r.offset + 1;
+            out.push(r);
+        }
+        if offset >= high_watermark {
+            return out;
+        }
+    }
+}
+
+/// Every record of every partition of `topic`, as (partition, record).
+pub async fn fetch_topic(
+    broker: &KafkaBroker,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(i32, RecordAndOffset)> {
+    let client = broker.client().await.expect("client");
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        for r in fetch_all(&client, topic, p).await {
+            out.push((p, r));
+        }
+    }
+    out
+}
+
+/// A header's value as a string, for assertions.
+pub fn header(headers: &BTreeMap<String, Vec<u8>>, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
