@@ -49,6 +49,11 @@ pub use partitioner::{Partitioner, crc32, murmur2};
 pub use publish::{Compression, Delivery, PublishError};
 pub use retry::{ExponentialRetryPolicy, FibonacciRetryPolicy, NoRetry, RetryPolicy};
 
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 // Lets the derive's absolute `::kavari::` paths resolve inside this crate's
 // own tests.
 extern crate self as kavari;

@@ -1,0 +1,222 @@
+//! `cooperative-sticky`: members keep what they own as far as balance allows,
+//! and only the partitions that must move do (incremental cooperative
+//! rebalancing, KIP-429).
+//!
+//! The algorithm: start from each member's valid owned partitions (a partition
+//! claimed by two members goes to the claim of the newer generation, or to
+//! neither on a tie); give every unowned partition to the least-loaded member
+//! subscribed to its topic; then, while some member has at least two more
+//! partitions than another member that could take one of them, move one.
+//! With equal subscriptions this ends balanced within one, and no member both
+//! gains and loses partitions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    Assignor, GroupAssignment, MemberSubscription, RebalanceProtocol, all_partitions,
+    sorted_members,
+};
+use crate::TopicPartition;
+
+/// The `cooperative-sticky` assignor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CooperativeStickyAssignor;
+
+impl Assignor for CooperativeStickyAssignor {
+    fn name(&self) -> &'static str {
+        "cooperative-sticky"
+    }
+
+    fn rebalance_protocol(&self) -> RebalanceProtocol {
+        RebalanceProtocol::Cooperative
+    }
+
+    fn assign(
+        &self,
+        members: &[MemberSubscription],
+        partition_counts: &BTreeMap<String, i32>,
+    ) -> GroupAssignment {
+        let (sorted, _) = sorted_members(members);
+        let all = all_partitions(members, partition_counts);
+        let subscribes =
+            |i: usize, tp: &TopicPartition| sorted[i].subscription.topics.contains(&tp.topic);
+
+        // 1. Valid owned partitions, conflicts resolved by generation.
+        let mut claims: BTreeMap<&TopicPartition, Vec<(i32, usize)>> = BTreeMap::new();
+        for (i, m) in sorted.iter().enumerate() {
+            for tp in &m.subscription.owned_partitions {
+                if all.contains(tp) && subscribes(i, tp) {
+                    claims
+                        .entry(tp)
+                        .or_default()
+                        .push((m.subscription.generation, i));
+                }
+            }
+        }
+        let mut sets: Vec<BTreeSet<TopicPartition>> = vec![BTreeSet::new(); sorted.len()];
+        for (tp, mut owners) in claims {
+            owners.sort_unstable_by(|a, b| b.cmp(a));
+            owners.dedup_by_key(|o| o.1);
+            let newest = owners[0].0;
+            if owners.iter().filter(|o| o.0 == newest).count() == 1 {
+                sets[owners[0].1].insert(tp.clone());
+            }
+        }
+
+        // 2. Unowned partitions to the least-loaded eligible member.
+        let owned: BTreeSet<&TopicPartition> = sets.iter().flatten().collect();
+        let unowned: Vec<TopicPartition> = all
+            .iter()
+            .filter(|tp| !owned.contains(tp))
+            .cloned()
+            .collect();
+        for tp in unowned {
+            let target = (0..sorted.len())
+                .filter(|&i| subscribes(i, &tp))
+                .min_by_key(|&i| (sets[i].len(), i));
+            if let Some(i) = target {
+                sets[i].insert(tp);
+            }
+        }
+
+        // 3. Balance: move one partition at a time from a member to an
+        // eligible member with at least two fewer.
+        loop {
+            let mut order: Vec<usize> = (0..sorted.len()).collect();
+            order.sort_by_key(|&i| (std::cmp::Reverse(sets[i].len()), i));
+            let mv = order.iter().find_map(|&from| {
+                sets[from].iter().rev().find_map(|tp| {
+                    (0..sorted.len())
+                        .filter(|&to| subscribes(to, tp) && sets[to].len() + 1 < sets[from].len())
+                        .min_by_key(|&to| (sets[to].len(), to))
+                        .map(|to| (from, to, tp.clone()))
+                })
+            });
+            match mv {
+                Some((from, to, tp)) => {
+                    sets[from].remove(&tp);
+                    sets[to].insert(tp);
+                }
+                None => break,
+            }
+        }
+
+        sorted
+            .iter()
+            .zip(sets)
+            .map(|(m, s)| (m.member_id.clone(), s.into_iter().collect()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use rand::Rng;
+
+    fn with_owned(
+        mut m: MemberSubscription,
+        owned: &[TopicPartition],
+        generation: i32,
+    ) -> MemberSubscription {
+        m.subscription.owned_partitions = owned.to_vec();
+        m.subscription.generation = generation;
+        m
+    }
+
+    #[test]
+    fn generated_groups_are_valid_and_balanced() {
+        for seed in 0..300 {
+            let mut rng = rng(seed);
+            let same = seed % 2 == 0;
+            let (members, counts) = random_group(&mut rng, same);
+            let a = CooperativeStickyAssignor.assign(&members, &counts);
+            let ctx = format!("seed={seed}");
+            assert_valid(&members, &counts, &a, &ctx);
+            if same {
+                assert_balanced(&a, &ctx);
+            }
+        }
+    }
+
+    /// A member joins, one leaves, one restarts with nothing: each time the
+    /// result is balanced, nobody both gains and loses, and everyone keeps as
+    /// much as its new share allows (so the fewest partitions move).
+    #[test]
+    fn membership_changes_move_the_minimum() {
+        for seed in 0..200 {
+            let mut rng = rng(1_000 + seed);
+            let (mut members, counts) = random_group(&mut rng, true);
+            let ctx = format!("seed={seed}");
+            let mut previous = CooperativeStickyAssignor.assign(&members, &counts);
+            for round in 0..4 {
+                // The next generation: members report what they own.
+                members = members
+                    .into_iter()
+                    .map(|m| {
+                        let owned = previous.get(&m.member_id).cloned().unwrap_or_default();
+                        with_owned(m, &owned, round + 1)
+                    })
+                    .collect();
+                match rng.random_range(0..3) {
+                    0 => {
+                        let topics: Vec<&str> = counts.keys().map(String::as_str).collect();
+                        members.push(member(&format!("new-{round}"), &topics));
+                    }
+                    1 if members.len() > 1 => {
+                        let gone = rng.random_range(0..members.len());
+                        members.remove(gone);
+                    }
+                    _ => {
+                        let reset = rng.random_range(0..members.len());
+                        members[reset].subscription.owned_partitions.clear();
+                    }
+                }
+                let next = CooperativeStickyAssignor.assign(&members, &counts);
+                let ctx = format!("{ctx} round={round}");
+                assert_valid(&members, &counts, &next, &ctx);
+                assert_balanced(&next, &ctx);
+                for m in &members {
+                    let owned: BTreeSet<_> = m.subscription.owned_partitions.iter().collect();
+                    let now: BTreeSet<_> = next[&m.member_id].iter().collect();
+                    let kept = owned.intersection(&now).count();
+                    assert_eq!(
+                        kept,
+                        owned.len().min(now.len()),
+                        "{ctx}: {} kept {kept} of {} owned with {} now",
+                        m.member_id,
+                        owned.len(),
+                        now.len()
+                    );
+                }
+                previous = next;
+            }
+        }
+    }
+
+    #[test]
+    fn conflicting_claims_go_to_the_newer_generation() {
+        let tp = |p| TopicPartition::new("t", p);
+        let members = [
+            with_owned(member("a", &["t"]), &[tp(0), tp(1)], 5),
+            with_owned(member("b", &["t"]), &[tp(1)], 4),
+        ];
+        let a = CooperativeStickyAssignor.assign(&members, &counts(&[("t", 2)]));
+        assert_eq!(a["a"], [tp(0)]);
+        assert_eq!(a["b"], [tp(1)], "b takes p1 for balance");
+        // a's newer claim on p1 won the conflict; balance then moved it: a
+        // kept p0, which it owned, rather than p1.
+    }
+
+    #[test]
+    fn partitions_of_deleted_topics_and_unsubscribed_topics_are_dropped() {
+        let members = [with_owned(
+            member("a", &["t"]),
+            &[TopicPartition::new("gone", 0), TopicPartition::new("t", 9)],
+            1,
+        )];
+        let a = CooperativeStickyAssignor.assign(&members, &counts(&[("t", 1)]));
+        assert_eq!(a["a"], [TopicPartition::new("t", 0)]);
+    }
+}
