@@ -108,10 +108,6 @@ impl Connection {
         Ok(conn)
     }
 
-    pub(crate) fn address(&self) -> &str {
-        &self.address
-    }
-
     pub(crate) fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
     }
@@ -123,7 +119,9 @@ impl Connection {
         let mut resp = self.send_at(&req, 3, self.timeout).await?;
         if resp.error_code == ResponseError::UnsupportedVersion.code() {
             // The broker answers at v0 with the versions it knows; ask at v0.
-            resp = self.send_at(&ApiVersionsRequest::default(), 0, self.timeout).await?;
+            resp = self
+                .send_at(&ApiVersionsRequest::default(), 0, self.timeout)
+                .await?;
         }
         if let Some(e) = resp.error_code.err() {
             return Err(GroupError::broker("ApiVersions", e, None));
@@ -174,7 +172,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<R::Response, GroupError> {
         if self.is_broken() {
-            return Err(self.conn_err("connection abandoned after an earlier failure"));
+            return Err(self.conn_err("connection abandoned after an earlier failure".into()));
         }
         let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
         let frame = self.encode(req, version, correlation_id)?;
@@ -275,7 +273,11 @@ impl Connection {
         let resp = R::Response::decode(&mut body, version)
             .map_err(|e| self.malformed(R::NAME, format!("v{version} response: {e}")))?;
         if body.has_remaining() {
-            tracing::trace!(api = R::NAME, left = body.remaining(), "response had trailing bytes");
+            tracing::trace!(
+                api = R::NAME,
+                left = body.remaining(),
+                "response had trailing bytes"
+            );
         }
         Ok(resp)
     }

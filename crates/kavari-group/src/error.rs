@@ -35,7 +35,9 @@ pub enum GroupError {
         message: Option<String>,
     },
     /// The broker speaks no version of an API that Kavari can use.
-    #[error("the broker supports no usable version of {api} (it offers {offered:?}, Kavari speaks {min}..={max})")]
+    #[error(
+        "the broker supports no usable version of {api} (it offers {offered:?}, Kavari speaks {min}..={max})"
+    )]
     UnsupportedVersion {
         /// The API.
         api: &'static str,

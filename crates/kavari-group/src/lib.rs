@@ -7,10 +7,26 @@
 //! `__consumer_offsets`, visible to any Kafka tooling, and a group may mix
 //! Kavari with Java or librdkafka members.
 
+mod api;
 pub mod assignor;
+mod backoff;
+mod config;
+mod connection;
+mod coordinator;
+mod error;
+mod events;
+mod member;
+pub mod offsets;
 pub mod protocol;
 
 use std::fmt;
+
+pub use config::GroupConfig;
+pub use error::GroupError;
+pub use events::{Generation, GroupEvent, MemberPhase, MemberState, RevokeAck};
+pub use kafka_protocol::ResponseError;
+pub use member::GroupMember;
+pub use offsets::{KafkaOffsetStore, MemoryOffsetStore, OffsetStore};
 
 /// A topic and partition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

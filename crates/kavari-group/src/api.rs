@@ -1,0 +1,487 @@
+//! The group APIs the member state machine uses, as a trait: the Kafka
+//! implementation speaks to a real coordinator; unit tests script answers.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::{
+    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
+    join_group_request::JoinGroupRequestProtocol, leave_group_request::MemberIdentity,
+    metadata_request::MetadataRequestTopic, offset_commit_request, offset_fetch_request,
+    sync_group_request::SyncGroupRequestAssignment,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Mutex;
+
+use crate::connection::Connection;
+use crate::{Generation, GroupError, TopicPartition};
+
+/// What a JoinGroup needs.
+#[derive(Debug, Clone)]
+pub(crate) struct JoinParams {
+    pub(crate) member_id: String,
+    pub(crate) group_instance_id: Option<String>,
+    pub(crate) session_timeout: Duration,
+    pub(crate) rebalance_timeout: Duration,
+    /// (assignor name, subscription bytes), in preference order.
+    pub(crate) protocols: Vec<(String, Bytes)>,
+    pub(crate) reason: String,
+}
+
+/// A JoinGroup answer; `error` is set on failure, with `member_id` still
+/// meaningful for MEMBER_ID_REQUIRED.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JoinResult {
+    pub(crate) error: Option<ResponseError>,
+    pub(crate) generation: i32,
+    pub(crate) protocol_name: Option<String>,
+    pub(crate) leader: String,
+    pub(crate) member_id: String,
+    /// (member id, instance id, subscription bytes): only for the leader.
+    pub(crate) members: Vec<(String, Option<String>, Bytes)>,
+}
+
+/// What a SyncGroup needs.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncParams {
+    pub(crate) generation: Generation,
+    pub(crate) protocol_name: String,
+    pub(crate) assignments: Vec<(String, Bytes)>,
+}
+
+/// The group APIs, semantically: each implementation builds the request for
+/// the version it negotiated.
+pub(crate) trait GroupApi: Send + Sync + 'static {
+    /// Finds the group's coordinator and connects to it.
+    fn find_coordinator(&self) -> impl Future<Output = Result<(), GroupError>> + Send;
+    fn join_group(
+        &self,
+        p: JoinParams,
+    ) -> impl Future<Output = Result<JoinResult, GroupError>> + Send;
+    /// Returns the member's assignment bytes.
+    fn sync_group(&self, p: SyncParams) -> impl Future<Output = Result<Bytes, GroupError>> + Send;
+    fn heartbeat(&self, g: &Generation) -> impl Future<Output = Result<(), GroupError>> + Send;
+    fn leave_group(&self, g: &Generation) -> impl Future<Output = Result<(), GroupError>> + Send;
+    fn partition_counts(
+        &self,
+        topics: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, i32>, GroupError>> + Send;
+    fn offset_commit(
+        &self,
+        g: &Generation,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> impl Future<Output = Result<(), GroupError>> + Send;
+    fn offset_fetch(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> impl Future<Output = Result<BTreeMap<TopicPartition, Option<i64>>, GroupError>> + Send;
+}
+
+/// The two connections to the coordinator: one for JoinGroup/SyncGroup,
+/// which may wait a whole rebalance, one for everything else.
+#[derive(Debug)]
+struct CoordinatorLink {
+    join: Connection,
+    control: Connection,
+}
+
+/// [`GroupApi`] over real connections.
+#[derive(Debug)]
+pub(crate) struct KafkaGroupApi {
+    bootstrap: Vec<String>,
+    group_id: String,
+    client_id: String,
+    request_timeout: Duration,
+    any_broker: Mutex<Option<Arc<Connection>>>,
+    link: Mutex<Option<Arc<CoordinatorLink>>>,
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn topic_name(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+fn check(api: &'static str, code: i16, message: Option<&StrBytes>) -> Result<(), GroupError> {
+    match code.err() {
+        None => Ok(()),
+        Some(e) => Err(GroupError::broker(
+            api,
+            e,
+            message.map(|m| m.as_str().to_string()),
+        )),
+    }
+}
+
+impl KafkaGroupApi {
+    pub(crate) fn new(
+        bootstrap: Vec<String>,
+        group_id: String,
+        client_id: String,
+        request_timeout: Duration,
+    ) -> Self {
+        Self {
+            bootstrap,
+            group_id,
+            client_id,
+            request_timeout,
+            any_broker: Mutex::new(None),
+            link: Mutex::new(None),
+        }
+    }
+
+    fn group(&self) -> GroupId {
+        GroupId(s(&self.group_id))
+    }
+
+    /// A connection to any bootstrap broker, for FindCoordinator and Metadata.
+    async fn any_broker(&self) -> Result<Arc<Connection>, GroupError> {
+        let mut slot = self.any_broker.lock().await;
+        if let Some(c) = slot.as_ref()
+            && !c.is_broken()
+        {
+            return Ok(Arc::clone(c));
+        }
+        let mut last = None;
+        for address in &self.bootstrap {
+            match Connection::connect(address, &self.client_id, self.request_timeout).await {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    *slot = Some(Arc::clone(&c));
+                    return Ok(c);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(GroupError::Connection {
+            address: String::new(),
+            detail: "no bootstrap servers".into(),
+        }))
+    }
+
+    async fn link(&self) -> Result<Arc<CoordinatorLink>, GroupError> {
+        let slot = self.link.lock().await;
+        match slot.as_ref() {
+            Some(l) if !l.join.is_broken() && !l.control.is_broken() => Ok(Arc::clone(l)),
+            _ => Err(GroupError::broker(
+                "coordinator",
+                ResponseError::CoordinatorNotAvailable,
+                Some("no connection to the coordinator".into()),
+            )),
+        }
+    }
+
+    /// Forgets a coordinator that failed, so the member looks it up again.
+    async fn on_error<T>(&self, r: Result<T, GroupError>) -> Result<T, GroupError> {
+        if let Err(e) = &r
+            && e.needs_new_coordinator()
+        {
+            *self.link.lock().await = None;
+        }
+        r
+    }
+}
+
+impl GroupApi for KafkaGroupApi {
+    async fn find_coordinator(&self) -> Result<(), GroupError> {
+        let broker = self.any_broker().await?;
+        let version = broker.version::<FindCoordinatorRequest>()?;
+        let req = if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s(&self.group_id)])
+        } else {
+            FindCoordinatorRequest::default().with_key(s(&self.group_id))
+        };
+        let resp = match broker.send(&req).await {
+            Ok(r) => r,
+            Err(e) => {
+                *self.any_broker.lock().await = None;
+                return Err(e);
+            }
+        };
+        let (host, port) = if version >= 4 {
+            let c = resp
+                .coordinators
+                .first()
+                .ok_or_else(|| GroupError::Malformed {
+                    what: "FindCoordinator",
+                    detail: "no coordinator in the response".into(),
+                })?;
+            check("FindCoordinator", c.error_code, c.error_message.as_ref())?;
+            (c.host.as_str().to_string(), c.port)
+        } else {
+            check(
+                "FindCoordinator",
+                resp.error_code,
+                resp.error_message.as_ref(),
+            )?;
+            (resp.host.as_str().to_string(), resp.port)
+        };
+        let address = format!("{host}:{port}");
+        let join = Connection::connect(&address, &self.client_id, self.request_timeout).await?;
+        let control = Connection::connect(&address, &self.client_id, self.request_timeout).await?;
+        tracing::debug!(group = %self.group_id, coordinator = %address, "found the group coordinator");
+        *self.link.lock().await = Some(Arc::new(CoordinatorLink { join, control }));
+        Ok(())
+    }
+
+    async fn join_group(&self, p: JoinParams) -> Result<JoinResult, GroupError> {
+        let link = self.link().await?;
+        let req = JoinGroupRequest::default()
+            .with_group_id(self.group())
+            .with_session_timeout_ms(
+                i32::try_from(p.session_timeout.as_millis()).unwrap_or(i32::MAX),
+            )
+            .with_rebalance_timeout_ms(
+                i32::try_from(p.rebalance_timeout.as_millis()).unwrap_or(i32::MAX),
+            )
+            .with_member_id(s(&p.member_id))
+            .with_group_instance_id(p.group_instance_id.as_deref().map(s))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(
+                p.protocols
+                    .iter()
+                    .map(|(name, meta)| {
+                        JoinGroupRequestProtocol::default()
+                            .with_name(s(name))
+                            .with_metadata(meta.clone())
+                    })
+                    .collect(),
+            )
+            .with_reason(Some(s(&p.reason)));
+        // The broker holds JoinGroup until the rebalance completes.
+        let timeout = p.rebalance_timeout + self.request_timeout;
+        let resp = self
+            .on_error(link.join.send_with_timeout(&req, timeout).await)
+            .await?;
+        Ok(JoinResult {
+            error: resp.error_code.err(),
+            generation: resp.generation_id,
+            protocol_name: resp.protocol_name.map(|n| n.as_str().to_string()),
+            leader: resp.leader.as_str().to_string(),
+            member_id: resp.member_id.as_str().to_string(),
+            members: resp
+                .members
+                .into_iter()
+                .map(|m| {
+                    (
+                        m.member_id.as_str().to_string(),
+                        m.group_instance_id.map(|i| i.as_str().to_string()),
+                        m.metadata,
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    async fn sync_group(&self, p: SyncParams) -> Result<Bytes, GroupError> {
+        let link = self.link().await?;
+        let req = SyncGroupRequest::default()
+            .with_group_id(self.group())
+            .with_generation_id(p.generation.generation_id)
+            .with_member_id(s(&p.generation.member_id))
+            .with_group_instance_id(p.generation.group_instance_id.as_deref().map(s))
+            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+            .with_protocol_name(Some(s(&p.protocol_name)))
+            .with_assignments(
+                p.assignments
+                    .iter()
+                    .map(|(m, a)| {
+                        SyncGroupRequestAssignment::default()
+                            .with_member_id(s(m))
+                            .with_assignment(a.clone())
+                    })
+                    .collect(),
+            );
+        // Followers wait for the leader's SyncGroup.
+        let timeout = self.request_timeout * 2;
+        let resp = self
+            .on_error(link.join.send_with_timeout(&req, timeout).await)
+            .await?;
+        check("SyncGroup", resp.error_code, None)?;
+        Ok(resp.assignment)
+    }
+
+    async fn heartbeat(&self, g: &Generation) -> Result<(), GroupError> {
+        let link = self.link().await?;
+        let req = HeartbeatRequest::default()
+            .with_group_id(self.group())
+            .with_generation_id(g.generation_id)
+            .with_member_id(s(&g.member_id))
+            .with_group_instance_id(g.group_instance_id.as_deref().map(s));
+        let resp = self.on_error(link.control.send(&req).await).await?;
+        self.on_error(check("Heartbeat", resp.error_code, None))
+            .await
+    }
+
+    async fn leave_group(&self, g: &Generation) -> Result<(), GroupError> {
+        let link = self.link().await?;
+        let version = link.control.version::<LeaveGroupRequest>()?;
+        let req = if version >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(self.group())
+                .with_members(vec![
+                    MemberIdentity::default()
+                        .with_member_id(s(&g.member_id))
+                        .with_group_instance_id(g.group_instance_id.as_deref().map(s))
+                        .with_reason(Some(StrBytes::from_static_str("the consumer is closing"))),
+                ])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(self.group())
+                .with_member_id(s(&g.member_id))
+        };
+        let resp = link.control.send(&req).await?;
+        check("LeaveGroup", resp.error_code, None)?;
+        for m in &resp.members {
+            check("LeaveGroup", m.error_code, None)?;
+        }
+        Ok(())
+    }
+
+    async fn partition_counts(
+        &self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, i32>, GroupError> {
+        let broker = self.any_broker().await?;
+        let req = MetadataRequest::default().with_topics(Some(
+            topics
+                .iter()
+                .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
+                .collect(),
+        ));
+        let resp = match broker.send(&req).await {
+            Ok(r) => r,
+            Err(e) => {
+                *self.any_broker.lock().await = None;
+                return Err(e);
+            }
+        };
+        Ok(resp
+            .topics
+            .into_iter()
+            .filter(|t| t.error_code == 0 && !t.partitions.is_empty())
+            .filter_map(|t| {
+                let n = i32::try_from(t.partitions.len()).ok()?;
+                Some((t.name?.0.as_str().to_string(), n))
+            })
+            .collect())
+    }
+
+    async fn offset_commit(
+        &self,
+        g: &Generation,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), GroupError> {
+        let link = self.link().await?;
+        let mut topics: BTreeMap<&str, Vec<offset_commit_request::OffsetCommitRequestPartition>> =
+            BTreeMap::new();
+        for (tp, offset) in offsets {
+            topics.entry(tp.topic.as_str()).or_default().push(
+                offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(tp.partition)
+                    .with_committed_offset(*offset)
+                    .with_committed_leader_epoch(-1),
+            );
+        }
+        let req = OffsetCommitRequest::default()
+            .with_group_id(self.group())
+            .with_generation_id_or_member_epoch(g.generation_id)
+            .with_member_id(s(&g.member_id))
+            .with_group_instance_id(g.group_instance_id.as_deref().map(s))
+            .with_retention_time_ms(-1)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(topic_name(t))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let resp = self.on_error(link.control.send(&req).await).await?;
+        for t in &resp.topics {
+            for p in &t.partitions {
+                self.on_error(check("OffsetCommit", p.error_code, None))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn offset_fetch(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
+        let link = self.link().await?;
+        let version = link.control.version::<OffsetFetchRequest>()?;
+        let by_topic = crate::protocol::by_topic(partitions);
+        let req = if version >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(self.group())
+                    .with_topics(Some(
+                        by_topic
+                            .iter()
+                            .map(|(t, ps)| {
+                                offset_fetch_request::OffsetFetchRequestTopics::default()
+                                    .with_name(topic_name(t))
+                                    .with_partition_indexes(ps.clone())
+                            })
+                            .collect(),
+                    )),
+            ])
+        } else {
+            OffsetFetchRequest::default()
+                .with_group_id(self.group())
+                .with_topics(Some(
+                    by_topic
+                        .iter()
+                        .map(|(t, ps)| {
+                            offset_fetch_request::OffsetFetchRequestTopic::default()
+                                .with_name(topic_name(t))
+                                .with_partition_indexes(ps.clone())
+                        })
+                        .collect(),
+                ))
+        };
+        let resp = self.on_error(link.control.send(&req).await).await?;
+        let mut out: BTreeMap<TopicPartition, Option<i64>> =
+            partitions.iter().map(|tp| (tp.clone(), None)).collect();
+        let mut record = |topic: &TopicName, partition: i32, offset: i64, code: i16| {
+            check("OffsetFetch", code, None)?;
+            // -1: nothing committed for this partition.
+            let tp = TopicPartition::new(topic.0.as_str(), partition);
+            out.insert(tp, (offset >= 0).then_some(offset));
+            Ok::<(), GroupError>(())
+        };
+        if version >= 8 {
+            for g in &resp.groups {
+                self.on_error(check("OffsetFetch", g.error_code, None))
+                    .await?;
+                for t in &g.topics {
+                    for p in &t.partitions {
+                        record(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
+                    }
+                }
+            }
+        } else {
+            self.on_error(check("OffsetFetch", resp.error_code, None))
+                .await?;
+            for t in &resp.topics {
+                for p in &t.partitions {
+                    record(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,95 @@
+//! [`GroupConfig`]: a member's settings, with Kafka's names in the docs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::GroupError;
+use crate::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor};
+
+/// How a member joins and stays in its group.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub bootstrap: Vec<String>,
+    /// The group (Kafka's `group.id`).
+    pub group_id: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Sent to the broker as `client.id`. Default: `kavari`.
+    pub client_id: String,
+    /// Static membership (Kafka's `group.instance.id`): a member restarted
+    /// within the session timeout gets its partitions back with no
+    /// rebalance. Default: none (a dynamic member).
+    pub group_instance_id: Option<String>,
+    /// Kafka's `session.timeout.ms`: the coordinator drops a member it has
+    /// not heard from for this long. Default: 10 s.
+    pub session_timeout: Duration,
+    /// Kafka's `max.poll.interval.ms` as the rebalance timeout: how long the
+    /// coordinator waits for members to rejoin, and how long a revocation
+    /// may take. Default: 60 s.
+    pub rebalance_timeout: Duration,
+    /// Kafka's `heartbeat.interval.ms`. Default: 3 s.
+    pub heartbeat_interval: Duration,
+    /// Kafka's `request.timeout.ms` for every request but JoinGroup.
+    /// Default: 30 s.
+    pub request_timeout: Duration,
+    /// Kafka's `retry.backoff.ms`: the first wait after a failure; it
+    /// doubles with jitter up to `retry_backoff_max`. Default: 100 ms.
+    pub retry_backoff: Duration,
+    /// Kafka's `retry.backoff.max.ms`. Default: 10 s.
+    pub retry_backoff_max: Duration,
+    /// Kafka's `partition.assignment.strategy`, in preference order.
+    /// Default: `range`, then `cooperative-sticky`, as the Java client.
+    pub assignors: Vec<Arc<dyn Assignor>>,
+}
+
+impl GroupConfig {
+    /// A dynamic member of `group_id` consuming `topics`, with defaults.
+    pub fn new(
+        bootstrap: impl IntoIterator<Item = impl Into<String>>,
+        group_id: impl Into<String>,
+        topics: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            bootstrap: bootstrap.into_iter().map(Into::into).collect(),
+            group_id: group_id.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            client_id: "kavari".into(),
+            group_instance_id: None,
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(10),
+            assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
+        }
+    }
+
+    /// Rejects settings that cannot work, in one place.
+    pub fn validate(&self) -> Result<(), GroupError> {
+        let bad = |m: &str| Err(GroupError::Fatal(format!("invalid group config: {m}")));
+        if self.bootstrap.is_empty() {
+            return bad("no bootstrap servers");
+        }
+        if self.group_id.is_empty() {
+            return bad("empty group id");
+        }
+        if self.topics.is_empty() {
+            return bad("no topics");
+        }
+        if self.assignors.is_empty() {
+            return bad("no assignors");
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
+            return bad("heartbeat_interval must be above zero and below session_timeout");
+        }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout must be above zero");
+        }
+        if self.group_instance_id.as_deref() == Some("") {
+            return bad("an empty group_instance_id");
+        }
+        Ok(())
+    }
+}

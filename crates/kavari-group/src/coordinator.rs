@@ -1,0 +1,547 @@
+//! The member's state machine: one task owns the membership and moves through
+//! find-coordinator → join → sync → heartbeat, logging each move with why.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::api::{GroupApi, JoinParams, SyncParams};
+use crate::assignor::{Assignor, MemberSubscription, RebalanceProtocol};
+use crate::backoff::Backoff;
+use crate::protocol::{Assignment, Subscription};
+use crate::{
+    Generation, GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState, RevokeAck,
+    TopicPartition,
+};
+
+/// Requests from the member's handle.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Rejoin the group (a stale commit, a metadata change).
+    Rejoin(String),
+    /// Give up partitions (committing through the runtime), leave, stop.
+    Leave(oneshot::Sender<()>),
+}
+
+/// How the heartbeat loop ended.
+enum StableExit {
+    Rejoin(String),
+    Error(GroupError),
+    Leave(Option<oneshot::Sender<()>>),
+}
+
+pub(crate) struct Coordinator<A: GroupApi> {
+    api: Arc<A>,
+    config: Arc<GroupConfig>,
+    member_id: String,
+    generation: Option<Generation>,
+    owned: BTreeSet<TopicPartition>,
+    protocol: RebalanceProtocol,
+    events: mpsc::UnboundedSender<GroupEvent>,
+    state: watch::Sender<MemberState>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    backoff: Backoff,
+    need_coordinator: bool,
+    rejoin: Option<String>,
+    last_heartbeat_ok: Instant,
+    joins: u64,
+}
+
+impl<A: GroupApi> Coordinator<A> {
+    pub(crate) fn new(
+        api: Arc<A>,
+        config: Arc<GroupConfig>,
+        events: mpsc::UnboundedSender<GroupEvent>,
+        state: watch::Sender<MemberState>,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        let backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
+        Self {
+            api,
+            config,
+            member_id: String::new(),
+            generation: None,
+            owned: BTreeSet::new(),
+            protocol: RebalanceProtocol::Eager,
+            events,
+            state,
+            commands,
+            backoff,
+            need_coordinator: true,
+            rejoin: Some("first join".into()),
+            last_heartbeat_ok: Instant::now(),
+            joins: 0,
+        }
+    }
+
+    fn group(&self) -> &str {
+        &self.config.group_id
+    }
+
+    fn set_phase(&self, phase: MemberPhase) {
+        let state = MemberState {
+            phase,
+            generation: self.generation.clone(),
+            assignment: self.owned.iter().cloned().collect(),
+            joins: self.joins,
+        };
+        self.state.send_replace(state);
+    }
+
+    fn emit(&self, event: GroupEvent) {
+        // No receiver: the runtime went away; the member still behaves.
+        let _ = self.events.send(event);
+    }
+
+    /// Runs until closed or failed.
+    pub(crate) async fn run(mut self) {
+        match self.run_inner().await {
+            Ok(()) => {
+                tracing::info!(group = %self.group(), "left the group");
+                self.set_phase(MemberPhase::Closed);
+            }
+            Err(e) => {
+                tracing::error!(group = %self.group(), error = %e, "group member failed");
+                if !self.owned.is_empty() {
+                    self.lose("the member failed");
+                }
+                self.set_phase(MemberPhase::Failed(e.to_string()));
+                self.emit(GroupEvent::Failed(e));
+            }
+        }
+    }
+
+    async fn run_inner(&mut self) -> Result<(), GroupError> {
+        loop {
+            if self.need_coordinator {
+                self.set_phase(MemberPhase::Reconnecting);
+                self.expire_session_if_silent();
+                match self.api.find_coordinator().await {
+                    Ok(()) => {
+                        tracing::info!(group = %self.group(), why = "coordinator found", "connected to the group coordinator");
+                        self.need_coordinator = false;
+                        self.backoff.reset();
+                    }
+                    Err(e) if e.is_fatal() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(group = %self.group(), error = %e, "finding the coordinator failed; backing off");
+                        if let Some(done) = self.pause().await {
+                            return self.leave(done).await;
+                        }
+                        continue;
+                    }
+                }
+            }
+            if let Some(reason) = self.rejoin.clone() {
+                match self.join(&reason).await {
+                    Ok(second_round) => {
+                        self.backoff.reset();
+                        self.rejoin = second_round;
+                    }
+                    Err(e) => {
+                        if self.on_error(e)?
+                            && let Some(done) = self.pause().await
+                        {
+                            return self.leave(done).await;
+                        }
+                    }
+                }
+                continue;
+            }
+            match self.stable().await {
+                StableExit::Leave(done) => return self.leave(done).await,
+                StableExit::Rejoin(reason) => self.rejoin = Some(reason),
+                StableExit::Error(e) => {
+                    if self.on_error(e)?
+                        && let Some(done) = self.pause().await
+                    {
+                        return self.leave(done).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Classifies an error; `Ok(true)` means back off before the next try.
+    fn on_error(&mut self, e: GroupError) -> Result<bool, GroupError> {
+        if e.is_fatal() {
+            return Err(e);
+        }
+        let group = self.config.group_id.clone();
+        if e.needs_new_coordinator() {
+            tracing::warn!(%group, error = %e, why = "coordinator moved or unreachable", "finding the coordinator again");
+            self.need_coordinator = true;
+            return Ok(true);
+        }
+        match e.response_error() {
+            Some(ResponseError::RebalanceInProgress) => {
+                tracing::info!(%group, why = "rebalance in progress", "rejoining");
+                self.rejoin = Some("rebalance in progress".into());
+                Ok(false)
+            }
+            Some(ResponseError::UnknownMemberId) => {
+                tracing::warn!(%group, member = %self.member_id, why = "unknown member id", "rejoining as a new member");
+                self.lose("the coordinator forgot this member");
+                self.member_id.clear();
+                self.rejoin = Some("unknown member id".into());
+                Ok(false)
+            }
+            Some(ResponseError::IllegalGeneration) => {
+                tracing::warn!(%group, why = "illegal generation", "rejoining");
+                self.lose("the generation is gone");
+                self.rejoin = Some("illegal generation".into());
+                Ok(false)
+            }
+            Some(ResponseError::CoordinatorLoadInProgress) => {
+                tracing::info!(%group, why = "coordinator loading", "backing off");
+                Ok(true)
+            }
+            _ => {
+                tracing::warn!(%group, error = %e, "group request failed; backing off");
+                if self.generation.is_none() && self.rejoin.is_none() {
+                    self.rejoin = Some(format!("after error: {e}"));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Waits one backoff step; returns a Leave command's reply if one came.
+    async fn pause(&mut self) -> Option<Option<oneshot::Sender<()>>> {
+        let deadline = Instant::now() + self.backoff.next();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return None,
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Rejoin(reason)) => {
+                        if self.rejoin.is_none() {
+                            self.rejoin = Some(reason);
+                        }
+                    }
+                    Some(Command::Leave(done)) => return Some(Some(done)),
+                    None => return Some(None),
+                }
+            }
+        }
+    }
+
+    /// Without a successful heartbeat for a whole session timeout, the
+    /// coordinator has dropped this member: its partitions are someone
+    /// else's now.
+    fn expire_session_if_silent(&mut self) {
+        if self.generation.is_some()
+            && self.last_heartbeat_ok.elapsed() > self.config.session_timeout
+        {
+            tracing::warn!(group = %self.group(), why = "session timeout without a heartbeat", "partitions lost");
+            self.lose("the session timed out");
+            if self.rejoin.is_none() {
+                self.rejoin = Some("session expired".into());
+            }
+        }
+    }
+
+    fn lose(&mut self, why: &str) {
+        let partitions: Vec<_> = std::mem::take(&mut self.owned).into_iter().collect();
+        self.generation = None;
+        if !partitions.is_empty() {
+            tracing::warn!(group = %self.group(), why, count = partitions.len(), "partitions lost");
+            self.emit(GroupEvent::Lost { partitions });
+        }
+    }
+
+    /// Asks the runtime to release `partitions` and waits for it (at most
+    /// the rebalance timeout), heartbeating meanwhile so the session lives.
+    async fn revoke(&mut self, partitions: Vec<TopicPartition>) {
+        if partitions.is_empty() {
+            return;
+        }
+        self.set_phase(MemberPhase::Rebalancing);
+        tracing::info!(group = %self.group(), count = partitions.len(), "revoking partitions");
+        let (ack, mut rx) = RevokeAck::new();
+        for tp in &partitions {
+            self.owned.remove(tp);
+        }
+        self.emit(GroupEvent::Revoking { partitions, ack });
+        let deadline = Instant::now() + self.config.rebalance_timeout;
+        loop {
+            let beat = Instant::now() + self.config.heartbeat_interval;
+            tokio::select! {
+                _ = &mut rx => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(group = %self.group(), "revocation not acknowledged within the rebalance timeout; going on");
+                    return;
+                }
+                _ = tokio::time::sleep_until(beat) => {
+                    if let Some(g) = self.generation.clone() {
+                        // Errors (a rebalance in progress) are expected here.
+                        if self.api.heartbeat(&g).await.is_ok() {
+                            self.last_heartbeat_ok = Instant::now();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// JoinGroup and SyncGroup; returns a reason to rejoin at once when a
+    /// cooperative rebalance needs its second round.
+    async fn join(&mut self, reason: &str) -> Result<Option<String>, GroupError> {
+        if self.protocol == RebalanceProtocol::Eager && !self.owned.is_empty() {
+            let all = self.owned.iter().cloned().collect();
+            self.revoke(all).await;
+        }
+        self.set_phase(MemberPhase::Joining);
+        tracing::info!(group = %self.group(), why = reason, "joining");
+        let subscription = Subscription {
+            topics: self.config.topics.clone(),
+            user_data: None,
+            owned_partitions: self.owned.iter().cloned().collect(),
+            generation: self.generation.as_ref().map_or(-1, |g| g.generation_id),
+            rack_id: None,
+        }
+        .encode();
+        let protocols = self
+            .config
+            .assignors
+            .iter()
+            .map(|a| (a.name().to_string(), subscription.clone()))
+            .collect::<Vec<_>>();
+        let mut attempt = 0;
+        let joined = loop {
+            attempt += 1;
+            let resp = self
+                .api
+                .join_group(JoinParams {
+                    member_id: self.member_id.clone(),
+                    group_instance_id: self.config.group_instance_id.clone(),
+                    session_timeout: self.config.session_timeout,
+                    rebalance_timeout: self.config.rebalance_timeout,
+                    protocols: protocols.clone(),
+                    reason: reason.to_string(),
+                })
+                .await?;
+            match resp.error {
+                None => break resp,
+                Some(ResponseError::MemberIdRequired) if attempt < 3 => {
+                    tracing::debug!(group = %self.group(), member = %resp.member_id, "rejoining with the member id the coordinator gave");
+                    self.member_id = resp.member_id;
+                }
+                Some(ResponseError::UnknownMemberId) => {
+                    self.member_id.clear();
+                    return Err(GroupError::broker(
+                        "JoinGroup",
+                        ResponseError::UnknownMemberId,
+                        None,
+                    ));
+                }
+                Some(e) => return Err(GroupError::broker("JoinGroup", e, None)),
+            }
+        };
+        self.member_id = joined.member_id.clone();
+        let generation = Generation {
+            generation_id: joined.generation,
+            member_id: joined.member_id.clone(),
+            group_instance_id: self.config.group_instance_id.clone(),
+        };
+        let protocol_name = joined
+            .protocol_name
+            .clone()
+            .ok_or_else(|| GroupError::Malformed {
+                what: "JoinGroup",
+                detail: "no protocol name in a successful response".into(),
+            })?;
+        let assignor = self
+            .config
+            .assignors
+            .iter()
+            .find(|a| a.name() == protocol_name)
+            .cloned()
+            .ok_or_else(|| {
+                GroupError::Fatal(format!(
+                    "the group chose assignor {protocol_name:?}, which this member does not offer"
+                ))
+            })?;
+        self.set_phase(MemberPhase::AwaitingSync);
+        let assignments = if joined.leader == joined.member_id {
+            self.lead(assignor.as_ref(), &joined.members).await?
+        } else {
+            Vec::new()
+        };
+        let bytes = self
+            .api
+            .sync_group(SyncParams {
+                generation: generation.clone(),
+                protocol_name,
+                assignments,
+            })
+            .await?;
+        let assignment = Assignment::decode(&bytes).map_err(|e| GroupError::Malformed {
+            what: "SyncGroup assignment",
+            detail: e.to_string(),
+        })?;
+        let new: BTreeSet<TopicPartition> = assignment
+            .partitions
+            .into_iter()
+            .filter(|tp| self.config.topics.contains(&tp.topic))
+            .collect();
+        self.protocol = assignor.rebalance_protocol();
+        self.generation = Some(generation.clone());
+        self.last_heartbeat_ok = Instant::now();
+        self.joins += 1;
+        let revoked: Vec<_> = self.owned.difference(&new).cloned().collect();
+        let added: Vec<_> = new.difference(&self.owned).cloned().collect();
+        let second_round = if revoked.is_empty() {
+            None
+        } else {
+            // Cooperative: give up what moves, then rejoin so the group can
+            // hand it to its new owner.
+            self.revoke(revoked).await;
+            Some("cooperative rebalance: partitions released".to_string())
+        };
+        self.owned = new;
+        tracing::info!(
+            group = %self.group(), generation = generation.generation_id, member = %generation.member_id,
+            assigned = self.owned.len(), added = added.len(), "joined"
+        );
+        self.set_phase(MemberPhase::Stable);
+        self.emit(GroupEvent::Assigned {
+            added,
+            assignment: self.owned.iter().cloned().collect(),
+            generation,
+        });
+        Ok(second_round)
+    }
+
+    /// The leader's work: decode subscriptions, look up partitions, assign.
+    async fn lead(
+        &self,
+        assignor: &dyn Assignor,
+        members: &[(String, Option<String>, Bytes)],
+    ) -> Result<Vec<(String, Bytes)>, GroupError> {
+        let members: Vec<MemberSubscription> = members
+            .iter()
+            .map(|(id, instance, meta)| {
+                let subscription = Subscription::decode(meta).unwrap_or_else(|e| {
+                    // One member's bad metadata must not stop the group: it
+                    // gets nothing this generation.
+                    tracing::warn!(group = %self.group(), member = %id, error = %e, "undecodable subscription");
+                    Subscription::default()
+                });
+                MemberSubscription {
+                    member_id: id.clone(),
+                    group_instance_id: instance.clone(),
+                    subscription,
+                }
+            })
+            .collect();
+        let topics: Vec<String> = members
+            .iter()
+            .flat_map(|m| m.subscription.topics.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let counts = self.api.partition_counts(&topics).await?;
+        let mut assignment = assignor.assign(&members, &counts);
+        if assignor.rebalance_protocol() == RebalanceProtocol::Cooperative {
+            withhold_moving_partitions(&members, &mut assignment);
+        }
+        tracing::info!(group = %self.group(), members = members.len(), topics = topics.len(), assignor = assignor.name(), "assigned partitions as leader");
+        Ok(assignment
+            .into_iter()
+            .map(|(member, partitions)| {
+                let bytes = Assignment {
+                    partitions,
+                    user_data: None,
+                }
+                .encode();
+                (member, bytes)
+            })
+            .collect())
+    }
+
+    /// Heartbeats until the group needs this member to do something else.
+    async fn stable(&mut self) -> StableExit {
+        loop {
+            let next = Instant::now() + self.config.heartbeat_interval;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {
+                    let Some(g) = self.generation.clone() else {
+                        return StableExit::Rejoin("no generation".into());
+                    };
+                    match self.api.heartbeat(&g).await {
+                        Ok(()) => self.last_heartbeat_ok = Instant::now(),
+                        Err(e) if e.needs_rejoin() || e.is_fatal() || e.needs_new_coordinator() => {
+                            return StableExit::Error(e);
+                        }
+                        Err(e) => {
+                            tracing::warn!(group = %self.group(), error = %e, "heartbeat failed");
+                        }
+                    }
+                    self.expire_session_if_silent();
+                    if let Some(reason) = self.rejoin.take() {
+                        return StableExit::Rejoin(reason);
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Rejoin(reason)) => return StableExit::Rejoin(reason),
+                    Some(Command::Leave(done)) => return StableExit::Leave(Some(done)),
+                    None => return StableExit::Leave(None),
+                }
+            }
+        }
+    }
+
+    /// Releases partitions (the runtime commits), leaves (dynamic members
+    /// only: a static member keeps its place for the session timeout).
+    async fn leave(&mut self, done: Option<oneshot::Sender<()>>) -> Result<(), GroupError> {
+        self.set_phase(MemberPhase::Leaving);
+        let owned: Vec<_> = self.owned.iter().cloned().collect();
+        self.revoke(owned).await;
+        if self.config.group_instance_id.is_none()
+            && !self.member_id.is_empty()
+            && !self.need_coordinator
+        {
+            let g = Generation {
+                generation_id: self.generation.as_ref().map_or(-1, |g| g.generation_id),
+                member_id: self.member_id.clone(),
+                group_instance_id: None,
+            };
+            if let Err(e) = self.api.leave_group(&g).await {
+                tracing::warn!(group = %self.group(), error = %e, "LeaveGroup failed; the coordinator drops the member after the session timeout");
+            }
+        }
+        self.generation = None;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+        Ok(())
+    }
+}
+
+/// Cooperative rebalancing (KIP-429): a partition moving from one member to
+/// another is left out of this generation; its owner revokes it, rejoins, and
+/// the next generation hands it over.
+pub(crate) fn withhold_moving_partitions(
+    members: &[MemberSubscription],
+    assignment: &mut BTreeMap<String, Vec<TopicPartition>>,
+) {
+    let mut owner: BTreeMap<&TopicPartition, Option<&str>> = BTreeMap::new();
+    for m in members {
+        for tp in &m.subscription.owned_partitions {
+            owner
+                .entry(tp)
+                .and_modify(|o| *o = None) // claimed twice: nobody's
+                .or_insert(Some(m.member_id.as_str()));
+        }
+    }
+    for (member, partitions) in assignment.iter_mut() {
+        partitions.retain(|tp| match owner.get(tp) {
+            Some(Some(o)) => *o == member.as_str(),
+            _ => true,
+        });
+    }
+}

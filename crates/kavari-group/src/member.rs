@@ -1,0 +1,166 @@
+//! [`GroupMember`]: the handle a consumer runtime holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api::KafkaGroupApi;
+use crate::coordinator::{Command, Coordinator};
+use crate::offsets::{KafkaOffsetStore, OffsetStore};
+use crate::{GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState, TopicPartition};
+
+/// A member of a Kafka consumer group. Its membership runs on a task of its
+/// own (joining, heartbeating, rebalancing), independent of message handling;
+/// changes arrive as [`GroupEvent`]s.
+///
+/// Dropping the handle leaves the group, as [`close`](Self::close) does.
+#[derive(Debug)]
+pub struct GroupMember {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<MemberState>,
+    store: KafkaOffsetStore,
+    task: tokio::task::AbortHandle,
+}
+
+impl GroupMember {
+    /// Starts joining `config.group_id`; returns the handle and its events.
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        config: GroupConfig,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<GroupEvent>), GroupError> {
+        config.validate()?;
+        let api = Arc::new(KafkaGroupApi::new(
+            config.bootstrap.clone(),
+            config.group_id.clone(),
+            config.client_id.clone(),
+            config.request_timeout,
+        ));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(MemberState {
+            phase: MemberPhase::Unjoined,
+            generation: None,
+            assignment: Vec::new(),
+            joins: 0,
+        });
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let coordinator = Coordinator::new(
+            Arc::clone(&api),
+            Arc::new(config),
+            events_tx,
+            state_tx,
+            commands_rx,
+        );
+        let task = tokio::spawn(coordinator.run()).abort_handle();
+        Ok((
+            Self {
+                commands: commands_tx,
+                state: state_rx,
+                store: KafkaOffsetStore { api },
+                task,
+            },
+            events_rx,
+        ))
+    }
+
+    /// The member's state now.
+    pub fn state(&self) -> MemberState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn watch_state(&self) -> watch::Receiver<MemberState> {
+        self.state.clone()
+    }
+
+    /// Waits until `pred` holds for the state, or `timeout` passes.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&MemberState) -> bool,
+    ) -> Option<MemberState> {
+        let mut rx = self.state.clone();
+        tokio::time::timeout(timeout, async {
+            rx.wait_for(|s| pred(s)).await.ok().map(|s| s.clone())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The group's offset store.
+    pub fn offsets(&self) -> &KafkaOffsetStore {
+        &self.store
+    }
+
+    /// Commits `offsets` (next offset to read, per partition) under the
+    /// current generation. A stale generation makes the member rejoin and
+    /// returns the error; the caller does not retry it.
+    pub async fn commit(&self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), GroupError> {
+        let generation = {
+            let state = self.state.borrow();
+            match &state.generation {
+                Some(g) => g.clone(),
+                None => return Err(GroupError::NotInGeneration(phase_name(&state.phase))),
+            }
+        };
+        let result = self.store.commit(offsets, &generation).await;
+        if let Err(e) = &result
+            && e.needs_rejoin()
+        {
+            let _ = self
+                .commands
+                .send(Command::Rejoin(format!("commit failed: {e}")));
+        }
+        result
+    }
+
+    /// The group's committed offsets for `partitions` (`None`: nothing
+    /// committed).
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
+        self.store.committed(partitions).await
+    }
+
+    /// Asks the member to rejoin the group.
+    pub fn request_rejoin(&self, reason: impl Into<String>) {
+        let _ = self.commands.send(Command::Rejoin(reason.into()));
+    }
+
+    /// Releases every partition (a `Revoking` event the runtime acknowledges
+    /// after committing), sends LeaveGroup for a dynamic member, and stops.
+    /// Idempotent.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+impl GroupMember {
+    /// Stops the member at once, as a killed process would: no revocation,
+    /// no LeaveGroup; its connections close. The coordinator drops it after
+    /// the session timeout. For tests of crash recovery.
+    #[doc(hidden)]
+    pub fn simulate_crash(&self) {
+        self.task.abort();
+    }
+}
+
+fn phase_name(phase: &MemberPhase) -> &'static str {
+    match phase {
+        MemberPhase::Unjoined => "unjoined",
+        MemberPhase::Reconnecting => "reconnecting",
+        MemberPhase::Joining => "joining",
+        MemberPhase::AwaitingSync => "awaiting sync",
+        MemberPhase::Stable => "stable",
+        MemberPhase::Rebalancing => "rebalancing",
+        MemberPhase::Leaving => "leaving",
+        MemberPhase::Closed => "closed",
+        MemberPhase::Failed(_) => "failed",
+    }
+}

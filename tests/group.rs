@@ -1,0 +1,215 @@
+//! kavari-group against a real broker: membership, rebalances, crashes,
+//! static members and the offset store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kavari_group::{
+    GroupConfig, GroupEvent, GroupMember, MemberPhase, MemberState, TopicPartition,
+};
+use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
+use kavari_tests::init_tracing;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn config(broker: &KafkaBroker, group: &str, topic: &str) -> GroupConfig {
+    let mut c = GroupConfig::new(broker.bootstrap_list(), group, [topic]);
+    c.session_timeout = Duration::from_secs(6);
+    c.heartbeat_interval = Duration::from_millis(500);
+    c.rebalance_timeout = Duration::from_secs(10);
+    c.request_timeout = Duration::from_secs(10);
+    c
+}
+
+/// Starts a member whose events are drained (revocations acknowledged at
+/// once), as a consumer runtime would.
+fn start(config: GroupConfig) -> GroupMember {
+    let (member, events) = GroupMember::start(config).expect("start member");
+    tokio::spawn(drain(events));
+    member
+}
+
+async fn drain(mut events: mpsc::UnboundedReceiver<GroupEvent>) {
+    while let Some(e) = events.recv().await {
+        if let GroupEvent::Revoking { ack, .. } = e {
+            ack.done();
+        }
+    }
+}
+
+fn stable(s: &MemberState) -> bool {
+    s.phase == MemberPhase::Stable
+}
+
+/// Waits until every member is stable in one generation and together they
+/// own every partition exactly once; returns each one's assignment.
+async fn settled(
+    members: &[&GroupMember],
+    topic: &str,
+    partitions: i32,
+) -> Vec<Vec<TopicPartition>> {
+    let want: BTreeSet<_> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let states: Vec<MemberState> = members.iter().map(|m| m.state()).collect();
+        let generations: BTreeSet<_> = states
+            .iter()
+            .map(|s| s.generation.as_ref().map(|g| g.generation_id))
+            .collect();
+        let all: Vec<_> = states.iter().flat_map(|s| s.assignment.clone()).collect();
+        let unique: BTreeSet<_> = all.iter().cloned().collect();
+        if states.iter().all(stable)
+            && generations.len() == 1
+            && all.len() == unique.len()
+            && unique == want
+        {
+            return states.into_iter().map(|s| s.assignment).collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "group did not settle: {states:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_members_split_then_one_leaves() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("group");
+    let group = unique_name("g");
+    broker.create_topic(&topic, 6).await.expect("topic");
+
+    let a = start(config(broker, &group, &topic));
+    let b = start(config(broker, &group, &topic));
+    let c = start(config(broker, &group, &topic));
+    let split = settled(&[&a, &b, &c], &topic, 6).await;
+    for s in &split {
+        assert_eq!(
+            s.len(),
+            2,
+            "range over 6 partitions and 3 members: {split:?}"
+        );
+    }
+
+    c.close().await;
+    assert_eq!(c.state().phase, MemberPhase::Closed);
+    let split = settled(&[&a, &b], &topic, 6).await;
+    assert_eq!(split[0].len() + split[1].len(), 6);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn crashed_member_partitions_move_after_the_session_timeout() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("crash");
+    let group = unique_name("g");
+    broker.create_topic(&topic, 4).await.expect("topic");
+
+    let a = start(config(broker, &group, &topic));
+    let b = start(config(broker, &group, &topic));
+    settled(&[&a, &b], &topic, 4).await;
+
+    // No LeaveGroup: the coordinator only notices when the session expires.
+    let crashed_at = std::time::Instant::now();
+    b.simulate_crash();
+    let split = settled(&[&a], &topic, 4).await;
+    assert_eq!(split[0].len(), 4);
+    let moved_after = crashed_at.elapsed();
+    assert!(
+        moved_after >= Duration::from_secs(3),
+        "moved after {moved_after:?}: before the session timeout, so not via session expiry"
+    );
+    a.close().await;
+}
+
+#[tokio::test]
+async fn offsets_commit_and_fetch_round_trip() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("offsets");
+    let group = unique_name("g");
+    broker.create_topic(&topic, 2).await.expect("topic");
+
+    let a = start(config(broker, &group, &topic));
+    settled(&[&a], &topic, 2).await;
+    let p0 = TopicPartition::new(&topic, 0);
+    let p1 = TopicPartition::new(&topic, 1);
+    let before = a
+        .committed(&[p0.clone(), p1.clone()])
+        .await
+        .expect("committed");
+    assert_eq!(
+        before[&p0], None,
+        "nothing committed yet: apply auto_offset_reset"
+    );
+
+    a.commit(&BTreeMap::from([(p0.clone(), 42)]))
+        .await
+        .expect("commit");
+    let after = a
+        .committed(&[p0.clone(), p1.clone()])
+        .await
+        .expect("committed");
+    assert_eq!(after[&p0], Some(42));
+    assert_eq!(after[&p1], None);
+    a.close().await;
+
+    // A new member of the group reads what the old one committed.
+    let b = start(config(broker, &group, &topic));
+    settled(&[&b], &topic, 2).await;
+    assert_eq!(
+        b.committed(std::slice::from_ref(&p0))
+            .await
+            .expect("committed")[&p0],
+        Some(42)
+    );
+    b.close().await;
+}
+
+#[tokio::test]
+async fn static_member_restart_gets_its_partitions_back_without_a_rebalance() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("static");
+    let group = unique_name("g");
+    broker.create_topic(&topic, 4).await.expect("topic");
+
+    let mut sa = config(broker, &group, &topic);
+    sa.group_instance_id = Some("pod-a".into());
+    let mut sb = config(broker, &group, &topic);
+    sb.group_instance_id = Some("pod-b".into());
+    let a = start(sa.clone());
+    let b = start(sb);
+    let before = settled(&[&a, &b], &topic, 4).await;
+    let b_generation = b.state().generation.expect("generation").generation_id;
+    let b_joins = b.state().joins;
+
+    // A static member closes without LeaveGroup and comes back within the
+    // session timeout.
+    a.close().await;
+    let a2 = start(sa);
+    let after = settled(&[&a2, &b], &topic, 4).await;
+    assert_eq!(
+        after[0], before[0],
+        "the restarted member got its partitions back"
+    );
+    assert_eq!(after[1], before[1]);
+    assert_eq!(
+        b.state().joins,
+        b_joins,
+        "the other member did not rebalance"
+    );
+    assert_eq!(
+        b.state().generation.expect("generation").generation_id,
+        b_generation
+    );
+    a2.close().await;
+    b.close().await;
+}
