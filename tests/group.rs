@@ -213,3 +213,180 @@ async fn static_member_restart_gets_its_partitions_back_without_a_rebalance() {
     a2.close().await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn cooperative_sticky_members_keep_their_partitions_when_one_joins() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("coop");
+    let group = unique_name("g");
+    broker.create_topic(&topic, 6).await.expect("topic");
+    let coop = |broker| {
+        let mut c = config(broker, &group, &topic);
+        c.assignors = vec![
+            std::sync::Arc::new(kavari_group::assignor::CooperativeStickyAssignor),
+            std::sync::Arc::new(kavari_group::assignor::RangeAssignor),
+        ];
+        c
+    };
+    let a = start(coop(broker));
+    let b = start(coop(broker));
+    let before = settled(&[&a, &b], &topic, 6).await;
+
+    let c = start(coop(broker));
+    let after = settled(&[&a, &b, &c], &topic, 6).await;
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let kept = after[i].iter().filter(|tp| before[i].contains(tp)).count();
+        assert_eq!(
+            kept,
+            after[i].len(),
+            "{name} only lost partitions: {before:?} -> {after:?}"
+        );
+        assert_eq!(after[i].len(), 2);
+    }
+    assert_eq!(after[2].len(), 2, "the newcomer got the moved partitions");
+    for m in [&a, &b, &c] {
+        m.close().await;
+    }
+}
+
+/// A group of one Kavari member and one librdkafka member (confluent-kafka
+/// 2.16, `range`): they split the partitions, and what Kavari commits is what
+/// librdkafka reads for the group.
+///
+/// nisshi quirk: it fixes the group's protocol to the first joiner's first
+/// assignor and refuses a later member without it (Kafka would choose one all
+/// members support), so both sides list `range` first.
+#[tokio::test]
+async fn interop_with_a_librdkafka_member() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("interop");
+    let group = unique_name("g");
+    broker.create_topic(&topic, 4).await.expect("topic");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/rdkafka_member.py");
+    let peer_available = std::process::Command::new("python3")
+        .args(["-c", "import confluent_kafka"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        peer_available,
+        "the librdkafka peer is missing: run `bash testcontainers/setup.sh` (pip install confluent-kafka==2.16.1)"
+    );
+
+    let kavari = start(config(broker, &group, &topic));
+    kavari
+        .wait_for(WAIT, stable)
+        .await
+        .expect("the Kavari member joined first");
+
+    let mut peer = tokio::process::Command::new("python3")
+        .args([
+            script,
+            "member",
+            &broker.bootstrap_servers(),
+            &group,
+            &topic,
+            "120",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the librdkafka peer");
+    let mut lines = BufReader::new(peer.stdout.take().expect("stdout")).lines();
+    let (tx, mut peer_assignment) = tokio::sync::watch::channel(Vec::<i32>::new());
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix("ASSIGNMENT ") {
+                let ps = rest
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                let _ = tx.send(ps);
+            }
+        }
+    });
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (mine, theirs) = loop {
+        let mine: BTreeSet<i32> = kavari
+            .state()
+            .assignment
+            .iter()
+            .map(|tp| tp.partition)
+            .collect();
+        let theirs: BTreeSet<i32> = peer_assignment
+            .borrow_and_update()
+            .iter()
+            .copied()
+            .collect();
+        if kavari.state().phase == MemberPhase::Stable
+            && !mine.is_empty()
+            && !theirs.is_empty()
+            && mine.is_disjoint(&theirs)
+            && mine.len() + theirs.len() == 4
+        {
+            break (mine, theirs);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no split: kavari {mine:?}, librdkafka {theirs:?}, state {:?}",
+            kavari.state()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        mine.len(),
+        2,
+        "range gives each member two of four: {mine:?} {theirs:?}"
+    );
+
+    // Kavari commits; librdkafka reads the same offsets for the group.
+    let offsets: BTreeMap<TopicPartition, i64> = mine
+        .iter()
+        .map(|p| (TopicPartition::new(&topic, *p), 100 + i64::from(*p)))
+        .collect();
+    kavari.commit(&offsets).await.expect("commit");
+    drop(peer.stdin.take()); // the peer leaves
+    let _ = tokio::time::timeout(Duration::from_secs(30), peer.wait()).await;
+    kavari.close().await;
+
+    let out = tokio::process::Command::new("python3")
+        .args([
+            script,
+            "committed",
+            &broker.bootstrap_servers(),
+            &group,
+            &topic,
+            "4",
+        ])
+        .output()
+        .await
+        .expect("run the librdkafka committed query");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let read: BTreeMap<i32, i64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("COMMITTED "))
+        .filter_map(|l| {
+            let (p, o) = l.split_once(' ')?;
+            Some((p.parse().ok()?, o.parse().ok()?))
+        })
+        .collect();
+    for p in 0..4 {
+        let want = if mine.contains(&p) {
+            100 + i64::from(p)
+        } else {
+            -1001
+        };
+        assert_eq!(
+            read.get(&p),
+            Some(&want),
+            "partition {p}: librdkafka read {text}"
+        );
+    }
+}

@@ -465,6 +465,7 @@ impl<A: GroupApi> Coordinator<A> {
 
     /// Heartbeats until the group needs this member to do something else.
     async fn stable(&mut self) -> StableExit {
+        self.set_phase(MemberPhase::Stable);
         loop {
             let next = Instant::now() + self.config.heartbeat_interval;
             tokio::select! {
@@ -543,5 +544,562 @@ pub(crate) fn withhold_moving_partitions(
             Some(Some(o)) => *o == member.as_str(),
             _ => true,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state machine driven by scripted coordinator answers, on a paused
+    //! clock: every error code DESIGN.md names, and what the member does next.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::JoinResult;
+    use crate::assignor::{CooperativeStickyAssignor, RangeAssignor};
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Call {
+        Find,
+        Join {
+            member_id: String,
+            owned: Vec<TopicPartition>,
+            reason: String,
+        },
+        Sync {
+            generation: i32,
+            assignments: Vec<(String, Vec<TopicPartition>)>,
+        },
+        Heartbeat {
+            generation: i32,
+        },
+        Leave {
+            member_id: String,
+        },
+    }
+
+    #[derive(Default)]
+    struct Script {
+        find: VecDeque<Result<(), GroupError>>,
+        join: VecDeque<Result<JoinResult, GroupError>>,
+        sync: VecDeque<Result<Bytes, GroupError>>,
+        heartbeat: VecDeque<Result<(), GroupError>>,
+        counts: BTreeMap<String, i32>,
+        calls: Vec<Call>,
+    }
+
+    #[derive(Default)]
+    struct ScriptedApi(Mutex<Script>);
+
+    impl ScriptedApi {
+        fn script(&self) -> std::sync::MutexGuard<'_, Script> {
+            self.0.lock().unwrap()
+        }
+        fn calls(&self) -> Vec<Call> {
+            self.script().calls.clone()
+        }
+        fn joins(&self) -> Vec<Call> {
+            self.calls()
+                .into_iter()
+                .filter(|c| matches!(c, Call::Join { .. }))
+                .collect()
+        }
+    }
+
+    impl GroupApi for ScriptedApi {
+        async fn find_coordinator(&self) -> Result<(), GroupError> {
+            let mut s = self.script();
+            s.calls.push(Call::Find);
+            s.find.pop_front().unwrap_or(Ok(()))
+        }
+        async fn join_group(&self, p: JoinParams) -> Result<JoinResult, GroupError> {
+            let next = {
+                let mut s = self.script();
+                let sub = Subscription::decode(&p.protocols[0].1).unwrap();
+                s.calls.push(Call::Join {
+                    member_id: p.member_id.clone(),
+                    owned: sub.owned_partitions,
+                    reason: p.reason.clone(),
+                });
+                s.join.pop_front()
+            };
+            match next {
+                Some(r) => r,
+                None => std::future::pending().await, // the group never answers
+            }
+        }
+        async fn sync_group(&self, p: SyncParams) -> Result<Bytes, GroupError> {
+            let mut s = self.script();
+            let assignments = p
+                .assignments
+                .iter()
+                .map(|(m, b)| (m.clone(), Assignment::decode(b).unwrap().partitions))
+                .collect();
+            s.calls.push(Call::Sync {
+                generation: p.generation.generation_id,
+                assignments,
+            });
+            s.sync.pop_front().unwrap_or_else(|| Ok(Bytes::new()))
+        }
+        async fn heartbeat(&self, g: &Generation) -> Result<(), GroupError> {
+            let mut s = self.script();
+            s.calls.push(Call::Heartbeat {
+                generation: g.generation_id,
+            });
+            s.heartbeat.pop_front().unwrap_or(Ok(()))
+        }
+        async fn leave_group(&self, g: &Generation) -> Result<(), GroupError> {
+            self.script().calls.push(Call::Leave {
+                member_id: g.member_id.clone(),
+            });
+            Ok(())
+        }
+        async fn partition_counts(
+            &self,
+            _: &[String],
+        ) -> Result<BTreeMap<String, i32>, GroupError> {
+            Ok(self.script().counts.clone())
+        }
+        async fn offset_commit(
+            &self,
+            _: &Generation,
+            _: &BTreeMap<TopicPartition, i64>,
+        ) -> Result<(), GroupError> {
+            Ok(())
+        }
+        async fn offset_fetch(
+            &self,
+            _: &[TopicPartition],
+        ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
+            Ok(BTreeMap::new())
+        }
+    }
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    fn err(e: ResponseError) -> GroupError {
+        GroupError::broker("test", e, None)
+    }
+
+    fn joined(
+        member: &str,
+        generation: i32,
+        leader: &str,
+        protocol: &str,
+    ) -> Result<JoinResult, GroupError> {
+        let sub = Subscription {
+            topics: vec!["t".into()],
+            generation: -1,
+            ..Default::default()
+        };
+        Ok(JoinResult {
+            error: None,
+            generation,
+            protocol_name: Some(protocol.into()),
+            leader: leader.into(),
+            member_id: member.into(),
+            members: if leader == member {
+                vec![(member.to_string(), None, sub.encode())]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    fn join_error(e: ResponseError, member: &str) -> Result<JoinResult, GroupError> {
+        Ok(JoinResult {
+            error: Some(e),
+            member_id: member.into(),
+            ..Default::default()
+        })
+    }
+
+    fn assignment(ps: &[i32]) -> Result<Bytes, GroupError> {
+        Ok(Assignment {
+            partitions: ps.iter().map(|p| tp(*p)).collect(),
+            user_data: None,
+        }
+        .encode())
+    }
+
+    struct Harness {
+        api: Arc<ScriptedApi>,
+        events: mpsc::UnboundedReceiver<GroupEvent>,
+        state: watch::Receiver<MemberState>,
+        commands: mpsc::UnboundedSender<Command>,
+    }
+
+    fn start(api: ScriptedApi, tweak: impl FnOnce(&mut GroupConfig)) -> Harness {
+        let api = Arc::new(api);
+        api.script().counts = BTreeMap::from([("t".to_string(), 2)]);
+        let mut config = GroupConfig::new(["broker:9092"], "g", ["t"]);
+        config.assignors = vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)];
+        tweak(&mut config);
+        let (etx, events) = mpsc::unbounded_channel();
+        let (stx, state) = watch::channel(MemberState {
+            phase: MemberPhase::Unjoined,
+            generation: None,
+            assignment: Vec::new(),
+            joins: 0,
+        });
+        let (commands, crx) = mpsc::unbounded_channel();
+        tokio::spawn(Coordinator::new(Arc::clone(&api), Arc::new(config), etx, stx, crx).run());
+        Harness {
+            api,
+            events,
+            state,
+            commands,
+        }
+    }
+
+    impl Harness {
+        async fn event(&mut self) -> GroupEvent {
+            tokio::time::timeout(Duration::from_secs(600), self.events.recv())
+                .await
+                .expect("an event in time")
+                .expect("the member is alive")
+        }
+        async fn assigned(&mut self) -> (Vec<TopicPartition>, Vec<TopicPartition>, i32) {
+            match self.event().await {
+                GroupEvent::Assigned {
+                    added,
+                    assignment,
+                    generation,
+                } => (added, assignment, generation.generation_id),
+                other => panic!("expected Assigned, got {other:?}"),
+            }
+        }
+        async fn wait_phase(&mut self, phase: MemberPhase) -> MemberState {
+            tokio::time::timeout(
+                Duration::from_secs(600),
+                self.state.wait_for(|s| s.phase == phase),
+            )
+            .await
+            .expect("phase in time")
+            .expect("state")
+            .clone()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn member_id_required_then_the_leader_assigns_and_syncs() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join
+                .push_back(join_error(ResponseError::MemberIdRequired, "m1"));
+            s.join.push_back(joined("m1", 1, "m1", "range"));
+            s.sync.push_back(assignment(&[0, 1]));
+        }
+        let mut h = start(api, |_| {});
+        let (added, all, generation) = h.assigned().await;
+        assert_eq!(
+            (added.clone(), all, generation),
+            (vec![tp(0), tp(1)], vec![tp(0), tp(1)], 1)
+        );
+        let joins = h.api.joins();
+        assert!(matches!(&joins[0], Call::Join { member_id, .. } if member_id.is_empty()));
+        assert!(matches!(&joins[1], Call::Join { member_id, .. } if member_id == "m1"));
+        let sync = h
+            .api
+            .calls()
+            .into_iter()
+            .find(|c| matches!(c, Call::Sync { .. }))
+            .unwrap();
+        assert_eq!(
+            sync,
+            Call::Sync {
+                generation: 1,
+                assignments: vec![("m1".into(), vec![tp(0), tp(1)])]
+            },
+            "the leader ran range over the member's subscription"
+        );
+        let state = h.wait_phase(MemberPhase::Stable).await;
+        assert_eq!(state.generation.unwrap().member_id, "m1");
+        // Heartbeats run on their own timer.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let beats = h
+            .api
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Heartbeat { generation: 1 }))
+            .count();
+        assert!(beats >= 3, "{beats} heartbeats in 10 s at a 3 s interval");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rebalance_in_progress_revokes_everything_then_rejoins_eagerly() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join.push_back(joined("m1", 1, "m0", "range"));
+            s.sync.push_back(assignment(&[0, 1]));
+            s.heartbeat
+                .push_back(Err(err(ResponseError::RebalanceInProgress)));
+            s.join.push_back(joined("m1", 2, "m0", "range"));
+            s.sync.push_back(assignment(&[1]));
+        }
+        let mut h = start(api, |_| {});
+        h.assigned().await;
+        match h.event().await {
+            GroupEvent::Revoking { partitions, ack } => {
+                assert_eq!(partitions, [tp(0), tp(1)], "eager: everything goes");
+                // Not rejoined before the ack.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                assert_eq!(h.api.joins().len(), 1);
+                ack.done();
+            }
+            other => panic!("expected Revoking, got {other:?}"),
+        }
+        let (added, all, generation) = h.assigned().await;
+        assert_eq!((added, all, generation), (vec![tp(1)], vec![tp(1)], 2));
+        let joins = h.api.joins();
+        assert!(matches!(&joins[1], Call::Join { member_id, reason, .. }
+            if member_id == "m1" && reason == "rebalance in progress"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_member_id_loses_partitions_and_rejoins_as_new() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join.push_back(joined("m1", 1, "m0", "range"));
+            s.sync.push_back(assignment(&[0]));
+            s.heartbeat
+                .push_back(Err(err(ResponseError::UnknownMemberId)));
+        }
+        let mut h = start(api, |_| {});
+        h.assigned().await;
+        match h.event().await {
+            GroupEvent::Lost { partitions } => assert_eq!(partitions, [tp(0)]),
+            other => panic!("expected Lost, got {other:?}"),
+        }
+        h.wait_phase(MemberPhase::Joining).await;
+        let joins = h.api.joins();
+        assert!(matches!(&joins[1], Call::Join { member_id, .. } if member_id.is_empty()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn illegal_generation_loses_partitions_and_rejoins_with_the_same_id() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join.push_back(joined("m1", 1, "m0", "range"));
+            s.sync.push_back(assignment(&[0]));
+            s.heartbeat
+                .push_back(Err(err(ResponseError::IllegalGeneration)));
+        }
+        let mut h = start(api, |_| {});
+        h.assigned().await;
+        assert!(matches!(h.event().await, GroupEvent::Lost { .. }));
+        h.wait_phase(MemberPhase::Joining).await;
+        assert!(matches!(&h.api.joins()[1], Call::Join { member_id, .. } if member_id == "m1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_coordinator_finds_it_again_and_keeps_the_generation() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join.push_back(joined("m1", 1, "m0", "range"));
+            s.sync.push_back(assignment(&[0]));
+            s.heartbeat
+                .push_back(Err(err(ResponseError::NotCoordinator)));
+            s.find.push_back(Ok(()));
+            s.find
+                .push_back(Err(err(ResponseError::CoordinatorNotAvailable)));
+        }
+        let mut h = start(api, |_| {});
+        h.assigned().await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let calls = h.api.calls();
+        let finds = calls.iter().filter(|c| **c == Call::Find).count();
+        assert_eq!(
+            finds, 3,
+            "first find, then a failed and a good re-find: {calls:?}"
+        );
+        assert_eq!(
+            h.api.joins().len(),
+            1,
+            "no rejoin: the generation is still good"
+        );
+        let last = calls.last().unwrap();
+        assert_eq!(*last, Call::Heartbeat { generation: 1 });
+        assert_eq!(h.state.borrow().phase, MemberPhase::Stable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn coordinator_load_in_progress_backs_off_then_joins() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join
+                .push_back(join_error(ResponseError::CoordinatorLoadInProgress, ""));
+            s.join
+                .push_back(join_error(ResponseError::CoordinatorLoadInProgress, ""));
+            s.join.push_back(joined("m1", 1, "m1", "range"));
+            s.sync.push_back(assignment(&[0, 1]));
+        }
+        let started = Instant::now();
+        let mut h = start(api, |c| c.retry_backoff = Duration::from_secs(1));
+        h.assigned().await;
+        // Two backoffs: about 1 s and 2 s, each within ±20 %.
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(2400), "waited {waited:?}");
+        assert_eq!(h.api.joins().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fenced_instance_id_is_fatal_and_reported() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join.push_back(joined("m1", 1, "m0", "range"));
+            s.sync.push_back(assignment(&[0]));
+            s.heartbeat
+                .push_back(Err(err(ResponseError::FencedInstanceId)));
+        }
+        let mut h = start(api, |c| c.group_instance_id = Some("pod-1".into()));
+        h.assigned().await;
+        assert!(matches!(h.event().await, GroupEvent::Lost { .. }));
+        match h.event().await {
+            GroupEvent::Failed(e) => {
+                assert_eq!(e.response_error(), Some(ResponseError::FencedInstanceId))
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        let state = h.state.borrow().clone();
+        assert!(matches!(state.phase, MemberPhase::Failed(_)), "{state:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn inconsistent_group_protocol_is_fatal() {
+        let api = ScriptedApi::default();
+        api.script()
+            .join
+            .push_back(join_error(ResponseError::InconsistentGroupProtocol, ""));
+        let mut h = start(api, |_| {});
+        match h.event().await {
+            GroupEvent::Failed(e) => assert_eq!(
+                e.response_error(),
+                Some(ResponseError::InconsistentGroupProtocol)
+            ),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cooperative_revokes_only_what_moves_then_rejoins_for_the_second_round() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join
+                .push_back(joined("m1", 1, "m0", "cooperative-sticky"));
+            s.sync.push_back(assignment(&[0, 1]));
+            s.heartbeat
+                .push_back(Err(err(ResponseError::RebalanceInProgress)));
+            s.join
+                .push_back(joined("m1", 2, "m0", "cooperative-sticky"));
+            s.sync.push_back(assignment(&[0]));
+            s.join
+                .push_back(joined("m1", 3, "m0", "cooperative-sticky"));
+            s.sync.push_back(assignment(&[0]));
+        }
+        let mut h = start(api, |_| {});
+        h.assigned().await;
+        // No revocation before rejoining: the join carries what it owns.
+        match h.event().await {
+            GroupEvent::Revoking { partitions, ack } => {
+                assert_eq!(partitions, [tp(1)], "only the moving partition");
+                ack.done();
+            }
+            other => panic!("expected Revoking, got {other:?}"),
+        }
+        let (added, all, generation) = h.assigned().await;
+        assert_eq!((added, all, generation), (vec![], vec![tp(0)], 2));
+        let (_, all, generation) = h.assigned().await;
+        assert_eq!(
+            (all, generation),
+            (vec![tp(0)], 3),
+            "second round joined at once"
+        );
+        let joins = h.api.joins();
+        assert!(matches!(&joins[1], Call::Join { owned, .. } if *owned == [tp(0), tp(1)]));
+        assert!(matches!(&joins[2], Call::Join { owned, .. } if *owned == [tp(0)]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_coordinator_expires_the_session_and_loses_partitions() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join.push_back(joined("m1", 1, "m0", "range"));
+            s.sync.push_back(assignment(&[0]));
+            for _ in 0..10 {
+                s.heartbeat
+                    .push_back(Err(err(ResponseError::UnknownServerError)));
+            }
+        }
+        let mut h = start(api, |c| c.session_timeout = Duration::from_secs(10));
+        h.assigned().await;
+        assert!(matches!(h.event().await, GroupEvent::Lost { .. }));
+        h.wait_phase(MemberPhase::Joining).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leave_revokes_then_sends_leave_group_only_for_dynamic_members() {
+        for instance in [None, Some("pod-1".to_string())] {
+            let api = ScriptedApi::default();
+            {
+                let mut s = api.script();
+                s.join.push_back(joined("m1", 1, "m0", "range"));
+                s.sync.push_back(assignment(&[0]));
+            }
+            let is_static = instance.is_some();
+            let mut h = start(api, |c| c.group_instance_id = instance);
+            h.assigned().await;
+            let (tx, rx) = oneshot::channel();
+            h.commands.send(Command::Leave(tx)).unwrap();
+            assert!(matches!(h.event().await, GroupEvent::Revoking { .. }));
+            rx.await.unwrap();
+            let left = h.api.calls().contains(&Call::Leave {
+                member_id: "m1".into(),
+            });
+            assert_eq!(left, !is_static, "static={is_static}");
+            h.wait_phase(MemberPhase::Closed).await;
+        }
+    }
+
+    #[test]
+    fn withheld_partitions_are_those_changing_owner() {
+        let sub = |owned: Vec<TopicPartition>| Subscription {
+            topics: vec!["t".into()],
+            owned_partitions: owned,
+            generation: 1,
+            ..Default::default()
+        };
+        let members = vec![
+            MemberSubscription {
+                member_id: "a".into(),
+                group_instance_id: None,
+                subscription: sub(vec![tp(0), tp(1)]),
+            },
+            MemberSubscription {
+                member_id: "b".into(),
+                group_instance_id: None,
+                subscription: sub(vec![]),
+            },
+        ];
+        let mut assignment = BTreeMap::from([
+            ("a".to_string(), vec![tp(0)]),
+            ("b".to_string(), vec![tp(1), tp(2)]),
+        ]);
+        withhold_moving_partitions(&members, &mut assignment);
+        assert_eq!(assignment["a"], [tp(0)]);
+        assert_eq!(assignment["b"], [tp(2)], "p1 waits for a to release it");
     }
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on a fresh machine: the test broker (built
+# once, about 11 minutes on 2 cores) and the librdkafka peer of the interop
+# tests (confluent-kafka from PyPI, which bundles librdkafka 2.16).
+set -euo pipefail
+cd "$(dirname "$0")"
+bash install-broker.sh
+if python3 -c 'import confluent_kafka, sys; sys.exit(0 if confluent_kafka.version() == "2.16.1" else 1)' 2>/dev/null; then
+    echo "setup: confluent-kafka 2.16.1 already installed"
+else
+    echo "setup: installing confluent-kafka 2.16.1 (the librdkafka interop peer)"
+    python3 -m pip install --quiet --disable-pip-version-check "confluent-kafka==2.16.1"
+fi
