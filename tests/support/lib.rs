@@ -67,3 +67,26 @@ pub fn header(headers: &BTreeMap<String, Vec<u8>>, name: &str) -> Option<String>
         .get(name)
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
+
+/// The message type of the crash test, shared with the consumer process.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, kavari::KafkaMessage)]
+#[kavari(topic = "kavari.crash")]
+pub struct CrashJob {
+    /// The partition key.
+    #[kavari(key)]
+    pub key: String,
+    /// A sequence number unique in the test.
+    pub seq: u64,
+}
+
+/// Waits until `done()` holds, polling; panics with `what` after `timeout`.
+pub async fn eventually(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

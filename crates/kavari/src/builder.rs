@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::ClientHandle;
+use crate::consume::{ConsumerConfig, OffsetReset};
 use crate::publish::{Compression, ProducerConfig, Publisher};
 use crate::retry::{FibonacciRetryPolicy, RetryPolicy};
 use crate::{Kavari, Partitioner};
@@ -22,6 +23,7 @@ pub struct KavariBuilder {
     shutdown_timeout: Duration,
     publishing_retry: Arc<dyn RetryPolicy>,
     producer: ProducerConfig,
+    consumer: ConsumerConfig,
 }
 
 impl KavariBuilder {
@@ -33,7 +35,107 @@ impl KavariBuilder {
             shutdown_timeout: Duration::from_secs(30),
             publishing_retry: Arc::new(FibonacciRetryPolicy::new(3)),
             producer: ProducerConfig::default(),
+            consumer: ConsumerConfig::default(),
         }
+    }
+
+    /// The consumer group subscribed handlers join (Kafka's `group.id`).
+    /// Required to `start()` with subscriptions.
+    pub fn group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.consumer.group_id = Some(group_id.into());
+        self
+    }
+
+    /// Static membership (Kafka's `group.instance.id`): a pod restarted
+    /// within the session timeout gets its partitions back without a
+    /// rebalance. Default: none.
+    pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.consumer.group_instance_id = Some(id.into());
+        self
+    }
+
+    /// When a failed handler is tried again before its message is
+    /// dead-lettered. Default: `FibonacciRetryPolicy::new(3)`.
+    pub fn delivery_retry_policy(mut self, policy: impl RetryPolicy) -> Self {
+        self.consumer.delivery_retry = Arc::new(policy);
+        self
+    }
+
+    /// Where partitions without a committed offset start (Kafka's
+    /// `auto.offset.reset`). Default: [`OffsetReset::Earliest`].
+    pub fn auto_offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.consumer.auto_offset_reset = reset;
+        self
+    }
+
+    /// Strict mode dead-letters records that cannot be handled (no
+    /// `msg_type`, an unsubscribed type, undecodable bytes). Default: relaxed,
+    /// as the Python library: such records are logged, skipped and committed.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.consumer.strict = strict;
+        self
+    }
+
+    /// In relaxed mode, dead-letter unhandleable records instead of
+    /// skipping them. Default: false.
+    pub fn dead_letter_unhandleable(mut self, on: bool) -> Self {
+        self.consumer.dead_letter_poison = on;
+        self
+    }
+
+    /// How often handled offsets are committed; `Duration::ZERO` commits
+    /// after every message (Kafka's `auto.commit.interval.ms`, but only over
+    /// handled messages). Default: 1 s.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.consumer.commit_interval = interval;
+        self
+    }
+
+    /// Fetched records a partition may hold before fetching pauses
+    /// (backpressure). Default: 1,000.
+    pub fn max_buffered_records(mut self, records: usize) -> Self {
+        self.consumer.max_buffered_records = records;
+        self
+    }
+
+    /// Kafka's `fetch.max.bytes` per partition fetch. Default: 1 MiB.
+    pub fn fetch_max_bytes(mut self, bytes: i32) -> Self {
+        self.consumer.fetch_max_bytes = bytes;
+        self
+    }
+
+    /// Kafka's `fetch.max.wait.ms`. Default: 500 ms.
+    pub fn fetch_max_wait(mut self, wait: Duration) -> Self {
+        self.consumer.fetch_max_wait = wait;
+        self
+    }
+
+    /// Kafka's `session.timeout.ms`. Default: 10 s.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.consumer.session_timeout = timeout;
+        self
+    }
+
+    /// Kafka's `heartbeat.interval.ms`. Default: 3 s.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.consumer.heartbeat_interval = interval;
+        self
+    }
+
+    /// Kafka's `max.poll.interval.ms`, used as the rebalance timeout: the
+    /// longest a revocation (finishing handlers and committing) may take.
+    /// Default: 60 s.
+    pub fn rebalance_timeout(mut self, timeout: Duration) -> Self {
+        self.consumer.rebalance_timeout = timeout;
+        self
+    }
+
+    /// Kafka's `partition.assignment.strategy`, in preference order: any of
+    /// [`kavari_group::assignor`]'s. Default: `range`, then
+    /// `cooperative-sticky`, as the Java client.
+    pub fn assignors(mut self, assignors: Vec<Arc<dyn kavari_group::assignor::Assignor>>) -> Self {
+        self.consumer.assignors = Some(assignors);
+        self
     }
 
     /// The client id sent to the broker (Kafka's `client.id`). Default: `kavari`.
@@ -138,6 +240,21 @@ impl KavariBuilder {
                 "max_queued_per_partition must be above zero".into(),
             ));
         }
+        if self.consumer.heartbeat_interval.is_zero()
+            || self.consumer.heartbeat_interval >= self.consumer.session_timeout
+        {
+            return Err(ConfigError(
+                "heartbeat_interval must be above zero and below session_timeout".into(),
+            ));
+        }
+        if self.consumer.fetch_max_bytes <= 0 || self.consumer.max_buffered_records == 0 {
+            return Err(ConfigError(
+                "fetch_max_bytes and max_buffered_records must be above zero".into(),
+            ));
+        }
+        if self.consumer.group_id.as_deref() == Some("") {
+            return Err(ConfigError("group_id is empty".into()));
+        }
         if let Some(s) = &self.producer.dlq_suffix
             && s.is_empty()
         {
@@ -162,11 +279,17 @@ impl KavariBuilder {
         if let Err(e) = client.get().await {
             tracing::warn!(error = %e, "Kafka is not reachable yet; Kavari will keep trying");
         }
-        let publisher = Publisher::new(
+        let publisher = Arc::new(Publisher::new(
             Arc::clone(&client),
             self.producer.clone(),
             Arc::clone(&self.publishing_retry),
-        );
-        Ok(Kavari::from_parts(client, publisher, self.shutdown_timeout))
+        ));
+        Ok(Kavari::from_parts(
+            client,
+            publisher,
+            self.consumer,
+            self.client_id,
+            self.shutdown_timeout,
+        ))
     }
 }

@@ -35,18 +35,27 @@
 mod builder;
 mod client;
 pub mod codec;
+mod consume;
+mod handler;
+mod health;
 mod manager;
 mod message;
 mod partitioner;
 pub mod publish;
+mod registry;
 pub mod retry;
 
 pub use builder::{ConfigError, KavariBuilder};
+pub use consume::{OffsetReset, StartError};
+pub use handler::{HandlerError, MessageContext, MessageHandler};
+pub use health::{Health, HealthState, PartitionHealth};
 pub use kavari_derive::KafkaMessage;
+pub use kavari_group;
 pub use manager::{Kavari, ShutdownError};
 pub use message::KafkaMessage;
 pub use partitioner::{Partitioner, crc32, murmur2};
 pub use publish::{Compression, Delivery, PublishError};
+pub use registry::SubscribeError;
 pub use retry::{ExponentialRetryPolicy, FibonacciRetryPolicy, NoRetry, RetryPolicy};
 
 /// The README's examples, compiled as doctests.

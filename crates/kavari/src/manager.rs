@@ -1,13 +1,16 @@
 //! [`Kavari`]: the manager a service holds to publish (and subscribe).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::KafkaMessage;
 use crate::builder::KavariBuilder;
 use crate::client::ClientHandle;
 use crate::codec;
+use crate::consume::{Consumer, ConsumerConfig, StartError};
+use crate::health::{Health, HealthState};
 use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
+use crate::registry::{Registry, SubscribeError};
+use crate::{KafkaMessage, MessageHandler};
 
 /// Why `shutdown()` did not finish cleanly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,6 +25,15 @@ pub enum ShutdownError {
         /// The timeout that ran out.
         timeout: Duration,
     },
+    /// Handlers were still running when the shutdown timeout ran out; their
+    /// messages were not committed and will be delivered again.
+    #[error(
+        "handlers still running after the shutdown timeout of {timeout:?}; their messages will be redelivered"
+    )]
+    HandlersInFlight {
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
 }
 
 /// The Kavari manager: cheap to clone, shared by every part of a service.
@@ -30,11 +42,24 @@ pub struct Kavari {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     client: Arc<ClientHandle>,
-    publisher: Publisher,
+    publisher: Arc<Publisher>,
+    client_id: String,
     shutdown_timeout: Duration,
+    consumer_config: ConsumerConfig,
+    /// Subscriptions until `start()` takes them.
+    registry: Mutex<Option<Registry>>,
+    consumer: OnceLock<Consumer>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kavari")
+            .field("bootstrap", &self.client.bootstrap())
+            .field("consumer", &self.consumer.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Kavari {
@@ -46,15 +71,110 @@ impl Kavari {
 
     pub(crate) fn from_parts(
         client: Arc<ClientHandle>,
-        publisher: Publisher,
+        publisher: Arc<Publisher>,
+        consumer_config: ConsumerConfig,
+        client_id: String,
         shutdown_timeout: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client,
                 publisher,
+                client_id,
                 shutdown_timeout,
+                consumer_config,
+                registry: Mutex::new(Some(Registry::default())),
+                consumer: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Has `handler` receive every `M` on `M::TOPIC` once the consumer
+    /// starts. Several handlers may take one type, and several types may
+    /// share a topic (the `msg_type` header picks the type). Subscribing the
+    /// same handler type twice for `M`, or a type whose `msg_type` name
+    /// another type on the topic already uses, is an error.
+    pub fn subscribe<M, H>(&self, handler: H) -> Result<(), SubscribeError>
+    where
+        M: KafkaMessage,
+        H: MessageHandler<M>,
+    {
+        let handler = Arc::new(handler);
+        self.register::<M, H, _>(move || Arc::clone(&handler))
+    }
+
+    /// Like [`subscribe`](Self::subscribe), with a provider that builds a
+    /// handler for every delivery (dependency injection, as the Python
+    /// library's consumer provider).
+    pub fn subscribe_with<M, H>(
+        &self,
+        provider: impl Fn() -> H + Send + Sync + 'static,
+    ) -> Result<(), SubscribeError>
+    where
+        M: KafkaMessage,
+        H: MessageHandler<M>,
+    {
+        self.register::<M, H, _>(move || Arc::new(provider()))
+    }
+
+    fn register<M, H, F>(&self, provider: F) -> Result<(), SubscribeError>
+    where
+        M: KafkaMessage,
+        H: MessageHandler<M>,
+        F: Fn() -> Arc<H> + Send + Sync + 'static,
+    {
+        let mut registry = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match registry.as_mut() {
+            Some(r) => r.add::<M, H, F>(provider),
+            None => Err(SubscribeError::AlreadyStarted),
+        }
+    }
+
+    /// Starts the consumer runtime in the background: it joins the group,
+    /// consumes every subscribed topic and keeps going through outages and
+    /// rebalances. It returns at once, also while Kafka is unreachable;
+    /// [`health`](Self::health) says when it is ready. Without subscriptions
+    /// it does nothing.
+    pub async fn start(&self) -> Result<(), StartError> {
+        let registry = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or(StartError::AlreadyStarted)?;
+        if registry.is_empty() {
+            return Ok(());
+        }
+        let consumer = Consumer::start(
+            registry,
+            self.inner.consumer_config.clone(),
+            Arc::clone(&self.inner.client),
+            Arc::clone(&self.inner.publisher),
+            &self.inner.client_id,
+        )?;
+        if self.inner.consumer.set(consumer).is_err() {
+            return Err(StartError::AlreadyStarted);
+        }
+        Ok(())
+    }
+
+    /// A snapshot for readiness probes: the overall state and, per assigned
+    /// partition, committed offset, position, high watermark, lag and last
+    /// progress.
+    pub fn health(&self) -> Health {
+        match self.inner.consumer.get() {
+            Some(c) => c.health(),
+            None => Health {
+                state: HealthState::NotStarted,
+                ready: true,
+                generation: None,
+                partitions: Vec::new(),
+            },
         }
     }
 
@@ -98,10 +218,17 @@ impl Kavari {
         self.inner.publisher.stats()
     }
 
-    /// Shuts down: refuses new publishes, lets the ones in flight finish
-    /// (bounded by the shutdown timeout) and flushes every batch. Idempotent.
+    /// Shuts down: stops fetching, lets handlers in flight finish, commits,
+    /// leaves the group, then refuses new publishes and flushes the ones in
+    /// flight; each step bounded by the shutdown timeout. Idempotent.
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
         let timeout = self.inner.shutdown_timeout;
+        if let Some(consumer) = self.inner.consumer.get()
+            && !consumer.shutdown(timeout).await
+        {
+            self.inner.publisher.close(timeout).await;
+            return Err(ShutdownError::HandlersInFlight { timeout });
+        }
         match self.inner.publisher.close(timeout).await {
             0 => {
                 tracing::info!("kavari shut down");

@@ -251,6 +251,48 @@ impl Publisher {
         }
     }
 
+    /// The dead-letter suffix, when dead letters are on.
+    pub(crate) fn dlq_suffix(&self) -> Option<&str> {
+        self.config.dlq_suffix.as_deref()
+    }
+
+    /// Produces `message` (a dead letter of the consumer), retrying with a
+    /// capped backoff until it is written or `stop` turns true: a record
+    /// must not be committed before its dead letter exists.
+    pub(crate) async fn produce_until_written(
+        &self,
+        message: EncodedMessage,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Delivery, ProduceError> {
+        let mut failures = 0u32;
+        loop {
+            let err = match self.attempt(&message, false).await {
+                Ok(d) => {
+                    self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    return Ok(d);
+                }
+                Err(e) => e,
+            };
+            if err.kind() == ProduceErrorKind::UnknownTopic {
+                self.topics.refresh_later(&message.topic);
+            }
+            failures += 1;
+            let delay = self
+                .retry
+                .delay(failures)
+                .unwrap_or(Duration::from_secs(5))
+                .min(Duration::from_secs(5));
+            tracing::warn!(topic = %message.topic, attempt = failures, ?delay, error = %err, "dead-letter write failed; retrying");
+            if *stop.borrow() {
+                return Err(err);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = crate::consume::until_stopped(&mut stop) => return Err(err),
+            }
+        }
+    }
+
     /// Refuses new publishes, cuts retry waits short, and waits (at most
     /// `timeout`) until every publish in flight has returned. Returns how
     /// many were still in flight when the timeout ran out.

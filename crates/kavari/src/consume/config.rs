@@ -1,0 +1,61 @@
+//! Consumer settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kavari_group::assignor::Assignor;
+
+use crate::RetryPolicy;
+use crate::retry::FibonacciRetryPolicy;
+
+/// Where a partition with no committed offset starts (Kafka's
+/// `auto.offset.reset`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// The oldest record still kept (the default).
+    #[default]
+    Earliest,
+    /// Only records written after the member got the partition.
+    Latest,
+    /// Do not guess: the partition stops with an error in `health()`.
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerConfig {
+    pub(crate) group_id: Option<String>,
+    pub(crate) group_instance_id: Option<String>,
+    pub(crate) session_timeout: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) rebalance_timeout: Duration,
+    pub(crate) assignors: Option<Vec<Arc<dyn Assignor>>>,
+    pub(crate) auto_offset_reset: OffsetReset,
+    pub(crate) strict: bool,
+    pub(crate) dead_letter_poison: bool,
+    pub(crate) commit_interval: Duration,
+    pub(crate) max_buffered_records: usize,
+    pub(crate) fetch_max_bytes: i32,
+    pub(crate) fetch_max_wait: Duration,
+    pub(crate) delivery_retry: Arc<dyn RetryPolicy>,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            group_id: None,
+            group_instance_id: None,
+            session_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(3),
+            rebalance_timeout: Duration::from_secs(60),
+            assignors: None,
+            auto_offset_reset: OffsetReset::Earliest,
+            strict: false,
+            dead_letter_poison: false,
+            commit_interval: Duration::from_secs(1),
+            max_buffered_records: 1_000,
+            fetch_max_bytes: 1024 * 1024,
+            fetch_max_wait: Duration::from_millis(500),
+            delivery_retry: Arc::new(FibonacciRetryPolicy::new(3)),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Delivering one record: route, run every handler with retries, and
+//! dead-letter what cannot be handled.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rskafka::record::RecordAndOffset;
+use tokio::sync::watch;
+
+use super::Shared;
+use crate::codec::{EncodedMessage, MSG_TYPE_HEADER};
+use crate::publish::ORIGINAL_ERROR_HEADER;
+use crate::registry::{Outcome, Route};
+use crate::{HandlerError, MessageContext};
+
+/// How a record was disposed of; every case may be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    Handled,
+    DeadLettered,
+    Skipped,
+}
+
+/// The dead-letter write failed and the partition is stopping: the record
+/// must not be committed; its next owner gets it again.
+#[derive(Debug)]
+pub(crate) struct Undelivered;
+
+pub(crate) async fn deliver(
+    shared: &Arc<Shared>,
+    topic: &str,
+    partition: i32,
+    rec: &RecordAndOffset,
+    stop: &watch::Receiver<bool>,
+) -> Result<Disposition, Undelivered> {
+    let record = &rec.record;
+    let entry = match shared
+        .registry
+        .route(topic, &record.headers, record.value.as_deref())
+    {
+        Route::Handlers(entry) => entry,
+        Route::Poison(reason) => {
+            let to_dlq = shared.config.strict || shared.config.dead_letter_poison;
+            tracing::warn!(
+                topic, partition, offset = rec.offset, error = %reason, dead_letter = to_dlq,
+                "record cannot be handled"
+            );
+            if to_dlq {
+                dead_letter(shared, topic, partition, rec, &reason.to_string(), 0, stop).await?;
+                return Ok(Disposition::DeadLettered);
+            }
+            return Ok(Disposition::Skipped);
+        }
+    };
+    let value = record.value.as_deref().unwrap_or_default();
+    let mut ctx = MessageContext {
+        topic: topic.to_string(),
+        partition,
+        offset: rec.offset,
+        key: record
+            .key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map(str::to_string),
+        headers: record.headers.clone(),
+        timestamp: record.timestamp,
+        attempt: 1,
+    };
+    let mut disposition = Disposition::Handled;
+    for handler in entry.handlers() {
+        let mut attempt = 1;
+        loop {
+            ctx.attempt = attempt;
+            let error = match handler.call(value, &ctx).await {
+                Outcome::Ok => break,
+                Outcome::Failed(e) => e,
+                // A panic is an error of this message; the runtime lives on.
+                Outcome::Panicked(m) => HandlerError::new(m),
+            };
+            let delay = if error.is_retriable() {
+                shared.config.delivery_retry.delay(attempt)
+            } else {
+                None
+            };
+            match delay {
+                Some(d) => {
+                    tracing::warn!(
+                        topic, partition, offset = rec.offset, handler = handler.name(),
+                        attempt, error = %error, "handler failed; retrying"
+                    );
+                    tokio::time::sleep(d).await;
+                    attempt += 1;
+                }
+                None => {
+                    tracing::error!(
+                        topic, partition, offset = rec.offset, handler = handler.name(),
+                        attempts = attempt, error = %error, "handler failed for good; dead-lettering"
+                    );
+                    let why = format!("{}: {error}", handler.name());
+                    dead_letter(shared, topic, partition, rec, &why, attempt, stop).await?;
+                    disposition = Disposition::DeadLettered;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(disposition)
+}
+
+/// Writes the record to `<topic><suffix>` with its provenance, retrying until
+/// it is written or the partition stops.
+async fn dead_letter(
+    shared: &Arc<Shared>,
+    topic: &str,
+    partition: i32,
+    rec: &RecordAndOffset,
+    error: &str,
+    attempts: u32,
+    stop: &watch::Receiver<bool>,
+) -> Result<(), Undelivered> {
+    let Some(suffix) = shared.publisher.dlq_suffix() else {
+        tracing::error!(
+            topic,
+            partition,
+            offset = rec.offset,
+            error,
+            "dead letters are off; the record is skipped"
+        );
+        return Ok(());
+    };
+    let mut headers = BTreeMap::new();
+    if let Some(t) = rec.record.headers.get(MSG_TYPE_HEADER) {
+        headers.insert(MSG_TYPE_HEADER.to_string(), t.clone());
+    }
+    let mut put = |k: &str, v: String| headers.insert(k.to_string(), v.into_bytes());
+    put(ORIGINAL_ERROR_HEADER, error.to_string());
+    put("original_topic", topic.to_string());
+    put("original_partition", partition.to_string());
+    put("original_offset", rec.offset.to_string());
+    put("attempts", attempts.to_string());
+    put("group_id", shared.group_id.clone());
+    let letter = EncodedMessage {
+        topic: format!("{topic}{suffix}"),
+        key: rec.record.key.clone(),
+        value: rec.record.value.clone().unwrap_or_default(),
+        headers,
+    };
+    shared
+        .publisher
+        .produce_until_written(letter, stop.clone())
+        .await
+        .map(drop)
+        .map_err(|e| {
+            tracing::error!(topic, partition, offset = rec.offset, error = %e, "dead-letter write abandoned: the partition is stopping; the record stays uncommitted");
+            Undelivered
+        })
+}

@@ -1,0 +1,295 @@
+//! The consumer runtime: joins the group through kavari-group, runs one task
+//! per assigned partition, and commits only what was handled or
+//! dead-lettered.
+
+mod config;
+mod dispatch;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kavari_group::{GroupConfig, GroupEvent, GroupMember, MemberPhase, TopicPartition};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub(crate) use config::ConsumerConfig;
+pub use config::OffsetReset;
+pub(crate) use worker::until_stopped;
+
+use crate::client::ClientHandle;
+use crate::health::{Health, HealthState, PartitionHealth};
+use crate::publish::Publisher;
+use crate::registry::Registry;
+
+/// Why `start()` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Subscriptions need a consumer group.
+    #[error("handlers are subscribed but no group_id is set on the builder")]
+    NoGroupId,
+    /// `start()` was called twice.
+    #[error("the consumer is already started")]
+    AlreadyStarted,
+    /// The group member refused the configuration.
+    #[error("invalid consumer group configuration")]
+    Group(#[source] kavari_group::GroupError),
+}
+
+/// Everything the runtime's tasks share.
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) config: ConsumerConfig,
+    pub(crate) group_id: String,
+    pub(crate) client: Arc<ClientHandle>,
+    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) member: GroupMember,
+    partitions: Mutex<BTreeMap<TopicPartition, PartitionHealth>>,
+}
+
+impl Shared {
+    pub(crate) fn update_partition(
+        &self,
+        tp: &TopicPartition,
+        f: impl FnOnce(&mut PartitionHealth),
+    ) {
+        let mut map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(tp.clone()).or_insert_with(|| PartitionHealth {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            committed: None,
+            position: None,
+            high_watermark: None,
+            lag: None,
+            last_progress: None,
+            error: None,
+        });
+        f(entry);
+    }
+
+    fn forget_partition(&self, tp: &TopicPartition) {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tp);
+    }
+}
+
+struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The running consumer, held by the manager.
+pub(crate) struct Consumer {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group_id", &self.shared.group_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) fn start(
+        registry: Registry,
+        config: ConsumerConfig,
+        client: Arc<ClientHandle>,
+        publisher: Arc<Publisher>,
+        client_id: &str,
+    ) -> Result<Self, StartError> {
+        let group_id = config.group_id.clone().ok_or(StartError::NoGroupId)?;
+        let mut group = GroupConfig::new(
+            client.bootstrap().to_vec(),
+            group_id.clone(),
+            registry.topics(),
+        );
+        group.client_id = client_id.to_string();
+        group.group_instance_id = config.group_instance_id.clone();
+        group.session_timeout = config.session_timeout;
+        group.heartbeat_interval = config.heartbeat_interval;
+        group.rebalance_timeout = config.rebalance_timeout;
+        group.request_timeout = client.request_timeout();
+        if let Some(assignors) = &config.assignors {
+            group.assignors = assignors.clone();
+        }
+        let (member, events) = GroupMember::start(group).map_err(StartError::Group)?;
+        let shared = Arc::new(Shared {
+            registry,
+            config,
+            group_id,
+            client,
+            publisher,
+            member,
+            partitions: Mutex::new(BTreeMap::new()),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(runtime(Arc::clone(&shared), events, shutdown_rx));
+        Ok(Self {
+            shared,
+            shutdown,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// Stops fetching, lets handlers in flight finish, commits, leaves the
+    /// group; bounded by `timeout`. False when the timeout ran out.
+    pub(crate) async fn shutdown(&self, timeout: Duration) -> bool {
+        self.shutdown.send_replace(true);
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(task) = task else { return true };
+        let abort = task.abort_handle();
+        match tokio::time::timeout(timeout, task).await {
+            Ok(_) => true,
+            Err(_) => {
+                tracing::error!(
+                    ?timeout,
+                    "consumer shutdown timed out; stopping its tasks without a final commit"
+                );
+                abort.abort();
+                self.shared.member.simulate_crash();
+                false
+            }
+        }
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        let member = self.shared.member.state();
+        let state = match &member.phase {
+            MemberPhase::Unjoined => HealthState::Starting,
+            MemberPhase::Reconnecting if member.joins == 0 => HealthState::Connecting,
+            MemberPhase::Reconnecting => HealthState::Reconnecting,
+            MemberPhase::Joining | MemberPhase::AwaitingSync if member.joins == 0 => {
+                HealthState::Joining
+            }
+            MemberPhase::Joining | MemberPhase::AwaitingSync | MemberPhase::Rebalancing => {
+                HealthState::Rebalancing
+            }
+            MemberPhase::Stable => HealthState::Running,
+            MemberPhase::Leaving => HealthState::Stopping,
+            MemberPhase::Closed => HealthState::Stopped,
+            MemberPhase::Failed(why) => HealthState::Failed(why.clone()),
+            _ => HealthState::Reconnecting,
+        };
+        let state = if *self.shutdown.borrow() && state != HealthState::Stopped {
+            HealthState::Stopping
+        } else {
+            state
+        };
+        let partitions = self
+            .shared
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        Health {
+            ready: state == HealthState::Running,
+            state,
+            generation: member.generation.map(|g| g.generation_id),
+            partitions,
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // The last manager handle is gone: the runtime leaves the group in
+        // the background (it must not block a drop).
+        self.shutdown.send_replace(true);
+    }
+}
+
+async fn runtime(
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<GroupEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut workers: HashMap<TopicPartition, WorkerHandle> = HashMap::new();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                None => break, // the member has left or failed
+                Some(GroupEvent::Assigned { added, generation, .. }) => {
+                    tracing::info!(generation = generation.generation_id, count = added.len(), "partitions assigned");
+                    for tp in added {
+                        let (stop, stop_rx) = watch::channel(false);
+                        shared.update_partition(&tp, |_| {});
+                        let task = tokio::spawn(worker::run(Arc::clone(&shared), tp.clone(), stop_rx));
+                        if let Some(old) = workers.insert(tp, WorkerHandle { stop, task }) {
+                            old.task.abort();
+                        }
+                    }
+                }
+                Some(GroupEvent::Revoking { partitions, ack }) => {
+                    stop_workers(&shared, &mut workers, &partitions, shared.config.rebalance_timeout).await;
+                    ack.done();
+                }
+                Some(GroupEvent::Lost { partitions }) => {
+                    for tp in &partitions {
+                        if let Some(w) = workers.remove(tp) {
+                            w.task.abort();
+                        }
+                        shared.forget_partition(tp);
+                    }
+                }
+                Some(GroupEvent::Failed(e)) => {
+                    tracing::error!(error = %e, "the consumer group member failed; consumption stopped");
+                    for (_, w) in workers.drain() {
+                        w.task.abort();
+                    }
+                }
+                Some(_) => {}
+            },
+            changed = shutdown.changed(), if !closing => {
+                let _ = changed;
+                if *shutdown.borrow() || changed.is_err() {
+                    closing = true;
+                    // Leaving revokes every partition through this loop
+                    // (Revoking events), which commits them.
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move { shared.member.close().await });
+                }
+            }
+        }
+    }
+    for (_, w) in workers.drain() {
+        w.task.abort();
+    }
+}
+
+/// Stops the partitions' workers: each finishes its message in flight and
+/// commits. One that does not finish within `timeout` is aborted
+/// uncommitted (its messages come again to the next owner).
+async fn stop_workers(
+    shared: &Shared,
+    workers: &mut HashMap<TopicPartition, WorkerHandle>,
+    partitions: &[TopicPartition],
+    timeout: Duration,
+) {
+    let mut tasks = Vec::new();
+    for tp in partitions {
+        if let Some(w) = workers.remove(tp) {
+            w.stop.send_replace(true);
+            tasks.push((tp.clone(), w.task));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (tp, task) in tasks {
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!(partition = %tp, "handler did not finish within the timeout; abandoned uncommitted");
+            abort.abort();
+        }
+        shared.forget_partition(&tp);
+    }
+}

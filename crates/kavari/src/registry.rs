@@ -1,0 +1,326 @@
+//! The handler registry: which handlers run for a record, by topic and the
+//! `msg_type` header, with the payload decoded into each handler's type.
+
+use std::any::TypeId;
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::codec::{self, DecodeError};
+use crate::{HandlerError, KafkaMessage, MessageContext, MessageHandler};
+
+/// Why `subscribe` refused a handler.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The same handler type is already subscribed to this message type.
+    #[error("handler {handler} is already subscribed to {msg_type}")]
+    Duplicate {
+        /// The message type's name.
+        msg_type: &'static str,
+        /// The handler's Rust type.
+        handler: &'static str,
+    },
+    /// Two Rust types claim one `msg_type` name on one topic.
+    #[error("{rust_type} and {other} both use msg_type {msg_type:?} on topic {topic}")]
+    NameCollision {
+        /// The topic.
+        topic: &'static str,
+        /// The shared name.
+        msg_type: &'static str,
+        /// The type being subscribed.
+        rust_type: &'static str,
+        /// The type registered before.
+        other: &'static str,
+    },
+    /// Subscriptions are fixed once the consumer has started.
+    #[error("subscribe after start: subscribe every handler before calling start()")]
+    AlreadyStarted,
+}
+
+/// What a handler run ended in.
+pub(crate) enum Outcome {
+    Ok,
+    Failed(HandlerError),
+    Panicked(String),
+}
+
+/// A handler with its message type erased: decodes, then calls.
+pub(crate) trait ErasedHandler: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn call<'a>(&'a self, value: &'a [u8], ctx: &'a MessageContext) -> BoxFuture<'a, Outcome>;
+}
+
+struct Typed<M, F> {
+    provider: F,
+    handler_name: &'static str,
+    _m: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M, H, F> ErasedHandler for Typed<M, F>
+where
+    M: KafkaMessage,
+    H: MessageHandler<M>,
+    F: Fn() -> Arc<H> + Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        self.handler_name
+    }
+
+    fn call<'a>(&'a self, value: &'a [u8], ctx: &'a MessageContext) -> BoxFuture<'a, Outcome> {
+        async move {
+            // Decoded per handler: each takes its message by value. The
+            // registry checked decodability before any handler ran.
+            let msg = match codec::decode_value::<M>(value) {
+                Ok(m) => m,
+                Err(e) => return Outcome::Failed(HandlerError::permanent(e.to_string())),
+            };
+            let handler = (self.provider)();
+            let run = std::panic::AssertUnwindSafe(handler.handle(msg, ctx)).catch_unwind();
+            match run.await {
+                Ok(Ok(())) => Outcome::Ok,
+                Ok(Err(e)) => Outcome::Failed(e),
+                Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+            }
+        }
+        .boxed()
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_string()
+    }
+}
+
+/// The handlers of one message type on one topic.
+pub(crate) struct TypeEntry {
+    rust_type: TypeId,
+    rust_name: &'static str,
+    check: fn(&[u8]) -> Result<(), DecodeError>,
+    handlers: Vec<(TypeId, Arc<dyn ErasedHandler>)>,
+}
+
+impl TypeEntry {
+    pub(crate) fn handlers(&self) -> impl Iterator<Item = &Arc<dyn ErasedHandler>> {
+        self.handlers.iter().map(|(_, h)| h)
+    }
+}
+
+/// How a record routes.
+pub(crate) enum Route<'a> {
+    /// Decodable, with these handlers.
+    Handlers(&'a TypeEntry),
+    /// Cannot be handled: no type header, an unknown type, or bad bytes.
+    Poison(DecodeError),
+}
+
+/// Topic → msg_type → handlers.
+#[derive(Default)]
+pub(crate) struct Registry {
+    topics: BTreeMap<&'static str, BTreeMap<&'static str, TypeEntry>>,
+}
+
+impl Registry {
+    pub(crate) fn add<M, H, F>(&mut self, provider: F) -> Result<(), SubscribeError>
+    where
+        M: KafkaMessage,
+        H: MessageHandler<M>,
+        F: Fn() -> Arc<H> + Send + Sync + 'static,
+    {
+        let by_name = self.topics.entry(M::TOPIC).or_default();
+        let entry = match by_name.entry(M::NAME) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(TypeEntry {
+                rust_type: TypeId::of::<M>(),
+                rust_name: std::any::type_name::<M>(),
+                check: |v| codec::decode_value::<M>(v).map(drop),
+                handlers: Vec::new(),
+            }),
+        };
+        if entry.rust_type != TypeId::of::<M>() {
+            return Err(SubscribeError::NameCollision {
+                topic: M::TOPIC,
+                msg_type: M::NAME,
+                rust_type: std::any::type_name::<M>(),
+                other: entry.rust_name,
+            });
+        }
+        let handler_type = TypeId::of::<H>();
+        if entry.handlers.iter().any(|(t, _)| *t == handler_type) {
+            return Err(SubscribeError::Duplicate {
+                msg_type: M::NAME,
+                handler: std::any::type_name::<H>(),
+            });
+        }
+        let erased = Typed::<M, F> {
+            provider,
+            handler_name: std::any::type_name::<H>(),
+            _m: std::marker::PhantomData,
+        };
+        entry.handlers.push((handler_type, Arc::new(erased)));
+        Ok(())
+    }
+
+    /// The topics with at least one handler.
+    pub(crate) fn topics(&self) -> Vec<String> {
+        self.topics.keys().map(|t| t.to_string()).collect()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// Routes a record of `topic` by its headers, checking its value decodes.
+    pub(crate) fn route(
+        &self,
+        topic: &str,
+        headers: &BTreeMap<String, Vec<u8>>,
+        value: Option<&[u8]>,
+    ) -> Route<'_> {
+        let name = match codec::msg_type(headers) {
+            Ok(n) => n,
+            Err(e) => return Route::Poison(e),
+        };
+        let Some(entry) = self.topics.get(topic).and_then(|t| t.get(name)) else {
+            return Route::Poison(DecodeError::WrongType {
+                expected: "a subscribed type",
+                found: name.to_string(),
+            });
+        };
+        let Some(value) = value else {
+            return Route::Poison(DecodeError::MissingValue);
+        };
+        match (entry.check)(value) {
+            Ok(()) => Route::Handlers(entry),
+            Err(e) => Route::Poison(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Serialize, Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "orders")]
+    struct Placed {
+        id: u32,
+    }
+
+    #[derive(Serialize, Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "orders", name = "Placed")]
+    struct Impostor {
+        id: u32,
+    }
+
+    #[derive(Serialize, Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "orders")]
+    struct Cancelled {
+        id: u32,
+    }
+
+    #[derive(Default)]
+    struct Count(AtomicU32);
+    impl MessageHandler<Placed> for Count {
+        async fn handle(&self, m: Placed, _: &MessageContext) -> Result<(), HandlerError> {
+            self.0.fetch_add(m.id, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    struct Panics;
+    impl MessageHandler<Placed> for Panics {
+        async fn handle(&self, _: Placed, _: &MessageContext) -> Result<(), HandlerError> {
+            panic!("boom")
+        }
+    }
+
+    fn ctx() -> MessageContext {
+        MessageContext {
+            topic: "orders".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            headers: BTreeMap::new(),
+            timestamp: chrono::Utc::now(),
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn duplicates_and_name_collisions_are_refused() {
+        let mut r = Registry::default();
+        let count = Arc::new(Count::default());
+        let c = Arc::clone(&count);
+        r.add::<Placed, Count, _>(move || Arc::clone(&c)).unwrap();
+        let c = Arc::clone(&count);
+        assert!(matches!(
+            r.add::<Placed, Count, _>(move || Arc::clone(&c)),
+            Err(SubscribeError::Duplicate { .. })
+        ));
+        r.add::<Placed, Panics, _>(|| Arc::new(Panics)).unwrap();
+        struct ImpostorHandler;
+        impl MessageHandler<Impostor> for ImpostorHandler {
+            async fn handle(&self, _: Impostor, _: &MessageContext) -> Result<(), HandlerError> {
+                Ok(())
+            }
+        }
+        assert!(matches!(
+            r.add::<Impostor, ImpostorHandler, _>(|| Arc::new(ImpostorHandler)),
+            Err(SubscribeError::NameCollision { .. })
+        ));
+        assert_eq!(r.topics(), ["orders"]);
+    }
+
+    #[tokio::test]
+    async fn routes_by_header_and_catches_panics() {
+        let mut r = Registry::default();
+        let count = Arc::new(Count::default());
+        let c = Arc::clone(&count);
+        r.add::<Placed, Count, _>(move || Arc::clone(&c)).unwrap();
+        r.add::<Placed, Panics, _>(|| Arc::new(Panics)).unwrap();
+        let e = codec::encode(&Placed { id: 7 }).unwrap();
+        let Route::Handlers(entry) = r.route("orders", &e.headers, Some(&e.value)) else {
+            panic!("a subscribed type routes to its handlers");
+        };
+        let mut outcomes = Vec::new();
+        for h in entry.handlers() {
+            outcomes.push(h.call(&e.value, &ctx()).await);
+        }
+        assert!(matches!(outcomes[0], Outcome::Ok));
+        assert!(matches!(&outcomes[1], Outcome::Panicked(m) if m.contains("boom")));
+        assert_eq!(count.0.load(Ordering::SeqCst), 7);
+
+        // Unknown type, missing header, garbage bytes: poison, never a panic.
+        let other = codec::encode(&Cancelled { id: 1 }).unwrap();
+        assert!(matches!(
+            r.route("orders", &other.headers, Some(&other.value)),
+            Route::Poison(_)
+        ));
+        assert!(matches!(
+            r.route("orders", &BTreeMap::new(), Some(&e.value)),
+            Route::Poison(_)
+        ));
+        assert!(matches!(
+            r.route("orders", &e.headers, Some(b"\xc1\xc1")),
+            Route::Poison(_)
+        ));
+        assert!(matches!(
+            r.route("orders", &e.headers, None),
+            Route::Poison(_)
+        ));
+        assert!(matches!(
+            r.route("other-topic", &e.headers, Some(&e.value)),
+            Route::Poison(_)
+        ));
+    }
+}

@@ -1,0 +1,631 @@
+//! The typed consumer runtime against a real broker: dispatch, poison input,
+//! retries and dead letters, crash safety, restarts and shutdown.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kavari::codec::EncodedMessage;
+use kavari::{
+    FibonacciRetryPolicy, HandlerError, HealthState, KafkaMessage, Kavari, MessageContext,
+    MessageHandler, NoRetry,
+};
+use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
+use kavari_tests::{CrashJob, eventually, fetch_topic, header, init_tracing};
+use serde::{Deserialize, Serialize};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn manager(broker: &KafkaBroker, group: &str) -> kavari::KavariBuilder {
+    let _ = broker;
+    Kavari::builder(broker.bootstrap_servers())
+        .group_id(group)
+        .session_timeout(Duration::from_secs(6))
+        .heartbeat_interval(Duration::from_millis(500))
+        .rebalance_timeout(Duration::from_secs(10))
+        .commit_interval(Duration::from_millis(100))
+}
+
+async fn committed(
+    broker: &KafkaBroker,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Option<i64>> {
+    // A throwaway member of another group only to read offsets would not
+    // do: read through a member of the same group that joins nothing.
+    let config = kavari::kavari_group::GroupConfig::new(broker.bootstrap_list(), group, [topic]);
+    let store = kavari::kavari_group::GroupMember::start(config)
+        .expect("member")
+        .0;
+    let tps: Vec<_> = (0..partitions)
+        .map(|p| kavari::kavari_group::TopicPartition::new(topic, p))
+        .collect();
+    let mut out = BTreeMap::new();
+    for _ in 0..100 {
+        if let Ok(c) = store.committed(&tps).await {
+            for (tp, o) in c {
+                out.insert(tp.partition, o);
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.simulate_crash();
+    out
+}
+
+// ---------------------------------------------------------------------------
+// End to end: two types on one topic, three handlers.
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "e2e.orders")]
+struct Placed {
+    #[kavari(key)]
+    key: String,
+    seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "e2e.orders")]
+struct Cancelled {
+    #[kavari(key)]
+    key: String,
+    seq: u64,
+}
+
+type Seen = Arc<Mutex<Vec<(String, u64)>>>;
+
+struct Record(Seen);
+impl MessageHandler<Placed> for Record {
+    async fn handle(&self, m: Placed, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push((m.key, m.seq));
+        Ok(())
+    }
+}
+struct AlsoRecord(Seen);
+impl MessageHandler<Placed> for AlsoRecord {
+    async fn handle(&self, m: Placed, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push((m.key, m.seq));
+        Ok(())
+    }
+}
+impl MessageHandler<Cancelled> for Record {
+    async fn handle(&self, m: Cancelled, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push((m.key, m.seq));
+        Ok(())
+    }
+}
+
+fn assert_per_key_order(seen: &[(String, u64)], what: &str) {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for (k, s) in seen {
+        if let Some(prev) = last.insert(k, *s) {
+            assert!(prev < *s, "{what}: key {k} saw {s} after {prev}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_handler_sees_exactly_its_messages_in_key_order() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker.create_topic(Placed::TOPIC, 3).await.expect("topic");
+    let group = unique_name("e2e");
+    let m = manager(broker, &group).await.build().await.expect("build");
+    let (a1, a2, b): (Seen, Seen, Seen) = Default::default();
+    m.subscribe::<Placed, _>(Record(Arc::clone(&a1)))
+        .expect("subscribe");
+    m.subscribe::<Placed, _>(AlsoRecord(Arc::clone(&a2)))
+        .expect("subscribe");
+    m.subscribe::<Cancelled, _>(Record(Arc::clone(&b)))
+        .expect("subscribe");
+    assert!(
+        m.subscribe::<Placed, _>(Record(Arc::clone(&a1))).is_err(),
+        "the same handler twice is refused"
+    );
+    m.start().await.expect("start");
+
+    let mut placed = Vec::new();
+    let mut cancelled = Vec::new();
+    for i in 0..1000u64 {
+        let key = format!("k{}", i % 17);
+        if i % 2 == 0 {
+            placed.push(Placed { key, seq: i });
+        } else {
+            cancelled.push(Cancelled { key, seq: i });
+        }
+    }
+    // Publish in order per key: one batch per type, each awaited in order.
+    for (p, c) in placed.iter().zip(&cancelled) {
+        let (r1, r2) = tokio::join!(m.publish(p), m.publish(c));
+        r1.expect("publish");
+        r2.expect("publish");
+    }
+    eventually(WAIT, "all 1,000 handled", || {
+        a1.lock().unwrap().len() >= 500
+            && a2.lock().unwrap().len() >= 500
+            && b.lock().unwrap().len() >= 500
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let want_placed: BTreeSet<u64> = placed.iter().map(|p| p.seq).collect();
+    let want_cancelled: BTreeSet<u64> = cancelled.iter().map(|c| c.seq).collect();
+    for (seen, want, what) in [
+        (&a1, &want_placed, "handler 1"),
+        (&a2, &want_placed, "handler 2"),
+        (&b, &want_cancelled, "cancel handler"),
+    ] {
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 500, "{what} saw each message once");
+        assert_eq!(
+            &seen.iter().map(|s| s.1).collect::<BTreeSet<_>>(),
+            want,
+            "{what}"
+        );
+        assert_per_key_order(&seen, what);
+    }
+    let health = m.health();
+    assert_eq!(health.state, HealthState::Running);
+    assert!(health.ready);
+    assert_eq!(health.partitions.len(), 3);
+    m.shutdown().await.expect("shutdown");
+    let offsets = committed(broker, &group, Placed::TOPIC, 3).await;
+    let total: i64 = offsets.values().map(|o| o.unwrap_or(0)).sum();
+    assert_eq!(total, 1000, "everything handled is committed: {offsets:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Poison input in relaxed and strict mode.
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "poison.relaxed")]
+struct GoodRelaxed {
+    n: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "poison.strict")]
+struct GoodStrict {
+    n: u32,
+}
+
+struct Count(Arc<Mutex<Vec<u32>>>);
+impl MessageHandler<GoodRelaxed> for Count {
+    async fn handle(&self, m: GoodRelaxed, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(m.n);
+        Ok(())
+    }
+}
+impl MessageHandler<GoodStrict> for Count {
+    async fn handle(&self, m: GoodStrict, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(m.n);
+        Ok(())
+    }
+}
+
+/// Three records nobody can handle, then a good one.
+fn poison<M: KafkaMessage>(good: &M) -> Vec<EncodedMessage> {
+    let valid = kavari::codec::encode(good).expect("encode");
+    let mut no_header = valid.clone();
+    no_header.headers.remove("msg_type");
+    let mut unknown = valid.clone();
+    unknown
+        .headers
+        .insert("msg_type".into(), b"Nobody".to_vec());
+    let mut garbage = valid.clone();
+    garbage.value = b"\xc1\xc1 not msgpack".to_vec();
+    vec![no_header, unknown, garbage, valid]
+}
+
+async fn publish_raw(m: &Kavari, records: Vec<EncodedMessage>) {
+    for r in records {
+        m.publish_encoded(r).await.expect("publish raw");
+    }
+}
+
+#[tokio::test]
+async fn relaxed_mode_skips_poison_and_moves_on() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker
+        .create_topic(GoodRelaxed::TOPIC, 1)
+        .await
+        .expect("topic");
+    broker
+        .create_topic("poison.relaxed.dlq", 1)
+        .await
+        .expect("dlq");
+    let group = unique_name("relaxed");
+    let m = manager(broker, &group).await.build().await.expect("build");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    m.subscribe::<GoodRelaxed, _>(Count(Arc::clone(&seen)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    publish_raw(&m, poison(&GoodRelaxed { n: 7 })).await;
+    eventually(WAIT, "the good record", || !seen.lock().unwrap().is_empty()).await;
+    m.shutdown().await.expect("shutdown");
+    assert_eq!(*seen.lock().unwrap(), [7]);
+    assert!(
+        fetch_topic(broker, "poison.relaxed.dlq", 1)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        committed(broker, &group, GoodRelaxed::TOPIC, 1).await[&0],
+        Some(4)
+    );
+}
+
+#[tokio::test]
+async fn strict_mode_dead_letters_poison_and_moves_on() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker
+        .create_topic(GoodStrict::TOPIC, 1)
+        .await
+        .expect("topic");
+    broker
+        .create_topic("poison.strict.dlq", 1)
+        .await
+        .expect("dlq");
+    let group = unique_name("strict");
+    let m = manager(broker, &group)
+        .await
+        .strict(true)
+        .build()
+        .await
+        .expect("build");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    m.subscribe::<GoodStrict, _>(Count(Arc::clone(&seen)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    publish_raw(&m, poison(&GoodStrict { n: 8 })).await;
+    eventually(WAIT, "the good record", || !seen.lock().unwrap().is_empty()).await;
+    m.shutdown().await.expect("shutdown");
+    assert_eq!(*seen.lock().unwrap(), [8]);
+    let letters = fetch_topic(broker, "poison.strict.dlq", 1).await;
+    assert_eq!(letters.len(), 3, "three poison records dead-lettered");
+    let offsets: Vec<_> = letters
+        .iter()
+        .map(|(_, r)| header(&r.record.headers, "original_offset").expect("original_offset"))
+        .collect();
+    assert_eq!(offsets, ["0", "1", "2"]);
+    for (_, r) in &letters {
+        assert_eq!(
+            header(&r.record.headers, "original_topic").as_deref(),
+            Some("poison.strict")
+        );
+        assert_eq!(
+            header(&r.record.headers, "group_id").as_deref(),
+            Some(group.as_str())
+        );
+        assert!(header(&r.record.headers, "original_error").is_some());
+    }
+    assert_eq!(
+        committed(broker, &group, GoodStrict::TOPIC, 1).await[&0],
+        Some(4)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Retries and dead letters of handler failures.
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "retry.jobs")]
+struct Job {
+    #[kavari(key)]
+    id: String,
+    flaky: bool,
+}
+
+#[derive(Default)]
+struct Flaky {
+    calls: Mutex<HashMap<String, Vec<u32>>>,
+}
+
+struct FlakyHandler(Arc<Flaky>);
+impl MessageHandler<Job> for FlakyHandler {
+    async fn handle(&self, job: Job, ctx: &MessageContext) -> Result<(), HandlerError> {
+        let n = {
+            let mut calls = self.0.calls.lock().unwrap();
+            let v = calls.entry(job.id.clone()).or_default();
+            v.push(ctx.attempt);
+            v.len()
+        };
+        if job.flaky {
+            if n <= 2 {
+                return Err(HandlerError::new(format!("transient failure {n}")));
+            }
+            return Ok(());
+        }
+        Err(HandlerError::new("always fails"))
+    }
+}
+
+#[tokio::test]
+async fn failing_handlers_are_retried_then_dead_lettered_with_provenance() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker.create_topic(Job::TOPIC, 1).await.expect("topic");
+    broker.create_topic("retry.jobs.dlq", 1).await.expect("dlq");
+    let group = unique_name("retry");
+    let m = manager(broker, &group)
+        .await
+        .delivery_retry_policy(FibonacciRetryPolicy::new(3).with_unit(Duration::from_millis(20)))
+        .build()
+        .await
+        .expect("build");
+    let flaky = Arc::new(Flaky::default());
+    m.subscribe::<Job, _>(FlakyHandler(Arc::clone(&flaky)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    m.publish(&Job {
+        id: "flaky".into(),
+        flaky: true,
+    })
+    .await
+    .expect("publish");
+    m.publish(&Job {
+        id: "doomed".into(),
+        flaky: false,
+    })
+    .await
+    .expect("publish");
+
+    eventually(WAIT, "both jobs done", || {
+        let calls = flaky.calls.lock().unwrap();
+        calls.get("flaky").map(Vec::len) == Some(3) && calls.get("doomed").map(Vec::len) == Some(3)
+    })
+    .await;
+    eventually(WAIT, "the commit past the dead letter", || {
+        m.health().partitions.first().and_then(|p| p.committed) == Some(2)
+    })
+    .await;
+    m.shutdown().await.expect("shutdown");
+    let calls = flaky.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls["flaky"],
+        [1, 2, 3],
+        "fails twice, then succeeds: three calls"
+    );
+    assert_eq!(calls["doomed"], [1, 2, 3], "three attempts by the policy");
+
+    let letters = fetch_topic(broker, "retry.jobs.dlq", 1).await;
+    assert_eq!(letters.len(), 1, "only the doomed job is dead-lettered");
+    let r = &letters[0].1.record;
+    assert_eq!(r.key.as_deref(), Some(&b"doomed"[..]));
+    let h = |name| header(&r.headers, name).unwrap_or_else(|| panic!("header {name}"));
+    assert_eq!(h("msg_type"), "Job");
+    assert!(h("original_error").contains("always fails"));
+    assert_eq!(h("original_topic"), "retry.jobs");
+    assert_eq!(h("original_partition"), "0");
+    assert_eq!(h("original_offset"), "1");
+    assert_eq!(h("attempts"), "3");
+    assert_eq!(h("group_id"), group);
+    assert_eq!(committed(broker, &group, Job::TOPIC, 1).await[&0], Some(2));
+}
+
+// ---------------------------------------------------------------------------
+// Restart and shutdown.
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "restart.events")]
+struct Event {
+    #[kavari(key)]
+    key: String,
+    seq: u64,
+}
+
+struct Slow {
+    seen: Arc<Mutex<Vec<u64>>>,
+    delay: Duration,
+    no_retry: bool,
+}
+impl MessageHandler<Event> for Slow {
+    async fn handle(&self, e: Event, _: &MessageContext) -> Result<(), HandlerError> {
+        tokio::time::sleep(self.delay).await;
+        self.seen.lock().unwrap().push(e.seq);
+        if self.no_retry {
+            return Ok(());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_group_handles_nothing_twice_and_shutdown_waits_for_slow_handlers() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker.create_topic(Event::TOPIC, 2).await.expect("topic");
+    let group = unique_name("restart");
+
+    // First life: a slow handler; shut down while one is in flight.
+    let first = Arc::new(Mutex::new(Vec::new()));
+    let m = manager(broker, &group).await.build().await.expect("build");
+    m.subscribe::<Event, _>(Slow {
+        seen: Arc::clone(&first),
+        delay: Duration::from_millis(300),
+        no_retry: true,
+    })
+    .expect("subscribe");
+    m.start().await.expect("start");
+    for seq in 0..20 {
+        m.publish(&Event {
+            key: format!("k{seq}"),
+            seq,
+        })
+        .await
+        .expect("publish");
+    }
+    eventually(WAIT, "a first message handled", || {
+        !first.lock().unwrap().is_empty()
+    })
+    .await;
+    m.shutdown()
+        .await
+        .expect("shutdown waits for the handler in flight");
+    let handled_first: BTreeSet<u64> = first.lock().unwrap().iter().copied().collect();
+    assert!(
+        handled_first.len() < 20,
+        "shut down midway: {handled_first:?}"
+    );
+    let offsets = committed(broker, &group, Event::TOPIC, 2).await;
+    let committed_total: i64 = offsets.values().map(|o| o.unwrap_or(0)).sum();
+    assert_eq!(
+        committed_total,
+        handled_first.len() as i64,
+        "every handled message, the slow one in flight included, is committed: {offsets:?}"
+    );
+
+    // Second life: the rest, and nothing again.
+    let second = Arc::new(Mutex::new(Vec::new()));
+    let m2 = manager(broker, &group).await.build().await.expect("build");
+    m2.subscribe::<Event, _>(Slow {
+        seen: Arc::clone(&second),
+        delay: Duration::ZERO,
+        no_retry: false,
+    })
+    .expect("subscribe");
+    m2.start().await.expect("start");
+    eventually(WAIT, "the rest handled", || {
+        handled_first.len() + second.lock().unwrap().len() >= 20
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    m2.shutdown().await.expect("shutdown");
+    let handled_second: BTreeSet<u64> = second.lock().unwrap().iter().copied().collect();
+    assert!(
+        handled_first.is_disjoint(&handled_second),
+        "handled twice: {:?}",
+        handled_first
+            .intersection(&handled_second)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(handled_first.len() + second.lock().unwrap().len(), 20);
+}
+
+// ---------------------------------------------------------------------------
+// Crash safety: three consumer processes, one SIGKILLed inside a handler.
+
+#[tokio::test]
+async fn a_consumer_killed_mid_handler_loses_nothing() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker
+        .create_topic(CrashJob::TOPIC, 6)
+        .await
+        .expect("topic");
+    let group = unique_name("crash");
+    let bin = env!("CARGO_BIN_EXE_kavari-test-consumer");
+
+    let done: Arc<Mutex<Vec<(usize, u64)>>> = Arc::default();
+    let begun: Arc<Mutex<Vec<(usize, u64)>>> = Arc::default();
+    let mut children = Vec::new();
+    for i in 0..3 {
+        let mut child = tokio::process::Command::new(bin)
+            .args([broker.bootstrap_servers(), group.clone()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn consumer");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (done, begun) = (Arc::clone(&done), Arc::clone(&begun));
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(s) = line.strip_prefix("DONE ") {
+                    done.lock().unwrap().push((i, s.parse().unwrap()));
+                } else if let Some(s) = line.strip_prefix("BEGIN ") {
+                    begun.lock().unwrap().push((i, s.parse().unwrap()));
+                }
+            }
+        });
+        children.push(child);
+    }
+
+    let publisher = Kavari::builder(broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+    const N: u64 = 300;
+    for seq in 0..N {
+        publisher
+            .publish(&CrashJob {
+                key: format!("k{seq}"),
+                seq,
+            })
+            .await
+            .expect("publish");
+    }
+    // Kill process 0 while it is inside a handler: it printed BEGIN of a
+    // job whose DONE it has not printed.
+    eventually(WAIT, "process 0 inside a handler", || {
+        let begun = begun.lock().unwrap();
+        let done = done.lock().unwrap();
+        begun.iter().filter(|(i, _)| *i == 0).count() > 5
+            && begun.iter().filter(|(i, _)| *i == 0).count()
+                > done.iter().filter(|(i, _)| *i == 0).count()
+    })
+    .await;
+    children[0].start_kill().expect("SIGKILL");
+    let _ = children[0].wait().await;
+
+    eventually(
+        Duration::from_secs(120),
+        "every job handled by someone",
+        || {
+            let handled: BTreeSet<u64> = done.lock().unwrap().iter().map(|(_, s)| *s).collect();
+            handled.len() as u64 == N
+        },
+    )
+    .await;
+    for child in &mut children[1..] {
+        drop(child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+    let done = done.lock().unwrap().clone();
+    let duplicates = done.len() as u64 - N;
+    eprintln!(
+        "crash test: {N} jobs, {duplicates} handled twice (in flight at the kill or uncommitted)"
+    );
+    let handled: BTreeSet<u64> = done.iter().map(|(_, s)| *s).collect();
+    assert_eq!(handled, (0..N).collect::<BTreeSet<_>>(), "no job lost");
+    publisher.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn subscribe_after_start_and_start_without_group_are_errors() {
+    let broker = shared_broker().await.expect("broker");
+    let m = Kavari::builder(broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<Job, _>(FlakyHandler(Arc::default()))
+        .expect("subscribe");
+    assert!(matches!(
+        m.start().await,
+        Err(kavari::StartError::NoGroupId)
+    ));
+    let m = manager(broker, &unique_name("g"))
+        .await
+        .delivery_retry_policy(NoRetry)
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<Job, _>(FlakyHandler(Arc::default()))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    assert!(
+        m.subscribe::<Event, _>(Slow {
+            seen: Arc::default(),
+            delay: Duration::ZERO,
+            no_retry: true
+        })
+        .is_err()
+    );
+    m.shutdown().await.expect("shutdown");
+    m.shutdown().await.expect("shutdown twice");
+}
