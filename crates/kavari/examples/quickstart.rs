@@ -1,11 +1,18 @@
-//! The README's quickstart: publish two message types.
+//! The README's quickstart: publish and consume two message types.
 //!
 //! `cargo run -p kavari --example quickstart`
 //!
 //! Uses `KAVARI_BROKERS` when set; otherwise starts a local test broker
 //! through kavari-testcontainers (building it first if it is missing).
 
-use kavari::{FibonacciRetryPolicy, KafkaMessage, Kavari};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kavari::{
+    FibonacciRetryPolicy, HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler,
+    OffsetReset,
+};
 use kavari_testcontainers::KafkaBroker;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +32,30 @@ struct OrderCancelled {
     reason: String,
 }
 
+/// A handler with its own dependencies (here, a counter).
+struct Billing {
+    handled: Arc<AtomicUsize>,
+}
+
+impl MessageHandler<OrderPlaced> for Billing {
+    async fn handle(&self, msg: OrderPlaced, ctx: &MessageContext) -> Result<(), HandlerError> {
+        println!(
+            "billing: {} for {} cents ({}/{} offset {})",
+            msg.order_id, msg.amount_cents, ctx.topic, ctx.partition, ctx.offset
+        );
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl MessageHandler<OrderCancelled> for Billing {
+    async fn handle(&self, msg: OrderCancelled, _: &MessageContext) -> Result<(), HandlerError> {
+        println!("billing: {} cancelled ({})", msg.order_id, msg.reason);
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -36,16 +67,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A broker: yours (KAVARI_BROKERS) or a local one for this run.
     let broker = KafkaBroker::start().await?;
-    // On your own cluster the topic may exist already: that is fine.
-    if let Err(e) = broker.create_topic(OrderPlaced::TOPIC, 3).await {
-        tracing::info!(error = %e, "topic not created");
+    // On your own cluster the topics may exist already: that is fine.
+    for topic in [
+        OrderPlaced::TOPIC.to_string(),
+        format!("{}.dlq", OrderPlaced::TOPIC),
+    ] {
+        if let Err(e) = broker.create_topic(&topic, 3).await {
+            tracing::info!(error = %e, topic, "topic not created");
+        }
     }
     println!("broker: {}", broker.bootstrap_servers());
 
     let manager = Kavari::builder(broker.bootstrap_servers())
+        .group_id("quickstart-billing")
         .publishing_retry_policy(FibonacciRetryPolicy::new(5))
+        .delivery_retry_policy(FibonacciRetryPolicy::new(3))
+        .auto_offset_reset(OffsetReset::Earliest)
         .build()
         .await?;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&handled);
+    manager.subscribe_with::<OrderPlaced, _>(move || Billing {
+        handled: Arc::clone(&counter),
+    })?;
+    manager.subscribe::<OrderCancelled, _>(Billing {
+        handled: Arc::clone(&handled),
+    })?;
+    manager.start().await?;
+
+    // Ready: joined the group and fetching.
+    while !manager.health().ready {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     for i in 0..3 {
         let placed = OrderPlaced {
@@ -62,13 +115,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         order_id: "o-1".into(),
         reason: "changed mind".into(),
     };
-    let d = manager.publish(&cancelled).await?;
-    println!(
-        "published {cancelled:?} to {}/{} at offset {}",
-        d.topic, d.partition, d.offset
-    );
+    manager.publish(&cancelled).await?;
+    println!("published {cancelled:?}");
 
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while handled.load(Ordering::SeqCst) < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("handled {} of 4 messages", handled.load(Ordering::SeqCst));
+    println!("health: {:?}", manager.health().state);
     manager.shutdown().await?;
-    println!("done: {:?}", manager.publish_stats());
+    if handled.load(Ordering::SeqCst) < 4 {
+        return Err("not every message was handled within 30 s".into());
+    }
     Ok(())
 }

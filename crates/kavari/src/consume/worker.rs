@@ -22,6 +22,7 @@ pub(crate) async fn run(shared: Arc<Shared>, tp: TopicPartition, stop: watch::Re
         tp,
         stop,
         committed: None,
+        start: 0,
     };
     worker.run().await;
 }
@@ -31,6 +32,7 @@ struct Worker {
     tp: TopicPartition,
     stop: watch::Receiver<bool>,
     committed: Option<i64>,
+    start: i64,
 }
 
 enum Fetched {
@@ -174,6 +176,7 @@ impl Worker {
             },
         };
         self.committed = committed;
+        self.start = start;
         self.update(|h| {
             h.committed = committed;
             h.position = Some(start);
@@ -184,7 +187,10 @@ impl Worker {
     }
 
     async fn commit(&mut self, position: i64) {
-        if self.committed == Some(position) {
+        // Nothing new handled: nothing to commit (an unread partition keeps
+        // no committed offset, so `auto_offset_reset` still applies to it).
+        if self.committed == Some(position) || (self.committed.is_none() && position == self.start)
+        {
             return;
         }
         let offsets = BTreeMap::from([(self.tp.clone(), position)]);
@@ -278,7 +284,10 @@ async fn fetch_loop(
         let error = match fetched {
             Ok(Ok((records, high_watermark))) => {
                 backoff = Duration::from_millis(100);
-                shared.update_partition(&tp, |h| h.high_watermark = Some(high_watermark));
+                shared.update_partition(&tp, |h| {
+                    h.high_watermark = Some(high_watermark);
+                    h.lag = h.position.map(|p| (high_watermark - p).max(0));
+                });
                 for rec in records {
                     // Compressed batches may start before the offset asked.
                     if rec.offset < offset {
