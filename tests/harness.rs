@@ -119,7 +119,7 @@ async fn fault_proxy_refuses_black_holes_and_heals() {
     // Refused: a new client cannot even bootstrap.
     proxy.refuse();
     assert_eq!(proxy.mode(), FaultMode::Refuse);
-    let refused = tokio::time::timeout(Duration::from_secs(10), broker.client()).await;
+    let refused = tokio::time::timeout(Duration::from_secs(3), broker.client()).await;
     assert!(
         !matches!(refused, Ok(Ok(_))),
         "a client connected through a refusing proxy"

@@ -45,6 +45,7 @@ pub struct FaultProxy {
     address: SocketAddr,
     settings: watch::Sender<Settings>,
     accepted: Arc<AtomicU64>,
+    listening: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FaultProxy {
@@ -81,10 +82,19 @@ impl FaultProxy {
                 source,
             })?;
         let counter = Arc::clone(&accepted);
+        let listening = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = Arc::clone(&listening);
         std::thread::Builder::new()
             .name(format!("fault-proxy-{}", address.port()))
             .spawn(move || {
-                runtime.block_on(accept_loop(std_listener, address, upstream, rx, counter));
+                runtime.block_on(accept_loop(
+                    std_listener,
+                    address,
+                    upstream,
+                    rx,
+                    counter,
+                    flag,
+                ));
             })
             .map_err(|source| Error::Io {
                 action: "spawning the fault proxy thread",
@@ -94,6 +104,7 @@ impl FaultProxy {
             address,
             settings,
             accepted,
+            listening,
         })
     }
 
@@ -102,9 +113,17 @@ impl FaultProxy {
         self.address
     }
 
-    /// Sets the mode for new and open connections.
+    /// Sets the mode for new and open connections. Returns once the
+    /// listener has followed: after `Refuse`, a connect is refused.
     pub fn set_mode(&self, mode: FaultMode) {
         self.settings.send_modify(|s| s.mode = mode);
+        let want_listening = mode != FaultMode::Refuse;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.listening.load(Ordering::Acquire) != want_listening
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// The current mode.
@@ -125,10 +144,8 @@ impl FaultProxy {
 
     /// Back to [`FaultMode::Pass`] with no added latency.
     pub fn heal(&self) {
-        self.settings.send_modify(|s| {
-            s.mode = FaultMode::Pass;
-            s.latency = Duration::ZERO;
-        });
+        self.set_latency(Duration::ZERO);
+        self.set_mode(FaultMode::Pass);
     }
 
     /// Closes every open connection (FIN), as a broker restart would.
@@ -162,9 +179,11 @@ async fn accept_loop(
     upstream: String,
     mut rx: watch::Receiver<Settings>,
     accepted: Arc<AtomicU64>,
+    listening: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut listener = TcpListener::from_std(std_listener).ok();
     loop {
+        listening.store(listener.is_some(), Ordering::Release);
         let settings = *rx.borrow_and_update();
         if settings.shutdown {
             return;
@@ -218,8 +237,11 @@ async fn wait_passable(rx: &mut watch::Receiver<Settings>, epoch: u64) -> bool {
 }
 
 async fn connection(client: TcpStream, upstream: String, mut rx: watch::Receiver<Settings>) {
-    let epoch = rx.borrow().cut_epoch;
-    if !wait_passable(&mut rx, epoch).await {
+    let (epoch, mode) = {
+        let s = rx.borrow();
+        (s.cut_epoch, s.mode)
+    };
+    if mode == FaultMode::Refuse || !wait_passable(&mut rx, epoch).await {
         return;
     }
     let Ok(server) = TcpStream::connect(&upstream).await else {

@@ -171,8 +171,9 @@ impl KavariBuilder {
         self
     }
 
-    /// The largest batch per partition and request, in bytes of key, value
-    /// and headers. Kafka's `batch.size`. Default: 1 MiB.
+    /// The largest batch per partition and request, in bytes of key, value,
+    /// headers and per-record framing. Kafka's `batch.size`; keep it below
+    /// the broker's `message.max.bytes` (1 MiB by default). Default: 512 KiB.
     pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
         self.producer.max_batch_bytes = bytes;
         self

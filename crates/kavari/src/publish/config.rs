@@ -42,7 +42,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         Self {
             linger: Duration::from_millis(5),
-            max_batch_bytes: 1024 * 1024,
+            max_batch_bytes: 512 * 1024,
             max_message_bytes: 1024 * 1024,
             compression: Compression::None,
             queue_capacity: 65_536,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
 
 pub use config::Compression;
 pub(crate) use config::ProducerConfig;
@@ -20,7 +20,7 @@ use crate::client::ClientHandle;
 use crate::codec::{EncodedMessage, MSG_TYPE_HEADER};
 use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
-use batcher::{Pending, ProduceCounters, await_reply};
+use batcher::ProduceCounters;
 use topics::Topics;
 
 /// The header carrying why a message was dead-lettered.
@@ -178,25 +178,14 @@ impl Publisher {
                     format!("partition {partition} of {} is not known", message.topic),
                 )
             })?;
-        let (reply, rx) = oneshot::channel();
-        let pending = Pending {
-            record: rskafka::record::Record {
-                key: message.key.clone(),
-                value: Some(message.value.clone()),
-                headers: message.headers.clone(),
-                timestamp: chrono::Utc::now(),
-            },
-            size,
-            reply,
+        let record = rskafka::record::Record {
+            key: message.key.clone(),
+            value: Some(message.value.clone()),
+            headers: message.headers.clone(),
+            timestamp: chrono::Utc::now(),
         };
-        sender.send(pending).await.map_err(|_| {
-            ProduceError::new(
-                ProduceErrorKind::Connection,
-                true,
-                "the partition's batcher has stopped",
-            )
-        })?;
-        let offset = await_reply(rx).await?;
+        let (outcome, index) = sender.append(record, size).await?;
+        let offset = outcome.offset(index).await?;
         Ok(Delivery {
             topic: message.topic.clone(),
             partition,

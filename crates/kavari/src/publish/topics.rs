@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-
-use super::batcher::{Batcher, Pending, ProduceCounters};
+use super::batcher::{Batcher, ProduceCounters};
 use super::config::ProducerConfig;
 use super::{ProduceError, ProduceErrorKind};
 use crate::client::ClientHandle;
@@ -15,7 +13,7 @@ use crate::client::ClientHandle;
 /// A topic's partition count and one batcher per partition.
 #[derive(Debug)]
 pub(crate) struct Route {
-    pub(crate) senders: Vec<mpsc::Sender<Pending>>,
+    pub(crate) senders: Vec<Arc<Batcher>>,
     /// Set after an unknown-topic error: the next publish asks the cluster
     /// again (partitions may have been added), keeping these batchers.
     stale: AtomicBool,
@@ -33,6 +31,9 @@ pub(crate) struct Topics {
     config: Arc<ProducerConfig>,
     counters: Arc<ProduceCounters>,
     routes: Mutex<HashMap<String, Arc<Route>>>,
+    /// One metadata lookup at a time: thousands of concurrent first
+    /// publishes to a topic share one request instead of sending one each.
+    lookup: tokio::sync::Mutex<()>,
 }
 
 impl Topics {
@@ -46,6 +47,7 @@ impl Topics {
             config,
             counters,
             routes: Mutex::new(HashMap::new()),
+            lookup: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -64,6 +66,12 @@ impl Topics {
         {
             return Ok(r);
         }
+        let _one_at_a_time = self.lookup.lock().await;
+        if let Some(r) = self.cached(topic)
+            && !r.stale.load(Ordering::Relaxed)
+        {
+            return Ok(r); // looked up while we waited
+        }
         let partitions = self.partition_count(topic).await?;
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         let existing = routes.get(topic).cloned();
@@ -73,13 +81,13 @@ impl Topics {
             old => {
                 let mut senders = old.map(|r| r.senders.clone()).unwrap_or_default();
                 for p in senders.len()..partitions {
-                    senders.push(Batcher::spawn(
+                    senders.push(Arc::new(Batcher::spawn(
                         topic.to_string(),
                         i32::try_from(p).unwrap_or(i32::MAX),
                         Arc::clone(&self.client),
                         Arc::clone(&self.config),
                         Arc::clone(&self.counters),
-                    ));
+                    )));
                 }
                 let r = Arc::new(Route {
                     senders,

@@ -1,0 +1,245 @@
+//! Consume throughput and end-to-end latency: Kavari's runtime (no-op
+//! handler) against a raw rskafka fetch loop over the same data, in one run;
+//! then publish-to-handler latency at a steady rate.
+//!
+//! Run: `cargo bench -p kavari-benches --bench consume`
+//! (`KAVARI_BENCH_MESSAGES` sets the count; `KAVARI_BROKERS` your cluster).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler};
+use kavari_benches::Payload;
+use kavari_testcontainers::{KafkaBroker, unique_name};
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+use serde::{Deserialize, Serialize};
+
+const PARTITIONS: i32 = 3;
+
+struct Count(Arc<AtomicU64>);
+
+impl MessageHandler<Payload> for Count {
+    async fn handle(&self, _: Payload, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Writes `n` Kavari envelopes of `size` bytes to `topic`, in large batches.
+async fn preload(broker: &KafkaBroker, topic: &str, size: usize, n: usize) {
+    let client = broker.client().await.expect("client");
+    let per = n.div_ceil(PARTITIONS as usize);
+    for p in 0..PARTITIONS {
+        let pc = client
+            .partition_client(topic, p, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition client");
+        let start = p as usize * per;
+        let end = ((p as usize + 1) * per).min(n);
+        let records: Vec<Record> = (start..end)
+            .map(|i| {
+                let e = kavari::codec::encode(&Payload::of_size(i as u64, size)).expect("encode");
+                Record {
+                    key: e.key,
+                    value: Some(e.value),
+                    headers: e.headers,
+                    timestamp: chrono::Utc::now(),
+                }
+            })
+            .collect();
+        for chunk in records.chunks(2_000) {
+            pc.produce(chunk.to_vec(), Compression::NoCompression)
+                .await
+                .expect("produce");
+        }
+    }
+}
+
+async fn raw_fetch(broker: &KafkaBroker, topic: &str, n: usize) -> f64 {
+    let client = broker.client().await.expect("client");
+    let mut pcs = Vec::new();
+    for p in 0..PARTITIONS {
+        pcs.push(
+            client
+                .partition_client(topic, p, UnknownTopicHandling::Retry)
+                .await
+                .expect("partition client"),
+        );
+    }
+    let started = Instant::now();
+    let counts = futures::future::join_all(pcs.iter().map(|pc| async move {
+        let mut offset = 0;
+        let mut count = 0usize;
+        loop {
+            let (records, hw) = pc
+                .fetch_records(offset, 1..1024 * 1024, 500)
+                .await
+                .expect("fetch");
+            for r in records {
+                offset = r.offset + 1;
+                count += 1;
+            }
+            if offset >= hw {
+                return count;
+            }
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(counts.iter().sum::<usize>(), n);
+    n as f64 / elapsed
+}
+
+async fn kavari_consume(broker: &KafkaBroker, topic: &str, n: usize) -> f64 {
+    // The derive fixes Payload's topic; route this run's topic to it by
+    // consuming through a type alias of the same name on that topic.
+    let count = Arc::new(AtomicU64::new(0));
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .group_id(unique_name("bench"))
+        .heartbeat_interval(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("build");
+    manager
+        .subscribe::<Payload, _>(Count(Arc::clone(&count)))
+        .expect("subscribe");
+    assert_eq!(topic, Payload::TOPIC);
+    manager.start().await.expect("start");
+    while !(manager.health().ready && manager.health().partitions.len() == PARTITIONS as usize) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let started = Instant::now();
+    let at_start = count.load(Ordering::Relaxed);
+    while count.load(Ordering::Relaxed) < n as u64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    manager.shutdown().await.expect("shutdown");
+    (n as u64 - at_start) as f64 / elapsed
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "bench.latency")]
+struct Stamped {
+    #[kavari(key)]
+    id: u64,
+    sent_micros: u64,
+}
+
+struct Latency(Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl MessageHandler<Stamped> for Latency {
+    async fn handle(&self, m: Stamped, _: &MessageContext) -> Result<(), HandlerError> {
+        let now = micros();
+        if let Ok(mut v) = self.0.lock() {
+            v.push(now.saturating_sub(m.sent_micros));
+        }
+        Ok(())
+    }
+}
+
+fn micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+async fn latency(broker: &KafkaBroker, rate: u64, seconds: u64) -> Vec<u64> {
+    broker
+        .create_topic(Stamped::TOPIC, PARTITIONS)
+        .await
+        .expect("topic");
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .group_id(unique_name("latency"))
+        .linger(Duration::from_millis(1))
+        .build()
+        .await
+        .expect("build");
+    manager
+        .subscribe::<Stamped, _>(Latency(Arc::clone(&samples)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+    while !(manager.health().ready
+        && manager
+            .health()
+            .partitions
+            .iter()
+            .all(|p| p.position.is_some())
+        && manager.health().partitions.len() == PARTITIONS as usize)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let total = rate * seconds;
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    for id in 0..total {
+        ticker.tick().await;
+        let m = manager.clone();
+        tokio::spawn(async move {
+            let _ = m
+                .publish(&Stamped {
+                    id,
+                    sent_micros: micros(),
+                })
+                .await;
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while samples.lock().map(|v| v.len() as u64).unwrap_or(0) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    manager.shutdown().await.expect("shutdown");
+    let mut v = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: usize = std::env::var("KAVARI_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        println!("| payload | client | msgs/s | ratio |");
+        println!("| --- | --- | ---: | ---: |");
+        for size in [100usize, 1024] {
+            // A broker per size: Payload's topic is fixed by its type.
+            let broker = KafkaBroker::start().await.expect("broker");
+            broker.create_topic(Payload::TOPIC, PARTITIONS).await.expect("topic");
+            let count = if size > 512 { n / 4 } else { n };
+            preload(&broker, Payload::TOPIC, size, count).await;
+            let raw = raw_fetch(&broker, Payload::TOPIC, count).await;
+            let kavari = kavari_consume(&broker, Payload::TOPIC, count).await;
+            println!("| {size} B | raw rskafka fetch loop | {raw:.0} | 1.00 |");
+            println!("| {size} B | kavari (no-op handler) | {kavari:.0} | {:.2} |", kavari / raw);
+        }
+        let broker = KafkaBroker::start().await.expect("broker");
+        let v = latency(&broker, 1_000, 5).await;
+        println!();
+        println!(
+            "end-to-end latency at 1,000 msg/s for 5 s ({} samples): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+            v.len(),
+            pct(&v, 0.5),
+            pct(&v, 0.99),
+            pct(&v, 0.999)
+        );
+    });
+}
