@@ -1,0 +1,388 @@
+//! The fault suite: Kafka down at start, broker restarts, silent network
+//! partitions, and a seeded chaos run. Nothing acknowledged may be lost.
+//!
+//! Recovery times are printed (`cargo test -p kavari-tests --test faults --
+//! --nocapture`): from the fault's end to the first message handled after it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kavari::{
+    FibonacciRetryPolicy, HandlerError, HealthState, KafkaMessage, Kavari, MessageContext,
+    MessageHandler, PublishError,
+};
+use kavari_testcontainers::{KafkaBroker, Storage, unique_name};
+use kavari_tests::{eventually, init_tracing};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "faults.jobs")]
+struct Job {
+    #[kavari(key)]
+    key: String,
+    seq: u64,
+}
+
+/// Every handled seq with how often, and when the latest was handled.
+#[derive(Default)]
+struct Handled {
+    counts: BTreeMap<u64, u32>,
+    last_at: Option<Instant>,
+}
+
+type Shared = Arc<Mutex<Handled>>;
+
+struct Record(Shared);
+
+impl MessageHandler<Job> for Record {
+    async fn handle(&self, job: Job, _: &MessageContext) -> Result<(), HandlerError> {
+        let mut h = self.0.lock().unwrap();
+        *h.counts.entry(job.seq).or_default() += 1;
+        h.last_at = Some(Instant::now());
+        Ok(())
+    }
+}
+
+fn builder(broker: &KafkaBroker, group: &str) -> kavari::KavariBuilder {
+    Kavari::builder(broker.bootstrap_servers())
+        .group_id(group)
+        .request_timeout(Duration::from_secs(3))
+        .session_timeout(Duration::from_secs(6))
+        .heartbeat_interval(Duration::from_millis(500))
+        .rebalance_timeout(Duration::from_secs(10))
+        .commit_interval(Duration::from_millis(200))
+        .shutdown_timeout(Duration::from_secs(15))
+        .publishing_retry_policy(
+            FibonacciRetryPolicy::new(30).with_unit(Duration::from_millis(200)),
+        )
+}
+
+async fn consumer(broker: &KafkaBroker, group: &str, handled: &Shared) -> Kavari {
+    let m = builder(broker, group).build().await.expect("build");
+    m.subscribe::<Job, _>(Record(Arc::clone(handled)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    m
+}
+
+fn job(seq: u64) -> Job {
+    Job {
+        key: format!("k{}", seq % 31),
+        seq,
+    }
+}
+
+/// The first time a message is handled after `since`.
+async fn first_handled_after(handled: &Shared, since: Instant) -> Duration {
+    eventually(
+        Duration::from_secs(90),
+        "a message handled after the fault",
+        || handled.lock().unwrap().last_at.is_some_and(|t| t > since),
+    )
+    .await;
+    handled
+        .lock()
+        .unwrap()
+        .last_at
+        .map(|t| t - since)
+        .unwrap_or_default()
+}
+
+fn assert_all_handled(handled: &Shared, acknowledged: &BTreeSet<u64>, what: &str) {
+    let h = handled.lock().unwrap();
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|s| !h.counts.contains_key(s))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: acknowledged but never handled: {missing:?}"
+    );
+    let duplicates: u32 = h.counts.values().map(|c| c - 1).sum();
+    eprintln!(
+        "{what}: {} acknowledged, all handled, {duplicates} handled more than once",
+        acknowledged.len()
+    );
+}
+
+#[tokio::test]
+async fn kafka_down_at_start_then_up() {
+    init_tracing();
+    let broker = KafkaBroker::builder()
+        .storage(Storage::File)
+        .start()
+        .await
+        .expect("broker");
+    broker.create_topic(Job::TOPIC, 3).await.expect("topic");
+    broker.kill().expect("kill");
+
+    let started = Instant::now();
+    let handled = Shared::default();
+    let m = consumer(&broker, &unique_name("down"), &handled).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "build and start return while Kafka is down"
+    );
+    assert!(!m.health().ready);
+    assert!(
+        matches!(
+            m.health().state,
+            HealthState::Connecting | HealthState::Starting
+        ),
+        "{:?}",
+        m.health().state
+    );
+
+    // Publishes wait and retry by policy meanwhile.
+    let publisher = m.clone();
+    let publishes = tokio::spawn(async move {
+        let mut ok = BTreeSet::new();
+        for seq in 0..50 {
+            if publisher.publish(&job(seq)).await.is_ok() {
+                ok.insert(seq);
+            }
+        }
+        ok
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let up_at = Instant::now();
+    broker.spawn_again().expect("broker up");
+    let recovery = first_handled_after(&handled, up_at).await;
+    eprintln!("kafka down at start: first message handled {recovery:?} after the broker came up");
+    let ok = publishes.await.expect("publisher");
+    assert_eq!(ok.len(), 50, "every publish succeeded once Kafka was up");
+    eventually(Duration::from_secs(60), "all handled", || {
+        handled.lock().unwrap().counts.len() == 50
+    })
+    .await;
+    assert!(m.health().ready);
+    assert_all_handled(&handled, &ok, "kafka down at start");
+    m.shutdown().await.expect("shutdown");
+}
+
+/// Publishes `job(seq)` for `seqs`, one every `gap`, recording which were
+/// acknowledged and handing back the records of those that failed.
+fn publish_loop(
+    m: Kavari,
+    seqs: std::ops::Range<u64>,
+    gap: Duration,
+) -> tokio::task::JoinHandle<(BTreeSet<u64>, Vec<u64>)> {
+    tokio::spawn(async move {
+        let mut ok = BTreeSet::new();
+        let mut failed = Vec::new();
+        for seq in seqs {
+            match m.publish(&job(seq)).await {
+                Ok(_) => {
+                    ok.insert(seq);
+                }
+                Err(PublishError::Failed { message, .. }) => {
+                    // The record came back: the caller lost nothing.
+                    let back: Job = kavari::codec::decode_value(&message.value).expect("record");
+                    assert_eq!(back.seq, seq);
+                    failed.push(seq);
+                }
+                Err(e) => panic!("unexpected publish error: {e}"),
+            }
+            tokio::time::sleep(gap).await;
+        }
+        (ok, failed)
+    })
+}
+
+#[tokio::test]
+async fn broker_restart_under_load_loses_nothing() {
+    init_tracing();
+    let broker = KafkaBroker::builder()
+        .storage(Storage::File)
+        .start()
+        .await
+        .expect("broker");
+    broker.create_topic(Job::TOPIC, 6).await.expect("topic");
+    let group = unique_name("restart");
+    let handled = Shared::default();
+    let consumers = [
+        consumer(&broker, &group, &handled).await,
+        consumer(&broker, &group, &handled).await,
+        consumer(&broker, &group, &handled).await,
+    ];
+    let publisher = builder(&broker, &group).build().await.expect("publisher");
+    let publishes = publish_loop(publisher.clone(), 0..600, Duration::from_millis(5));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.kill().expect("kill");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let up_at = Instant::now();
+    broker.spawn_again().expect("restart");
+    let recovery = first_handled_after(&handled, up_at).await;
+    eprintln!("broker restart: first message handled {recovery:?} after the broker came back");
+
+    let (ok, failed) = publishes.await.expect("publisher");
+    eprintln!(
+        "broker restart: {} publishes acknowledged, {} handed back",
+        ok.len(),
+        failed.len()
+    );
+    eventually(
+        Duration::from_secs(90),
+        "every acknowledged publish handled",
+        || {
+            let h = handled.lock().unwrap();
+            ok.iter().all(|s| h.counts.contains_key(s))
+        },
+    )
+    .await;
+    assert_all_handled(&handled, &ok, "broker restart");
+    for c in &consumers {
+        c.shutdown().await.expect("shutdown");
+    }
+    publisher.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn silent_partition_longer_than_the_session_timeout() {
+    init_tracing();
+    let broker = KafkaBroker::builder()
+        .behind_proxy()
+        .start()
+        .await
+        .expect("broker");
+    let proxy = broker.proxy().expect("proxy");
+    broker.create_topic(Job::TOPIC, 4).await.expect("topic");
+    let group = unique_name("partition");
+    let handled = Shared::default();
+    let a = consumer(&broker, &group, &handled).await;
+    let b = consumer(&broker, &group, &handled).await;
+    let publisher = builder(&broker, &group).build().await.expect("publisher");
+
+    let (ok_before, _) = publish_loop(publisher.clone(), 0..100, Duration::ZERO)
+        .await
+        .expect("publish");
+    eventually(Duration::from_secs(60), "the first 100 handled", || {
+        handled.lock().unwrap().counts.len() >= 100
+    })
+    .await;
+
+    // No RST, no FIN: every byte in flight just stops, past the session timeout.
+    proxy.black_hole();
+    let during = publish_loop(publisher.clone(), 100..110, Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        !a.health().ready || !b.health().ready,
+        "a silent partition shows in health"
+    );
+    let healed_at = Instant::now();
+    proxy.heal();
+    let (ok_during, failed_during) = during.await.expect("publish during");
+    let (ok_after, _) = publish_loop(publisher.clone(), 110..210, Duration::ZERO)
+        .await
+        .expect("publish after");
+    let recovery = first_handled_after(&handled, healed_at).await;
+    eprintln!(
+        "silent partition: first message handled {recovery:?} after healing; during it {} publishes acknowledged, {} handed back",
+        ok_during.len(),
+        failed_during.len()
+    );
+    let acknowledged: BTreeSet<u64> = ok_before
+        .iter()
+        .chain(&ok_during)
+        .chain(&ok_after)
+        .copied()
+        .collect();
+    eventually(
+        Duration::from_secs(90),
+        "every acknowledged publish handled",
+        || {
+            let h = handled.lock().unwrap();
+            acknowledged.iter().all(|s| h.counts.contains_key(s))
+        },
+    )
+    .await;
+    assert_all_handled(&handled, &acknowledged, "silent partition");
+    for m in [&a, &b, &publisher] {
+        m.shutdown().await.expect("shutdown");
+    }
+}
+
+/// Publishes while, at random, consumers restart, the broker restarts and
+/// the proxy cuts every connection. `KAVARI_CHAOS_SECS` lengthens the run
+/// (default 20 s); `KAVARI_CHAOS_SEED` replays one.
+#[tokio::test]
+async fn seeded_chaos_loses_nothing() {
+    init_tracing();
+    let seed: u64 = std::env::var("KAVARI_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let secs: u64 = std::env::var("KAVARI_CHAOS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    eprintln!("chaos: seed={seed} secs={secs} (replay with KAVARI_CHAOS_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let broker = KafkaBroker::builder()
+        .storage(Storage::File)
+        .behind_proxy()
+        .start()
+        .await
+        .expect("broker");
+    let proxy = broker.proxy().expect("proxy");
+    broker.create_topic(Job::TOPIC, 6).await.expect("topic");
+    let group = unique_name("chaos");
+    let handled = Shared::default();
+    let mut consumers = Vec::new();
+    for _ in 0..3 {
+        consumers.push(consumer(&broker, &group, &handled).await);
+    }
+    let publisher = builder(&broker, &group).build().await.expect("publisher");
+    let total = secs * 100;
+    let publishes = publish_loop(publisher.clone(), 0..total, Duration::from_millis(10));
+
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut actions = Vec::new();
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..3_000))).await;
+        match rng.random_range(0..3) {
+            0 => {
+                let i = rng.random_range(0..consumers.len());
+                actions.push(format!("restart consumer {i}"));
+                let old =
+                    std::mem::replace(&mut consumers[i], consumer(&broker, &group, &handled).await);
+                let _ = old.shutdown().await;
+            }
+            1 => {
+                actions.push("restart the broker".to_string());
+                broker.kill().expect("kill");
+                tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_000))).await;
+                broker.spawn_again().expect("restart");
+            }
+            _ => {
+                actions.push("cut every connection".to_string());
+                proxy.cut_all();
+            }
+        }
+    }
+    eprintln!("chaos: seed={seed} actions: {actions:?}");
+    let (ok, failed) = publishes.await.expect("publisher");
+    eventually(
+        Duration::from_secs(120),
+        "every acknowledged publish handled",
+        || {
+            let h = handled.lock().unwrap();
+            ok.iter().all(|s| h.counts.contains_key(s))
+        },
+    )
+    .await;
+    eprintln!(
+        "chaos: seed={seed}: {} acknowledged, {} handed back to the caller",
+        ok.len(),
+        failed.len()
+    );
+    assert_all_handled(&handled, &ok, &format!("chaos seed={seed}"));
+    for c in &consumers {
+        let _ = c.shutdown().await;
+    }
+    let _ = publisher.shutdown().await;
+}
