@@ -49,7 +49,8 @@ async fn preload(broker: &KafkaBroker, topic: &str, size: usize, n: usize) {
                 }
             })
             .collect();
-        for chunk in records.chunks(2_000) {
+        let per_request = (256 * 1024 / (size + 64)).max(1);
+        for chunk in records.chunks(per_request) {
             pc.produce(chunk.to_vec(), Compression::NoCompression)
                 .await
                 .expect("produce");

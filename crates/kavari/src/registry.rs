@@ -44,6 +44,9 @@ pub enum SubscribeError {
 /// What a handler run ended in.
 pub(crate) enum Outcome {
     Ok,
+    /// The value is not a valid `M`: the record is poison, for every
+    /// handler of the type alike.
+    Undecodable(DecodeError),
     Failed(HandlerError),
     Panicked(String),
 }
@@ -72,11 +75,10 @@ where
 
     fn call<'a>(&'a self, value: &'a [u8], ctx: &'a MessageContext) -> BoxFuture<'a, Outcome> {
         async move {
-            // Decoded per handler: each takes its message by value. The
-            // registry checked decodability before any handler ran.
+            // Decoded per handler: each takes its message by value.
             let msg = match codec::decode_value::<M>(value) {
                 Ok(m) => m,
-                Err(e) => return Outcome::Failed(HandlerError::permanent(e.to_string())),
+                Err(e) => return Outcome::Undecodable(e),
             };
             let handler = (self.provider)();
             let run = std::panic::AssertUnwindSafe(handler.handle(msg, ctx)).catch_unwind();
@@ -104,7 +106,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub(crate) struct TypeEntry {
     rust_type: TypeId,
     rust_name: &'static str,
-    check: fn(&[u8]) -> Result<(), DecodeError>,
     handlers: Vec<(TypeId, Arc<dyn ErasedHandler>)>,
 }
 
@@ -116,9 +117,9 @@ impl TypeEntry {
 
 /// How a record routes.
 pub(crate) enum Route<'a> {
-    /// Decodable, with these handlers.
+    /// A subscribed type, with these handlers (the value is decoded by each).
     Handlers(&'a TypeEntry),
-    /// Cannot be handled: no type header, an unknown type, or bad bytes.
+    /// Cannot be handled: no type header, an unknown type, no value.
     Poison(DecodeError),
 }
 
@@ -141,7 +142,6 @@ impl Registry {
             Entry::Vacant(v) => v.insert(TypeEntry {
                 rust_type: TypeId::of::<M>(),
                 rust_name: std::any::type_name::<M>(),
-                check: |v| codec::decode_value::<M>(v).map(drop),
                 handlers: Vec::new(),
             }),
         };
@@ -178,7 +178,7 @@ impl Registry {
         self.topics.is_empty()
     }
 
-    /// Routes a record of `topic` by its headers, checking its value decodes.
+    /// Routes a record of `topic` by its headers.
     pub(crate) fn route(
         &self,
         topic: &str,
@@ -195,13 +195,10 @@ impl Registry {
                 found: name.to_string(),
             });
         };
-        let Some(value) = value else {
+        if value.is_none() {
             return Route::Poison(DecodeError::MissingValue);
-        };
-        match (entry.check)(value) {
-            Ok(()) => Route::Handlers(entry),
-            Err(e) => Route::Poison(e),
         }
+        Route::Handlers(entry)
     }
 }
 
@@ -310,9 +307,14 @@ mod tests {
             r.route("orders", &BTreeMap::new(), Some(&e.value)),
             Route::Poison(_)
         ));
+        // Bytes that do not decode: each handler reports them undecodable.
+        let Route::Handlers(entry) = r.route("orders", &e.headers, Some(b"\xc1\xc1")) else {
+            panic!("the header names a subscribed type");
+        };
+        let first = entry.handlers().next().unwrap();
         assert!(matches!(
-            r.route("orders", &e.headers, Some(b"\xc1\xc1")),
-            Route::Poison(_)
+            first.call(b"\xc1\xc1", &ctx()).await,
+            Outcome::Undecodable(_)
         ));
         assert!(matches!(
             r.route("orders", &e.headers, None),

@@ -92,17 +92,18 @@ impl Worker {
             };
             // A handler runs to its end even when a stop arrives meanwhile:
             // the shutdown waits for it (bounded) and commits it.
+            let offset = rec.offset;
             match deliver(
                 &self.shared,
                 &self.tp.topic,
                 self.tp.partition,
-                &rec,
+                rec,
                 &self.stop,
             )
             .await
             {
                 Ok(d) => {
-                    position = rec.offset + 1;
+                    position = offset + 1;
                     self.update(|h| {
                         h.position = Some(position);
                         h.last_progress = Some(SystemTime::now());
@@ -111,7 +112,7 @@ impl Worker {
                         }
                     });
                     if d != Disposition::Handled {
-                        tracing::debug!(partition = %self.tp, offset = rec.offset, ?d, "record not handled normally");
+                        tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
                     }
                 }
                 Err(_undelivered) => break,
