@@ -386,3 +386,37 @@ async fn seeded_chaos_loses_nothing() {
     }
     let _ = publisher.shutdown().await;
 }
+
+#[tokio::test]
+async fn giving_up_is_a_failed_state_and_an_error_not_a_silent_stop() {
+    init_tracing();
+    let broker = KafkaBroker::start().await.expect("broker");
+    broker.create_topic(Job::TOPIC, 1).await.expect("topic");
+    broker.kill().expect("kill"); // and never back
+    let handled = Shared::default();
+    let m = builder(&broker, &unique_name("giveup"))
+        .give_up_after(Duration::from_secs(3))
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<Job, _>(Record(Arc::clone(&handled)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    let waited = tokio::time::timeout(Duration::from_secs(30), m.wait())
+        .await
+        .expect("wait() returns once the consumer gives up");
+    let Err(kavari::ShutdownError::ConsumerFailed { reason }) = waited else {
+        panic!("expected ConsumerFailed, got {waited:?}");
+    };
+    assert!(reason.contains("gave up"), "{reason}");
+    assert!(
+        matches!(m.health().state, HealthState::Failed(_)),
+        "{:?}",
+        m.health().state
+    );
+    assert!(!m.health().ready);
+    assert!(matches!(
+        m.shutdown().await,
+        Err(kavari::ShutdownError::ConsumerFailed { .. })
+    ));
+}

@@ -38,6 +38,10 @@ pub struct GroupConfig {
     pub retry_backoff: Duration,
     /// Kafka's `retry.backoff.max.ms`. Default: 10 s.
     pub retry_backoff_max: Duration,
+    /// Give up when no coordinator could be reached for this long: the
+    /// member fails with [`GroupError::Fatal`] (and reports it) instead of
+    /// retrying forever. Default: none (retry forever).
+    pub give_up_after: Option<Duration>,
     /// Kafka's `partition.assignment.strategy`, in preference order.
     /// Default: `range`, then `cooperative-sticky`, as the Java client.
     pub assignors: Vec<Arc<dyn Assignor>>,
@@ -62,6 +66,7 @@ impl GroupConfig {
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(10),
+            give_up_after: None,
             assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
         }
     }

@@ -49,6 +49,8 @@ pub(crate) struct Coordinator<A: GroupApi> {
     rejoin: Option<String>,
     last_heartbeat_ok: Instant,
     joins: u64,
+    /// Since when no coordinator has answered (for `give_up_after`).
+    unreachable_since: Option<Instant>,
 }
 
 impl<A: GroupApi> Coordinator<A> {
@@ -75,6 +77,7 @@ impl<A: GroupApi> Coordinator<A> {
             rejoin: Some("first join".into()),
             last_heartbeat_ok: Instant::now(),
             joins: 0,
+            unreachable_since: None,
         }
     }
 
@@ -124,10 +127,20 @@ impl<A: GroupApi> Coordinator<A> {
                     Ok(()) => {
                         tracing::info!(group = %self.group(), why = "coordinator found", "connected to the group coordinator");
                         self.need_coordinator = false;
+                        self.unreachable_since = None;
                         self.backoff.reset();
                     }
                     Err(e) if e.is_fatal() => return Err(e),
                     Err(e) => {
+                        let since = *self.unreachable_since.get_or_insert_with(Instant::now);
+                        if let Some(limit) = self.config.give_up_after
+                            && since.elapsed() >= limit
+                        {
+                            return Err(GroupError::Fatal(format!(
+                                "gave up: no group coordinator reachable for {:?} (give_up_after); last error: {e}",
+                                since.elapsed()
+                            )));
+                        }
                         tracing::warn!(group = %self.group(), error = %e, "finding the coordinator failed; backing off");
                         if let Some(done) = self.pause().await {
                             return self.leave(done).await;
@@ -974,6 +987,32 @@ mod tests {
         }
         let state = h.state.borrow().clone();
         assert!(matches!(state.phase, MemberPhase::Failed(_)), "{state:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_coordinator_fails_the_member_after_give_up_after() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            for _ in 0..1_000 {
+                s.find.push_back(Err(GroupError::Connection {
+                    address: "broker:9092".into(),
+                    detail: "connection refused".into(),
+                }));
+            }
+        }
+        let started = Instant::now();
+        let mut h = start(api, |c| c.give_up_after = Some(Duration::from_secs(30)));
+        match h.event().await {
+            GroupEvent::Failed(GroupError::Fatal(why)) => assert!(why.contains("gave up"), "{why}"),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(45),
+            "{waited:?}"
+        );
+        assert!(matches!(h.state.borrow().phase, MemberPhase::Failed(_)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -130,6 +130,15 @@ impl KavariBuilder {
         self
     }
 
+    /// Give up when Kafka has been unreachable for this long: the consumer
+    /// stops, `health()` says `Failed(reason)`, and [`Kavari::wait`] and
+    /// `shutdown()` return the reason. Default: none (keep trying, with
+    /// backoff capped at 10 s).
+    pub fn give_up_after(mut self, limit: Duration) -> Self {
+        self.consumer.give_up_after = Some(limit);
+        self
+    }
+
     /// Kafka's `partition.assignment.strategy`, in preference order: any of
     /// [`kavari_group::assignor`]'s. Default: `range`, then
     /// `cooperative-sticky`, as the Java client.

@@ -25,6 +25,12 @@ pub enum ShutdownError {
         /// The timeout that ran out.
         timeout: Duration,
     },
+    /// The consumer had stopped with this error before the shutdown.
+    #[error("the consumer failed: {reason}")]
+    ConsumerFailed {
+        /// Why it failed.
+        reason: String,
+    },
     /// Handlers were still running when the shutdown timeout ran out; their
     /// messages were not committed and will be delivered again.
     #[error(
@@ -163,6 +169,19 @@ impl Kavari {
         Ok(())
     }
 
+    /// Waits until the consumer runtime stops: `Ok` after `shutdown()`, the
+    /// reason when it failed (a fatal group error, or `give_up_after`). With
+    /// no consumer started it returns at once.
+    pub async fn wait(&self) -> Result<(), ShutdownError> {
+        match self.inner.consumer.get() {
+            Some(c) => c
+                .stopped()
+                .await
+                .map_err(|reason| ShutdownError::ConsumerFailed { reason }),
+            None => Ok(()),
+        }
+    }
+
     /// A snapshot for readiness probes: the overall state and, per assigned
     /// partition, committed offset, position, high watermark, lag and last
     /// progress.
@@ -223,11 +242,16 @@ impl Kavari {
     /// flight; each step bounded by the shutdown timeout. Idempotent.
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
         let timeout = self.inner.shutdown_timeout;
-        if let Some(consumer) = self.inner.consumer.get()
-            && !consumer.shutdown(timeout).await
-        {
-            self.inner.publisher.close(timeout).await;
-            return Err(ShutdownError::HandlersInFlight { timeout });
+        if let Some(consumer) = self.inner.consumer.get() {
+            let failure = consumer.failure();
+            if !consumer.shutdown(timeout).await {
+                self.inner.publisher.close(timeout).await;
+                return Err(ShutdownError::HandlersInFlight { timeout });
+            }
+            if let Some(reason) = failure {
+                self.inner.publisher.close(timeout).await;
+                return Err(ShutdownError::ConsumerFailed { reason });
+            }
         }
         match self.inner.publisher.close(timeout).await {
             0 => {

@@ -37,6 +37,7 @@ pub(crate) struct ConsumerConfig {
     pub(crate) fetch_max_bytes: i32,
     pub(crate) fetch_max_wait: Duration,
     pub(crate) delivery_retry: Arc<dyn RetryPolicy>,
+    pub(crate) give_up_after: Option<Duration>,
 }
 
 impl Default for ConsumerConfig {
@@ -56,6 +57,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 1024 * 1024,
             fetch_max_wait: Duration::from_millis(500),
             delivery_retry: Arc::new(FibonacciRetryPolicy::new(3)),
+            give_up_after: None,
         }
     }
 }

@@ -117,6 +117,7 @@ impl Consumer {
         group.heartbeat_interval = config.heartbeat_interval;
         group.rebalance_timeout = config.rebalance_timeout;
         group.request_timeout = client.request_timeout();
+        group.give_up_after = config.give_up_after;
         if let Some(assignors) = &config.assignors {
             group.assignors = assignors.clone();
         }
@@ -157,6 +158,28 @@ impl Consumer {
                 self.shared.member.simulate_crash();
                 false
             }
+        }
+    }
+
+    /// Resolves when the consumer has stopped: `Ok` after a clean leave,
+    /// the reason when it failed.
+    pub(crate) async fn stopped(&self) -> Result<(), String> {
+        let mut state = self.shared.member.watch_state();
+        let result = state
+            .wait_for(|s| matches!(s.phase, MemberPhase::Closed | MemberPhase::Failed(_)))
+            .await
+            .map(|s| s.phase.clone());
+        match result {
+            Ok(MemberPhase::Failed(why)) => Err(why),
+            _ => Ok(()),
+        }
+    }
+
+    /// The failure reason, if the consumer has failed.
+    pub(crate) fn failure(&self) -> Option<String> {
+        match self.shared.member.state().phase {
+            MemberPhase::Failed(why) => Some(why),
+            _ => None,
         }
     }
 
