@@ -1,0 +1,660 @@
+//! `kavari-load`: publish throughput, consume throughput, end-to-end latency
+//! and peak RSS for Kavari, raw rskafka and librdkafka (rust-rdkafka), on the
+//! same broker and topic layout, in one run. Each measurement runs in a
+//! process of its own, so each peak RSS belongs to one client.
+//!
+//! ```sh
+//! cargo run --release -p kavari-benches --bin kavari-load -- \
+//!     [--messages 100000] [--size 100] [--partitions 3] [--rate 1000] [--seconds 5] \
+//!     [--out target/kavari-load.md]
+//! ```
+//!
+//! It starts a local broker through kavari-testcontainers unless
+//! `KAVARI_BROKERS` is set, and builds the rust-rdkafka peer
+//! (`benches/rdkafka-peer`, which compiles librdkafka) on first use.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler, OffsetReset};
+use kavari_testcontainers::{KafkaBroker, unique_name};
+use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
+use rskafka::record::Record;
+use serde::{Deserialize, Serialize};
+
+/// The consume workload's messages (every client reads the same data).
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "kavari-load.consume", name = "Payload")]
+struct ConsumeLoad {
+    #[kavari(key)]
+    id: String,
+    #[serde(with = "serde_bytes_compat")]
+    body: Vec<u8>,
+}
+
+/// The latency workload's messages: the send time in the value's first bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "kavari-load.latency")]
+struct Stamped {
+    #[kavari(key)]
+    id: u64,
+    sent_micros: u64,
+}
+
+mod serde_bytes_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Vec::new())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Opts {
+    messages: usize,
+    size: usize,
+    partitions: i32,
+    rate: u64,
+    seconds: u64,
+    out: PathBuf,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    Opts {
+        messages: get("--messages")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000),
+        size: get("--size").and_then(|v| v.parse().ok()).unwrap_or(100),
+        partitions: get("--partitions")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+        rate: get("--rate").and_then(|v| v.parse().ok()).unwrap_or(1_000),
+        seconds: get("--seconds").and_then(|v| v.parse().ok()).unwrap_or(5),
+        out: get("--out")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "target/kavari-load.md".into()),
+    }
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn percentiles(mut v: Vec<u64>) -> String {
+    v.sort_unstable();
+    let pct = |q: f64| {
+        v.get(((v.len().max(1) as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    format!(
+        "samples={} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2}",
+        v.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(0.999)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Workers: one measurement, printed as `RESULT k=v ...`.
+
+async fn worker(args: &[String]) {
+    let (client, mode, bootstrap, topic) = (&args[0], &args[1], &args[2], &args[3]);
+    let n: u64 = args[4].parse().expect("count or rate");
+    let m: u64 = args[5].parse().expect("size or seconds");
+    let line = match (client.as_str(), mode.as_str()) {
+        ("kavari", "publish") => kavari_publish(bootstrap, topic, n as usize, m as usize).await,
+        ("rskafka", "publish") => rskafka_publish(bootstrap, topic, n as usize, m as usize).await,
+        ("kavari", "consume") => kavari_consume(bootstrap, n as usize).await,
+        ("rskafka", "consume") => rskafka_consume(bootstrap, topic, n as usize).await,
+        ("kavari", "latency") => kavari_latency(bootstrap, n, m).await,
+        ("rskafka", "latency") => rskafka_latency(bootstrap, topic, n, m).await,
+        other => panic!("unknown worker {other:?}"),
+    };
+    println!("RESULT {line} rss_kb={}", peak_rss_kb());
+}
+
+fn payload(i: usize, size: usize) -> ConsumeLoad {
+    ConsumeLoad {
+        id: format!("key-{}", i % 1024),
+        body: vec![0xab; size],
+    }
+}
+
+async fn kavari_publish(bootstrap: &str, topic: &str, n: usize, size: usize) -> String {
+    let manager = Kavari::builder(bootstrap).build().await.expect("build");
+    let window = Arc::new(tokio::sync::Semaphore::new(20_000));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let permit = Arc::clone(&window).acquire_owned().await.expect("permit");
+        let (manager, topic) = (manager.clone(), topic.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut e = kavari::codec::encode(&payload(i, size)).expect("encode");
+            e.topic = topic;
+            manager.publish_encoded(e).await.expect("publish");
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    manager.shutdown().await.expect("shutdown");
+    format!(
+        "msgs_per_s={:.0} mb_per_s={:.1}",
+        n as f64 / secs,
+        (n * (size + 40)) as f64 / secs / 1e6
+    )
+}
+
+async fn rskafka_client(bootstrap: &str) -> rskafka::client::Client {
+    rskafka::client::ClientBuilder::new(bootstrap.split(',').map(str::to_string).collect())
+        .build()
+        .await
+        .expect("client")
+}
+
+async fn rskafka_publish(bootstrap: &str, topic: &str, n: usize, size: usize) -> String {
+    let client = rskafka_client(bootstrap).await;
+    let partitions = client
+        .list_topics()
+        .await
+        .expect("topics")
+        .into_iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.partitions.len())
+        .expect("topic");
+    let mut pcs = Vec::new();
+    for p in 0..partitions {
+        pcs.push(
+            client
+                .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
+                .await
+                .expect("partition client"),
+        );
+    }
+    // Batches of about 256 KiB: above rskafka's Nagle stall (9-64 KiB).
+    let batch = (256 * 1024 / (size + 64)).max(1);
+    let per = n.div_ceil(partitions);
+    let started = Instant::now();
+    futures::future::join_all(pcs.iter().enumerate().map(|(p, pc)| async move {
+        let ids: Vec<usize> = (p * per..((p + 1) * per).min(n)).collect();
+        for chunk in ids.chunks(batch) {
+            let records = chunk
+                .iter()
+                .map(|&i| {
+                    let m = payload(i, size);
+                    Record {
+                        key: Some(m.id.clone().into_bytes()),
+                        value: Some(rmp_serde::to_vec_named(&m).expect("encode")),
+                        headers: BTreeMap::from([
+                            ("msg_type".to_string(), b"Payload".to_vec()),
+                            ("content-type".to_string(), b"application/msgpack".to_vec()),
+                        ]),
+                        timestamp: chrono::Utc::now(),
+                    }
+                })
+                .collect();
+            pc.produce(records, Compression::NoCompression)
+                .await
+                .expect("produce");
+        }
+    }))
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    format!(
+        "msgs_per_s={:.0} mb_per_s={:.1}",
+        n as f64 / secs,
+        (n * (size + 40)) as f64 / secs / 1e6
+    )
+}
+
+struct Count(Arc<AtomicU64>);
+
+impl MessageHandler<ConsumeLoad> for Count {
+    async fn handle(&self, _: ConsumeLoad, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn kavari_consume(bootstrap: &str, n: usize) -> String {
+    let count = Arc::new(AtomicU64::new(0));
+    let manager = Kavari::builder(bootstrap)
+        .group_id(unique_name("load"))
+        .build()
+        .await
+        .expect("build");
+    manager
+        .subscribe::<ConsumeLoad, _>(Count(Arc::clone(&count)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+    while count.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let (started, at_start) = (Instant::now(), count.load(Ordering::Relaxed));
+    while count.load(Ordering::Relaxed) < n as u64 {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    manager.shutdown().await.expect("shutdown");
+    format!("msgs_per_s={:.0}", (n as u64 - at_start) as f64 / secs)
+}
+
+async fn rskafka_consume(bootstrap: &str, topic: &str, n: usize) -> String {
+    let client = rskafka_client(bootstrap).await;
+    let partitions = client
+        .list_topics()
+        .await
+        .expect("topics")
+        .into_iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.partitions.len())
+        .expect("topic");
+    let mut pcs = Vec::new();
+    for p in 0..partitions {
+        pcs.push(
+            client
+                .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
+                .await
+                .expect("partition client"),
+        );
+    }
+    let started = Instant::now();
+    let counts = futures::future::join_all(pcs.iter().map(|pc| async move {
+        let (mut offset, mut count) = (0, 0usize);
+        loop {
+            let (records, hw) = pc
+                .fetch_records(offset, 1..1024 * 1024, 500)
+                .await
+                .expect("fetch");
+            for r in records {
+                // Decode, as a consumer must.
+                let _: ConsumeLoad =
+                    rmp_serde::from_slice(r.record.value.as_deref().unwrap_or_default())
+                        .expect("decode");
+                offset = r.offset + 1;
+                count += 1;
+            }
+            if offset >= hw {
+                return count;
+            }
+        }
+    }))
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    format!(
+        "msgs_per_s={:.0}",
+        counts.iter().sum::<usize>().min(n) as f64 / secs
+    )
+}
+
+struct Latency(Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl MessageHandler<Stamped> for Latency {
+    async fn handle(&self, m: Stamped, _: &MessageContext) -> Result<(), HandlerError> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(micros().saturating_sub(m.sent_micros));
+        }
+        Ok(())
+    }
+}
+
+async fn kavari_latency(bootstrap: &str, rate: u64, seconds: u64) -> String {
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let manager = Kavari::builder(bootstrap)
+        .group_id(unique_name("load-latency"))
+        .auto_offset_reset(OffsetReset::Latest)
+        .linger(Duration::from_millis(1))
+        .fetch_max_wait(Duration::from_millis(20))
+        .build()
+        .await
+        .expect("build");
+    manager
+        .subscribe::<Stamped, _>(Latency(Arc::clone(&samples)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+    while !(manager.health().ready
+        && !manager.health().partitions.is_empty()
+        && manager
+            .health()
+            .partitions
+            .iter()
+            .all(|p| p.position.is_some()))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let total = rate * seconds;
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    for id in 0..total {
+        tick.tick().await;
+        let m = manager.clone();
+        tokio::spawn(async move {
+            let _ = m
+                .publish(&Stamped {
+                    id,
+                    sent_micros: micros(),
+                })
+                .await;
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while samples.lock().map(|v| v.len() as u64).unwrap_or(0) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    manager.shutdown().await.expect("shutdown");
+    percentiles(samples.lock().map(|v| v.clone()).unwrap_or_default())
+}
+
+async fn rskafka_latency(bootstrap: &str, topic: &str, rate: u64, seconds: u64) -> String {
+    let client = Arc::new(rskafka_client(bootstrap).await);
+    let pc = Arc::new(
+        client
+            .partition_client(topic, 0, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition client"),
+    );
+    let start = pc.get_offset(OffsetAt::Latest).await.expect("offset");
+    let total = rate * seconds;
+    let reader = {
+        let pc = Arc::clone(&pc);
+        tokio::spawn(async move {
+            let (mut offset, mut samples) = (start, Vec::new());
+            while (samples.len() as u64) < total {
+                let Ok(Ok((records, _))) = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    pc.fetch_records(offset, 1..1024 * 1024, 20),
+                )
+                .await
+                else {
+                    break;
+                };
+                for r in records {
+                    offset = r.offset + 1;
+                    if let Ok(m) = rmp_serde::from_slice::<Stamped>(
+                        r.record.value.as_deref().unwrap_or_default(),
+                    ) {
+                        samples.push(micros().saturating_sub(m.sent_micros));
+                    }
+                }
+            }
+            samples
+        })
+    };
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    for id in 0..total {
+        tick.tick().await;
+        let pc = Arc::clone(&pc);
+        tokio::spawn(async move {
+            let m = Stamped {
+                id,
+                sent_micros: micros(),
+            };
+            let record = Record {
+                key: Some(id.to_string().into_bytes()),
+                value: Some(rmp_serde::to_vec_named(&m).expect("encode")),
+                headers: BTreeMap::from([("msg_type".to_string(), b"Stamped".to_vec())]),
+                timestamp: chrono::Utc::now(),
+            };
+            let _ = pc.produce(vec![record], Compression::NoCompression).await;
+        });
+    }
+    percentiles(reader.await.expect("reader"))
+}
+
+// ---------------------------------------------------------------------------
+// The driver.
+
+fn parse_result(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("RESULT "))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn run(cmd: &mut Command, what: &str) -> BTreeMap<String, String> {
+    match cmd.output() {
+        Ok(out) if out.status.success() => parse_result(&String::from_utf8_lossy(&out.stdout)),
+        Ok(out) => {
+            eprintln!(
+                "kavari-load: {what} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            BTreeMap::new()
+        }
+        Err(e) => {
+            eprintln!("kavari-load: {what} could not run: {e}");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// Builds the rust-rdkafka peer; `None` (and why) when it cannot build here.
+fn rdkafka_peer() -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rdkafka-peer");
+    eprintln!(
+        "kavari-load: building the rust-rdkafka peer (compiles librdkafka; minutes the first time)"
+    );
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("cargo build of rdkafka-peer: {status}"));
+    }
+    Ok(dir.join("target/release/kavari-rdkafka-peer"))
+}
+
+async fn preload(broker: &KafkaBroker, topic: &str, n: usize, size: usize) {
+    let client = broker.client().await.expect("client");
+    let partitions = client
+        .list_topics()
+        .await
+        .expect("topics")
+        .into_iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.partitions.len())
+        .expect("topic");
+    let batch = (256 * 1024 / (size + 64)).max(1);
+    let per = n.div_ceil(partitions);
+    for p in 0..partitions {
+        let pc = client
+            .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition client");
+        let ids: Vec<usize> = (p * per..((p + 1) * per).min(n)).collect();
+        for chunk in ids.chunks(batch) {
+            let records = chunk
+                .iter()
+                .map(|&i| {
+                    let e = kavari::codec::encode(&payload(i, size)).expect("encode");
+                    Record {
+                        key: e.key,
+                        value: Some(e.value),
+                        headers: e.headers,
+                        timestamp: chrono::Utc::now(),
+                    }
+                })
+                .collect();
+            pc.produce(records, Compression::NoCompression)
+                .await
+                .expect("preload");
+        }
+    }
+}
+
+fn num(r: &BTreeMap<String, String>, k: &str) -> Option<f64> {
+    r.get(k).and_then(|v| v.parse().ok())
+}
+
+async fn driver(o: Opts) {
+    let broker = KafkaBroker::start().await.expect("broker");
+    let bootstrap = broker.bootstrap_servers();
+    let me = std::env::current_exe().expect("own path");
+    let peer = rdkafka_peer();
+    broker
+        .create_topic(ConsumeLoad::TOPIC, o.partitions)
+        .await
+        .ok();
+    broker.create_topic(Stamped::TOPIC, 1).await.ok();
+    preload(&broker, ConsumeLoad::TOPIC, o.messages, o.size).await;
+
+    let clients = ["rskafka", "kavari", "rdkafka"];
+    let mut rows: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, String>>> = BTreeMap::new();
+    for client in clients {
+        for mode in ["publish", "consume", "latency"] {
+            let topic = match mode {
+                "publish" => {
+                    let t = unique_name("kavari-load-publish");
+                    broker.create_topic(&t, o.partitions).await.expect("topic");
+                    t
+                }
+                "consume" => ConsumeLoad::TOPIC.to_string(),
+                _ => Stamped::TOPIC.to_string(),
+            };
+            let (a, b) = match mode {
+                "latency" => (o.rate.to_string(), o.seconds.to_string()),
+                _ => (o.messages.to_string(), o.size.to_string()),
+            };
+            let result = if client == "rdkafka" {
+                match &peer {
+                    Ok(bin) => {
+                        let mut cmd = Command::new(bin);
+                        cmd.arg(mode).arg(&bootstrap).arg(&topic);
+                        match mode {
+                            "publish" => cmd.arg(&a).arg(&b),
+                            "consume" => cmd.arg(&a).arg(unique_name("rdk")),
+                            _ => cmd.arg(&a).arg(&b).arg(unique_name("rdk")),
+                        };
+                        run(&mut cmd, &format!("rdkafka {mode}"))
+                    }
+                    Err(_) => BTreeMap::new(),
+                }
+            } else {
+                let mut cmd = Command::new(&me);
+                cmd.args(["--worker", client, mode, &bootstrap, &topic, &a, &b]);
+                run(&mut cmd, &format!("{client} {mode}"))
+            };
+            eprintln!("kavari-load: {client} {mode}: {result:?}");
+            rows.entry(client).or_default().insert(mode, result);
+        }
+    }
+
+    let cell = |client: &str, mode: &str, key: &str| {
+        rows.get(client)
+            .and_then(|m| m.get(mode))
+            .and_then(|r| num(r, key))
+    };
+    let fmt = |v: Option<f64>, digits: usize| match v {
+        Some(v) => format!("{v:.digits$}"),
+        None => "n/a".to_string(),
+    };
+    let ratio = |client: &str, mode: &str, key: &str, base: &str| match (
+        cell(client, mode, key),
+        cell(base, mode, key),
+    ) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".into(),
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} messages of {} B, {} partitions; latency at {} msg/s for {} s\n\n",
+        o.messages, o.size, o.partitions, o.rate, o.seconds
+    ));
+    out.push_str("| client | publish msgs/s | publish MB/s | consume msgs/s | latency p50 ms | p99 ms | p99.9 ms | peak RSS MiB (publish / consume / latency) |\n");
+    out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for client in clients {
+        let name = match client {
+            "rdkafka" => match &peer {
+                Ok(_) => "librdkafka (rust-rdkafka 0.39)".to_string(),
+                Err(e) => format!("librdkafka: not built ({e})"),
+            },
+            "rskafka" => "raw rskafka 0.6".to_string(),
+            _ => "kavari".to_string(),
+        };
+        let rss = |mode| fmt(cell(client, mode, "rss_kb").map(|k| k / 1024.0), 0);
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
+            fmt(cell(client, "publish", "msgs_per_s"), 0),
+            fmt(cell(client, "publish", "mb_per_s"), 1),
+            fmt(cell(client, "consume", "msgs_per_s"), 0),
+            fmt(cell(client, "latency", "p50_ms"), 2),
+            fmt(cell(client, "latency", "p99_ms"), 2),
+            fmt(cell(client, "latency", "p999_ms"), 2),
+            rss("publish"),
+            rss("consume"),
+            rss("latency"),
+        ));
+    }
+    for base in ["rskafka", "rdkafka"] {
+        out.push_str(&format!(
+            "| kavari / {base} | {} | {} | {} | {} | {} | {} | {} |\n",
+            ratio("kavari", "publish", "msgs_per_s", base),
+            ratio("kavari", "publish", "mb_per_s", base),
+            ratio("kavari", "consume", "msgs_per_s", base),
+            ratio("kavari", "latency", "p50_ms", base),
+            ratio("kavari", "latency", "p99_ms", base),
+            ratio("kavari", "latency", "p999_ms", base),
+            ratio("kavari", "consume", "rss_kb", base),
+        ));
+    }
+    print!("{out}");
+    if let Some(dir) = o.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&o.out, &out) {
+        Ok(()) => eprintln!("kavari-load: table written to {}", o.out.display()),
+        Err(e) => eprintln!("kavari-load: could not write {}: {e}", o.out.display()),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Some(i) = args.iter().position(|a| a == "--worker") {
+        runtime.block_on(worker(&args[i + 1..]));
+    } else {
+        runtime.block_on(driver(opts()));
+    }
+}
