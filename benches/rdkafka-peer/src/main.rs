@@ -40,11 +40,11 @@ fn producer(bootstrap: &str, linger_ms: &str) -> FutureProducer {
         .expect("producer")
 }
 
-fn consumer(bootstrap: &str, group: &str, topic: &str) -> StreamConsumer {
+fn consumer(bootstrap: &str, group: &str, topic: &str, reset: &str) -> StreamConsumer {
     let c: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
+        .set("auto.offset.reset", reset)
         .set("enable.auto.commit", "true")
         .set("partition.assignment.strategy", "range")
         .set("fetch.wait.max.ms", "20")
@@ -94,7 +94,7 @@ async fn main() {
         Some("consume") => {
             let (bootstrap, topic) = (&args[2], &args[3]);
             let count: usize = args[4].parse().expect("count");
-            let c = consumer(bootstrap, &args[5], topic);
+            let c = consumer(bootstrap, &args[5], topic, "earliest");
             let mut stream = c.stream();
             let first = stream.next().await.expect("a message").expect("consume");
             let _ = first.payload();
@@ -112,7 +112,8 @@ async fn main() {
             let (bootstrap, topic) = (&args[2], &args[3]);
             let rate: u64 = args[4].parse().expect("rate");
             let seconds: u64 = args[5].parse().expect("seconds");
-            let c = consumer(bootstrap, &args[6], topic);
+            // Only what this run writes: earlier runs' records are older.
+            let c = consumer(bootstrap, &args[6], topic, "latest");
             let p = producer(bootstrap, "1");
             let total = (rate * seconds) as usize;
             let reader = tokio::spawn(async move {
@@ -122,7 +123,7 @@ async fn main() {
                     let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await else {
                         break;
                     };
-                    if let Some(v) = m.payload().and_then(|v| v.get(..8)) {
+                    if let Some(v) = m.payload().filter(|v| v.len() == 8) {
                         let sent = u64::from_le_bytes(v.try_into().unwrap_or([0; 8]));
                         samples.push(micros().saturating_sub(sent));
                     }

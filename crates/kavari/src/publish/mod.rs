@@ -142,7 +142,8 @@ impl Publisher {
                 _ = closing.wait_for(|c| *c) => break err,
             }
         };
-        self.dead_letter(message, cause, attempts).await
+        // Boxed: the rare path should not size every publish in flight.
+        Box::pin(self.dead_letter(message, cause, attempts)).await
     }
 
     /// One produce attempt through the partition's batcher.
@@ -302,5 +303,31 @@ impl Publisher {
         };
         self.topics.close();
         left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every publish in flight holds its future: keep it small (a spawned
+    /// publish per request is the common use).
+    #[tokio::test]
+    async fn a_publish_in_flight_is_small() {
+        let client = Arc::new(ClientHandle::new(
+            vec!["127.0.0.1:1".into()],
+            "kavari".into(),
+            Duration::from_secs(1),
+        ));
+        let p = Publisher::new(client, ProducerConfig::default(), Arc::new(crate::NoRetry));
+        let m = EncodedMessage {
+            topic: String::new(),
+            key: None,
+            value: vec![],
+            headers: Default::default(),
+        };
+        let size = std::mem::size_of_val(&p.publish(m));
+        eprintln!("publish future: {size} bytes");
+        assert!(size < 1024, "publish future of {size} bytes");
     }
 }

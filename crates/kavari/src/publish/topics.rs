@@ -66,6 +66,12 @@ impl Topics {
         {
             return Ok(r);
         }
+        // Boxed: the rare path should not size every publish in flight.
+        Box::pin(self.look_up(topic)).await
+    }
+
+    /// The cache-miss path of [`route`](Self::route).
+    async fn look_up(&self, topic: &str) -> Result<Arc<Route>, ProduceError> {
         let _one_at_a_time = self.lookup.lock().await;
         if let Some(r) = self.cached(topic)
             && !r.stale.load(Ordering::Relaxed)
