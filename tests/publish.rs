@@ -339,3 +339,47 @@ async fn shutdown_waits_for_publishes_in_flight_and_drops_none() {
     }
     manager.shutdown().await.expect("shutdown is idempotent");
 }
+
+#[tokio::test]
+async fn compressed_batches_read_back_unchanged() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    for compression in [kavari::Compression::Gzip, kavari::Compression::Snappy] {
+        let topic = unique_name("compressed");
+        broker.create_topic(&topic, 1).await.expect("topic");
+        let manager = Kavari::builder(broker.bootstrap_servers())
+            .compression(compression)
+            .build()
+            .await
+            .expect("build");
+        let sent: Vec<_> = (0..50).map(|i| to_topic(&order(i), &topic)).collect();
+        for r in manager.publish_batch_encoded_for_test(&sent).await {
+            r.expect("publish");
+        }
+        let records = fetch_topic(broker, &topic, 1).await;
+        assert_eq!(records.len(), 50, "{compression:?}");
+        for (i, (_, r)) in records.iter().enumerate() {
+            let m: OrderPlaced =
+                kavari::codec::decode_value(r.record.value.as_deref().expect("value"))
+                    .expect("decode");
+            assert_eq!(m, order(i), "{compression:?}");
+        }
+        manager.shutdown().await.expect("shutdown");
+    }
+}
+
+trait PublishAll {
+    async fn publish_batch_encoded_for_test(
+        &self,
+        msgs: &[EncodedMessage],
+    ) -> Vec<Result<kavari::Delivery, PublishError>>;
+}
+
+impl PublishAll for Kavari {
+    async fn publish_batch_encoded_for_test(
+        &self,
+        msgs: &[EncodedMessage],
+    ) -> Vec<Result<kavari::Delivery, PublishError>> {
+        futures::future::join_all(msgs.iter().cloned().map(|m| self.publish_encoded(m))).await
+    }
+}

@@ -143,7 +143,7 @@ impl Worker {
             }
             let mut stop = self.stop.clone();
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(jittered(backoff)) => {}
                 _ = until_stopped(&mut stop) => return None,
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -208,6 +208,12 @@ impl Worker {
             }
         }
     }
+}
+
+/// `d` scaled by a random factor in [0.8, 1.2], so partitions that failed
+/// together do not retry together.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.8 + 0.4 * rand::random::<f64>())
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
@@ -326,7 +332,7 @@ async fn fetch_loop(
             Err(_) => format!("fetch timed out after {timeout:?}"),
         };
         tracing::warn!(partition = %tp, offset, error = %error, "fetch failed; retrying");
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
         if let Ok(pc) = partition_client(&shared, &tp).await {
             client = pc;
