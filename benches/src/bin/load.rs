@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo run --release -p kavari-benches --bin kavari-load -- \
-//!     [--messages 100000] [--size 100] [--partitions 3] [--rate 1000] [--seconds 5] [--repeat 3] \
+//!     [--messages 100000] [--size 100] [--partitions 3] [--rate 1000] [--seconds 5] [--repeat 1] \
 //!     [--out target/kavari-load.md]
 //! ```
 //!
@@ -83,7 +83,7 @@ fn opts() -> Opts {
             .unwrap_or(3),
         rate: get("--rate").and_then(|v| v.parse().ok()).unwrap_or(1_000),
         seconds: get("--seconds").and_then(|v| v.parse().ok()).unwrap_or(5),
-        repeat: get("--repeat").and_then(|v| v.parse().ok()).unwrap_or(3),
+        repeat: get("--repeat").and_then(|v| v.parse().ok()).unwrap_or(1),
         out: get("--out")
             .map(PathBuf::from)
             .unwrap_or_else(|| "target/kavari-load.md".into()),
