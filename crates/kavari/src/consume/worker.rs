@@ -63,6 +63,7 @@ impl Worker {
             tx,
         ));
         let mut position = start;
+        let mut handled_since_report = 0u32;
         let mut last_commit = Instant::now();
         let every_message = self.shared.config.commit_interval.is_zero();
         let tick = if every_message {
@@ -104,13 +105,19 @@ impl Worker {
             {
                 Ok(d) => {
                     position = offset + 1;
-                    self.update(|h| {
-                        h.position = Some(position);
-                        h.last_progress = Some(SystemTime::now());
-                        if let Some(hw) = h.high_watermark {
-                            h.lag = Some((hw - position).max(0));
-                        }
-                    });
+                    // Health is shared: update it when the buffer runs dry
+                    // or every 256 records, not under a lock per record.
+                    handled_since_report += 1;
+                    if rx.is_empty() || handled_since_report >= 256 {
+                        handled_since_report = 0;
+                        self.update(|h| {
+                            h.position = Some(position);
+                            h.last_progress = Some(SystemTime::now());
+                            if let Some(hw) = h.high_watermark {
+                                h.lag = Some((hw - position).max(0));
+                            }
+                        });
+                    }
                     if d != Disposition::Handled {
                         tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
                     }
