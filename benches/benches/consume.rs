@@ -152,6 +152,8 @@ async fn latency(broker: &KafkaBroker, rate: u64, seconds: u64, fetch_wait: Dura
     let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
     let manager = Kavari::builder(broker.bootstrap_servers())
         .group_id(unique_name("latency"))
+        // Only this run's records: an earlier run wrote to the same topic.
+        .auto_offset_reset(kavari::OffsetReset::Latest)
         .linger(Duration::from_millis(1))
         .fetch_max_wait(fetch_wait)
         .build()

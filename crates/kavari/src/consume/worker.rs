@@ -9,7 +9,7 @@ use kavari_group::TopicPartition;
 use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::record::RecordAndOffset;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::dispatch::{Disposition, deliver};
@@ -36,7 +36,11 @@ struct Worker {
 }
 
 enum Fetched {
-    Record(RecordAndOffset),
+    /// One fetch's records, holding `permits` of the buffer.
+    Batch {
+        records: Vec<RecordAndOffset>,
+        permits: usize,
+    },
     /// The fetcher hit an error it cannot get past (OffsetReset::Error).
     Failed(String),
 }
@@ -54,16 +58,21 @@ impl Worker {
         let Some((client, start)) = self.start().await else {
             return;
         };
-        let (tx, mut rx) = mpsc::channel(self.shared.config.max_buffered_records.max(1));
+        // Fetched batches travel whole; a semaphore of `max_buffered_records`
+        // permits bounds the records fetched but not yet handled.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let buffered = Arc::new(Semaphore::new(
+            self.shared.config.max_buffered_records.max(1),
+        ));
         let fetcher = tokio::spawn(fetch_loop(
             Arc::clone(&self.shared),
             self.tp.clone(),
             client,
             start,
             tx,
+            Arc::clone(&buffered),
         ));
         let mut position = start;
-        let mut handled_since_report = 0u32;
         let mut last_commit = Instant::now();
         let every_message = self.shared.config.commit_interval.is_zero();
         let tick = if every_message {
@@ -71,7 +80,7 @@ impl Worker {
         } else {
             self.shared.config.commit_interval
         };
-        loop {
+        'partition: loop {
             let mut stop = self.stop.clone();
             let next = tokio::select! {
                 biased;
@@ -83,51 +92,52 @@ impl Worker {
                     continue;
                 }
             };
-            let rec = match next {
-                Some(Fetched::Record(rec)) => rec,
+            let (records, permits) = match next {
+                Some(Fetched::Batch { records, permits }) => (records, permits),
                 Some(Fetched::Failed(why)) => {
                     self.update(|h| h.error = Some(why));
                     break;
                 }
                 None => break,
             };
-            // A handler runs to its end even when a stop arrives meanwhile:
-            // the shutdown waits for it (bounded) and commits it.
-            let offset = rec.offset;
-            match deliver(
-                &self.shared,
-                &self.tp.topic,
-                self.tp.partition,
-                rec,
-                &self.stop,
-            )
-            .await
-            {
-                Ok(d) => {
-                    position = offset + 1;
-                    // Health is shared: update it when the buffer runs dry
-                    // or every 256 records, not under a lock per record.
-                    handled_since_report += 1;
-                    if rx.is_empty() || handled_since_report >= 256 {
-                        handled_since_report = 0;
-                        self.update(|h| {
-                            h.position = Some(position);
-                            h.last_progress = Some(SystemTime::now());
-                            if let Some(hw) = h.high_watermark {
-                                h.lag = Some((hw - position).max(0));
-                            }
-                        });
-                    }
-                    if d != Disposition::Handled {
-                        tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
-                    }
+            for rec in records {
+                if self.stopping() {
+                    break 'partition; // the rest is not handled, nor committed
                 }
-                Err(_undelivered) => break,
+                // A handler runs to its end even when a stop arrives
+                // meanwhile: the shutdown waits for it (bounded), commits it.
+                let offset = rec.offset;
+                match deliver(
+                    &self.shared,
+                    &self.tp.topic,
+                    self.tp.partition,
+                    rec,
+                    &self.stop,
+                )
+                .await
+                {
+                    Ok(d) => {
+                        position = offset + 1;
+                        if d != Disposition::Handled {
+                            tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
+                        }
+                    }
+                    Err(_undelivered) => break 'partition,
+                }
+                if every_message || last_commit.elapsed() >= self.shared.config.commit_interval {
+                    self.commit(position).await;
+                    last_commit = Instant::now();
+                }
             }
-            if every_message || last_commit.elapsed() >= self.shared.config.commit_interval {
-                self.commit(position).await;
-                last_commit = Instant::now();
-            }
+            buffered.add_permits(permits);
+            // Health is shared: updated once per fetched batch.
+            self.update(|h| {
+                h.position = Some(position);
+                h.last_progress = Some(SystemTime::now());
+                if let Some(hw) = h.high_watermark {
+                    h.lag = Some((hw - position).max(0));
+                }
+            });
         }
         fetcher.abort();
         self.commit(position).await;
@@ -283,8 +293,10 @@ async fn fetch_loop(
     tp: TopicPartition,
     mut client: Arc<PartitionClient>,
     mut offset: i64,
-    tx: mpsc::Sender<Fetched>,
+    tx: mpsc::UnboundedSender<Fetched>,
+    buffered: Arc<Semaphore>,
 ) {
+    let max_buffered = shared.config.max_buffered_records.max(1);
     let max_wait = i32::try_from(shared.config.fetch_max_wait.as_millis()).unwrap_or(i32::MAX);
     let max_bytes = shared.config.fetch_max_bytes.max(1);
     let timeout = shared.client.request_timeout() + shared.config.fetch_max_wait;
@@ -302,15 +314,21 @@ async fn fetch_loop(
                     h.high_watermark = Some(high_watermark);
                     h.lag = h.position.map(|p| (high_watermark - p).max(0));
                 });
-                for rec in records {
-                    // Compressed batches may start before the offset asked.
-                    if rec.offset < offset {
-                        continue;
-                    }
-                    offset = rec.offset + 1;
-                    if tx.send(Fetched::Record(rec)).await.is_err() {
-                        return; // the worker stopped
-                    }
+                // Compressed batches may start before the offset asked.
+                let records: Vec<_> = records.into_iter().filter(|r| r.offset >= offset).collect();
+                let Some(last) = records.last() else { continue };
+                offset = last.offset + 1;
+                // A batch larger than the whole buffer takes all of it.
+                let permits = records.len().min(max_buffered);
+                let Ok(permit) = Arc::clone(&buffered)
+                    .acquire_many_owned(u32::try_from(permits).unwrap_or(u32::MAX))
+                    .await
+                else {
+                    return;
+                };
+                permit.forget(); // returned by the worker once handled
+                if tx.send(Fetched::Batch { records, permits }).is_err() {
+                    return; // the worker stopped
                 }
                 continue;
             }
@@ -325,11 +343,9 @@ async fn fetch_loop(
                         continue;
                     }
                     Ok(None) => {
-                        let _ = tx
-                            .send(Fetched::Failed(format!(
-                                "offset {offset} of {tp} is out of range and auto_offset_reset is Error"
-                            )))
-                            .await;
+                        let _ = tx.send(Fetched::Failed(format!(
+                            "offset {offset} of {tp} is out of range and auto_offset_reset is Error"
+                        )));
                         return;
                     }
                     Err(e) => e,
