@@ -7,14 +7,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler};
-use kavari_benches::Payload;
+use kavari_benches::{Payload, Stamped, kavari_latency, percentile_ms};
 use kavari_testcontainers::{KafkaBroker, unique_name};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
-use serde::{Deserialize, Serialize};
 
 const PARTITIONS: i32 = 3;
 
@@ -121,90 +120,6 @@ async fn kavari_consume(broker: &KafkaBroker, topic: &str, n: usize) -> f64 {
     (n as u64 - at_start) as f64 / elapsed
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
-#[kavari(topic = "bench.latency")]
-struct Stamped {
-    #[kavari(key)]
-    id: u64,
-    sent_micros: u64,
-}
-
-struct Latency(Arc<std::sync::Mutex<Vec<u64>>>);
-
-impl MessageHandler<Stamped> for Latency {
-    async fn handle(&self, m: Stamped, _: &MessageContext) -> Result<(), HandlerError> {
-        let now = micros();
-        if let Ok(mut v) = self.0.lock() {
-            v.push(now.saturating_sub(m.sent_micros));
-        }
-        Ok(())
-    }
-}
-
-fn micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-async fn latency(broker: &KafkaBroker, rate: u64, seconds: u64, fetch_wait: Duration) -> Vec<u64> {
-    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .group_id(unique_name("latency"))
-        // Only this run's records: an earlier run wrote to the same topic.
-        .auto_offset_reset(kavari::OffsetReset::Latest)
-        .linger(Duration::from_millis(1))
-        .fetch_max_wait(fetch_wait)
-        .build()
-        .await
-        .expect("build");
-    manager
-        .subscribe::<Stamped, _>(Latency(Arc::clone(&samples)))
-        .expect("subscribe");
-    manager.start().await.expect("start");
-    while !(manager.health().ready
-        && manager
-            .health()
-            .partitions
-            .iter()
-            .all(|p| p.position.is_some())
-        && manager.health().partitions.len() == PARTITIONS as usize)
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let total = rate * seconds;
-    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-    for id in 0..total {
-        ticker.tick().await;
-        let m = manager.clone();
-        tokio::spawn(async move {
-            let _ = m
-                .publish(&Stamped {
-                    id,
-                    sent_micros: micros(),
-                })
-                .await;
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while samples.lock().map(|v| v.len() as u64).unwrap_or(0) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    manager.shutdown().await.expect("shutdown");
-    let mut v = samples.lock().map(|v| v.clone()).unwrap_or_default();
-    v.sort_unstable();
-    v
-}
-
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -238,13 +153,13 @@ fn main() {
         // out fetch.max.wait, so latency follows that setting (Kafka answers
         // at once). Both the default and a short wait are shown.
         for wait_ms in [500u64, 20] {
-            let v = latency(&broker, 1_000, 5, Duration::from_millis(wait_ms)).await;
+            let v = kavari_latency(&broker.bootstrap_servers(), 1_000, 5, Duration::from_millis(wait_ms)).await;
             println!(
                 "end-to-end latency, 1,000 msg/s for 5 s, fetch_max_wait {wait_ms} ms ({} samples): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
                 v.len(),
-                pct(&v, 0.5),
-                pct(&v, 0.99),
-                pct(&v, 0.999)
+                percentile_ms(&v, 0.5),
+                percentile_ms(&v, 0.99),
+                percentile_ms(&v, 0.999)
             );
         }
     });

@@ -53,3 +53,117 @@ mod serde_bytes_like {
         d.deserialize_bytes(V)
     }
 }
+
+/// Microseconds since the Unix epoch (latency stamps).
+pub fn micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// This process's peak resident set size in KiB (`VmHWM`), 0 if unknown.
+pub fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// The `q` quantile (0 to 1) of sorted microsecond samples, in milliseconds.
+pub fn percentile_ms(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// The latency workload's message: its send time travels in the value.
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "kavari-bench.latency")]
+pub struct Stamped {
+    /// The partition key.
+    #[kavari(key)]
+    pub id: u64,
+    /// When it was published, from [`micros`].
+    pub sent_micros: u64,
+}
+
+struct Latency(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl kavari::MessageHandler<Stamped> for Latency {
+    async fn handle(
+        &self,
+        m: Stamped,
+        _: &kavari::MessageContext,
+    ) -> Result<(), kavari::HandlerError> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(micros().saturating_sub(m.sent_micros));
+        }
+        Ok(())
+    }
+}
+
+/// Publishes `rate` [`Stamped`] messages a second for `seconds` through one
+/// Kavari manager that also consumes them (only this run's: it starts at the
+/// latest offset), and returns the publish-to-handler latencies in µs,
+/// sorted. `Stamped::TOPIC` must exist.
+pub async fn kavari_latency(
+    bootstrap: &str,
+    rate: u64,
+    seconds: u64,
+    fetch_wait: std::time::Duration,
+) -> Vec<u64> {
+    use std::time::{Duration, Instant};
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let manager = kavari::Kavari::builder(bootstrap)
+        .group_id(kavari_testcontainers::unique_name("latency"))
+        .auto_offset_reset(kavari::OffsetReset::Latest)
+        .linger(Duration::from_millis(1))
+        .fetch_max_wait(fetch_wait)
+        .build()
+        .await
+        .expect("build");
+    manager
+        .subscribe::<Stamped, _>(Latency(std::sync::Arc::clone(&samples)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+    // Ready and every partition positioned: Latest is fixed before we publish.
+    while !(manager.health().ready
+        && !manager.health().partitions.is_empty()
+        && manager
+            .health()
+            .partitions
+            .iter()
+            .all(|p| p.position.is_some()))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let total = rate * seconds;
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    for id in 0..total {
+        tick.tick().await;
+        let m = manager.clone();
+        tokio::spawn(async move {
+            let _ = m
+                .publish(&Stamped {
+                    id,
+                    sent_micros: micros(),
+                })
+                .await;
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while samples.lock().map(|v| v.len() as u64).unwrap_or(0) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    manager.shutdown().await.expect("shutdown");
+    let mut v = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    v.sort_unstable();
+    v
+}

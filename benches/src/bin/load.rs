@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler, OffsetReset};
+use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler};
+use kavari_benches::{Stamped, kavari_latency, micros, peak_rss_kb, percentile_ms};
 use kavari_testcontainers::{KafkaBroker, unique_name};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
@@ -34,15 +35,6 @@ struct ConsumeLoad {
     id: String,
     #[serde(with = "serde_bytes_compat")]
     body: Vec<u8>,
-}
-
-/// The latency workload's messages: the send time in the value's first bytes.
-#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
-#[kavari(topic = "kavari-load.latency")]
-struct Stamped {
-    #[kavari(key)]
-    id: u64,
-    sent_micros: u64,
 }
 
 mod serde_bytes_compat {
@@ -90,38 +82,14 @@ fn opts() -> Opts {
     }
 }
 
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-fn micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
 fn percentiles(mut v: Vec<u64>) -> String {
     v.sort_unstable();
-    let pct = |q: f64| {
-        v.get(((v.len().max(1) as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
     format!(
         "samples={} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2}",
         v.len(),
-        pct(0.5),
-        pct(0.99),
-        pct(0.999)
+        percentile_ms(&v, 0.5),
+        percentile_ms(&v, 0.99),
+        percentile_ms(&v, 0.999)
     )
 }
 
@@ -137,7 +105,7 @@ async fn worker(args: &[String]) {
         ("rskafka", "publish") => rskafka_publish(bootstrap, topic, n as usize, m as usize).await,
         ("kavari", "consume") => kavari_consume(bootstrap, n as usize).await,
         ("rskafka", "consume") => rskafka_consume(bootstrap, topic, n as usize).await,
-        ("kavari", "latency") => kavari_latency(bootstrap, n, m).await,
+        ("kavari", "latency") => kavari_latency_run(bootstrap, n, m).await,
         ("rskafka", "latency") => rskafka_latency(bootstrap, topic, n, m).await,
         other => panic!("unknown worker {other:?}"),
     };
@@ -324,61 +292,8 @@ async fn rskafka_consume(bootstrap: &str, topic: &str, n: usize) -> String {
     )
 }
 
-struct Latency(Arc<std::sync::Mutex<Vec<u64>>>);
-
-impl MessageHandler<Stamped> for Latency {
-    async fn handle(&self, m: Stamped, _: &MessageContext) -> Result<(), HandlerError> {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(micros().saturating_sub(m.sent_micros));
-        }
-        Ok(())
-    }
-}
-
-async fn kavari_latency(bootstrap: &str, rate: u64, seconds: u64) -> String {
-    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let manager = Kavari::builder(bootstrap)
-        .group_id(unique_name("load-latency"))
-        .auto_offset_reset(OffsetReset::Latest)
-        .linger(Duration::from_millis(1))
-        .fetch_max_wait(Duration::from_millis(20))
-        .build()
-        .await
-        .expect("build");
-    manager
-        .subscribe::<Stamped, _>(Latency(Arc::clone(&samples)))
-        .expect("subscribe");
-    manager.start().await.expect("start");
-    while !(manager.health().ready
-        && !manager.health().partitions.is_empty()
-        && manager
-            .health()
-            .partitions
-            .iter()
-            .all(|p| p.position.is_some()))
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let total = rate * seconds;
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
-    for id in 0..total {
-        tick.tick().await;
-        let m = manager.clone();
-        tokio::spawn(async move {
-            let _ = m
-                .publish(&Stamped {
-                    id,
-                    sent_micros: micros(),
-                })
-                .await;
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while samples.lock().map(|v| v.len() as u64).unwrap_or(0) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    manager.shutdown().await.expect("shutdown");
-    percentiles(samples.lock().map(|v| v.clone()).unwrap_or_default())
+async fn kavari_latency_run(bootstrap: &str, rate: u64, seconds: u64) -> String {
+    percentiles(kavari_latency(bootstrap, rate, seconds, Duration::from_millis(20)).await)
 }
 
 async fn rskafka_latency(bootstrap: &str, topic: &str, rate: u64, seconds: u64) -> String {
