@@ -97,7 +97,10 @@ pub enum DecodeError {
 
 /// Encodes `msg` into its envelope.
 pub fn encode<M: KafkaMessage>(msg: &M) -> Result<EncodedMessage, EncodeError> {
-    let value = rmp_serde::to_vec_named(msg).map_err(|source| EncodeError {
+    // Sized up front: growing from empty costs several reallocations for
+    // every small message.
+    let mut value = Vec::with_capacity(128);
+    rmp_serde::encode::write_named(&mut value, msg).map_err(|source| EncodeError {
         msg_type: M::NAME,
         source,
     })?;

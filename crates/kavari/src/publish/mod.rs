@@ -111,7 +111,6 @@ impl Publisher {
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _guard = InFlight(self);
-        let mut closing = self.closing.subscribe();
         let mut attempts = 0u32;
         let cause = loop {
             attempts += 1;
@@ -135,11 +134,12 @@ impl Publisher {
                 topic = %message.topic, attempt = attempts, ?delay, error = %err,
                 "publish failed; retrying"
             );
+            let mut closing = self.closing.subscribe();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 // Shutting down: stop waiting; the message goes to the
                 // dead-letter path or back to the caller now.
-                _ = closing.wait_for(|c| *c) => break err,
+                _ = crate::consume::until_stopped(&mut closing) => break err,
             }
         };
         // Boxed: the rare path should not size every publish in flight.
