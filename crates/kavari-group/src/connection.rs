@@ -176,8 +176,14 @@ impl Connection {
         }
         let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
         let frame = self.encode(req, version, correlation_id)?;
-        let mut stream = self.stream.lock().await;
+        // Waiting for the connection counts against the timeout too, and a
+        // request queued behind one that broke the connection fails at once
+        // instead of waiting out a timeout of its own.
         let exchange = async {
+            let mut stream = self.stream.lock().await;
+            if self.is_broken() {
+                return Err(self.conn_err("connection abandoned after an earlier failure".into()));
+            }
             stream
                 .write_all(&frame)
                 .await
@@ -214,7 +220,6 @@ impl Connection {
                 });
             }
         };
-        drop(stream);
         self.decode::<R>(body, version, correlation_id)
     }
 
