@@ -107,6 +107,21 @@ fn assert_all_handled(handled: &Shared, acknowledged: &BTreeSet<u64>, what: &str
     );
 }
 
+/// Waits (at most 90 s) until every acknowledged seq was handled, then
+/// asserts it and reports duplicates.
+async fn expect_all_handled(handled: &Shared, acknowledged: &BTreeSet<u64>, what: &str) {
+    eventually(
+        Duration::from_secs(90),
+        "every acknowledged publish handled",
+        || {
+            let h = handled.lock().unwrap();
+            acknowledged.iter().all(|s| h.counts.contains_key(s))
+        },
+    )
+    .await;
+    assert_all_handled(handled, acknowledged, what);
+}
+
 #[tokio::test]
 async fn kafka_down_at_start_then_up() {
     init_tracing();
@@ -224,16 +239,7 @@ async fn broker_restart_under_load_loses_nothing() {
         ok.len(),
         failed.len()
     );
-    eventually(
-        Duration::from_secs(90),
-        "every acknowledged publish handled",
-        || {
-            let h = handled.lock().unwrap();
-            ok.iter().all(|s| h.counts.contains_key(s))
-        },
-    )
-    .await;
-    assert_all_handled(&handled, &ok, "broker restart");
+    expect_all_handled(&handled, &ok, "broker restart").await;
     for c in &consumers {
         c.shutdown().await.expect("shutdown");
     }
@@ -303,16 +309,7 @@ async fn silent_partition_longer_than_the_session_timeout() {
         .chain(&ok_after)
         .copied()
         .collect();
-    eventually(
-        Duration::from_secs(90),
-        "every acknowledged publish handled",
-        || {
-            let h = handled.lock().unwrap();
-            acknowledged.iter().all(|s| h.counts.contains_key(s))
-        },
-    )
-    .await;
-    assert_all_handled(&handled, &acknowledged, "silent partition");
+    expect_all_handled(&handled, &acknowledged, "silent partition").await;
     for m in [&a, &b, &publisher] {
         m.shutdown().await.expect("shutdown");
     }
@@ -379,21 +376,12 @@ async fn seeded_chaos_loses_nothing() {
     }
     eprintln!("chaos: seed={seed} actions: {actions:?}");
     let (ok, failed) = publishes.await.expect("publisher");
-    eventually(
-        Duration::from_secs(120),
-        "every acknowledged publish handled",
-        || {
-            let h = handled.lock().unwrap();
-            ok.iter().all(|s| h.counts.contains_key(s))
-        },
-    )
-    .await;
     eprintln!(
         "chaos: seed={seed}: {} acknowledged, {} handed back to the caller",
         ok.len(),
         failed.len()
     );
-    assert_all_handled(&handled, &ok, &format!("chaos seed={seed}"));
+    expect_all_handled(&handled, &ok, &format!("chaos seed={seed}")).await;
     for c in &consumers {
         let _ = c.shutdown().await;
     }

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler};
-use kavari_benches::{Payload, Stamped, kavari_latency, percentile_ms};
+use kavari_benches::{
+    Payload, Stamped, fetch_to_end, kavari_latency, partition_clients, percentile_ms,
+};
 use kavari_testcontainers::{KafkaBroker, unique_name};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
@@ -59,36 +61,11 @@ async fn preload(broker: &KafkaBroker, topic: &str, size: usize, n: usize) {
 
 async fn raw_fetch(broker: &KafkaBroker, topic: &str, n: usize) -> f64 {
     let client = broker.client().await.expect("client");
-    let mut pcs = Vec::new();
-    for p in 0..PARTITIONS {
-        pcs.push(
-            client
-                .partition_client(topic, p, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition client"),
-        );
-    }
+    let pcs = partition_clients(&client, topic).await;
     let started = Instant::now();
-    let counts = futures::future::join_all(pcs.iter().map(|pc| async move {
-        let mut offset = 0;
-        let mut count = 0usize;
-        loop {
-            let (records, hw) = pc
-                .fetch_records(offset, 1..1024 * 1024, 500)
-                .await
-                .expect("fetch");
-            for r in records {
-                offset = r.offset + 1;
-                count += 1;
-            }
-            if offset >= hw {
-                return count;
-            }
-        }
-    }))
-    .await;
+    let count = fetch_to_end(&pcs, |_| {}).await;
     let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(counts.iter().sum::<usize>(), n);
+    assert_eq!(count, n);
     n as f64 / elapsed
 }
 

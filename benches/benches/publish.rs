@@ -5,15 +5,13 @@
 //! (`KAVARI_BENCH_MESSAGES` sets the count per case; `KAVARI_BROKERS` uses
 //! your own cluster instead of a local broker).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kavari::Kavari;
-use kavari_benches::Payload;
+use kavari_benches::{partition_clients, payloads, raw_record};
 use kavari_testcontainers::{KafkaBroker, unique_name};
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
-use rskafka::record::Record;
+use rskafka::client::partition::Compression;
 
 const PARTITIONS: i32 = 3;
 
@@ -39,11 +37,7 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
         .build()
         .await
         .expect("build");
-    let msgs: Vec<_> = (0..n as u64).map(|i| Payload::of_size(i, size)).collect();
-    let bytes: usize = msgs
-        .iter()
-        .map(|m| kavari::codec::encode(m).expect("encode").size())
-        .sum();
+    let (msgs, bytes) = payloads(n, size);
     // One task per publish, as in a service where each request publishes
     // from its own task; at most 20,000 in flight.
     let window = Arc::new(tokio::sync::Semaphore::new(20_000));
@@ -84,22 +78,10 @@ async fn raw_run(broker: &KafkaBroker, size: usize, n: usize, batch: usize) -> R
         .await
         .expect("topic");
     let client = broker.client().await.expect("client");
-    let mut pcs = Vec::new();
-    for p in 0..PARTITIONS {
-        pcs.push(Arc::new(
-            client
-                .partition_client(topic.as_str(), p, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition client"),
-        ));
-    }
+    let pcs = partition_clients(&client, &topic).await;
     // The same typed messages; what any rskafka user does per message:
     // serialize, build the record with its headers, produce in batches.
-    let msgs: Vec<_> = (0..n as u64).map(|i| Payload::of_size(i, size)).collect();
-    let bytes: usize = msgs
-        .iter()
-        .map(|m| kavari::codec::encode(m).expect("encode").size())
-        .sum();
+    let (msgs, bytes) = payloads(n, size);
     let per_partition = n.div_ceil(PARTITIONS as usize);
     let started = Instant::now();
     let tasks = pcs.iter().enumerate().map(|(p, pc)| {
@@ -108,15 +90,7 @@ async fn raw_run(broker: &KafkaBroker, size: usize, n: usize, batch: usize) -> R
             for chunk in slice.chunks(batch.max(1)) {
                 let records = chunk
                     .iter()
-                    .map(|m| Record {
-                        key: Some(m.id.clone().into_bytes()),
-                        value: Some(rmp_serde::to_vec_named(m).expect("encode")),
-                        headers: BTreeMap::from([
-                            ("msg_type".to_string(), b"Payload".to_vec()),
-                            ("content-type".to_string(), b"application/msgpack".to_vec()),
-                        ]),
-                        timestamp: chrono::Utc::now(),
-                    })
+                    .map(|m| raw_record(&m.id, "Payload", m))
                     .collect();
                 pc.produce(records, Compression::NoCompression)
                     .await
@@ -143,11 +117,7 @@ async fn kavari_batch_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
         .build()
         .await
         .expect("build");
-    let msgs: Vec<_> = (0..n as u64).map(|i| Payload::of_size(i, size)).collect();
-    let bytes: usize = msgs
-        .iter()
-        .map(|m| kavari::codec::encode(m).expect("encode").size())
-        .sum();
+    let (msgs, bytes) = payloads(n, size);
     let started = Instant::now();
     for chunk in msgs.chunks(5_000) {
         let encoded = chunk.iter().map(|m| {

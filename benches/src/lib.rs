@@ -167,3 +167,85 @@ pub async fn kavari_latency(
     v.sort_unstable();
     v
 }
+
+/// A partition client for every partition of `topic`.
+pub async fn partition_clients(
+    client: &rskafka::client::Client,
+    topic: &str,
+) -> Vec<rskafka::client::partition::PartitionClient> {
+    let partitions = client
+        .list_topics()
+        .await
+        .expect("topics")
+        .into_iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.partitions.len())
+        .expect("topic exists");
+    let mut pcs = Vec::with_capacity(partitions);
+    for p in 0..partitions {
+        pcs.push(
+            client
+                .partition_client(
+                    topic,
+                    i32::try_from(p).expect("partition"),
+                    rskafka::client::partition::UnknownTopicHandling::Retry,
+                )
+                .await
+                .expect("partition client"),
+        );
+    }
+    pcs
+}
+
+/// A raw rskafka fetch loop: reads every partition from offset 0 to its high
+/// watermark, all partitions at once, handing each value to `on_value`;
+/// returns how many records it read.
+pub async fn fetch_to_end(
+    pcs: &[rskafka::client::partition::PartitionClient],
+    on_value: impl Fn(&[u8]) + Sync,
+) -> usize {
+    let on_value = &on_value;
+    let counts = futures::future::join_all(pcs.iter().map(|pc| async move {
+        let (mut offset, mut count) = (0, 0usize);
+        loop {
+            let (records, hw) = pc
+                .fetch_records(offset, 1..1024 * 1024, 500)
+                .await
+                .expect("fetch");
+            for r in records {
+                on_value(r.record.value.as_deref().unwrap_or_default());
+                offset = r.offset + 1;
+                count += 1;
+            }
+            if offset >= hw {
+                return count;
+            }
+        }
+    }))
+    .await;
+    counts.iter().sum()
+}
+
+/// The record a raw rskafka user builds for `msg`: MessagePack value, the
+/// Kavari headers, the key.
+pub fn raw_record<M: Serialize>(key: &str, msg_type: &str, msg: &M) -> rskafka::record::Record {
+    rskafka::record::Record {
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(rmp_serde::to_vec_named(msg).expect("encode")),
+        headers: std::collections::BTreeMap::from([
+            ("msg_type".to_string(), msg_type.as_bytes().to_vec()),
+            ("content-type".to_string(), b"application/msgpack".to_vec()),
+        ]),
+        timestamp: chrono::Utc::now(),
+    }
+}
+
+/// `n` payloads of `size` bytes, and their total encoded size.
+pub fn payloads(n: usize, size: usize) -> (Vec<Payload>, usize) {
+    let msgs: Vec<_> = (0..n as u64).map(|i| Payload::of_size(i, size)).collect();
+    let bytes = msgs
+        .iter()
+        .map(|m| kavari::codec::encode(m).expect("encode").size())
+        .sum();
+    (msgs, bytes)
+}

@@ -21,7 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler};
-use kavari_benches::{Stamped, kavari_latency, micros, peak_rss_kb, percentile_ms};
+use kavari_benches::{
+    Stamped, fetch_to_end, kavari_latency, micros, partition_clients, peak_rss_kb, percentile_ms,
+    raw_record,
+};
 use kavari_testcontainers::{KafkaBroker, unique_name};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
@@ -159,27 +162,23 @@ async fn rskafka_client(bootstrap: &str) -> rskafka::client::Client {
 
 async fn rskafka_publish(bootstrap: &str, topic: &str, n: usize, size: usize) -> String {
     let client = rskafka_client(bootstrap).await;
-    let partitions = client
-        .list_topics()
-        .await
-        .expect("topics")
-        .into_iter()
-        .find(|t| t.name == topic)
-        .map(|t| t.partitions.len())
-        .expect("topic");
-    let mut pcs = Vec::new();
-    for p in 0..partitions {
-        pcs.push(
-            client
-                .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition client"),
-        );
-    }
-    // Batches of about 256 KiB: above rskafka's Nagle stall (9-64 KiB).
-    let batch = (256 * 1024 / (size + 64)).max(1);
-    let per = n.div_ceil(partitions);
+    let pcs = partition_clients(&client, topic).await;
     let started = Instant::now();
+    produce_raw(&pcs, n, size).await;
+    let secs = started.elapsed().as_secs_f64();
+    format!(
+        "msgs_per_s={:.0} mb_per_s={:.1}",
+        n as f64 / secs,
+        (n * (size + 40)) as f64 / secs / 1e6
+    )
+}
+
+/// What a raw rskafka user writes: `n` payloads split over the partitions,
+/// each produced in batches of about 256 KiB (above rskafka's Nagle stall at
+/// 9-64 KiB), all partitions at once.
+async fn produce_raw(pcs: &[rskafka::client::partition::PartitionClient], n: usize, size: usize) {
+    let batch = (256 * 1024 / (size + 64)).max(1);
+    let per = n.div_ceil(pcs.len());
     futures::future::join_all(pcs.iter().enumerate().map(|(p, pc)| async move {
         let ids: Vec<usize> = (p * per..((p + 1) * per).min(n)).collect();
         for chunk in ids.chunks(batch) {
@@ -187,15 +186,7 @@ async fn rskafka_publish(bootstrap: &str, topic: &str, n: usize, size: usize) ->
                 .iter()
                 .map(|&i| {
                     let m = payload(i, size);
-                    Record {
-                        key: Some(m.id.clone().into_bytes()),
-                        value: Some(rmp_serde::to_vec_named(&m).expect("encode")),
-                        headers: BTreeMap::from([
-                            ("msg_type".to_string(), b"Payload".to_vec()),
-                            ("content-type".to_string(), b"application/msgpack".to_vec()),
-                        ]),
-                        timestamp: chrono::Utc::now(),
-                    }
+                    raw_record(&m.id, "Payload", &m)
                 })
                 .collect();
             pc.produce(records, Compression::NoCompression)
@@ -204,12 +195,6 @@ async fn rskafka_publish(bootstrap: &str, topic: &str, n: usize, size: usize) ->
         }
     }))
     .await;
-    let secs = started.elapsed().as_secs_f64();
-    format!(
-        "msgs_per_s={:.0} mb_per_s={:.1}",
-        n as f64 / secs,
-        (n * (size + 40)) as f64 / secs / 1e6
-    )
 }
 
 struct Count(Arc<AtomicU64>);
@@ -246,50 +231,15 @@ async fn kavari_consume(bootstrap: &str, n: usize) -> String {
 
 async fn rskafka_consume(bootstrap: &str, topic: &str, n: usize) -> String {
     let client = rskafka_client(bootstrap).await;
-    let partitions = client
-        .list_topics()
-        .await
-        .expect("topics")
-        .into_iter()
-        .find(|t| t.name == topic)
-        .map(|t| t.partitions.len())
-        .expect("topic");
-    let mut pcs = Vec::new();
-    for p in 0..partitions {
-        pcs.push(
-            client
-                .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition client"),
-        );
-    }
+    let pcs = partition_clients(&client, topic).await;
     let started = Instant::now();
-    let counts = futures::future::join_all(pcs.iter().map(|pc| async move {
-        let (mut offset, mut count) = (0, 0usize);
-        loop {
-            let (records, hw) = pc
-                .fetch_records(offset, 1..1024 * 1024, 500)
-                .await
-                .expect("fetch");
-            for r in records {
-                // Decode, as a consumer must.
-                let _: ConsumeLoad =
-                    rmp_serde::from_slice(r.record.value.as_deref().unwrap_or_default())
-                        .expect("decode");
-                offset = r.offset + 1;
-                count += 1;
-            }
-            if offset >= hw {
-                return count;
-            }
-        }
-    }))
+    // Decode, as a consumer must.
+    let count = fetch_to_end(&pcs, |v| {
+        let _: ConsumeLoad = rmp_serde::from_slice(v).expect("decode");
+    })
     .await;
     let secs = started.elapsed().as_secs_f64();
-    format!(
-        "msgs_per_s={:.0}",
-        counts.iter().sum::<usize>().min(n) as f64 / secs
-    )
+    format!("msgs_per_s={:.0}", count.min(n) as f64 / secs)
 }
 
 async fn kavari_latency_run(bootstrap: &str, rate: u64, seconds: u64) -> String {
@@ -406,40 +356,7 @@ fn rdkafka_peer() -> Result<PathBuf, String> {
 
 async fn preload(broker: &KafkaBroker, topic: &str, n: usize, size: usize) {
     let client = broker.client().await.expect("client");
-    let partitions = client
-        .list_topics()
-        .await
-        .expect("topics")
-        .into_iter()
-        .find(|t| t.name == topic)
-        .map(|t| t.partitions.len())
-        .expect("topic");
-    let batch = (256 * 1024 / (size + 64)).max(1);
-    let per = n.div_ceil(partitions);
-    for p in 0..partitions {
-        let pc = client
-            .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
-            .await
-            .expect("partition client");
-        let ids: Vec<usize> = (p * per..((p + 1) * per).min(n)).collect();
-        for chunk in ids.chunks(batch) {
-            let records = chunk
-                .iter()
-                .map(|&i| {
-                    let e = kavari::codec::encode(&payload(i, size)).expect("encode");
-                    Record {
-                        key: e.key,
-                        value: Some(e.value),
-                        headers: e.headers,
-                        timestamp: chrono::Utc::now(),
-                    }
-                })
-                .collect();
-            pc.produce(records, Compression::NoCompression)
-                .await
-                .expect("preload");
-        }
-    }
+    produce_raw(&partition_clients(&client, topic).await, n, size).await;
 }
 
 fn num(r: &BTreeMap<String, String>, k: &str) -> Option<f64> {

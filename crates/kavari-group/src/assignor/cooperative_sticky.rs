@@ -127,17 +127,7 @@ mod tests {
 
     #[test]
     fn generated_groups_are_valid_and_balanced() {
-        for seed in 0..300 {
-            let mut rng = rng(seed);
-            let same = seed % 2 == 0;
-            let (members, counts) = random_group(&mut rng, same);
-            let a = CooperativeStickyAssignor.assign(&members, &counts);
-            let ctx = format!("seed={seed}");
-            assert_valid(&members, &counts, &a, &ctx);
-            if same {
-                assert_balanced(&a, &ctx);
-            }
-        }
+        assert_generated_groups_valid_and_balanced(&CooperativeStickyAssignor);
     }
 
     /// A member joins, one leaves, one restarts with nothing: each time the

@@ -200,4 +200,24 @@ pub(crate) mod testing {
     pub(crate) fn rng(seed: u64) -> StdRng {
         StdRng::seed_from_u64(seed)
     }
+
+    pub(crate) fn tp(t: &str, p: i32) -> TopicPartition {
+        TopicPartition::new(t, p)
+    }
+
+    /// 300 seeded groups: every assignment valid, and balanced within one
+    /// when all members subscribe to the same topics.
+    pub(crate) fn assert_generated_groups_valid_and_balanced(assignor: &dyn Assignor) {
+        for seed in 0..300 {
+            let mut rng = rng(seed);
+            let same = seed % 2 == 0;
+            let (members, counts) = random_group(&mut rng, same);
+            let a = assignor.assign(&members, &counts);
+            let ctx = format!("{} seed={seed}", assignor.name());
+            assert_valid(&members, &counts, &a, &ctx);
+            if same {
+                assert_balanced(&a, &ctx);
+            }
+        }
+    }
 }

@@ -51,10 +51,6 @@ mod tests {
     use super::super::testing::*;
     use super::*;
 
-    fn tp(t: &str, p: i32) -> TopicPartition {
-        TopicPartition::new(t, p)
-    }
-
     /// The example from the Java `RangeAssignor` docs: C0 gets t0p0, t0p1,
     /// t1p0, t1p1; C1 gets t0p2, t1p2.
     #[test]

@@ -46,11 +46,6 @@ impl Assignor for RoundRobinAssignor {
 mod tests {
     use super::super::testing::*;
     use super::*;
-    use crate::TopicPartition;
-
-    fn tp(t: &str, p: i32) -> TopicPartition {
-        TopicPartition::new(t, p)
-    }
 
     /// The Java `RoundRobinAssignor` docs: C0 gets t0p0, t0p2, t1p1; C1 gets
     /// t0p1, t1p0, t1p2.
@@ -82,16 +77,6 @@ mod tests {
 
     #[test]
     fn generated_groups_are_valid_and_balanced() {
-        for seed in 0..300 {
-            let mut rng = rng(seed);
-            let same = seed % 2 == 0;
-            let (members, counts) = random_group(&mut rng, same);
-            let a = RoundRobinAssignor.assign(&members, &counts);
-            let ctx = format!("seed={seed}");
-            assert_valid(&members, &counts, &a, &ctx);
-            if same {
-                assert_balanced(&a, &ctx);
-            }
-        }
+        assert_generated_groups_valid_and_balanced(&RoundRobinAssignor);
     }
 }

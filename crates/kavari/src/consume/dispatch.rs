@@ -46,20 +46,21 @@ pub(crate) async fn deliver(
     let RecordAndOffset { record, offset } = rec;
     let value = record.value.as_deref().unwrap_or_default();
     let key = record.key.as_deref();
+    let letter = |headers| Letter {
+        topic,
+        partition,
+        offset,
+        key,
+        value,
+        headers,
+    };
     let entry = match shared
         .registry
         .route(topic, &record.headers, record.value.as_deref())
     {
         Route::Handlers(entry) => entry,
         Route::Poison(reason) => {
-            let letter = Letter {
-                topic,
-                partition,
-                offset,
-                key,
-                value,
-                headers: &record.headers,
-            };
+            let letter = letter(&record.headers);
             return poison(shared, &letter, &reason, stop).await;
         }
     };
@@ -84,14 +85,7 @@ pub(crate) async fn deliver(
                 Outcome::Ok => break,
                 Outcome::Undecodable(reason) if i == 0 => {
                     // Every handler of the type would fail alike: poison.
-                    let letter = Letter {
-                        topic,
-                        partition,
-                        offset,
-                        key,
-                        value,
-                        headers: &ctx.headers,
-                    };
+                    let letter = letter(&ctx.headers);
                     return poison(shared, &letter, &reason, stop).await;
                 }
                 Outcome::Undecodable(reason) => HandlerError::permanent(reason.to_string()),
@@ -119,14 +113,7 @@ pub(crate) async fn deliver(
                         attempts = attempt, error = %error, "handler failed for good; dead-lettering"
                     );
                     let why = format!("{}: {error}", handler.name());
-                    let letter = Letter {
-                        topic,
-                        partition,
-                        offset,
-                        key,
-                        value,
-                        headers: &ctx.headers,
-                    };
+                    let letter = letter(&ctx.headers);
                     dead_letter(shared, &letter, &why, attempt, stop).await?;
                     disposition = Disposition::DeadLettered;
                     break;
