@@ -11,14 +11,14 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{
     FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
+    OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
     join_group_request::JoinGroupRequestProtocol, leave_group_request::MemberIdentity,
-    metadata_request::MetadataRequestTopic, offset_commit_request, offset_fetch_request,
-    sync_group_request::SyncGroupRequestAssignment,
+    offset_commit_request, offset_fetch_request, sync_group_request::SyncGroupRequestAssignment,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
 
+use crate::cluster::Cluster;
 use crate::connection::Connection;
 use crate::{Generation, GroupError, TopicPartition};
 
@@ -94,11 +94,8 @@ struct CoordinatorLink {
 /// [`GroupApi`] over real connections.
 #[derive(Debug)]
 pub(crate) struct KafkaGroupApi {
-    bootstrap: Vec<String>,
     group_id: String,
-    client_id: String,
-    request_timeout: Duration,
-    any_broker: Mutex<Option<Arc<Connection>>>,
+    cluster: Cluster,
     link: Mutex<Option<Arc<CoordinatorLink>>>,
 }
 
@@ -129,42 +126,14 @@ impl KafkaGroupApi {
         request_timeout: Duration,
     ) -> Self {
         Self {
-            bootstrap,
             group_id,
-            client_id,
-            request_timeout,
-            any_broker: Mutex::new(None),
+            cluster: Cluster::new(bootstrap, client_id, request_timeout),
             link: Mutex::new(None),
         }
     }
 
     fn group(&self) -> GroupId {
         GroupId(s(&self.group_id))
-    }
-
-    /// A connection to any bootstrap broker, for FindCoordinator and Metadata.
-    async fn any_broker(&self) -> Result<Arc<Connection>, GroupError> {
-        let mut slot = self.any_broker.lock().await;
-        if let Some(c) = slot.as_ref()
-            && !c.is_broken()
-        {
-            return Ok(Arc::clone(c));
-        }
-        let mut last = None;
-        for address in &self.bootstrap {
-            match Connection::connect(address, &self.client_id, self.request_timeout).await {
-                Ok(c) => {
-                    let c = Arc::new(c);
-                    *slot = Some(Arc::clone(&c));
-                    return Ok(c);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or(GroupError::Connection {
-            address: String::new(),
-            detail: "no bootstrap servers".into(),
-        }))
     }
 
     async fn link(&self) -> Result<Arc<CoordinatorLink>, GroupError> {
@@ -192,7 +161,7 @@ impl KafkaGroupApi {
 
 impl GroupApi for KafkaGroupApi {
     async fn find_coordinator(&self) -> Result<(), GroupError> {
-        let broker = self.any_broker().await?;
+        let broker = self.cluster.any_broker().await?;
         let version = broker.version::<FindCoordinatorRequest>()?;
         let req = if version >= 4 {
             FindCoordinatorRequest::default().with_coordinator_keys(vec![s(&self.group_id)])
@@ -202,7 +171,7 @@ impl GroupApi for KafkaGroupApi {
         let resp = match broker.send(&req).await {
             Ok(r) => r,
             Err(e) => {
-                *self.any_broker.lock().await = None;
+                self.cluster.forget_any_broker().await;
                 return Err(e);
             }
         };
@@ -225,8 +194,9 @@ impl GroupApi for KafkaGroupApi {
             (resp.host.as_str().to_string(), resp.port)
         };
         let address = format!("{host}:{port}");
-        let join = Connection::connect(&address, &self.client_id, self.request_timeout).await?;
-        let control = Connection::connect(&address, &self.client_id, self.request_timeout).await?;
+        let (client_id, timeout) = (self.cluster.client_id(), self.cluster.request_timeout());
+        let join = Connection::connect(&address, client_id, timeout).await?;
+        let control = Connection::connect(&address, client_id, timeout).await?;
         tracing::debug!(group = %self.group_id, coordinator = %address, "found the group coordinator");
         *self.link.lock().await = Some(Arc::new(CoordinatorLink { join, control }));
         Ok(())
@@ -257,7 +227,7 @@ impl GroupApi for KafkaGroupApi {
             )
             .with_reason(Some(s(&p.reason)));
         // The broker holds JoinGroup until the rebalance completes.
-        let timeout = p.rebalance_timeout + self.request_timeout;
+        let timeout = p.rebalance_timeout + self.cluster.request_timeout();
         let resp = self
             .on_error(link.join.send_with_timeout(&req, timeout).await)
             .await?;
@@ -301,7 +271,7 @@ impl GroupApi for KafkaGroupApi {
                     .collect(),
             );
         // Followers wait for the leader's SyncGroup.
-        let timeout = self.request_timeout * 2;
+        let timeout = self.cluster.request_timeout() * 2;
         let resp = self
             .on_error(link.join.send_with_timeout(&req, timeout).await)
             .await?;
@@ -350,28 +320,14 @@ impl GroupApi for KafkaGroupApi {
         &self,
         topics: &[String],
     ) -> Result<BTreeMap<String, i32>, GroupError> {
-        let broker = self.any_broker().await?;
-        let req = MetadataRequest::default().with_topics(Some(
-            topics
-                .iter()
-                .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
-                .collect(),
-        ));
-        let resp = match broker.send(&req).await {
-            Ok(r) => r,
-            Err(e) => {
-                *self.any_broker.lock().await = None;
-                return Err(e);
-            }
-        };
-        Ok(resp
-            .topics
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        Ok(self
+            .cluster
+            .topics(&names)
+            .await?
             .into_iter()
-            .filter(|t| t.error_code == 0 && !t.partitions.is_empty())
-            .filter_map(|t| {
-                let n = i32::try_from(t.partitions.len()).ok()?;
-                Some((t.name?.0.as_str().to_string(), n))
-            })
+            .filter(|t| t.error.is_none() && !t.partitions.is_empty())
+            .filter_map(|t| Some((t.name, i32::try_from(t.partitions.len()).ok()?)))
             .collect())
     }
 

@@ -1,12 +1,14 @@
 //! One TCP connection to a broker: 4-byte length framing, correlation ids,
-//! ApiVersions negotiation, a timeout on every request.
+//! ApiVersions negotiation, pipelined requests, a timeout on every request.
 //!
-//! Requests on one connection are sent one at a time (Kafka answers a
-//! connection's requests in order anyway). The member keeps JoinGroup and
-//! SyncGroup, which may wait a whole rebalance, on a connection of their own,
-//! so heartbeats and commits are never queued behind them.
+//! Kafka answers a connection's requests in the order they were sent, so
+//! requests are written as they come and a reader task hands each answer to
+//! the oldest waiting request. The group member still keeps JoinGroup and
+//! SyncGroup, which the broker holds for a whole rebalance, on a connection
+//! of their own: answers behind them would wait as long.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -18,33 +20,39 @@ use kafka_protocol::messages::{
     FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SyncGroupRequest,
+    SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::GroupError;
 
 /// The largest response frame accepted (a guard against corrupt lengths).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 
-/// Pairs a request with its response and bounds the versions Kavari speaks:
-/// kafka-protocol's own `Request` trait needs the `broker` feature.
-pub(crate) trait GroupRequest: Encodable + HeaderVersion + Send + Sync {
+/// Pairs a request with its response and bounds the versions Kavari speaks
+/// (kafka-protocol's own `Request` trait needs its `broker` feature).
+pub trait Request: Encodable + HeaderVersion + Send + Sync {
+    /// The API key.
     const KEY: ApiKey;
+    /// The API's name, for errors and logs.
     const NAME: &'static str;
     /// The lowest version Kavari can use.
     const MIN: i16;
     /// The highest version Kavari has code for.
     const MAX: i16;
+    /// The response type.
     type Response: Decodable + HeaderVersion + Send;
 }
 
-macro_rules! group_request {
+macro_rules! request {
     ($req:ty => $resp:ty, $key:ident, $min:expr, $max:expr) => {
-        impl GroupRequest for $req {
+        impl Request for $req {
             const KEY: ApiKey = ApiKey::$key;
             const NAME: &'static str = stringify!($key);
             const MIN: i16 = $min;
@@ -54,33 +62,101 @@ macro_rules! group_request {
     };
 }
 
-group_request!(ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0, 3);
-group_request!(MetadataRequest => MetadataResponse, Metadata, 1, 12);
-group_request!(FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 0, 4);
-group_request!(JoinGroupRequest => JoinGroupResponse, JoinGroup, 1, 9);
-group_request!(SyncGroupRequest => SyncGroupResponse, SyncGroup, 0, 5);
-group_request!(HeartbeatRequest => HeartbeatResponse, Heartbeat, 0, 4);
-group_request!(LeaveGroupRequest => LeaveGroupResponse, LeaveGroup, 0, 5);
-group_request!(OffsetCommitRequest => OffsetCommitResponse, OffsetCommit, 2, 8);
-group_request!(OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, 1, 8);
+request!(ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0, 3);
+request!(MetadataRequest => MetadataResponse, Metadata, 1, 12);
+request!(FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 0, 4);
+request!(JoinGroupRequest => JoinGroupResponse, JoinGroup, 1, 9);
+request!(SyncGroupRequest => SyncGroupResponse, SyncGroup, 0, 5);
+request!(HeartbeatRequest => HeartbeatResponse, Heartbeat, 0, 4);
+request!(LeaveGroupRequest => LeaveGroupResponse, LeaveGroup, 0, 5);
+request!(OffsetCommitRequest => OffsetCommitResponse, OffsetCommit, 2, 8);
+request!(OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, 1, 8);
+// v3 is the first with record batches (magic 2); v12 is the last that names
+// topics (v13 identifies them by id).
+request!(ProduceRequest => ProduceResponse, Produce, 3, 12);
 
-/// A connection to one broker.
+/// Requests written but not yet answered, oldest first, and why the
+/// connection broke once it has.
+#[derive(Debug, Default)]
+struct InFlight {
+    waiting: VecDeque<(i32, oneshot::Sender<Bytes>)>,
+    broken: Option<String>,
+}
+
+/// What the connection and its reader task share.
+#[derive(Debug, Default)]
+struct Shared {
+    in_flight: std::sync::Mutex<InFlight>,
+    /// Mirrors `in_flight.broken.is_some()`, readable without the lock.
+    broken: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the connection broken (the first reason wins) and fails every
+    /// request waiting for an answer at once.
+    fn poison(&self, why: &str) {
+        let waiting = {
+            let mut st = self.lock();
+            if st.broken.is_none() {
+                st.broken = Some(why.to_string());
+            }
+            self.broken.store(true, Ordering::Relaxed);
+            std::mem::take(&mut st.waiting)
+        };
+        drop(waiting); // their receivers now fail
+    }
+
+    fn why_broken(&self) -> String {
+        self.lock()
+            .broken
+            .clone()
+            .unwrap_or_else(|| "connection closed".into())
+    }
+}
+
+/// Marks the connection broken unless disarmed: a request abandoned halfway
+/// through its write leaves the stream out of step.
+struct WriteGuard<'a>(&'a Shared, bool);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.poison("a request was abandoned while being written");
+        }
+    }
+}
+
+/// A connection to one broker. Requests are pipelined: each is written as
+/// soon as the socket is free and answered in order by a reader task, so
+/// callers on several partitions or groups share one connection without
+/// waiting for each other's round trips.
 #[derive(Debug)]
-pub(crate) struct Connection {
+pub struct Connection {
     address: String,
     client_id: StrBytes,
-    stream: Mutex<TcpStream>,
+    writer: Mutex<OwnedWriteHalf>,
+    shared: Arc<Shared>,
+    reader: JoinHandle<()>,
     next_correlation: AtomicI32,
     /// Broker's (min, max) per API key.
     versions: HashMap<i16, (i16, i16)>,
-    /// Set when a request was abandoned mid-way: the stream is out of step.
-    broken: AtomicBool,
     timeout: Duration,
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
 impl Connection {
-    /// Connects and negotiates API versions.
-    pub(crate) async fn connect(
+    /// Connects (with `TCP_NODELAY`) and negotiates API versions; every
+    /// request through [`send`](Self::send) is bounded by `timeout`.
+    pub async fn connect(
         address: &str,
         client_id: &str,
         timeout: Duration,
@@ -94,22 +170,35 @@ impl Connection {
             Ok(Err(e)) => return Err(conn_err(e.to_string())),
             Err(_) => return Err(conn_err(format!("connect timed out after {timeout:?}"))),
         };
+        // Requests are written whole; Nagle would only hold the last segment
+        // of a large one back for the broker's delayed ACK.
         let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let shared = Arc::new(Shared::default());
+        let reader = tokio::spawn(read_responses(read, Arc::clone(&shared)));
         let mut conn = Self {
             address: address.to_string(),
             client_id: StrBytes::from_string(client_id.to_string()),
-            stream: Mutex::new(stream),
+            writer: Mutex::new(write),
+            shared,
+            reader,
             next_correlation: AtomicI32::new(1),
             versions: HashMap::new(),
-            broken: AtomicBool::new(false),
             timeout,
         };
         conn.negotiate().await?;
         Ok(conn)
     }
 
-    pub(crate) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
+    /// The broker's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Whether the connection broke (a failed read or write, a timeout, an
+    /// answer out of step): every further request fails; connect again.
+    pub fn is_broken(&self) -> bool {
+        self.shared.broken.load(Ordering::Relaxed)
     }
 
     async fn negotiate(&mut self) -> Result<(), GroupError> {
@@ -135,7 +224,7 @@ impl Connection {
     }
 
     /// The highest version of `R` both sides speak.
-    pub(crate) fn version<R: GroupRequest>(&self) -> Result<i16, GroupError> {
+    pub fn version<R: Request>(&self) -> Result<i16, GroupError> {
         let offered = self.versions.get(&(R::KEY as i16)).copied();
         match offered {
             Some((min, max)) if max >= R::MIN && min <= R::MAX => Ok(max.min(R::MAX)),
@@ -149,13 +238,13 @@ impl Connection {
     }
 
     /// Sends `req` at the negotiated version with the connection's timeout.
-    pub(crate) async fn send<R: GroupRequest>(&self, req: &R) -> Result<R::Response, GroupError> {
+    pub async fn send<R: Request>(&self, req: &R) -> Result<R::Response, GroupError> {
         self.send_with_timeout(req, self.timeout).await
     }
 
     /// Sends `req` at the negotiated version with an explicit timeout
     /// (JoinGroup waits up to the rebalance timeout).
-    pub(crate) async fn send_with_timeout<R: GroupRequest>(
+    pub async fn send_with_timeout<R: Request>(
         &self,
         req: &R,
         timeout: Duration,
@@ -164,55 +253,53 @@ impl Connection {
         self.send_at(req, version, timeout).await
     }
 
-    /// Sends `req` at `version` and decodes the response.
-    pub(crate) async fn send_at<R: GroupRequest>(
+    /// Sends `req` at `version` and decodes the response. A timeout breaks
+    /// the connection: an unanswered request means the broker or the path to
+    /// it is gone, and every request behind it fails at once.
+    pub async fn send_at<R: Request>(
         &self,
         req: &R,
         version: i16,
         timeout: Duration,
     ) -> Result<R::Response, GroupError> {
         if self.is_broken() {
-            return Err(self.conn_err("connection abandoned after an earlier failure".into()));
+            return Err(self.conn_err(self.shared.why_broken()));
         }
         let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
         let frame = self.encode(req, version, correlation_id)?;
-        // Waiting for the connection counts against the timeout too, and a
-        // request queued behind one that broke the connection fails at once
-        // instead of waiting out a timeout of its own.
+        // Waiting for the socket counts against the timeout too.
         let exchange = async {
-            let mut stream = self.stream.lock().await;
-            if self.is_broken() {
-                return Err(self.conn_err("connection abandoned after an earlier failure".into()));
-            }
-            stream
-                .write_all(&frame)
+            let answer = {
+                let mut writer = self.writer.lock().await;
+                let (tx, rx) = oneshot::channel();
+                {
+                    let mut st = self.shared.lock();
+                    if let Some(why) = &st.broken {
+                        return Err(self.conn_err(why.clone()));
+                    }
+                    st.waiting.push_back((correlation_id, tx));
+                }
+                let mut guard = WriteGuard(&self.shared, false);
+                if let Err(e) = writer.write_all(&frame).await {
+                    self.shared.poison(&format!("write: {e}"));
+                    return Err(self.conn_err(format!("write: {e}")));
+                }
+                guard.1 = true;
+                rx
+            };
+            answer
                 .await
-                .map_err(|e| self.conn_err(format!("write: {e}")))?;
-            let mut len = [0u8; 4];
-            stream
-                .read_exact(&mut len)
-                .await
-                .map_err(|e| self.conn_err(format!("read: {e}")))?;
-            let len = i32::from_be_bytes(len);
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|l| *l <= MAX_FRAME && *l >= 4)
-                .ok_or_else(|| self.malformed(R::NAME, format!("frame length {len}")))?;
-            let mut body = vec![0u8; len];
-            stream
-                .read_exact(&mut body)
-                .await
-                .map_err(|e| self.conn_err(format!("read: {e}")))?;
-            Ok::<_, GroupError>(Bytes::from(body))
+                .map_err(|_| self.conn_err(self.shared.why_broken()))
         };
         let body = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(body)) => body,
-            Ok(Err(e)) => {
-                self.broken.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
+            Ok(Err(e)) => return Err(e),
             Err(_) => {
-                self.broken.store(true, Ordering::Relaxed);
+                self.shared.poison(&format!(
+                    "{} request got no answer within {timeout:?}",
+                    R::NAME
+                ));
+                self.reader.abort();
                 return Err(GroupError::Timeout {
                     api: R::NAME,
                     address: self.address.clone(),
@@ -223,7 +310,7 @@ impl Connection {
         self.decode::<R>(body, version, correlation_id)
     }
 
-    fn encode<R: GroupRequest>(
+    fn encode<R: Request>(
         &self,
         req: &R,
         version: i16,
@@ -251,7 +338,7 @@ impl Connection {
         Ok(buf.freeze())
     }
 
-    fn decode<R: GroupRequest>(
+    fn decode<R: Request>(
         &self,
         mut body: Bytes,
         version: i16,
@@ -266,7 +353,7 @@ impl Connection {
         let header = ResponseHeader::decode(&mut body, header_version)
             .map_err(|e| self.malformed(R::NAME, format!("response header: {e}")))?;
         if header.correlation_id != correlation_id {
-            self.broken.store(true, Ordering::Relaxed);
+            self.shared.poison("answer out of step");
             return Err(self.malformed(
                 R::NAME,
                 format!(
@@ -300,4 +387,43 @@ impl Connection {
             detail: format!("from {}: {detail}", self.address),
         }
     }
+}
+
+/// Reads responses in order and hands each to the request waiting first;
+/// any failure breaks the connection and fails every waiting request.
+async fn read_responses(mut read: OwnedReadHalf, shared: Arc<Shared>) {
+    let why = loop {
+        let mut len = [0u8; 4];
+        if let Err(e) = read.read_exact(&mut len).await {
+            break format!("read: {e}");
+        }
+        let len = i32::from_be_bytes(len);
+        let Some(len) = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= MAX_FRAME && *l >= 4)
+        else {
+            break format!("malformed response frame length {len}");
+        };
+        let mut body = vec![0u8; len];
+        if let Err(e) = read.read_exact(&mut body).await {
+            break format!("read: {e}");
+        }
+        // Every response header begins with the correlation id.
+        let correlation_id = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let next = shared.lock().waiting.pop_front();
+        match next {
+            Some((expected, tx)) if expected == correlation_id => {
+                // The caller may have given up already; the stream stays in step.
+                let _ = tx.send(Bytes::from(body));
+            }
+            Some((expected, _)) => {
+                break format!(
+                    "answer with correlation id {correlation_id} for request {expected}"
+                );
+            }
+            None => break format!("unrequested answer with correlation id {correlation_id}"),
+        }
+    };
+    tracing::debug!(why, "broker connection closed");
+    shared.poison(&why);
 }

@@ -10,8 +10,9 @@
 mod api;
 pub mod assignor;
 mod backoff;
+pub mod cluster;
 mod config;
-mod connection;
+pub mod connection;
 mod coordinator;
 mod error;
 mod events;

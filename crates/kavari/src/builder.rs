@@ -8,6 +8,7 @@ use crate::consume::{ConsumerConfig, OffsetReset};
 use crate::publish::{Compression, ProducerConfig, Publisher};
 use crate::retry::{FibonacciRetryPolicy, RetryPolicy};
 use crate::{Kavari, Partitioner};
+use kavari_group::cluster::Cluster;
 
 /// A configuration `build()` refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -289,8 +290,13 @@ impl KavariBuilder {
         if let Err(e) = client.get().await {
             tracing::warn!(error = %e, "Kafka is not reachable yet; Kavari will keep trying");
         }
+        let cluster = Arc::new(Cluster::new(
+            client.bootstrap().to_vec(),
+            self.client_id.clone(),
+            self.request_timeout,
+        ));
         let publisher = Arc::new(Publisher::new(
-            Arc::clone(&client),
+            cluster,
             self.producer.clone(),
             Arc::clone(&self.publishing_retry),
         ));

@@ -9,28 +9,19 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
-use rskafka::record::Record;
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kavari_group::cluster::Cluster;
+use kavari_group::connection::Connection;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::config::ProducerConfig;
+use super::record_batch::{RecordBatch, record_overhead};
 use super::{ProduceError, ProduceErrorKind};
-use crate::client::ClientHandle;
-
-/// Bytes a record costs in a record batch beyond its key, value and headers
-/// (lengths, attributes, deltas as varints): a bound, so batches stay under
-/// the broker's `message.max.bytes`.
-pub(crate) const RECORD_OVERHEAD: usize = 48;
-
-/// rskafka (0.6) leaves Nagle's algorithm on and writes a request's 4-byte
-/// length apart from its body whenever the request exceeds its 8 KiB write
-/// buffer; the body then waits for the broker's delayed ACK. Measured on
-/// loopback: a produce request of 9 to 64 KiB took 44 ms, of 8 KiB or of
-/// 66 KiB and more 0.1 to 0.6 ms. A batch whose request would fall in that
-/// range is sent as consecutive requests below it.
-const NAGLE_SAFE_REQUEST: usize = 7 * 1024;
-const NAGLE_DEAD_ZONE_END: usize = 66 * 1024;
+use crate::codec::EncodedMessage;
 
 /// Counters shared by every batcher of a publisher.
 #[derive(Debug, Default)]
@@ -40,15 +31,16 @@ pub(crate) struct ProduceCounters {
     pub(crate) failed_requests: AtomicU64,
 }
 
-/// What became of one batch: its offsets, or the error every record shares.
+/// What became of one batch: its base offset, or the error every record
+/// shares.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
-    result: OnceLock<Result<Vec<i64>, ProduceError>>,
+    result: OnceLock<Result<i64, ProduceError>>,
     done: Notify,
 }
 
 impl Outcome {
-    fn finish(&self, result: Result<Vec<i64>, ProduceError>) {
+    fn finish(&self, result: Result<i64, ProduceError>) {
         let _ = self.result.set(result);
         self.done.notify_waiters();
     }
@@ -60,16 +52,8 @@ impl Outcome {
             let done = self.done.notified();
             if let Some(result) = self.result.get() {
                 return match result {
-                    Ok(offsets) => offsets.get(index).copied().ok_or_else(|| {
-                        ProduceError::new(
-                            ProduceErrorKind::Broker,
-                            true,
-                            format!(
-                                "the broker answered {} offsets; record {index} has none",
-                                offsets.len()
-                            ),
-                        )
-                    }),
+                    // Records of a batch take consecutive offsets.
+                    Ok(base) => Ok(base + i64::try_from(index).unwrap_or(i64::MAX)),
                     Err(e) => Err(e.clone()),
                 };
             }
@@ -80,8 +64,7 @@ impl Outcome {
 
 #[derive(Debug)]
 struct OpenBatch {
-    records: Vec<Record>,
-    bytes: usize,
+    records: RecordBatch,
     first_at: Instant,
     outcome: Arc<Outcome>,
 }
@@ -94,6 +77,9 @@ struct State {
     closed: bool,
     /// Lowered after the broker refused a batch as too large.
     max_batch_bytes: usize,
+    /// The size of the last batch sent: new batches start with room for as
+    /// much, so they rarely grow.
+    last_batch_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -132,7 +118,8 @@ impl Batcher {
     pub(crate) fn spawn(
         topic: String,
         partition: i32,
-        client: Arc<ClientHandle>,
+        leader: Option<i32>,
+        cluster: Arc<Cluster>,
         config: Arc<ProducerConfig>,
         counters: Arc<ProduceCounters>,
     ) -> Self {
@@ -147,26 +134,27 @@ impl Batcher {
             space: Notify::new(),
         });
         let sender = Sender {
+            topic_name: TopicName(StrBytes::from_string(queue.topic.clone())),
             queue: Arc::clone(&queue),
-            client,
+            cluster,
             config: Arc::clone(&config),
             counters,
-            partition_client: None,
+            leader_id: leader,
+            leader: None,
         };
         tokio::spawn(sender.run());
         Self { queue, config }
     }
 
-    /// Appends `record` to the open batch; returns the batch's outcome and
-    /// the record's index in it. Waits while the partition already holds
+    /// Encodes `message` into the open batch; returns the batch's outcome
+    /// and the record's index in it. Waits while the partition already holds
     /// `queue_capacity` unsent records.
     pub(crate) async fn append(
         &self,
-        record: Record,
-        size: usize,
+        message: &EncodedMessage,
     ) -> Result<(Arc<Outcome>, usize), ProduceError> {
-        let size = size + RECORD_OVERHEAD;
-        let mut record = Some(record);
+        let bound = message.size() + record_overhead(message.headers.len());
+        let timestamp = now_ms();
         loop {
             let space = self.queue.space.notified();
             {
@@ -179,11 +167,11 @@ impl Batcher {
                     let needs_new = st
                         .batches
                         .back()
-                        .is_none_or(|b| !b.records.is_empty() && b.bytes + size > max);
+                        .is_none_or(|b| !b.records.is_empty() && b.records.size() + bound > max);
                     if needs_new {
+                        let capacity = st.last_batch_bytes.clamp(bound, max.max(bound));
                         st.batches.push_back(OpenBatch {
-                            records: Vec::new(),
-                            bytes: 0,
+                            records: RecordBatch::with_capacity(capacity),
                             first_at: Instant::now(),
                             outcome: Arc::new(Outcome::default()),
                         });
@@ -193,12 +181,13 @@ impl Batcher {
                     let Some(batch) = st.batches.back_mut() else {
                         continue; // unreachable: pushed above
                     };
-                    let index = batch.records.len();
-                    if let Some(r) = record.take() {
-                        batch.records.push(r);
-                    }
-                    batch.bytes += size;
-                    let wake = index == 0 || batch.bytes >= max || many;
+                    let index = batch.records.push(
+                        message.key.as_deref(),
+                        &message.value,
+                        &message.headers,
+                        timestamp,
+                    );
+                    let wake = index == 0 || batch.records.size() >= max || many;
                     let outcome = Arc::clone(&batch.outcome);
                     drop(st);
                     if wake {
@@ -212,12 +201,22 @@ impl Batcher {
     }
 }
 
+/// Milliseconds since the Unix epoch: the records' create time.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 struct Sender {
     queue: Arc<Queue>,
-    client: Arc<ClientHandle>,
+    topic_name: TopicName,
+    cluster: Arc<Cluster>,
     config: Arc<ProducerConfig>,
     counters: Arc<ProduceCounters>,
-    partition_client: Option<Arc<PartitionClient>>,
+    /// The partition's leader as last seen; `None` means ask the cluster.
+    leader_id: Option<i32>,
+    leader: Option<Arc<Connection>>,
 }
 
 impl Sender {
@@ -235,9 +234,14 @@ impl Sender {
                         None => None,
                         Some(front) => {
                             let due = front.first_at + self.config.linger;
-                            if many || closed || front.bytes >= max || Instant::now() >= due {
+                            if many
+                                || closed
+                                || front.records.size() >= max
+                                || Instant::now() >= due
+                            {
                                 if let Some(b) = st.batches.pop_front() {
                                     st.queued -= b.records.len();
+                                    st.last_batch_bytes = b.records.size();
                                     drop(st);
                                     self.queue.space.notify_waiters();
                                     break b;
@@ -263,25 +267,24 @@ impl Sender {
         }
     }
 
-    async fn send(&mut self, batch: OpenBatch) {
+    async fn send(&mut self, mut batch: OpenBatch) {
         let count = batch.records.len();
-        tracing::trace!(partition = self.queue.partition, count, bytes = batch.bytes, waited = ?batch.first_at.elapsed(), "sending batch");
-        let result = if batch.bytes > NAGLE_SAFE_REQUEST && batch.bytes < NAGLE_DEAD_ZONE_END {
-            self.produce_in_chunks(batch.records).await
-        } else {
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            self.produce(batch.records).await
+        let bytes = batch.records.size();
+        tracing::trace!(partition = self.queue.partition, count, bytes, waited = ?batch.first_at.elapsed(), "sending batch");
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let result = match batch.records.finish(self.config.compression) {
+            Ok(records) => self.produce(records).await,
+            Err(e) => Err(ProduceError::new(
+                ProduceErrorKind::Broker,
+                false,
+                format!("cannot compress a batch for {}: {e}", self.queue.topic),
+            )),
         };
         match &result {
-            Ok(offsets) if offsets.len() == count => {
+            Ok(_) => {
                 self.counters
                     .records
                     .fetch_add(count as u64, Ordering::Relaxed);
-            }
-            Ok(_) => {
-                self.counters
-                    .failed_requests
-                    .fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.counters
@@ -302,83 +305,109 @@ impl Sender {
                     return;
                 }
                 if e.kind() != ProduceErrorKind::MessageTooLarge {
-                    // The leader may have moved or the connection died.
-                    self.partition_client = None;
+                    // The leader may have moved or the connection died:
+                    // ask the cluster again before the next batch.
+                    self.leader = None;
+                    self.leader_id = None;
                 }
             }
         }
         batch.outcome.finish(result);
     }
 
-    /// Sends `records` as consecutive requests of at most
-    /// [`NAGLE_SAFE_REQUEST`] bytes each, in order; stops at the first error.
-    async fn produce_in_chunks(&mut self, records: Vec<Record>) -> Result<Vec<i64>, ProduceError> {
-        let mut offsets = Vec::with_capacity(records.len());
-        let mut chunk = Vec::new();
-        let mut bytes = 0;
-        let total = records.len();
-        for (i, record) in records.into_iter().enumerate() {
-            let size = record.approximate_size() + RECORD_OVERHEAD;
-            if !chunk.is_empty() && bytes + size > NAGLE_SAFE_REQUEST {
-                self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                offsets.extend(self.produce(std::mem::take(&mut chunk)).await?);
-                bytes = 0;
-            }
-            bytes += size;
-            chunk.push(record);
-            if i + 1 == total {
-                self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                offsets.extend(self.produce(std::mem::take(&mut chunk)).await?);
-            }
-        }
-        Ok(offsets)
-    }
-
-    async fn produce(&mut self, records: Vec<Record>) -> Result<Vec<i64>, ProduceError> {
-        let timeout = self.client.request_timeout();
-        let pc = self.partition_client().await?;
-        let what = format!("producing to {}/{}", self.queue.topic, self.queue.partition);
-        match tokio::time::timeout(timeout, pc.produce(records, self.config.compression.into()))
+    /// Sends one batch; returns the offset the broker gave its first record.
+    async fn produce(&mut self, records: bytes::Bytes) -> Result<i64, ProduceError> {
+        let conn = self.leader().await?;
+        let what = || format!("producing to {}/{}", self.queue.topic, self.queue.partition);
+        let timeout = self.cluster.request_timeout();
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(self.topic_name.clone())
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(self.queue.partition)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
+        let resp = conn
+            .send(&req)
             .await
-        {
-            Ok(Ok(offsets)) => Ok(offsets),
-            Ok(Err(e)) => Err(ProduceError::from_rskafka(&what, &e)),
-            Err(_) => Err(ProduceError::timeout(&what, timeout)),
+            .map_err(|e| ProduceError::from_wire(&what(), &e))?;
+        let answer = resp
+            .responses
+            .iter()
+            .filter(|t| t.name == self.topic_name)
+            .flat_map(|t| &t.partition_responses)
+            .find(|p| p.index == self.queue.partition)
+            .ok_or_else(|| {
+                ProduceError::new(
+                    ProduceErrorKind::Broker,
+                    true,
+                    format!("{}: the answer does not name the partition", what()),
+                )
+            })?;
+        if let Some(e) = answer.error_code.err() {
+            return Err(ProduceError::from_code(
+                &what(),
+                e,
+                answer.error_message.as_ref().map(|m| m.as_str()),
+            ));
         }
+        Ok(answer.base_offset)
     }
 
-    async fn partition_client(&mut self) -> Result<Arc<PartitionClient>, ProduceError> {
-        if let Some(pc) = &self.partition_client {
-            return Ok(Arc::clone(pc));
-        }
-        let client = self.client.get().await?;
-        let (topic, partition) = (self.queue.topic.clone(), self.queue.partition);
-        let what = format!("finding the leader of {topic}/{partition}");
-        let timeout = self.client.request_timeout();
-        let pc = match tokio::time::timeout(
-            timeout,
-            client.partition_client(topic, partition, UnknownTopicHandling::Error),
-        )
-        .await
+    /// The connection to the partition's leader, asking the cluster who
+    /// leads it when that is not known.
+    async fn leader(&mut self) -> Result<Arc<Connection>, ProduceError> {
+        if let Some(c) = &self.leader
+            && !c.is_broken()
         {
-            Ok(Ok(pc)) => Arc::new(pc),
-            Ok(Err(e)) => {
-                let err = ProduceError::from_rskafka(&what, &e);
-                if err.kind() == ProduceErrorKind::Connection {
-                    self.client
-                        .invalidate(&client, "partition leader unreachable")
-                        .await;
+            return Ok(Arc::clone(c));
+        }
+        let (topic, partition) = (&self.queue.topic, self.queue.partition);
+        let id = match self.leader_id {
+            Some(id) => id,
+            None => {
+                let what = format!("finding the leader of {topic}/{partition}");
+                let topics = self
+                    .cluster
+                    .topics(&[topic])
+                    .await
+                    .map_err(|e| ProduceError::from_wire(&what, &e))?;
+                let p = topics
+                    .iter()
+                    .find(|t| t.name == *topic)
+                    .and_then(|t| t.partitions.iter().find(|p| p.partition == partition))
+                    .ok_or_else(|| {
+                        ProduceError::new(
+                            ProduceErrorKind::UnknownTopic,
+                            true,
+                            format!("{what}: the cluster does not know the partition"),
+                        )
+                    })?;
+                match (p.leader, p.error) {
+                    (Some(id), _) => id,
+                    (None, e) => {
+                        return Err(ProduceError::from_code(
+                            &what,
+                            e.unwrap_or(kavari_group::ResponseError::LeaderNotAvailable),
+                            None,
+                        ));
+                    }
                 }
-                return Err(err);
-            }
-            Err(_) => {
-                self.client
-                    .invalidate(&client, "partition leader lookup timed out")
-                    .await;
-                return Err(ProduceError::timeout(&what, timeout));
             }
         };
-        self.partition_client = Some(Arc::clone(&pc));
-        Ok(pc)
+        let conn = self.cluster.broker(id).await.map_err(|e| {
+            ProduceError::from_wire(
+                &format!("connecting to the leader of {topic}/{partition}"),
+                &e,
+            )
+        })?;
+        self.leader_id = Some(id);
+        self.leader = Some(Arc::clone(&conn));
+        Ok(conn)
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// Compression of produced batches. Consumers read every codec rskafka was
-/// built with; lz4 and zstd are left out because they compile C.
+/// Compression of produced batches (pure Rust codecs; lz4 and zstd are left
+/// out because their crates compile C). Consumers read gzip and snappy too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Compression {
@@ -14,16 +14,6 @@ pub enum Compression {
     Gzip,
     /// snappy.
     Snappy,
-}
-
-impl From<Compression> for rskafka::client::partition::Compression {
-    fn from(c: Compression) -> Self {
-        match c {
-            Compression::None => Self::NoCompression,
-            Compression::Gzip => Self::Gzip,
-            Compression::Snappy => Self::Snappy,
-        }
-    }
 }
 
 /// How the publisher batches and sends.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use kavari_group::{GroupError, ResponseError};
 use rskafka::client::error::{Error as RsError, ProtocolError};
 
 use crate::codec::{EncodeError, EncodedMessage};
@@ -83,6 +84,45 @@ impl ProduceError {
                 Self::new(kind, retriable, detail)
             }
             _ => Self::new(K::Broker, false, detail),
+        }
+    }
+
+    /// Classifies a broker's error code as the Java client does (its
+    /// `RetriableException`s), with the kinds Kavari's paths act on.
+    pub(crate) fn from_code(context: &str, e: ResponseError, message: Option<&str>) -> Self {
+        use ProduceErrorKind as K;
+        use ResponseError as E;
+        let detail = match message {
+            Some(m) => format!("{context}: {e} ({m})"),
+            None => format!("{context}: {e}"),
+        };
+        let (kind, retriable) = match e {
+            E::UnknownTopicOrPartition | E::UnknownTopicId => (K::UnknownTopic, true),
+            E::MessageTooLarge | E::RecordListTooLarge => (K::MessageTooLarge, false),
+            E::RequestTimedOut => (K::Timeout, true),
+            // A broker on its way down or up: the Java client retries too
+            // (it sees the disconnect rather than this code).
+            E::NetworkException | E::BrokerNotAvailable => (K::Connection, true),
+            other => (K::Broker, other.is_retriable()),
+        };
+        Self::new(kind, retriable, detail)
+    }
+
+    /// Classifies a failure of the connection layer.
+    pub(crate) fn from_wire(context: &str, e: &GroupError) -> Self {
+        use ProduceErrorKind as K;
+        match e {
+            GroupError::Connection { .. } => {
+                Self::new(K::Connection, true, format!("{context}: {e}"))
+            }
+            GroupError::Timeout { .. } => Self::new(K::Timeout, true, format!("{context}: {e}")),
+            GroupError::Broker { error, message, .. } => {
+                Self::from_code(context, *error, message.as_deref())
+            }
+            // An answer we could not read: the connection is dropped and
+            // the next attempt starts afresh.
+            GroupError::Malformed { .. } => Self::new(K::Broker, true, format!("{context}: {e}")),
+            _ => Self::new(K::Broker, false, format!("{context}: {e}")),
         }
     }
 

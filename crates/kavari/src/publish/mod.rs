@@ -4,6 +4,7 @@
 mod batcher;
 mod config;
 mod error;
+mod record_batch;
 mod topics;
 
 use std::sync::Arc;
@@ -16,11 +17,11 @@ pub use config::Compression;
 pub(crate) use config::ProducerConfig;
 pub use error::{Delivery, ProduceError, ProduceErrorKind, PublishError};
 
-use crate::client::ClientHandle;
 use crate::codec::{EncodedMessage, MSG_TYPE_HEADER};
 use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
 use batcher::ProduceCounters;
+use kavari_group::cluster::Cluster;
 use topics::Topics;
 
 /// The header carrying why a message was dead-lettered.
@@ -68,14 +69,14 @@ impl Drop for InFlight<'_> {
 
 impl Publisher {
     pub(crate) fn new(
-        client: Arc<ClientHandle>,
+        cluster: Arc<Cluster>,
         config: ProducerConfig,
         retry: Arc<dyn RetryPolicy>,
     ) -> Self {
         let config = Arc::new(config);
         let counters = Arc::new(ProduceCounters::default());
         Self {
-            topics: Topics::new(client, Arc::clone(&config), Arc::clone(&counters)),
+            topics: Topics::new(cluster, Arc::clone(&config), Arc::clone(&counters)),
             config,
             retry,
             counters,
@@ -179,13 +180,7 @@ impl Publisher {
                     format!("partition {partition} of {} is not known", message.topic),
                 )
             })?;
-        let record = rskafka::record::Record {
-            key: message.key.clone(),
-            value: Some(message.value.clone()),
-            headers: message.headers.clone(),
-            timestamp: chrono::Utc::now(),
-        };
-        let (outcome, index) = sender.append(record, size).await?;
+        let (outcome, index) = sender.append(message).await?;
         let offset = outcome.offset(index).await?;
         Ok(Delivery {
             topic: message.topic.clone(),
@@ -314,12 +309,12 @@ mod tests {
     /// publish per request is the common use).
     #[tokio::test]
     async fn a_publish_in_flight_is_small() {
-        let client = Arc::new(ClientHandle::new(
+        let cluster = Arc::new(Cluster::new(
             vec!["127.0.0.1:1".into()],
             "kavari".into(),
             Duration::from_secs(1),
         ));
-        let p = Publisher::new(client, ProducerConfig::default(), Arc::new(crate::NoRetry));
+        let p = Publisher::new(cluster, ProducerConfig::default(), Arc::new(crate::NoRetry));
         let m = EncodedMessage {
             topic: String::new(),
             key: None,

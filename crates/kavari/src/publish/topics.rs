@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::batcher::{Batcher, ProduceCounters};
 use super::config::ProducerConfig;
 use super::{ProduceError, ProduceErrorKind};
-use crate::client::ClientHandle;
+use kavari_group::cluster::{Cluster, TopicMetadata};
 
 /// A topic's partition count and one batcher per partition.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ impl Route {
 
 #[derive(Debug)]
 pub(crate) struct Topics {
-    client: Arc<ClientHandle>,
+    cluster: Arc<Cluster>,
     config: Arc<ProducerConfig>,
     counters: Arc<ProduceCounters>,
     routes: Mutex<HashMap<String, Arc<Route>>>,
@@ -38,12 +38,12 @@ pub(crate) struct Topics {
 
 impl Topics {
     pub(crate) fn new(
-        client: Arc<ClientHandle>,
+        cluster: Arc<Cluster>,
         config: Arc<ProducerConfig>,
         counters: Arc<ProduceCounters>,
     ) -> Self {
         Self {
-            client,
+            cluster,
             config,
             counters,
             routes: Mutex::new(HashMap::new()),
@@ -78,7 +78,8 @@ impl Topics {
         {
             return Ok(r); // looked up while we waited
         }
-        let partitions = self.partition_count(topic).await?;
+        let meta = self.metadata(topic).await?;
+        let partitions = meta.partitions.len();
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         let existing = routes.get(topic).cloned();
         let route = match existing {
@@ -86,11 +87,12 @@ impl Topics {
             Some(r) if r.senders.len() >= partitions && !r.stale.load(Ordering::Relaxed) => r,
             old => {
                 let mut senders = old.map(|r| r.senders.clone()).unwrap_or_default();
-                for p in senders.len()..partitions {
+                for p in &meta.partitions[senders.len()..] {
                     senders.push(Arc::new(Batcher::spawn(
                         topic.to_string(),
-                        i32::try_from(p).unwrap_or(i32::MAX),
-                        Arc::clone(&self.client),
+                        p.partition,
+                        p.leader,
+                        Arc::clone(&self.cluster),
                         Arc::clone(&self.config),
                         Arc::clone(&self.counters),
                     )));
@@ -123,35 +125,43 @@ impl Topics {
             .clear();
     }
 
-    async fn partition_count(&self, topic: &str) -> Result<usize, ProduceError> {
-        let client = self.client.get().await?;
-        let timeout = self.client.request_timeout();
+    /// The topic's partitions and their leaders, from a Metadata request.
+    async fn metadata(&self, topic: &str) -> Result<TopicMetadata, ProduceError> {
         let what = format!("looking up the partitions of {topic}");
-        let topics = match tokio::time::timeout(timeout, client.list_topics()).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                let err = ProduceError::from_rskafka(&what, &e);
-                if err.kind() == ProduceErrorKind::Connection {
-                    self.client
-                        .invalidate(&client, "metadata request failed")
-                        .await;
-                }
-                return Err(err);
-            }
-            Err(_) => {
-                self.client
-                    .invalidate(&client, "metadata request timed out")
-                    .await;
-                return Err(ProduceError::timeout(&what, timeout));
-            }
-        };
-        match topics.iter().find(|t| t.name == topic) {
-            Some(t) if !t.partitions.is_empty() => Ok(t.partitions.len()),
-            _ => Err(ProduceError::new(
+        let topics = self
+            .cluster
+            .topics(&[topic])
+            .await
+            .map_err(|e| ProduceError::from_wire(&what, &e))?;
+        let Some(meta) = topics.into_iter().find(|t| t.name == topic) else {
+            return Err(ProduceError::new(
                 ProduceErrorKind::UnknownTopic,
                 true,
                 format!("topic {topic} does not exist (create it first)"),
-            )),
+            ));
+        };
+        if let Some(e) = meta.error {
+            return Err(ProduceError::from_code(&what, e, None));
         }
+        // Partition ids run from 0; a gap would misroute keys.
+        let dense = meta
+            .partitions
+            .iter()
+            .enumerate()
+            .all(|(i, p)| usize::try_from(p.partition) == Ok(i));
+        if meta.partitions.is_empty() || !dense {
+            return Err(ProduceError::new(
+                ProduceErrorKind::UnknownTopic,
+                true,
+                format!(
+                    "{what}: the cluster lists partitions {:?}",
+                    meta.partitions
+                        .iter()
+                        .map(|p| p.partition)
+                        .collect::<Vec<_>>()
+                ),
+            ));
+        }
+        Ok(meta)
     }
 }

@@ -1,0 +1,202 @@
+//! The cluster as a client sees it: the bootstrap servers, a connection to
+//! any broker for metadata, and one pipelined [`Connection`] per broker id,
+//! made when first needed and made again after it broke.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Mutex;
+
+use crate::GroupError;
+use crate::connection::Connection;
+
+/// A topic's partitions as the cluster described them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// The topic.
+    pub name: String,
+    /// Its partitions, ordered by partition id.
+    pub partitions: Vec<PartitionMetadata>,
+    /// The broker's error for the whole topic, if any.
+    pub error: Option<ResponseError>,
+}
+
+/// One partition's leader, or why it has none now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    /// The partition id.
+    pub partition: i32,
+    /// The leader's broker id; `None` while there is no leader.
+    pub leader: Option<i32>,
+    /// The broker's error for this partition, if any.
+    pub error: Option<ResponseError>,
+}
+
+/// The broker address last seen for an id, and its connection.
+#[derive(Debug, Default)]
+struct BrokerSlot {
+    address: std::sync::Mutex<String>,
+    connection: Mutex<Option<Arc<Connection>>>,
+}
+
+/// Connections to one Kafka cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    bootstrap: Vec<String>,
+    client_id: String,
+    request_timeout: Duration,
+    any: Mutex<Option<Arc<Connection>>>,
+    brokers: std::sync::Mutex<HashMap<i32, Arc<BrokerSlot>>>,
+}
+
+impl Cluster {
+    /// A cluster reached through `bootstrap` (`host:port` each); nothing is
+    /// connected until a request needs it. Every request is bounded by
+    /// `request_timeout`.
+    pub fn new(bootstrap: Vec<String>, client_id: String, request_timeout: Duration) -> Self {
+        Self {
+            bootstrap,
+            client_id,
+            request_timeout,
+            any: Mutex::new(None),
+            brokers: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The timeout of every request.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The client id sent with every request.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// A connection to any bootstrap broker, tried in order.
+    pub async fn any_broker(&self) -> Result<Arc<Connection>, GroupError> {
+        let mut slot = self.any.lock().await;
+        if let Some(c) = slot.as_ref()
+            && !c.is_broken()
+        {
+            return Ok(Arc::clone(c));
+        }
+        let mut last = None;
+        for address in &self.bootstrap {
+            match Connection::connect(address, &self.client_id, self.request_timeout).await {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    *slot = Some(Arc::clone(&c));
+                    return Ok(c);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(GroupError::Connection {
+            address: String::new(),
+            detail: "no bootstrap servers".into(),
+        }))
+    }
+
+    /// Forgets the bootstrap connection, so the next request makes another.
+    pub async fn forget_any_broker(&self) {
+        *self.any.lock().await = None;
+    }
+
+    /// The metadata of `topics`. A topic the cluster does not know is left
+    /// out (it is never created by asking). Broker addresses are remembered
+    /// for [`broker`](Self::broker).
+    pub async fn topics(&self, topics: &[&str]) -> Result<Vec<TopicMetadata>, GroupError> {
+        let conn = self.any_broker().await?;
+        let req = MetadataRequest::default()
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string((*t).to_string()))))
+                    })
+                    .collect(),
+            ))
+            .with_allow_auto_topic_creation(false);
+        let resp = match conn.send(&req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.forget_any_broker().await;
+                return Err(e);
+            }
+        };
+        {
+            let mut brokers = self.brokers.lock().unwrap_or_else(|p| p.into_inner());
+            for b in &resp.brokers {
+                let address = format!("{}:{}", b.host.as_str(), b.port);
+                let slot = brokers.entry(b.node_id.0).or_default();
+                let mut known = slot.address.lock().unwrap_or_else(|p| p.into_inner());
+                if *known != address {
+                    *known = address;
+                }
+            }
+        }
+        Ok(resp
+            .topics
+            .into_iter()
+            .filter(|t| t.error_code.err() != Some(ResponseError::UnknownTopicOrPartition))
+            .filter_map(|t| {
+                let name = t.name?.0.as_str().to_string();
+                let mut partitions: Vec<PartitionMetadata> = t
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionMetadata {
+                        partition: p.partition_index,
+                        leader: (p.leader_id.0 >= 0).then_some(p.leader_id.0),
+                        error: p.error_code.err(),
+                    })
+                    .collect();
+                partitions.sort_by_key(|p| p.partition);
+                Some(TopicMetadata {
+                    name,
+                    partitions,
+                    error: t.error_code.err(),
+                })
+            })
+            .collect())
+    }
+
+    /// The connection to broker `id` (as named by the last metadata answer),
+    /// connecting first when there is none or it broke.
+    pub async fn broker(&self, id: i32) -> Result<Arc<Connection>, GroupError> {
+        let slot = self
+            .brokers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| GroupError::Connection {
+                address: format!("broker {id}"),
+                detail: "not in the cluster's metadata".into(),
+            })?;
+        let mut conn = slot.connection.lock().await;
+        let address = slot
+            .address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(c) = conn.as_ref()
+            && !c.is_broken()
+            && c.address() == address
+        {
+            return Ok(Arc::clone(c));
+        }
+        let c =
+            Arc::new(Connection::connect(&address, &self.client_id, self.request_timeout).await?);
+        tracing::debug!(broker = id, %address, "connected to broker");
+        *conn = Some(Arc::clone(&c));
+        Ok(c)
+    }
+}
