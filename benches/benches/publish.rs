@@ -4,7 +4,8 @@
 //! Run: `cargo bench -p kavari-benches --bench publish`
 //! (`KAVARI_BENCH_MESSAGES` sets the count per case, `KAVARI_BENCH_ROUNDS`
 //! the rounds whose median is printed; `KAVARI_BROKERS` uses your own
-//! cluster instead of a local broker).
+//! cluster instead of a local broker; `KAVARI_BENCH_PROFILE=kavari:<bytes>`
+//! or `raw:<bytes>` runs only that client, for a profiler).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,9 +157,13 @@ async fn kavari_window_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
         .expect("build");
     let (msgs, bytes) = payloads(n, size);
     let started = Instant::now();
+    let window: usize = std::env::var("KAVARI_BENCH_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let mut in_flight = futures::stream::FuturesUnordered::new();
     for m in &msgs {
-        if in_flight.len() >= 20_000 {
+        if in_flight.len() >= window {
             let done: Result<kavari::Delivery, kavari::PublishError> =
                 in_flight.next().await.expect("one in flight");
             done.expect("publish");
@@ -214,6 +219,20 @@ fn main() {
         let broker = KafkaBroker::start().await.expect("broker");
         println!("| payload | client | msgs/s | MB/s | records/request | ratio to best raw |");
         println!("| --- | --- | ---: | ---: | ---: | ---: |");
+        // `KAVARI_BENCH_PROFILE=kavari:<bytes>` (or `raw:<bytes>`) runs only
+        // that client, so a profiler attached to this process sees it alone.
+        if let Ok(profile) = std::env::var("KAVARI_BENCH_PROFILE") {
+            let (client, size) = profile.split_once(':').expect("client:bytes");
+            let size: usize = size.parse().expect("payload bytes");
+            for _ in 0..rounds {
+                let r = match client {
+                    "raw" => raw_run(&broker, size, n, (256 * 1024 / (size + 64)).min(1_000)).await,
+                    _ => kavari_window_run(&broker, size, n).await,
+                };
+                println!("{client} {size} B: {:.0} msgs/s", r.msgs_per_s);
+            }
+            return;
+        }
         for size in [100usize, 1024] {
             let count = if size > 512 { n / 4 } else { n };
             // Warm-up: connections, metadata, allocator.

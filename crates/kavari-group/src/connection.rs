@@ -321,15 +321,23 @@ impl Connection {
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
             .with_client_id(Some(self.client_id.clone()));
-        let mut buf = BytesMut::new();
+        let header_version = R::header_version(version);
+        let encode_err = |e: &dyn std::fmt::Display| GroupError::Malformed {
+            what: R::NAME,
+            detail: format!("cannot encode v{version} request: {e}"),
+        };
+        // Sized up front: a produce request carries whole record batches,
+        // and growing into them would copy them again and again.
+        let size = header
+            .compute_size(header_version)
+            .and_then(|h| Ok(h + req.compute_size(version)?))
+            .map_err(|e| encode_err(&e))?;
+        let mut buf = BytesMut::with_capacity(4 + size);
         buf.put_i32(0); // length, filled in below
         header
-            .encode(&mut buf, R::header_version(version))
+            .encode(&mut buf, header_version)
             .and_then(|()| req.encode(&mut buf, version))
-            .map_err(|e| GroupError::Malformed {
-                what: R::NAME,
-                detail: format!("cannot encode v{version} request: {e}"),
-            })?;
+            .map_err(|e| encode_err(&e))?;
         let len = i32::try_from(buf.len() - 4).map_err(|_| GroupError::Malformed {
             what: R::NAME,
             detail: "request larger than 2 GiB".into(),

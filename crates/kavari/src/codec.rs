@@ -97,10 +97,7 @@ pub enum DecodeError {
 
 /// Encodes `msg` into its envelope.
 pub fn encode<M: KafkaMessage>(msg: &M) -> Result<EncodedMessage, EncodeError> {
-    // Sized up front: growing from empty costs several reallocations for
-    // every small message.
-    let mut value = Vec::with_capacity(128);
-    rmp_serde::encode::write_named(&mut value, msg).map_err(|source| EncodeError {
+    let value = encode_value(msg).map_err(|source| EncodeError {
         msg_type: M::NAME,
         source,
     })?;
@@ -115,6 +112,32 @@ pub fn encode<M: KafkaMessage>(msg: &M) -> Result<EncodedMessage, EncodeError> {
         key: msg.key().map(String::into_bytes),
         value,
         headers,
+    })
+}
+
+/// Encodes into a per-thread scratch buffer, then copies out exactly: one
+/// allocation of the right size instead of a value grown by doubling.
+fn encode_value<M: serde::Serialize>(msg: &M) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    /// Scratch larger than this is released after use.
+    const KEEP: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        // A Serialize impl that itself encodes finds the scratch taken and
+        // uses a buffer of its own.
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            let mut value = Vec::new();
+            rmp_serde::encode::write_named(&mut value, msg)?;
+            return Ok(value);
+        };
+        buf.clear();
+        let result = rmp_serde::encode::write_named(&mut *buf, msg);
+        let value = buf.as_slice().to_vec();
+        if buf.capacity() > KEEP {
+            *buf = Vec::new();
+        }
+        result.map(|()| value)
     })
 }
 
