@@ -1,7 +1,7 @@
 //! Publishing against a real broker: the wire format other clients read,
 //! batching, retries through an outage, dead letters and shutdown.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use kavari::codec::EncodedMessage;
@@ -150,6 +150,52 @@ async fn concurrent_publishes_share_produce_requests() {
         assert_eq!(d.topic, "orders");
         let key = format!("o-{i}");
         assert_eq!(d.partition, (murmur2(key.as_bytes()) & 0x7fff_ffff) % 3);
+    }
+}
+
+/// Many small batches of one partition travel at once on one connection:
+/// each publish's offset is the offset of its own record.
+#[tokio::test]
+async fn pipelined_batches_give_every_publish_its_own_offset() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("pipelined");
+    broker.create_topic(&topic, 1).await.expect("topic");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .linger(Duration::from_millis(1))
+        .max_batch_bytes(2 * 1024)
+        .build()
+        .await
+        .expect("build");
+    let n = 3_000;
+    let publishes = (0..n).map(|i| manager.publish_encoded(to_topic(&order(i), &topic)));
+    let results = futures::future::join_all(publishes).await;
+    let stats = manager.publish_stats();
+    assert!(
+        stats.produce_requests >= 100,
+        "only {} requests: batches too large to pipeline",
+        stats.produce_requests
+    );
+    let records: HashMap<i64, OrderPlaced> = fetch_topic(broker, &topic, 1)
+        .await
+        .into_iter()
+        .map(|(_, r)| {
+            let value = r.record.value.expect("value");
+            (
+                r.offset,
+                kavari::codec::decode_value(&value).expect("decode"),
+            )
+        })
+        .collect();
+    assert_eq!(records.len(), n);
+    for (i, r) in results.into_iter().enumerate() {
+        let d = r.expect("publish");
+        assert_eq!(
+            records[&d.offset],
+            order(i),
+            "offset {} of publish {i}",
+            d.offset
+        );
     }
 }
 

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::GroupError;
 
@@ -116,6 +117,14 @@ impl Shared {
             .clone()
             .unwrap_or_else(|| "connection closed".into())
     }
+}
+
+/// A written request's answer, once the reader hands it over.
+#[derive(Debug)]
+struct Answer {
+    rx: oneshot::Receiver<Bytes>,
+    version: i16,
+    correlation_id: i32,
 }
 
 /// Marks the connection broken unless disarmed: a request abandoned halfway
@@ -262,52 +271,94 @@ impl Connection {
         version: i16,
         timeout: Duration,
     ) -> Result<R::Response, GroupError> {
+        // Waiting for the socket counts against the timeout too.
+        let deadline = Instant::now() + timeout;
+        let answer = self.write_request(req, version, timeout, deadline).await?;
+        self.await_answer::<R>(answer, timeout, deadline).await
+    }
+
+    /// Writes `req` at the negotiated version and returns once it is
+    /// written, with a future of its answer. The broker answers in the order
+    /// requests were written, so a caller that writes its next request only
+    /// after this returns keeps its requests in order while several are in
+    /// flight. The connection's timeout covers the write and the answer.
+    pub async fn send_pipelined<R: Request + 'static>(
+        self: &Arc<Self>,
+        req: &R,
+    ) -> Result<impl Future<Output = Result<R::Response, GroupError>> + Send + 'static, GroupError>
+    {
+        let version = self.version::<R>()?;
+        let timeout = self.timeout;
+        let deadline = Instant::now() + timeout;
+        let answer = self.write_request(req, version, timeout, deadline).await?;
+        let conn = Arc::clone(self);
+        Ok(async move { conn.await_answer::<R>(answer, timeout, deadline).await })
+    }
+
+    async fn write_request<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Answer, GroupError> {
         if self.is_broken() {
             return Err(self.conn_err(self.shared.why_broken()));
         }
         let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
         let frame = self.encode(req, version, correlation_id)?;
-        // Waiting for the socket counts against the timeout too.
-        let exchange = async {
-            let answer = {
-                let mut writer = self.writer.lock().await;
-                let (tx, rx) = oneshot::channel();
-                {
-                    let mut st = self.shared.lock();
-                    if let Some(why) = &st.broken {
-                        return Err(self.conn_err(why.clone()));
-                    }
-                    st.waiting.push_back((correlation_id, tx));
+        let write = async {
+            let mut writer = self.writer.lock().await;
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut st = self.shared.lock();
+                if let Some(why) = &st.broken {
+                    return Err(self.conn_err(why.clone()));
                 }
-                let mut guard = WriteGuard(&self.shared, false);
-                if let Err(e) = writer.write_all(&frame).await {
-                    self.shared.poison(&format!("write: {e}"));
-                    return Err(self.conn_err(format!("write: {e}")));
-                }
-                guard.1 = true;
-                rx
-            };
-            answer
-                .await
-                .map_err(|_| self.conn_err(self.shared.why_broken()))
-        };
-        let body = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                self.shared.poison(&format!(
-                    "{} request got no answer within {timeout:?}",
-                    R::NAME
-                ));
-                self.reader.abort();
-                return Err(GroupError::Timeout {
-                    api: R::NAME,
-                    address: self.address.clone(),
-                    after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                });
+                st.waiting.push_back((correlation_id, tx));
             }
+            let mut guard = WriteGuard(&self.shared, false);
+            if let Err(e) = writer.write_all(&frame).await {
+                self.shared.poison(&format!("write: {e}"));
+                return Err(self.conn_err(format!("write: {e}")));
+            }
+            guard.1 = true;
+            Ok(rx)
         };
-        self.decode::<R>(body, version, correlation_id)
+        match tokio::time::timeout_at(deadline, write).await {
+            Ok(rx) => Ok(Answer {
+                rx: rx?,
+                version,
+                correlation_id,
+            }),
+            Err(_) => Err(self.timed_out(R::NAME, timeout)),
+        }
+    }
+
+    async fn await_answer<R: Request>(
+        &self,
+        answer: Answer,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<R::Response, GroupError> {
+        let body = match tokio::time::timeout_at(deadline, answer.rx).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => return Err(self.conn_err(self.shared.why_broken())),
+            Err(_) => return Err(self.timed_out(R::NAME, timeout)),
+        };
+        self.decode::<R>(body, answer.version, answer.correlation_id)
+    }
+
+    /// Breaks the connection after a request went unanswered.
+    fn timed_out(&self, api: &'static str, timeout: Duration) -> GroupError {
+        self.shared
+            .poison(&format!("{api} request got no answer within {timeout:?}"));
+        self.reader.abort();
+        GroupError::Timeout {
+            api,
+            address: self.address.clone(),
+            after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 
     fn encode<R: Request>(

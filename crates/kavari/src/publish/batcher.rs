@@ -2,16 +2,22 @@
 //! to the open batch under a short lock and wait for that batch's outcome;
 //! the sender wakes once per batch, waits at most `linger` after the batch's
 //! first record (or until it holds `max_batch_bytes`), and sends it as one
-//! produce request. One request per partition is in flight at a time, so
-//! records keep their order.
+//! produce request. Up to [`MAX_IN_FLIGHT`] requests per partition travel at
+//! once, written in order on one connection, which the broker answers in
+//! order: records keep their order unless a batch fails and its publishes
+//! retry behind later ones (as with the Java producer without idempotence).
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kavari_group::cluster::Cluster;
 use kavari_group::connection::Connection;
@@ -22,6 +28,12 @@ use super::config::ProducerConfig;
 use super::record_batch::{RecordBatch, record_overhead};
 use super::{ProduceError, ProduceErrorKind};
 use crate::codec::EncodedMessage;
+
+/// Produce requests a partition keeps in flight at once, as the Java
+/// producer's `max.in.flight.requests.per.connection` default: a batch fills
+/// while the ones before it travel, so throughput is not bound by the round
+/// trip. The broker answers a connection's requests in order.
+const MAX_IN_FLIGHT: usize = 5;
 
 /// Counters shared by every batcher of a publisher.
 #[derive(Debug, Default)]
@@ -221,65 +233,93 @@ struct Sender {
 
 impl Sender {
     async fn run(mut self) {
+        let queue = Arc::clone(&self.queue);
+        let linger = self.config.linger;
+        let mut in_flight = FuturesOrdered::new();
         loop {
-            let batch = loop {
-                let work = self.queue.work.notified();
-                let deadline = {
-                    let mut st = self.queue.lock();
-                    let closed = st.closed;
-                    let max = st.max_batch_bytes;
-                    let many = st.batches.len() > 1;
-                    match st.batches.front() {
-                        None if closed => return,
-                        None => None,
-                        Some(front) => {
-                            let due = front.first_at + self.config.linger;
-                            if many
-                                || closed
-                                || front.records.size() >= max
-                                || Instant::now() >= due
-                            {
-                                if let Some(b) = st.batches.pop_front() {
-                                    st.queued -= b.records.len();
-                                    st.last_batch_bytes = b.records.size();
-                                    drop(st);
-                                    self.queue.space.notify_waiters();
-                                    break b;
-                                }
-                                None
-                            } else {
-                                Some(due)
-                            }
-                        }
-                    }
-                };
-                match deadline {
-                    Some(due) => {
-                        tokio::select! {
-                            _ = work => {}
-                            _ = tokio::time::sleep_until(due) => {}
-                        }
-                    }
-                    None => work.await,
+            tokio::select! {
+                // Answers first: they free room and settle publishes.
+                biased;
+                Some((sent, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.settle(sent, result);
                 }
-            };
-            self.send(batch).await;
+                next = next_batch(&queue, linger), if in_flight.len() < MAX_IN_FLIGHT => {
+                    let Some(batch) = next else { break };
+                    if let Some(answer) = self.start(batch).await {
+                        in_flight.push_back(answer);
+                    }
+                }
+            }
+        }
+        while let Some((sent, result)) = in_flight.next().await {
+            self.settle(sent, result);
         }
     }
 
-    async fn send(&mut self, mut batch: OpenBatch) {
-        let count = batch.records.len();
-        let bytes = batch.records.size();
-        tracing::trace!(partition = self.queue.partition, count, bytes, waited = ?batch.first_at.elapsed(), "sending batch");
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let result = match batch.records.finish(self.config.compression) {
-            Ok(records) => self.produce(records).await,
-            Err(e) => Err(ProduceError::new(
-                ProduceErrorKind::Broker,
-                false,
-                format!("cannot compress a batch for {}: {e}", self.queue.topic),
-            )),
+    /// Writes `batch` as a produce request to the partition's leader and
+    /// returns its answer to come; a batch that could not be written is
+    /// settled at once.
+    async fn start(&mut self, mut batch: OpenBatch) -> Option<InFlight> {
+        let sent = Sent {
+            count: batch.records.len(),
+            outcome: Arc::clone(&batch.outcome),
         };
+        tracing::trace!(partition = self.queue.partition, count = sent.count, bytes = batch.records.size(), waited = ?batch.first_at.elapsed(), "sending batch");
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let records = match batch.records.finish(self.config.compression) {
+            Ok(records) => records,
+            Err(e) => {
+                let e = ProduceError::new(
+                    ProduceErrorKind::Broker,
+                    false,
+                    format!("cannot compress a batch for {}: {e}", self.queue.topic),
+                );
+                self.settle(sent, Err(e));
+                return None;
+            }
+        };
+        let what = format!("producing to {}/{}", self.queue.topic, self.queue.partition);
+        let conn = match self.leader().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.settle(sent, Err(e));
+                return None;
+            }
+        };
+        let timeout = self.cluster.request_timeout();
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(self.topic_name.clone())
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(self.queue.partition)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
+        match conn.send_pipelined(&req).await {
+            Ok(answer) => {
+                let (topic, partition) = (self.topic_name.clone(), self.queue.partition);
+                Some(Box::pin(async move {
+                    let result = match answer.await {
+                        Ok(resp) => base_offset(&resp, &topic, partition, &what),
+                        Err(e) => Err(ProduceError::from_wire(&what, &e)),
+                    };
+                    (sent, result)
+                }))
+            }
+            Err(e) => {
+                self.settle(sent, Err(ProduceError::from_wire(&what, &e)));
+                None
+            }
+        }
+    }
+
+    /// Hands a batch's result to its publishes, and adapts to the failure.
+    fn settle(&mut self, sent: Sent, result: Result<i64, ProduceError>) {
+        let Sent { count, outcome } = sent;
         match &result {
             Ok(_) => {
                 self.counters
@@ -297,7 +337,7 @@ impl Sender {
                     let mut st = self.queue.lock();
                     st.max_batch_bytes = (st.max_batch_bytes / 2).max(1);
                     drop(st);
-                    batch.outcome.finish(Err(ProduceError::new(
+                    outcome.finish(Err(ProduceError::new(
                         ProduceErrorKind::Broker,
                         true,
                         format!("{e} (a batch of {count}; retrying in smaller batches)"),
@@ -312,51 +352,7 @@ impl Sender {
                 }
             }
         }
-        batch.outcome.finish(result);
-    }
-
-    /// Sends one batch; returns the offset the broker gave its first record.
-    async fn produce(&mut self, records: bytes::Bytes) -> Result<i64, ProduceError> {
-        let conn = self.leader().await?;
-        let what = || format!("producing to {}/{}", self.queue.topic, self.queue.partition);
-        let timeout = self.cluster.request_timeout();
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(self.topic_name.clone())
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(self.queue.partition)
-                            .with_records(Some(records)),
-                    ]),
-            ]);
-        let resp = conn
-            .send(&req)
-            .await
-            .map_err(|e| ProduceError::from_wire(&what(), &e))?;
-        let answer = resp
-            .responses
-            .iter()
-            .filter(|t| t.name == self.topic_name)
-            .flat_map(|t| &t.partition_responses)
-            .find(|p| p.index == self.queue.partition)
-            .ok_or_else(|| {
-                ProduceError::new(
-                    ProduceErrorKind::Broker,
-                    true,
-                    format!("{}: the answer does not name the partition", what()),
-                )
-            })?;
-        if let Some(e) = answer.error_code.err() {
-            return Err(ProduceError::from_code(
-                &what(),
-                e,
-                answer.error_message.as_ref().map(|m| m.as_str()),
-            ));
-        }
-        Ok(answer.base_offset)
+        outcome.finish(result);
     }
 
     /// The connection to the partition's leader, asking the cluster who
@@ -410,4 +406,87 @@ impl Sender {
         self.leader = Some(Arc::clone(&conn));
         Ok(conn)
     }
+}
+
+/// A batch written and waiting for its answer.
+type InFlight = Pin<Box<dyn Future<Output = (Sent, Result<i64, ProduceError>)> + Send>>;
+
+/// What settling a sent batch needs.
+struct Sent {
+    count: usize,
+    outcome: Arc<Outcome>,
+}
+
+/// The next batch to send: the oldest, once it is full, its linger is over,
+/// another batch waits behind it, or the queue is closing. `None` once the
+/// queue is closed and empty. Cancel-safe: it takes a batch only as it
+/// returns.
+async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Option<OpenBatch> {
+    loop {
+        let work = queue.work.notified();
+        let deadline = {
+            let mut st = queue.lock();
+            let closed = st.closed;
+            let max = st.max_batch_bytes;
+            let many = st.batches.len() > 1;
+            match st.batches.front() {
+                None if closed => return None,
+                None => None,
+                Some(front) => {
+                    let due = front.first_at + linger;
+                    if many || closed || front.records.size() >= max || Instant::now() >= due {
+                        if let Some(b) = st.batches.pop_front() {
+                            st.queued -= b.records.len();
+                            st.last_batch_bytes = b.records.size();
+                            drop(st);
+                            queue.space.notify_waiters();
+                            return Some(b);
+                        }
+                        None
+                    } else {
+                        Some(due)
+                    }
+                }
+            }
+        };
+        match deadline {
+            Some(due) => {
+                tokio::select! {
+                    _ = work => {}
+                    _ = tokio::time::sleep_until(due) => {}
+                }
+            }
+            None => work.await,
+        }
+    }
+}
+
+/// The offset the broker gave the batch's first record, or its error.
+fn base_offset(
+    resp: &ProduceResponse,
+    topic: &TopicName,
+    partition: i32,
+    what: &str,
+) -> Result<i64, ProduceError> {
+    let answer = resp
+        .responses
+        .iter()
+        .filter(|t| t.name == *topic)
+        .flat_map(|t| &t.partition_responses)
+        .find(|p| p.index == partition)
+        .ok_or_else(|| {
+            ProduceError::new(
+                ProduceErrorKind::Broker,
+                true,
+                format!("{what}: the answer does not name the partition"),
+            )
+        })?;
+    if let Some(e) = answer.error_code.err() {
+        return Err(ProduceError::from_code(
+            what,
+            e,
+            answer.error_message.as_ref().map(|m| m.as_str()),
+        ));
+    }
+    Ok(answer.base_offset)
 }
