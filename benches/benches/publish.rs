@@ -23,22 +23,26 @@ struct Run {
     records_per_request: f64,
 }
 
+/// A manager with default settings; `KAVARI_BENCH_LINGER_MS` overrides the
+/// linger.
+async fn manager(broker: &KafkaBroker) -> Kavari {
+    let mut builder = Kavari::builder(broker.bootstrap_servers());
+    if let Some(ms) = std::env::var("KAVARI_BENCH_LINGER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.linger(Duration::from_millis(ms));
+    }
+    builder.build().await.expect("build")
+}
+
 async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
     let topic = unique_name("bench-kavari");
     broker
         .create_topic(&topic, PARTITIONS)
         .await
         .expect("topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .linger(Duration::from_millis(
-            std::env::var("LINGER_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(5),
-        ))
-        .build()
-        .await
-        .expect("build");
+    let manager = manager(broker).await;
     let (msgs, bytes) = payloads(n, size);
     // One task per publish, as in a service where each request publishes
     // from its own task; at most 20,000 in flight.
@@ -115,10 +119,7 @@ async fn kavari_batch_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
         .create_topic(&topic, PARTITIONS)
         .await
         .expect("topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .build()
-        .await
-        .expect("build");
+    let manager = manager(broker).await;
     let (msgs, bytes) = payloads(n, size);
     let started = Instant::now();
     for chunk in msgs.chunks(5_000) {
@@ -151,10 +152,7 @@ async fn kavari_window_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
         .create_topic(&topic, PARTITIONS)
         .await
         .expect("topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .build()
-        .await
-        .expect("build");
+    let manager = manager(broker).await;
     let (msgs, bytes) = payloads(n, size);
     let started = Instant::now();
     let window: usize = std::env::var("KAVARI_BENCH_WINDOW")
@@ -186,11 +184,22 @@ async fn kavari_window_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
     }
 }
 
-/// The run with the median rate.
-fn median(mut runs: Vec<Run>) -> Run {
-    runs.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
-    let mid = runs.len() / 2;
-    runs.swap_remove(mid)
+/// The median of `values`.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// One client's runs, one per round.
+struct Rows(Vec<(&'static str, Vec<Run>)>);
+
+impl Rows {
+    fn push(&mut self, name: &'static str, run: Run) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, runs)) => runs.push(run),
+            None => self.0.push((name, vec![run])),
+        }
+    }
 }
 
 fn main() {
@@ -204,7 +213,7 @@ fn main() {
     let rounds: usize = std::env::var("KAVARI_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -217,7 +226,9 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let broker = KafkaBroker::start().await.expect("broker");
-        println!("| payload | client | msgs/s | MB/s | records/request | ratio to best raw |");
+        println!(
+            "| payload | client | msgs/s | MB/s | records/request | ratio to best raw, per round |"
+        );
         println!("| --- | --- | ---: | ---: | ---: | ---: |");
         // `KAVARI_BENCH_PROFILE=kavari:<bytes>` (or `raw:<bytes>`) runs only
         // that client, so a profiler attached to this process sees it alone.
@@ -238,36 +249,45 @@ fn main() {
             // Warm-up: connections, metadata, allocator.
             let _ = kavari_run(&broker, size, count / 10).await;
             // Rounds interleave the clients, so a slow spell of the shared
-            // machine hits them alike; each row is its median round.
-            let (mut k, mut kw, mut kb, mut r_equal, mut r_large) =
-                (vec![], vec![], vec![], vec![], vec![]);
+            // machine hits them alike. Rates are medians over the rounds; the
+            // ratio is the median of each round's ratio to that round's best
+            // raw run, which cancels what a round's slowness did to both.
+            let mut rows = Rows(Vec::new());
+            let mut best_raw = Vec::new();
             for _ in 0..rounds {
                 let run = kavari_run(&broker, size, count).await;
                 let equal = run.records_per_request.round().max(1.0) as usize;
-                k.push(run);
-                kw.push(kavari_window_run(&broker, size, count).await);
-                kb.push(kavari_batch_run(&broker, size, count).await);
-                r_equal.push(raw_run(&broker, size, count, equal).await);
                 let large = (256 * 1024 / (size + 64)).min(1_000);
-                r_large.push(raw_run(&broker, size, count, large).await);
-            }
-            let (k, kw, kb) = (median(k), median(kw), median(kb));
-            let (r_equal, r_large) = (median(r_equal), median(r_large));
-            let best = r_equal.msgs_per_s.max(r_large.msgs_per_s);
-            let row = |name: &str, r: &Run| {
-                println!(
-                    "| {size} B | {name} | {:.0} | {:.1} | {:.0} | {:.2} |",
-                    r.msgs_per_s,
-                    r.mb_per_s,
-                    r.records_per_request,
-                    r.msgs_per_s / best
+                let r_equal = raw_run(&broker, size, count, equal).await;
+                let r_large = raw_run(&broker, size, count, large).await;
+                best_raw.push(r_equal.msgs_per_s.max(r_large.msgs_per_s));
+                rows.push("raw rskafka, Kavari's batch size", r_equal);
+                rows.push("raw rskafka, ~256 KiB batches", r_large);
+                rows.push("kavari publish, a task per message", run);
+                rows.push(
+                    "kavari publish, 20,000 in flight in one task",
+                    kavari_window_run(&broker, size, count).await,
                 );
-            };
-            row("raw rskafka, Kavari's batch size", &r_equal);
-            row("raw rskafka, ~256 KiB batches", &r_large);
-            row("kavari publish, a task per message", &k);
-            row("kavari publish, 20,000 in flight in one task", &kw);
-            row("kavari publish, 5,000 joined per task", &kb);
+                rows.push(
+                    "kavari publish, 5,000 joined per task",
+                    kavari_batch_run(&broker, size, count).await,
+                );
+            }
+            for (name, runs) in &rows.0 {
+                let of = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+                let ratio = median(
+                    runs.iter()
+                        .zip(&best_raw)
+                        .map(|(r, best)| r.msgs_per_s / best)
+                        .collect(),
+                );
+                println!(
+                    "| {size} B | {name} | {:.0} | {:.1} | {:.0} | {ratio:.2} |",
+                    of(|r| r.msgs_per_s),
+                    of(|r| r.mb_per_s),
+                    of(|r| r.records_per_request),
+                );
+            }
         }
     });
 }
