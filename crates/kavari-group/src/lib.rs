@@ -3,6 +3,11 @@
 //! the `range`, `roundrobin` and `cooperative-sticky` assignors, static
 //! membership, and an offset store over OffsetCommit/OffsetFetch.
 //!
+//! Underneath is a small wire layer that Kavari's producer uses too:
+//! [`connection::Connection`] (framing, version negotiation, pipelined
+//! requests, timeouts) and [`cluster::Cluster`] (metadata and one connection
+//! per broker).
+//!
 //! Kavari groups are ordinary Kafka `consumer` groups: offsets live in
 //! `__consumer_offsets`, visible to any Kafka tooling, and a group may mix
 //! Kavari with Java or librdkafka members.

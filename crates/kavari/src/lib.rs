@@ -1,5 +1,7 @@
-//! Kavari: typed, reliable Kafka publish/subscribe on the pure-Rust `rskafka`
-//! client (no librdkafka, no C toolchain).
+//! Kavari: typed, reliable Kafka publish/subscribe in pure Rust (no
+//! librdkafka, no C toolchain): publishing and the consumer group speak the
+//! Kafka protocol over Kavari's own connections, fetching goes through
+//! `rskafka`.
 //!
 //! Declare a message type once, then publish it:
 //!
