@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kavari::Kavari;
-use kavari_benches::{partition_clients, payloads, raw_record};
+use kavari_benches::{Payload, partition_clients, payloads, raw_record};
 use kavari_testcontainers::{KafkaBroker, unique_name};
 use rskafka::client::partition::Compression;
 
@@ -36,7 +36,21 @@ async fn manager(broker: &KafkaBroker) -> Kavari {
     builder.build().await.expect("build")
 }
 
-async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
+/// How a Kavari client drives its publishes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Drive {
+    /// A task per publish, as in a service where each request publishes from
+    /// its own task; at most 20,000 in flight.
+    TaskPerMessage,
+    /// One task keeps up to 20,000 publishes in flight (`KAVARI_BENCH_WINDOW`),
+    /// starting one as each completes: a busy service without a task each.
+    Window,
+    /// 5,000 publishes joined, then the next 5,000.
+    Joined,
+}
+
+async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -> Run {
+    use futures::StreamExt;
     let topic = unique_name("bench-kavari");
     broker
         .create_topic(&topic, PARTITIONS)
@@ -44,27 +58,61 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
         .expect("topic");
     let manager = manager(broker).await;
     let (msgs, bytes) = payloads(n, size);
-    // One task per publish, as in a service where each request publishes
-    // from its own task; at most 20,000 in flight.
-    let window = Arc::new(tokio::sync::Semaphore::new(20_000));
+    let encode = |m: &Payload| {
+        let mut e = kavari::codec::encode(m).expect("encode");
+        e.topic.clone_from(&topic);
+        e
+    };
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(msgs.len());
-    for m in msgs {
-        let permit = Arc::clone(&window)
-            .acquire_owned()
-            .await
-            .expect("semaphore");
-        let manager = manager.clone();
-        let topic = topic.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut e = kavari::codec::encode(&m).expect("encode");
-            e.topic = topic;
-            manager.publish_encoded(e).await.expect("publish");
-            drop(permit);
-        }));
-    }
-    for t in tasks {
-        t.await.expect("publish task");
+    match drive {
+        Drive::TaskPerMessage => {
+            let window = Arc::new(tokio::sync::Semaphore::new(20_000));
+            let mut tasks = Vec::with_capacity(msgs.len());
+            for m in msgs {
+                let permit = Arc::clone(&window)
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore");
+                let manager = manager.clone();
+                let topic = topic.clone();
+                // Each task encodes its own message, as a request handler does.
+                tasks.push(tokio::spawn(async move {
+                    let mut e = kavari::codec::encode(&m).expect("encode");
+                    e.topic = topic;
+                    manager.publish_encoded(e).await.expect("publish");
+                    drop(permit);
+                }));
+            }
+            for t in tasks {
+                t.await.expect("publish task");
+            }
+        }
+        Drive::Window => {
+            let window: usize = std::env::var("KAVARI_BENCH_WINDOW")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20_000);
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            for m in &msgs {
+                if in_flight.len() >= window {
+                    let done: Result<kavari::Delivery, kavari::PublishError> =
+                        in_flight.next().await.expect("one in flight");
+                    done.expect("publish");
+                }
+                in_flight.push(manager.publish_encoded(encode(m)));
+            }
+            while let Some(r) = in_flight.next().await {
+                r.expect("publish");
+            }
+        }
+        Drive::Joined => {
+            for chunk in msgs.chunks(5_000) {
+                let publishes = chunk.iter().map(|m| manager.publish_encoded(encode(m)));
+                for r in futures::future::join_all(publishes).await {
+                    r.expect("publish");
+                }
+            }
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     let stats = manager.publish_stats();
@@ -110,77 +158,6 @@ async fn raw_run(broker: &KafkaBroker, size: usize, n: usize, batch: usize) -> R
         msgs_per_s: n as f64 / elapsed,
         mb_per_s: bytes as f64 / elapsed / 1e6,
         records_per_request: batch as f64,
-    }
-}
-
-async fn kavari_batch_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
-    let topic = unique_name("bench-kavari-batch");
-    broker
-        .create_topic(&topic, PARTITIONS)
-        .await
-        .expect("topic");
-    let manager = manager(broker).await;
-    let (msgs, bytes) = payloads(n, size);
-    let started = Instant::now();
-    for chunk in msgs.chunks(5_000) {
-        let encoded = chunk.iter().map(|m| {
-            let mut e = kavari::codec::encode(m).expect("encode");
-            e.topic.clone_from(&topic);
-            manager.publish_encoded(e)
-        });
-        for r in futures::future::join_all(encoded).await {
-            r.expect("publish");
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let stats = manager.publish_stats();
-    manager.shutdown().await.expect("shutdown");
-    Run {
-        msgs_per_s: n as f64 / elapsed,
-        mb_per_s: bytes as f64 / elapsed / 1e6,
-        records_per_request: stats.records_acknowledged as f64
-            / stats.produce_requests.max(1) as f64,
-    }
-}
-
-/// Kavari as a busy service drives it without a task per message: one task
-/// keeps up to 20,000 publishes in flight, starting one as each completes.
-async fn kavari_window_run(broker: &KafkaBroker, size: usize, n: usize) -> Run {
-    use futures::StreamExt;
-    let topic = unique_name("bench-kavari-window");
-    broker
-        .create_topic(&topic, PARTITIONS)
-        .await
-        .expect("topic");
-    let manager = manager(broker).await;
-    let (msgs, bytes) = payloads(n, size);
-    let started = Instant::now();
-    let window: usize = std::env::var("KAVARI_BENCH_WINDOW")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    for m in &msgs {
-        if in_flight.len() >= window {
-            let done: Result<kavari::Delivery, kavari::PublishError> =
-                in_flight.next().await.expect("one in flight");
-            done.expect("publish");
-        }
-        let mut e = kavari::codec::encode(m).expect("encode");
-        e.topic.clone_from(&topic);
-        in_flight.push(manager.publish_encoded(e));
-    }
-    while let Some(r) = in_flight.next().await {
-        r.expect("publish");
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let stats = manager.publish_stats();
-    manager.shutdown().await.expect("shutdown");
-    Run {
-        msgs_per_s: n as f64 / elapsed,
-        mb_per_s: bytes as f64 / elapsed / 1e6,
-        records_per_request: stats.records_acknowledged as f64
-            / stats.produce_requests.max(1) as f64,
     }
 }
 
@@ -238,7 +215,7 @@ fn main() {
             for _ in 0..rounds {
                 let r = match client {
                     "raw" => raw_run(&broker, size, n, (256 * 1024 / (size + 64)).min(1_000)).await,
-                    _ => kavari_window_run(&broker, size, n).await,
+                    _ => kavari_run(&broker, size, n, Drive::Window).await,
                 };
                 println!("{client} {size} B: {:.0} msgs/s", r.msgs_per_s);
             }
@@ -247,7 +224,7 @@ fn main() {
         for size in [100usize, 1024] {
             let count = if size > 512 { n / 4 } else { n };
             // Warm-up: connections, metadata, allocator.
-            let _ = kavari_run(&broker, size, count / 10).await;
+            let _ = kavari_run(&broker, size, count / 10, Drive::Window).await;
             // Rounds interleave the clients, so a slow spell of the shared
             // machine hits them alike. Rates are medians over the rounds; the
             // ratio is the median of each round's ratio to that round's best
@@ -255,7 +232,7 @@ fn main() {
             let mut rows = Rows(Vec::new());
             let mut best_raw = Vec::new();
             for _ in 0..rounds {
-                let run = kavari_run(&broker, size, count).await;
+                let run = kavari_run(&broker, size, count, Drive::TaskPerMessage).await;
                 let equal = run.records_per_request.round().max(1.0) as usize;
                 let large = (256 * 1024 / (size + 64)).min(1_000);
                 let r_equal = raw_run(&broker, size, count, equal).await;
@@ -266,11 +243,11 @@ fn main() {
                 rows.push("kavari publish, a task per message", run);
                 rows.push(
                     "kavari publish, 20,000 in flight in one task",
-                    kavari_window_run(&broker, size, count).await,
+                    kavari_run(&broker, size, count, Drive::Window).await,
                 );
                 rows.push(
                     "kavari publish, 5,000 joined per task",
-                    kavari_batch_run(&broker, size, count).await,
+                    kavari_run(&broker, size, count, Drive::Joined).await,
                 );
             }
             for (name, runs) in &rows.0 {
