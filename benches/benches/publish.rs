@@ -63,6 +63,12 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -
         e.topic.clone_from(&topic);
         e
     };
+    // Connected and routed before the clock starts, as the raw client's
+    // partition clients are.
+    manager
+        .publish_encoded(encode(&Payload::of_size(u64::MAX, size)))
+        .await
+        .expect("warm-up publish");
     let started = Instant::now();
     match drive {
         Drive::TaskPerMessage => {
@@ -222,7 +228,7 @@ fn main() {
             return;
         }
         for size in [100usize, 1024] {
-            let count = if size > 512 { n / 4 } else { n };
+            let count = if size > 512 { n / 2 } else { n };
             // Warm-up: connections, metadata, allocator.
             let _ = kavari_run(&broker, size, count / 10, Drive::Window).await;
             // Rounds interleave the clients, so a slow spell of the shared
