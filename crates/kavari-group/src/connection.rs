@@ -119,6 +119,18 @@ impl Shared {
     }
 }
 
+/// The socket's write half and the buffer requests are framed in, kept
+/// between requests so a large one (a produce request carries whole record
+/// batches) does not allocate and fault in fresh memory each time.
+#[derive(Debug)]
+struct Writer {
+    stream: OwnedWriteHalf,
+    frame: BytesMut,
+}
+
+/// A frame buffer larger than this is released after its request.
+const KEEP_FRAME: usize = 4 * 1024 * 1024;
+
 /// A written request's answer, once the reader hands it over.
 #[derive(Debug)]
 struct Answer {
@@ -147,7 +159,7 @@ impl Drop for WriteGuard<'_> {
 pub struct Connection {
     address: String,
     client_id: StrBytes,
-    writer: Mutex<OwnedWriteHalf>,
+    writer: Mutex<Writer>,
     shared: Arc<Shared>,
     reader: JoinHandle<()>,
     next_correlation: AtomicI32,
@@ -188,7 +200,10 @@ impl Connection {
         let mut conn = Self {
             address: address.to_string(),
             client_id: StrBytes::from_string(client_id.to_string()),
-            writer: Mutex::new(write),
+            writer: Mutex::new(Writer {
+                stream: write,
+                frame: BytesMut::new(),
+            }),
             shared,
             reader,
             next_correlation: AtomicI32::new(1),
@@ -305,10 +320,11 @@ impl Connection {
         if self.is_broken() {
             return Err(self.conn_err(self.shared.why_broken()));
         }
-        let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let frame = self.encode(req, version, correlation_id)?;
         let write = async {
             let mut writer = self.writer.lock().await;
+            let Writer { stream, frame } = &mut *writer;
+            let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+            self.encode(frame, req, version, correlation_id)?;
             let (tx, rx) = oneshot::channel();
             {
                 let mut st = self.shared.lock();
@@ -318,19 +334,25 @@ impl Connection {
                 st.waiting.push_back((correlation_id, tx));
             }
             let mut guard = WriteGuard(&self.shared, false);
-            if let Err(e) = writer.write_all(&frame).await {
+            if let Err(e) = stream.write_all(frame).await {
                 self.shared.poison(&format!("write: {e}"));
                 return Err(self.conn_err(format!("write: {e}")));
             }
             guard.1 = true;
-            Ok(rx)
+            if frame.capacity() > KEEP_FRAME {
+                *frame = BytesMut::new();
+            }
+            Ok((rx, correlation_id))
         };
         match tokio::time::timeout_at(deadline, write).await {
-            Ok(rx) => Ok(Answer {
-                rx: rx?,
-                version,
-                correlation_id,
-            }),
+            Ok(written) => {
+                let (rx, correlation_id) = written?;
+                Ok(Answer {
+                    rx,
+                    version,
+                    correlation_id,
+                })
+            }
             Err(_) => Err(self.timed_out(R::NAME, timeout)),
         }
     }
@@ -361,12 +383,14 @@ impl Connection {
         }
     }
 
+    /// Frames `req` into `buf` (emptied first).
     fn encode<R: Request>(
         &self,
+        buf: &mut BytesMut,
         req: &R,
         version: i16,
         correlation_id: i32,
-    ) -> Result<Bytes, GroupError> {
+    ) -> Result<(), GroupError> {
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY as i16)
             .with_request_api_version(version)
@@ -383,18 +407,19 @@ impl Connection {
             .compute_size(header_version)
             .and_then(|h| Ok(h + req.compute_size(version)?))
             .map_err(|e| encode_err(&e))?;
-        let mut buf = BytesMut::with_capacity(4 + size);
+        buf.clear();
+        buf.reserve(4 + size);
         buf.put_i32(0); // length, filled in below
         header
-            .encode(&mut buf, header_version)
-            .and_then(|()| req.encode(&mut buf, version))
+            .encode(buf, header_version)
+            .and_then(|()| req.encode(buf, version))
             .map_err(|e| encode_err(&e))?;
         let len = i32::try_from(buf.len() - 4).map_err(|_| GroupError::Malformed {
             what: R::NAME,
             detail: "request larger than 2 GiB".into(),
         })?;
         buf[..4].copy_from_slice(&len.to_be_bytes());
-        Ok(buf.freeze())
+        Ok(())
     }
 
     fn decode<R: Request>(

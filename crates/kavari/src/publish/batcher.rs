@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use kafka_protocol::error::ParseResponseErrorCode;
@@ -92,6 +93,8 @@ struct State {
     /// The size of the last batch sent: new batches start with room for as
     /// much, so they rarely grow.
     last_batch_bytes: usize,
+    /// The buffer of a batch already written, for the next batch.
+    spare: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -182,8 +185,10 @@ impl Batcher {
                         .is_none_or(|b| !b.records.is_empty() && b.records.size() + bound > max);
                     if needs_new {
                         let capacity = st.last_batch_bytes.clamp(bound, max.max(bound));
+                        let records =
+                            RecordBatch::in_buffer(st.spare.take().unwrap_or_default(), capacity);
                         st.batches.push_back(OpenBatch {
-                            records: RecordBatch::with_capacity(capacity),
+                            records,
                             first_at: Instant::now(),
                             outcome: Arc::new(Outcome::default()),
                         });
@@ -259,7 +264,7 @@ impl Sender {
     /// Writes `batch` as a produce request to the partition's leader and
     /// returns its answer to come; a batch that could not be written is
     /// settled at once.
-    async fn start(&mut self, mut batch: OpenBatch) -> Option<InFlight> {
+    async fn start(&mut self, batch: OpenBatch) -> Option<InFlight> {
         let sent = Sent {
             count: batch.records.len(),
             outcome: Arc::clone(&batch.outcome),
@@ -299,7 +304,9 @@ impl Sender {
                             .with_records(Some(records)),
                     ]),
             ]);
-        match conn.send_pipelined(&req).await {
+        let written = conn.send_pipelined(&req).await;
+        self.recycle(req);
+        match written {
             Ok(answer) => {
                 let (topic, partition) = (self.topic_name.clone(), self.queue.partition);
                 Some(Box::pin(async move {
@@ -314,6 +321,19 @@ impl Sender {
                 self.settle(sent, Err(ProduceError::from_wire(&what, &e)));
                 None
             }
+        }
+    }
+
+    /// Keeps the record batch's buffer for the next batch, once the request
+    /// no longer needs it: fresh memory for every batch costs page faults.
+    fn recycle(&self, mut req: ProduceRequest) {
+        let records = req
+            .topic_data
+            .pop()
+            .and_then(|mut t| t.partition_data.pop())
+            .and_then(|p| p.records);
+        if let Some(Ok(buf)) = records.map(Bytes::try_into_mut) {
+            self.queue.lock().spare = Some(buf.into());
         }
     }
 

@@ -35,8 +35,16 @@ pub(crate) struct RecordBatch {
 
 impl RecordBatch {
     /// An empty batch whose buffer holds `capacity` bytes before it grows.
+    #[cfg(test)]
     pub(crate) fn with_capacity(capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity.max(HEADER_LEN));
+        Self::in_buffer(Vec::new(), capacity)
+    }
+
+    /// An empty batch in `buf` (a finished batch's buffer, say), grown to
+    /// hold `capacity` bytes.
+    pub(crate) fn in_buffer(mut buf: Vec<u8>, capacity: usize) -> Self {
+        buf.clear();
+        buf.reserve(capacity.max(HEADER_LEN));
         buf.resize(HEADER_LEN, 0);
         Self {
             buf,
@@ -108,9 +116,9 @@ impl RecordBatch {
     }
 
     /// The finished batch: header written, records compressed as asked,
-    /// CRC set. The batch is left empty.
-    pub(crate) fn finish(&mut self, compression: Compression) -> std::io::Result<Bytes> {
-        let mut buf = std::mem::take(&mut self.buf);
+    /// CRC set.
+    pub(crate) fn finish(self, compression: Compression) -> std::io::Result<Bytes> {
+        let mut buf = self.buf;
         let codec: i16 = match compression {
             Compression::None => 0,
             Compression::Gzip => {
@@ -150,7 +158,6 @@ impl RecordBatch {
         h.put_i32(self.count);
         let crc = crc32c::crc32c(&buf[CRC_FROM..]);
         buf[CRC_FROM - 4..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
-        *self = Self::with_capacity(0);
         Ok(Bytes::from(buf))
     }
 }
@@ -260,7 +267,6 @@ mod tests {
                 }
                 assert_eq!(batch.len(), n);
                 let mut bytes = batch.finish(compression).expect("finish");
-                assert!(batch.is_empty(), "finish leaves the batch empty");
                 let set = RecordBatchDecoder::decode(&mut bytes).expect("decodes");
                 assert!(bytes.is_empty(), "one batch, nothing after it");
                 assert_eq!(set.version, 2);
