@@ -5,7 +5,8 @@
 //! (`KAVARI_BENCH_MESSAGES` sets the count per case, `KAVARI_BENCH_ROUNDS`
 //! the rounds whose median is printed; `KAVARI_BROKERS` uses your own
 //! cluster instead of a local broker; `KAVARI_BENCH_PROFILE=kavari:<bytes>`
-//! or `raw:<bytes>` runs only that client, for a profiler).
+//! (windowed), `task:<bytes>`, `joined:<bytes>` or `raw:<bytes>` runs only
+//! that client, for a profiler).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,6 +222,8 @@ fn main() {
             for _ in 0..rounds {
                 let r = match client {
                     "raw" => raw_run(&broker, size, n, (256 * 1024 / (size + 64)).min(1_000)).await,
+                    "task" => kavari_run(&broker, size, n, Drive::TaskPerMessage).await,
+                    "joined" => kavari_run(&broker, size, n, Drive::Joined).await,
                     _ => kavari_run(&broker, size, n, Drive::Window).await,
                 };
                 println!("{client} {size} B: {:.0} msgs/s", r.msgs_per_s);
