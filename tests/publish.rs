@@ -256,6 +256,40 @@ async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
     assert_eq!(d.offset, 1);
 }
 
+/// A batch larger than the broker takes (each record fits) is refused as a
+/// whole; the partition halves its batches and the publishes, retried, all
+/// land, none dead-lettered.
+#[tokio::test]
+async fn a_batch_the_broker_refuses_as_too_large_is_split_and_retried() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("big-batch");
+    broker.create_topic(&topic, 1).await.expect("topic");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .linger(Duration::from_millis(50))
+        .max_batch_bytes(8 * 1024 * 1024)
+        .publishing_retry_policy(FibonacciRetryPolicy::new(8).with_unit(Duration::from_millis(50)))
+        .build()
+        .await
+        .expect("build");
+    // 12 × 300 KB: one 3.6 MB batch, past the broker's 1 MiB limit.
+    let publishes = (0..12).map(|i| {
+        let m = OrderCancelled {
+            order_id: format!("o-{i}"),
+            reason: "x".repeat(300_000),
+        };
+        manager.publish_encoded(to_topic(&m, &topic))
+    });
+    let results = futures::future::join_all(publishes).await;
+    for r in results {
+        r.expect("every publish lands after the split");
+    }
+    let stats = manager.publish_stats();
+    assert!(stats.failed_requests >= 1, "the first batch was refused");
+    assert_eq!(stats.dead_lettered, 0);
+    assert_eq!(fetch_topic(broker, &topic, 1).await.len(), 12);
+}
+
 #[tokio::test]
 async fn too_large_message_goes_to_the_dead_letter_topic_at_once() {
     init_tracing();

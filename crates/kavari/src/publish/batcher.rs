@@ -267,9 +267,10 @@ impl Sender {
     async fn start(&mut self, batch: OpenBatch) -> Option<InFlight> {
         let sent = Sent {
             count: batch.records.len(),
+            bytes: batch.records.size(),
             outcome: Arc::clone(&batch.outcome),
         };
-        tracing::trace!(partition = self.queue.partition, count = sent.count, bytes = batch.records.size(), waited = ?batch.first_at.elapsed(), "sending batch");
+        tracing::trace!(partition = self.queue.partition, count = sent.count, bytes = sent.bytes, waited = ?batch.first_at.elapsed(), "sending batch");
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let records = match batch.records.finish(self.config.compression) {
             Ok(records) => records,
@@ -339,7 +340,11 @@ impl Sender {
 
     /// Hands a batch's result to its publishes, and adapts to the failure.
     fn settle(&mut self, sent: Sent, result: Result<i64, ProduceError>) {
-        let Sent { count, outcome } = sent;
+        let Sent {
+            count,
+            bytes,
+            outcome,
+        } = sent;
         match &result {
             Ok(_) => {
                 self.counters
@@ -353,9 +358,11 @@ impl Sender {
                 tracing::debug!(topic = %self.queue.topic, partition = self.queue.partition, error = %e, "produce failed");
                 if e.kind() == ProduceErrorKind::MessageTooLarge && count > 1 {
                     // The batch, not necessarily each record, was too large:
-                    // send smaller batches; the publishes retry.
+                    // send batches of half its size; the publishes retry.
+                    // Relative to the batch, so the batches in flight with it
+                    // that fail alike halve the limit once, not each again.
                     let mut st = self.queue.lock();
-                    st.max_batch_bytes = (st.max_batch_bytes / 2).max(1);
+                    st.max_batch_bytes = st.max_batch_bytes.min(bytes / 2).max(1);
                     drop(st);
                     outcome.finish(Err(ProduceError::new(
                         ProduceErrorKind::Broker,
@@ -434,6 +441,7 @@ type InFlight = Pin<Box<dyn Future<Output = (Sent, Result<i64, ProduceError>)> +
 /// What settling a sent batch needs.
 struct Sent {
     count: usize,
+    bytes: usize,
     outcome: Arc<Outcome>,
 }
 
