@@ -30,7 +30,7 @@ struct OrderCancelled {
 
 fn to_topic<M: KafkaMessage>(msg: &M, topic: &str) -> EncodedMessage {
     let mut e = kavari::codec::encode(msg).expect("encode");
-    e.topic = topic.to_string();
+    e.topic = topic.to_string().into();
     e
 }
 

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kavari::Kavari;
+use kavari::{KafkaMessage, Kavari};
 use kavari_benches::{Payload, partition_clients, payloads, raw_record};
 use kavari_testcontainers::{KafkaBroker, unique_name};
 use rskafka::client::partition::Compression;
@@ -52,22 +52,14 @@ enum Drive {
 
 async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -> Run {
     use futures::StreamExt;
-    let topic = unique_name("bench-kavari");
-    broker
-        .create_topic(&topic, PARTITIONS)
-        .await
-        .expect("topic");
+    // Every Kavari run publishes `Payload`s to their own topic through
+    // `publish`, as a service does; `main` created it.
     let manager = manager(broker).await;
     let (msgs, bytes) = payloads(n, size);
-    let encode = |m: &Payload| {
-        let mut e = kavari::codec::encode(m).expect("encode");
-        e.topic.clone_from(&topic);
-        e
-    };
     // Connected and routed before the clock starts, as the raw client's
     // partition clients are.
     manager
-        .publish_encoded(encode(&Payload::of_size(u64::MAX, size)))
+        .publish(&Payload::of_size(u64::MAX, size))
         .await
         .expect("warm-up publish");
     let started = Instant::now();
@@ -81,12 +73,8 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -
                     .await
                     .expect("semaphore");
                 let manager = manager.clone();
-                let topic = topic.clone();
-                // Each task encodes its own message, as a request handler does.
                 tasks.push(tokio::spawn(async move {
-                    let mut e = kavari::codec::encode(&m).expect("encode");
-                    e.topic = topic;
-                    manager.publish_encoded(e).await.expect("publish");
+                    manager.publish(&m).await.expect("publish");
                     drop(permit);
                 }));
             }
@@ -106,7 +94,7 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -
                         in_flight.next().await.expect("one in flight");
                     done.expect("publish");
                 }
-                in_flight.push(manager.publish_encoded(encode(m)));
+                in_flight.push(manager.publish(m));
             }
             while let Some(r) = in_flight.next().await {
                 r.expect("publish");
@@ -114,7 +102,7 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -
         }
         Drive::Joined => {
             for chunk in msgs.chunks(5_000) {
-                let publishes = chunk.iter().map(|m| manager.publish_encoded(encode(m)));
+                let publishes = chunk.iter().map(|m| manager.publish(m));
                 for r in futures::future::join_all(publishes).await {
                     r.expect("publish");
                 }
@@ -210,6 +198,10 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let broker = KafkaBroker::start().await.expect("broker");
+        // Kavari's topic; on your own cluster it may exist already.
+        if let Err(e) = broker.create_topic(Payload::TOPIC, PARTITIONS).await {
+            eprintln!("creating {}: {e} (using it as it is)", Payload::TOPIC);
+        }
         println!(
             "| payload | client | msgs/s | MB/s | records/request | ratio to best raw, per round |"
         );

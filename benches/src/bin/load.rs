@@ -135,7 +135,7 @@ async fn kavari_publish(bootstrap: &str, topic: &str, n: usize, size: usize) -> 
         let (manager, topic, failed) = (manager.clone(), topic.to_string(), Arc::clone(&failed));
         tokio::spawn(async move {
             let mut e = kavari::codec::encode(&payload(i, size)).expect("encode");
-            e.topic = topic;
+            e.topic = topic.into();
             if manager.publish_encoded(e).await.is_err() {
                 failed.fetch_add(1, Ordering::Relaxed);
             }

@@ -1,6 +1,7 @@
 //! The wire envelope: MessagePack value with named fields, `msg_type` and
 //! `content-type` headers, UTF-8 key.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::KafkaMessage;
@@ -16,8 +17,9 @@ pub const MSGPACK_CONTENT_TYPE: &str = "application/msgpack";
 /// publish hands back so the caller loses nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedMessage {
-    /// The topic it is for.
-    pub topic: String,
+    /// The topic it is for: borrowed when it is a message type's own
+    /// (`KafkaMessage::TOPIC`), so typed publishes allocate no topic name.
+    pub topic: Cow<'static, str>,
     /// The partition key (UTF-8), if any.
     pub key: Option<Vec<u8>>,
     /// The MessagePack value.
@@ -108,7 +110,7 @@ pub fn encode<M: KafkaMessage>(msg: &M) -> Result<EncodedMessage, EncodeError> {
         MSGPACK_CONTENT_TYPE.as_bytes().to_vec(),
     );
     Ok(EncodedMessage {
-        topic: M::TOPIC.to_string(),
+        topic: Cow::Borrowed(M::TOPIC),
         key: msg.key().map(String::into_bytes),
         value,
         headers,

@@ -176,7 +176,7 @@ async fn dead_letter(
     put("attempts", attempts.to_string());
     put("group_id", shared.group_id.clone());
     let message = EncodedMessage {
-        topic: format!("{topic}{suffix}"),
+        topic: format!("{topic}{suffix}").into(),
         key: letter.key.map(<[u8]>::to_vec),
         value: letter.value.to_vec(),
         headers,

@@ -10,8 +10,8 @@ use crate::codec::{EncodeError, EncodedMessage};
 /// Where a message went, once the broker acknowledged it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Delivery {
-    /// The topic written.
-    pub topic: String,
+    /// The topic written (borrowed for a message type's own topic).
+    pub topic: std::borrow::Cow<'static, str>,
     /// The partition written.
     pub partition: i32,
     /// The record's offset in that partition.

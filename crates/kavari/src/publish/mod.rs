@@ -212,7 +212,7 @@ impl Publisher {
             });
         };
         let mut letter = message.clone();
-        letter.topic = format!("{}{suffix}", message.topic);
+        letter.topic = format!("{}{suffix}", message.topic).into();
         letter.headers.retain(|k, _| k == MSG_TYPE_HEADER);
         letter.headers.insert(
             ORIGINAL_ERROR_HEADER.to_string(),
@@ -327,7 +327,7 @@ mod tests {
         ));
         let p = Publisher::new(cluster, ProducerConfig::default(), Arc::new(crate::NoRetry));
         let m = EncodedMessage {
-            topic: String::new(),
+            topic: "".into(),
             key: None,
             value: vec![],
             headers: Default::default(),
