@@ -221,6 +221,10 @@ async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
         .await
         .expect("publish before the outage");
 
+    broker
+        .create_topic("orders", 1)
+        .await
+        .expect("orders topic");
     proxy.refuse();
     let before = manager.publish_stats();
     let msg = to_topic(&order(1), &topic);
@@ -248,12 +252,44 @@ async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
     // request timeout, plus 300 ms of waits: never a hang.
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
 
+    // The bulk path in the same outage: the failed messages are retried by
+    // the policy together, not one after another, and each comes back with
+    // its own record.
+    let batch: Vec<OrderPlaced> = (10..15).map(order).collect();
+    let started = std::time::Instant::now();
+    let results = manager.publish_batch(&batch).await;
+    let batch_elapsed = started.elapsed();
+    assert_eq!(results.len(), batch.len());
+    for (m, r) in batch.iter().zip(results) {
+        match r {
+            Err(PublishError::Failed {
+                attempts, message, ..
+            }) => {
+                assert_eq!(attempts, 3);
+                assert_eq!(message.key.as_deref(), Some(m.order_id.as_bytes()));
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+    assert!(
+        batch_elapsed < elapsed * 2 + Duration::from_millis(500),
+        "5 failed publishes took {batch_elapsed:?}, one took {elapsed:?}: retried one by one?"
+    );
+
     proxy.heal();
     let d = manager
         .publish_encoded(msg)
         .await
         .expect("publish after healing");
     assert_eq!(d.offset, 1);
+    // After healing the bulk path lands them all, in order.
+    let offsets: Vec<i64> = manager
+        .publish_batch(&batch)
+        .await
+        .into_iter()
+        .map(|r| r.expect("publish_batch after healing").offset)
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
 }
 
 /// A batch larger than the broker takes (each record fits) is refused as a

@@ -5,7 +5,7 @@
 //! (`KAVARI_BENCH_MESSAGES` sets the count per case, `KAVARI_BENCH_ROUNDS`
 //! the rounds whose median is printed; `KAVARI_BROKERS` uses your own
 //! cluster instead of a local broker; `KAVARI_BENCH_PROFILE=kavari:<bytes>`
-//! (windowed), `task:<bytes>`, `joined:<bytes>` or `raw:<bytes>` runs only
+//! (windowed), `task:`, `joined:`, `batch:` or `raw:<bytes>` runs only
 //! that client, for a profiler).
 
 use std::sync::Arc;
@@ -48,6 +48,8 @@ enum Drive {
     Window,
     /// 5,000 publishes joined, then the next 5,000.
     Joined,
+    /// `publish_batch` of 5,000, then the next 5,000.
+    Batch,
 }
 
 async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -> Run {
@@ -98,6 +100,13 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -
             }
             while let Some(r) = in_flight.next().await {
                 r.expect("publish");
+            }
+        }
+        Drive::Batch => {
+            for chunk in msgs.chunks(5_000) {
+                for r in manager.publish_batch(chunk).await {
+                    r.expect("publish_batch");
+                }
             }
         }
         Drive::Joined => {
@@ -216,6 +225,7 @@ fn main() {
                     "raw" => raw_run(&broker, size, n, (256 * 1024 / (size + 64)).min(1_000)).await,
                     "task" => kavari_run(&broker, size, n, Drive::TaskPerMessage).await,
                     "joined" => kavari_run(&broker, size, n, Drive::Joined).await,
+                    "batch" => kavari_run(&broker, size, n, Drive::Batch).await,
                     _ => kavari_run(&broker, size, n, Drive::Window).await,
                 };
                 println!("{client} {size} B: {:.0} msgs/s", r.msgs_per_s);
@@ -249,6 +259,10 @@ fn main() {
                 rows.push(
                     "kavari publish, 5,000 joined per task",
                     kavari_run(&broker, size, count, Drive::Joined).await,
+                );
+                rows.push(
+                    "kavari publish_batch, 5,000 per call",
+                    kavari_run(&broker, size, count, Drive::Batch).await,
                 );
             }
             for (name, runs) in &rows.0 {

@@ -213,14 +213,33 @@ impl Kavari {
         self.inner.publisher.publish(encoded).await
     }
 
-    /// Publishes every message concurrently (so they batch together) and
-    /// returns each one's result, in order.
+    /// Publishes every message and returns each one's result, in order:
+    /// the bulk path. All are appended to their partitions' batches before
+    /// any answer is awaited, so they travel in as few requests as the batch
+    /// size allows, without a future per message; those whose first attempt
+    /// failed are retried and dead-lettered as [`publish`](Self::publish)
+    /// does.
     pub async fn publish_batch<M: KafkaMessage>(
         &self,
         msgs: &[M],
     ) -> Vec<Result<Delivery, PublishError>> {
-        let publishes = msgs.iter().map(|m| self.publish(m));
-        futures::future::join_all(publishes).await
+        let mut results: Vec<Option<Result<Delivery, PublishError>>> =
+            Vec::with_capacity(msgs.len());
+        let mut encoded = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            match codec::encode(m) {
+                Ok(e) => {
+                    encoded.push(e);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e.into()))),
+            }
+        }
+        let mut published = self.inner.publisher.publish_all(encoded).await.into_iter();
+        results
+            .into_iter()
+            .filter_map(|r| r.or_else(|| published.next()))
+            .collect()
     }
 
     /// Publishes an already encoded record (for example one handed back by

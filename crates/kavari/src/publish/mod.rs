@@ -56,6 +56,35 @@ pub(crate) struct Publisher {
     dead_lettered: AtomicUsize,
 }
 
+/// A record appended to a batch, waiting for the batch's answer.
+struct Enqueued {
+    partition: i32,
+    outcome: Arc<batcher::Outcome>,
+    index: usize,
+}
+
+impl Enqueued {
+    /// Where `message` landed, once its batch is answered.
+    async fn delivery(self, message: &EncodedMessage) -> Result<Delivery, ProduceError> {
+        let offset = self.outcome.offset(self.index).await?;
+        Ok(Delivery {
+            topic: message.topic.clone(),
+            partition: self.partition,
+            offset,
+        })
+    }
+}
+
+/// A publish refused before any attempt (the publisher is shutting down).
+fn refused(cause: ProduceError, message: EncodedMessage) -> PublishError {
+    PublishError::Failed {
+        cause,
+        attempts: 0,
+        dlq_error: None,
+        message: Box::new(message),
+    }
+}
+
 /// Counts a publish as in flight until dropped.
 struct InFlight<'a>(&'a Publisher);
 
@@ -99,26 +128,91 @@ impl Publisher {
         }
     }
 
+    /// Refuses a publish once shutdown began; otherwise counts it in flight
+    /// until the guard drops.
+    fn admit(&self) -> Result<InFlight<'_>, ProduceError> {
+        if *self.closing.borrow() {
+            return Err(ProduceError::shutting_down());
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(InFlight(self))
+    }
+
     /// Publishes one encoded message: attempts by the retry policy, then the
     /// dead-letter topic, then hands the record back.
     pub(crate) async fn publish(&self, message: EncodedMessage) -> Result<Delivery, PublishError> {
-        if *self.closing.borrow() {
-            return Err(PublishError::Failed {
-                cause: ProduceError::shutting_down(),
-                attempts: 0,
-                dlq_error: None,
-                message: Box::new(message),
-            });
+        let _guard = match self.admit() {
+            Ok(guard) => guard,
+            Err(cause) => return Err(refused(cause, message)),
+        };
+        match self.attempt(&message, true).await {
+            Ok(delivery) => Ok(delivery),
+            // Boxed: the rare path should not size every publish in flight.
+            Err(err) => Box::pin(self.after_failure(message, err)).await,
         }
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _guard = InFlight(self);
-        let mut attempts = 0u32;
-        let cause = loop {
-            attempts += 1;
-            let err = match self.attempt(&message, true).await {
-                Ok(delivery) => return Ok(delivery),
-                Err(e) => e,
+    }
+
+    /// Publishes many messages from one task: every first attempt is
+    /// appended, in order, before any is awaited, so they share batches
+    /// without a future and a wake-up per message. Messages whose first
+    /// attempt failed then go on as single publishes (retries, dead letter,
+    /// hand-back), concurrently. Results are in the messages' order.
+    pub(crate) async fn publish_all(
+        &self,
+        messages: Vec<EncodedMessage>,
+    ) -> Vec<Result<Delivery, PublishError>> {
+        let _guard = match self.admit() {
+            Ok(guard) => guard,
+            Err(cause) => {
+                return messages
+                    .into_iter()
+                    .map(|m| Err(refused(cause.clone(), m)))
+                    .collect();
+            }
+        };
+        let mut enqueued = Vec::with_capacity(messages.len());
+        for m in &messages {
+            enqueued.push(self.enqueue(m, true).await);
+        }
+        let n = messages.len();
+        // `None` only for the failed ones, until their retries return below.
+        let mut results: Vec<Option<Result<Delivery, PublishError>>> = Vec::with_capacity(n);
+        let mut failed = Vec::new();
+        for (i, (m, e)) in messages.into_iter().zip(enqueued).enumerate() {
+            let first = match e {
+                Ok(e) => e.delivery(&m).await,
+                Err(err) => Err(err),
             };
+            match first {
+                Ok(d) => results.push(Some(Ok(d))),
+                Err(err) => {
+                    failed.push((i, m, err));
+                    results.push(None);
+                }
+            }
+        }
+        let retried = failed
+            .into_iter()
+            .map(|(i, m, err)| async move { (i, self.after_failure(m, err).await) });
+        for (i, r) in futures::future::join_all(retried).await {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        let results: Vec<_> = results.into_iter().flatten().collect();
+        debug_assert_eq!(results.len(), n, "a result for every message");
+        results
+    }
+
+    /// The rest of a publish whose first attempt failed with `err`: more
+    /// attempts by the retry policy, then the dead-letter path.
+    async fn after_failure(
+        &self,
+        message: EncodedMessage,
+        mut err: ProduceError,
+    ) -> Result<Delivery, PublishError> {
+        let mut attempts = 1u32;
+        let cause = loop {
             if err.kind() == ProduceErrorKind::UnknownTopic {
                 self.topics.refresh_later(&message.topic);
             }
@@ -135,13 +229,16 @@ impl Publisher {
                 topic = %message.topic, attempt = attempts, ?delay, error = %err,
                 "publish failed; retrying"
             );
-            // Boxed: the rare path should not size every publish in flight.
-            if Box::pin(self.wait_to_retry(delay)).await.is_err() {
+            if self.wait_to_retry(delay).await.is_err() {
                 break err;
             }
+            attempts += 1;
+            match self.attempt(&message, true).await {
+                Ok(delivery) => return Ok(delivery),
+                Err(e) => err = e,
+            }
         };
-        // Boxed: the rare path should not size every publish in flight.
-        Box::pin(self.dead_letter(message, cause, attempts)).await
+        self.dead_letter(message, cause, attempts).await
     }
 
     /// Waits `delay` before another attempt; `Err` when the publisher began
@@ -161,6 +258,18 @@ impl Publisher {
         message: &EncodedMessage,
         enforce_size: bool,
     ) -> Result<Delivery, ProduceError> {
+        self.enqueue(message, enforce_size)
+            .await?
+            .delivery(message)
+            .await
+    }
+
+    /// Appends `message` to its partition's open batch.
+    async fn enqueue(
+        &self,
+        message: &EncodedMessage,
+        enforce_size: bool,
+    ) -> Result<Enqueued, ProduceError> {
         let size = message.size();
         if enforce_size && size > self.config.max_message_bytes {
             return Err(ProduceError::new(
@@ -189,11 +298,10 @@ impl Publisher {
                 )
             })?;
         let (outcome, index) = sender.append(message).await?;
-        let offset = outcome.offset(index).await?;
-        Ok(Delivery {
-            topic: message.topic.clone(),
+        Ok(Enqueued {
             partition,
-            offset,
+            outcome,
+            index,
         })
     }
 
