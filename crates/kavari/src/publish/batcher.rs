@@ -79,6 +79,9 @@ impl Outcome {
 struct OpenBatch {
     records: RecordBatch,
     first_at: Instant,
+    /// Sent without waiting out the linger: its publisher has nothing more
+    /// to add (a `publish_batch` call appended all it had).
+    flush: bool,
     outcome: Arc<Outcome>,
 }
 
@@ -190,6 +193,7 @@ impl Batcher {
                         st.batches.push_back(OpenBatch {
                             records,
                             first_at: Instant::now(),
+                            flush: false,
                             outcome: Arc::new(Outcome::default()),
                         });
                     }
@@ -215,6 +219,16 @@ impl Batcher {
             }
             space.await;
         }
+    }
+}
+
+impl Batcher {
+    /// Sends the open batch without waiting out the linger.
+    pub(crate) fn flush(&self) {
+        if let Some(open) = self.queue.lock().batches.back_mut() {
+            open.flush = true;
+        }
+        self.queue.work.notify_one();
     }
 }
 
@@ -462,7 +476,12 @@ async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Option<OpenBa
                 None => None,
                 Some(front) => {
                     let due = front.first_at + linger;
-                    if many || closed || front.records.size() >= max || Instant::now() >= due {
+                    if many
+                        || closed
+                        || front.flush
+                        || front.records.size() >= max
+                        || Instant::now() >= due
+                    {
                         if let Some(b) = st.batches.pop_front() {
                             st.queued -= b.records.len();
                             st.last_batch_bytes = b.records.size();

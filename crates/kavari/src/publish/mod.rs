@@ -171,8 +171,14 @@ impl Publisher {
             }
         };
         let mut enqueued = Vec::with_capacity(messages.len());
+        let mut touched = Vec::new();
         for m in &messages {
-            enqueued.push(self.enqueue(m, true).await);
+            enqueued.push(self.enqueue(m, true, Some(&mut touched)).await);
+        }
+        // Nothing more is coming from this call: no partition waits out its
+        // linger for it.
+        for batcher in &touched {
+            batcher.flush();
         }
         let n = messages.len();
         // `None` only for the failed ones, until their retries return below.
@@ -258,17 +264,19 @@ impl Publisher {
         message: &EncodedMessage,
         enforce_size: bool,
     ) -> Result<Delivery, ProduceError> {
-        self.enqueue(message, enforce_size)
+        self.enqueue(message, enforce_size, None)
             .await?
             .delivery(message)
             .await
     }
 
-    /// Appends `message` to its partition's open batch.
+    /// Appends `message` to its partition's open batch; adds the
+    /// partition's batcher to `touched` when given.
     async fn enqueue(
         &self,
         message: &EncodedMessage,
         enforce_size: bool,
+        touched: Option<&mut Vec<Arc<batcher::Batcher>>>,
     ) -> Result<Enqueued, ProduceError> {
         let size = message.size();
         if enforce_size && size > self.config.max_message_bytes {
@@ -298,6 +306,11 @@ impl Publisher {
                 )
             })?;
         let (outcome, index) = sender.append(message).await?;
+        if let Some(touched) = touched
+            && !touched.iter().any(|b| Arc::ptr_eq(b, sender))
+        {
+            touched.push(Arc::clone(sender));
+        }
         Ok(Enqueued {
             partition,
             outcome,
