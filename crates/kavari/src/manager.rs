@@ -223,23 +223,10 @@ impl Kavari {
         &self,
         msgs: &[M],
     ) -> Vec<Result<Delivery, PublishError>> {
-        let mut results: Vec<Option<Result<Delivery, PublishError>>> =
-            Vec::with_capacity(msgs.len());
-        let mut encoded = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            match codec::encode(m) {
-                Ok(e) => {
-                    encoded.push(e);
-                    results.push(None);
-                }
-                Err(e) => results.push(Some(Err(e.into()))),
-            }
-        }
-        let mut published = self.inner.publisher.publish_all(encoded).await.into_iter();
-        results
-            .into_iter()
-            .filter_map(|r| r.or_else(|| published.next()))
-            .collect()
+        let encoded = msgs
+            .iter()
+            .map(|m| codec::encode(m).map_err(PublishError::from));
+        self.inner.publisher.publish_all(encoded).await
     }
 
     /// Publishes an already encoded record (for example one handed back by

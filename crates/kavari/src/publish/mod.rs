@@ -56,6 +56,24 @@ pub(crate) struct Publisher {
     dead_lettered: AtomicUsize,
 }
 
+/// What one bulk call remembers between its messages.
+#[derive(Default)]
+struct Bulk {
+    /// The last topic's route: a bulk call is usually of one topic.
+    last_route: Option<(std::borrow::Cow<'static, str>, Arc<topics::Route>)>,
+    /// The partitions appended to, to flush at the end.
+    touched: Vec<Arc<batcher::Batcher>>,
+}
+
+impl Bulk {
+    fn route(&self, topic: &str) -> Option<Arc<topics::Route>> {
+        match &self.last_route {
+            Some((t, route)) if t == topic && !route.is_stale() => Some(Arc::clone(route)),
+            _ => None,
+        }
+    }
+}
+
 /// A record appended to a batch, waiting for the batch's answer.
 struct Enqueued {
     partition: i32,
@@ -152,39 +170,47 @@ impl Publisher {
         }
     }
 
-    /// Publishes many messages from one task: every first attempt is
-    /// appended, in order, before any is awaited, so they share batches
-    /// without a future and a wake-up per message. Messages whose first
-    /// attempt failed then go on as single publishes (retries, dead letter,
-    /// hand-back), concurrently. Results are in the messages' order.
+    /// Publishes many messages from one task: each is appended as it comes
+    /// (encoded just before, so its bytes are still in cache), and only then
+    /// are answers awaited, so they share batches without a future and a
+    /// wake-up per message. An item that is already an error (it could not
+    /// be encoded) is its own result. Messages whose first attempt failed go
+    /// on as single publishes (retries, dead letter, hand-back), together.
+    /// Results are in the items' order.
     pub(crate) async fn publish_all(
         &self,
-        messages: Vec<EncodedMessage>,
+        items: impl IntoIterator<Item = Result<EncodedMessage, PublishError>>,
     ) -> Vec<Result<Delivery, PublishError>> {
-        let _guard = match self.admit() {
-            Ok(guard) => guard,
-            Err(cause) => {
-                return messages
-                    .into_iter()
-                    .map(|m| Err(refused(cause.clone(), m)))
-                    .collect();
-            }
-        };
-        let mut enqueued = Vec::with_capacity(messages.len());
-        let mut touched = Vec::new();
-        for m in &messages {
-            enqueued.push(self.enqueue(m, true, Some(&mut touched)).await);
+        let guard = self.admit();
+        let mut appended = Vec::new();
+        let mut bulk = Bulk::default();
+        for item in items {
+            appended.push(match (item, &guard) {
+                (Err(e), _) => Err(Some(e)),
+                (Ok(m), Err(cause)) => Err(Some(refused(cause.clone(), m))),
+                (Ok(m), Ok(_)) => {
+                    let e = self.enqueue(&m, true, Some(&mut bulk)).await;
+                    Ok((m, e))
+                }
+            });
         }
         // Nothing more is coming from this call: no partition waits out its
         // linger for it.
-        for batcher in &touched {
+        for batcher in &bulk.touched {
             batcher.flush();
         }
-        let n = messages.len();
         // `None` only for the failed ones, until their retries return below.
+        let n = appended.len();
         let mut results: Vec<Option<Result<Delivery, PublishError>>> = Vec::with_capacity(n);
         let mut failed = Vec::new();
-        for (i, (m, e)) in messages.into_iter().zip(enqueued).enumerate() {
+        for (i, a) in appended.into_iter().enumerate() {
+            let (m, e) = match a {
+                Err(done) => {
+                    results.push(done.map(Err));
+                    continue;
+                }
+                Ok(pair) => pair,
+            };
             let first = match e {
                 Ok(e) => e.delivery(&m).await,
                 Err(err) => Err(err),
@@ -270,13 +296,13 @@ impl Publisher {
             .await
     }
 
-    /// Appends `message` to its partition's open batch; adds the
-    /// partition's batcher to `touched` when given.
+    /// Appends `message` to its partition's open batch. In a bulk call,
+    /// `bulk` keeps the last route and the batchers touched.
     async fn enqueue(
         &self,
         message: &EncodedMessage,
         enforce_size: bool,
-        touched: Option<&mut Vec<Arc<batcher::Batcher>>>,
+        mut bulk: Option<&mut Bulk>,
     ) -> Result<Enqueued, ProduceError> {
         let size = message.size();
         if enforce_size && size > self.config.max_message_bytes {
@@ -289,7 +315,16 @@ impl Publisher {
                 ),
             ));
         }
-        let route = self.topics.route(&message.topic).await?;
+        let route = match bulk.as_deref_mut().and_then(|b| b.route(&message.topic)) {
+            Some(route) => route,
+            None => {
+                let route = self.topics.route(&message.topic).await?;
+                if let Some(b) = bulk.as_deref_mut() {
+                    b.last_route = Some((message.topic.clone(), Arc::clone(&route)));
+                }
+                route
+            }
+        };
         let partitions = route.partitions();
         let partition = match &message.key {
             Some(key) => self.config.partitioner.partition_for_key(key, partitions),
@@ -306,10 +341,10 @@ impl Publisher {
                 )
             })?;
         let (outcome, index) = sender.append(message).await?;
-        if let Some(touched) = touched
-            && !touched.iter().any(|b| Arc::ptr_eq(b, sender))
+        if let Some(b) = bulk
+            && !b.touched.iter().any(|t| Arc::ptr_eq(t, sender))
         {
-            touched.push(Arc::clone(sender));
+            b.touched.push(Arc::clone(sender));
         }
         Ok(Enqueued {
             partition,

@@ -20,6 +20,11 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// Whether the next publish should ask the cluster again.
+    pub(crate) fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn partitions(&self) -> u32 {
         u32::try_from(self.senders.len()).unwrap_or(u32::MAX)
     }
