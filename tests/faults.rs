@@ -13,7 +13,7 @@ use kavari::{
     MessageHandler, PublishError,
 };
 use kavari_testcontainers::{KafkaBroker, Storage, unique_name};
-use kavari_tests::{eventually, init_tracing};
+use kavari_tests::{eventually, init_tracing, proxied_broker};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -249,13 +249,8 @@ async fn broker_restart_under_load_loses_nothing() {
 #[tokio::test]
 async fn silent_partition_longer_than_the_session_timeout() {
     init_tracing();
-    let broker = KafkaBroker::builder()
-        .behind_proxy()
-        .start()
-        .await
-        .expect("broker");
+    let broker = proxied_broker(Job::TOPIC, 4).await;
     let proxy = broker.proxy().expect("proxy");
-    broker.create_topic(Job::TOPIC, 4).await.expect("topic");
     let group = unique_name("partition");
     let handled = Shared::default();
     let a = consumer(&broker, &group, &handled).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kavari_testcontainers::{FaultMode, KafkaBroker, Storage, shared_broker, unique_name};
-use kavari_tests::{fetch_all, header, init_tracing};
+use kavari_tests::{fetch_all, header, init_tracing, proxied_broker};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 
@@ -103,14 +103,9 @@ async fn kill_and_restart_keeps_file_backed_records() {
 #[tokio::test]
 async fn fault_proxy_refuses_black_holes_and_heals() {
     init_tracing();
-    let broker = KafkaBroker::builder()
-        .behind_proxy()
-        .start()
-        .await
-        .expect("broker");
-    let proxy = broker.proxy().expect("proxy");
     let topic = unique_name("proxied");
-    broker.create_topic(&topic, 1).await.expect("create topic");
+    let broker = proxied_broker(&topic, 1).await;
+    let proxy = broker.proxy().expect("proxy");
     assert!(
         proxy.connections_accepted() > 0,
         "clients went through the proxy"

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use kavari::codec::EncodedMessage;
 use kavari::{FibonacciRetryPolicy, KafkaMessage, Kavari, NoRetry, PublishError, murmur2};
-use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{fetch_topic, header, init_tracing};
+use kavari_testcontainers::{shared_broker, unique_name};
+use kavari_tests::{fetch_topic, header, init_tracing, proxied_broker};
 use serde::{Deserialize, Serialize};
 
 // Topics are fixed per type by the derive, so tests that need their own
@@ -202,14 +202,9 @@ async fn pipelined_batches_give_every_publish_its_own_offset() {
 #[tokio::test]
 async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
     init_tracing();
-    let broker = KafkaBroker::builder()
-        .behind_proxy()
-        .start()
-        .await
-        .expect("broker");
-    let proxy = broker.proxy().expect("proxy");
     let topic = unique_name("outage");
-    broker.create_topic(&topic, 1).await.expect("topic");
+    let broker = proxied_broker(&topic, 1).await;
+    let proxy = broker.proxy().expect("proxy");
     let manager = Kavari::builder(broker.bootstrap_servers())
         .request_timeout(Duration::from_secs(2))
         .publishing_retry_policy(FibonacciRetryPolicy::new(3).with_unit(Duration::from_millis(100)))

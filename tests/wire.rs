@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kavari_group::GroupError;
 use kavari_group::cluster::Cluster;
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::init_tracing;
+use kavari_tests::{init_tracing, proxied_broker};
 
 fn cluster(broker: &KafkaBroker, timeout: Duration) -> Arc<Cluster> {
     Arc::new(Cluster::new(
@@ -85,14 +85,9 @@ async fn metadata_never_creates_topics_and_leaders_connect() {
 #[tokio::test]
 async fn a_silent_broker_fails_every_waiting_request_within_one_timeout() {
     init_tracing();
-    let broker = KafkaBroker::builder()
-        .behind_proxy()
-        .start()
-        .await
-        .expect("broker");
-    let proxy = broker.proxy().expect("proxy");
     let topic = unique_name("wire-silent");
-    broker.create_topic(&topic, 1).await.expect("topic");
+    let broker = proxied_broker(&topic, 1).await;
+    let proxy = broker.proxy().expect("proxy");
     let timeout = Duration::from_secs(2);
     let cluster = cluster(&broker, timeout);
     let conn = cluster.any_broker().await.expect("connect");

@@ -61,6 +61,22 @@ pub async fn fetch_topic(
     out
 }
 
+/// A broker of its own behind a `FaultProxy` (see
+/// `KafkaBroker::proxy`), with `topic` created with `partitions`: how every
+/// fault test begins.
+pub async fn proxied_broker(topic: &str, partitions: i32) -> KafkaBroker {
+    let broker = KafkaBroker::builder()
+        .behind_proxy()
+        .start()
+        .await
+        .expect("broker behind a proxy");
+    broker
+        .create_topic(topic, partitions)
+        .await
+        .expect("create topic");
+    broker
+}
+
 /// A header's value as a string, for assertions.
 pub fn header(headers: &BTreeMap<String, Vec<u8>>, name: &str) -> Option<String> {
     headers
