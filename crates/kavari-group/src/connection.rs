@@ -511,3 +511,64 @@ async fn read_responses(mut read: OwnedReadHalf, shared: Arc<Shared>) {
     tracing::debug!(why, "broker connection closed");
     shared.poison(&why);
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A peer that is not a sane broker: it reads the first request and
+    /// writes `answer`, then holds the connection open.
+    async fn peer(answer: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).await.unwrap();
+            let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+            s.read_exact(&mut body).await.unwrap();
+            s.write_all(&answer).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        address
+    }
+
+    async fn connect(answer: Vec<u8>) -> GroupError {
+        let address = peer(answer).await;
+        Connection::connect(&address, "test", Duration::from_secs(2))
+            .await
+            .expect_err("a broken answer")
+    }
+
+    /// Garbage from the network is an error for the caller, never a panic or
+    /// a hang, and it says what was wrong.
+    #[tokio::test]
+    async fn broken_answers_are_errors_not_panics_or_hangs() {
+        // A frame length of -1, and one past the 64 MiB cap.
+        for len in [-1i32, i32::MAX] {
+            let e = connect(len.to_be_bytes().to_vec()).await;
+            assert!(e.to_string().contains("frame length"), "{e}");
+        }
+        // A frame too short to hold a correlation id.
+        let e = connect(2i32.to_be_bytes().iter().chain(&[0, 0]).copied().collect()).await;
+        assert!(e.to_string().contains("frame length"), "{e}");
+        // An answer to some other request (ApiVersions was correlation id 1).
+        let mut other = 8i32.to_be_bytes().to_vec();
+        other.extend(77i32.to_be_bytes());
+        other.extend([0, 0, 0, 0]);
+        let e = connect(other).await;
+        assert!(e.to_string().contains("correlation id 77"), "{e}");
+        // The right correlation id with a body that does not decode.
+        let mut garbage = 7i32.to_be_bytes().to_vec();
+        garbage.extend(1i32.to_be_bytes());
+        garbage.extend([0xff, 0xff, 0xff]);
+        let e = connect(garbage).await;
+        assert!(matches!(e, GroupError::Malformed { .. }), "{e}");
+        // Half an answer, then silence: the timeout ends it.
+        let e = connect(100i32.to_be_bytes().to_vec()).await;
+        assert!(matches!(e, GroupError::Timeout { .. }), "{e}");
+    }
+}

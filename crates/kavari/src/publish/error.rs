@@ -218,3 +218,73 @@ impl PublishError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the publish path does next hangs on this: retry, dead-letter at
+    /// once, or refresh the topic.
+    #[test]
+    fn broker_codes_are_classified_by_what_a_retry_can_do() {
+        use ProduceErrorKind as K;
+        use ResponseError as E;
+        let cases = [
+            (E::NotLeaderOrFollower, K::Broker, true),
+            (E::LeaderNotAvailable, K::Broker, true),
+            (E::NotEnoughReplicas, K::Broker, true),
+            (E::RequestTimedOut, K::Timeout, true),
+            (E::NetworkException, K::Connection, true),
+            (E::BrokerNotAvailable, K::Connection, true),
+            (E::UnknownTopicOrPartition, K::UnknownTopic, true),
+            (E::MessageTooLarge, K::MessageTooLarge, false),
+            (E::RecordListTooLarge, K::MessageTooLarge, false),
+            (E::TopicAuthorizationFailed, K::Broker, false),
+            (E::InvalidRecord, K::Broker, false),
+            (E::Unknown(-99), K::Broker, false),
+        ];
+        for (code, kind, retriable) in cases {
+            let e = ProduceError::from_code("producing to t/0", code, Some("why"));
+            assert_eq!(e.kind(), kind, "{code:?}");
+            assert_eq!(e.is_retriable(), retriable, "{code:?}");
+            assert!(e.to_string().starts_with("producing to t/0: "), "{e}");
+            assert!(e.to_string().ends_with("(why)"), "{e}");
+        }
+    }
+
+    #[test]
+    fn wire_failures_are_retriable_except_version_mismatches() {
+        let conn = GroupError::Connection {
+            address: "b:9092".into(),
+            detail: "refused".into(),
+        };
+        let e = ProduceError::from_wire("x", &conn);
+        assert_eq!(
+            (e.kind(), e.is_retriable()),
+            (ProduceErrorKind::Connection, true)
+        );
+        let timeout = GroupError::Timeout {
+            api: "Produce",
+            address: "b:9092".into(),
+            after_ms: 10,
+        };
+        let e = ProduceError::from_wire("x", &timeout);
+        assert_eq!(
+            (e.kind(), e.is_retriable()),
+            (ProduceErrorKind::Timeout, true)
+        );
+        let version = GroupError::UnsupportedVersion {
+            api: "Produce",
+            offered: Some((0, 2)),
+            min: 3,
+            max: 12,
+        };
+        assert!(!ProduceError::from_wire("x", &version).is_retriable());
+        let broker = GroupError::Broker {
+            api: "Produce",
+            error: ResponseError::NotLeaderOrFollower,
+            message: None,
+        };
+        assert!(ProduceError::from_wire("x", &broker).is_retriable());
+    }
+}
