@@ -13,7 +13,7 @@ use kavari::{
     MessageHandler, PublishError,
 };
 use kavari_testcontainers::{KafkaBroker, Storage, unique_name};
-use kavari_tests::{eventually, init_tracing, proxied_broker};
+use kavari_tests::{eventually, init_tracing, own_broker};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -125,12 +125,8 @@ async fn expect_all_handled(handled: &Shared, acknowledged: &BTreeSet<u64>, what
 #[tokio::test]
 async fn kafka_down_at_start_then_up() {
     init_tracing();
-    let broker = KafkaBroker::builder()
-        .storage(Storage::File)
-        .start()
-        .await
-        .expect("broker");
-    broker.create_topic(Job::TOPIC, 3).await.expect("topic");
+    let file = KafkaBroker::builder().storage(Storage::File);
+    let broker = own_broker(file, Job::TOPIC, 3).await;
     broker.kill().expect("kill");
 
     let started = Instant::now();
@@ -209,12 +205,8 @@ fn publish_loop(
 #[tokio::test]
 async fn broker_restart_under_load_loses_nothing() {
     init_tracing();
-    let broker = KafkaBroker::builder()
-        .storage(Storage::File)
-        .start()
-        .await
-        .expect("broker");
-    broker.create_topic(Job::TOPIC, 6).await.expect("topic");
+    let file = KafkaBroker::builder().storage(Storage::File);
+    let broker = own_broker(file, Job::TOPIC, 6).await;
     let group = unique_name("restart");
     let handled = Shared::default();
     let consumers = [
@@ -249,7 +241,7 @@ async fn broker_restart_under_load_loses_nothing() {
 #[tokio::test]
 async fn silent_partition_longer_than_the_session_timeout() {
     init_tracing();
-    let broker = proxied_broker(Job::TOPIC, 4).await;
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Job::TOPIC, 4).await;
     let proxy = broker.proxy().expect("proxy");
     let group = unique_name("partition");
     let handled = Shared::default();
@@ -327,14 +319,9 @@ async fn seeded_chaos_loses_nothing() {
     eprintln!("chaos: seed={seed} secs={secs} (replay with KAVARI_CHAOS_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
-    let broker = KafkaBroker::builder()
-        .storage(Storage::File)
-        .behind_proxy()
-        .start()
-        .await
-        .expect("broker");
+    let proxied_file = KafkaBroker::builder().storage(Storage::File).behind_proxy();
+    let broker = own_broker(proxied_file, Job::TOPIC, 6).await;
     let proxy = broker.proxy().expect("proxy");
-    broker.create_topic(Job::TOPIC, 6).await.expect("topic");
     let group = unique_name("chaos");
     let handled = Shared::default();
     let mut consumers = Vec::new();

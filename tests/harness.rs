@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kavari_testcontainers::{FaultMode, KafkaBroker, Storage, shared_broker, unique_name};
-use kavari_tests::{fetch_all, header, init_tracing, proxied_broker};
+use kavari_tests::{fetch_all, header, init_tracing, own_broker};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 
@@ -64,16 +64,11 @@ async fn produce_and_fetch_with_headers_on_every_partition() {
 #[tokio::test]
 async fn kill_and_restart_keeps_file_backed_records() {
     init_tracing();
-    let broker = KafkaBroker::builder()
-        .storage(Storage::File)
-        .start()
-        .await
-        .expect("broker");
+    let topic = unique_name("durable");
+    let broker = own_broker(KafkaBroker::builder().storage(Storage::File), &topic, 1).await;
     if broker.is_external() {
         panic!("this test needs a local broker process: unset KAVARI_BROKERS");
     }
-    let topic = unique_name("durable");
-    broker.create_topic(&topic, 1).await.expect("create topic");
     {
         let client = broker.client().await.expect("client");
         let pc = client
@@ -104,7 +99,7 @@ async fn kill_and_restart_keeps_file_backed_records() {
 async fn fault_proxy_refuses_black_holes_and_heals() {
     init_tracing();
     let topic = unique_name("proxied");
-    let broker = proxied_broker(&topic, 1).await;
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
     let proxy = broker.proxy().expect("proxy");
     assert!(
         proxy.connections_accepted() > 0,

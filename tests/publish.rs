@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use kavari::codec::EncodedMessage;
 use kavari::{FibonacciRetryPolicy, KafkaMessage, Kavari, NoRetry, PublishError, murmur2};
-use kavari_testcontainers::{shared_broker, unique_name};
-use kavari_tests::{fetch_topic, header, init_tracing, proxied_broker};
+use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
+use kavari_tests::{fetch_topic, header, init_tracing, own_broker};
 use serde::{Deserialize, Serialize};
 
 // Topics are fixed per type by the derive, so tests that need their own
@@ -203,7 +203,7 @@ async fn pipelined_batches_give_every_publish_its_own_offset() {
 async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
     init_tracing();
     let topic = unique_name("outage");
-    let broker = proxied_broker(&topic, 1).await;
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
     let proxy = broker.proxy().expect("proxy");
     let manager = Kavari::builder(broker.bootstrap_servers())
         .request_timeout(Duration::from_secs(2))

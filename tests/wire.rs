@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kavari_group::GroupError;
 use kavari_group::cluster::Cluster;
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{init_tracing, proxied_broker};
+use kavari_tests::{init_tracing, own_broker};
 
 fn cluster(broker: &KafkaBroker, timeout: Duration) -> Arc<Cluster> {
     Arc::new(Cluster::new(
@@ -86,7 +86,7 @@ async fn metadata_never_creates_topics_and_leaders_connect() {
 async fn a_silent_broker_fails_every_waiting_request_within_one_timeout() {
     init_tracing();
     let topic = unique_name("wire-silent");
-    let broker = proxied_broker(&topic, 1).await;
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
     let proxy = broker.proxy().expect("proxy");
     let timeout = Duration::from_secs(2);
     let cluster = cluster(&broker, timeout);

@@ -1,7 +1,6 @@
 //! Handler dispatch through the registry: route by `msg_type`, decode, call,
 //! against decoding and calling the handler directly (the baseline).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -25,15 +24,7 @@ fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch");
     for size in [100usize, 1024] {
         let e = kavari::codec::encode(&Payload::of_size(1, size)).expect("encode");
-        let ctx = MessageContext {
-            topic: "bench".into(),
-            partition: 0,
-            offset: 0,
-            key: None,
-            headers: BTreeMap::new(),
-            timestamp: chrono::Utc::now(),
-            attempt: 1,
-        };
+        let ctx = MessageContext::new("bench", 0, 0);
         let mut d = Dispatcher::default();
         d.subscribe::<Payload, _>(Count(AtomicU64::new(0)));
         group.bench_with_input(BenchmarkId::new("registry", size), &e, |b, e| {

@@ -54,25 +54,8 @@ mod serde_bytes_like {
     }
 }
 
-/// Microseconds since the Unix epoch (latency stamps).
-pub fn micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// This process's peak resident set size in KiB (`VmHWM`), 0 if unknown.
-pub fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
+mod measure;
+pub use measure::{micros, peak_rss_kb};
 
 /// The `q` quantile (0 to 1) of sorted microsecond samples, in milliseconds.
 pub fn percentile_ms(sorted: &[u64], q: f64) -> f64 {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kavari_testcontainers::KafkaBroker;
+use kavari_testcontainers::{BrokerBuilder, KafkaBroker};
 use rskafka::client::Client;
 use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::record::RecordAndOffset;
@@ -61,15 +61,11 @@ pub async fn fetch_topic(
     out
 }
 
-/// A broker of its own behind a `FaultProxy` (see
-/// `KafkaBroker::proxy`), with `topic` created with `partitions`: how every
-/// fault test begins.
-pub async fn proxied_broker(topic: &str, partitions: i32) -> KafkaBroker {
-    let broker = KafkaBroker::builder()
-        .behind_proxy()
-        .start()
-        .await
-        .expect("broker behind a proxy");
+/// A broker of its own, started from `builder` (file storage, a fault
+/// proxy in front…), with `topic` created with `partitions`: how every test
+/// that kills, restarts or cuts off its broker begins.
+pub async fn own_broker(builder: BrokerBuilder, topic: &str, partitions: i32) -> KafkaBroker {
+    let broker = builder.start().await.expect("broker of its own");
     broker
         .create_topic(topic, partitions)
         .await

@@ -7,7 +7,7 @@
 //!   kavari-rdkafka-peer latency BOOTSTRAP TOPIC RATE SECONDS GROUP
 //! Prints one line: `RESULT key=value ...`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rdkafka::ClientConfig;
@@ -15,20 +15,9 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-fn micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
+#[path = "../../src/measure.rs"]
+mod measure;
+use measure::{micros, peak_rss_kb};
 
 fn producer(bootstrap: &str, linger_ms: &str) -> FutureProducer {
     ClientConfig::new()
@@ -56,8 +45,14 @@ fn consumer(bootstrap: &str, group: &str, topic: &str, reset: &str) -> StreamCon
 
 fn headers() -> OwnedHeaders {
     OwnedHeaders::new()
-        .insert(Header { key: "msg_type", value: Some("Payload") })
-        .insert(Header { key: "content-type", value: Some("application/msgpack") })
+        .insert(Header {
+            key: "msg_type",
+            value: Some("Payload"),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/msgpack"),
+        })
 }
 
 #[tokio::main]
@@ -77,12 +72,21 @@ async fn main() {
                     let p = &p;
                     let value = &value;
                     async move {
-                        let record = FutureRecord::to(topic).key(&key).payload(value).headers(headers());
-                        p.send(record, Duration::from_secs(30)).await.map(drop).map_err(|(e, _)| e)
+                        let record = FutureRecord::to(topic)
+                            .key(&key)
+                            .payload(value)
+                            .headers(headers());
+                        p.send(record, Duration::from_secs(30))
+                            .await
+                            .map(drop)
+                            .map_err(|(e, _)| e)
                     }
                 })
                 .buffer_unordered(20_000);
-            let errors = sends.filter(|r| futures::future::ready(r.is_err())).count().await;
+            let errors = sends
+                .filter(|r| futures::future::ready(r.is_err()))
+                .count()
+                .await;
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "RESULT msgs_per_s={:.0} mb_per_s={:.1} errors={errors} rss_kb={}",
@@ -106,7 +110,11 @@ async fn main() {
                 seen += 1;
             }
             let secs = started.elapsed().as_secs_f64();
-            println!("RESULT msgs_per_s={:.0} rss_kb={}", (count - 1) as f64 / secs, peak_rss_kb());
+            println!(
+                "RESULT msgs_per_s={:.0} rss_kb={}",
+                (count - 1) as f64 / secs,
+                peak_rss_kb()
+            );
         }
         Some("latency") => {
             let (bootstrap, topic) = (&args[2], &args[3]);
@@ -120,7 +128,9 @@ async fn main() {
                 let mut stream = c.stream();
                 let mut samples = Vec::with_capacity(total);
                 while samples.len() < total {
-                    let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await else {
+                    let Ok(Some(Ok(m))) =
+                        tokio::time::timeout(Duration::from_secs(30), stream.next()).await
+                    else {
                         break;
                     };
                     if let Some(v) = m.payload().filter(|v| v.len() == 8) {
@@ -136,12 +146,21 @@ async fn main() {
                 tick.tick().await;
                 let value = micros().to_le_bytes().to_vec();
                 let key = format!("k{}", i % 64);
-                let record = FutureRecord::to(topic).key(&key).payload(&value).headers(headers());
+                let record = FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&value)
+                    .headers(headers());
                 let _ = p.send_result(record);
             }
             let mut samples = reader.await.expect("reader");
             samples.sort_unstable();
-            let pct = |q: f64| samples.get(((samples.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+            let pct = |q: f64| {
+                samples
+                    .get(((samples.len() as f64 - 1.0) * q) as usize)
+                    .copied()
+                    .unwrap_or(0) as f64
+                    / 1000.0
+            };
             println!(
                 "RESULT samples={} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} rss_kb={}",
                 samples.len(),

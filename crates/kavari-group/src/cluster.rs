@@ -168,6 +168,15 @@ impl Cluster {
             .collect())
     }
 
+    /// The metadata of one topic; `None` when the cluster does not know it.
+    pub async fn topic(&self, topic: &str) -> Result<Option<TopicMetadata>, GroupError> {
+        Ok(self
+            .topics(&[topic])
+            .await?
+            .into_iter()
+            .find(|t| t.name == topic))
+    }
+
     /// The connection to broker `id` (as named by the last metadata answer),
     /// connecting first when there is none or it broke.
     pub async fn broker(&self, id: i32) -> Result<Arc<Connection>, GroupError> {

@@ -59,6 +59,23 @@ pub struct MessageContext {
     pub attempt: u32,
 }
 
+impl MessageContext {
+    /// A context for `topic`/`partition` at `offset`: no key, no headers,
+    /// stamped now, first attempt. For calling a handler in its own unit
+    /// tests; set the public fields for anything else.
+    pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: None,
+            headers: BTreeMap::new(),
+            timestamp: Utc::now(),
+            attempt: 1,
+        }
+    }
+}
+
 /// A handler's failure. Any `std::error::Error` converts into one with `?`.
 pub struct HandlerError {
     message: String,

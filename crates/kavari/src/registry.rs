@@ -242,15 +242,7 @@ mod tests {
     }
 
     fn ctx() -> MessageContext {
-        MessageContext {
-            topic: "orders".into(),
-            partition: 0,
-            offset: 0,
-            key: None,
-            headers: BTreeMap::new(),
-            timestamp: chrono::Utc::now(),
-            attempt: 1,
-        }
+        MessageContext::new("orders", 0, 0)
     }
 
     #[test]

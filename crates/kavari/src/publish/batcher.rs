@@ -409,14 +409,13 @@ impl Sender {
             Some(id) => id,
             None => {
                 let what = format!("finding the leader of {topic}/{partition}");
-                let topics = self
+                let meta = self
                     .cluster
-                    .topics(&[topic])
+                    .topic(topic)
                     .await
                     .map_err(|e| ProduceError::from_wire(&what, &e))?;
-                let p = topics
-                    .iter()
-                    .find(|t| t.name == *topic)
+                let p = meta
+                    .as_ref()
                     .and_then(|t| t.partitions.iter().find(|p| p.partition == partition))
                     .ok_or_else(|| {
                         ProduceError::new(

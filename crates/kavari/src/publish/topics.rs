@@ -133,12 +133,12 @@ impl Topics {
     /// The topic's partitions and their leaders, from a Metadata request.
     async fn metadata(&self, topic: &str) -> Result<TopicMetadata, ProduceError> {
         let what = format!("looking up the partitions of {topic}");
-        let topics = self
+        let meta = self
             .cluster
-            .topics(&[topic])
+            .topic(topic)
             .await
             .map_err(|e| ProduceError::from_wire(&what, &e))?;
-        let Some(meta) = topics.into_iter().find(|t| t.name == topic) else {
+        let Some(meta) = meta else {
             return Err(ProduceError::new(
                 ProduceErrorKind::UnknownTopic,
                 true,
