@@ -494,3 +494,221 @@ impl PublishAll for Kavari {
         futures::future::join_all(msgs.iter().cloned().map(|m| self.publish_encoded(m))).await
     }
 }
+
+// `manager.publish(&msg)` has a path of its own: the value is encoded into a
+// per-thread buffer and copied straight into its batch, and an
+// `EncodedMessage` is built only when the publish must wait or its first
+// attempt failed. The tests below drive that path (types with topics of
+// their own) and hold it to what the encoded path writes.
+
+#[tokio::test]
+async fn typed_publish_writes_what_the_encoded_path_writes() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker.create_topic(OrderPlaced::TOPIC, 3).await.ok();
+    let encoded_topic = unique_name("orders-encoded");
+    broker.create_topic(&encoded_topic, 3).await.expect("topic");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+
+    let mut pairs = Vec::new();
+    for i in 0..20 {
+        let placed = order(i);
+        let cancelled = OrderCancelled {
+            order_id: format!("o-{i}"),
+            reason: "changed mind".into(),
+        };
+        let typed = manager.publish(&placed).await.expect("typed placed");
+        let encoded = manager
+            .publish_encoded(to_topic(&placed, &encoded_topic))
+            .await
+            .expect("encoded placed");
+        pairs.push((typed, encoded));
+        let typed = manager.publish(&cancelled).await.expect("typed cancelled");
+        let encoded = manager
+            .publish_encoded(to_topic(&cancelled, &encoded_topic))
+            .await
+            .expect("encoded cancelled");
+        pairs.push((typed, encoded));
+    }
+
+    let typed_records = fetch_topic(broker, OrderPlaced::TOPIC, 3).await;
+    let encoded_records = fetch_topic(broker, &encoded_topic, 3).await;
+    let find = |records: &[(i32, rskafka::record::RecordAndOffset)], d: &kavari::Delivery| {
+        records
+            .iter()
+            .find(|(p, r)| *p == d.partition && r.offset == d.offset)
+            .map(|(_, r)| r.record.clone())
+            .expect("the delivered record is in its topic")
+    };
+    for (typed, encoded) in &pairs {
+        assert_eq!(typed.topic, OrderPlaced::TOPIC);
+        assert_eq!(
+            typed.partition, encoded.partition,
+            "same key, same partition"
+        );
+        let (t, e) = (find(&typed_records, typed), find(&encoded_records, encoded));
+        assert_eq!(t.key, e.key);
+        assert_eq!(t.value, e.value);
+        assert_eq!(t.headers, e.headers);
+    }
+    manager.shutdown().await.expect("shutdown");
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "publish.backpressure")]
+struct Tick {
+    #[kavari(key)]
+    id: u32,
+    seq: u32,
+}
+
+/// A partition holding `max_queued_per_partition` unsent records makes
+/// typed publishes wait (on the general path) instead of failing or growing
+/// without bound. Every publish lands once, as its own record.
+#[tokio::test]
+async fn typed_publishes_wait_for_room_when_a_partition_is_full() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker.create_topic(Tick::TOPIC, 1).await.ok();
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .max_queued_per_partition(8)
+        .linger(Duration::from_millis(20))
+        .build()
+        .await
+        .expect("build");
+    let ticks: Vec<Tick> = (0..400).map(|seq| Tick { id: 7, seq }).collect();
+    // The first publish looks the topic up; the rest find it known and
+    // fill the partition on the typed path until it is full.
+    let mut results = vec![manager.publish(&ticks[0]).await];
+    results.extend(futures::future::join_all(ticks[1..].iter().map(|t| manager.publish(t))).await);
+    let records = fetch_topic(broker, Tick::TOPIC, 1).await;
+    let mut offsets = HashSet::new();
+    for (tick, r) in ticks.iter().zip(results) {
+        let d = r.expect("publish");
+        assert!(offsets.insert(d.offset), "offset {} twice", d.offset);
+        let (_, record) = records
+            .iter()
+            .find(|(_, r)| r.offset == d.offset)
+            .expect("the delivered record is in the topic");
+        let back: Tick =
+            kavari::codec::decode_value(record.record.value.as_deref().expect("value"))
+                .expect("decode");
+        assert_eq!(&back, tick, "offset {} holds its own publish", d.offset);
+    }
+    let stats = manager.publish_stats();
+    assert_eq!(stats.records_acknowledged, 400);
+    assert!(
+        stats.produce_requests >= 400 / 8,
+        "at most 8 queued records per request: {} requests",
+        stats.produce_requests
+    );
+    manager.shutdown().await.expect("shutdown");
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "publish.oversized", name = "oversized")]
+struct Oversized {
+    #[kavari(key)]
+    id: String,
+    body: String,
+}
+
+/// A typed publish whose first attempt fails goes on as an encoded one:
+/// too large goes to the dead-letter topic at once with the same bytes, and
+/// once shut down the record is handed back, equal to `codec::encode`.
+#[tokio::test]
+async fn typed_publish_failures_dead_letter_or_hand_the_record_back() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker.create_topic(Oversized::TOPIC, 1).await.ok();
+    broker
+        .create_topic(&format!("{}.dlq", Oversized::TOPIC), 1)
+        .await
+        .ok();
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .max_message_bytes(1_000)
+        .publishing_retry_policy(FibonacciRetryPolicy::new(5))
+        .build()
+        .await
+        .expect("build");
+    let small = Oversized {
+        id: "small".into(),
+        body: "x".into(),
+    };
+    // Routed now: the big one below fails on the typed path itself.
+    manager.publish(&small).await.expect("small publish");
+    let big = Oversized {
+        id: "big".into(),
+        body: "x".repeat(2_000),
+    };
+    let started = std::time::Instant::now();
+    let err = manager.publish(&big).await.expect_err("too large");
+    assert!(started.elapsed() < Duration::from_secs(1), "not retried");
+    let PublishError::DeadLettered { dlq, cause } = err else {
+        panic!("expected DeadLettered, got {err:?}");
+    };
+    assert_eq!(
+        cause.kind(),
+        kavari::publish::ProduceErrorKind::MessageTooLarge
+    );
+    let letters = fetch_topic(broker, &dlq.topic, 1).await;
+    let (_, letter) = letters
+        .iter()
+        .find(|(_, r)| r.offset == dlq.offset)
+        .expect("the dead letter is in the dead-letter topic");
+    let encoded = kavari::codec::encode(&big).expect("encode");
+    assert_eq!(letter.record.key, encoded.key);
+    assert_eq!(letter.record.value, Some(encoded.value));
+    assert_eq!(
+        header(&letter.record.headers, "msg_type").as_deref(),
+        Some("oversized")
+    );
+
+    manager.shutdown().await.expect("shutdown");
+    match manager.publish(&small).await {
+        Err(PublishError::Failed { cause, message, .. }) => {
+            assert_eq!(
+                cause.kind(),
+                kavari::publish::ProduceErrorKind::ShuttingDown
+            );
+            assert_eq!(*message, kavari::codec::encode(&small).expect("encode"));
+        }
+        other => panic!("expected Failed after shutdown, got {other:?}"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "publish.never-created")]
+struct Nowhere {
+    #[kavari(key)]
+    id: u64,
+}
+
+/// A typed publish to a topic that does not exist fails with its record,
+/// as built by `codec::encode`, handed back.
+#[tokio::test]
+async fn typed_publish_to_a_missing_topic_hands_the_record_back() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .publishing_retry_policy(NoRetry)
+        .dead_letter_suffix(None)
+        .build()
+        .await
+        .expect("build");
+    let msg = Nowhere { id: 5 };
+    for _ in 0..2 {
+        match manager.publish(&msg).await {
+            Err(PublishError::Failed {
+                message, dlq_error, ..
+            }) => {
+                assert_eq!(*message, kavari::codec::encode(&msg).expect("encode"));
+                assert!(dlq_error.is_none());
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+}

@@ -99,16 +99,11 @@ pub enum DecodeError {
 
 /// Encodes `msg` into its envelope.
 pub fn encode<M: KafkaMessage>(msg: &M) -> Result<EncodedMessage, EncodeError> {
-    let value = encode_value(msg).map_err(|source| EncodeError {
-        msg_type: M::NAME,
-        source,
-    })?;
-    let mut headers = BTreeMap::new();
-    headers.insert(MSG_TYPE_HEADER.to_string(), M::NAME.as_bytes().to_vec());
-    headers.insert(
-        CONTENT_TYPE_HEADER.to_string(),
-        MSGPACK_CONTENT_TYPE.as_bytes().to_vec(),
-    );
+    let value = with_value(msg, <[u8]>::to_vec)?;
+    let headers = envelope_headers::<M>()
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.to_vec()))
+        .collect();
     Ok(EncodedMessage {
         topic: Cow::Borrowed(M::TOPIC),
         key: msg.key().map(String::into_bytes),
@@ -117,29 +112,45 @@ pub fn encode<M: KafkaMessage>(msg: &M) -> Result<EncodedMessage, EncodeError> {
     })
 }
 
-/// Encodes into a per-thread scratch buffer, then copies out exactly: one
-/// allocation of the right size instead of a value grown by doubling.
-fn encode_value<M: serde::Serialize>(msg: &M) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+/// The headers of `M`'s envelope, in the order they are written.
+pub(crate) fn envelope_headers<M: KafkaMessage>() -> [(&'static str, &'static [u8]); 2] {
+    [
+        (CONTENT_TYPE_HEADER, MSGPACK_CONTENT_TYPE.as_bytes()),
+        (MSG_TYPE_HEADER, M::NAME.as_bytes()),
+    ]
+}
+
+/// Encodes `msg`'s value into a per-thread scratch buffer and hands it to
+/// `f`: a publish copies it straight into its batch, allocating nothing.
+pub(crate) fn with_value<M: KafkaMessage, R>(
+    msg: &M,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, EncodeError> {
     /// Scratch larger than this is released after use.
     const KEEP: usize = 64 * 1024;
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    let failed = |source| EncodeError {
+        msg_type: M::NAME,
+        source,
+    };
     SCRATCH.with(|scratch| {
         // A Serialize impl that itself encodes finds the scratch taken and
         // uses a buffer of its own.
         let Ok(mut buf) = scratch.try_borrow_mut() else {
             let mut value = Vec::new();
-            rmp_serde::encode::write_named(&mut value, msg)?;
-            return Ok(value);
+            rmp_serde::encode::write_named(&mut value, msg).map_err(failed)?;
+            return Ok(f(&value));
         };
         buf.clear();
-        let result = rmp_serde::encode::write_named(&mut *buf, msg);
-        let value = buf.as_slice().to_vec();
+        let result = rmp_serde::encode::write_named(&mut *buf, msg)
+            .map_err(failed)
+            .map(|()| f(&buf));
         if buf.capacity() > KEEP {
             *buf = Vec::new();
         }
-        result.map(|()| value)
+        result
     })
 }
 

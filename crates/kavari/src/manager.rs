@@ -209,8 +209,7 @@ impl Kavari {
     /// topic ([`PublishError::DeadLettered`]), and when that fails too, hands
     /// the encoded record back ([`PublishError::Failed`]).
     pub async fn publish<M: KafkaMessage>(&self, msg: &M) -> Result<Delivery, PublishError> {
-        let encoded = codec::encode(msg)?;
-        self.inner.publisher.publish(encoded).await
+        self.inner.publisher.publish_typed(msg).await
     }
 
     /// Publishes every message and returns each one's result, in order:

@@ -26,9 +26,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::config::ProducerConfig;
-use super::record_batch::{RecordBatch, record_overhead};
+use super::record_batch::{Headers, Record, RecordBatch};
 use super::{ProduceError, ProduceErrorKind};
-use crate::codec::EncodedMessage;
 
 /// Produce requests a partition keeps in flight at once, as the Java
 /// producer's `max.in.flight.requests.per.connection` default: a batch fills
@@ -164,61 +163,56 @@ impl Batcher {
         Self { queue, config }
     }
 
-    /// Encodes `message` into the open batch; returns the batch's outcome
-    /// and the record's index in it. Waits while the partition already holds
-    /// `queue_capacity` unsent records.
-    pub(crate) async fn append(
+    /// Resolves when a full partition may have room again: created before
+    /// a [`try_append`](Self::try_append) that found none, awaited after.
+    pub(crate) fn room(&self) -> tokio::sync::futures::Notified<'_> {
+        self.queue.space.notified()
+    }
+
+    /// Encodes `record` into the open batch; returns the batch's outcome
+    /// and the record's index in it, or `None` when the partition already
+    /// holds `queue_capacity` unsent records (wait for [`room`](Self::room)).
+    pub(crate) fn try_append<H: Headers + ?Sized>(
         &self,
-        message: &EncodedMessage,
-    ) -> Result<(Arc<Outcome>, usize), ProduceError> {
-        let bound = message.size() + record_overhead(message.headers.len());
+        record: &Record<'_, H>,
+    ) -> Result<Option<(Arc<Outcome>, usize)>, ProduceError> {
+        let bound = record.bound();
         let timestamp = now_ms();
-        loop {
-            let space = self.queue.space.notified();
-            {
-                let mut st = self.queue.lock();
-                if st.closed {
-                    return Err(ProduceError::shutting_down());
-                }
-                if st.queued < self.config.queue_capacity {
-                    let max = st.max_batch_bytes;
-                    let needs_new = st
-                        .batches
-                        .back()
-                        .is_none_or(|b| !b.records.is_empty() && b.records.size() + bound > max);
-                    if needs_new {
-                        let capacity = st.last_batch_bytes.clamp(bound, max.max(bound));
-                        let records =
-                            RecordBatch::in_buffer(st.spare.take().unwrap_or_default(), capacity);
-                        st.batches.push_back(OpenBatch {
-                            records,
-                            first_at: Instant::now(),
-                            flush: false,
-                            outcome: Arc::new(Outcome::default()),
-                        });
-                    }
-                    st.queued += 1;
-                    let many = st.batches.len() > 1;
-                    let Some(batch) = st.batches.back_mut() else {
-                        continue; // unreachable: pushed above
-                    };
-                    let index = batch.records.push(
-                        message.key.as_deref(),
-                        &message.value,
-                        &message.headers,
-                        timestamp,
-                    );
-                    let wake = index == 0 || batch.records.size() >= max || many;
-                    let outcome = Arc::clone(&batch.outcome);
-                    drop(st);
-                    if wake {
-                        self.queue.work.notify_one();
-                    }
-                    return Ok((outcome, index));
-                }
-            }
-            space.await;
+        let mut st = self.queue.lock();
+        if st.closed {
+            return Err(ProduceError::shutting_down());
         }
+        if st.queued >= self.config.queue_capacity {
+            return Ok(None);
+        }
+        let max = st.max_batch_bytes;
+        let needs_new = st
+            .batches
+            .back()
+            .is_none_or(|b| !b.records.is_empty() && b.records.size() + bound > max);
+        if needs_new {
+            let capacity = st.last_batch_bytes.clamp(bound, max.max(bound));
+            let records = RecordBatch::in_buffer(st.spare.take().unwrap_or_default(), capacity);
+            st.batches.push_back(OpenBatch {
+                records,
+                first_at: Instant::now(),
+                flush: false,
+                outcome: Arc::new(Outcome::default()),
+            });
+        }
+        st.queued += 1;
+        let many = st.batches.len() > 1;
+        let Some(batch) = st.batches.back_mut() else {
+            return Ok(None); // unreachable: pushed above
+        };
+        let index = batch.records.push(record, timestamp);
+        let wake = index == 0 || batch.records.size() >= max || many;
+        let outcome = Arc::clone(&batch.outcome);
+        drop(st);
+        if wake {
+            self.queue.work.notify_one();
+        }
+        Ok(Some((outcome, index)))
     }
 }
 

@@ -7,8 +7,10 @@ mod error;
 mod record_batch;
 mod topics;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -17,11 +19,13 @@ pub use config::Compression;
 pub(crate) use config::ProducerConfig;
 pub use error::{Delivery, ProduceError, ProduceErrorKind, PublishError};
 
-use crate::codec::{EncodedMessage, MSG_TYPE_HEADER};
+use crate::KafkaMessage;
+use crate::codec::{self, EncodedMessage, MSG_TYPE_HEADER};
 use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
 use batcher::ProduceCounters;
 use kavari_group::cluster::Cluster;
+use record_batch::Record;
 use topics::Topics;
 
 /// The header carrying why a message was dead-lettered.
@@ -49,6 +53,10 @@ pub(crate) struct Publisher {
     retry: Arc<dyn RetryPolicy>,
     counters: Arc<ProduceCounters>,
     round_robin: RoundRobin,
+    /// Set when shutdown begins: refuses new publishes (checked on every
+    /// publish, so an atomic rather than the watch below).
+    closed: AtomicBool,
+    /// Turns true when shutdown begins: cuts retry waits short.
     closing: watch::Sender<bool>,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -60,7 +68,7 @@ pub(crate) struct Publisher {
 #[derive(Default)]
 struct Bulk {
     /// The last topic's route: a bulk call is usually of one topic.
-    last_route: Option<(std::borrow::Cow<'static, str>, Arc<topics::Route>)>,
+    last_route: Option<(Cow<'static, str>, Arc<topics::Route>)>,
     /// The partitions appended to, to flush at the end.
     touched: Vec<Arc<batcher::Batcher>>,
 }
@@ -82,14 +90,33 @@ struct Enqueued {
 }
 
 impl Enqueued {
-    /// Where `message` landed, once its batch is answered.
-    async fn delivery(self, message: &EncodedMessage) -> Result<Delivery, ProduceError> {
+    /// Where the record landed, once its batch is answered. (The topic is
+    /// the caller's: this future is in every publish in flight, so it holds
+    /// no more than it must.)
+    async fn landed(self) -> Result<(i32, i64), ProduceError> {
         let offset = self.outcome.offset(self.index).await?;
-        Ok(Delivery {
-            topic: message.topic.clone(),
-            partition: self.partition,
-            offset,
-        })
+        Ok((self.partition, offset))
+    }
+}
+
+/// How far a typed publish got without waiting for anything.
+enum FastPath {
+    /// Appended to its partition's batch.
+    Enqueued(Enqueued),
+    /// Its first attempt failed already (too large, shutting down).
+    Failed(ProduceError),
+    /// It must wait (for metadata or for room): the general path.
+    Slow,
+}
+
+impl EncodedMessage {
+    /// The record as a batch writes it.
+    fn record(&self) -> Record<'_, BTreeMap<String, Vec<u8>>> {
+        Record {
+            key: self.key.as_deref(),
+            value: &self.value,
+            headers: &self.headers,
+        }
     }
 }
 
@@ -128,6 +155,7 @@ impl Publisher {
             retry,
             counters,
             round_robin: RoundRobin::default(),
+            closed: AtomicBool::new(false),
             closing: watch::channel(false).0,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -149,7 +177,7 @@ impl Publisher {
     /// Refuses a publish once shutdown began; otherwise counts it in flight
     /// until the guard drops.
     fn admit(&self) -> Result<InFlight<'_>, ProduceError> {
-        if *self.closing.borrow() {
+        if self.closed.load(Ordering::Acquire) {
             return Err(ProduceError::shutting_down());
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -168,6 +196,68 @@ impl Publisher {
             // Boxed: the rare path should not size every publish in flight.
             Err(err) => Box::pin(self.after_failure(message, err)).await,
         }
+    }
+
+    /// Publishes a typed message. The common case allocates nothing: the
+    /// value is encoded into a per-thread scratch buffer and copied straight
+    /// into its partition's batch, and the envelope headers are constants.
+    /// Only when it must wait (no metadata yet, a full partition) or when
+    /// its first attempt fails is an [`EncodedMessage`] built, for the
+    /// general path (retries, dead letter, hand-back).
+    pub(crate) async fn publish_typed<M: KafkaMessage>(
+        &self,
+        msg: &M,
+    ) -> Result<Delivery, PublishError> {
+        let _guard = match self.admit() {
+            Ok(guard) => guard,
+            Err(cause) => return Err(refused(cause, codec::encode(msg)?)),
+        };
+        let first = match self.try_enqueue(msg)? {
+            FastPath::Enqueued(e) => e.landed().await.map(|(partition, offset)| Delivery {
+                topic: Cow::Borrowed(M::TOPIC),
+                partition,
+                offset,
+            }),
+            FastPath::Failed(err) => Err(err),
+            FastPath::Slow => return Box::pin(self.publish(codec::encode(msg)?)).await,
+        };
+        match first {
+            Ok(delivery) => Ok(delivery),
+            Err(err) => Box::pin(self.after_failure(codec::encode(msg)?, err)).await,
+        }
+    }
+
+    /// Appends a typed message to its partition's batch if that needs no
+    /// waiting.
+    fn try_enqueue<M: KafkaMessage>(&self, msg: &M) -> Result<FastPath, codec::EncodeError> {
+        let Some(route) = self.topics.fresh(M::TOPIC) else {
+            return Ok(FastPath::Slow);
+        };
+        let key = msg.key();
+        let headers = codec::envelope_headers::<M>();
+        codec::with_value(msg, |value| {
+            let record = Record {
+                key: key.as_ref().map(String::as_bytes),
+                value,
+                headers: &headers[..],
+            };
+            let placed = self
+                .check_size(record.size(), true)
+                .and_then(|()| self.place(&route, M::TOPIC, record.key));
+            let (partition, sender) = match placed {
+                Ok(placed) => placed,
+                Err(e) => return FastPath::Failed(e),
+            };
+            match sender.try_append(&record) {
+                Ok(Some((outcome, index))) => FastPath::Enqueued(Enqueued {
+                    partition,
+                    outcome,
+                    index,
+                }),
+                Ok(None) => FastPath::Slow,
+                Err(e) => FastPath::Failed(e),
+            }
+        })
     }
 
     /// Publishes many messages from one task: each is appended as it comes
@@ -212,7 +302,11 @@ impl Publisher {
                 Ok(pair) => pair,
             };
             let first = match e {
-                Ok(e) => e.delivery(&m).await,
+                Ok(e) => e.landed().await.map(|(partition, offset)| Delivery {
+                    topic: m.topic.clone(),
+                    partition,
+                    offset,
+                }),
                 Err(err) => Err(err),
             };
             match first {
@@ -290,10 +384,16 @@ impl Publisher {
         message: &EncodedMessage,
         enforce_size: bool,
     ) -> Result<Delivery, ProduceError> {
-        self.enqueue(message, enforce_size, None)
+        let (partition, offset) = self
+            .enqueue(message, enforce_size, None)
             .await?
-            .delivery(message)
-            .await
+            .landed()
+            .await?;
+        Ok(Delivery {
+            topic: message.topic.clone(),
+            partition,
+            offset,
+        })
     }
 
     /// Appends `message` to its partition's open batch. In a bulk call,
@@ -304,17 +404,7 @@ impl Publisher {
         enforce_size: bool,
         mut bulk: Option<&mut Bulk>,
     ) -> Result<Enqueued, ProduceError> {
-        let size = message.size();
-        if enforce_size && size > self.config.max_message_bytes {
-            return Err(ProduceError::new(
-                ProduceErrorKind::MessageTooLarge,
-                false,
-                format!(
-                    "message of {size} bytes exceeds max_message_bytes {} (Kafka's max.request.size)",
-                    self.config.max_message_bytes
-                ),
-            ));
-        }
+        self.check_size(message.size(), enforce_size)?;
         let route = match bulk.as_deref_mut().and_then(|b| b.route(&message.topic)) {
             Some(route) => route,
             None => {
@@ -325,22 +415,14 @@ impl Publisher {
                 route
             }
         };
-        let partitions = route.partitions();
-        let partition = match &message.key {
-            Some(key) => self.config.partitioner.partition_for_key(key, partitions),
-            None => self.round_robin.next(partitions),
+        let (partition, sender) = self.place(&route, &message.topic, message.key.as_deref())?;
+        let (outcome, index) = loop {
+            let room = sender.room();
+            if let Some(appended) = sender.try_append(&message.record())? {
+                break appended;
+            }
+            room.await;
         };
-        let sender = usize::try_from(partition)
-            .ok()
-            .and_then(|p| route.senders.get(p))
-            .ok_or_else(|| {
-                ProduceError::new(
-                    ProduceErrorKind::UnknownTopic,
-                    true,
-                    format!("partition {partition} of {} is not known", message.topic),
-                )
-            })?;
-        let (outcome, index) = sender.append(message).await?;
         if let Some(b) = bulk
             && !b.touched.iter().any(|t| Arc::ptr_eq(t, sender))
         {
@@ -351,6 +433,47 @@ impl Publisher {
             outcome,
             index,
         })
+    }
+
+    /// Refuses a message over `max_message_bytes` (when `enforce`).
+    fn check_size(&self, size: usize, enforce: bool) -> Result<(), ProduceError> {
+        if enforce && size > self.config.max_message_bytes {
+            return Err(ProduceError::new(
+                ProduceErrorKind::MessageTooLarge,
+                false,
+                format!(
+                    "message of {size} bytes exceeds max_message_bytes {} (Kafka's max.request.size)",
+                    self.config.max_message_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The partition for `key` (by the partitioner, or round robin for a
+    /// null key) and its batcher.
+    fn place<'r>(
+        &self,
+        route: &'r topics::Route,
+        topic: &str,
+        key: Option<&[u8]>,
+    ) -> Result<(i32, &'r Arc<batcher::Batcher>), ProduceError> {
+        let partitions = route.partitions();
+        let partition = match key {
+            Some(key) => self.config.partitioner.partition_for_key(key, partitions),
+            None => self.round_robin.next(partitions),
+        };
+        let sender = usize::try_from(partition)
+            .ok()
+            .and_then(|p| route.senders.get(p))
+            .ok_or_else(|| {
+                ProduceError::new(
+                    ProduceErrorKind::UnknownTopic,
+                    true,
+                    format!("partition {partition} of {topic} is not known"),
+                )
+            })?;
+        Ok((partition, sender))
     }
 
     async fn dead_letter(
@@ -446,6 +569,7 @@ impl Publisher {
     /// `timeout`) until every publish in flight has returned. Returns how
     /// many were still in flight when the timeout ran out.
     pub(crate) async fn close(&self, timeout: Duration) -> usize {
+        self.closed.store(true, Ordering::Release);
         self.closing.send_replace(true);
         let wait = async {
             loop {
@@ -469,6 +593,10 @@ impl Publisher {
 mod tests {
     use super::*;
 
+    #[derive(serde::Serialize, serde::Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "t")]
+    struct Small(u8);
+
     /// Every publish in flight holds its future: keep it small. A spawned
     /// publish per request is the common use, and a task of 1 KiB or more
     /// leaves glibc's small bins: each such allocation consolidates the fast
@@ -488,8 +616,17 @@ mod tests {
             value: vec![],
             headers: Default::default(),
         };
+        eprintln!(
+            "attempt {} enqueue {} route {}",
+            std::mem::size_of_val(&p.attempt(&m, true)),
+            std::mem::size_of_val(&p.enqueue(&m, true, None)),
+            std::mem::size_of_val(&p.topics.route("x"))
+        );
         let size = std::mem::size_of_val(&p.publish(m));
         eprintln!("publish future: {size} bytes");
         assert!(size <= 512, "publish future of {size} bytes");
+        let typed = std::mem::size_of_val(&p.publish_typed(&Small(1)));
+        eprintln!("typed publish future: {typed} bytes");
+        assert!(typed <= 320, "typed publish future of {typed} bytes");
     }
 }

@@ -23,6 +23,60 @@ pub(crate) fn record_overhead(headers: usize) -> usize {
     36 + 10 * headers
 }
 
+/// A record's headers as a batch writes them: an encoded message's map, or
+/// a typed message's fixed envelope pairs.
+pub(crate) trait Headers {
+    /// How many there are.
+    fn count(&self) -> usize;
+    /// Each header's name and value, in the order they are written.
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+}
+
+impl Headers for BTreeMap<String, Vec<u8>> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))
+    }
+}
+
+impl Headers for [(&str, &[u8])] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter().map(|(k, v)| (k.as_bytes(), *v))
+    }
+}
+
+/// A record's parts, borrowed from whoever holds them.
+pub(crate) struct Record<'a, H: Headers + ?Sized> {
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: &'a [u8],
+    pub(crate) headers: &'a H,
+}
+
+impl<H: Headers + ?Sized> Record<'_, H> {
+    /// Key, value and header bytes: what counts against size limits.
+    pub(crate) fn size(&self) -> usize {
+        self.key.map_or(0, <[u8]>::len)
+            + self.value.len()
+            + self
+                .headers
+                .pairs()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
+    /// The most bytes it can take in a batch.
+    pub(crate) fn bound(&self) -> usize {
+        self.size() + record_overhead(self.headers.count())
+    }
+}
+
 /// One batch being filled.
 #[derive(Debug)]
 pub(crate) struct RecordBatch {
@@ -70,13 +124,16 @@ impl RecordBatch {
     }
 
     /// Appends a record written at `timestamp_ms`; returns its index.
-    pub(crate) fn push(
+    pub(crate) fn push<H: Headers + ?Sized>(
         &mut self,
-        key: Option<&[u8]>,
-        value: &[u8],
-        headers: &BTreeMap<String, Vec<u8>>,
+        record: &Record<'_, H>,
         timestamp_ms: i64,
     ) -> usize {
+        let Record {
+            key,
+            value,
+            headers,
+        } = *record;
         if self.count == 0 {
             self.base_timestamp = timestamp_ms;
             self.max_timestamp = timestamp_ms;
@@ -90,9 +147,9 @@ impl RecordBatch {
             + key.map_or(1, |k| varlen_len(k.len()) + k.len())
             + varlen_len(value.len())
             + value.len()
-            + varlen_len(headers.len())
+            + varlen_len(headers.count())
             + headers
-                .iter()
+                .pairs()
                 .map(|(k, v)| varlen_len(k.len()) + k.len() + varlen_len(v.len()) + v.len())
                 .sum::<usize>();
         let buf = &mut self.buf;
@@ -106,9 +163,9 @@ impl RecordBatch {
             None => put_varlong(buf, -1),
         }
         put_bytes(buf, value);
-        put_varlen(buf, headers.len());
-        for (k, v) in headers {
-            put_bytes(buf, k.as_bytes());
+        put_varlen(buf, headers.count());
+        for (k, v) in headers.pairs() {
+            put_bytes(buf, k);
             put_bytes(buf, v);
         }
         self.count += 1;
@@ -259,7 +316,12 @@ mod tests {
                 let mut batch = RecordBatch::with_capacity(0);
                 for (i, (k, v, h, ts)) in records.iter().enumerate() {
                     let before = batch.size();
-                    assert_eq!(batch.push(k.as_deref(), v, h, *ts), i);
+                    let record = Record {
+                        key: k.as_deref(),
+                        value: v,
+                        headers: h,
+                    };
+                    assert_eq!(batch.push(&record, *ts), i);
                     let payload = k.as_ref().map_or(0, Vec::len)
                         + v.len()
                         + h.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
@@ -292,7 +354,13 @@ mod tests {
     #[test]
     fn the_crc_covers_the_records() {
         let mut batch = RecordBatch::with_capacity(0);
-        batch.push(Some(b"k"), b"value", &BTreeMap::new(), 1);
+        let headers: [(&str, &[u8]); 1] = [("h", b"v")];
+        let record = Record {
+            key: Some(b"k"),
+            value: b"value",
+            headers: &headers[..],
+        };
+        batch.push(&record, 1);
         let good = batch.finish(Compression::None).expect("finish").to_vec();
         for i in CRC_FROM..good.len() {
             let mut bad = good.clone();

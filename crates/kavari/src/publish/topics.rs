@@ -64,11 +64,14 @@ impl Topics {
             .cloned()
     }
 
+    /// The cached route for `topic`, unless it is stale.
+    pub(crate) fn fresh(&self, topic: &str) -> Option<Arc<Route>> {
+        self.cached(topic).filter(|r| !r.is_stale())
+    }
+
     /// The route for `topic`, from the cache or from a Metadata request.
     pub(crate) async fn route(&self, topic: &str) -> Result<Arc<Route>, ProduceError> {
-        if let Some(r) = self.cached(topic)
-            && !r.stale.load(Ordering::Relaxed)
-        {
+        if let Some(r) = self.fresh(topic) {
             return Ok(r);
         }
         // Boxed: the rare path should not size every publish in flight.
@@ -78,9 +81,7 @@ impl Topics {
     /// The cache-miss path of [`route`](Self::route).
     async fn look_up(&self, topic: &str) -> Result<Arc<Route>, ProduceError> {
         let _one_at_a_time = self.lookup.lock().await;
-        if let Some(r) = self.cached(topic)
-            && !r.stale.load(Ordering::Relaxed)
-        {
+        if let Some(r) = self.fresh(topic) {
             return Ok(r); // looked up while we waited
         }
         let meta = self.metadata(topic).await?;
