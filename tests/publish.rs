@@ -605,6 +605,27 @@ async fn typed_publishes_wait_for_room_when_a_partition_is_full() {
         "at most 8 queued records per request: {} requests",
         stats.produce_requests
     );
+
+    // The bulk path waits alike, and keeps the call's order.
+    let more: Vec<Tick> = (400..800).map(|seq| Tick { id: 7, seq }).collect();
+    let offsets: Vec<i64> = manager
+        .publish_batch(&more)
+        .await
+        .into_iter()
+        .map(|r| r.expect("publish_batch").offset)
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    let records = fetch_topic(broker, Tick::TOPIC, 1).await;
+    for (tick, offset) in more.iter().zip(&offsets) {
+        let (_, record) = records
+            .iter()
+            .find(|(_, r)| r.offset == *offset)
+            .expect("the delivered record is in the topic");
+        let back: Tick =
+            kavari::codec::decode_value(record.record.value.as_deref().expect("value"))
+                .expect("decode");
+        assert_eq!(&back, tick);
+    }
     manager.shutdown().await.expect("shutdown");
 }
 

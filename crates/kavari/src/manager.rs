@@ -222,10 +222,7 @@ impl Kavari {
         &self,
         msgs: &[M],
     ) -> Vec<Result<Delivery, PublishError>> {
-        let encoded = msgs
-            .iter()
-            .map(|m| codec::encode(m).map_err(PublishError::from));
-        self.inner.publisher.publish_all(encoded).await
+        self.inner.publisher.publish_all(msgs).await
     }
 
     /// Publishes an already encoded record (for example one handed back by

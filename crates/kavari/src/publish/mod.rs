@@ -80,6 +80,13 @@ impl Bulk {
             _ => None,
         }
     }
+
+    /// Remembers `sender` to flush at the end of the call.
+    fn touch(&mut self, sender: &Arc<batcher::Batcher>) {
+        if !self.touched.iter().any(|t| Arc::ptr_eq(t, sender)) {
+            self.touched.push(Arc::clone(sender));
+        }
+    }
 }
 
 /// A record appended to a batch, waiting for the batch's answer.
@@ -100,9 +107,9 @@ impl Enqueued {
 }
 
 /// How far a typed publish got without waiting for anything.
-enum FastPath {
-    /// Appended to its partition's batch.
-    Enqueued(Enqueued),
+enum FastPath<'r> {
+    /// Appended to the batch of this partition's batcher.
+    Enqueued(Enqueued, &'r Arc<batcher::Batcher>),
     /// Its first attempt failed already (too large, shutting down).
     Failed(ProduceError),
     /// It must wait (for metadata or for room): the general path.
@@ -212,8 +219,11 @@ impl Publisher {
             Ok(guard) => guard,
             Err(cause) => return Err(refused(cause, codec::encode(msg)?)),
         };
-        let first = match self.try_enqueue(msg)? {
-            FastPath::Enqueued(e) => e.landed().await.map(|(partition, offset)| Delivery {
+        let Some(route) = self.topics.fresh(M::TOPIC) else {
+            return Box::pin(self.publish(codec::encode(msg)?)).await;
+        };
+        let first = match self.try_enqueue(msg, &route)? {
+            FastPath::Enqueued(e, _) => e.landed().await.map(|(partition, offset)| Delivery {
                 topic: Cow::Borrowed(M::TOPIC),
                 partition,
                 offset,
@@ -229,10 +239,11 @@ impl Publisher {
 
     /// Appends a typed message to its partition's batch if that needs no
     /// waiting.
-    fn try_enqueue<M: KafkaMessage>(&self, msg: &M) -> Result<FastPath, codec::EncodeError> {
-        let Some(route) = self.topics.fresh(M::TOPIC) else {
-            return Ok(FastPath::Slow);
-        };
+    fn try_enqueue<'r, M: KafkaMessage>(
+        &self,
+        msg: &M,
+        route: &'r topics::Route,
+    ) -> Result<FastPath<'r>, codec::EncodeError> {
         let key = msg.key();
         let headers = codec::envelope_headers::<M>();
         codec::with_value(msg, |value| {
@@ -243,45 +254,57 @@ impl Publisher {
             };
             let placed = self
                 .check_size(record.size(), true)
-                .and_then(|()| self.place(&route, M::TOPIC, record.key));
+                .and_then(|()| self.place(route, M::TOPIC, record.key));
             let (partition, sender) = match placed {
                 Ok(placed) => placed,
                 Err(e) => return FastPath::Failed(e),
             };
             match sender.try_append(&record) {
-                Ok(Some((outcome, index))) => FastPath::Enqueued(Enqueued {
-                    partition,
-                    outcome,
-                    index,
-                }),
+                Ok(Some((outcome, index))) => FastPath::Enqueued(
+                    Enqueued {
+                        partition,
+                        outcome,
+                        index,
+                    },
+                    sender,
+                ),
                 Ok(None) => FastPath::Slow,
                 Err(e) => FastPath::Failed(e),
             }
         })
     }
 
-    /// Publishes many messages from one task: each is appended as it comes
-    /// (encoded just before, so its bytes are still in cache), and only then
-    /// are answers awaited, so they share batches without a future and a
-    /// wake-up per message. An item that is already an error (it could not
-    /// be encoded) is its own result. Messages whose first attempt failed go
-    /// on as single publishes (retries, dead letter, hand-back), together.
-    /// Results are in the items' order.
-    pub(crate) async fn publish_all(
+    /// Publishes many messages from one task: each is encoded and appended
+    /// as it comes, as [`publish_typed`](Self::publish_typed) does, and only
+    /// then are answers awaited, so they share batches without a future and
+    /// a wake-up per message; the partitions touched are sent at once, not
+    /// after the linger. Messages whose first attempt failed go on as
+    /// single publishes (retries, dead letter, hand-back), together.
+    /// Results are in the messages' order.
+    pub(crate) async fn publish_all<M: KafkaMessage>(
         &self,
-        items: impl IntoIterator<Item = Result<EncodedMessage, PublishError>>,
+        msgs: &[M],
     ) -> Vec<Result<Delivery, PublishError>> {
+        /// How far each message got before answers are awaited.
+        enum Step {
+            Done(Result<Delivery, PublishError>),
+            Appended(Enqueued),
+            Failed(ProduceError),
+        }
         let guard = self.admit();
-        let mut appended = Vec::new();
         let mut bulk = Bulk::default();
-        for item in items {
-            appended.push(match (item, &guard) {
-                (Err(e), _) => Err(Some(e)),
-                (Ok(m), Err(cause)) => Err(Some(refused(cause.clone(), m))),
-                (Ok(m), Ok(_)) => {
-                    let e = self.enqueue(&m, true, Some(&mut bulk)).await;
-                    Ok((m, e))
-                }
+        let mut steps = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            steps.push(match &guard {
+                Err(cause) => Step::Done(match codec::encode(msg) {
+                    Ok(m) => Err(refused(cause.clone(), m)),
+                    Err(e) => Err(e.into()),
+                }),
+                Ok(_) => match self.append_typed(msg, &mut bulk).await {
+                    Ok(Ok(e)) => Step::Appended(e),
+                    Ok(Err(err)) => Step::Failed(err),
+                    Err(e) => Step::Done(Err(e.into())),
+                },
             });
         }
         // Nothing more is coming from this call: no partition waits out its
@@ -289,45 +312,69 @@ impl Publisher {
         for batcher in &bulk.touched {
             batcher.flush();
         }
+        let topic = || Cow::Borrowed(M::TOPIC);
         // `None` only for the failed ones, until their retries return below.
-        let n = appended.len();
-        let mut results: Vec<Option<Result<Delivery, PublishError>>> = Vec::with_capacity(n);
+        let mut results: Vec<Option<Result<Delivery, PublishError>>> =
+            Vec::with_capacity(msgs.len());
         let mut failed = Vec::new();
-        for (i, a) in appended.into_iter().enumerate() {
-            let (m, e) = match a {
-                Err(done) => {
-                    results.push(done.map(Err));
+        for (i, (step, msg)) in steps.into_iter().zip(msgs).enumerate() {
+            let first = match step {
+                Step::Done(r) => {
+                    results.push(Some(r));
                     continue;
                 }
-                Ok(pair) => pair,
-            };
-            let first = match e {
-                Ok(e) => e.landed().await.map(|(partition, offset)| Delivery {
-                    topic: m.topic.clone(),
-                    partition,
-                    offset,
-                }),
-                Err(err) => Err(err),
+                Step::Appended(e) => e.landed().await,
+                Step::Failed(err) => Err(err),
             };
             match first {
-                Ok(d) => results.push(Some(Ok(d))),
+                Ok((partition, offset)) => results.push(Some(Ok(Delivery {
+                    topic: topic(),
+                    partition,
+                    offset,
+                }))),
                 Err(err) => {
-                    failed.push((i, m, err));
+                    failed.push((i, msg, err));
                     results.push(None);
                 }
             }
         }
-        let retried = failed
-            .into_iter()
-            .map(|(i, m, err)| async move { (i, self.after_failure(m, err).await) });
+        let retried = failed.into_iter().map(|(i, msg, err)| async move {
+            let result = match codec::encode(msg) {
+                Ok(m) => self.after_failure(m, err).await,
+                Err(e) => Err(e.into()),
+            };
+            (i, result)
+        });
         for (i, r) in futures::future::join_all(retried).await {
             if let Some(slot) = results.get_mut(i) {
                 *slot = Some(r);
             }
         }
         let results: Vec<_> = results.into_iter().flatten().collect();
-        debug_assert_eq!(results.len(), n, "a result for every message");
+        debug_assert_eq!(results.len(), msgs.len(), "a result for every message");
         results
+    }
+
+    /// Appends a typed message of a bulk call: on the typed path when its
+    /// topic is known and its partition has room, otherwise as an encoded
+    /// message (which waits). The inner error is the first attempt's.
+    async fn append_typed<M: KafkaMessage>(
+        &self,
+        msg: &M,
+        bulk: &mut Bulk,
+    ) -> Result<Result<Enqueued, ProduceError>, codec::EncodeError> {
+        if let Some(route) = bulk.route(M::TOPIC) {
+            match self.try_enqueue(msg, &route)? {
+                FastPath::Enqueued(e, sender) => {
+                    bulk.touch(sender);
+                    return Ok(Ok(e));
+                }
+                FastPath::Failed(err) => return Ok(Err(err)),
+                FastPath::Slow => {}
+            }
+        }
+        let message = codec::encode(msg)?;
+        Ok(self.enqueue(&message, true, Some(bulk)).await)
     }
 
     /// The rest of a publish whose first attempt failed with `err`: more
@@ -423,10 +470,8 @@ impl Publisher {
             }
             room.await;
         };
-        if let Some(b) = bulk
-            && !b.touched.iter().any(|t| Arc::ptr_eq(t, sender))
-        {
-            b.touched.push(Arc::clone(sender));
+        if let Some(b) = bulk {
+            b.touch(sender);
         }
         Ok(Enqueued {
             partition,
