@@ -208,6 +208,14 @@ impl Kavari {
     /// publishing retry policy, then writes the message to the dead-letter
     /// topic ([`PublishError::DeadLettered`]), and when that fails too, hands
     /// the encoded record back ([`PublishError::Failed`]).
+    ///
+    /// The common case allocates nothing: the value is encoded into a
+    /// per-thread buffer and copied straight into the partition's open
+    /// batch. The message is encoded again (into an
+    /// [`EncodedMessage`](codec::EncodedMessage)) only when the publish must
+    /// wait (the topic's partitions are not known yet, or the partition
+    /// holds `max_queued_per_partition` unsent records) or its first attempt
+    /// failed (retries, the dead letter and the hand-back need it).
     pub async fn publish<M: KafkaMessage>(&self, msg: &M) -> Result<Delivery, PublishError> {
         self.inner.publisher.publish_typed(msg).await
     }
