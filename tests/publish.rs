@@ -41,6 +41,24 @@ fn order(i: usize) -> OrderPlaced {
     }
 }
 
+/// The record a delivery points at, from a `fetch_topic` of its topic.
+fn delivered(
+    records: &[(i32, rskafka::record::RecordAndOffset)],
+    partition: i32,
+    offset: i64,
+) -> &rskafka::record::Record {
+    records
+        .iter()
+        .find(|(p, r)| *p == partition && r.offset == offset)
+        .map(|(_, r)| &r.record)
+        .expect("the delivered record is in its topic")
+}
+
+/// A record's value, decoded as `M`.
+fn value_of<M: KafkaMessage>(record: &rskafka::record::Record) -> M {
+    kavari::codec::decode_value(record.value.as_deref().expect("value")).expect("decode")
+}
+
 #[tokio::test]
 async fn typed_messages_land_where_java_would_put_them() {
     init_tracing();
@@ -76,29 +94,16 @@ async fn typed_messages_land_where_java_would_put_them() {
     for (delivery, key, msg_type) in &sent {
         let java_partition = (murmur2(key.as_bytes()) & 0x7fff_ffff) % 3;
         assert_eq!(delivery.partition, java_partition, "key {key}");
-        let (_, r) = records
-            .iter()
-            .find(|(p, r)| *p == delivery.partition && r.offset == delivery.offset)
-            .expect("the delivered record is in the topic");
-        assert_eq!(r.record.key.as_deref(), Some(key.as_bytes()));
+        let r = delivered(&records, delivery.partition, delivery.offset);
+        assert_eq!(r.key.as_deref(), Some(key.as_bytes()));
+        assert_eq!(header(&r.headers, "msg_type").as_deref(), Some(*msg_type));
         assert_eq!(
-            header(&r.record.headers, "msg_type").as_deref(),
-            Some(*msg_type)
-        );
-        assert_eq!(
-            header(&r.record.headers, "content-type").as_deref(),
+            header(&r.headers, "content-type").as_deref(),
             Some("application/msgpack")
         );
-        let value = r.record.value.as_deref().expect("value");
         match *msg_type {
-            "OrderPlaced" => {
-                let m: OrderPlaced = kavari::codec::decode_value(value).expect("decode");
-                assert_eq!(&m.order_id, key);
-            }
-            _ => {
-                let m: OrderCancelled = kavari::codec::decode_value(value).expect("decode");
-                assert_eq!(m.reason, "changed mind");
-            }
+            "OrderPlaced" => assert_eq!(&value_of::<OrderPlaced>(r).order_id, key),
+            _ => assert_eq!(value_of::<OrderCancelled>(r).reason, "changed mind"),
         }
     }
     manager.shutdown().await.expect("shutdown");
@@ -536,20 +541,14 @@ async fn typed_publish_writes_what_the_encoded_path_writes() {
 
     let typed_records = fetch_topic(broker, OrderPlaced::TOPIC, 3).await;
     let encoded_records = fetch_topic(broker, &encoded_topic, 3).await;
-    let find = |records: &[(i32, rskafka::record::RecordAndOffset)], d: &kavari::Delivery| {
-        records
-            .iter()
-            .find(|(p, r)| *p == d.partition && r.offset == d.offset)
-            .map(|(_, r)| r.record.clone())
-            .expect("the delivered record is in its topic")
-    };
     for (typed, encoded) in &pairs {
         assert_eq!(typed.topic, OrderPlaced::TOPIC);
         assert_eq!(
             typed.partition, encoded.partition,
             "same key, same partition"
         );
-        let (t, e) = (find(&typed_records, typed), find(&encoded_records, encoded));
+        let t = delivered(&typed_records, typed.partition, typed.offset);
+        let e = delivered(&encoded_records, encoded.partition, encoded.offset);
         assert_eq!(t.key, e.key);
         assert_eq!(t.value, e.value);
         assert_eq!(t.headers, e.headers);
@@ -589,13 +588,7 @@ async fn typed_publishes_wait_for_room_when_a_partition_is_full() {
     for (tick, r) in ticks.iter().zip(results) {
         let d = r.expect("publish");
         assert!(offsets.insert(d.offset), "offset {} twice", d.offset);
-        let (_, record) = records
-            .iter()
-            .find(|(_, r)| r.offset == d.offset)
-            .expect("the delivered record is in the topic");
-        let back: Tick =
-            kavari::codec::decode_value(record.record.value.as_deref().expect("value"))
-                .expect("decode");
+        let back: Tick = value_of(delivered(&records, 0, d.offset));
         assert_eq!(&back, tick, "offset {} holds its own publish", d.offset);
     }
     let stats = manager.publish_stats();
@@ -617,14 +610,7 @@ async fn typed_publishes_wait_for_room_when_a_partition_is_full() {
     assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
     let records = fetch_topic(broker, Tick::TOPIC, 1).await;
     for (tick, offset) in more.iter().zip(&offsets) {
-        let (_, record) = records
-            .iter()
-            .find(|(_, r)| r.offset == *offset)
-            .expect("the delivered record is in the topic");
-        let back: Tick =
-            kavari::codec::decode_value(record.record.value.as_deref().expect("value"))
-                .expect("decode");
-        assert_eq!(&back, tick);
+        assert_eq!(&value_of::<Tick>(delivered(&records, 0, *offset)), tick);
     }
     manager.shutdown().await.expect("shutdown");
 }
@@ -676,15 +662,12 @@ async fn typed_publish_failures_dead_letter_or_hand_the_record_back() {
         kavari::publish::ProduceErrorKind::MessageTooLarge
     );
     let letters = fetch_topic(broker, &dlq.topic, 1).await;
-    let (_, letter) = letters
-        .iter()
-        .find(|(_, r)| r.offset == dlq.offset)
-        .expect("the dead letter is in the dead-letter topic");
+    let letter = delivered(&letters, 0, dlq.offset);
     let encoded = kavari::codec::encode(&big).expect("encode");
-    assert_eq!(letter.record.key, encoded.key);
-    assert_eq!(letter.record.value, Some(encoded.value));
+    assert_eq!(letter.key, encoded.key);
+    assert_eq!(letter.value, Some(encoded.value));
     assert_eq!(
-        header(&letter.record.headers, "msg_type").as_deref(),
+        header(&letter.headers, "msg_type").as_deref(),
         Some("oversized")
     );
 
