@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::GroupError;
+use crate::produce::PartitionProduce;
 
 /// The largest response frame accepted (a guard against corrupt lengths).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -310,12 +311,64 @@ impl Connection {
         Ok(async move { conn.await_answer::<R>(answer, timeout, deadline).await })
     }
 
+    /// Writes one partition's records as a produce request, the record
+    /// batch straight from `produce.records` (see [`crate::produce`]), and
+    /// returns once it is written, with a future of its answer, as
+    /// [`send_pipelined`](Self::send_pipelined) does.
+    pub async fn send_produce(
+        self: &Arc<Self>,
+        produce: &PartitionProduce<'_>,
+    ) -> Result<
+        impl Future<Output = Result<ProduceResponse, GroupError>> + Send + 'static,
+        GroupError,
+    > {
+        let version = self.version::<ProduceRequest>()?;
+        let timeout = self.timeout;
+        let deadline = Instant::now() + timeout;
+        let answer = self
+            .write_frame(
+                ProduceRequest::NAME,
+                version,
+                timeout,
+                deadline,
+                |frame, correlation_id| {
+                    let header = self.header::<ProduceRequest>(version, correlation_id);
+                    let tail = crate::produce::frame(frame, &header, produce, version)?;
+                    Ok((produce.records, tail))
+                },
+            )
+            .await?;
+        let conn = Arc::clone(self);
+        Ok(async move {
+            conn.await_answer::<ProduceRequest>(answer, timeout, deadline)
+                .await
+        })
+    }
+
     async fn write_request<R: Request>(
         &self,
         req: &R,
         version: i16,
         timeout: Duration,
         deadline: Instant,
+    ) -> Result<Answer, GroupError> {
+        self.write_frame(R::NAME, version, timeout, deadline, |frame, id| {
+            self.encode(frame, req, version, id)?;
+            Ok((&[], &[]))
+        })
+        .await
+    }
+
+    /// Writes a request framed by `frame_into` (given the frame buffer and
+    /// the correlation id), followed by the two slices it returns: the bytes
+    /// it left out of the frame buffer, in one vectored write.
+    async fn write_frame<'a>(
+        &self,
+        api: &'static str,
+        version: i16,
+        timeout: Duration,
+        deadline: Instant,
+        frame_into: impl FnOnce(&mut BytesMut, i32) -> Result<(&'a [u8], &'a [u8]), GroupError>,
     ) -> Result<Answer, GroupError> {
         if self.is_broken() {
             return Err(self.conn_err(self.shared.why_broken()));
@@ -324,7 +377,7 @@ impl Connection {
             let mut writer = self.writer.lock().await;
             let Writer { stream, frame } = &mut *writer;
             let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-            self.encode(frame, req, version, correlation_id)?;
+            let (body, tail) = frame_into(frame, correlation_id)?;
             let (tx, rx) = oneshot::channel();
             {
                 let mut st = self.shared.lock();
@@ -334,7 +387,8 @@ impl Connection {
                 st.waiting.push_back((correlation_id, tx));
             }
             let mut guard = WriteGuard(&self.shared, false);
-            if let Err(e) = stream.write_all(frame).await {
+            let mut whole = Buf::chain(Buf::chain(&frame[..], body), tail);
+            if let Err(e) = stream.write_all_buf(&mut whole).await {
                 self.shared.poison(&format!("write: {e}"));
                 return Err(self.conn_err(format!("write: {e}")));
             }
@@ -353,7 +407,7 @@ impl Connection {
                     correlation_id,
                 })
             }
-            Err(_) => Err(self.timed_out(R::NAME, timeout)),
+            Err(_) => Err(self.timed_out(api, timeout)),
         }
     }
 
@@ -383,6 +437,14 @@ impl Connection {
         }
     }
 
+    fn header<R: Request>(&self, version: i16, correlation_id: i32) -> RequestHeader {
+        RequestHeader::default()
+            .with_request_api_key(R::KEY as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(self.client_id.clone()))
+    }
+
     /// Frames `req` into `buf` (emptied first).
     fn encode<R: Request>(
         &self,
@@ -391,11 +453,7 @@ impl Connection {
         version: i16,
         correlation_id: i32,
     ) -> Result<(), GroupError> {
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
+        let header = self.header::<R>(version, correlation_id);
         let header_version = R::header_version(version);
         let encode_err = |e: &dyn std::fmt::Display| GroupError::Malformed {
             what: R::NAME,

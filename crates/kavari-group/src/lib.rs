@@ -23,6 +23,7 @@ mod error;
 mod events;
 mod member;
 pub mod offsets;
+pub mod produce;
 pub mod protocol;
 
 use std::fmt;

@@ -13,15 +13,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kavari_group::cluster::Cluster;
 use kavari_group::connection::Connection;
+use kavari_group::produce::PartitionProduce;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -301,20 +300,15 @@ impl Sender {
             }
         };
         let timeout = self.cluster.request_timeout();
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(self.topic_name.clone())
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(self.queue.partition)
-                            .with_records(Some(records)),
-                    ]),
-            ]);
-        let written = conn.send_pipelined(&req).await;
-        self.recycle(req);
+        let produce = PartitionProduce {
+            topic: &self.queue.topic,
+            partition: self.queue.partition,
+            acks: -1,
+            timeout_ms: i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX),
+            records: &records,
+        };
+        let written = conn.send_produce(&produce).await;
+        self.recycle(records);
         match written {
             Ok(answer) => {
                 let (topic, partition) = (self.topic_name.clone(), self.queue.partition);
@@ -333,17 +327,10 @@ impl Sender {
         }
     }
 
-    /// Keeps the record batch's buffer for the next batch, once the request
-    /// no longer needs it: fresh memory for every batch costs page faults.
-    fn recycle(&self, mut req: ProduceRequest) {
-        let records = req
-            .topic_data
-            .pop()
-            .and_then(|mut t| t.partition_data.pop())
-            .and_then(|p| p.records);
-        if let Some(Ok(buf)) = records.map(Bytes::try_into_mut) {
-            self.queue.lock().spare = Some(buf.into());
-        }
+    /// Keeps the record batch's buffer for the next batch, once it is
+    /// written: fresh memory for every batch costs page faults.
+    fn recycle(&self, records: Vec<u8>) {
+        self.queue.lock().spare = Some(records);
     }
 
     /// Hands a batch's result to its publishes, and adapts to the failure.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use bytes::{BufMut, Bytes};
+use bytes::BufMut;
 
 use super::config::Compression;
 
@@ -174,7 +174,7 @@ impl RecordBatch {
 
     /// The finished batch: header written, records compressed as asked,
     /// CRC set.
-    pub(crate) fn finish(self, compression: Compression) -> std::io::Result<Bytes> {
+    pub(crate) fn finish(self, compression: Compression) -> std::io::Result<Vec<u8>> {
         let mut buf = self.buf;
         let codec: i16 = match compression {
             Compression::None => 0,
@@ -215,7 +215,7 @@ impl RecordBatch {
         h.put_i32(self.count);
         let crc = crc32c::crc32c(&buf[CRC_FROM..]);
         buf[CRC_FROM - 4..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
-        Ok(Bytes::from(buf))
+        Ok(buf)
     }
 }
 
@@ -253,6 +253,7 @@ fn varlen_len(len: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use kafka_protocol::records::RecordBatchDecoder;
     use rand::{Rng, SeedableRng};
 
@@ -328,7 +329,7 @@ mod tests {
                     assert!(batch.size() - before <= payload + record_overhead(h.len()));
                 }
                 assert_eq!(batch.len(), n);
-                let mut bytes = batch.finish(compression).expect("finish");
+                let mut bytes = Bytes::from(batch.finish(compression).expect("finish"));
                 let set = RecordBatchDecoder::decode(&mut bytes).expect("decodes");
                 assert!(bytes.is_empty(), "one batch, nothing after it");
                 assert_eq!(set.version, 2);
@@ -361,7 +362,7 @@ mod tests {
             headers: &headers[..],
         };
         batch.push(&record, 1);
-        let good = batch.finish(Compression::None).expect("finish").to_vec();
+        let good = batch.finish(Compression::None).expect("finish");
         for i in CRC_FROM..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x01;
