@@ -25,11 +25,21 @@ pub(crate) fn expand(message: &Message<'_>) -> TokenStream {
     }
     let topic = &message.topic;
     let name = &message.name;
-    let key = match &message.key {
-        Some((member, span)) => quote_spanned! {*span=>
-            ::core::option::Option::Some(::kavari::__private::key_string(&self.#member))
-        },
-        None => quote! { ::core::option::Option::None },
+    let (key, write_key) = match &message.key {
+        Some((member, span)) => (
+            quote! { ::kavari::__private::written_key(self) },
+            quote_spanned! {*span=>
+                ::kavari::__private::write_key(&self.#member, out);
+                true
+            },
+        ),
+        None => (
+            quote! { ::core::option::Option::None },
+            quote! {
+                let _ = out;
+                false
+            },
+        ),
     };
     quote! {
         #[automatically_derived]
@@ -38,6 +48,9 @@ pub(crate) fn expand(message: &Message<'_>) -> TokenStream {
             const NAME: &'static str = #name;
             fn key(&self) -> ::core::option::Option<::kavari::__private::String> {
                 #key
+            }
+            fn write_key(&self, out: &mut ::kavari::__private::Vec<u8>) -> bool {
+                #write_key
             }
         }
     }

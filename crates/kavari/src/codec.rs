@@ -99,14 +99,14 @@ pub enum DecodeError {
 
 /// Encodes `msg` into its envelope.
 pub fn encode<M: KafkaMessage>(msg: &M) -> Result<EncodedMessage, EncodeError> {
-    let value = with_value(msg, <[u8]>::to_vec)?;
+    let (key, value) = with_record(msg, |key, value| (key.map(<[u8]>::to_vec), value.to_vec()))?;
     let headers = envelope_headers::<M>()
         .iter()
         .map(|(k, v)| ((*k).to_string(), v.to_vec()))
         .collect();
     Ok(EncodedMessage {
         topic: Cow::Borrowed(M::TOPIC),
-        key: msg.key().map(String::into_bytes),
+        key,
         value,
         headers,
     })
@@ -120,11 +120,12 @@ pub(crate) fn envelope_headers<M: KafkaMessage>() -> [(&'static str, &'static [u
     ]
 }
 
-/// Encodes `msg`'s value into a per-thread scratch buffer and hands it to
-/// `f`: a publish copies it straight into its batch, allocating nothing.
-pub(crate) fn with_value<M: KafkaMessage, R>(
+/// Writes `msg`'s key and encodes its value into a per-thread scratch
+/// buffer and hands both to `f`: a publish copies them straight into its
+/// batch, allocating nothing.
+pub(crate) fn with_record<M: KafkaMessage, R>(
     msg: &M,
-    f: impl FnOnce(&[u8]) -> R,
+    f: impl FnOnce(Option<&[u8]>, &[u8]) -> R,
 ) -> Result<R, EncodeError> {
     /// Scratch larger than this is released after use.
     const KEEP: usize = 64 * 1024;
@@ -138,15 +139,21 @@ pub(crate) fn with_value<M: KafkaMessage, R>(
     SCRATCH.with(|scratch| {
         // A Serialize impl that itself encodes finds the scratch taken and
         // uses a buffer of its own.
-        let Ok(mut buf) = scratch.try_borrow_mut() else {
-            let mut value = Vec::new();
-            rmp_serde::encode::write_named(&mut value, msg).map_err(failed)?;
-            return Ok(f(&value));
+        let mut own = Vec::new();
+        let mut borrowed = scratch.try_borrow_mut();
+        let buf = match &mut borrowed {
+            Ok(buf) => &mut **buf,
+            Err(_) => &mut own,
         };
         buf.clear();
+        let has_key = msg.write_key(buf);
+        let key_len = buf.len();
         let result = rmp_serde::encode::write_named(&mut *buf, msg)
             .map_err(failed)
-            .map(|()| f(&buf));
+            .map(|()| {
+                let (key, value) = buf.split_at(key_len);
+                f(has_key.then_some(key), value)
+            });
         if buf.capacity() > KEEP {
             *buf = Vec::new();
         }
@@ -271,6 +278,51 @@ mod tests {
         .unwrap();
         assert_eq!(e.msg_type(), Some("OrderV1"));
         assert_eq!(e.key, None);
+    }
+
+    #[derive(Serialize, Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "readings")]
+    struct Reading {
+        #[kavari(key)]
+        sensor: u64,
+        celsius: f32,
+    }
+
+    /// A hand-written impl: only `key`, so `write_key` is the default.
+    #[derive(Serialize, Deserialize)]
+    struct Manual(String);
+
+    impl KafkaMessage for Manual {
+        const TOPIC: &'static str = "manual";
+        const NAME: &'static str = "Manual";
+        fn key(&self) -> Option<String> {
+            Some(format!("m-{}", self.0))
+        }
+    }
+
+    /// The key a publish writes (`write_key`, no allocation) is the key
+    /// `key()` names, for derived keys of any `Display` type, for no key,
+    /// and for hand-written impls; the value after it is untouched.
+    #[test]
+    fn written_keys_match_key() {
+        fn check<M: KafkaMessage>(m: &M) {
+            let e = encode(m).unwrap();
+            assert_eq!(e.key, m.key().map(String::into_bytes));
+            assert_eq!(e.value, rmp_serde::to_vec_named(m).unwrap());
+        }
+        check(&order());
+        check(&Reading {
+            sensor: 1_234_567,
+            celsius: -3.5,
+        });
+        check(&OrderV1 {
+            order_id: "x".into(),
+        });
+        check(&Manual("7".into()));
+        assert_eq!(
+            encode(&Manual("7".into())).unwrap().key.as_deref(),
+            Some(&b"m-7"[..])
+        );
     }
 
     #[test]

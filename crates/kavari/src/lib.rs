@@ -116,9 +116,24 @@ pub mod __private {
     pub use serde::Serialize;
     pub use serde::de::DeserializeOwned;
     pub use std::string::String;
+    pub use std::vec::Vec;
 
-    /// The partition key of a `#[kavari(key)]` field.
-    pub fn key_string<T: std::fmt::Display + ?Sized>(value: &T) -> String {
-        value.to_string()
+    /// The key `write_key` writes, as a `String`: the derive's `key()`.
+    pub fn written_key<M: crate::KafkaMessage>(msg: &M) -> Option<String> {
+        let mut out = Vec::new();
+        if msg.write_key(&mut out) {
+            // Display output is UTF-8.
+            String::from_utf8(out).ok()
+        } else {
+            None
+        }
+    }
+
+    /// Appends the partition key of a `#[kavari(key)]` field to `out`.
+    pub fn write_key<T: std::fmt::Display + ?Sized>(value: &T, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing to a Vec cannot fail; a Display impl that reports an
+        // error leaves what it wrote (`to_string` would panic instead).
+        let _ = write!(out, "{value}");
     }
 }

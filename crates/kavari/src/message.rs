@@ -31,4 +31,18 @@ pub trait KafkaMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
     /// The partition key, UTF-8 on the wire; `None` for a null key.
     fn key(&self) -> Option<String>;
+
+    /// Appends the partition key's UTF-8 bytes to `out` and returns whether
+    /// there is one: what a publish uses, so it allocates no `String`. The
+    /// default calls [`key`](Self::key); the derive writes the key field's
+    /// `Display` output into `out` directly. Both must give the same key.
+    fn write_key(&self, out: &mut Vec<u8>) -> bool {
+        match self.key() {
+            Some(key) => {
+                out.extend_from_slice(key.as_bytes());
+                true
+            }
+            None => false,
+        }
+    }
 }

@@ -244,11 +244,10 @@ impl Publisher {
         msg: &M,
         route: &'r topics::Route,
     ) -> Result<FastPath<'r>, codec::EncodeError> {
-        let key = msg.key();
         let headers = codec::envelope_headers::<M>();
-        codec::with_value(msg, |value| {
+        codec::with_record(msg, |key, value| {
             let record = Record {
-                key: key.as_ref().map(String::as_bytes),
+                key,
                 value,
                 headers: &headers[..],
             };
