@@ -16,9 +16,15 @@ bin=$(cargo bench -p kavari-benches --bench publish --no-run --message-format=js
 [ -x "$bin" ] || { echo "no bench binary" >&2; exit 1; }
 
 instructions() { # client:bytes messages
-    KAVARI_BENCH_PROFILE=$1 KAVARI_BENCH_MESSAGES=$2 KAVARI_BENCH_ROUNDS=1 \
-        valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" 2>&1 |
-        sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+    local out
+    out=$(KAVARI_BENCH_PROFILE=$1 KAVARI_BENCH_MESSAGES=$2 KAVARI_BENCH_ROUNDS=1 \
+        valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" 2>&1)
+    if ! grep -q "msgs/s" <<<"$out"; then
+        echo "$1 with $2 messages did not finish:" >&2
+        tail -n 5 <<<"$out" >&2
+        exit 1
+    fi
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$out"
 }
 
 echo "| payload | client | instructions per message | ratio to raw rskafka |"
