@@ -616,6 +616,63 @@ async fn typed_publishes_wait_for_room_when_a_partition_is_full() {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "publish.byte-bound")]
+struct Blob {
+    #[kavari(key)]
+    id: u32,
+    seq: u32,
+    body: String,
+}
+
+/// `max_queued_bytes_per_partition` bounds the unsent bytes of a partition
+/// (as Java's `buffer.memory`): with room for about four 1 KiB records,
+/// 200 concurrent publishes wait their turn, travel at most four to a
+/// request, and all land; a record larger than the bound still goes, alone.
+#[tokio::test]
+async fn queued_bytes_are_bounded_per_partition() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker.create_topic(Blob::TOPIC, 1).await.ok();
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .max_queued_bytes_per_partition(4 * 1024 + 512)
+        .linger(Duration::from_millis(20))
+        .build()
+        .await
+        .expect("build");
+    let blob = |seq| Blob {
+        id: 1,
+        seq,
+        body: "x".repeat(1_000),
+    };
+    manager.publish(&blob(0)).await.expect("first publish");
+    let before = manager.publish_stats();
+    let blobs: Vec<Blob> = (1..=200).map(blob).collect();
+    let results = futures::future::join_all(blobs.iter().map(|b| manager.publish(b))).await;
+    let records = fetch_topic(broker, Blob::TOPIC, 1).await;
+    for (b, r) in blobs.iter().zip(results) {
+        let d = r.expect("publish");
+        assert_eq!(&value_of::<Blob>(delivered(&records, 0, d.offset)), b);
+    }
+    let requests = manager.publish_stats().produce_requests - before.produce_requests;
+    assert!(
+        requests >= 200 / 4,
+        "200 records of 1 KiB with 4.5 KiB queued at most: {requests} requests"
+    );
+    let big = Blob {
+        id: 1,
+        seq: 999,
+        body: "x".repeat(10_000),
+    };
+    let d = manager
+        .publish(&big)
+        .await
+        .expect("a record over the bound");
+    let records = fetch_topic(broker, Blob::TOPIC, 1).await;
+    assert_eq!(value_of::<Blob>(delivered(&records, 0, d.offset)), big);
+    manager.shutdown().await.expect("shutdown");
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
 #[kavari(topic = "publish.oversized", name = "oversized")]
 struct Oversized {
     #[kavari(key)]

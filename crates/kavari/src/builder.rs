@@ -229,6 +229,15 @@ impl KavariBuilder {
         self
     }
 
+    /// How many bytes of records each partition may hold waiting for a
+    /// batch before `publish` waits (backpressure), as the Java producer's
+    /// `buffer.memory` bounds its memory; a record larger than this still
+    /// goes, alone. Default: 32 MiB.
+    pub fn max_queued_bytes_per_partition(mut self, bytes: usize) -> Self {
+        self.producer.queue_capacity_bytes = bytes;
+        self
+    }
+
     fn validate(&self) -> Result<Vec<String>, ConfigError> {
         let bootstrap: Vec<String> = self
             .bootstrap
@@ -252,9 +261,10 @@ impl KavariBuilder {
                 "max_batch_bytes and max_message_bytes must be above zero".into(),
             ));
         }
-        if self.producer.queue_capacity == 0 {
+        if self.producer.queue_capacity == 0 || self.producer.queue_capacity_bytes == 0 {
             return Err(ConfigError(
-                "max_queued_per_partition must be above zero".into(),
+                "max_queued_per_partition and max_queued_bytes_per_partition must be above zero"
+                    .into(),
             ));
         }
         if self.consumer.heartbeat_interval.is_zero()

@@ -88,6 +88,8 @@ struct State {
     /// Unsent batches, oldest first; publishes append to the last.
     batches: VecDeque<OpenBatch>,
     queued: usize,
+    /// The unsent batches' bytes.
+    queued_bytes: usize,
     closed: bool,
     /// Lowered after the broker refused a batch as too large.
     max_batch_bytes: usize,
@@ -170,7 +172,8 @@ impl Batcher {
 
     /// Encodes `record` into the open batch; returns the batch's outcome
     /// and the record's index in it, or `None` when the partition already
-    /// holds `queue_capacity` unsent records (wait for [`room`](Self::room)).
+    /// holds `queue_capacity` unsent records or `queue_capacity_bytes` of
+    /// them (wait for [`room`](Self::room)).
     pub(crate) fn try_append<H: Headers + ?Sized>(
         &self,
         record: &Record<'_, H>,
@@ -181,7 +184,10 @@ impl Batcher {
         if st.closed {
             return Err(ProduceError::shutting_down());
         }
-        if st.queued >= self.config.queue_capacity {
+        // A record larger than the byte bound still goes, alone.
+        let no_room_for_bytes =
+            st.queued > 0 && st.queued_bytes + bound > self.config.queue_capacity_bytes;
+        if st.queued >= self.config.queue_capacity || no_room_for_bytes {
             return Ok(None);
         }
         let max = st.max_batch_bytes;
@@ -204,9 +210,12 @@ impl Batcher {
         let Some(batch) = st.batches.back_mut() else {
             return Ok(None); // unreachable: pushed above
         };
+        let before = if needs_new { 0 } else { batch.records.size() };
         let index = batch.records.push(record, timestamp);
+        let grown = batch.records.size() - before;
         let wake = index == 0 || batch.records.size() >= max || many;
         let outcome = Arc::clone(&batch.outcome);
+        st.queued_bytes += grown;
         drop(st);
         if wake {
             self.queue.work.notify_one();
@@ -464,6 +473,7 @@ async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Option<OpenBa
                     {
                         if let Some(b) = st.batches.pop_front() {
                             st.queued -= b.records.len();
+                            st.queued_bytes = st.queued_bytes.saturating_sub(b.records.size());
                             st.last_batch_bytes = b.records.size();
                             drop(st);
                             queue.space.notify_waiters();

@@ -24,6 +24,7 @@ pub(crate) struct ProducerConfig {
     pub(crate) max_message_bytes: usize,
     pub(crate) compression: Compression,
     pub(crate) queue_capacity: usize,
+    pub(crate) queue_capacity_bytes: usize,
     pub(crate) dlq_suffix: Option<String>,
     pub(crate) partitioner: crate::Partitioner,
 }
@@ -36,6 +37,7 @@ impl Default for ProducerConfig {
             max_message_bytes: 1024 * 1024,
             compression: Compression::None,
             queue_capacity: 65_536,
+            queue_capacity_bytes: 32 * 1024 * 1024,
             dlq_suffix: Some(".dlq".to_string()),
             partitioner: crate::Partitioner::Murmur2,
         }
