@@ -34,6 +34,11 @@ use super::{ProduceError, ProduceErrorKind};
 /// trip. The broker answers a connection's requests in order.
 const MAX_IN_FLIGHT: usize = 5;
 
+/// How long a partition keeps its spare batch buffer once it has nothing to
+/// send: a busy partition reuses it batch after batch; an idle one gives it
+/// back, so a producer of many partitions holds no buffers for quiet ones.
+const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Counters shared by every batcher of a publisher.
 #[derive(Debug, Default)]
 pub(crate) struct ProduceCounters {
@@ -455,8 +460,10 @@ struct Sent {
 async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Option<OpenBatch> {
     loop {
         let work = queue.work.notified();
+        let spare;
         let deadline = {
             let mut st = queue.lock();
+            spare = st.spare.is_some();
             let closed = st.closed;
             let max = st.max_batch_bytes;
             let many = st.batches.len() > 1;
@@ -493,6 +500,11 @@ async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Option<OpenBa
                     _ = tokio::time::sleep_until(due) => {}
                 }
             }
+            None if spare => {
+                if tokio::time::timeout(SPARE_IDLE, work).await.is_err() {
+                    queue.lock().spare = None;
+                }
+            }
             None => work.await,
         }
     }
@@ -526,4 +538,38 @@ fn base_offset(
         ));
     }
     Ok(answer.base_offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition with nothing to send keeps its spare buffer for a
+    /// moment (the next batch reuses it) and then gives it back.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_partition_gives_its_spare_buffer_back() {
+        let queue = Arc::new(Queue {
+            topic: "t".into(),
+            partition: 0,
+            state: Mutex::new(State {
+                spare: Some(Vec::with_capacity(512 * 1024)),
+                ..State::default()
+            }),
+            work: Notify::new(),
+            space: Notify::new(),
+        });
+        let q = Arc::clone(&queue);
+        let sender = tokio::spawn(async move {
+            next_batch(&q, std::time::Duration::from_millis(5))
+                .await
+                .is_none()
+        });
+        tokio::time::sleep(SPARE_IDLE / 2).await;
+        assert!(queue.lock().spare.is_some(), "kept while briefly idle");
+        tokio::time::sleep(SPARE_IDLE).await;
+        assert!(queue.lock().spare.is_none(), "given back once idle");
+        queue.lock().closed = true;
+        queue.work.notify_one();
+        assert!(sender.await.expect("sender"), "a closed, empty queue ends");
+    }
 }
