@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use kavari::codec::EncodedMessage;
-use kavari::{FibonacciRetryPolicy, KafkaMessage, Kavari, NoRetry, PublishError, murmur2};
+use kavari::{
+    FibonacciRetryPolicy, KafkaMessage, Kavari, KavariBuilder, NoRetry, PublishError, murmur2,
+};
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
 use kavari_tests::{fetch_topic, header, init_tracing, own_broker};
 use serde::{Deserialize, Serialize};
@@ -506,17 +508,30 @@ impl PublishAll for Kavari {
 // attempt failed. The tests below drive that path (types with topics of
 // their own) and hold it to what the encoded path writes.
 
-#[tokio::test]
-async fn typed_publish_writes_what_the_encoded_path_writes() {
+/// The shared broker with each of `topics` (name, partitions) created — or
+/// kept, when a rerun on your own cluster finds them — and a manager built
+/// by `configure`.
+async fn typed_setup(
+    topics: &[(&str, i32)],
+    configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
+) -> (&'static KafkaBroker, Kavari) {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
-    broker.create_topic(OrderPlaced::TOPIC, 3).await.ok();
-    let encoded_topic = unique_name("orders-encoded");
-    broker.create_topic(&encoded_topic, 3).await.expect("topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
+    for (topic, partitions) in topics {
+        broker.create_topic(topic, *partitions).await.ok();
+    }
+    let manager = configure(Kavari::builder(broker.bootstrap_servers()))
         .build()
         .await
         .expect("build");
+    (broker, manager)
+}
+
+#[tokio::test]
+async fn typed_publish_writes_what_the_encoded_path_writes() {
+    let encoded_topic = unique_name("orders-encoded");
+    let (broker, manager) =
+        typed_setup(&[(OrderPlaced::TOPIC, 3), (&encoded_topic, 3)], |b| b).await;
 
     let mut pairs = Vec::new();
     for i in 0..20 {
@@ -569,15 +584,11 @@ struct Tick {
 /// without bound. Every publish lands once, as its own record.
 #[tokio::test]
 async fn typed_publishes_wait_for_room_when_a_partition_is_full() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
-    broker.create_topic(Tick::TOPIC, 1).await.ok();
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .max_queued_per_partition(8)
-        .linger(Duration::from_millis(20))
-        .build()
-        .await
-        .expect("build");
+    let (broker, manager) = typed_setup(&[(Tick::TOPIC, 1)], |b| {
+        b.max_queued_per_partition(8)
+            .linger(Duration::from_millis(20))
+    })
+    .await;
     let ticks: Vec<Tick> = (0..400).map(|seq| Tick { id: 7, seq }).collect();
     // The first publish looks the topic up; the rest find it known and
     // fill the partition on the typed path until it is full.
@@ -630,15 +641,11 @@ struct Blob {
 /// request, and all land; a record larger than the bound still goes, alone.
 #[tokio::test]
 async fn queued_bytes_are_bounded_per_partition() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
-    broker.create_topic(Blob::TOPIC, 1).await.ok();
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .max_queued_bytes_per_partition(4 * 1024 + 512)
-        .linger(Duration::from_millis(20))
-        .build()
-        .await
-        .expect("build");
+    let (broker, manager) = typed_setup(&[(Blob::TOPIC, 1)], |b| {
+        b.max_queued_bytes_per_partition(4 * 1024 + 512)
+            .linger(Duration::from_millis(20))
+    })
+    .await;
     let blob = |seq| Blob {
         id: 1,
         seq,
@@ -685,19 +692,12 @@ struct Oversized {
 /// once shut down the record is handed back, equal to `codec::encode`.
 #[tokio::test]
 async fn typed_publish_failures_dead_letter_or_hand_the_record_back() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
-    broker.create_topic(Oversized::TOPIC, 1).await.ok();
-    broker
-        .create_topic(&format!("{}.dlq", Oversized::TOPIC), 1)
-        .await
-        .ok();
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .max_message_bytes(1_000)
-        .publishing_retry_policy(FibonacciRetryPolicy::new(5))
-        .build()
-        .await
-        .expect("build");
+    let dlq = format!("{}.dlq", Oversized::TOPIC);
+    let (broker, manager) = typed_setup(&[(Oversized::TOPIC, 1), (&dlq, 1)], |b| {
+        b.max_message_bytes(1_000)
+            .publishing_retry_policy(FibonacciRetryPolicy::new(5))
+    })
+    .await;
     let small = Oversized {
         id: "small".into(),
         body: "x".into(),
@@ -752,14 +752,10 @@ struct Nowhere {
 /// as built by `codec::encode`, handed back.
 #[tokio::test]
 async fn typed_publish_to_a_missing_topic_hands_the_record_back() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .publishing_retry_policy(NoRetry)
-        .dead_letter_suffix(None)
-        .build()
-        .await
-        .expect("build");
+    let (_, manager) = typed_setup(&[], |b| {
+        b.publishing_retry_policy(NoRetry).dead_letter_suffix(None)
+    })
+    .await;
     let msg = Nowhere { id: 5 };
     for _ in 0..2 {
         match manager.publish(&msg).await {
