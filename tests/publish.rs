@@ -43,6 +43,39 @@ fn order(i: usize) -> OrderPlaced {
     }
 }
 
+/// The shared broker with each of `topics` (name, partitions) created — or
+/// kept, when a rerun on your own cluster finds them (a topic that could not
+/// be created shows in the test's first publish) — and a manager built by
+/// `configure`.
+async fn setup(
+    topics: &[(&str, i32)],
+    configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
+) -> (&'static KafkaBroker, Kavari) {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    for (topic, partitions) in topics {
+        broker.create_topic(topic, *partitions).await.ok();
+    }
+    let manager = configure(Kavari::builder(broker.bootstrap_servers()))
+        .build()
+        .await
+        .expect("build");
+    (broker, manager)
+}
+
+/// Publishes `msgs` with `publish_batch` (one partition) and checks that
+/// every one landed, at consecutive offsets in the call's order.
+async fn batch_in_order<M: KafkaMessage>(manager: &Kavari, msgs: &[M]) -> Vec<i64> {
+    let offsets: Vec<i64> = manager
+        .publish_batch(msgs)
+        .await
+        .into_iter()
+        .map(|r| r.expect("publish_batch").offset)
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    offsets
+}
+
 /// The record a delivery points at, from a `fetch_topic` of its topic.
 fn delivered(
     records: &[(i32, rskafka::record::RecordAndOffset)],
@@ -63,14 +96,8 @@ fn value_of<M: KafkaMessage>(record: &rskafka::record::Record) -> M {
 
 #[tokio::test]
 async fn typed_messages_land_where_java_would_put_them() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
     let topic = unique_name("orders");
-    broker.create_topic(&topic, 3).await.expect("topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .build()
-        .await
-        .expect("build");
+    let (broker, manager) = setup(&[(&topic, 3)], |b| b).await;
 
     let mut sent = Vec::new();
     for i in 0..20 {
@@ -113,15 +140,8 @@ async fn typed_messages_land_where_java_would_put_them() {
 
 #[tokio::test]
 async fn concurrent_publishes_share_produce_requests() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
     let topic = unique_name("batched");
-    broker.create_topic(&topic, 3).await.expect("topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .linger(Duration::from_millis(20))
-        .build()
-        .await
-        .expect("build");
+    let (broker, manager) = setup(&[(&topic, 3)], |b| b.linger(Duration::from_millis(20))).await;
 
     let publishes = (0..1000).map(|i| manager.publish_encoded(to_topic(&order(i), &topic)));
     let results = futures::future::join_all(publishes).await;
@@ -164,16 +184,11 @@ async fn concurrent_publishes_share_produce_requests() {
 /// each publish's offset is the offset of its own record.
 #[tokio::test]
 async fn pipelined_batches_give_every_publish_its_own_offset() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
     let topic = unique_name("pipelined");
-    broker.create_topic(&topic, 1).await.expect("topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .linger(Duration::from_millis(1))
-        .max_batch_bytes(2 * 1024)
-        .build()
-        .await
-        .expect("build");
+    let (broker, manager) = setup(&[(&topic, 1)], |b| {
+        b.linger(Duration::from_millis(1)).max_batch_bytes(2 * 1024)
+    })
+    .await;
     let n = 3_000;
     let publishes = (0..n).map(|i| manager.publish_encoded(to_topic(&order(i), &topic)));
     let results = futures::future::join_all(publishes).await;
@@ -285,13 +300,7 @@ async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
         .expect("publish after healing");
     assert_eq!(d.offset, 1);
     // After healing the bulk path lands them all, in order.
-    let offsets: Vec<i64> = manager
-        .publish_batch(&batch)
-        .await
-        .into_iter()
-        .map(|r| r.expect("publish_batch after healing").offset)
-        .collect();
-    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    batch_in_order(&manager, &batch).await;
 }
 
 /// A batch larger than the broker takes (each record fits) is refused as a
@@ -299,17 +308,15 @@ async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
 /// land, none dead-lettered.
 #[tokio::test]
 async fn a_batch_the_broker_refuses_as_too_large_is_split_and_retried() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
     let topic = unique_name("big-batch");
-    broker.create_topic(&topic, 1).await.expect("topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .linger(Duration::from_millis(50))
-        .max_batch_bytes(8 * 1024 * 1024)
-        .publishing_retry_policy(FibonacciRetryPolicy::new(8).with_unit(Duration::from_millis(50)))
-        .build()
-        .await
-        .expect("build");
+    let (broker, manager) = setup(&[(&topic, 1)], |b| {
+        b.linger(Duration::from_millis(50))
+            .max_batch_bytes(8 * 1024 * 1024)
+            .publishing_retry_policy(
+                FibonacciRetryPolicy::new(8).with_unit(Duration::from_millis(50)),
+            )
+    })
+    .await;
     // 12 × 300 KB: one 3.6 MB batch, past the broker's 1 MiB limit.
     let publishes = (0..12).map(|i| {
         let m = OrderCancelled {
@@ -330,20 +337,13 @@ async fn a_batch_the_broker_refuses_as_too_large_is_split_and_retried() {
 
 #[tokio::test]
 async fn too_large_message_goes_to_the_dead_letter_topic_at_once() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
     let topic = unique_name("large");
-    broker.create_topic(&topic, 1).await.expect("topic");
-    broker
-        .create_topic(&format!("{topic}.dlq"), 1)
-        .await
-        .expect("dlq topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .max_message_bytes(1_000)
-        .publishing_retry_policy(FibonacciRetryPolicy::new(5))
-        .build()
-        .await
-        .expect("build");
+    let dlq_topic = format!("{topic}.dlq");
+    let (broker, manager) = setup(&[(&topic, 1), (&dlq_topic, 1)], |b| {
+        b.max_message_bytes(1_000)
+            .publishing_retry_policy(FibonacciRetryPolicy::new(5))
+    })
+    .await;
     let big = OrderCancelled {
         order_id: "o-big".into(),
         reason: "x".repeat(2_000),
@@ -387,14 +387,10 @@ async fn too_large_message_goes_to_the_dead_letter_topic_at_once() {
 
 #[tokio::test]
 async fn unknown_topic_without_dead_letters_hands_the_record_back() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .publishing_retry_policy(NoRetry)
-        .dead_letter_suffix(None)
-        .build()
-        .await
-        .expect("build");
+    let (_, manager) = setup(&[], |b| {
+        b.publishing_retry_policy(NoRetry).dead_letter_suffix(None)
+    })
+    .await;
     let msg = to_topic(&order(1), &unique_name("missing"));
     match manager.publish_encoded(msg.clone()).await {
         Err(PublishError::Failed {
@@ -409,15 +405,8 @@ async fn unknown_topic_without_dead_letters_hands_the_record_back() {
 
 #[tokio::test]
 async fn shutdown_waits_for_publishes_in_flight_and_drops_none() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
     let topic = unique_name("shutdown");
-    broker.create_topic(&topic, 3).await.expect("topic");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .linger(Duration::from_millis(200))
-        .build()
-        .await
-        .expect("build");
+    let (broker, manager) = setup(&[(&topic, 3)], |b| b.linger(Duration::from_millis(200))).await;
 
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -508,30 +497,24 @@ impl PublishAll for Kavari {
 // attempt failed. The tests below drive that path (types with topics of
 // their own) and hold it to what the encoded path writes.
 
-/// The shared broker with each of `topics` (name, partitions) created — or
-/// kept, when a rerun on your own cluster finds them — and a manager built
-/// by `configure`.
-async fn typed_setup(
-    topics: &[(&str, i32)],
-    configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
-) -> (&'static KafkaBroker, Kavari) {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
-    for (topic, partitions) in topics {
-        broker.create_topic(topic, *partitions).await.ok();
-    }
-    let manager = configure(Kavari::builder(broker.bootstrap_servers()))
-        .build()
+/// Publishes `msg` typed (to its own topic) and encoded (to `topic`).
+async fn both_ways<M: KafkaMessage>(
+    manager: &Kavari,
+    msg: &M,
+    topic: &str,
+) -> (kavari::Delivery, kavari::Delivery) {
+    let typed = manager.publish(msg).await.expect("typed publish");
+    let encoded = manager
+        .publish_encoded(to_topic(msg, topic))
         .await
-        .expect("build");
-    (broker, manager)
+        .expect("encoded publish");
+    (typed, encoded)
 }
 
 #[tokio::test]
 async fn typed_publish_writes_what_the_encoded_path_writes() {
     let encoded_topic = unique_name("orders-encoded");
-    let (broker, manager) =
-        typed_setup(&[(OrderPlaced::TOPIC, 3), (&encoded_topic, 3)], |b| b).await;
+    let (broker, manager) = setup(&[(OrderPlaced::TOPIC, 3), (&encoded_topic, 3)], |b| b).await;
 
     let mut pairs = Vec::new();
     for i in 0..20 {
@@ -540,18 +523,8 @@ async fn typed_publish_writes_what_the_encoded_path_writes() {
             order_id: format!("o-{i}"),
             reason: "changed mind".into(),
         };
-        let typed = manager.publish(&placed).await.expect("typed placed");
-        let encoded = manager
-            .publish_encoded(to_topic(&placed, &encoded_topic))
-            .await
-            .expect("encoded placed");
-        pairs.push((typed, encoded));
-        let typed = manager.publish(&cancelled).await.expect("typed cancelled");
-        let encoded = manager
-            .publish_encoded(to_topic(&cancelled, &encoded_topic))
-            .await
-            .expect("encoded cancelled");
-        pairs.push((typed, encoded));
+        pairs.push(both_ways(&manager, &placed, &encoded_topic).await);
+        pairs.push(both_ways(&manager, &cancelled, &encoded_topic).await);
     }
 
     let typed_records = fetch_topic(broker, OrderPlaced::TOPIC, 3).await;
@@ -584,7 +557,7 @@ struct Tick {
 /// without bound. Every publish lands once, as its own record.
 #[tokio::test]
 async fn typed_publishes_wait_for_room_when_a_partition_is_full() {
-    let (broker, manager) = typed_setup(&[(Tick::TOPIC, 1)], |b| {
+    let (broker, manager) = setup(&[(Tick::TOPIC, 1)], |b| {
         b.max_queued_per_partition(8)
             .linger(Duration::from_millis(20))
     })
@@ -612,13 +585,7 @@ async fn typed_publishes_wait_for_room_when_a_partition_is_full() {
 
     // The bulk path waits alike, and keeps the call's order.
     let more: Vec<Tick> = (400..800).map(|seq| Tick { id: 7, seq }).collect();
-    let offsets: Vec<i64> = manager
-        .publish_batch(&more)
-        .await
-        .into_iter()
-        .map(|r| r.expect("publish_batch").offset)
-        .collect();
-    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    let offsets = batch_in_order(&manager, &more).await;
     let records = fetch_topic(broker, Tick::TOPIC, 1).await;
     for (tick, offset) in more.iter().zip(&offsets) {
         assert_eq!(&value_of::<Tick>(delivered(&records, 0, *offset)), tick);
@@ -641,7 +608,7 @@ struct Blob {
 /// request, and all land; a record larger than the bound still goes, alone.
 #[tokio::test]
 async fn queued_bytes_are_bounded_per_partition() {
-    let (broker, manager) = typed_setup(&[(Blob::TOPIC, 1)], |b| {
+    let (broker, manager) = setup(&[(Blob::TOPIC, 1)], |b| {
         b.max_queued_bytes_per_partition(4 * 1024 + 512)
             .linger(Duration::from_millis(20))
     })
@@ -693,7 +660,7 @@ struct Oversized {
 #[tokio::test]
 async fn typed_publish_failures_dead_letter_or_hand_the_record_back() {
     let dlq = format!("{}.dlq", Oversized::TOPIC);
-    let (broker, manager) = typed_setup(&[(Oversized::TOPIC, 1), (&dlq, 1)], |b| {
+    let (broker, manager) = setup(&[(Oversized::TOPIC, 1), (&dlq, 1)], |b| {
         b.max_message_bytes(1_000)
             .publishing_retry_policy(FibonacciRetryPolicy::new(5))
     })
@@ -752,7 +719,7 @@ struct Nowhere {
 /// as built by `codec::encode`, handed back.
 #[tokio::test]
 async fn typed_publish_to_a_missing_topic_hands_the_record_back() {
-    let (_, manager) = typed_setup(&[], |b| {
+    let (_, manager) = setup(&[], |b| {
         b.publishing_retry_policy(NoRetry).dead_letter_suffix(None)
     })
     .await;

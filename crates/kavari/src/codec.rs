@@ -38,13 +38,7 @@ impl EncodedMessage {
 
     /// Key, value and header bytes: what counts against size limits.
     pub fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, Vec::len)
-            + self.value.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        self.record().size()
     }
 }
 

@@ -254,37 +254,50 @@ mod tests {
 
     #[test]
     fn wire_failures_are_retriable_except_version_mismatches() {
-        let conn = GroupError::Connection {
-            address: "b:9092".into(),
-            detail: "refused".into(),
-        };
-        let e = ProduceError::from_wire("x", &conn);
-        assert_eq!(
-            (e.kind(), e.is_retriable()),
-            (ProduceErrorKind::Connection, true)
-        );
-        let timeout = GroupError::Timeout {
-            api: "Produce",
-            address: "b:9092".into(),
-            after_ms: 10,
-        };
-        let e = ProduceError::from_wire("x", &timeout);
-        assert_eq!(
-            (e.kind(), e.is_retriable()),
-            (ProduceErrorKind::Timeout, true)
-        );
-        let version = GroupError::UnsupportedVersion {
-            api: "Produce",
-            offered: Some((0, 2)),
-            min: 3,
-            max: 12,
-        };
-        assert!(!ProduceError::from_wire("x", &version).is_retriable());
-        let broker = GroupError::Broker {
-            api: "Produce",
-            error: ResponseError::NotLeaderOrFollower,
-            message: None,
-        };
-        assert!(ProduceError::from_wire("x", &broker).is_retriable());
+        let cases = [
+            (
+                GroupError::Connection {
+                    address: "b:9092".into(),
+                    detail: "refused".into(),
+                },
+                Some(ProduceErrorKind::Connection),
+                true,
+            ),
+            (
+                GroupError::Timeout {
+                    api: "Produce",
+                    address: "b:9092".into(),
+                    after_ms: 10,
+                },
+                Some(ProduceErrorKind::Timeout),
+                true,
+            ),
+            (
+                GroupError::UnsupportedVersion {
+                    api: "Produce",
+                    offered: Some((0, 2)),
+                    min: 3,
+                    max: 12,
+                },
+                None,
+                false,
+            ),
+            (
+                GroupError::Broker {
+                    api: "Produce",
+                    error: ResponseError::NotLeaderOrFollower,
+                    message: None,
+                },
+                None,
+                true,
+            ),
+        ];
+        for (wire, kind, retriable) in cases {
+            let e = ProduceError::from_wire("x", &wire);
+            if let Some(kind) = kind {
+                assert_eq!(e.kind(), kind, "{wire}");
+            }
+            assert_eq!(e.is_retriable(), retriable, "{wire}");
+        }
     }
 }

@@ -118,7 +118,7 @@ enum FastPath<'r> {
 
 impl EncodedMessage {
     /// The record as a batch writes it.
-    fn record(&self) -> Record<'_, BTreeMap<String, Vec<u8>>> {
+    pub(crate) fn record(&self) -> Record<'_, BTreeMap<String, Vec<u8>>> {
         Record {
             key: self.key.as_deref(),
             value: &self.value,
