@@ -5,8 +5,11 @@
 //! (`KAVARI_BENCH_MESSAGES` sets the count per case, `KAVARI_BENCH_ROUNDS`
 //! the rounds whose median is printed; `KAVARI_BROKERS` uses your own
 //! cluster instead of a local broker; `KAVARI_BENCH_PROFILE=kavari:<bytes>`
-//! (windowed), `task:`, `joined:`, `batch:` or `raw:<bytes>` runs only
-//! that client, for a profiler).
+//! (windowed), `task:`, `spawn:` (the task harness alone), `joined:`,
+//! `batch:` or `raw:<bytes>` runs only that client, for a profiler;
+//! `KAVARI_BENCH_LINGER_MS`, `KAVARI_BENCH_BATCH_BYTES`, `KAVARI_BENCH_WINDOW`
+//! and `KAVARI_BENCH_WORKERS` change Kavari's linger, batch cap, in-flight
+//! window and the runtime's worker threads).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +46,9 @@ enum Drive {
     /// A task per publish, as in a service where each request publishes from
     /// its own task; at most 20,000 in flight.
     TaskPerMessage,
+    /// The same tasks without the publish: what the harness of
+    /// `TaskPerMessage` costs by itself.
+    TaskOnly,
     /// One task keeps up to 20,000 publishes in flight (`KAVARI_BENCH_WINDOW`),
     /// starting one as each completes: a busy service without a task each.
     Window,
@@ -66,7 +72,8 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -
         .expect("warm-up publish");
     let started = Instant::now();
     match drive {
-        Drive::TaskPerMessage => {
+        Drive::TaskPerMessage | Drive::TaskOnly => {
+            let publish = drive == Drive::TaskPerMessage;
             let window = Arc::new(tokio::sync::Semaphore::new(20_000));
             let mut tasks = Vec::with_capacity(msgs.len());
             for m in msgs {
@@ -76,7 +83,11 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -
                     .expect("semaphore");
                 let manager = manager.clone();
                 tasks.push(tokio::spawn(async move {
-                    manager.publish(&m).await.expect("publish");
+                    if publish {
+                        manager.publish(&m).await.expect("publish");
+                    } else {
+                        std::hint::black_box((&manager, &m));
+                    }
                     drop(permit);
                 }));
             }
@@ -121,8 +132,10 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -
     Run {
         msgs_per_s: n as f64 / elapsed,
         mb_per_s: bytes as f64 / elapsed / 1e6,
-        records_per_request: stats.records_acknowledged as f64
-            / stats.produce_requests.max(1) as f64,
+        records_per_request: match drive {
+            Drive::TaskOnly => f64::NAN, // only the warm-up was sent
+            _ => stats.records_acknowledged as f64 / stats.produce_requests.max(1) as f64,
+        },
     }
 }
 
@@ -237,6 +250,7 @@ fn main() {
                 let r = match client {
                     "raw" => raw_run(&broker, size, n, (256 * 1024 / (size + 64)).min(1_000)).await,
                     "task" => kavari_run(&broker, size, n, Drive::TaskPerMessage).await,
+                    "spawn" => kavari_run(&broker, size, n, Drive::TaskOnly).await,
                     "joined" => kavari_run(&broker, size, n, Drive::Joined).await,
                     "batch" => kavari_run(&broker, size, n, Drive::Batch).await,
                     _ => kavari_run(&broker, size, n, Drive::Window).await,
@@ -267,6 +281,7 @@ fn main() {
                 Case::Raw("raw rskafka, Kavari's batch size", equal),
                 Case::Raw("raw rskafka, ~256 KiB batches", large),
                 Case::Kavari("kavari publish, a task per message", Drive::TaskPerMessage),
+                Case::Kavari("(a task per message, no publish)", Drive::TaskOnly),
                 Case::Kavari(
                     "kavari publish, 20,000 in flight in one task",
                     Drive::Window,
@@ -301,11 +316,16 @@ fn main() {
                         .map(|(r, base)| r.msgs_per_s / base)
                         .collect(),
                 );
+                let records = of(|r| r.records_per_request);
+                let records = if records.is_nan() {
+                    "-".to_string()
+                } else {
+                    format!("{records:.0}")
+                };
                 println!(
-                    "| {size} B | {name} | {:.0} | {:.1} | {:.0} | {ratio:.2} |",
+                    "| {size} B | {name} | {:.0} | {:.1} | {records} | {ratio:.2} |",
                     of(|r| r.msgs_per_s),
                     of(|r| r.mb_per_s),
-                    of(|r| r.records_per_request),
                 );
             }
         }

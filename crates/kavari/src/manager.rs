@@ -209,6 +209,12 @@ impl Kavari {
     /// topic ([`PublishError::DeadLettered`]), and when that fails too, hands
     /// the encoded record back ([`PublishError::Failed`]).
     ///
+    /// Publishes to one partition land in the order they were appended,
+    /// unless one is retried: a retried publish lands after those that
+    /// succeeded meanwhile (as with the Java producer without idempotence).
+    /// Where two messages with one key must stay in order, await the first
+    /// publish before starting the second.
+    ///
     /// The common case allocates nothing: the value is encoded into a
     /// per-thread buffer and copied straight into the partition's open
     /// batch. The message is encoded again (into an
