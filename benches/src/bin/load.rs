@@ -40,6 +40,17 @@ struct ConsumeLoad {
     body: Vec<u8>,
 }
 
+/// The publish workload's messages: the same fields on a topic of their own,
+/// which every client publishes to.
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "kavari-load.publish", name = "Payload")]
+struct PublishLoad {
+    #[kavari(key)]
+    id: String,
+    #[serde(with = "serde_bytes_compat")]
+    body: Vec<u8>,
+}
+
 mod serde_bytes_compat {
     use serde::{Deserialize, Deserializer, Serializer};
     pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -123,6 +134,11 @@ fn payload(i: usize, size: usize) -> ConsumeLoad {
 }
 
 async fn kavari_publish(bootstrap: &str, topic: &str, n: usize, size: usize) -> String {
+    assert_eq!(
+        topic,
+        PublishLoad::TOPIC,
+        "Kavari publishes its type's topic"
+    );
     let manager = Kavari::builder(bootstrap).build().await.expect("build");
     // A task per publish, at most 20,000 in flight; finished tasks are not
     // kept (a held JoinHandle keeps its task's memory).
@@ -132,11 +148,10 @@ async fn kavari_publish(bootstrap: &str, topic: &str, n: usize, size: usize) -> 
     let started = Instant::now();
     for i in 0..n {
         let permit = Arc::clone(&window).acquire_owned().await.expect("permit");
-        let (manager, topic, failed) = (manager.clone(), topic.to_string(), Arc::clone(&failed));
+        let (manager, failed) = (manager.clone(), Arc::clone(&failed));
         tokio::spawn(async move {
-            let mut e = kavari::codec::encode(&payload(i, size)).expect("encode");
-            e.topic = topic.into();
-            if manager.publish_encoded(e).await.is_err() {
+            let ConsumeLoad { id, body } = payload(i, size);
+            if manager.publish(&PublishLoad { id, body }).await.is_err() {
                 failed.fetch_add(1, Ordering::Relaxed);
             }
             drop(permit);
@@ -363,72 +378,89 @@ fn num(r: &BTreeMap<String, String>, k: &str) -> Option<f64> {
     r.get(k).and_then(|v| v.parse().ok())
 }
 
+/// One run of `client` in `mode`, in a process of its own.
+async fn run_client(
+    client: &str,
+    mode: &str,
+    o: &Opts,
+    broker: &KafkaBroker,
+    me: &Path,
+    peer: &Result<PathBuf, String>,
+) -> BTreeMap<String, String> {
+    let bootstrap = broker.bootstrap_servers();
+    let topic = match mode {
+        "publish" => PublishLoad::TOPIC.to_string(),
+        "consume" => ConsumeLoad::TOPIC.to_string(),
+        _ => Stamped::TOPIC.to_string(),
+    };
+    let (a, b) = match mode {
+        "latency" => (o.rate.to_string(), o.seconds.to_string()),
+        _ => (o.messages.to_string(), o.size.to_string()),
+    };
+    if client == "rdkafka" {
+        let Ok(bin) = peer else {
+            return BTreeMap::new();
+        };
+        let mut cmd = Command::new(bin);
+        cmd.arg(mode).arg(&bootstrap).arg(&topic);
+        match mode {
+            "publish" => cmd.arg(&a).arg(&b),
+            "consume" => cmd.arg(&a).arg(unique_name("rdk")),
+            _ => cmd.arg(&a).arg(&b).arg(unique_name("rdk")),
+        };
+        run(&mut cmd, &format!("rdkafka {mode}"))
+    } else {
+        let mut cmd = Command::new(me);
+        cmd.args(["--worker", client, mode, &bootstrap, &topic, &a, &b]);
+        run(&mut cmd, &format!("{client} {mode}"))
+    }
+}
+
 async fn driver(o: Opts) {
     let broker = KafkaBroker::start().await.expect("broker");
-    let bootstrap = broker.bootstrap_servers();
     let me = std::env::current_exe().expect("own path");
     let peer = rdkafka_peer();
     broker
         .create_topic(ConsumeLoad::TOPIC, o.partitions)
         .await
         .ok();
+    broker
+        .create_topic(PublishLoad::TOPIC, o.partitions)
+        .await
+        .ok();
     broker.create_topic(Stamped::TOPIC, 1).await.ok();
     preload(&broker, ConsumeLoad::TOPIC, o.messages, o.size).await;
 
     let clients = ["rskafka", "kavari", "rdkafka"];
-    let mut rows: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, String>>> = BTreeMap::new();
-    for client in clients {
-        for mode in ["publish", "consume", "latency"] {
-            let topic = match mode {
-                "publish" => {
-                    let t = unique_name("kavari-load-publish");
-                    broker.create_topic(&t, o.partitions).await.expect("topic");
-                    t
-                }
-                "consume" => ConsumeLoad::TOPIC.to_string(),
-                _ => Stamped::TOPIC.to_string(),
-            };
-            let (a, b) = match mode {
-                "latency" => (o.rate.to_string(), o.seconds.to_string()),
-                _ => (o.messages.to_string(), o.size.to_string()),
-            };
-            // The median of `repeat` runs: 2-core machines are noisy.
-            let mut runs = Vec::new();
-            for _ in 0..o.repeat.max(1) {
-                let result = if client == "rdkafka" {
-                    match &peer {
-                        Ok(bin) => {
-                            let mut cmd = Command::new(bin);
-                            cmd.arg(mode).arg(&bootstrap).arg(&topic);
-                            match mode {
-                                "publish" => cmd.arg(&a).arg(&b),
-                                "consume" => cmd.arg(&a).arg(unique_name("rdk")),
-                                _ => cmd.arg(&a).arg(&b).arg(unique_name("rdk")),
-                            };
-                            run(&mut cmd, &format!("rdkafka {mode}"))
-                        }
-                        Err(_) => BTreeMap::new(),
-                    }
-                } else {
-                    let mut cmd = Command::new(&me);
-                    cmd.args(["--worker", client, mode, &bootstrap, &topic, &a, &b]);
-                    run(&mut cmd, &format!("{client} {mode}"))
-                };
+    let modes = ["publish", "consume", "latency"];
+    // Every client's runs of every mode. Repeats interleave the clients and
+    // each repeat starts with the next one: the in-memory broker slows as it
+    // fills, so a fixed order would favour whichever client ran first.
+    let mut all: BTreeMap<(&str, &str), Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    for repeat in 0..o.repeat.max(1) {
+        for mode in modes {
+            for i in 0..clients.len() {
+                let client = clients[(repeat + i) % clients.len()];
+                let result = run_client(client, mode, &o, &broker, &me, &peer).await;
                 eprintln!("kavari-load: {client} {mode}: {result:?}");
-                runs.push(result);
+                all.entry((client, mode)).or_default().push(result);
             }
-            let key = if mode == "latency" {
-                "p50_ms"
-            } else {
-                "msgs_per_s"
-            };
-            runs.sort_by(|a, b| {
-                let (a, b) = (num(a, key).unwrap_or(0.0), num(b, key).unwrap_or(0.0));
-                a.total_cmp(&b)
-            });
-            let median = runs.get(runs.len() / 2).cloned().unwrap_or_default();
-            rows.entry(client).or_default().insert(mode, median);
         }
+    }
+    // The median run of each: 2-core machines are noisy.
+    let mut rows: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, String>>> = BTreeMap::new();
+    for ((client, mode), mut runs) in all {
+        let key = if mode == "latency" {
+            "p50_ms"
+        } else {
+            "msgs_per_s"
+        };
+        runs.sort_by(|a, b| {
+            let (a, b) = (num(a, key).unwrap_or(0.0), num(b, key).unwrap_or(0.0));
+            a.total_cmp(&b)
+        });
+        let median = runs.get(runs.len() / 2).cloned().unwrap_or_default();
+        rows.entry(client).or_default().insert(mode, median);
     }
 
     let cell = |client: &str, mode: &str, key: &str| {
