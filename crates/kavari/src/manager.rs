@@ -209,11 +209,13 @@ impl Kavari {
     /// topic ([`PublishError::DeadLettered`]), and when that fails too, hands
     /// the encoded record back ([`PublishError::Failed`]).
     ///
+    /// Delivery is at least once, as with the Java producer without
+    /// idempotence: a publish whose answer was lost (the connection dropped
+    /// after the broker wrote the batch) is retried and may land twice.
     /// Publishes to one partition land in the order they were appended,
     /// unless one is retried: a retried publish lands after those that
-    /// succeeded meanwhile (as with the Java producer without idempotence).
-    /// Where two messages with one key must stay in order, await the first
-    /// publish before starting the second.
+    /// succeeded meanwhile. Where two messages with one key must stay in
+    /// order, await the first publish before starting the second.
     ///
     /// The common case allocates nothing: the value is encoded into a
     /// per-thread buffer and copied straight into the partition's open
