@@ -3,6 +3,7 @@
 
 mod batcher;
 mod config;
+mod dead_letter;
 mod error;
 mod record_batch;
 mod topics;
@@ -20,7 +21,7 @@ pub(crate) use config::ProducerConfig;
 pub use error::{Delivery, ProduceError, ProduceErrorKind, PublishError};
 
 use crate::KafkaMessage;
-use crate::codec::{self, EncodedMessage, MSG_TYPE_HEADER};
+use crate::codec::{self, EncodedMessage};
 use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
 use batcher::ProduceCounters;
@@ -28,8 +29,7 @@ use kavari_group::cluster::Cluster;
 use record_batch::Record;
 use topics::Topics;
 
-/// The header carrying why a message was dead-lettered.
-pub const ORIGINAL_ERROR_HEADER: &str = "original_error";
+pub use dead_letter::ORIGINAL_ERROR_HEADER;
 
 /// Counters of the publisher, for tests, benchmarks and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -518,95 +518,6 @@ impl Publisher {
                 )
             })?;
         Ok((partition, sender))
-    }
-
-    async fn dead_letter(
-        &self,
-        message: EncodedMessage,
-        cause: ProduceError,
-        attempts: u32,
-    ) -> Result<Delivery, PublishError> {
-        let Some(suffix) = &self.config.dlq_suffix else {
-            return Err(PublishError::Failed {
-                cause,
-                attempts,
-                dlq_error: None,
-                message: Box::new(message),
-            });
-        };
-        let mut letter = message.clone();
-        letter.topic = format!("{}{suffix}", message.topic).into();
-        letter.headers.retain(|k, _| k == MSG_TYPE_HEADER);
-        letter.headers.insert(
-            ORIGINAL_ERROR_HEADER.to_string(),
-            cause.to_string().into_bytes(),
-        );
-        // The dead-letter topic keeps what the main topic refused, so the
-        // client-side size limit does not apply; the broker's still does.
-        match self.attempt(&letter, false).await {
-            Ok(dlq) => {
-                self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    topic = %message.topic, dlq = %dlq.topic, offset = dlq.offset, error = %cause,
-                    "publish failed; message dead-lettered"
-                );
-                Err(PublishError::DeadLettered { dlq, cause })
-            }
-            Err(dlq_error) => {
-                tracing::error!(
-                    topic = %message.topic, error = %cause, %dlq_error,
-                    "publish failed and the dead-letter write failed too; returning the record"
-                );
-                Err(PublishError::Failed {
-                    cause,
-                    attempts,
-                    dlq_error: Some(dlq_error),
-                    message: Box::new(message),
-                })
-            }
-        }
-    }
-
-    /// The dead-letter suffix, when dead letters are on.
-    pub(crate) fn dlq_suffix(&self) -> Option<&str> {
-        self.config.dlq_suffix.as_deref()
-    }
-
-    /// Produces `message` (a dead letter of the consumer), retrying with a
-    /// capped backoff until it is written or `stop` turns true: a record
-    /// must not be committed before its dead letter exists.
-    pub(crate) async fn produce_until_written(
-        &self,
-        message: EncodedMessage,
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<Delivery, ProduceError> {
-        let mut failures = 0u32;
-        loop {
-            let err = match self.attempt(&message, false).await {
-                Ok(d) => {
-                    self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    return Ok(d);
-                }
-                Err(e) => e,
-            };
-            if err.kind() == ProduceErrorKind::UnknownTopic {
-                self.topics.refresh_later(&message.topic);
-            }
-            failures += 1;
-            let delay = self
-                .retry
-                .delay(failures)
-                .unwrap_or(Duration::from_secs(5))
-                .min(Duration::from_secs(5));
-            tracing::warn!(topic = %message.topic, attempt = failures, ?delay, error = %err, "dead-letter write failed; retrying");
-            if *stop.borrow() {
-                return Err(err);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = crate::consume::until_stopped(&mut stop) => return Err(err),
-            }
-        }
     }
 
     /// Refuses new publishes, cuts retry waits short, and waits (at most
