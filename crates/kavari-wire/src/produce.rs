@@ -12,7 +12,7 @@ use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::{ProduceRequest, RequestHeader};
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
-use crate::GroupError;
+use crate::WireError;
 
 /// The first flexible (compact, tagged) version of Produce.
 const FIRST_FLEXIBLE: i16 = 9;
@@ -40,8 +40,8 @@ pub(crate) fn frame(
     header: &RequestHeader,
     produce: &PartitionProduce<'_>,
     version: i16,
-) -> Result<&'static [u8], GroupError> {
-    let malformed = |detail: String| GroupError::Malformed {
+) -> Result<&'static [u8], WireError> {
+    let malformed = |detail: String| WireError::Malformed {
         what: "Produce",
         detail,
     };
@@ -87,11 +87,11 @@ pub(crate) fn frame(
 }
 
 /// An array's length: a compact length (n + 1, unsigned varint) or an i32.
-fn put_len(buf: &mut BytesMut, n: usize, flexible: bool) -> Result<(), GroupError> {
+fn put_len(buf: &mut BytesMut, n: usize, flexible: bool) -> Result<(), WireError> {
     if flexible {
         put_uvarint(buf, n + 1);
     } else {
-        buf.put_i32(i32::try_from(n).map_err(|_| GroupError::Malformed {
+        buf.put_i32(i32::try_from(n).map_err(|_| WireError::Malformed {
             what: "Produce",
             detail: format!("array of {n} entries"),
         })?);

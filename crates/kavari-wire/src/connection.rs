@@ -16,9 +16,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, MetadataRequest, MetadataResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
     ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SyncGroupRequest,
     SyncGroupResponse,
@@ -31,7 +32,7 @@ use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::GroupError;
+use crate::WireError;
 use crate::produce::PartitionProduce;
 
 /// The largest response frame accepted (a guard against corrupt lengths).
@@ -76,6 +77,12 @@ request!(OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, 1, 8);
 // v3 is the first with record batches (magic 2); v12 is the last that names
 // topics (v13 identifies them by id).
 request!(ProduceRequest => ProduceResponse, Produce, 3, 12);
+// v4 brings isolation levels and aborted transactions; v12 is the last that
+// names topics (v13 identifies them by id).
+request!(FetchRequest => FetchResponse, Fetch, 4, 12);
+// v1 asks by timestamp; v2 brings the isolation level.
+request!(ListOffsetsRequest => ListOffsetsResponse, ListOffsets, 1, 7);
+request!(CreateTopicsRequest => CreateTopicsResponse, CreateTopics, 2, 7);
 
 /// Requests written but not yet answered, oldest first, and why the
 /// connection broke once it has.
@@ -182,8 +189,8 @@ impl Connection {
         address: &str,
         client_id: &str,
         timeout: Duration,
-    ) -> Result<Self, GroupError> {
-        let conn_err = |detail: String| GroupError::Connection {
+    ) -> Result<Self, WireError> {
+        let conn_err = |detail: String| WireError::Connection {
             address: address.to_string(),
             detail,
         };
@@ -226,9 +233,9 @@ impl Connection {
         self.shared.broken.load(Ordering::Relaxed)
     }
 
-    async fn negotiate(&mut self) -> Result<(), GroupError> {
+    async fn negotiate(&mut self) -> Result<(), WireError> {
         let req = ApiVersionsRequest::default()
-            .with_client_software_name(StrBytes::from_static_str("kavari-group"))
+            .with_client_software_name(StrBytes::from_static_str("kavari"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         let mut resp = self.send_at(&req, 3, self.timeout).await?;
         if resp.error_code == ResponseError::UnsupportedVersion.code() {
@@ -238,7 +245,7 @@ impl Connection {
                 .await?;
         }
         if let Some(e) = resp.error_code.err() {
-            return Err(GroupError::broker("ApiVersions", e, None));
+            return Err(WireError::broker("ApiVersions", e, None));
         }
         self.versions = resp
             .api_keys
@@ -249,11 +256,11 @@ impl Connection {
     }
 
     /// The highest version of `R` both sides speak.
-    pub fn version<R: Request>(&self) -> Result<i16, GroupError> {
+    pub fn version<R: Request>(&self) -> Result<i16, WireError> {
         let offered = self.versions.get(&(R::KEY as i16)).copied();
         match offered {
             Some((min, max)) if max >= R::MIN && min <= R::MAX => Ok(max.min(R::MAX)),
-            _ => Err(GroupError::UnsupportedVersion {
+            _ => Err(WireError::UnsupportedVersion {
                 api: R::NAME,
                 offered,
                 min: R::MIN,
@@ -263,7 +270,7 @@ impl Connection {
     }
 
     /// Sends `req` at the negotiated version with the connection's timeout.
-    pub async fn send<R: Request>(&self, req: &R) -> Result<R::Response, GroupError> {
+    pub async fn send<R: Request>(&self, req: &R) -> Result<R::Response, WireError> {
         self.send_with_timeout(req, self.timeout).await
     }
 
@@ -273,7 +280,7 @@ impl Connection {
         &self,
         req: &R,
         timeout: Duration,
-    ) -> Result<R::Response, GroupError> {
+    ) -> Result<R::Response, WireError> {
         let version = self.version::<R>()?;
         self.send_at(req, version, timeout).await
     }
@@ -286,7 +293,7 @@ impl Connection {
         req: &R,
         version: i16,
         timeout: Duration,
-    ) -> Result<R::Response, GroupError> {
+    ) -> Result<R::Response, WireError> {
         // Waiting for the socket counts against the timeout too.
         let deadline = Instant::now() + timeout;
         let answer = self.write_request(req, version, timeout, deadline).await?;
@@ -301,7 +308,7 @@ impl Connection {
     pub async fn send_pipelined<R: Request + 'static>(
         self: &Arc<Self>,
         req: &R,
-    ) -> Result<impl Future<Output = Result<R::Response, GroupError>> + Send + 'static, GroupError>
+    ) -> Result<impl Future<Output = Result<R::Response, WireError>> + Send + 'static, WireError>
     {
         let version = self.version::<R>()?;
         let timeout = self.timeout;
@@ -318,10 +325,8 @@ impl Connection {
     pub async fn send_produce(
         self: &Arc<Self>,
         produce: &PartitionProduce<'_>,
-    ) -> Result<
-        impl Future<Output = Result<ProduceResponse, GroupError>> + Send + 'static,
-        GroupError,
-    > {
+    ) -> Result<impl Future<Output = Result<ProduceResponse, WireError>> + Send + 'static, WireError>
+    {
         let version = self.version::<ProduceRequest>()?;
         let timeout = self.timeout;
         let deadline = Instant::now() + timeout;
@@ -351,7 +356,7 @@ impl Connection {
         version: i16,
         timeout: Duration,
         deadline: Instant,
-    ) -> Result<Answer, GroupError> {
+    ) -> Result<Answer, WireError> {
         self.write_frame(R::NAME, version, timeout, deadline, |frame, id| {
             self.encode(frame, req, version, id)?;
             Ok((&[], &[]))
@@ -368,8 +373,8 @@ impl Connection {
         version: i16,
         timeout: Duration,
         deadline: Instant,
-        frame_into: impl FnOnce(&mut BytesMut, i32) -> Result<(&'a [u8], &'a [u8]), GroupError>,
-    ) -> Result<Answer, GroupError> {
+        frame_into: impl FnOnce(&mut BytesMut, i32) -> Result<(&'a [u8], &'a [u8]), WireError>,
+    ) -> Result<Answer, WireError> {
         if self.is_broken() {
             return Err(self.conn_err(self.shared.why_broken()));
         }
@@ -416,21 +421,31 @@ impl Connection {
         answer: Answer,
         timeout: Duration,
         deadline: Instant,
-    ) -> Result<R::Response, GroupError> {
-        let body = match tokio::time::timeout_at(deadline, answer.rx).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(_)) => return Err(self.conn_err(self.shared.why_broken())),
-            Err(_) => return Err(self.timed_out(R::NAME, timeout)),
-        };
-        self.decode::<R>(body, answer.version, answer.correlation_id)
+    ) -> Result<R::Response, WireError> {
+        let (version, correlation_id) = (answer.version, answer.correlation_id);
+        let body = self.await_body::<R>(answer, timeout, deadline).await?;
+        self.decode::<R>(body, version, correlation_id)
+    }
+
+    async fn await_body<R: Request>(
+        &self,
+        answer: Answer,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Bytes, WireError> {
+        match tokio::time::timeout_at(deadline, answer.rx).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(_)) => Err(self.conn_err(self.shared.why_broken())),
+            Err(_) => Err(self.timed_out(R::NAME, timeout)),
+        }
     }
 
     /// Breaks the connection after a request went unanswered.
-    fn timed_out(&self, api: &'static str, timeout: Duration) -> GroupError {
+    fn timed_out(&self, api: &'static str, timeout: Duration) -> WireError {
         self.shared
             .poison(&format!("{api} request got no answer within {timeout:?}"));
         self.reader.abort();
-        GroupError::Timeout {
+        WireError::Timeout {
             api,
             address: self.address.clone(),
             after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
@@ -452,10 +467,10 @@ impl Connection {
         req: &R,
         version: i16,
         correlation_id: i32,
-    ) -> Result<(), GroupError> {
+    ) -> Result<(), WireError> {
         let header = self.header::<R>(version, correlation_id);
         let header_version = R::header_version(version);
-        let encode_err = |e: &dyn std::fmt::Display| GroupError::Malformed {
+        let encode_err = |e: &dyn std::fmt::Display| WireError::Malformed {
             what: R::NAME,
             detail: format!("cannot encode v{version} request: {e}"),
         };
@@ -472,7 +487,7 @@ impl Connection {
             .encode(buf, header_version)
             .and_then(|()| req.encode(buf, version))
             .map_err(|e| encode_err(&e))?;
-        let len = i32::try_from(buf.len() - 4).map_err(|_| GroupError::Malformed {
+        let len = i32::try_from(buf.len() - 4).map_err(|_| WireError::Malformed {
             what: R::NAME,
             detail: "request larger than 2 GiB".into(),
         })?;
@@ -480,12 +495,13 @@ impl Connection {
         Ok(())
     }
 
-    fn decode<R: Request>(
+    /// The body after the response header, checked to answer `correlation_id`.
+    fn strip_header<R: Request>(
         &self,
         mut body: Bytes,
         version: i16,
         correlation_id: i32,
-    ) -> Result<R::Response, GroupError> {
+    ) -> Result<Bytes, WireError> {
         // ApiVersions responses always use header v0, whatever the version.
         let header_version = if R::KEY == ApiKey::ApiVersions {
             0
@@ -504,6 +520,16 @@ impl Connection {
                 ),
             ));
         }
+        Ok(body)
+    }
+
+    fn decode<R: Request>(
+        &self,
+        body: Bytes,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<R::Response, WireError> {
+        let mut body = self.strip_header::<R>(body, version, correlation_id)?;
         let resp = R::Response::decode(&mut body, version)
             .map_err(|e| self.malformed(R::NAME, format!("v{version} response: {e}")))?;
         if body.has_remaining() {
@@ -516,15 +542,38 @@ impl Connection {
         Ok(resp)
     }
 
-    fn conn_err(&self, detail: String) -> GroupError {
-        GroupError::Connection {
+    /// Sends `req` at `version` with `timeout` and returns the response's
+    /// body after its header, undecoded: for the fetch path, which reads
+    /// the body with its own bounds-checked reader and slices record
+    /// batches out of it without copying.
+    pub async fn send_raw<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<Bytes, WireError> {
+        let deadline = Instant::now() + timeout;
+        let answer = self.write_request(req, version, timeout, deadline).await?;
+        let correlation_id = answer.correlation_id;
+        let body = self.await_body::<R>(answer, timeout, deadline).await?;
+        self.strip_header::<R>(body, version, correlation_id)
+    }
+
+    /// The request timeout this connection was made with.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn conn_err(&self, detail: String) -> WireError {
+        WireError::Connection {
             address: self.address.clone(),
             detail,
         }
     }
 
-    fn malformed(&self, what: &'static str, detail: String) -> GroupError {
-        GroupError::Malformed {
+    /// A malformed-response error naming this broker.
+    pub fn malformed(&self, what: &'static str, detail: String) -> WireError {
+        WireError::Malformed {
             what,
             detail: format!("from {}: {detail}", self.address),
         }
@@ -594,7 +643,7 @@ mod tests {
         address
     }
 
-    async fn connect(answer: Vec<u8>) -> GroupError {
+    async fn connect(answer: Vec<u8>) -> WireError {
         let address = peer(answer).await;
         Connection::connect(&address, "test", Duration::from_secs(2))
             .await
@@ -624,9 +673,9 @@ mod tests {
         garbage.extend(1i32.to_be_bytes());
         garbage.extend([0xff, 0xff, 0xff]);
         let e = connect(garbage).await;
-        assert!(matches!(e, GroupError::Malformed { .. }), "{e}");
+        assert!(matches!(e, WireError::Malformed { .. }), "{e}");
         // Half an answer, then silence: the timeout ends it.
         let e = connect(100i32.to_be_bytes().to_vec()).await;
-        assert!(matches!(e, GroupError::Timeout { .. }), "{e}");
+        assert!(matches!(e, WireError::Timeout { .. }), "{e}");
     }
 }

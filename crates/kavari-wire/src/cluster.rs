@@ -13,7 +13,7 @@ use kafka_protocol::messages::{MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
 
-use crate::GroupError;
+use crate::WireError;
 use crate::connection::Connection;
 
 /// A topic's partitions as the cluster described them.
@@ -34,6 +34,8 @@ pub struct PartitionMetadata {
     pub partition: i32,
     /// The leader's broker id; `None` while there is no leader.
     pub leader: Option<i32>,
+    /// The leader's epoch (KIP-320), -1 when the broker does not say.
+    pub leader_epoch: i32,
     /// The broker's error for this partition, if any.
     pub error: Option<ResponseError>,
 }
@@ -80,7 +82,7 @@ impl Cluster {
     }
 
     /// A connection to any bootstrap broker, tried in order.
-    pub async fn any_broker(&self) -> Result<Arc<Connection>, GroupError> {
+    pub async fn any_broker(&self) -> Result<Arc<Connection>, WireError> {
         let mut slot = self.any.lock().await;
         if let Some(c) = slot.as_ref()
             && !c.is_broken()
@@ -98,7 +100,7 @@ impl Cluster {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(GroupError::Connection {
+        Err(last.unwrap_or(WireError::Connection {
             address: String::new(),
             detail: "no bootstrap servers".into(),
         }))
@@ -112,7 +114,7 @@ impl Cluster {
     /// The metadata of `topics`. A topic the cluster does not know is left
     /// out (it is never created by asking). Broker addresses are remembered
     /// for [`broker`](Self::broker).
-    pub async fn topics(&self, topics: &[&str]) -> Result<Vec<TopicMetadata>, GroupError> {
+    pub async fn topics(&self, topics: &[&str]) -> Result<Vec<TopicMetadata>, WireError> {
         let conn = self.any_broker().await?;
         let req = MetadataRequest::default()
             .with_topics(Some(
@@ -155,6 +157,7 @@ impl Cluster {
                     .map(|p| PartitionMetadata {
                         partition: p.partition_index,
                         leader: (p.leader_id.0 >= 0).then_some(p.leader_id.0),
+                        leader_epoch: p.leader_epoch,
                         error: p.error_code.err(),
                     })
                     .collect();
@@ -169,7 +172,7 @@ impl Cluster {
     }
 
     /// The metadata of one topic; `None` when the cluster does not know it.
-    pub async fn topic(&self, topic: &str) -> Result<Option<TopicMetadata>, GroupError> {
+    pub async fn topic(&self, topic: &str) -> Result<Option<TopicMetadata>, WireError> {
         Ok(self
             .topics(&[topic])
             .await?
@@ -179,14 +182,14 @@ impl Cluster {
 
     /// The connection to broker `id` (as named by the last metadata answer),
     /// connecting first when there is none or it broke.
-    pub async fn broker(&self, id: i32) -> Result<Arc<Connection>, GroupError> {
+    pub async fn broker(&self, id: i32) -> Result<Arc<Connection>, WireError> {
         let slot = self
             .brokers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .cloned()
-            .ok_or_else(|| GroupError::Connection {
+            .ok_or_else(|| WireError::Connection {
                 address: format!("broker {id}"),
                 detail: "not in the cluster's metadata".into(),
             })?;

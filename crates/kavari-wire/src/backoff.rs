@@ -1,18 +1,20 @@
-//! Exponential backoff with jitter, for reconnects and retries.
+//! Exponential backoff with jitter: the one retry delay of every reconnect
+//! and retry loop in Kavari.
 
 use std::time::Duration;
 
 /// Doubles from `base` up to `max`, each delay scaled by a random factor in
 /// [0.8, 1.2] so members that failed together do not retry together.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     base: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub(crate) fn new(base: Duration, max: Duration) -> Self {
+    /// Delays from `base`, doubling to at most `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
         Self {
             base,
             max,
@@ -20,16 +22,19 @@ impl Backoff {
         }
     }
 
-    pub(crate) fn reset(&mut self) {
+    /// Starts again from `base` (after a success).
+    pub fn reset(&mut self) {
         self.attempt = 0;
     }
 
-    pub(crate) fn next(&mut self) -> Duration {
+    /// The next delay.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Duration {
         self.next_with(rand::random::<f64>())
     }
 
     /// The next delay with the random draw given (`unit` in [0, 1]).
-    pub(crate) fn next_with(&mut self, unit: f64) -> Duration {
+    pub fn next_with(&mut self, unit: f64) -> Duration {
         let exp = self.base.saturating_mul(1u32 << self.attempt.min(20));
         self.attempt = self.attempt.saturating_add(1);
         let capped = exp.min(self.max);

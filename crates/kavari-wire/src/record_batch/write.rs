@@ -1,23 +1,17 @@
-//! Record batches (message format v2, "magic 2") built in place: a publish
-//! encodes its record straight into the open batch's buffer, so a message's
-//! bytes are copied once on their way to the socket and nothing is allocated
-//! per record. Layout: the Kafka protocol guide, "Record Batch".
+//! Writing record batches in place: a publish encodes its record straight
+//! into the open batch's buffer, so a message's bytes are copied once on
+//! their way to the socket and nothing is allocated per record.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use bytes::BufMut;
 
-use super::config::Compression;
-
-/// Bytes of the batch header before the first record.
-const HEADER_LEN: usize = 61;
-/// Where the CRC-covered part (attributes to the end) begins.
-const CRC_FROM: usize = 21;
+use super::{CRC_FROM, HEADER_LEN, put_varlong, varlong_len};
+use crate::compression::{CodecError, Compression};
 
 /// Bytes a record may take beyond its key, value and header names and
 /// values: attributes, the deltas, the lengths (as varints, at their widest).
-pub(crate) fn record_overhead(headers: usize) -> usize {
+pub fn record_overhead(headers: usize) -> usize {
     // length 5, attributes 1, timestamp delta 10, offset delta 5, key and
     // value lengths 5 + 5, header count 5; per header two lengths 5 + 5.
     36 + 10 * headers
@@ -25,7 +19,7 @@ pub(crate) fn record_overhead(headers: usize) -> usize {
 
 /// A record's headers as a batch writes them: an encoded message's map, or
 /// a typed message's fixed envelope pairs.
-pub(crate) trait Headers {
+pub trait Headers {
     /// How many there are.
     fn count(&self) -> usize;
     /// Each header's name and value, in the order they are written.
@@ -53,15 +47,18 @@ impl Headers for [(&str, &[u8])] {
 }
 
 /// A record's parts, borrowed from whoever holds them.
-pub(crate) struct Record<'a, H: Headers + ?Sized> {
-    pub(crate) key: Option<&'a [u8]>,
-    pub(crate) value: &'a [u8],
-    pub(crate) headers: &'a H,
+pub struct Record<'a, H: Headers + ?Sized> {
+    /// The key; `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// The value.
+    pub value: &'a [u8],
+    /// The headers.
+    pub headers: &'a H,
 }
 
 impl<H: Headers + ?Sized> Record<'_, H> {
     /// Key, value and header bytes: what counts against size limits.
-    pub(crate) fn size(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.key.map_or(0, <[u8]>::len)
             + self.value.len()
             + self
@@ -72,14 +69,14 @@ impl<H: Headers + ?Sized> Record<'_, H> {
     }
 
     /// The most bytes it can take in a batch.
-    pub(crate) fn bound(&self) -> usize {
+    pub fn bound(&self) -> usize {
         self.size() + record_overhead(self.headers.count())
     }
 }
 
 /// One batch being filled.
 #[derive(Debug)]
-pub(crate) struct RecordBatch {
+pub struct RecordBatch {
     /// The header's room, then the records.
     buf: Vec<u8>,
     count: i32,
@@ -89,14 +86,13 @@ pub(crate) struct RecordBatch {
 
 impl RecordBatch {
     /// An empty batch whose buffer holds `capacity` bytes before it grows.
-    #[cfg(test)]
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
+    pub fn with_capacity(capacity: usize) -> Self {
         Self::in_buffer(Vec::new(), capacity)
     }
 
     /// An empty batch in `buf` (a finished batch's buffer, say), grown to
     /// hold `capacity` bytes.
-    pub(crate) fn in_buffer(mut buf: Vec<u8>, capacity: usize) -> Self {
+    pub fn in_buffer(mut buf: Vec<u8>, capacity: usize) -> Self {
         buf.clear();
         buf.reserve(capacity.max(HEADER_LEN));
         buf.resize(HEADER_LEN, 0);
@@ -109,22 +105,22 @@ impl RecordBatch {
     }
 
     /// Records in the batch.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         usize::try_from(self.count).unwrap_or(0)
     }
 
     /// Whether the batch holds no record.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// The batch's size on the wire, uncompressed.
-    pub(crate) fn size(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.buf.len()
     }
 
     /// Appends a record written at `timestamp_ms`; returns its index.
-    pub(crate) fn push<H: Headers + ?Sized>(
+    pub fn push<H: Headers + ?Sized>(
         &mut self,
         record: &Record<'_, H>,
         timestamp_ms: i64,
@@ -174,38 +170,25 @@ impl RecordBatch {
 
     /// The finished batch: header written, records compressed as asked,
     /// CRC set.
-    pub(crate) fn finish(self, compression: Compression) -> std::io::Result<Vec<u8>> {
+    pub fn finish(self, compression: Compression) -> Result<Vec<u8>, CodecError> {
         let mut buf = self.buf;
-        let codec: i16 = match compression {
-            Compression::None => 0,
-            Compression::Gzip => {
-                let mut out = Vec::with_capacity(buf.len() / 2 + HEADER_LEN);
-                out.resize(HEADER_LEN, 0);
-                let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-                gz.write_all(&buf[HEADER_LEN..])?;
-                buf = gz.finish()?;
-                1
-            }
-            Compression::Snappy => {
-                let records = &buf[HEADER_LEN..];
-                let mut out = vec![0; HEADER_LEN + snap::raw::max_compress_len(records.len())];
-                let n = snap::raw::Encoder::new()
-                    .compress(records, &mut out[HEADER_LEN..])
-                    .map_err(std::io::Error::other)?;
-                out.truncate(HEADER_LEN + n);
-                buf = out;
-                2
-            }
-        };
-        let batch_length = i32::try_from(buf.len() - 12)
-            .map_err(|_| std::io::Error::other("record batch larger than 2 GiB"))?;
+        if compression != Compression::None {
+            let mut out = Vec::with_capacity(buf.len() / 2 + HEADER_LEN);
+            out.resize(HEADER_LEN, 0);
+            compression.compress(&buf[HEADER_LEN..], &mut out)?;
+            buf = out;
+        }
+        let batch_length = i32::try_from(buf.len() - 12).map_err(|_| CodecError::TooLarge {
+            codec: compression,
+            limit: i32::MAX as usize,
+        })?;
         let mut h = &mut buf[..HEADER_LEN];
         h.put_i64(0); // base offset: the broker assigns it
         h.put_i32(batch_length);
         h.put_i32(-1); // partition leader epoch
         h.put_i8(2); // magic
         h.put_u32(0); // CRC, set below
-        h.put_i16(codec); // attributes: compression, create time
+        h.put_i16(compression.id()); // attributes: compression, create time
         h.put_i32(self.count - 1); // last offset delta
         h.put_i64(self.base_timestamp);
         h.put_i64(self.max_timestamp);
@@ -227,24 +210,6 @@ fn put_varlen(buf: &mut Vec<u8>, len: usize) {
 fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     put_varlen(buf, bytes.len());
     buf.extend_from_slice(bytes);
-}
-
-fn put_varlong(buf: &mut Vec<u8>, v: i64) {
-    let mut z = zigzag(v);
-    while z >= 0x80 {
-        buf.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    buf.push(z as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn varlong_len(v: i64) -> usize {
-    let bits = 64 - zigzag(v).leading_zeros() as usize;
-    bits.max(1).div_ceil(7)
 }
 
 fn varlen_len(len: usize) -> usize {
@@ -370,6 +335,51 @@ mod tests {
                 RecordBatchDecoder::decode(&mut Bytes::from(bad)).is_err(),
                 "flipped byte {i} went unnoticed"
             );
+        }
+    }
+
+    /// Our batches read back through our reader with every codec, lz4 and
+    /// zstd included.
+    #[test]
+    fn batches_read_back_with_every_codec() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let records = random_records(&mut rng, 50);
+            let mut batch = RecordBatch::with_capacity(0);
+            for (k, v, h, ts) in &records {
+                let record = Record {
+                    key: k.as_deref(),
+                    value: v,
+                    headers: h,
+                };
+                batch.push(&record, *ts);
+            }
+            let bytes = Bytes::from(batch.finish(compression).expect("finish"));
+            let batches: Vec<_> = crate::record_batch::read::batches(bytes)
+                .collect::<Result<_, _>>()
+                .expect("reads");
+            assert_eq!(batches.len(), 1);
+            assert_eq!(batches[0].compression, compression);
+            let got = batches[0].records(1 << 24).expect("decodes");
+            assert_eq!(got.len(), records.len(), "{compression:?}");
+            for (i, (got, (k, v, h, ts))) in got.iter().zip(&records).enumerate() {
+                assert_eq!(got.offset, i as i64);
+                assert_eq!(got.timestamp_ms, *ts);
+                assert_eq!(got.key.as_deref(), k.as_deref());
+                assert_eq!(got.value.as_deref(), Some(v.as_slice()));
+                let headers: BTreeMap<String, Vec<u8>> = got
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_deref().unwrap_or_default().to_vec()))
+                    .collect();
+                assert_eq!(&headers, h);
+            }
         }
     }
 }

@@ -1,0 +1,154 @@
+//! What can go wrong talking to a broker, and one classification of broker
+//! error codes by what a caller can do about them.
+
+use kafka_protocol::ResponseError;
+
+/// A failure between the client and a broker.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// No connection to the broker, or it broke.
+    #[error("connection to {address} failed: {detail}")]
+    Connection {
+        /// The address.
+        address: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A request got no answer in time.
+    #[error("{api} request to {address} timed out after {after_ms} ms")]
+    Timeout {
+        /// The API.
+        api: &'static str,
+        /// The address.
+        address: String,
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// The broker answered with an error code.
+    #[error("{api} failed: {error:?}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Broker {
+        /// The API.
+        api: &'static str,
+        /// The error.
+        error: ResponseError,
+        /// The broker's message, if any.
+        message: Option<String>,
+    },
+    /// The broker speaks no version of an API that Kavari can use.
+    #[error(
+        "the broker supports no usable version of {api} (it offers {offered:?}, Kavari speaks {min}..={max})"
+    )]
+    UnsupportedVersion {
+        /// The API.
+        api: &'static str,
+        /// What the broker offered, if anything.
+        offered: Option<(i16, i16)>,
+        /// Kavari's lowest.
+        min: i16,
+        /// Kavari's highest.
+        max: i16,
+    },
+    /// A response or record batch did not decode.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// What did not decode.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl WireError {
+    /// A broker's error code for `api`.
+    pub fn broker(api: &'static str, error: ResponseError, message: Option<String>) -> Self {
+        Self::Broker {
+            api,
+            error,
+            message,
+        }
+    }
+
+    /// The broker error code, when this is one.
+    pub fn response_error(&self) -> Option<ResponseError> {
+        match self {
+            Self::Broker { error, .. } => Some(*error),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is at fault (broken, silent, or out of step)
+    /// rather than the request: connect again and retry.
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            Self::Connection { .. } | Self::Timeout { .. } | Self::Malformed { .. }
+        )
+    }
+
+    /// Whether another attempt may succeed: a transport failure, or a broker
+    /// code the protocol marks retriable.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Broker { error, .. } => is_retriable_code(*error),
+            other => other.is_transport(),
+        }
+    }
+}
+
+/// Broker codes after which the cluster's metadata is stale: the partition's
+/// leader moved, or the client's view of its leader epoch is out of date.
+pub fn needs_metadata_refresh(e: ResponseError) -> bool {
+    use ResponseError as E;
+    matches!(
+        e,
+        E::NotLeaderOrFollower
+            | E::LeaderNotAvailable
+            | E::UnknownTopicOrPartition
+            | E::FencedLeaderEpoch
+            | E::UnknownLeaderEpoch
+            | E::ReplicaNotAvailable
+            | E::KafkaStorageError
+            | E::OffsetNotAvailable
+            | E::NotCoordinator
+    )
+}
+
+/// Whether a broker code may clear on retry, as the Java client classifies
+/// its exceptions (`RetriableException`), plus broker restarts seen as codes.
+pub fn is_retriable_code(e: ResponseError) -> bool {
+    use ResponseError as E;
+    e.is_retriable() || matches!(e, E::NetworkException | E::BrokerNotAvailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_classified_by_what_a_retry_can_do() {
+        use ResponseError as E;
+        let table = [
+            (E::NotLeaderOrFollower, true, true),
+            (E::FencedLeaderEpoch, true, true),
+            (E::UnknownTopicOrPartition, true, true),
+            (E::RequestTimedOut, true, false),
+            (E::BrokerNotAvailable, true, false),
+            (E::MessageTooLarge, false, false),
+            (E::TopicAuthorizationFailed, false, false),
+            (E::CorruptMessage, true, false),
+        ];
+        for (code, retriable, refresh) in table {
+            assert_eq!(is_retriable_code(code), retriable, "{code:?} retriable");
+            assert_eq!(needs_metadata_refresh(code), refresh, "{code:?} refresh");
+        }
+        let timeout = WireError::Timeout {
+            api: "Fetch",
+            address: "b:9092".into(),
+            after_ms: 1,
+        };
+        assert!(timeout.is_transport() && timeout.is_retriable());
+        let fenced = WireError::broker("Fetch", E::TopicAuthorizationFailed, None);
+        assert!(!fenced.is_transport() && !fenced.is_retriable());
+    }
+}

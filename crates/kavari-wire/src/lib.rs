@@ -1,0 +1,52 @@
+//! Everything in Kavari that talks to Kafka brokers: pipelined
+//! [`connection::Connection`]s (framing, version negotiation, timeouts), the
+//! [`cluster::Cluster`]'s metadata and one connection per broker, record
+//! batches written and read with every codec in pure Rust
+//! ([`record_batch`], [`compression`]), produce, fetch and list-offsets,
+//! one [`backoff::Backoff`] and one [`WireError`] with one classification
+//! of broker error codes.
+//!
+//! The group protocol (kavari-group) and the typed library (kavari) build
+//! on it; it knows neither.
+
+pub mod backoff;
+pub mod cluster;
+pub mod compression;
+pub mod connection;
+mod error;
+pub mod fetch;
+pub mod list_offsets;
+pub mod produce;
+pub mod reader;
+pub mod record_batch;
+
+use std::fmt;
+
+pub use compression::Compression;
+pub use error::{WireError, is_retriable_code, needs_metadata_refresh};
+pub use kafka_protocol::ResponseError;
+
+/// A topic and partition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// A topic and partition.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}

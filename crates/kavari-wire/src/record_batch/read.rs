@@ -1,0 +1,235 @@
+//! Reading record batches from a fetch response: split into whole batches
+//! (the broker may cut the last one short), check each CRC, decompress with
+//! any codec, and slice keys, values and headers out of the batch bytes
+//! without a copy per record.
+
+use bytes::Bytes;
+
+use super::{CRC_FROM, HEADER_LEN};
+use crate::WireError;
+use crate::compression::Compression;
+use crate::reader::Reader;
+
+/// A record read from a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedRecord {
+    /// The record's offset.
+    pub offset: i64,
+    /// Milliseconds since the epoch: create time, or the broker's append
+    /// time for a topic with `message.timestamp.type=LogAppendTime`.
+    pub timestamp_ms: i64,
+    /// The key; `None` when null.
+    pub key: Option<Bytes>,
+    /// The value; `None` for a tombstone.
+    pub value: Option<Bytes>,
+    /// The headers in the order written; names are UTF-8 (lossy).
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// What a transaction's control record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    /// The transaction was aborted.
+    Abort,
+    /// The transaction was committed.
+    Commit,
+    /// A control record type this client does not know (skipped).
+    Other(i16),
+}
+
+/// One whole batch, its header read, its records not yet decoded.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The first record's offset.
+    pub base_offset: i64,
+    /// The offset after the batch's last record (even when compaction
+    /// removed that record): where the next fetch starts.
+    pub next_offset: i64,
+    /// The leader epoch the batch was written under.
+    pub partition_leader_epoch: i32,
+    /// The producer's id, -1 when not idempotent.
+    pub producer_id: i64,
+    /// Whether the batch belongs to a transaction.
+    pub is_transactional: bool,
+    /// Whether the batch holds control records (transaction markers).
+    pub is_control: bool,
+    /// The codec of its records.
+    pub compression: Compression,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    log_append_time: bool,
+    count: usize,
+    /// The records, as written (compressed or not).
+    body: Bytes,
+}
+
+/// Batches in a partition's record bytes, in order. A batch cut short at
+/// the end is left out (the broker stops at the fetch's byte limit); a
+/// corrupt batch is an error and ends the iteration.
+pub fn batches(records: Bytes) -> Batches {
+    Batches {
+        rest: records,
+        failed: false,
+    }
+}
+
+/// The iterator [`batches`] returns.
+#[derive(Debug)]
+pub struct Batches {
+    rest: Bytes,
+    failed: bool,
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.rest.len() < 17 {
+            return None;
+        }
+        let result = next_batch(&mut self.rest).transpose();
+        if matches!(result, Some(Err(_))) {
+            self.failed = true;
+        }
+        result
+    }
+}
+
+/// The next whole batch of `rest`; `None` when only part of one is left.
+fn next_batch(rest: &mut Bytes) -> Result<Option<Batch>, WireError> {
+    let malformed = |detail: String| WireError::Malformed {
+        what: "record batch",
+        detail,
+    };
+    let mut r = Reader::new(rest.clone(), "record batch");
+    let base_offset = r.i64()?;
+    let length = r.i32()?;
+    let length = usize::try_from(length)
+        .ok()
+        .filter(|l| *l >= HEADER_LEN - 12)
+        .ok_or_else(|| malformed(format!("batch at offset {base_offset} has length {length}")))?;
+    let total = 12 + length;
+    if rest.len() < total {
+        return Ok(None); // cut short by the broker
+    }
+    let whole = rest.split_to(total);
+    let mut r = Reader::new(whole.slice(12..), "record batch");
+    let partition_leader_epoch = r.i32()?;
+    let magic = r.i8()?;
+    if magic != 2 {
+        return Err(malformed(format!(
+            "batch at offset {base_offset} is message format v{magic}; only v2 (Kafka 0.11 and later) is read"
+        )));
+    }
+    let crc = r.u32()?;
+    let actual = crc32c::crc32c(&whole[CRC_FROM..]);
+    if crc != actual {
+        return Err(malformed(format!(
+            "batch at offset {base_offset} fails its CRC (stored {crc:#010x}, computed {actual:#010x})"
+        )));
+    }
+    let attributes = r.i16()?;
+    let last_offset_delta = r.i32()?;
+    let base_timestamp = r.i64()?;
+    let max_timestamp = r.i64()?;
+    let producer_id = r.i64()?;
+    let _producer_epoch = r.i16()?;
+    let _base_sequence = r.i32()?;
+    let count = r.i32()?;
+    let compression = Compression::from_id(attributes & 0x07)
+        .map_err(|e| malformed(format!("batch at offset {base_offset}: {e}")))?;
+    let count = usize::try_from(count).map_err(|_| {
+        malformed(format!(
+            "batch at offset {base_offset} claims {count} records"
+        ))
+    })?;
+    Ok(Some(Batch {
+        base_offset,
+        next_offset: base_offset.saturating_add(i64::from(last_offset_delta)) + 1,
+        partition_leader_epoch,
+        producer_id,
+        is_transactional: attributes & 0x10 != 0,
+        is_control: attributes & 0x20 != 0,
+        compression,
+        base_timestamp,
+        max_timestamp,
+        log_append_time: attributes & 0x08 != 0,
+        count,
+        body: r.rest(),
+    }))
+}
+
+impl Batch {
+    /// The records, decompressed (to at most `max_bytes`) and decoded.
+    pub fn records(&self, max_bytes: usize) -> Result<Vec<FetchedRecord>, WireError> {
+        let body = match self.compression {
+            Compression::None => self.body.clone(),
+            codec => Bytes::from(codec.decompress(&self.body, max_bytes).map_err(|e| {
+                WireError::Malformed {
+                    what: "record batch",
+                    detail: format!("batch at offset {}: {e}", self.base_offset),
+                }
+            })?),
+        };
+        let mut r = Reader::new(body, "record");
+        // Every record takes at least 7 bytes: never trust the count alone.
+        let mut out = Vec::with_capacity(self.count.min(r.remaining() / 7 + 1));
+        for _ in 0..self.count {
+            out.push(self.record(&mut r)?);
+        }
+        Ok(out)
+    }
+
+    fn record(&self, r: &mut Reader) -> Result<FetchedRecord, WireError> {
+        let len = r
+            .var_len()?
+            .ok_or_else(|| r.error("a record of length -1"))?;
+        let mut rec = Reader::new(r.bytes(len)?, "record");
+        let _attributes = rec.i8()?;
+        let timestamp_delta = rec.varlong()?;
+        let offset_delta = rec.varlong()?;
+        let key = rec.var_len()?.map(|n| rec.bytes(n)).transpose()?;
+        let value = rec.var_len()?.map(|n| rec.bytes(n)).transpose()?;
+        let n = rec.var_len()?.unwrap_or(0);
+        let mut headers = Vec::with_capacity(n.min(rec.remaining() / 2));
+        for _ in 0..n {
+            let name = rec
+                .var_len()?
+                .ok_or_else(|| rec.error("a header with a null name"))?;
+            let name = String::from_utf8_lossy(&rec.bytes(name)?).into_owned();
+            let value = rec.var_len()?.map(|n| rec.bytes(n)).transpose()?;
+            headers.push((name, value));
+        }
+        Ok(FetchedRecord {
+            offset: self.base_offset.saturating_add(offset_delta),
+            timestamp_ms: if self.log_append_time {
+                self.max_timestamp
+            } else {
+                self.base_timestamp.saturating_add(timestamp_delta)
+            },
+            key,
+            value,
+            headers,
+        })
+    }
+
+    /// A control batch's marker type (from its one record's key).
+    pub fn control_type(&self) -> Result<ControlType, WireError> {
+        let records = self.records(64 * 1024)?;
+        let key =
+            records
+                .first()
+                .and_then(|r| r.key.clone())
+                .ok_or_else(|| WireError::Malformed {
+                    what: "control record",
+                    detail: format!("control batch at {} has no keyed record", self.base_offset),
+                })?;
+        let mut k = Reader::new(key, "control record");
+        let _version = k.i16()?;
+        Ok(match k.i16()? {
+            0 => ControlType::Abort,
+            1 => ControlType::Commit,
+            other => ControlType::Other(other),
+        })
+    }
+}
