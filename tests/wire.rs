@@ -1,14 +1,14 @@
-//! kavari-group's wire layer against a real broker: one pipelined
+//! kavari-wire against a real broker: one pipelined
 //! connection answering many requests at once, cluster metadata, and what a
 //! dead connection does to the requests waiting on it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kavari_group::GroupError;
-use kavari_group::cluster::Cluster;
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
 use kavari_tests::{init_tracing, own_broker};
+use kavari_wire::WireError;
+use kavari_wire::cluster::Cluster;
 
 fn cluster(broker: &KafkaBroker, timeout: Duration) -> Arc<Cluster> {
     Arc::new(Cluster::new(
@@ -75,7 +75,7 @@ async fn metadata_never_creates_topics_and_leaders_connect() {
     assert!(Arc::ptr_eq(&conn, &again), "the connection is kept");
     assert!(matches!(
         cluster.broker(leader + 1000).await,
-        Err(GroupError::Connection { .. })
+        Err(WireError::Connection { .. })
     ));
 }
 

@@ -18,8 +18,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
 
-use crate::cluster::Cluster;
-use crate::connection::Connection;
+use kavari_wire::WireError;
+use kavari_wire::cluster::Cluster;
+use kavari_wire::connection::Connection;
+
 use crate::{Generation, GroupError, TopicPartition};
 
 /// What a JoinGroup needs.
@@ -95,7 +97,7 @@ struct CoordinatorLink {
 #[derive(Debug)]
 pub(crate) struct KafkaGroupApi {
     group_id: String,
-    cluster: Cluster,
+    cluster: Arc<Cluster>,
     link: Mutex<Option<Arc<CoordinatorLink>>>,
 }
 
@@ -107,10 +109,10 @@ fn topic_name(v: &str) -> TopicName {
     TopicName(s(v))
 }
 
-fn check(api: &'static str, code: i16, message: Option<&StrBytes>) -> Result<(), GroupError> {
+fn check(api: &'static str, code: i16, message: Option<&StrBytes>) -> Result<(), WireError> {
     match code.err() {
         None => Ok(()),
-        Some(e) => Err(GroupError::broker(
+        Some(e) => Err(WireError::broker(
             api,
             e,
             message.map(|m| m.as_str().to_string()),
@@ -119,15 +121,10 @@ fn check(api: &'static str, code: i16, message: Option<&StrBytes>) -> Result<(),
 }
 
 impl KafkaGroupApi {
-    pub(crate) fn new(
-        bootstrap: Vec<String>,
-        group_id: String,
-        client_id: String,
-        request_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(group_id: String, cluster: Arc<Cluster>) -> Self {
         Self {
             group_id,
-            cluster: Cluster::new(bootstrap, client_id, request_timeout),
+            cluster,
             link: Mutex::new(None),
         }
     }
@@ -149,7 +146,8 @@ impl KafkaGroupApi {
     }
 
     /// Forgets a coordinator that failed, so the member looks it up again.
-    async fn on_error<T>(&self, r: Result<T, GroupError>) -> Result<T, GroupError> {
+    async fn on_error<T>(&self, r: Result<T, WireError>) -> Result<T, GroupError> {
+        let r = r.map_err(GroupError::Wire);
         if let Err(e) = &r
             && e.needs_new_coordinator()
         {
@@ -172,17 +170,13 @@ impl GroupApi for KafkaGroupApi {
             Ok(r) => r,
             Err(e) => {
                 self.cluster.forget_any_broker().await;
-                return Err(e);
+                return Err(e.into());
             }
         };
         let (host, port) = if version >= 4 {
-            let c = resp
-                .coordinators
-                .first()
-                .ok_or_else(|| GroupError::Malformed {
-                    what: "FindCoordinator",
-                    detail: "no coordinator in the response".into(),
-                })?;
+            let c = resp.coordinators.first().ok_or_else(|| {
+                GroupError::malformed("FindCoordinator", "no coordinator in the response")
+            })?;
             check("FindCoordinator", c.error_code, c.error_message.as_ref())?;
             (c.host.as_str().to_string(), c.port)
         } else {

@@ -9,9 +9,10 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use kavari_wire::backoff::Backoff;
+
 use crate::api::{GroupApi, JoinParams, SyncParams};
 use crate::assignor::{Assignor, MemberSubscription, RebalanceProtocol};
-use crate::backoff::Backoff;
 use crate::protocol::{Assignment, Subscription};
 use crate::{
     Generation, GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState, RevokeAck,
@@ -360,13 +361,9 @@ impl<A: GroupApi> Coordinator<A> {
             member_id: joined.member_id.clone(),
             group_instance_id: self.config.group_instance_id.clone(),
         };
-        let protocol_name = joined
-            .protocol_name
-            .clone()
-            .ok_or_else(|| GroupError::Malformed {
-                what: "JoinGroup",
-                detail: "no protocol name in a successful response".into(),
-            })?;
+        let protocol_name = joined.protocol_name.clone().ok_or_else(|| {
+            GroupError::malformed("JoinGroup", "no protocol name in a successful response")
+        })?;
         let assignor = self
             .config
             .assignors
@@ -392,10 +389,8 @@ impl<A: GroupApi> Coordinator<A> {
                 assignments,
             })
             .await?;
-        let assignment = Assignment::decode(&bytes).map_err(|e| GroupError::Malformed {
-            what: "SyncGroup assignment",
-            detail: e.to_string(),
-        })?;
+        let assignment = Assignment::decode(&bytes)
+            .map_err(|e| GroupError::malformed("SyncGroup assignment", e.to_string()))?;
         let new: BTreeSet<TopicPartition> = assignment
             .partitions
             .into_iter()
@@ -995,10 +990,11 @@ mod tests {
         {
             let mut s = api.script();
             for _ in 0..1_000 {
-                s.find.push_back(Err(GroupError::Connection {
-                    address: "broker:9092".into(),
-                    detail: "connection refused".into(),
-                }));
+                s.find
+                    .push_back(Err(GroupError::Wire(kavari_wire::WireError::Connection {
+                        address: "broker:9092".into(),
+                        detail: "connection refused".into(),
+                    })));
             }
         }
         let started = Instant::now();

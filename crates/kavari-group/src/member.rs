@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kavari_wire::cluster::Cluster;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::KafkaGroupApi;
@@ -25,18 +26,30 @@ pub struct GroupMember {
 }
 
 impl GroupMember {
-    /// Starts joining `config.group_id`; returns the handle and its events.
-    /// Must be called inside a tokio runtime.
+    /// Starts joining `config.group_id` over connections of its own;
+    /// returns the handle and its events. Must be called inside a tokio
+    /// runtime.
     pub fn start(
         config: GroupConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<GroupEvent>), GroupError> {
-        config.validate()?;
-        let api = Arc::new(KafkaGroupApi::new(
+        let cluster = Arc::new(Cluster::new(
             config.bootstrap.clone(),
-            config.group_id.clone(),
             config.client_id.clone(),
             config.request_timeout,
         ));
+        Self::start_on(config, cluster)
+    }
+
+    /// Starts joining `config.group_id` through `cluster`'s connections,
+    /// shared with the application's producer and fetcher (the
+    /// coordinator still gets two connections of its own: JoinGroup and
+    /// SyncGroup may wait a whole rebalance). `config.bootstrap` is unused.
+    pub fn start_on(
+        config: GroupConfig,
+        cluster: Arc<Cluster>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<GroupEvent>), GroupError> {
+        config.validate()?;
+        let api = Arc::new(KafkaGroupApi::new(config.group_id.clone(), cluster));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(MemberState {
             phase: MemberPhase::Unjoined,

@@ -76,6 +76,11 @@ impl Cluster {
         self.request_timeout
     }
 
+    /// The bootstrap servers.
+    pub fn bootstrap(&self) -> &[String] {
+        &self.bootstrap
+    }
+
     /// The client id sent with every request.
     pub fn client_id(&self) -> &str {
         &self.client_id

@@ -15,6 +15,7 @@ pub mod compression;
 pub mod connection;
 mod error;
 pub mod fetch;
+pub mod fetcher;
 pub mod list_offsets;
 pub mod produce;
 pub mod reader;

@@ -3,12 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::ClientHandle;
 use crate::consume::{ConsumerConfig, OffsetReset};
 use crate::publish::{Compression, ProducerConfig, Publisher};
 use crate::retry::{FibonacciRetryPolicy, RetryPolicy};
 use crate::{Kavari, Partitioner};
-use kavari_group::cluster::Cluster;
+use kavari_wire::cluster::Cluster;
 
 /// A configuration `build()` refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -92,16 +91,44 @@ impl KavariBuilder {
         self
     }
 
-    /// Fetched records a partition may hold before fetching pauses
-    /// (backpressure). Default: 1,000.
-    pub fn max_buffered_records(mut self, records: usize) -> Self {
-        self.consumer.max_buffered_records = records;
+    /// Bytes of fetched records all partitions together may hold before
+    /// fetching pauses (librdkafka's `queued.max.messages.kbytes`; a
+    /// partition alone pauses at `max_partition_fetch_bytes`). Default:
+    /// 64 MiB.
+    pub fn queued_max_bytes(mut self, bytes: usize) -> Self {
+        self.consumer.queued_max_bytes = bytes;
         self
     }
 
-    /// Kafka's `fetch.max.bytes` per partition fetch. Default: 1 MiB.
+    /// Kafka's `fetch.max.bytes`: the most one Fetch request (all of a
+    /// broker's partitions) returns; a first batch larger than this still
+    /// comes whole. Default: 50 MiB.
     pub fn fetch_max_bytes(mut self, bytes: i32) -> Self {
         self.consumer.fetch_max_bytes = bytes;
+        self
+    }
+
+    /// Kafka's `max.partition.fetch.bytes`: the most one partition returns
+    /// per request, and what it may hold unhandled before it is fetched
+    /// again (a slow partition pauses alone). Default: 1 MiB.
+    pub fn max_partition_fetch_bytes(mut self, bytes: i32) -> Self {
+        self.consumer.max_partition_fetch_bytes = bytes;
+        self
+    }
+
+    /// Kafka's `fetch.min.bytes`: the broker answers once this much is
+    /// there, or after `fetch_max_wait`. Default: 1.
+    pub fn fetch_min_bytes(mut self, bytes: i32) -> Self {
+        self.consumer.fetch_min_bytes = bytes;
+        self
+    }
+
+    /// Kafka's `isolation.level`. Default:
+    /// [`Isolation::ReadCommitted`](crate::Isolation::ReadCommitted), as
+    /// librdkafka and Kafka's own tools: records of aborted transactions
+    /// are never delivered.
+    pub fn isolation_level(mut self, isolation: crate::Isolation) -> Self {
+        self.consumer.isolation = isolation;
         self
     }
 
@@ -274,9 +301,14 @@ impl KavariBuilder {
                 "heartbeat_interval must be above zero and below session_timeout".into(),
             ));
         }
-        if self.consumer.fetch_max_bytes <= 0 || self.consumer.max_buffered_records == 0 {
+        if self.consumer.fetch_max_bytes <= 0
+            || self.consumer.max_partition_fetch_bytes <= 0
+            || self.consumer.fetch_min_bytes < 0
+            || self.consumer.queued_max_bytes == 0
+        {
             return Err(ConfigError(
-                "fetch_max_bytes and max_buffered_records must be above zero".into(),
+                "fetch_max_bytes, max_partition_fetch_bytes and queued_max_bytes must be above zero, fetch_min_bytes not below"
+                    .into(),
             ));
         }
         if self.consumer.group_id.as_deref() == Some("") {
@@ -298,26 +330,23 @@ impl KavariBuilder {
     /// every publish (re)connects as needed.
     pub async fn build(self) -> Result<Kavari, ConfigError> {
         let bootstrap = self.validate()?;
-        let client = Arc::new(ClientHandle::new(
+        // One connection pool for the publisher, the fetcher and the group
+        // member.
+        let cluster = Arc::new(Cluster::new(
             bootstrap,
             self.client_id.clone(),
             self.request_timeout,
         ));
-        if let Err(e) = client.get().await {
+        if let Err(e) = cluster.any_broker().await {
             tracing::warn!(error = %e, "Kafka is not reachable yet; Kavari will keep trying");
         }
-        let cluster = Arc::new(Cluster::new(
-            client.bootstrap().to_vec(),
-            self.client_id.clone(),
-            self.request_timeout,
-        ));
         let publisher = Arc::new(Publisher::new(
-            cluster,
+            Arc::clone(&cluster),
             self.producer.clone(),
             Arc::clone(&self.publishing_retry),
         ));
         Ok(Kavari::from_parts(
-            client,
+            cluster,
             publisher,
             self.consumer,
             self.client_id,

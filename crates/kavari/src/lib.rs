@@ -1,7 +1,6 @@
 //! Kavari: typed, reliable Kafka publish/subscribe in pure Rust (no
-//! librdkafka, no C toolchain): publishing and the consumer group speak the
-//! Kafka protocol over Kavari's own connections, fetching goes through
-//! `rskafka`.
+//! librdkafka, no C toolchain): publishing, fetching and the consumer group
+//! speak the Kafka protocol over one pool of Kavari's own connections.
 //!
 //! Declare a message type once, then publish it:
 //!
@@ -35,7 +34,6 @@
 //! Java client.
 
 mod builder;
-mod client;
 pub mod codec;
 mod consume;
 mod handler;
@@ -53,6 +51,7 @@ pub use handler::{HandlerError, MessageContext, MessageHandler};
 pub use health::{Health, HealthState, PartitionHealth};
 pub use kavari_derive::KafkaMessage;
 pub use kavari_group;
+pub use kavari_wire::fetch::Isolation;
 pub use manager::{Kavari, ShutdownError};
 pub use message::KafkaMessage;
 pub use partitioner::{Partitioner, crc32, murmur2};

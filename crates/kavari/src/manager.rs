@@ -3,8 +3,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use kavari_wire::cluster::Cluster;
+
 use crate::builder::KavariBuilder;
-use crate::client::ClientHandle;
 use crate::codec;
 use crate::consume::{Consumer, ConsumerConfig, StartError};
 use crate::health::{Health, HealthState};
@@ -49,7 +50,7 @@ pub struct Kavari {
 }
 
 struct Inner {
-    client: Arc<ClientHandle>,
+    cluster: Arc<Cluster>,
     publisher: Arc<Publisher>,
     client_id: String,
     shutdown_timeout: Duration,
@@ -62,7 +63,7 @@ struct Inner {
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kavari")
-            .field("bootstrap", &self.client.bootstrap())
+            .field("bootstrap", &self.cluster.bootstrap())
             .field("consumer", &self.consumer.get())
             .finish_non_exhaustive()
     }
@@ -76,7 +77,7 @@ impl Kavari {
     }
 
     pub(crate) fn from_parts(
-        client: Arc<ClientHandle>,
+        cluster: Arc<Cluster>,
         publisher: Arc<Publisher>,
         consumer_config: ConsumerConfig,
         client_id: String,
@@ -84,7 +85,7 @@ impl Kavari {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                client,
+                cluster,
                 publisher,
                 client_id,
                 shutdown_timeout,
@@ -159,7 +160,7 @@ impl Kavari {
         let consumer = Consumer::start(
             registry,
             self.inner.consumer_config.clone(),
-            Arc::clone(&self.inner.client),
+            Arc::clone(&self.inner.cluster),
             Arc::clone(&self.inner.publisher),
             &self.inner.client_id,
         )?;
@@ -199,7 +200,7 @@ impl Kavari {
 
     /// The bootstrap servers this manager connects to.
     pub fn bootstrap_servers(&self) -> &[String] {
-        self.inner.client.bootstrap()
+        self.inner.cluster.bootstrap()
     }
 
     /// Publishes `msg` to `M::TOPIC`, keyed by its partition key, with the

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rskafka::record::RecordAndOffset;
+use kavari_wire::record_batch::read::FetchedRecord;
 use tokio::sync::watch;
 
 use super::Shared;
@@ -40,12 +40,18 @@ pub(crate) async fn deliver(
     shared: &Arc<Shared>,
     topic: &str,
     partition: i32,
-    rec: RecordAndOffset,
+    record: FetchedRecord,
     stop: &watch::Receiver<bool>,
 ) -> Result<Disposition, Undelivered> {
-    let RecordAndOffset { record, offset } = rec;
+    let offset = record.offset;
     let value = record.value.as_deref().unwrap_or_default();
     let key = record.key.as_deref();
+    // Handlers see headers by name (the last of a repeated name wins).
+    let headers: BTreeMap<String, Vec<u8>> = record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_deref().unwrap_or_default().to_vec()))
+        .collect();
     let letter = |headers| Letter {
         topic,
         partition,
@@ -56,11 +62,11 @@ pub(crate) async fn deliver(
     };
     let entry = match shared
         .registry
-        .route(topic, &record.headers, record.value.as_deref())
+        .route(topic, &headers, record.value.as_deref())
     {
         Route::Handlers(entry) => entry,
         Route::Poison(reason) => {
-            let letter = letter(&record.headers);
+            let letter = letter(&headers);
             return poison(shared, &letter, &reason, stop).await;
         }
     };
@@ -72,8 +78,8 @@ pub(crate) async fn deliver(
         key: key
             .and_then(|k| std::str::from_utf8(k).ok())
             .map(str::to_string),
-        headers: record.headers,
-        timestamp: record.timestamp,
+        headers,
+        timestamp: chrono::DateTime::from_timestamp_millis(record.timestamp_ms).unwrap_or_default(),
         attempt: 1,
     };
     let mut disposition = Disposition::Handled;

@@ -11,6 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kavari_group::{GroupConfig, GroupEvent, GroupMember, MemberPhase, TopicPartition};
+use kavari_wire::cluster::Cluster;
+use kavari_wire::fetch::FetchLimits;
+use kavari_wire::fetcher::{Fetcher, FetcherConfig};
+use kavari_wire::list_offsets::OffsetSpec;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -18,7 +22,6 @@ pub(crate) use config::ConsumerConfig;
 pub use config::OffsetReset;
 pub(crate) use worker::until_stopped;
 
-use crate::client::ClientHandle;
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::publish::Publisher;
 use crate::registry::Registry;
@@ -43,7 +46,7 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) config: ConsumerConfig,
     pub(crate) group_id: String,
-    pub(crate) client: Arc<ClientHandle>,
+    pub(crate) fetcher: Fetcher,
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) member: GroupMember,
     partitions: Mutex<BTreeMap<TopicPartition, PartitionHealth>>,
@@ -77,6 +80,34 @@ impl Shared {
     }
 }
 
+/// The fetch engine's settings, from the consumer's.
+fn fetcher_config(config: &ConsumerConfig) -> FetcherConfig {
+    let partition_max = usize::try_from(config.max_partition_fetch_bytes).unwrap_or(1);
+    FetcherConfig {
+        limits: FetchLimits {
+            max_wait: config.fetch_max_wait,
+            min_bytes: config.fetch_min_bytes,
+            max_bytes: config.fetch_max_bytes,
+            partition_max_bytes: config.max_partition_fetch_bytes,
+            isolation: config.isolation,
+        },
+        reset: match config.auto_offset_reset {
+            OffsetReset::Earliest => Some(OffsetSpec::Earliest),
+            OffsetReset::Latest => Some(OffsetSpec::Latest),
+            OffsetReset::Error => None,
+        },
+        partition_buffer_bytes: partition_max,
+        total_buffer_bytes: config.queued_max_bytes,
+        // A batch is at most the broker's message.max.bytes compressed; its
+        // records may decompress to more, never past the fetch's own bound.
+        max_batch_bytes: usize::try_from(config.fetch_max_bytes)
+            .unwrap_or(0)
+            .max(partition_max)
+            .saturating_mul(4)
+            .max(64 * 1024 * 1024),
+    }
+}
+
 struct WorkerHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -101,13 +132,13 @@ impl Consumer {
     pub(crate) fn start(
         registry: Registry,
         config: ConsumerConfig,
-        client: Arc<ClientHandle>,
+        cluster: Arc<Cluster>,
         publisher: Arc<Publisher>,
         client_id: &str,
     ) -> Result<Self, StartError> {
         let group_id = config.group_id.clone().ok_or(StartError::NoGroupId)?;
         let mut group = GroupConfig::new(
-            client.bootstrap().to_vec(),
+            cluster.bootstrap().to_vec(),
             group_id.clone(),
             registry.topics(),
         );
@@ -116,17 +147,19 @@ impl Consumer {
         group.session_timeout = config.session_timeout;
         group.heartbeat_interval = config.heartbeat_interval;
         group.rebalance_timeout = config.rebalance_timeout;
-        group.request_timeout = client.request_timeout();
+        group.request_timeout = cluster.request_timeout();
         group.give_up_after = config.give_up_after;
         if let Some(assignors) = &config.assignors {
             group.assignors = assignors.clone();
         }
-        let (member, events) = GroupMember::start(group).map_err(StartError::Group)?;
+        let (member, events) =
+            GroupMember::start_on(group, Arc::clone(&cluster)).map_err(StartError::Group)?;
+        let fetcher = Fetcher::new(cluster, fetcher_config(&config));
         let shared = Arc::new(Shared {
             registry,
             config,
             group_id,
-            client,
+            fetcher,
             publisher,
             member,
             partitions: Mutex::new(BTreeMap::new()),
@@ -206,7 +239,7 @@ impl Consumer {
         } else {
             state
         };
-        let partitions = self
+        let partitions: Vec<PartitionHealth> = self
             .shared
             .partitions
             .lock()
@@ -214,8 +247,13 @@ impl Consumer {
             .values()
             .cloned()
             .collect();
+        // A partition that cannot move on (a batch that does not decode, an
+        // offset out of range with no reset) makes the manager not ready.
+        let blocked = partitions
+            .iter()
+            .any(|p: &PartitionHealth| p.error.is_some());
         Health {
-            ready: state == HealthState::Running,
+            ready: state == HealthState::Running && !blocked,
             state,
             generation: member.generation.map(|g| g.generation_id),
             partitions,

@@ -18,15 +18,15 @@ use futures::stream::FuturesOrdered;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kavari_group::cluster::Cluster;
-use kavari_group::connection::Connection;
-use kavari_group::produce::PartitionProduce;
+use kavari_wire::cluster::Cluster;
+use kavari_wire::connection::Connection;
+use kavari_wire::produce::PartitionProduce;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::config::ProducerConfig;
-use super::record_batch::{Headers, Record, RecordBatch};
 use super::{ProduceError, ProduceErrorKind};
+use kavari_wire::record_batch::write::{Headers, Record, RecordBatch};
 
 /// Produce requests a partition keeps in flight at once, as the Java
 /// producer's `max.in.flight.requests.per.connection` default: a batch fills
@@ -424,7 +424,7 @@ impl Sender {
                     (None, e) => {
                         return Err(ProduceError::from_code(
                             &what,
-                            e.unwrap_or(kavari_group::ResponseError::LeaderNotAvailable),
+                            e.unwrap_or(kavari_wire::ResponseError::LeaderNotAvailable),
                             None,
                         ));
                     }

@@ -2,19 +2,7 @@
 
 use std::time::Duration;
 
-/// Compression of produced batches (pure Rust codecs; lz4 and zstd are left
-/// out because their crates compile C). Consumers read gzip and snappy too.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Compression {
-    /// No compression (the default).
-    #[default]
-    None,
-    /// gzip.
-    Gzip,
-    /// snappy.
-    Snappy,
-}
+use kavari_wire::Compression;
 
 /// How the publisher batches and sends.
 #[derive(Debug, Clone)]

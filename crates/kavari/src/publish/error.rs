@@ -2,8 +2,7 @@
 
 use std::fmt;
 
-use kavari_group::{GroupError, ResponseError};
-use rskafka::client::error::{Error as RsError, ProtocolError};
+use kavari_wire::{ResponseError, WireError};
 
 use crate::codec::{EncodeError, EncodedMessage};
 
@@ -54,37 +53,12 @@ impl ProduceError {
         }
     }
 
-    pub(crate) fn timeout(what: &str, after: std::time::Duration) -> Self {
-        Self::new(
-            ProduceErrorKind::Timeout,
-            true,
-            format!("{what}: no answer within {after:?}"),
-        )
-    }
-
     pub(crate) fn shutting_down() -> Self {
         Self::new(
             ProduceErrorKind::ShuttingDown,
             false,
             "the publisher is shutting down",
         )
-    }
-
-    /// Classifies an rskafka error: retry only what can succeed on retry
-    /// (connections, timeouts, leader and coordinator moves, throttling).
-    pub(crate) fn from_rskafka(context: &str, e: &RsError) -> Self {
-        use ProduceErrorKind as K;
-        let detail = format!("{context}: {e}");
-        match e {
-            RsError::Connection(_) | RsError::Request(_) => Self::new(K::Connection, true, detail),
-            RsError::Timeout | RsError::RetryFailed(_) => Self::new(K::Timeout, true, detail),
-            RsError::InvalidResponse(_) => Self::new(K::Broker, true, detail),
-            RsError::ServerError { protocol_error, .. } => {
-                let (kind, retriable) = classify_protocol_error(protocol_error);
-                Self::new(kind, retriable, detail)
-            }
-            _ => Self::new(K::Broker, false, detail),
-        }
     }
 
     /// Classifies a broker's error code as the Java client does (its
@@ -103,25 +77,25 @@ impl ProduceError {
             // A broker on its way down or up: the Java client retries too
             // (it sees the disconnect rather than this code).
             E::NetworkException | E::BrokerNotAvailable => (K::Connection, true),
-            other => (K::Broker, other.is_retriable()),
+            other => (K::Broker, kavari_wire::is_retriable_code(other)),
         };
         Self::new(kind, retriable, detail)
     }
 
     /// Classifies a failure of the connection layer.
-    pub(crate) fn from_wire(context: &str, e: &GroupError) -> Self {
+    pub(crate) fn from_wire(context: &str, e: &WireError) -> Self {
         use ProduceErrorKind as K;
         match e {
-            GroupError::Connection { .. } => {
+            WireError::Connection { .. } => {
                 Self::new(K::Connection, true, format!("{context}: {e}"))
             }
-            GroupError::Timeout { .. } => Self::new(K::Timeout, true, format!("{context}: {e}")),
-            GroupError::Broker { error, message, .. } => {
+            WireError::Timeout { .. } => Self::new(K::Timeout, true, format!("{context}: {e}")),
+            WireError::Broker { error, message, .. } => {
                 Self::from_code(context, *error, message.as_deref())
             }
             // An answer we could not read: the connection is dropped and
             // the next attempt starts afresh.
-            GroupError::Malformed { .. } => Self::new(K::Broker, true, format!("{context}: {e}")),
+            WireError::Malformed { .. } => Self::new(K::Broker, true, format!("{context}: {e}")),
             _ => Self::new(K::Broker, false, format!("{context}: {e}")),
         }
     }
@@ -144,35 +118,6 @@ impl fmt::Display for ProduceError {
 }
 
 impl std::error::Error for ProduceError {}
-
-fn classify_protocol_error(e: &ProtocolError) -> (ProduceErrorKind, bool) {
-    use ProduceErrorKind as K;
-    use ProtocolError as P;
-    match e {
-        P::UnknownTopicOrPartition | P::UnknownTopicId => (K::UnknownTopic, true),
-        P::MessageTooLarge | P::RecordListTooLarge => (K::MessageTooLarge, false),
-        P::RequestTimedOut => (K::Timeout, true),
-        P::NetworkException | P::BrokerNotAvailable => (K::Connection, true),
-        P::CorruptMessage
-        | P::LeaderNotAvailable
-        | P::NotLeaderOrFollower
-        | P::ReplicaNotAvailable
-        | P::NotEnoughReplicas
-        | P::NotEnoughReplicasAfterAppend
-        | P::CoordinatorLoadInProgress
-        | P::CoordinatorNotAvailable
-        | P::NotCoordinator
-        | P::KafkaStorageError
-        | P::FencedLeaderEpoch
-        | P::UnknownLeaderEpoch
-        | P::PreferredLeaderNotAvailable
-        | P::EligibleLeadersNotAvailable
-        | P::ThrottlingQuotaExceeded
-        | P::OffsetNotAvailable
-        | P::UnknownServerError => (K::Broker, true),
-        _ => (K::Broker, false),
-    }
-}
 
 /// Why [`publish`](crate::Kavari::publish) did not deliver a message to its
 /// topic.
@@ -256,7 +201,7 @@ mod tests {
     fn wire_failures_are_retriable_except_version_mismatches() {
         let cases = [
             (
-                GroupError::Connection {
+                WireError::Connection {
                     address: "b:9092".into(),
                     detail: "refused".into(),
                 },
@@ -264,7 +209,7 @@ mod tests {
                 true,
             ),
             (
-                GroupError::Timeout {
+                WireError::Timeout {
                     api: "Produce",
                     address: "b:9092".into(),
                     after_ms: 10,
@@ -273,7 +218,7 @@ mod tests {
                 true,
             ),
             (
-                GroupError::UnsupportedVersion {
+                WireError::UnsupportedVersion {
                     api: "Produce",
                     offered: Some((0, 2)),
                     min: 3,
@@ -283,7 +228,7 @@ mod tests {
                 false,
             ),
             (
-                GroupError::Broker {
+                WireError::Broker {
                     api: "Produce",
                     error: ResponseError::NotLeaderOrFollower,
                     message: None,

@@ -5,7 +5,6 @@ mod batcher;
 mod config;
 mod dead_letter;
 mod error;
-mod record_batch;
 mod topics;
 
 use std::borrow::Cow;
@@ -16,17 +15,17 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-pub use config::Compression;
 pub(crate) use config::ProducerConfig;
 pub use error::{Delivery, ProduceError, ProduceErrorKind, PublishError};
+pub use kavari_wire::Compression;
 
 use crate::KafkaMessage;
 use crate::codec::{self, EncodedMessage};
 use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
 use batcher::ProduceCounters;
-use kavari_group::cluster::Cluster;
-use record_batch::Record;
+use kavari_wire::cluster::Cluster;
+use kavari_wire::record_batch::write::Record;
 use topics::Topics;
 
 pub use dead_letter::ORIGINAL_ERROR_HEADER;

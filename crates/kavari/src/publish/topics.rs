@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::batcher::{Batcher, ProduceCounters};
 use super::config::ProducerConfig;
 use super::{ProduceError, ProduceErrorKind};
-use kavari_group::cluster::{Cluster, TopicMetadata};
+use kavari_wire::cluster::{Cluster, TopicMetadata};
 
 /// A topic's partition count and one batcher per partition.
 #[derive(Debug)]

@@ -1,0 +1,463 @@
+//! The fetch engine: one task that sends one Fetch per broker per round,
+//! covering every subscribed partition that broker leads and that has room
+//! in its buffer, and hands each partition's records to its
+//! [`PartitionFeed`].
+//!
+//! Buffers are bounded in bytes: a partition whose consumer has not yet
+//! released `partition_buffer_bytes` is left out of the next requests (a
+//! slow partition pauses alone), and nothing is fetched while all
+//! partitions together hold `total_buffer_bytes`. A partition's position
+//! moves past control batches, aborted transactions and compacted gaps.
+//! An offset out of range applies the reset policy; a batch that cannot be
+//! read stops its partition with the reason (never a silent skip, never an
+//! endless retry of the same bytes).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::future::join_all;
+use kafka_protocol::ResponseError;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::backoff::Backoff;
+use crate::cluster::Cluster;
+use crate::fetch::{FetchLimits, FetchPosition, PartitionResponse, fetch};
+use crate::list_offsets::{OffsetSpec, list_offset};
+use crate::record_batch::read::FetchedRecord;
+use crate::{TopicPartition, WireError, is_retriable_code, needs_metadata_refresh};
+
+/// How the fetch engine fetches and buffers.
+#[derive(Debug, Clone)]
+pub struct FetcherConfig {
+    /// The limits of each Fetch request.
+    pub limits: FetchLimits,
+    /// Where a partition whose offset fell out of the log starts again
+    /// (`auto.offset.reset`); `None` stops it with an error.
+    pub reset: Option<OffsetSpec>,
+    /// Bytes a partition may hold fetched but not released before it is
+    /// left out of requests.
+    pub partition_buffer_bytes: usize,
+    /// Bytes all partitions may hold together before fetching pauses
+    /// (librdkafka's `queued.max.messages.kbytes`).
+    pub total_buffer_bytes: usize,
+    /// The most one record batch may decompress to.
+    pub max_batch_bytes: usize,
+}
+
+/// What a partition's consumer receives.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FetchEvent {
+    /// Records in offset order (possibly none, when only the high
+    /// watermark moved); `bytes` must be [released](PartitionFeed::release)
+    /// once they are handled.
+    Records {
+        /// The records.
+        records: Vec<FetchedRecord>,
+        /// Their bytes, counted against the buffers.
+        bytes: usize,
+        /// The partition's high watermark.
+        high_watermark: i64,
+    },
+    /// The offset was out of range and the reset policy moved it.
+    Reset {
+        /// The offset asked for.
+        from: i64,
+        /// Where fetching goes on.
+        to: i64,
+    },
+    /// The partition cannot go on: a batch did not decode, the offset is out
+    /// of range with no reset policy, or the broker refused for good.
+    Failed(WireError),
+}
+
+/// A subscribed partition's state in the engine.
+#[derive(Debug)]
+struct Feed {
+    id: u64,
+    offset: i64,
+    tx: mpsc::UnboundedSender<FetchEvent>,
+    buffered: Arc<AtomicUsize>,
+    stopped: bool,
+    high_watermark: i64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cluster: Arc<Cluster>,
+    config: FetcherConfig,
+    feeds: Mutex<HashMap<TopicPartition, Feed>>,
+    buffered_total: AtomicUsize,
+    next_id: AtomicU64,
+    wake: Notify,
+}
+
+impl Shared {
+    fn feeds(&self) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, Feed>> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The engine. Dropping it ends its task; feeds then see their channel
+/// close.
+#[derive(Debug)]
+pub struct Fetcher {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One partition's records, for its consumer. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct PartitionFeed {
+    partition: TopicPartition,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<FetchEvent>,
+    buffered: Arc<AtomicUsize>,
+    shared: Weak<Shared>,
+}
+
+impl PartitionFeed {
+    /// The next event; `None` when the engine is gone.
+    pub async fn recv(&mut self) -> Option<FetchEvent> {
+        self.rx.recv().await
+    }
+
+    /// Gives `bytes` of a handled [`FetchEvent::Records`] back to the
+    /// buffers, so the partition is fetched again.
+    pub fn release(&self, bytes: usize) {
+        let bytes = bytes.min(self.buffered.load(Ordering::Acquire));
+        self.buffered.fetch_sub(bytes, Ordering::AcqRel);
+        if let Some(shared) = self.shared.upgrade() {
+            shared.buffered_total.fetch_sub(bytes, Ordering::AcqRel);
+            shared.wake.notify_one();
+        }
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> &TopicPartition {
+        &self.partition
+    }
+}
+
+impl Drop for PartitionFeed {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let mut feeds = shared.feeds();
+        if feeds.get(&self.partition).is_some_and(|f| f.id == self.id) {
+            feeds.remove(&self.partition);
+        }
+        drop(feeds);
+        let held = self.buffered.swap(0, Ordering::AcqRel);
+        shared.buffered_total.fetch_sub(held, Ordering::AcqRel);
+        shared.wake.notify_one();
+    }
+}
+
+impl Fetcher {
+    /// Starts the engine on `cluster`'s connections.
+    pub fn new(cluster: Arc<Cluster>, config: FetcherConfig) -> Self {
+        let shared = Arc::new(Shared {
+            cluster,
+            config,
+            feeds: Mutex::new(HashMap::new()),
+            buffered_total: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            wake: Notify::new(),
+        });
+        let task = tokio::spawn(run(Arc::clone(&shared)));
+        Self { shared, task }
+    }
+
+    /// Fetches `partition` from `offset` until the feed is dropped; a feed
+    /// of the same partition made before is replaced.
+    pub fn subscribe(&self, partition: TopicPartition, offset: i64) -> PartitionFeed {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let buffered = Arc::new(AtomicUsize::new(0));
+        self.shared.feeds().insert(
+            partition.clone(),
+            Feed {
+                id,
+                offset,
+                tx,
+                buffered: Arc::clone(&buffered),
+                stopped: false,
+                high_watermark: -1,
+            },
+        );
+        self.shared.wake.notify_one();
+        PartitionFeed {
+            partition,
+            id,
+            rx,
+            buffered,
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// Partitions subscribed now (a feed counts until it is dropped).
+    pub fn subscribed(&self) -> usize {
+        self.shared.feeds().len()
+    }
+
+    /// Bytes fetched and not yet released, over all partitions.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.buffered_total.load(Ordering::Acquire)
+    }
+
+    /// The offset `spec` names in `partition`, asked of its leader.
+    pub async fn offset_for(
+        &self,
+        partition: &TopicPartition,
+        spec: OffsetSpec,
+    ) -> Result<i64, WireError> {
+        offset_for(&self.shared, partition, spec).await
+    }
+}
+
+async fn offset_for(
+    shared: &Shared,
+    partition: &TopicPartition,
+    spec: OffsetSpec,
+) -> Result<i64, WireError> {
+    let leader = shared
+        .cluster
+        .topic(&partition.topic)
+        .await?
+        .and_then(|t| {
+            t.partitions
+                .iter()
+                .find(|p| p.partition == partition.partition)
+                .and_then(|p| p.leader)
+        })
+        .ok_or_else(|| {
+            WireError::broker(
+                "Metadata",
+                ResponseError::LeaderNotAvailable,
+                Some(format!("no leader for {partition}")),
+            )
+        })?;
+    let conn = shared.cluster.broker(leader).await?;
+    list_offset(&conn, partition, spec, shared.config.limits.isolation).await
+}
+
+/// Partitions' leaders and epochs, from the last metadata answer.
+type Leaders = HashMap<TopicPartition, (i32, i32)>;
+
+/// The engine's loop; it ends when the [`Fetcher`] is dropped (aborted).
+async fn run(shared: Arc<Shared>) {
+    let mut leaders: Leaders = HashMap::new();
+    let mut stale = true;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let wanted = ready(&shared);
+        if wanted.is_empty() {
+            let wake = shared.wake.notified();
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
+            continue;
+        }
+        if stale || wanted.iter().any(|(tp, _)| !leaders.contains_key(tp)) {
+            match refresh(&shared, &wanted).await {
+                Ok(l) => {
+                    leaders = l;
+                    stale = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetch: metadata lookup failed; retrying");
+                    tokio::time::sleep(backoff.next()).await;
+                    continue;
+                }
+            }
+        }
+        let mut by_broker: BTreeMap<i32, Vec<FetchPosition>> = BTreeMap::new();
+        for (tp, offset) in wanted {
+            if let Some(&(leader, epoch)) = leaders.get(&tp) {
+                by_broker.entry(leader).or_default().push(FetchPosition {
+                    partition: tp,
+                    offset,
+                    leader_epoch: epoch,
+                });
+            }
+        }
+        if by_broker.is_empty() {
+            // Subscribed partitions without a leader now.
+            stale = true;
+            tokio::time::sleep(backoff.next()).await;
+            continue;
+        }
+        let rounds = by_broker.into_iter().map(|(broker, positions)| {
+            let shared = Arc::clone(&shared);
+            async move {
+                let answer = async {
+                    let conn = shared.cluster.broker(broker).await?;
+                    fetch(&conn, &positions, &shared.config.limits).await
+                }
+                .await;
+                (broker, positions, answer)
+            }
+        });
+        let mut trouble = false;
+        for (broker, positions, answer) in join_all(rounds).await {
+            match answer {
+                Ok(parts) => {
+                    for part in parts {
+                        let asked = positions
+                            .iter()
+                            .find(|p| p.partition == part.partition)
+                            .map(|p| p.offset);
+                        if let Some(asked) = asked {
+                            trouble |= deliver(&shared, part, asked, &mut stale).await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(broker, error = %e, partitions = positions.len(), "fetch failed; retrying");
+                    stale = true;
+                    trouble = true;
+                }
+            }
+        }
+        if trouble {
+            tokio::time::sleep(backoff.next()).await;
+        } else {
+            backoff.reset();
+        }
+    }
+}
+
+/// Partitions to fetch now, with their offsets: subscribed, not stopped,
+/// with room in their buffer, while the total has room.
+fn ready(shared: &Shared) -> Vec<(TopicPartition, i64)> {
+    let config = &shared.config;
+    if shared.buffered_total.load(Ordering::Acquire) >= config.total_buffer_bytes {
+        return Vec::new();
+    }
+    shared
+        .feeds()
+        .iter()
+        .filter(|(_, f)| {
+            !f.stopped && f.buffered.load(Ordering::Acquire) < config.partition_buffer_bytes
+        })
+        .map(|(tp, f)| (tp.clone(), f.offset))
+        .collect()
+}
+
+async fn refresh(shared: &Shared, wanted: &[(TopicPartition, i64)]) -> Result<Leaders, WireError> {
+    let mut topics: Vec<&str> = wanted.iter().map(|(tp, _)| tp.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let mut leaders = HashMap::new();
+    for t in shared.cluster.topics(&topics).await? {
+        for p in t.partitions {
+            if let Some(leader) = p.leader {
+                leaders.insert(
+                    TopicPartition::new(t.name.clone(), p.partition),
+                    (leader, p.leader_epoch),
+                );
+            }
+        }
+    }
+    Ok(leaders)
+}
+
+/// Hands one partition's answer to its feed; true when the answer calls
+/// for a pause (an error that a retry may clear).
+async fn deliver(shared: &Shared, part: PartitionResponse, asked: i64, stale: &mut bool) -> bool {
+    let tp = part.partition.clone();
+    let config = &shared.config;
+    match part.error {
+        None => {}
+        Some(ResponseError::OffsetOutOfRange) => {
+            let outcome = match config.reset {
+                Some(spec) => {
+                    tracing::warn!(partition = %tp, offset = asked, ?spec, "offset out of range; applying auto_offset_reset");
+                    offset_for(shared, &tp, spec).await.map(Some)
+                }
+                None => Ok(None),
+            };
+            let mut feeds = shared.feeds();
+            let Some(feed) = feeds.get_mut(&tp).filter(|f| f.offset == asked) else {
+                return false;
+            };
+            return match outcome {
+                Ok(Some(to)) => {
+                    feed.offset = to;
+                    let _ = feed.tx.send(FetchEvent::Reset { from: asked, to });
+                    false
+                }
+                Ok(None) => {
+                    feed.stopped = true;
+                    let _ = feed.tx.send(FetchEvent::Failed(WireError::broker(
+                        "Fetch",
+                        ResponseError::OffsetOutOfRange,
+                        Some(format!(
+                            "offset {asked} of {tp} is out of range and auto_offset_reset is Error"
+                        )),
+                    )));
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %tp, error = %e, "offset reset failed; retrying");
+                    true
+                }
+            };
+        }
+        Some(code) if needs_metadata_refresh(code) || is_retriable_code(code) => {
+            tracing::debug!(partition = %tp, ?code, "fetch: partition error; refreshing metadata");
+            *stale |= needs_metadata_refresh(code);
+            return true;
+        }
+        Some(code) => {
+            let mut feeds = shared.feeds();
+            if let Some(feed) = feeds.get_mut(&tp).filter(|f| f.offset == asked) {
+                tracing::error!(partition = %tp, ?code, "fetch refused; the partition stops");
+                feed.stopped = true;
+                let _ = feed.tx.send(FetchEvent::Failed(WireError::broker(
+                    "Fetch",
+                    code,
+                    Some(tp.to_string()),
+                )));
+            }
+            return false;
+        }
+    }
+    let extracted = part.extract(asked, config.limits.isolation, config.max_batch_bytes);
+    let mut feeds = shared.feeds();
+    // Revoked, re-subscribed or moved meanwhile: this answer is stale.
+    let Some(feed) = feeds.get_mut(&tp).filter(|f| f.offset == asked) else {
+        return false;
+    };
+    match extracted {
+        Ok(ex) if ex.records.is_empty() && part.high_watermark == feed.high_watermark => {
+            feed.offset = ex.next_offset;
+        }
+        Ok(ex) => {
+            feed.offset = ex.next_offset;
+            feed.high_watermark = part.high_watermark;
+            feed.buffered.fetch_add(ex.bytes, Ordering::AcqRel);
+            shared.buffered_total.fetch_add(ex.bytes, Ordering::AcqRel);
+            let _ = feed.tx.send(FetchEvent::Records {
+                records: ex.records,
+                bytes: ex.bytes,
+                high_watermark: part.high_watermark,
+            });
+        }
+        Err(e) => {
+            tracing::error!(partition = %tp, offset = asked, error = %e, "a record batch cannot be read; the partition stops");
+            feed.stopped = true;
+            let _ = feed.tx.send(FetchEvent::Failed(e));
+        }
+    }
+    false
+}
