@@ -1,6 +1,11 @@
 //! The cluster as a client sees it: the bootstrap servers, a connection to
-//! any broker for metadata, and one pipelined [`Connection`] per broker id,
-//! made when first needed and made again after it broke.
+//! any broker for metadata, and per broker id one pipelined [`Connection`]
+//! for each [`Lane`], made when first needed and made again after it broke.
+//!
+//! A broker answers a connection's requests in order, and a Fetch may be
+//! held for its whole `max_wait`: a produce request behind it would wait as
+//! long. So fetches have a lane of their own, as the group member's
+//! JoinGroup and SyncGroup have their own connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,11 +45,21 @@ pub struct PartitionMetadata {
     pub error: Option<ResponseError>,
 }
 
-/// The broker address last seen for an id, and its connection.
+/// Which of a broker's connections a request takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Produce, metadata, offsets: requests the broker answers at once.
+    General,
+    /// Fetch requests, which the broker may hold for their `max_wait`.
+    Fetch,
+}
+
+/// The broker address last seen for an id, and its connections.
 #[derive(Debug, Default)]
 struct BrokerSlot {
     address: std::sync::Mutex<String>,
-    connection: Mutex<Option<Arc<Connection>>>,
+    general: Mutex<Option<Arc<Connection>>>,
+    fetch: Mutex<Option<Arc<Connection>>>,
 }
 
 /// Connections to one Kafka cluster.
@@ -185,9 +200,15 @@ impl Cluster {
             .find(|t| t.name == topic))
     }
 
-    /// The connection to broker `id` (as named by the last metadata answer),
-    /// connecting first when there is none or it broke.
+    /// The general connection to broker `id` (as named by the last
+    /// metadata answer), connecting first when there is none or it broke.
     pub async fn broker(&self, id: i32) -> Result<Arc<Connection>, WireError> {
+        self.broker_on(id, Lane::General).await
+    }
+
+    /// The connection of `lane` to broker `id`, connecting first when there
+    /// is none or it broke.
+    pub async fn broker_on(&self, id: i32, lane: Lane) -> Result<Arc<Connection>, WireError> {
         let slot = self
             .brokers
             .lock()
@@ -198,7 +219,10 @@ impl Cluster {
                 address: format!("broker {id}"),
                 detail: "not in the cluster's metadata".into(),
             })?;
-        let mut conn = slot.connection.lock().await;
+        let mut conn = match lane {
+            Lane::General => slot.general.lock().await,
+            Lane::Fetch => slot.fetch.lock().await,
+        };
         let address = slot
             .address
             .lock()
@@ -212,7 +236,7 @@ impl Cluster {
         }
         let c =
             Arc::new(Connection::connect(&address, &self.client_id, self.request_timeout).await?);
-        tracing::debug!(broker = id, %address, "connected to broker");
+        tracing::debug!(broker = id, %address, ?lane, "connected to broker");
         *conn = Some(Arc::clone(&c));
         Ok(c)
     }

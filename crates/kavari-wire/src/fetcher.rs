@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Lane};
 use crate::fetch::{FetchLimits, FetchPosition, PartitionResponse, fetch};
 use crate::list_offsets::{OffsetSpec, list_offset};
 use crate::record_batch::read::FetchedRecord;
@@ -300,7 +300,7 @@ async fn run(shared: Arc<Shared>) {
             let shared = Arc::clone(&shared);
             async move {
                 let answer = async {
-                    let conn = shared.cluster.broker(broker).await?;
+                    let conn = shared.cluster.broker_on(broker, Lane::Fetch).await?;
                     fetch(&conn, &positions, &shared.config.limits).await
                 }
                 .await;
