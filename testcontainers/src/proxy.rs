@@ -46,6 +46,45 @@ pub struct FaultProxy {
     settings: watch::Sender<Settings>,
     accepted: Arc<AtomicU64>,
     listening: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<RequestCounts>,
+}
+
+/// Requests seen from clients, by Kafka API key.
+#[derive(Debug)]
+struct RequestCounts([AtomicU64; 128]);
+
+/// Reads the request frames of one client's byte stream (4-byte length,
+/// then the header's API key) and counts each by its key.
+#[derive(Debug, Default)]
+struct FrameScanner {
+    header: Vec<u8>,
+    skip: usize,
+}
+
+impl FrameScanner {
+    fn feed(&mut self, mut bytes: &[u8], counts: &RequestCounts) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let want = 6 - self.header.len();
+            let n = want.min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 6 {
+                let len = i32::from_be_bytes([self.header[0], self.header[1], self.header[2], self.header[3]]);
+                let key = i16::from_be_bytes([self.header[4], self.header[5]]);
+                if let Some(c) = usize::try_from(key).ok().and_then(|k| counts.0.get(k)) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                self.skip = usize::try_from(len).unwrap_or(0).saturating_sub(2);
+                self.header.clear();
+            }
+        }
+    }
 }
 
 impl FaultProxy {
@@ -74,6 +113,8 @@ impl FaultProxy {
             shutdown: false,
         });
         let accepted = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(RequestCounts(std::array::from_fn(|_| AtomicU64::new(0))));
+        let seen = Arc::clone(&requests);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -94,6 +135,7 @@ impl FaultProxy {
                     rx,
                     counter,
                     flag,
+                    seen,
                 ));
             })
             .map_err(|source| Error::Io {
@@ -105,6 +147,7 @@ impl FaultProxy {
             settings,
             accepted,
             listening,
+            requests,
         })
     }
 
@@ -162,6 +205,15 @@ impl FaultProxy {
     pub fn connections_accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
+
+    /// How many requests with Kafka API key `api_key` (0 Produce, 1 Fetch,
+    /// 3 Metadata…) clients have sent through the proxy so far.
+    pub fn requests(&self, api_key: i16) -> u64 {
+        usize::try_from(api_key)
+            .ok()
+            .and_then(|k| self.requests.0.get(k))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
 }
 
 impl Drop for FaultProxy {
@@ -180,6 +232,7 @@ async fn accept_loop(
     mut rx: watch::Receiver<Settings>,
     accepted: Arc<AtomicU64>,
     listening: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<RequestCounts>,
 ) {
     let mut listener = TcpListener::from_std(std_listener).ok();
     loop {
@@ -212,7 +265,7 @@ async fn accept_loop(
                     changed = rx.changed() => if changed.is_err() { return },
                     conn = l.accept() => if let Ok((client, _)) = conn {
                         accepted.fetch_add(1, Ordering::Relaxed);
-                        tokio::spawn(connection(client, upstream.clone(), rx.clone()));
+                        tokio::spawn(connection(client, upstream.clone(), rx.clone(), Arc::clone(&requests)));
                     },
                 }
             }
@@ -236,7 +289,12 @@ async fn wait_passable(rx: &mut watch::Receiver<Settings>, epoch: u64) -> bool {
     }
 }
 
-async fn connection(client: TcpStream, upstream: String, mut rx: watch::Receiver<Settings>) {
+async fn connection(
+    client: TcpStream,
+    upstream: String,
+    mut rx: watch::Receiver<Settings>,
+    requests: Arc<RequestCounts>,
+) {
     let (epoch, mode) = {
         let s = rx.borrow();
         (s.cut_epoch, s.mode)
@@ -252,8 +310,8 @@ async fn connection(client: TcpStream, upstream: String, mut rx: watch::Receiver
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     tokio::select! {
-        _ = pump(cr, sw, rx.clone(), epoch) => {},
-        _ = pump(sr, cw, rx.clone(), epoch) => {},
+        _ = pump(cr, sw, rx.clone(), epoch, Some(requests)) => {},
+        _ = pump(sr, cw, rx.clone(), epoch, None) => {},
     }
 }
 
@@ -262,7 +320,9 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut rx: watch::Receiver<Settings>,
     epoch: u64,
+    requests: Option<Arc<RequestCounts>>,
 ) {
+    let mut scanner = FrameScanner::default();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();
@@ -273,6 +333,9 @@ async fn pump(
             },
             cut = cut_signal(rx.clone(), epoch) => { let () = cut; return }
         };
+        if let Some(counts) = &requests {
+            scanner.feed(&buf[..n], counts);
+        }
         if !wait_passable(&mut rx, epoch).await {
             return;
         }

@@ -81,6 +81,7 @@ impl Worker {
                 Some(FetchEvent::Reset { from, to }) => {
                     tracing::warn!(partition = %self.tp, from, to, "offset out of range (retention?); auto_offset_reset moved it");
                     position = to;
+                    self.update(|h| h.position = Some(to));
                     continue;
                 }
                 Some(FetchEvent::Failed(e)) => {
