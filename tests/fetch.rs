@@ -147,7 +147,10 @@ async fn records_librdkafka_wrote_with_every_codec_are_handled_in_order() {
     let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
     for (partition, offset, msg) in &handled {
         if let Some(prev) = last_offset.insert(*partition, *offset) {
-            assert!(*offset > prev, "partition {partition}: {offset} after {prev}");
+            assert!(
+                *offset > prev,
+                "partition {partition}: {offset} after {prev}"
+            );
         }
         if let Some(prev) = last_seq.insert(msg.key.clone(), msg.seq) {
             assert!(msg.seq > prev, "key {}: {} after {prev}", msg.key, msg.seq);
@@ -198,7 +201,11 @@ async fn published_and_read_back<M: KafkaMessage + Sync>(
 
     // The broker holds them as batches of that codec.
     let cluster = Cluster::new(broker.bootstrap_list(), "t".into(), WAIT);
-    let leader = cluster.topic(M::TOPIC).await.expect("metadata").expect("topic")
+    let leader = cluster
+        .topic(M::TOPIC)
+        .await
+        .expect("metadata")
+        .expect("topic")
         .partitions[0]
         .leader
         .expect("leader");
@@ -219,7 +226,10 @@ async fn published_and_read_back<M: KafkaMessage + Sync>(
     let codecs: Vec<_> = batches(parts[0].records.clone())
         .map(|b| b.expect("batch").compression)
         .collect();
-    assert!(!codecs.is_empty() && codecs.iter().all(|c| *c == compression), "{codecs:?}");
+    assert!(
+        !codecs.is_empty() && codecs.iter().all(|c| *c == compression),
+        "{codecs:?}"
+    );
 
     let out = peer(
         &["read", &broker.bootstrap_servers(), M::TOPIC, "1", "30"],
@@ -229,7 +239,9 @@ async fn published_and_read_back<M: KafkaMessage + Sync>(
     let read: Vec<&str> = out.lines().filter(|l| l.starts_with("RECORD ")).collect();
     assert_eq!(read.len(), 30, "{out}");
     for (i, line) in read.iter().enumerate() {
-        let value = kavari::codec::encode(&make(i as u64)).expect("encode").value;
+        let value = kavari::codec::encode(&make(i as u64))
+            .expect("encode")
+            .value;
         assert!(line.ends_with(&hex(&value)), "record {i}: {line}");
         assert!(line.starts_with(&format!("RECORD 0 {i} ")), "{line}");
     }
@@ -285,7 +297,11 @@ async fn a_member_with_64_partitions_sends_one_fetch_per_round() {
     m.subscribe::<Wide, _>(Count(Arc::clone(&seen)))
         .expect("subscribe");
     m.start().await.expect("start");
-    let msgs: Vec<Wide> = (0..1000).map(|i| Wide { key: format!("k{i}") }).collect();
+    let msgs: Vec<Wide> = (0..1000)
+        .map(|i| Wide {
+            key: format!("k{i}"),
+        })
+        .collect();
     for r in m.publish_batch(&msgs).await {
         r.expect("publish");
     }
@@ -349,7 +365,11 @@ async fn a_partition_without_a_committed_offset_applies_each_reset_policy() {
         .expect("build");
     publish_ranged(&publisher, 0..5).await;
 
-    for reset in [OffsetReset::Earliest, OffsetReset::Latest, OffsetReset::Error] {
+    for reset in [
+        OffsetReset::Earliest,
+        OffsetReset::Latest,
+        OffsetReset::Error,
+    ] {
         let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
         let m = builder(broker, &unique_name("reset"))
             .auto_offset_reset(reset)
@@ -366,7 +386,11 @@ async fn a_partition_without_a_committed_offset_applies_each_reset_policy() {
             }
             OffsetReset::Latest => {
                 eventually(WAIT, "the start at the end", || {
-                    m.health().partitions.first().and_then(|p| p.position).is_some()
+                    m.health()
+                        .partitions
+                        .first()
+                        .and_then(|p| p.position)
+                        .is_some()
                 })
                 .await;
                 publish_ranged(&publisher, 100..102).await;
@@ -426,7 +450,11 @@ async fn an_offset_out_of_range_applies_the_reset_policy() {
     broker.create_topic(&topic, 1).await.expect("topic");
     let client = broker.client().await.expect("rskafka");
     let pc = client
-        .partition_client(topic.clone(), 0, rskafka::client::partition::UnknownTopicHandling::Retry)
+        .partition_client(
+            topic.clone(),
+            0,
+            rskafka::client::partition::UnknownTopicHandling::Retry,
+        )
         .await
         .expect("partition client");
     let records: Vec<_> = (0..5)
@@ -437,19 +465,31 @@ async fn an_offset_out_of_range_applies_the_reset_policy() {
             timestamp: chrono::Utc::now(),
         })
         .collect();
-    pc.produce(records, rskafka::client::partition::Compression::NoCompression)
-        .await
-        .expect("produce");
+    pc.produce(
+        records,
+        rskafka::client::partition::Compression::NoCompression,
+    )
+    .await
+    .expect("produce");
     let tp = TopicPartition::new(&topic, 0);
-    for (reset, to) in [(Some(OffsetSpec::Earliest), 0), (Some(OffsetSpec::Latest), 5)] {
+    for (reset, to) in [
+        (Some(OffsetSpec::Earliest), 0),
+        (Some(OffsetSpec::Latest), 5),
+    ] {
         let fetcher = engine(broker, reset);
         let mut feed = fetcher.subscribe(tp.clone(), -5);
-        match tokio::time::timeout(WAIT, feed.recv()).await.expect("an event") {
+        match tokio::time::timeout(WAIT, feed.recv())
+            .await
+            .expect("an event")
+        {
             Some(FetchEvent::Reset { from: -5, to: got }) => assert_eq!(got, to, "{reset:?}"),
             other => panic!("{reset:?}: {other:?}"),
         }
         if to == 0 {
-            match tokio::time::timeout(WAIT, feed.recv()).await.expect("records") {
+            match tokio::time::timeout(WAIT, feed.recv())
+                .await
+                .expect("records")
+            {
                 Some(FetchEvent::Records { records, .. }) => {
                     let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
                     assert_eq!(offsets, [0, 1, 2, 3, 4]);
@@ -460,7 +500,10 @@ async fn an_offset_out_of_range_applies_the_reset_policy() {
     }
     let fetcher = engine(broker, None);
     let mut feed = fetcher.subscribe(tp, -5);
-    match tokio::time::timeout(WAIT, feed.recv()).await.expect("an event") {
+    match tokio::time::timeout(WAIT, feed.recv())
+        .await
+        .expect("an event")
+    {
         Some(FetchEvent::Failed(e)) => assert!(e.to_string().contains("out of range"), "{e}"),
         other => panic!("{other:?}"),
     }
@@ -508,15 +551,25 @@ async fn revoked_partitions_and_a_dropped_engine_leave_nothing_behind() {
             .map(|p| fetcher.subscribe(TopicPartition::new(Bulk::TOPIC, p), 0))
             .collect();
         for feed in &mut feeds {
-            let event = tokio::time::timeout(WAIT, feed.recv()).await.expect("records");
-            assert!(matches!(event, Some(FetchEvent::Records { .. })), "{event:?}");
+            let event = tokio::time::timeout(WAIT, feed.recv())
+                .await
+                .expect("records");
+            assert!(
+                matches!(event, Some(FetchEvent::Records { .. })),
+                "{event:?}"
+            );
         }
-        assert!(fetcher.buffered_bytes() >= 3 * 2_000, "buffers hold what was fetched");
+        assert!(
+            fetcher.buffered_bytes() >= 3 * 2_000,
+            "buffers hold what was fetched"
+        );
         assert_eq!(fetcher.subscribed(), 3);
         drop(feeds);
         assert_eq!(fetcher.subscribed(), 0, "revoked partitions are forgotten");
         assert_eq!(fetcher.buffered_bytes(), 0, "their buffers are given back");
     }
-    eventually(WAIT, "no task left", || metrics.num_alive_tasks() <= baseline).await;
+    eventually(WAIT, "no task left", || {
+        metrics.num_alive_tasks() <= baseline
+    })
+    .await;
 }
-

@@ -75,7 +75,12 @@ impl FrameScanner {
             self.header.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
             if self.header.len() == 6 {
-                let len = i32::from_be_bytes([self.header[0], self.header[1], self.header[2], self.header[3]]);
+                let len = i32::from_be_bytes([
+                    self.header[0],
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                ]);
                 let key = i16::from_be_bytes([self.header[4], self.header[5]]);
                 if let Some(c) = usize::try_from(key).ok().and_then(|k| counts.0.get(k)) {
                     c.fetch_add(1, Ordering::Relaxed);
