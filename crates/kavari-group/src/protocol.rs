@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
     consumer_protocol_assignment, consumer_protocol_subscription,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use kavari_wire::WireError;
+use kavari_wire::reader::Reader;
 
 use crate::TopicPartition;
 
@@ -61,15 +63,41 @@ fn malformed(what: &'static str, detail: impl std::fmt::Display) -> ProtocolErro
     }
 }
 
-fn read_version(buf: &mut Bytes, what: &'static str) -> Result<i16, ProtocolError> {
-    if buf.remaining() < 2 {
+impl From<WireError> for ProtocolError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Malformed { what, detail } => ProtocolError { what, detail },
+            other => malformed("message", other),
+        }
+    }
+}
+
+/// The int16 version prefix, a newer one read as the newest known.
+fn read_version(r: &mut Reader, what: &'static str) -> Result<i16, ProtocolError> {
+    if r.remaining() < 2 {
         return Err(malformed(what, "shorter than its version prefix"));
     }
-    let version = buf.get_i16();
+    let version = r.i16()?;
     if version < 0 {
         return Err(malformed(what, format!("negative version {version}")));
     }
     Ok(version.min(HIGHEST))
+}
+
+/// Topics, each with its partitions (non-flexible arrays).
+fn topic_partitions(r: &mut Reader) -> Result<Vec<TopicPartition>, ProtocolError> {
+    let topics = r.array(false, 6, |r| {
+        let topic = r.string(false)?;
+        let partitions = r.array(false, 4, Reader::i32)?;
+        Ok((topic, partitions))
+    })?;
+    Ok(topics
+        .into_iter()
+        .flat_map(|(t, ps)| {
+            ps.into_iter()
+                .map(move |p| TopicPartition::new(t.clone(), p))
+        })
+        .collect())
 }
 
 /// Groups partitions by topic, topics and partitions sorted.
@@ -121,18 +149,18 @@ impl Subscription {
     /// Decodes bytes from any client (Java, librdkafka, Kavari).
     pub fn decode(bytes: &Bytes) -> Result<Self, ProtocolError> {
         let what = "subscription";
-        let mut r = Reader::new(bytes, what);
-        let version = r.version()?;
-        let topics = r.array(|r| r.string())?;
-        let user_data = r.nullable_bytes()?;
+        let mut r = Reader::new(bytes.clone(), what);
+        let version = read_version(&mut r, what)?;
+        let topics = r.array(false, 2, |r| r.string(false))?;
+        let user_data = r.nullable_bytes(false)?;
         let owned_partitions = if version >= 1 {
-            r.topic_partitions()?
+            topic_partitions(&mut r)?
         } else {
             Vec::new()
         };
         let generation = if version >= 2 { r.i32()? } else { -1 };
         let rack_id = if version >= 3 {
-            r.nullable_string()?
+            r.nullable_string(false)?
         } else {
             None
         };
@@ -174,118 +202,14 @@ impl Assignment {
         if bytes.is_empty() {
             return Ok(Self::default());
         }
-        let mut r = Reader::new(bytes, "assignment");
-        r.version()?;
-        let partitions = r.topic_partitions()?;
-        let user_data = r.nullable_bytes()?;
+        let mut r = Reader::new(bytes.clone(), "assignment");
+        read_version(&mut r, "assignment")?;
+        let partitions = topic_partitions(&mut r)?;
+        let user_data = r.nullable_bytes(false)?;
         Ok(Self {
             partitions,
             user_data,
         })
-    }
-}
-
-/// A bounds-checked reader for the consumer protocol. kafka-protocol's
-/// decoders reserve a vector of the length the bytes claim, so a corrupt
-/// length aborts the process on allocation; this reader checks every length
-/// against the bytes left first.
-struct Reader {
-    buf: Bytes,
-    what: &'static str,
-}
-
-impl Reader {
-    fn new(bytes: &Bytes, what: &'static str) -> Self {
-        Self {
-            buf: bytes.clone(),
-            what,
-        }
-    }
-
-    fn need(&self, n: usize) -> Result<(), ProtocolError> {
-        if self.buf.remaining() < n {
-            return Err(malformed(
-                self.what,
-                format!("needs {n} more bytes, {} left", self.buf.remaining()),
-            ));
-        }
-        Ok(())
-    }
-
-    fn version(&mut self) -> Result<i16, ProtocolError> {
-        read_version(&mut self.buf, self.what)
-    }
-
-    fn i16(&mut self) -> Result<i16, ProtocolError> {
-        self.need(2)?;
-        Ok(self.buf.get_i16())
-    }
-
-    fn i32(&mut self) -> Result<i32, ProtocolError> {
-        self.need(4)?;
-        Ok(self.buf.get_i32())
-    }
-
-    /// An int32 count of elements of at least `min_size` bytes each; -1 is null.
-    fn count(&mut self, min_size: usize) -> Result<Option<usize>, ProtocolError> {
-        let n = self.i32()?;
-        if n == -1 {
-            return Ok(None);
-        }
-        let n =
-            usize::try_from(n).map_err(|_| malformed(self.what, format!("negative length {n}")))?;
-        self.need(n.saturating_mul(min_size))?;
-        Ok(Some(n))
-    }
-
-    fn array<T>(
-        &mut self,
-        mut item: impl FnMut(&mut Self) -> Result<T, ProtocolError>,
-    ) -> Result<Vec<T>, ProtocolError> {
-        let n = self.count(1)?.unwrap_or(0);
-        (0..n).map(|_| item(self)).collect()
-    }
-
-    fn nullable_string(&mut self) -> Result<Option<String>, ProtocolError> {
-        let n = self.i16()?;
-        if n == -1 {
-            return Ok(None);
-        }
-        let n = usize::try_from(n)
-            .map_err(|_| malformed(self.what, format!("negative string length {n}")))?;
-        self.need(n)?;
-        let raw = self.buf.split_to(n);
-        String::from_utf8(raw.to_vec())
-            .map(Some)
-            .map_err(|_| malformed(self.what, "a string is not UTF-8"))
-    }
-
-    fn string(&mut self) -> Result<String, ProtocolError> {
-        self.nullable_string()?
-            .ok_or_else(|| malformed(self.what, "null where a string is required"))
-    }
-
-    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, ProtocolError> {
-        match self.count(1)? {
-            None => Ok(None),
-            Some(n) => Ok(Some(self.buf.split_to(n))),
-        }
-    }
-
-    fn topic_partitions(&mut self) -> Result<Vec<TopicPartition>, ProtocolError> {
-        let topics = self.array(|r| {
-            let topic = r.string()?;
-            let n = r.count(4)?.unwrap_or(0);
-            let partitions = (0..n).map(|_| r.i32()).collect::<Result<Vec<_>, _>>()?;
-            Ok((topic, partitions))
-        })?;
-        Ok(topics
-            .into_iter()
-            .flat_map(|(t, ps)| {
-                ps.into_iter()
-                    .map(move |p| TopicPartition::new(t.clone(), p))
-            })
-            .collect())
     }
 }
 

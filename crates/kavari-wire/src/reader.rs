@@ -151,17 +151,37 @@ impl Reader {
         }
     }
 
-    /// A string with an int16 or compact length.
-    pub fn string(&mut self, compact: bool) -> Result<String, WireError> {
+    /// A nullable string with an int16 or compact length.
+    pub fn nullable_string(&mut self, compact: bool) -> Result<Option<String>, WireError> {
         let n = if compact {
             self.len(true, 1)?
         } else {
             let n = self.i16()?;
             self.checked_len(i64::from(n))?
         };
-        let n = n.ok_or_else(|| self.error("null where a string is required"))?;
+        let Some(n) = n else { return Ok(None) };
         let raw = self.bytes(n)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| self.error("a string is not UTF-8"))
+        String::from_utf8(raw.to_vec())
+            .map(Some)
+            .map_err(|_| self.error("a string is not UTF-8"))
+    }
+
+    /// A string with an int16 or compact length.
+    pub fn string(&mut self, compact: bool) -> Result<String, WireError> {
+        self.nullable_string(compact)?
+            .ok_or_else(|| self.error("null where a string is required"))
+    }
+
+    /// An array with an int32 or compact count, each element read by `item`
+    /// and taking at least `min_size` bytes; null reads as empty.
+    pub fn array<T>(
+        &mut self,
+        compact: bool,
+        min_size: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, WireError>,
+    ) -> Result<Vec<T>, WireError> {
+        let n = self.len(compact, min_size)?.unwrap_or(0);
+        (0..n).map(|_| item(self)).collect()
     }
 
     /// Skips a tagged-field section (flexible versions).
