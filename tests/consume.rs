@@ -34,12 +34,10 @@ async fn committed(
 ) -> BTreeMap<i32, Option<i64>> {
     // A throwaway member of another group only to read offsets would not
     // do: read through a member of the same group that joins nothing.
-    let config = kavari::kavari_group::GroupConfig::new(broker.bootstrap_list(), group, [topic]);
-    let store = kavari::kavari_group::GroupMember::start(config)
-        .expect("member")
-        .0;
+    let config = kavari_group::GroupConfig::new(broker.bootstrap_list(), group, [topic]);
+    let store = kavari_group::GroupMember::start(config).expect("member").0;
     let tps: Vec<_> = (0..partitions)
-        .map(|p| kavari::kavari_group::TopicPartition::new(topic, p))
+        .map(|p| kavari_group::TopicPartition::new(topic, p))
         .collect();
     let mut out = BTreeMap::new();
     for _ in 0..100 {

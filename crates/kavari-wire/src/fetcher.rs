@@ -260,8 +260,24 @@ async fn run(shared: Arc<Shared>) {
     let mut leaders: Leaders = HashMap::new();
     let mut stale = true;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    // While a partition is left out for its full buffer and the broker has
+    // more for it, the others are polled with a short wait (doubling up to
+    // max_wait): a long poll of caught-up partitions would hold the busy one
+    // back for the whole wait once its handler caught up.
+    let mut short_wait = SHORT_WAIT;
     loop {
-        let wanted = ready(&shared);
+        let (wanted, pending) = ready(&shared);
+        let limits = if pending {
+            let limits = FetchLimits {
+                max_wait: short_wait.min(shared.config.limits.max_wait),
+                ..shared.config.limits
+            };
+            short_wait = short_wait.saturating_mul(2);
+            limits
+        } else {
+            short_wait = SHORT_WAIT;
+            shared.config.limits
+        };
         if wanted.is_empty() {
             let wake = shared.wake.notified();
             let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
@@ -299,11 +315,19 @@ async fn run(shared: Arc<Shared>) {
         let rounds = by_broker.into_iter().map(|(broker, positions)| {
             let shared = Arc::clone(&shared);
             async move {
+                let started = std::time::Instant::now();
                 let answer = async {
                     let conn = shared.cluster.broker_on(broker, Lane::Fetch).await?;
-                    fetch(&conn, &positions, &shared.config.limits).await
+                    fetch(&conn, &positions, &limits).await
                 }
                 .await;
+                tracing::trace!(
+                    broker,
+                    partitions = positions.len(),
+                    took = ?started.elapsed(),
+                    bytes = answer.as_ref().map_or(0, |ps| ps.iter().map(|p| p.records.len()).sum::<usize>()),
+                    "fetch round"
+                );
                 (broker, positions, answer)
             }
         });
@@ -336,21 +360,28 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Partitions to fetch now, with their offsets: subscribed, not stopped,
-/// with room in their buffer, while the total has room.
-fn ready(shared: &Shared) -> Vec<(TopicPartition, i64)> {
+/// The first wait of a round while a full partition has more at the broker.
+const SHORT_WAIT: Duration = Duration::from_millis(5);
+
+/// Partitions to fetch now, with their offsets (subscribed, not stopped,
+/// with room in their buffer, while the total has room), and whether a
+/// partition left out for a full buffer has more records at the broker.
+fn ready(shared: &Shared) -> (Vec<(TopicPartition, i64)>, bool) {
     let config = &shared.config;
     if shared.buffered_total.load(Ordering::Acquire) >= config.total_buffer_bytes {
-        return Vec::new();
+        return (Vec::new(), true);
     }
-    shared
-        .feeds()
-        .iter()
-        .filter(|(_, f)| {
-            !f.stopped && f.buffered.load(Ordering::Acquire) < config.partition_buffer_bytes
-        })
-        .map(|(tp, f)| (tp.clone(), f.offset))
-        .collect()
+    let feeds = shared.feeds();
+    let mut pending = false;
+    let mut wanted = Vec::new();
+    for (tp, f) in feeds.iter().filter(|(_, f)| !f.stopped) {
+        if f.buffered.load(Ordering::Acquire) < config.partition_buffer_bytes {
+            wanted.push((tp.clone(), f.offset));
+        } else {
+            pending |= f.high_watermark > f.offset;
+        }
+    }
+    (wanted, pending)
 }
 
 async fn refresh(shared: &Shared, wanted: &[(TopicPartition, i64)]) -> Result<Leaders, WireError> {

@@ -168,9 +168,9 @@ impl KavariBuilder {
     }
 
     /// Kafka's `partition.assignment.strategy`, in preference order: any of
-    /// [`kavari_group::assignor`]'s. Default: `range`, then
+    /// [`crate::assignor`]'s. Default: `range`, then
     /// `cooperative-sticky`, as the Java client.
-    pub fn assignors(mut self, assignors: Vec<Arc<dyn kavari_group::assignor::Assignor>>) -> Self {
+    pub fn assignors(mut self, assignors: Vec<Arc<dyn crate::assignor::Assignor>>) -> Self {
         self.consumer.assignors = Some(assignors);
         self
     }

@@ -50,8 +50,17 @@ pub use consume::{OffsetReset, StartError};
 pub use handler::{HandlerError, MessageContext, MessageHandler};
 pub use health::{Health, HealthState, PartitionHealth};
 pub use kavari_derive::KafkaMessage;
-pub use kavari_group;
 pub use kavari_wire::fetch::Isolation;
+
+/// The partition assignors a consumer group can use
+/// ([`KavariBuilder::assignors`]), with the Java client's names.
+pub mod assignor {
+    pub use kavari_group::TopicPartition;
+    pub use kavari_group::assignor::{
+        Assignor, CooperativeStickyAssignor, GroupAssignment, MemberSubscription, RangeAssignor,
+        RebalanceProtocol, RoundRobinAssignor,
+    };
+}
 pub use manager::{Kavari, ShutdownError};
 pub use message::KafkaMessage;
 pub use partitioner::{Partitioner, crc32, murmur2};
