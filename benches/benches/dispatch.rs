@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use kavari::__bench::Dispatcher;
+use kavari::bench::Dispatcher;
 use kavari::{HandlerError, MessageContext, MessageHandler};
 use kavari_benches::Payload;
 

@@ -77,9 +77,10 @@ pub struct ReadmeDoctests;
 // own tests.
 extern crate self as kavari;
 
-#[doc(hidden)]
-/// Handler dispatch exposed for `kavari-benches`; not a public API.
-pub mod __bench {
+/// Handler dispatch as the consumer runs it, for the dispatch benchmark:
+/// only with the `bench` feature, which `kavari-benches` turns on.
+#[cfg(feature = "bench")]
+pub mod bench {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 

@@ -43,14 +43,20 @@ pub(crate) async fn deliver(
     record: FetchedRecord,
     stop: &watch::Receiver<bool>,
 ) -> Result<Disposition, Undelivered> {
-    let offset = record.offset;
-    let value = record.value.as_deref().unwrap_or_default();
-    let key = record.key.as_deref();
-    // Handlers see headers by name (the last of a repeated name wins).
-    let headers: BTreeMap<String, Vec<u8>> = record
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_deref().unwrap_or_default().to_vec()))
+    let FetchedRecord {
+        offset,
+        timestamp_ms,
+        key,
+        value: record_value,
+        headers,
+    } = record;
+    let value = record_value.as_deref().unwrap_or_default();
+    let key = key.as_deref();
+    // Handlers see headers by name (the last of a repeated name wins); the
+    // names move over from the fetched record.
+    let headers: BTreeMap<String, Vec<u8>> = headers
+        .into_iter()
+        .map(|(k, v)| (k, v.as_deref().unwrap_or_default().to_vec()))
         .collect();
     let letter = |headers| Letter {
         topic,
@@ -62,7 +68,7 @@ pub(crate) async fn deliver(
     };
     let entry = match shared
         .registry
-        .route(topic, &headers, record.value.as_deref())
+        .route(topic, &headers, record_value.as_deref())
     {
         Route::Handlers(entry) => entry,
         Route::Poison(reason) => {
@@ -79,7 +85,7 @@ pub(crate) async fn deliver(
             .and_then(|k| std::str::from_utf8(k).ok())
             .map(str::to_string),
         headers,
-        timestamp: chrono::DateTime::from_timestamp_millis(record.timestamp_ms).unwrap_or_default(),
+        timestamp: chrono::DateTime::from_timestamp_millis(timestamp_ms).unwrap_or_default(),
         attempt: 1,
     };
     let mut disposition = Disposition::Handled;
