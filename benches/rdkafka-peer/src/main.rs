@@ -29,6 +29,21 @@ fn producer(bootstrap: &str, linger_ms: &str) -> FutureProducer {
         .expect("producer")
 }
 
+/// The consume workload's message, decoded as Kavari decodes it (the body
+/// is skipped, as Kavari's bench type skips it).
+#[derive(serde::Deserialize)]
+struct Load {
+    #[allow(dead_code)]
+    id: String,
+    #[allow(dead_code)]
+    body: serde::de::IgnoredAny,
+}
+
+fn decode(payload: Option<&[u8]>) {
+    let load: Result<Load, _> = rmp_serde::from_slice(payload.unwrap_or_default());
+    assert!(load.is_ok(), "a consumed value did not decode");
+}
+
 fn consumer(bootstrap: &str, group: &str, topic: &str, reset: &str) -> StreamConsumer {
     let c: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -101,12 +116,12 @@ async fn main() {
             let c = consumer(bootstrap, &args[5], topic, "earliest");
             let mut stream = c.stream();
             let first = stream.next().await.expect("a message").expect("consume");
-            let _ = first.payload();
+            decode(first.payload());
             let started = Instant::now();
             let mut seen = 1;
             while seen < count {
                 let m = stream.next().await.expect("a message").expect("consume");
-                let _ = m.payload();
+                decode(m.payload());
                 seen += 1;
             }
             let secs = started.elapsed().as_secs_f64();

@@ -22,8 +22,92 @@ pub struct FetchedRecord {
     pub key: Option<Bytes>,
     /// The value; `None` for a tombstone.
     pub value: Option<Bytes>,
-    /// The headers in the order written; names are UTF-8 (lossy).
-    pub headers: Vec<(String, Option<Bytes>)>,
+    /// The headers in the order written, checked when the record was read
+    /// and walked without allocating.
+    pub headers: RecordHeaders,
+}
+
+/// A record's header section as written: `count` headers, each a varint
+/// name length, the name, a varint value length (-1 for null), the value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordHeaders {
+    count: usize,
+    raw: Bytes,
+}
+
+impl RecordHeaders {
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of the section: names, values and their lengths.
+    pub fn byte_len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Each header's name and value (`None` when null), in the order
+    /// written.
+    pub fn iter(&self) -> HeaderIter<'_> {
+        HeaderIter {
+            rest: &self.raw,
+            left: self.count,
+        }
+    }
+}
+
+/// The iterator [`RecordHeaders::iter`] returns.
+#[derive(Debug, Clone)]
+pub struct HeaderIter<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // The section was checked when the record was read; a failure here
+        // only ends the walk.
+        let name_len = usize::try_from(take_varlong(&mut self.rest)?).ok()?;
+        let name = take(&mut self.rest, name_len)?;
+        let value = match take_varlong(&mut self.rest)? {
+            -1 => None,
+            n => Some(take(&mut self.rest, usize::try_from(n).ok()?)?),
+        };
+        Some((name, value))
+    }
+}
+
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if rest.len() < n {
+        return None;
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Some(head)
+}
+
+fn take_varlong(rest: &mut &[u8]) -> Option<i64> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let (&b, tail) = rest.split_first()?;
+        *rest = tail;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
+        }
+    }
+    None
 }
 
 /// What a transaction's control record says.
@@ -190,16 +274,20 @@ impl Batch {
         let offset_delta = rec.varlong()?;
         let key = rec.var_len()?.map(|n| rec.bytes(n)).transpose()?;
         let value = rec.var_len()?.map(|n| rec.bytes(n)).transpose()?;
-        let n = rec.var_len()?.unwrap_or(0);
-        let mut headers = Vec::with_capacity(n.min(rec.remaining() / 2));
-        for _ in 0..n {
-            let name = rec
+        let count = rec.var_len()?.unwrap_or(0);
+        // Checked here once, so the walk later cannot fail.
+        let raw = rec.rest();
+        let mut check = Reader::new(raw.clone(), "record header");
+        for _ in 0..count {
+            let name = check
                 .var_len()?
-                .ok_or_else(|| rec.error("a header with a null name"))?;
-            let name = String::from_utf8_lossy(&rec.bytes(name)?).into_owned();
-            let value = rec.var_len()?.map(|n| rec.bytes(n)).transpose()?;
-            headers.push((name, value));
+                .ok_or_else(|| check.error("a header with a null name"))?;
+            check.bytes(name)?;
+            if let Some(n) = check.var_len()? {
+                check.bytes(n)?;
+            }
         }
+        let headers = RecordHeaders { count, raw };
         Ok(FetchedRecord {
             offset: self.base_offset.saturating_add(offset_delta),
             timestamp_ms: if self.log_append_time {

@@ -376,7 +376,12 @@ mod tests {
                 let headers: BTreeMap<String, Vec<u8>> = got
                     .headers
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.as_deref().unwrap_or_default().to_vec()))
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(k).into_owned(),
+                            v.unwrap_or_default().to_vec(),
+                        )
+                    })
                     .collect();
                 assert_eq!(&headers, h);
             }

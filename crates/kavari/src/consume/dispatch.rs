@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kavari_wire::record_batch::read::FetchedRecord;
+use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
 
 use super::Shared;
@@ -36,10 +36,13 @@ struct Letter<'a> {
     headers: &'a BTreeMap<String, Vec<u8>>,
 }
 
+/// Routes and handles one record. `ctx` is the partition's context, reused
+/// from record to record (see [`refill`]).
 pub(crate) async fn deliver(
     shared: &Arc<Shared>,
     topic: &str,
     partition: i32,
+    ctx: &mut MessageContext,
     record: FetchedRecord,
     stop: &watch::Receiver<bool>,
 ) -> Result<Disposition, Undelivered> {
@@ -50,14 +53,9 @@ pub(crate) async fn deliver(
         value: record_value,
         headers,
     } = record;
+    refill(ctx, offset, timestamp_ms, key.as_deref(), &headers);
     let value = record_value.as_deref().unwrap_or_default();
     let key = key.as_deref();
-    // Handlers see headers by name (the last of a repeated name wins); the
-    // names move over from the fetched record.
-    let headers: BTreeMap<String, Vec<u8>> = headers
-        .into_iter()
-        .map(|(k, v)| (k, v.as_deref().unwrap_or_default().to_vec()))
-        .collect();
     let letter = |headers| Letter {
         topic,
         partition,
@@ -68,32 +66,20 @@ pub(crate) async fn deliver(
     };
     let entry = match shared
         .registry
-        .route(topic, &headers, record_value.as_deref())
+        .route(topic, &ctx.headers, record_value.as_deref())
     {
         Route::Handlers(entry) => entry,
         Route::Poison(reason) => {
-            let letter = letter(&headers);
+            let letter = letter(&ctx.headers);
             return poison(shared, &letter, &reason, stop).await;
         }
-    };
-    // The headers move into the context; dead letters read them from there.
-    let mut ctx = MessageContext {
-        topic: topic.to_string(),
-        partition,
-        offset,
-        key: key
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .map(str::to_string),
-        headers,
-        timestamp: chrono::DateTime::from_timestamp_millis(timestamp_ms).unwrap_or_default(),
-        attempt: 1,
     };
     let mut disposition = Disposition::Handled;
     for (i, handler) in entry.handlers().enumerate() {
         let mut attempt = 1;
         loop {
             ctx.attempt = attempt;
-            let error = match handler.call(value, &ctx).await {
+            let error = match handler.call(value, ctx).await {
                 Outcome::Ok => break,
                 Outcome::Undecodable(reason) if i == 0 => {
                     // Every handler of the type would fail alike: poison.
@@ -134,6 +120,52 @@ pub(crate) async fn deliver(
         }
     }
     Ok(disposition)
+}
+
+/// Fills a partition's reusable context with a record's fields, reusing its
+/// allocations: the key's string, and the header map with its names and
+/// value buffers when the record's header names are the map's, in the same
+/// (sorted) order, as Kavari writes them. Otherwise the map is built anew.
+pub(crate) fn refill(
+    ctx: &mut MessageContext,
+    offset: i64,
+    timestamp_ms: i64,
+    key: Option<&[u8]>,
+    headers: &RecordHeaders,
+) {
+    ctx.offset = offset;
+    ctx.attempt = 1;
+    ctx.timestamp = chrono::DateTime::from_timestamp_millis(timestamp_ms).unwrap_or_default();
+    match key.and_then(|k| std::str::from_utf8(k).ok()) {
+        Some(k) => {
+            let s = ctx.key.get_or_insert_with(String::new);
+            s.clear();
+            s.push_str(k);
+        }
+        None => ctx.key = None,
+    }
+    let same_names = ctx.headers.len() == headers.len()
+        && headers
+            .iter()
+            .zip(ctx.headers.keys())
+            .all(|((name, _), known)| name == known.as_bytes());
+    if same_names {
+        for ((_, value), slot) in headers.iter().zip(ctx.headers.values_mut()) {
+            slot.clear();
+            slot.extend_from_slice(value.unwrap_or_default());
+        }
+    } else {
+        // By name; the last of a repeated name wins.
+        ctx.headers = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    v.unwrap_or_default().to_vec(),
+                )
+            })
+            .collect();
+    }
 }
 
 /// A record that cannot be handled: skipped in relaxed mode, dead-lettered
@@ -202,4 +234,96 @@ async fn dead_letter(
             tracing::error!(topic, partition, offset, error = %e, "dead-letter write abandoned: the partition is stopping; the record stays uncommitted");
             Undelivered
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use kavari_wire::Compression;
+    use kavari_wire::record_batch::read::batches;
+    use kavari_wire::record_batch::write::{Record, RecordBatch};
+
+    use super::*;
+
+    /// Records with the given (key, headers), read back as the fetcher
+    /// hands them over.
+    fn fetched(records: &[(Option<&[u8]>, Vec<(&str, &[u8])>)]) -> Vec<FetchedRecord> {
+        let mut batch = RecordBatch::with_capacity(0);
+        for (key, headers) in records {
+            batch.push(
+                &Record {
+                    key: *key,
+                    value: b"v",
+                    headers: &headers[..],
+                },
+                1_700_000_000_000,
+            );
+        }
+        let bytes = bytes::Bytes::from(batch.finish(Compression::None).expect("finish"));
+        batches(bytes)
+            .flat_map(|b| b.expect("batch").records(1 << 20).expect("records"))
+            .collect()
+    }
+
+    fn fill(ctx: &mut MessageContext, r: &FetchedRecord) {
+        refill(ctx, r.offset, r.timestamp_ms, r.key.as_deref(), &r.headers);
+    }
+
+    /// A reused context shows each record exactly as a fresh one would:
+    /// same names reuse the map, other names or orders rebuild it, a
+    /// repeated name keeps its last value, a key that is absent or not
+    /// UTF-8 is `None`.
+    #[test]
+    fn a_refilled_context_shows_exactly_the_current_record() {
+        let records = fetched(&[
+            (
+                Some(b"k1"),
+                vec![("content-type", b"a"), ("msg_type", b"T")],
+            ),
+            (
+                Some(b"k2"),
+                vec![("content-type", b"b"), ("msg_type", b"U")],
+            ),
+            (None, vec![("msg_type", b"V"), ("content-type", b"c")]),
+            (Some(&[0xff]), vec![("x", b"1"), ("x", b"2")]),
+            (Some(b"k5"), vec![]),
+        ]);
+        let mut ctx = MessageContext::new("t", 0, 0);
+        let mut seen = Vec::new();
+        for r in &records {
+            fill(&mut ctx, r);
+            ctx.attempt = 3; // a handler's retries must not leak into the next record
+            let headers: Vec<(String, String)> = ctx
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            seen.push((ctx.offset, ctx.key.clone(), headers));
+        }
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            seen,
+            [
+                (
+                    0,
+                    Some("k1".into()),
+                    h(&[("content-type", "a"), ("msg_type", "T")])
+                ),
+                (
+                    1,
+                    Some("k2".into()),
+                    h(&[("content-type", "b"), ("msg_type", "U")])
+                ),
+                (2, None, h(&[("content-type", "c"), ("msg_type", "V")])),
+                (3, None, h(&[("x", "2")])),
+                (4, Some("k5".into()), h(&[])),
+            ]
+        );
+        fill(&mut ctx, &records[0]);
+        assert_eq!(ctx.attempt, 1);
+    }
 }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::dispatch::{Disposition, deliver};
 use super::{OffsetReset, Shared};
+use crate::MessageContext;
 
 /// Runs the partition until `stop` turns true; commits what it handled.
 pub(crate) async fn run(shared: Arc<Shared>, tp: TopicPartition, stop: watch::Receiver<bool>) {
@@ -53,6 +54,8 @@ impl Worker {
         // bytes; released bytes let it fetch the partition again.
         let mut feed = self.shared.fetcher.subscribe(self.tp.clone(), start);
         let mut position = start;
+        // One context for the partition's records, refilled for each.
+        let mut ctx = MessageContext::new(self.tp.topic.clone(), self.tp.partition, start);
         let mut last_commit = Instant::now();
         let every_message = self.shared.config.commit_interval.is_zero();
         let tick = if every_message {
@@ -104,6 +107,7 @@ impl Worker {
                     &self.shared,
                     &self.tp.topic,
                     self.tp.partition,
+                    &mut ctx,
                     rec,
                     &self.stop,
                 )
