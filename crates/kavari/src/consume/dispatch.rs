@@ -244,9 +244,12 @@ mod tests {
 
     use super::*;
 
+    /// A record's key and headers.
+    type Spec<'a> = (Option<&'a [u8]>, Vec<(&'a str, &'a [u8])>);
+
     /// Records with the given (key, headers), read back as the fetcher
     /// hands them over.
-    fn fetched(records: &[(Option<&[u8]>, Vec<(&str, &[u8])>)]) -> Vec<FetchedRecord> {
+    fn fetched(records: &[Spec<'_>]) -> Vec<FetchedRecord> {
         let mut batch = RecordBatch::with_capacity(0);
         for (key, headers) in records {
             batch.push(
