@@ -126,3 +126,42 @@ async fn a_silent_broker_fails_every_waiting_request_within_one_timeout() {
         "a new connection after the break"
     );
 }
+
+/// CreateTopics through the controller: the topic exists with its
+/// partitions, creating it again reports that it existed, and a refused
+/// request says why.
+#[tokio::test]
+async fn topics_are_created_once_and_a_refusal_names_its_cause() {
+    use kavari_wire::admin::{NewTopic, create_topic};
+
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let cluster = cluster(broker, Duration::from_secs(10));
+    let name = unique_name("admin");
+    let topic = NewTopic {
+        name: &name,
+        partitions: 4,
+        replication_factor: -1,
+        configs: &[],
+    };
+    assert!(create_topic(&cluster, &topic).await.expect("create"));
+    let meta = cluster
+        .topic(&name)
+        .await
+        .expect("metadata")
+        .expect("the topic");
+    assert_eq!(meta.partitions.len(), 4);
+    assert!(
+        !create_topic(&cluster, &topic).await.expect("create again"),
+        "it existed"
+    );
+    let bad = NewTopic {
+        partitions: 0,
+        name: &unique_name("admin"),
+        ..topic
+    };
+    let e = create_topic(&cluster, &bad)
+        .await
+        .expect_err("zero partitions");
+    assert!(e.response_error().is_some(), "{e}");
+}

@@ -70,6 +70,8 @@ pub struct Cluster {
     request_timeout: Duration,
     any: Mutex<Option<Arc<Connection>>>,
     brokers: std::sync::Mutex<HashMap<i32, Arc<BrokerSlot>>>,
+    /// The controller's id from the last metadata answer; -1 when unknown.
+    controller: std::sync::atomic::AtomicI32,
 }
 
 impl Cluster {
@@ -83,6 +85,7 @@ impl Cluster {
             request_timeout,
             any: Mutex::new(None),
             brokers: std::sync::Mutex::new(HashMap::new()),
+            controller: std::sync::atomic::AtomicI32::new(-1),
         }
     }
 
@@ -154,6 +157,8 @@ impl Cluster {
                 return Err(e);
             }
         };
+        self.controller
+            .store(resp.controller_id.0, std::sync::atomic::Ordering::Relaxed);
         {
             let mut brokers = self.brokers.lock().unwrap_or_else(|p| p.into_inner());
             for b in &resp.brokers {
@@ -198,6 +203,17 @@ impl Cluster {
             .await?
             .into_iter()
             .find(|t| t.name == topic))
+    }
+
+    /// A connection to the controller, as the last metadata answer names it
+    /// (asked afresh here); any broker when the cluster names none (a
+    /// KRaft cluster forwards admin requests to its controller itself).
+    pub async fn controller(&self) -> Result<Arc<Connection>, WireError> {
+        self.topics(&[]).await?;
+        match self.controller.load(std::sync::atomic::Ordering::Relaxed) {
+            id if id >= 0 => self.broker(id).await,
+            _ => self.any_broker().await,
+        }
     }
 
     /// The general connection to broker `id` (as named by the last

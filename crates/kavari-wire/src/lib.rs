@@ -2,13 +2,15 @@
 //! [`connection::Connection`]s (framing, version negotiation, timeouts), the
 //! [`cluster::Cluster`]'s metadata and one connection per broker, record
 //! batches written and read with every codec in pure Rust
-//! ([`record_batch`], [`compression`]), produce, fetch and list-offsets,
+//! ([`record_batch`], [`compression`]), produce, fetch and the fetch engine,
+//! list-offsets, topic creation ([`admin`]),
 //! one [`backoff::Backoff`] and one [`WireError`] with one classification
 //! of broker error codes.
 //!
 //! The group protocol (kavari-group) and the typed library (kavari) build
 //! on it; it knows neither.
 
+pub mod admin;
 pub mod backoff;
 pub mod cluster;
 pub mod compression;

@@ -1,0 +1,74 @@
+//! Administration requests: creating topics (for dead-letter topics and
+//! tools), sent to the cluster's controller as Kafka's admin client does.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::WireError;
+use crate::cluster::Cluster;
+
+/// A topic to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewTopic<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its partition count.
+    pub partitions: i32,
+    /// Copies of each partition; -1 takes the broker's
+    /// `default.replication.factor`.
+    pub replication_factor: i16,
+    /// Topic configs (`cleanup.policy`, `retention.ms`, …).
+    pub configs: &'a [(&'a str, &'a str)],
+}
+
+/// Creates `topic`: `Ok(true)` when created, `Ok(false)` when it existed
+/// already. A refusal (an invalid name, a partition count or replication
+/// factor the cluster cannot take, no authorization) is an error with the
+/// broker's code and message.
+pub async fn create_topic(cluster: &Cluster, topic: &NewTopic<'_>) -> Result<bool, WireError> {
+    let conn = cluster.controller().await?;
+    let timeout_ms = i32::try_from(cluster.request_timeout().as_millis()).unwrap_or(i32::MAX);
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.name.to_string())))
+                .with_num_partitions(topic.partitions)
+                .with_replication_factor(topic.replication_factor)
+                .with_configs(
+                    topic
+                        .configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string((*k).to_string()))
+                                .with_value(Some(StrBytes::from_string((*v).to_string())))
+                        })
+                        .collect(),
+                ),
+        ]);
+    let resp = conn.send(&req).await?;
+    let result = resp
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == topic.name)
+        .ok_or_else(|| WireError::Malformed {
+            what: "CreateTopics response",
+            detail: format!("no answer for topic {}", topic.name),
+        })?;
+    match result.error_code.err() {
+        None => Ok(true),
+        Some(ResponseError::TopicAlreadyExists) => Ok(false),
+        Some(e) => Err(WireError::broker(
+            "CreateTopics",
+            e,
+            Some(match &result.error_message {
+                Some(m) => format!("topic {}: {}", topic.name, m.as_str()),
+                None => format!("topic {}", topic.name),
+            }),
+        )),
+    }
+}
