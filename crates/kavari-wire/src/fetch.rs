@@ -263,9 +263,7 @@ impl PartitionResponse {
                 if record.offset < offset {
                     continue; // a compressed batch starts before the position
                 }
-                out.bytes += record.key.as_ref().map_or(0, Bytes::len)
-                    + record.value.as_ref().map_or(0, Bytes::len)
-                    + record.headers.byte_len();
+                out.bytes += record.size();
                 out.records.push(record);
             }
         }

@@ -27,6 +27,16 @@ pub struct FetchedRecord {
     pub headers: RecordHeaders,
 }
 
+impl FetchedRecord {
+    /// Bytes of its key, value and header section: what it counts against
+    /// the fetch buffers.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + self.headers.byte_len()
+    }
+}
+
 /// A record's header section as written: `count` headers, each a varint
 /// name length, the name, a varint value length (-1 for null), the value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

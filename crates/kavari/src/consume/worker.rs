@@ -17,6 +17,9 @@ use super::dispatch::{Disposition, deliver};
 use super::{OffsetReset, Shared};
 use crate::MessageContext;
 
+/// Records handled between two releases of their bytes to the engine.
+const RELEASE_EVERY: usize = 1024;
+
 /// Runs the partition until `stop` turns true; commits what it handled.
 pub(crate) async fn run(shared: Arc<Shared>, tp: TopicPartition, stop: watch::Receiver<bool>) {
     let mut worker = Worker {
@@ -96,10 +99,20 @@ impl Worker {
                 Some(_) => continue,
                 None => break,
             };
-            for rec in records {
+            // Handled bytes go back to the engine as the batch is worked
+            // through, so the partition's next records are fetched while
+            // the last of these are handled.
+            let mut handled_bytes = 0;
+            let mut released = 0;
+            for (i, rec) in records.into_iter().enumerate() {
                 if self.stopping() {
                     break 'partition; // the rest is not handled, nor committed
                 }
+                if i % RELEASE_EVERY == RELEASE_EVERY - 1 {
+                    feed.release(handled_bytes - released);
+                    released = handled_bytes;
+                }
+                handled_bytes += rec.size();
                 // A handler runs to its end even when a stop arrives
                 // meanwhile: the shutdown waits for it (bounded), commits it.
                 let offset = rec.offset;
@@ -126,7 +139,7 @@ impl Worker {
                     last_commit = Instant::now();
                 }
             }
-            feed.release(bytes);
+            feed.release(bytes.saturating_sub(released));
             // Health is shared: updated once per fetched batch.
             self.update(|h| {
                 h.position = Some(position);
