@@ -267,6 +267,11 @@ async fn run(shared: Arc<Shared>) {
     let mut short_wait = SHORT_WAIT;
     loop {
         let (wanted, pending) = ready(&shared);
+        if wanted.is_empty() {
+            let wake = shared.wake.notified();
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
+            continue;
+        }
         let limits = if pending {
             let limits = FetchLimits {
                 max_wait: short_wait.min(shared.config.limits.max_wait),
@@ -278,11 +283,6 @@ async fn run(shared: Arc<Shared>) {
             short_wait = SHORT_WAIT;
             shared.config.limits
         };
-        if wanted.is_empty() {
-            let wake = shared.wake.notified();
-            let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
-            continue;
-        }
         if stale || wanted.iter().any(|(tp, _)| !leaders.contains_key(tp)) {
             match refresh(&shared, &wanted).await {
                 Ok(l) => {
