@@ -11,20 +11,10 @@ use kavari::{
     MessageHandler, NoRetry,
 };
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{CrashJob, eventually, fetch_topic, header, init_tracing};
+use kavari_tests::{CrashJob, consumer, eventually, fetch_topic, header, init_tracing};
 use serde::{Deserialize, Serialize};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn manager(broker: &KafkaBroker, group: &str) -> kavari::KavariBuilder {
-    let _ = broker;
-    Kavari::builder(broker.bootstrap_servers())
-        .group_id(group)
-        .session_timeout(Duration::from_secs(6))
-        .heartbeat_interval(Duration::from_millis(500))
-        .rebalance_timeout(Duration::from_secs(10))
-        .commit_interval(Duration::from_millis(100))
-}
 
 async fn committed(
     broker: &KafkaBroker,
@@ -110,7 +100,7 @@ async fn every_handler_sees_exactly_its_messages_in_key_order() {
     let broker = shared_broker().await.expect("broker");
     broker.create_topic(Placed::TOPIC, 3).await.expect("topic");
     let group = unique_name("e2e");
-    let m = manager(broker, &group).await.build().await.expect("build");
+    let m = consumer(broker, &group).build().await.expect("build");
     let (a1, a2, b): (Seen, Seen, Seen) = Default::default();
     m.subscribe::<Placed, _>(Record(Arc::clone(&a1)))
         .expect("subscribe");
@@ -235,7 +225,7 @@ async fn relaxed_mode_skips_poison_and_moves_on() {
         .await
         .expect("dlq");
     let group = unique_name("relaxed");
-    let m = manager(broker, &group).await.build().await.expect("build");
+    let m = consumer(broker, &group).build().await.expect("build");
     let seen = Arc::new(Mutex::new(Vec::new()));
     m.subscribe::<GoodRelaxed, _>(Count(Arc::clone(&seen)))
         .expect("subscribe");
@@ -268,8 +258,7 @@ async fn strict_mode_dead_letters_poison_and_moves_on() {
         .await
         .expect("dlq");
     let group = unique_name("strict");
-    let m = manager(broker, &group)
-        .await
+    let m = consumer(broker, &group)
         .strict(true)
         .build()
         .await
@@ -348,8 +337,7 @@ async fn failing_handlers_are_retried_then_dead_lettered_with_provenance() {
     broker.create_topic(Job::TOPIC, 1).await.expect("topic");
     broker.create_topic("retry.jobs.dlq", 1).await.expect("dlq");
     let group = unique_name("retry");
-    let m = manager(broker, &group)
-        .await
+    let m = consumer(broker, &group)
         .delivery_retry_policy(FibonacciRetryPolicy::new(3).with_unit(Duration::from_millis(20)))
         .build()
         .await
@@ -440,7 +428,7 @@ async fn a_restarted_group_handles_nothing_twice_and_shutdown_waits_for_slow_han
 
     // First life: a slow handler; shut down while one is in flight.
     let first = Arc::new(Mutex::new(Vec::new()));
-    let m = manager(broker, &group).await.build().await.expect("build");
+    let m = consumer(broker, &group).build().await.expect("build");
     m.subscribe::<Event, _>(Slow {
         seen: Arc::clone(&first),
         delay: Duration::from_millis(300),
@@ -478,7 +466,7 @@ async fn a_restarted_group_handles_nothing_twice_and_shutdown_waits_for_slow_han
 
     // Second life: the rest, and nothing again.
     let second = Arc::new(Mutex::new(Vec::new()));
-    let m2 = manager(broker, &group).await.build().await.expect("build");
+    let m2 = consumer(broker, &group).build().await.expect("build");
     m2.subscribe::<Event, _>(Slow {
         seen: Arc::clone(&second),
         delay: Duration::ZERO,
@@ -607,8 +595,7 @@ async fn subscribe_after_start_and_start_without_group_are_errors() {
         m.start().await,
         Err(kavari::StartError::NoGroupId)
     ));
-    let m = manager(broker, &unique_name("g"))
-        .await
+    let m = consumer(broker, &unique_name("g"))
         .delivery_retry_policy(NoRetry)
         .build()
         .await
@@ -637,8 +624,7 @@ async fn dropping_the_last_handle_leaves_the_group_without_hanging() {
     let make = |seen: Arc<Mutex<Vec<u64>>>| {
         let group = topic_group.clone();
         async move {
-            let m = manager(broker, &group)
-                .await
+            let m = consumer(broker, &group)
                 .session_timeout(Duration::from_secs(30))
                 .heartbeat_interval(Duration::from_secs(1))
                 .build()

@@ -15,7 +15,7 @@ use kavari::{
 };
 use kavari_group::TopicPartition;
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{eventually, init_tracing, own_broker};
+use kavari_tests::{consumer, eventually, init_tracing, own_broker};
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::{FetchLimits, FetchPosition, Isolation, fetch};
 use kavari_wire::fetcher::{FetchEvent, Fetcher, FetcherConfig};
@@ -25,13 +25,20 @@ use serde::{Deserialize, Serialize};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The consumer suites' builder with short fetch waits.
 fn builder(broker: &KafkaBroker, group: &str) -> kavari::KavariBuilder {
-    Kavari::builder(broker.bootstrap_servers())
-        .group_id(group)
-        .session_timeout(Duration::from_secs(6))
-        .heartbeat_interval(Duration::from_millis(500))
-        .commit_interval(Duration::from_millis(100))
-        .fetch_max_wait(Duration::from_millis(100))
+    consumer(broker, group).fetch_max_wait(Duration::from_millis(100))
+}
+
+/// Fetch limits for the tests that drive kavari-wire directly.
+fn limits(max_wait_ms: u64, partition_max_bytes: i32) -> FetchLimits {
+    FetchLimits {
+        max_wait: Duration::from_millis(max_wait_ms),
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        partition_max_bytes,
+        isolation: Isolation::ReadCommitted,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -210,13 +217,7 @@ async fn published_and_read_back<M: KafkaMessage + Sync>(
         .leader
         .expect("leader");
     let conn = cluster.broker(leader).await.expect("connection");
-    let limits = FetchLimits {
-        max_wait: Duration::from_millis(10),
-        min_bytes: 1,
-        max_bytes: 1 << 20,
-        partition_max_bytes: 1 << 20,
-        isolation: Isolation::ReadCommitted,
-    };
+    let limits = limits(10, 1 << 20);
     let position = FetchPosition {
         partition: TopicPartition::new(M::TOPIC, 0),
         offset: 0,
@@ -419,13 +420,7 @@ fn engine(broker: &KafkaBroker, reset: Option<OffsetSpec>) -> Fetcher {
     Fetcher::new(
         cluster,
         FetcherConfig {
-            limits: FetchLimits {
-                max_wait: Duration::from_millis(50),
-                min_bytes: 1,
-                max_bytes: 1 << 20,
-                partition_max_bytes: 16 * 1024,
-                isolation: Isolation::ReadCommitted,
-            },
+            limits: limits(50, 16 * 1024),
             reset,
             partition_buffer_bytes: 16 * 1024,
             total_buffer_bytes: 1 << 20,

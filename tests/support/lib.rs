@@ -73,6 +73,18 @@ pub async fn own_broker(builder: BrokerBuilder, topic: &str, partitions: i32) ->
     broker
 }
 
+/// A manager builder for a consumer in `group` with the timings the
+/// consumer suites share: a 6 s session, 500 ms heartbeats, a 10 s
+/// rebalance timeout and commits every 100 ms.
+pub fn consumer(broker: &KafkaBroker, group: &str) -> kavari::KavariBuilder {
+    kavari::Kavari::builder(broker.bootstrap_servers())
+        .group_id(group)
+        .session_timeout(Duration::from_secs(6))
+        .heartbeat_interval(Duration::from_millis(500))
+        .rebalance_timeout(Duration::from_secs(10))
+        .commit_interval(Duration::from_millis(100))
+}
+
 /// A header's value as a string, for assertions.
 pub fn header(headers: &BTreeMap<String, Vec<u8>>, name: &str) -> Option<String> {
     headers
