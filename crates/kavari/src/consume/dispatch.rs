@@ -100,7 +100,7 @@ pub(crate) async fn deliver(
                 Some(d) => {
                     tracing::warn!(
                         topic, partition, offset, handler = handler.name(),
-                        attempt, error = %error, "handler failed; retrying"
+                        attempt, error = %format_args!("{error:#}"), "handler failed; retrying"
                     );
                     tokio::time::sleep(d).await;
                     attempt += 1;
@@ -108,9 +108,9 @@ pub(crate) async fn deliver(
                 None => {
                     tracing::error!(
                         topic, partition, offset, handler = handler.name(),
-                        attempts = attempt, error = %error, "handler failed for good; dead-lettering"
+                        attempts = attempt, error = %format_args!("{error:#}"), "handler failed for good; dead-lettering"
                     );
-                    let why = format!("{}: {error}", handler.name());
+                    let why = format!("{}: {error:#}", handler.name());
                     let letter = letter(&ctx.headers);
                     dead_letter(shared, &letter, &why, attempt, stop).await?;
                     disposition = Disposition::DeadLettered;
