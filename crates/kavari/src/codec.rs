@@ -43,14 +43,16 @@ impl EncodedMessage {
 }
 
 /// Why a message could not be encoded.
+///
+/// Its message names the cause; it has no `source()`, so that a report of
+/// the chain does not print the cause twice.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode {msg_type} as MessagePack")]
+#[error("cannot encode {msg_type} as MessagePack: {cause}")]
 pub struct EncodeError {
     /// The message type.
     pub msg_type: &'static str,
     /// rmp-serde's error.
-    #[source]
-    pub source: rmp_serde::encode::Error,
+    pub cause: rmp_serde::encode::Error,
 }
 
 /// Why a record could not be decoded into a message type.
@@ -81,13 +83,12 @@ pub enum DecodeError {
     #[error("record has no value")]
     MissingValue,
     /// The value is not MessagePack of the expected shape.
-    #[error("value does not decode as {msg_type}")]
+    #[error("value does not decode as {msg_type}: {cause}")]
     Payload {
         /// The type asked for.
         msg_type: &'static str,
-        /// rmp-serde's error.
-        #[source]
-        source: rmp_serde::decode::Error,
+        /// rmp-serde's error (in the message already: no `source()`).
+        cause: rmp_serde::decode::Error,
     },
 }
 
@@ -126,9 +127,9 @@ pub(crate) fn with_record<M: KafkaMessage, R>(
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let failed = |source| EncodeError {
+    let failed = |cause| EncodeError {
         msg_type: M::NAME,
-        source,
+        cause,
     };
     SCRATCH.with(|scratch| {
         // A Serialize impl that itself encodes finds the scratch taken and
@@ -176,9 +177,9 @@ pub fn msg_type(headers: &BTreeMap<String, Vec<u8>>) -> Result<&str, DecodeError
 
 /// Decodes a value of type `M`, without looking at headers.
 pub fn decode_value<M: KafkaMessage>(value: &[u8]) -> Result<M, DecodeError> {
-    rmp_serde::from_slice(value).map_err(|source| DecodeError::Payload {
+    rmp_serde::from_slice(value).map_err(|cause| DecodeError::Payload {
         msg_type: M::NAME,
-        source,
+        cause,
     })
 }
 

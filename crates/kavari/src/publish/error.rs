@@ -18,7 +18,7 @@ pub struct Delivery {
 }
 
 /// The broad class of a produce failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ProduceErrorKind {
     /// No connection to the broker, or it broke.
@@ -29,6 +29,9 @@ pub enum ProduceErrorKind {
     UnknownTopic,
     /// The record is larger than the client's or the broker's limit.
     MessageTooLarge,
+    /// The cluster refused this client access to the topic (or cluster):
+    /// an ACL is missing.
+    Authorization,
     /// The broker refused the request with an error code.
     Broker,
     /// The publisher is shutting down.
@@ -73,6 +76,9 @@ impl ProduceError {
         let (kind, retriable) = match e {
             E::UnknownTopicOrPartition | E::UnknownTopicId => (K::UnknownTopic, true),
             E::MessageTooLarge | E::RecordListTooLarge => (K::MessageTooLarge, false),
+            E::TopicAuthorizationFailed
+            | E::ClusterAuthorizationFailed
+            | E::TransactionalIdAuthorizationFailed => (K::Authorization, false),
             E::RequestTimedOut => (K::Timeout, true),
             // A broker on its way down or up: the Java client retries too
             // (it sees the disconnect rather than this code).
@@ -121,29 +127,52 @@ impl std::error::Error for ProduceError {}
 
 /// Why [`publish`](crate::Kavari::publish) did not deliver a message to its
 /// topic.
+///
+/// Its message names the cause (`publish to shop failed after 3
+/// attempt(s): topic shop does not exist (create it first); …`), so `{e}`
+/// is enough for a log line; for that reason it has no `source()`, which
+/// would print the cause twice in a chain. [`kind`](Self::kind) tells the
+/// common causes apart:
+///
+/// ```
+/// use kavari::PublishError;
+/// use kavari::publish::ProduceErrorKind;
+///
+/// fn advice(e: &PublishError) -> &'static str {
+///     match e.kind() {
+///         Some(ProduceErrorKind::UnknownTopic) => "create the topic",
+///         Some(ProduceErrorKind::Authorization) => "grant this client the topic's ACLs",
+///         Some(ProduceErrorKind::MessageTooLarge) => "send smaller messages",
+///         Some(ProduceErrorKind::Timeout | ProduceErrorKind::Connection) => "check the brokers",
+///         _ => "see the message",
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
     /// The message could not be serialized; nothing was sent.
-    #[error("message could not be encoded")]
+    #[error(transparent)]
     Encode(#[from] EncodeError),
     /// Every attempt failed, and the message was written to the dead-letter
     /// topic instead, with the cause in its `original_error` header.
-    #[error("publish failed; the message went to dead-letter topic {} at offset {}", dlq.topic, dlq.offset)]
+    #[error("publish failed: {cause}; the message went to dead-letter topic {} at offset {}", dlq.topic, dlq.offset)]
     DeadLettered {
         /// Where the dead letter was written.
         dlq: Delivery,
         /// The last error of the original publish.
-        #[source]
         cause: ProduceError,
     },
     /// Every attempt failed and the dead-letter topic could not be written
     /// either (or dead letters are off): the record is handed back so the
     /// caller loses nothing.
-    #[error("publish to {} failed after {attempts} attempt(s); the record is returned", message.topic)]
+    #[error(
+        "publish to {} failed after {attempts} attempt(s): {cause}{}; the record is returned",
+        message.topic,
+        DlqFailure(dlq_error.as_ref())
+    )]
     Failed {
         /// The last error.
-        #[source]
         cause: ProduceError,
         /// How many attempts were made.
         attempts: u32,
@@ -154,6 +183,18 @@ pub enum PublishError {
     },
 }
 
+/// The dead-letter part of [`PublishError::Failed`]'s message.
+struct DlqFailure<'a>(Option<&'a ProduceError>);
+
+impl fmt::Display for DlqFailure<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(e) => write!(f, "; the dead-letter write failed too: {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl PublishError {
     /// The record handed back by [`PublishError::Failed`].
     pub fn into_message(self) -> Option<EncodedMessage> {
@@ -161,6 +202,23 @@ impl PublishError {
             PublishError::Failed { message, .. } => Some(*message),
             _ => None,
         }
+    }
+
+    /// The last produce error, unless the message could not be encoded.
+    pub fn cause(&self) -> Option<&ProduceError> {
+        match self {
+            PublishError::Encode(_) => None,
+            PublishError::DeadLettered { cause, .. } | PublishError::Failed { cause, .. } => {
+                Some(cause)
+            }
+        }
+    }
+
+    /// The class of the last produce error: what to match on to tell an
+    /// unknown topic, a missing ACL, a too large message or an unreachable
+    /// cluster apart. `None` when the message could not be encoded.
+    pub fn kind(&self) -> Option<ProduceErrorKind> {
+        self.cause().map(ProduceError::kind)
     }
 }
 
@@ -184,7 +242,8 @@ mod tests {
             (E::UnknownTopicOrPartition, K::UnknownTopic, true),
             (E::MessageTooLarge, K::MessageTooLarge, false),
             (E::RecordListTooLarge, K::MessageTooLarge, false),
-            (E::TopicAuthorizationFailed, K::Broker, false),
+            (E::TopicAuthorizationFailed, K::Authorization, false),
+            (E::ClusterAuthorizationFailed, K::Authorization, false),
             (E::InvalidRecord, K::Broker, false),
             (E::Unknown(-99), K::Broker, false),
         ];
@@ -243,6 +302,87 @@ mod tests {
                 assert_eq!(e.kind(), kind, "{wire}");
             }
             assert_eq!(e.is_retriable(), retriable, "{wire}");
+        }
+    }
+
+    fn encoded(topic: &'static str) -> Box<EncodedMessage> {
+        Box::new(EncodedMessage {
+            topic: topic.into(),
+            key: None,
+            value: vec![],
+            headers: Default::default(),
+        })
+    }
+
+    /// What a user prints with `{e}` must say why, once.
+    #[test]
+    fn every_publish_error_names_its_cause_once() {
+        use std::error::Error as _;
+        let unknown = ProduceError::new(
+            ProduceErrorKind::UnknownTopic,
+            true,
+            "topic shop does not exist (create it first)",
+        );
+        let denied = ProduceError::from_code(
+            "producing to shop/0",
+            ResponseError::TopicAuthorizationFailed,
+            None,
+        );
+        let cases = [
+            (
+                PublishError::Failed {
+                    cause: unknown.clone(),
+                    attempts: 3,
+                    dlq_error: Some(ProduceError::new(
+                        ProduceErrorKind::UnknownTopic,
+                        true,
+                        "topic shop.dlq does not exist (create it first)",
+                    )),
+                    message: encoded("shop"),
+                },
+                ProduceErrorKind::UnknownTopic,
+                vec![
+                    "shop failed after 3 attempt(s): topic shop does not exist",
+                    "dead-letter write failed too: topic shop.dlq does not exist",
+                ],
+            ),
+            (
+                PublishError::Failed {
+                    cause: denied.clone(),
+                    attempts: 1,
+                    dlq_error: None,
+                    message: encoded("shop"),
+                },
+                ProduceErrorKind::Authorization,
+                vec!["producing to shop/0: ", "Authorization"],
+            ),
+            (
+                PublishError::DeadLettered {
+                    dlq: Delivery {
+                        topic: "shop.dlq".into(),
+                        partition: 0,
+                        offset: 7,
+                    },
+                    cause: ProduceError::new(
+                        ProduceErrorKind::MessageTooLarge,
+                        false,
+                        "message of 2000000 bytes exceeds max_message_bytes 1048576",
+                    ),
+                },
+                ProduceErrorKind::MessageTooLarge,
+                vec![
+                    "exceeds max_message_bytes",
+                    "dead-letter topic shop.dlq at offset 7",
+                ],
+            ),
+        ];
+        for (e, kind, parts) in cases {
+            let shown = e.to_string();
+            for part in parts {
+                assert!(shown.contains(part), "{shown:?} lacks {part:?}");
+            }
+            assert_eq!(e.kind(), Some(kind), "{shown}");
+            assert!(e.source().is_none(), "the cause is in the message only");
         }
     }
 }
