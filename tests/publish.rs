@@ -736,3 +736,75 @@ async fn typed_publish_to_a_missing_topic_hands_the_record_back() {
         }
     }
 }
+
+/// Log lines written while it is set as the thread's subscriber (the
+/// test's runtime is single-threaded, so every Kavari task logs here).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// 200 publishes to a missing topic (and a missing dead-letter topic) log
+/// a few lines that count the records, not a line per record and attempt;
+/// each publish's error names the cause.
+#[tokio::test]
+async fn a_publish_storm_to_a_missing_topic_logs_a_bounded_number_of_lines() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_, manager) = setup(&[], |b| {
+        b.publishing_retry_policy(FibonacciRetryPolicy::new(3).with_unit(Duration::from_millis(20)))
+    })
+    .await;
+    let topic = unique_name("missing");
+    let publishes = (0..200).map(|i| manager.publish_encoded(to_topic(&order(i), &topic)));
+    let results = futures::future::join_all(publishes).await;
+    for r in &results {
+        let e = r.as_ref().expect_err("the topic does not exist");
+        let shown = e.to_string();
+        assert!(
+            shown.contains(&format!("topic {topic} does not exist")),
+            "{shown}"
+        );
+        assert_eq!(
+            e.kind(),
+            Some(kavari::publish::ProduceErrorKind::UnknownTopic)
+        );
+    }
+    manager.shutdown().await.expect("shutdown");
+    let lines = captured.lines();
+    let about_the_topic: Vec<&String> = lines.iter().filter(|l| l.contains(&topic)).collect();
+    assert!(
+        !about_the_topic.is_empty() && about_the_topic.len() <= 6,
+        "{} lines about {topic}:\n{}",
+        about_the_topic.len(),
+        lines.join("\n")
+    );
+    assert!(
+        about_the_topic.iter().any(|l| l.contains("records=")),
+        "a line counts the records it stands for:\n{}",
+        lines.join("\n")
+    );
+}

@@ -4,7 +4,7 @@
 //! batches written and read with every codec in pure Rust
 //! ([`record_batch`], [`compression`]), produce, fetch and the fetch engine,
 //! list-offsets, topic creation ([`admin`]),
-//! one [`backoff::Backoff`] and one [`WireError`] with one classification
+//! one [`backoff::Backoff`], one [`log_rate::LogRate`] and one [`WireError`] with one classification
 //! of broker error codes.
 //!
 //! The group protocol (kavari-group) and the typed library (kavari) build
@@ -19,6 +19,7 @@ mod error;
 pub mod fetch;
 pub mod fetcher;
 pub mod list_offsets;
+pub mod log_rate;
 pub mod produce;
 pub mod reader;
 pub mod record_batch;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Delivery, ProduceError, ProduceErrorKind, PublishError, Publisher};
+use super::{Delivery, Failure, ProduceError, ProduceErrorKind, PublishError, Publisher};
 use crate::codec::{EncodedMessage, MSG_TYPE_HEADER};
 
 /// The header carrying why a message was dead-lettered.
@@ -43,17 +43,21 @@ impl Publisher {
         match self.attempt(&letter, false).await {
             Ok(dlq) => {
                 self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    topic = %message.topic, dlq = %dlq.topic, offset = dlq.offset, error = %cause,
-                    "publish failed; message dead-lettered"
-                );
+                if let Some(n) = self.admit_log(&message.topic, &cause, Failure::DeadLettered) {
+                    tracing::error!(
+                        topic = %message.topic, dlq = %dlq.topic, offset = dlq.offset, error = %cause,
+                        records = n, "publish failed; message dead-lettered"
+                    );
+                }
                 Err(PublishError::DeadLettered { dlq, cause })
             }
             Err(dlq_error) => {
-                tracing::error!(
-                    topic = %message.topic, error = %cause, %dlq_error,
-                    "publish failed and the dead-letter write failed too; returning the record"
-                );
+                if let Some(n) = self.admit_log(&message.topic, &cause, Failure::Returned) {
+                    tracing::error!(
+                        topic = %message.topic, error = %cause, %dlq_error, records = n,
+                        "publish failed and the dead-letter write failed too; returning the record"
+                    );
+                }
                 Err(PublishError::Failed {
                     cause,
                     attempts,
@@ -95,7 +99,9 @@ impl Publisher {
                 .delay(failures)
                 .unwrap_or(Duration::from_secs(5))
                 .min(Duration::from_secs(5));
-            tracing::warn!(topic = %message.topic, attempt = failures, ?delay, error = %err, "dead-letter write failed; retrying");
+            if let Some(n) = self.admit_log(&message.topic, &err, Failure::DeadLetterRetrying) {
+                tracing::warn!(topic = %message.topic, attempt = failures, ?delay, error = %err, failures = n, "dead-letter write failed; retrying");
+            }
             if *stop.borrow() {
                 return Err(err);
             }

@@ -25,6 +25,7 @@ use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
 use batcher::ProduceCounters;
 use kavari_wire::cluster::Cluster;
+use kavari_wire::log_rate::LogRate;
 use kavari_wire::record_batch::write::Record;
 use topics::Topics;
 
@@ -61,6 +62,20 @@ pub(crate) struct Publisher {
     idle: Notify,
     retries: AtomicUsize,
     dead_lettered: AtomicUsize,
+    /// One warning per topic, cause and interval, not one per record.
+    log: LogRate<(String, ProduceErrorKind, Failure)>,
+}
+
+/// How often a failure of one topic and cause is logged at most.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What a logged publish failure led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Failure {
+    Retrying,
+    DeadLettered,
+    Returned,
+    DeadLetterRetrying,
 }
 
 /// What one bulk call remembers between its messages.
@@ -167,6 +182,7 @@ impl Publisher {
             idle: Notify::new(),
             retries: AtomicUsize::new(0),
             dead_lettered: AtomicUsize::new(0),
+            log: LogRate::new(LOG_EVERY),
         }
     }
 
@@ -396,10 +412,12 @@ impl Publisher {
             if attempts == 1 {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
-            tracing::warn!(
-                topic = %message.topic, attempt = attempts, ?delay, error = %err,
-                "publish failed; retrying"
-            );
+            if let Some(n) = self.admit_log(&message.topic, &err, Failure::Retrying) {
+                tracing::warn!(
+                    topic = %message.topic, attempt = attempts, ?delay, error = %err,
+                    failures = n, "publish failed; retrying"
+                );
+            }
             if self.wait_to_retry(delay).await.is_err() {
                 break err;
             }
@@ -410,6 +428,12 @@ impl Publisher {
             }
         };
         self.dead_letter(message, cause, attempts).await
+    }
+
+    /// Counts a failure of `topic` for the log: `Some(n)` when a line is
+    /// due, for `n` failures of the same topic, cause and outcome.
+    fn admit_log(&self, topic: &str, err: &ProduceError, what: Failure) -> Option<u64> {
+        self.log.admit((topic.to_string(), err.kind(), what))
     }
 
     /// Waits `delay` before another attempt; `Err` when the publisher began
