@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::FutureExt;
 use kavari_group::TopicPartition;
 use kavari_wire::backoff::Backoff;
 use kavari_wire::fetcher::FetchEvent;
@@ -60,6 +61,10 @@ impl Worker {
         // One context for the partition's records, refilled for each.
         let mut ctx = MessageContext::new(self.tp.topic.clone(), self.tp.partition, start);
         let mut last_commit = Instant::now();
+        // Owned apart from `self`, which commits while a record is delivered.
+        let topic = self.tp.topic.clone();
+        // The position health shows; moving it stamps `last_progress`.
+        let mut reported = start;
         let every_message = self.shared.config.commit_interval.is_zero();
         let tick = if every_message {
             Duration::from_millis(500)
@@ -116,16 +121,29 @@ impl Worker {
                 // A handler runs to its end even when a stop arrives
                 // meanwhile: the shutdown waits for it (bounded), commits it.
                 let offset = rec.offset;
-                match deliver(
-                    &self.shared,
-                    &self.tp.topic,
-                    self.tp.partition,
-                    &mut ctx,
-                    rec,
-                    &self.stop,
-                )
-                .await
-                {
+                let shared = Arc::clone(&self.shared);
+                let stop = self.stop.clone();
+                let delivery = deliver(&shared, &topic, self.tp.partition, &mut ctx, rec, &stop);
+                let mut delivery = std::pin::pin!(delivery);
+                // Usually ready at once; a record that takes longer (slow
+                // handler, retries, a dead letter that cannot be written
+                // yet) must not hold back the commit of what came before.
+                // (Polled once first: no timer is set up for the common case.)
+                let outcome = match (&mut delivery).now_or_never() {
+                    Some(outcome) => outcome,
+                    None => loop {
+                        tokio::select! {
+                            biased;
+                            outcome = &mut delivery => break outcome,
+                            _ = tokio::time::sleep_until(last_commit + tick) => {
+                                self.commit(position).await;
+                                last_commit = Instant::now();
+                                self.report_progress(position, &mut reported);
+                            }
+                        }
+                    },
+                };
+                match outcome {
                     Ok(d) => {
                         position = offset + 1;
                         if d != Disposition::Handled {
@@ -142,11 +160,10 @@ impl Worker {
             feed.release(bytes.saturating_sub(released));
             // Health is shared: updated once per fetched batch.
             self.update(|h| {
-                h.position = Some(position);
                 h.high_watermark = Some(high_watermark);
                 h.lag = Some((high_watermark - position).max(0));
-                h.last_progress = Some(SystemTime::now());
             });
+            self.report_progress(position, &mut reported);
         }
         drop(feed);
         self.commit(position).await;
@@ -209,6 +226,24 @@ impl Worker {
         });
         tracing::info!(partition = %self.tp, offset = start, committed = ?committed, "consuming");
         Ok(Some(start))
+    }
+
+    /// Shows `position` in health when it moved since the last report, and
+    /// stamps the progress: called per fetched batch and per commit tick
+    /// while one record takes long, so both stay true to within a tick.
+    fn report_progress(&self, position: i64, reported: &mut i64) {
+        if position == *reported {
+            return;
+        }
+        *reported = position;
+        let now = SystemTime::now();
+        self.update(|h| {
+            h.position = Some(position);
+            if let Some(hw) = h.high_watermark {
+                h.lag = Some((hw - position).max(0));
+            }
+            h.last_progress = Some(now);
+        });
     }
 
     async fn commit(&mut self, position: i64) {
