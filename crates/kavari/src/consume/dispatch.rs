@@ -8,7 +8,7 @@ use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::codec::{DecodeError, EncodedMessage, MSG_TYPE_HEADER};
+use crate::codec::{CONTENT_TYPE_HEADER, DecodeError, EncodedMessage, MSG_TYPE_HEADER};
 use crate::publish::ORIGINAL_ERROR_HEADER;
 use crate::registry::{Outcome, Route};
 use crate::{HandlerError, MessageContext};
@@ -208,10 +208,13 @@ async fn dead_letter(
         );
         return Ok(());
     };
-    let mut headers = BTreeMap::new();
-    if let Some(t) = letter.headers.get(MSG_TYPE_HEADER) {
-        headers.insert(MSG_TYPE_HEADER.to_string(), t.clone());
-    }
+    // The value goes unchanged: its type and encoding go with it.
+    let mut headers: BTreeMap<String, Vec<u8>> = letter
+        .headers
+        .iter()
+        .filter(|(k, _)| *k == MSG_TYPE_HEADER || *k == CONTENT_TYPE_HEADER)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut put = |k: &str, v: String| headers.insert(k.to_string(), v.into_bytes());
     put(ORIGINAL_ERROR_HEADER, error.to_string());
     put("original_topic", topic.to_string());

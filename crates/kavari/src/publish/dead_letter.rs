@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Delivery, Failure, ProduceError, ProduceErrorKind, PublishError, Publisher};
-use crate::codec::{EncodedMessage, MSG_TYPE_HEADER};
+use crate::codec::{CONTENT_TYPE_HEADER, EncodedMessage, MSG_TYPE_HEADER};
 
 /// The header carrying why a message was dead-lettered.
 pub const ORIGINAL_ERROR_HEADER: &str = "original_error";
@@ -33,7 +33,10 @@ impl Publisher {
         };
         let mut letter = message.clone();
         letter.topic = format!("{}{suffix}", message.topic).into();
-        letter.headers.retain(|k, _| k == MSG_TYPE_HEADER);
+        // The value goes unchanged: its type and encoding go with it.
+        letter
+            .headers
+            .retain(|k, _| k == MSG_TYPE_HEADER || k == CONTENT_TYPE_HEADER);
         letter.headers.insert(
             ORIGINAL_ERROR_HEADER.to_string(),
             cause.to_string().into_bytes(),
