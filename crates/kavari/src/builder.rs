@@ -249,6 +249,44 @@ impl KavariBuilder {
         self
     }
 
+    /// Puts `prefix` in front of every topic this manager publishes to,
+    /// subscribes to and dead-letters to: `topic_prefix("staging.")` makes
+    /// `#[kavari(topic = "orders")]` mean `staging.orders` (and its dead
+    /// letters `staging.orders.dlq`). For per-environment clusters shared by
+    /// several stages, and for tests that need topics of their own. Applied
+    /// after [`topic_for`](Self::topic_for). Default: none.
+    ///
+    /// A publish to a prefixed topic allocates its topic name; without a
+    /// mapping the type's `&'static str` is used as is.
+    pub fn topic_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.producer.topic_names.set_prefix(prefix.into());
+        self
+    }
+
+    /// Uses `topic` for message type `M` instead of its
+    /// `#[kavari(topic = "...")]`, for publishing, subscribing and dead
+    /// letters; a [`topic_prefix`](Self::topic_prefix) still goes in front.
+    /// Other types on the derive's topic stay there.
+    ///
+    /// ```no_run
+    /// # use kavari::{KafkaMessage, Kavari};
+    /// #[derive(serde::Serialize, serde::Deserialize, KafkaMessage)]
+    /// #[kavari(topic = "orders")]
+    /// struct OrderPlaced { id: u64 }
+    ///
+    /// # async fn demo() -> Result<(), kavari::ConfigError> {
+    /// let manager = Kavari::builder("127.0.0.1:9092")
+    ///     .topic_for::<OrderPlaced>("orders-v2")
+    ///     .topic_prefix("staging.") // OrderPlaced goes to staging.orders-v2
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn topic_for<M: crate::KafkaMessage>(mut self, topic: impl Into<String>) -> Self {
+        self.producer.topic_names.rename::<M>(topic.into());
+        self
+    }
+
     /// How many records each partition may hold waiting for a batch before
     /// `publish` waits (backpressure). Default: 65,536.
     pub fn max_queued_per_partition(mut self, records: usize) -> Self {
@@ -322,6 +360,7 @@ impl KavariBuilder {
                     .into(),
             ));
         }
+        self.producer.topic_names.validate()?;
         Ok(bootstrap)
     }
 

@@ -44,6 +44,7 @@ mod partitioner;
 pub mod publish;
 mod registry;
 pub mod retry;
+mod topic_names;
 
 pub use builder::{ConfigError, KavariBuilder};
 pub use consume::{OffsetReset, StartError};
@@ -95,7 +96,9 @@ pub mod bench {
         /// Subscribes `handler` to `M`.
         pub fn subscribe<M: KafkaMessage, H: MessageHandler<M>>(&mut self, handler: H) {
             let handler = Arc::new(handler);
-            let _ = self.0.add::<M, H, _>(move || Arc::clone(&handler));
+            let _ = self
+                .0
+                .add::<M, H, _>(M::TOPIC, move || Arc::clone(&handler));
         }
 
         /// Routes a record by its headers and runs every handler; true when

@@ -96,11 +96,14 @@ impl Kavari {
         }
     }
 
-    /// Has `handler` receive every `M` on `M::TOPIC` once the consumer
+    /// Has `handler` receive every `M` on `M::TOPIC` (as mapped by
+    /// [`topic_prefix`](KavariBuilder::topic_prefix) and
+    /// [`topic_for`](KavariBuilder::topic_for)) once the consumer
     /// starts. Several handlers may take one type, and several types may
     /// share a topic (the `msg_type` header picks the type). Subscribing the
-    /// same handler type twice for `M`, or a type whose `msg_type` name
-    /// another type on the topic already uses, is an error.
+    /// same handler type twice for `M`, a type whose `msg_type` name
+    /// another type on the topic already uses, or subscribing on a manager
+    /// built without a `group_id`, is an error.
     pub fn subscribe<M, H>(&self, handler: H) -> Result<(), SubscribeError>
     where
         M: KafkaMessage,
@@ -130,13 +133,17 @@ impl Kavari {
         H: MessageHandler<M>,
         F: Fn() -> Arc<H> + Send + Sync + 'static,
     {
+        if self.inner.consumer_config.group_id.is_none() {
+            return Err(SubscribeError::NoGroupId);
+        }
+        let topic = self.inner.publisher.topic_of::<M>();
         let mut registry = self
             .inner
             .registry
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match registry.as_mut() {
-            Some(r) => r.add::<M, H, F>(provider),
+            Some(r) => r.add::<M, H, F>(&topic, provider),
             None => Err(SubscribeError::AlreadyStarted),
         }
     }
@@ -203,7 +210,9 @@ impl Kavari {
         self.inner.cluster.bootstrap()
     }
 
-    /// Publishes `msg` to `M::TOPIC`, keyed by its partition key, with the
+    /// Publishes `msg` to `M::TOPIC` (as mapped by the builder's
+    /// [`topic_prefix`](KavariBuilder::topic_prefix) and
+    /// [`topic_for`](KavariBuilder::topic_for)), keyed by its partition key, with the
     /// `msg_type` and `content-type` headers. Concurrent publishes to one
     /// partition share a produce request. On failure it retries by the
     /// publishing retry policy, then writes the message to the dead-letter

@@ -28,7 +28,7 @@ pub enum SubscribeError {
     #[error("{rust_type} and {other} both use msg_type {msg_type:?} on topic {topic}")]
     NameCollision {
         /// The topic.
-        topic: &'static str,
+        topic: String,
         /// The shared name.
         msg_type: &'static str,
         /// The type being subscribed.
@@ -39,6 +39,10 @@ pub enum SubscribeError {
     /// Subscriptions are fixed once the consumer has started.
     #[error("subscribe after start: subscribe every handler before calling start()")]
     AlreadyStarted,
+    /// Subscribed handlers run in a consumer group, and the builder has no
+    /// `group_id`.
+    #[error("subscribe needs a consumer group: set group_id on the builder")]
+    NoGroupId,
 }
 
 /// What a handler run ended in.
@@ -126,17 +130,19 @@ pub(crate) enum Route<'a> {
 /// Topic → msg_type → handlers.
 #[derive(Default)]
 pub(crate) struct Registry {
-    topics: BTreeMap<&'static str, BTreeMap<&'static str, TypeEntry>>,
+    topics: BTreeMap<String, BTreeMap<&'static str, TypeEntry>>,
 }
 
 impl Registry {
-    pub(crate) fn add<M, H, F>(&mut self, provider: F) -> Result<(), SubscribeError>
+    /// Subscribes a handler to `M` on `topic` (`M::TOPIC` as the manager
+    /// maps it).
+    pub(crate) fn add<M, H, F>(&mut self, topic: &str, provider: F) -> Result<(), SubscribeError>
     where
         M: KafkaMessage,
         H: MessageHandler<M>,
         F: Fn() -> Arc<H> + Send + Sync + 'static,
     {
-        let by_name = self.topics.entry(M::TOPIC).or_default();
+        let by_name = self.topics.entry(topic.to_string()).or_default();
         let entry = match by_name.entry(M::NAME) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => v.insert(TypeEntry {
@@ -147,7 +153,7 @@ impl Registry {
         };
         if entry.rust_type != TypeId::of::<M>() {
             return Err(SubscribeError::NameCollision {
-                topic: M::TOPIC,
+                topic: topic.to_string(),
                 msg_type: M::NAME,
                 rust_type: std::any::type_name::<M>(),
                 other: entry.rust_name,
@@ -171,7 +177,7 @@ impl Registry {
 
     /// The topics with at least one handler.
     pub(crate) fn topics(&self) -> Vec<String> {
-        self.topics.keys().map(|t| t.to_string()).collect()
+        self.topics.keys().cloned().collect()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -250,13 +256,15 @@ mod tests {
         let mut r = Registry::default();
         let count = Arc::new(Count::default());
         let c = Arc::clone(&count);
-        r.add::<Placed, Count, _>(move || Arc::clone(&c)).unwrap();
+        r.add::<Placed, Count, _>(Placed::TOPIC, move || Arc::clone(&c))
+            .unwrap();
         let c = Arc::clone(&count);
         assert!(matches!(
-            r.add::<Placed, Count, _>(move || Arc::clone(&c)),
+            r.add::<Placed, Count, _>(Placed::TOPIC, move || Arc::clone(&c)),
             Err(SubscribeError::Duplicate { .. })
         ));
-        r.add::<Placed, Panics, _>(|| Arc::new(Panics)).unwrap();
+        r.add::<Placed, Panics, _>(Placed::TOPIC, || Arc::new(Panics))
+            .unwrap();
         struct ImpostorHandler;
         impl MessageHandler<Impostor> for ImpostorHandler {
             async fn handle(&self, _: Impostor, _: &MessageContext) -> Result<(), HandlerError> {
@@ -264,7 +272,7 @@ mod tests {
             }
         }
         assert!(matches!(
-            r.add::<Impostor, ImpostorHandler, _>(|| Arc::new(ImpostorHandler)),
+            r.add::<Impostor, ImpostorHandler, _>(Impostor::TOPIC, || Arc::new(ImpostorHandler)),
             Err(SubscribeError::NameCollision { .. })
         ));
         assert_eq!(r.topics(), ["orders"]);
@@ -275,8 +283,10 @@ mod tests {
         let mut r = Registry::default();
         let count = Arc::new(Count::default());
         let c = Arc::clone(&count);
-        r.add::<Placed, Count, _>(move || Arc::clone(&c)).unwrap();
-        r.add::<Placed, Panics, _>(|| Arc::new(Panics)).unwrap();
+        r.add::<Placed, Count, _>(Placed::TOPIC, move || Arc::clone(&c))
+            .unwrap();
+        r.add::<Placed, Panics, _>(Placed::TOPIC, || Arc::new(Panics))
+            .unwrap();
         let e = codec::encode(&Placed { id: 7 }).unwrap();
         let Route::Handlers(entry) = r.route("orders", &e.headers, Some(&e.value)) else {
             panic!("a subscribed type routes to its handlers");

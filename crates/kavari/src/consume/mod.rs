@@ -30,7 +30,8 @@ use crate::registry::Registry;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// Subscriptions need a consumer group.
+    /// Subscriptions need a consumer group (`subscribe` refuses them
+    /// already when the builder has no `group_id`).
     #[error("handlers are subscribed but no group_id is set on the builder")]
     NoGroupId,
     /// `start()` was called twice.

@@ -15,6 +15,7 @@ pub(crate) struct ProducerConfig {
     pub(crate) queue_capacity_bytes: usize,
     pub(crate) dlq_suffix: Option<String>,
     pub(crate) partitioner: crate::Partitioner,
+    pub(crate) topic_names: crate::topic_names::TopicNames,
 }
 
 impl Default for ProducerConfig {
@@ -28,6 +29,7 @@ impl Default for ProducerConfig {
             queue_capacity_bytes: 32 * 1024 * 1024,
             dlq_suffix: Some(".dlq".to_string()),
             partitioner: crate::Partitioner::Murmur2,
+            topic_names: Default::default(),
         }
     }
 }

@@ -232,23 +232,31 @@ impl Publisher {
     ) -> Result<Delivery, PublishError> {
         let _guard = match self.admit() {
             Ok(guard) => guard,
-            Err(cause) => return Err(refused(cause, codec::encode(msg)?)),
+            Err(cause) => return Err(refused(cause, self.encode(msg)?)),
         };
-        let Some(route) = self.topics.fresh(M::TOPIC) else {
-            return Box::pin(self.publish(codec::encode(msg)?)).await;
+        // The topic is not held while the answer is awaited: every publish
+        // in flight holds this future, so it stays small.
+        let route;
+        let fast = {
+            let topic = self.topic_of::<M>();
+            route = match self.topics.fresh(&topic) {
+                Some(route) => route,
+                None => return Box::pin(self.publish(self.encode(msg)?)).await,
+            };
+            self.try_enqueue(msg, &route, &topic)?
         };
-        let first = match self.try_enqueue(msg, &route)? {
+        let first = match fast {
             FastPath::Enqueued(e, _) => e.landed().await.map(|(partition, offset)| Delivery {
-                topic: Cow::Borrowed(M::TOPIC),
+                topic: self.topic_of::<M>(),
                 partition,
                 offset,
             }),
             FastPath::Failed(err) => Err(err),
-            FastPath::Slow => return Box::pin(self.publish(codec::encode(msg)?)).await,
+            FastPath::Slow => return Box::pin(self.publish(self.encode(msg)?)).await,
         };
         match first {
             Ok(delivery) => Ok(delivery),
-            Err(err) => Box::pin(self.after_failure(codec::encode(msg)?, err)).await,
+            Err(err) => Box::pin(self.after_failure(self.encode(msg)?, err)).await,
         }
     }
 
@@ -258,6 +266,7 @@ impl Publisher {
         &self,
         msg: &M,
         route: &'r topics::Route,
+        topic: &str,
     ) -> Result<FastPath<'r>, codec::EncodeError> {
         let headers = codec::envelope_headers::<M>();
         codec::with_record(msg, |key, value| {
@@ -268,7 +277,7 @@ impl Publisher {
             };
             let placed = self
                 .check_size(record.size(), true)
-                .and_then(|()| self.place(route, M::TOPIC, record.key));
+                .and_then(|()| self.place(route, topic, record.key));
             let (partition, sender) = match placed {
                 Ok(placed) => placed,
                 Err(e) => return FastPath::Failed(e),
@@ -306,15 +315,16 @@ impl Publisher {
             Failed(ProduceError),
         }
         let guard = self.admit();
+        let topic = self.topic_of::<M>();
         let mut bulk = Bulk::default();
         let mut steps = Vec::with_capacity(msgs.len());
         for msg in msgs {
             steps.push(match &guard {
-                Err(cause) => Step::Done(match codec::encode(msg) {
+                Err(cause) => Step::Done(match self.encode(msg) {
                     Ok(m) => Err(refused(cause.clone(), m)),
                     Err(e) => Err(e.into()),
                 }),
-                Ok(_) => match self.append_typed(msg, &mut bulk).await {
+                Ok(_) => match self.append_typed(msg, &topic, &mut bulk).await {
                     Ok(Ok(e)) => Step::Appended(e),
                     Ok(Err(err)) => Step::Failed(err),
                     Err(e) => Step::Done(Err(e.into())),
@@ -326,7 +336,6 @@ impl Publisher {
         for batcher in &bulk.touched {
             batcher.flush();
         }
-        let topic = || Cow::Borrowed(M::TOPIC);
         // `None` only for the failed ones, until their retries return below.
         let mut results: Vec<Option<Result<Delivery, PublishError>>> =
             Vec::with_capacity(msgs.len());
@@ -342,7 +351,7 @@ impl Publisher {
             };
             match first {
                 Ok((partition, offset)) => results.push(Some(Ok(Delivery {
-                    topic: topic(),
+                    topic: topic.clone(),
                     partition,
                     offset,
                 }))),
@@ -353,7 +362,7 @@ impl Publisher {
             }
         }
         let retried = failed.into_iter().map(|(i, msg, err)| async move {
-            let result = match codec::encode(msg) {
+            let result = match self.encode(msg) {
                 Ok(m) => self.after_failure(m, err).await,
                 Err(e) => Err(e.into()),
             };
@@ -375,10 +384,11 @@ impl Publisher {
     async fn append_typed<M: KafkaMessage>(
         &self,
         msg: &M,
+        topic: &str,
         bulk: &mut Bulk,
     ) -> Result<Result<Enqueued, ProduceError>, codec::EncodeError> {
-        if let Some(route) = bulk.route(M::TOPIC) {
-            match self.try_enqueue(msg, &route)? {
+        if let Some(route) = bulk.route(topic) {
+            match self.try_enqueue(msg, &route, topic)? {
                 FastPath::Enqueued(e, sender) => {
                     bulk.touch(sender);
                     return Ok(Ok(e));
@@ -387,7 +397,7 @@ impl Publisher {
                 FastPath::Slow => {}
             }
         }
-        let message = codec::encode(msg)?;
+        let message = self.encode(msg)?;
         Ok(self.enqueue(&message, true, Some(bulk)).await)
     }
 
@@ -428,6 +438,18 @@ impl Publisher {
             }
         };
         self.dead_letter(message, cause, attempts).await
+    }
+
+    /// `M`'s topic as this manager maps it.
+    pub(crate) fn topic_of<M: KafkaMessage>(&self) -> Cow<'static, str> {
+        self.config.topic_names.topic_of::<M>()
+    }
+
+    /// Encodes `msg` for its mapped topic.
+    fn encode<M: KafkaMessage>(&self, msg: &M) -> Result<EncodedMessage, codec::EncodeError> {
+        let mut message = codec::encode(msg)?;
+        message.topic = self.topic_of::<M>();
+        Ok(message)
     }
 
     /// Counts a failure of `topic` for the log: `Some(n)` when a line is
