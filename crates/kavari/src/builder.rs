@@ -168,8 +168,22 @@ impl KavariBuilder {
     }
 
     /// Kafka's `partition.assignment.strategy`, in preference order: any of
-    /// [`crate::assignor`]'s. Default: `range`, then
-    /// `cooperative-sticky`, as the Java client.
+    /// [`crate::assignor`]'s ([`RangeAssignor`](crate::assignor::RangeAssignor),
+    /// [`RoundRobinAssignor`](crate::assignor::RoundRobinAssignor),
+    /// [`CooperativeStickyAssignor`](crate::assignor::CooperativeStickyAssignor)),
+    /// or your own [`Assignor`](crate::assignor::Assignor). Default: `range`,
+    /// then `cooperative-sticky`, as the Java client.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kavari::Kavari;
+    /// use kavari::assignor::CooperativeStickyAssignor;
+    ///
+    /// let builder = Kavari::builder("127.0.0.1:9092")
+    ///     .group_id("billing")
+    ///     // Incremental rebalances: partitions that stay are not revoked.
+    ///     .assignors(vec![Arc::new(CooperativeStickyAssignor)]);
+    /// ```
     pub fn assignors(mut self, assignors: Vec<Arc<dyn crate::assignor::Assignor>>) -> Self {
         self.consumer.assignors = Some(assignors);
         self

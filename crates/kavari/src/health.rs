@@ -1,9 +1,21 @@
-//! [`Health`]: what a readiness probe and an operator need to see.
+//! [`Health`]: what a readiness probe and an operator need to see. It
+//! serializes (serde) so a service can return it as JSON:
+//!
+//! ```json
+//! {"state":"running","ready":true,"generation":3,"partitions":[{"topic":"orders",
+//!  "partition":0,"committed":42,"position":42,"high_watermark":42,"lag":0,
+//!  "last_progress":"2026-11-28T10:00:00.000Z","error":null}]}
+//! ```
+//!
+//! A failed state is `{"failed":"the reason"}`.
 
 use std::time::SystemTime;
 
+use serde::Serialize;
+
 /// The manager's overall state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum HealthState {
     /// `start()` has not been called (publishing works without it).
@@ -29,7 +41,7 @@ pub enum HealthState {
 }
 
 /// One assigned partition's progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartitionHealth {
     /// The topic.
     pub topic: String,
@@ -43,14 +55,16 @@ pub struct PartitionHealth {
     pub high_watermark: Option<i64>,
     /// `high_watermark - position`.
     pub lag: Option<i64>,
-    /// When a message of this partition was last handled.
+    /// When a message of this partition was last handled (RFC 3339 in
+    /// UTC, milliseconds, when serialized).
+    #[serde(serialize_with = "rfc3339")]
     pub last_progress: Option<SystemTime>,
     /// Why the partition is stopped, if it is.
     pub error: Option<String>,
 }
 
 /// A snapshot for readiness probes and dashboards.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// The overall state.
     pub state: HealthState,
@@ -60,4 +74,56 @@ pub struct Health {
     pub generation: Option<i32>,
     /// Every assigned partition.
     pub partitions: Vec<PartitionHealth>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(
+            &chrono::DateTime::<chrono::Utc>::from(*t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a service's health endpoint returns.
+    #[test]
+    fn health_serializes_as_plain_json() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
+        let health = Health {
+            state: HealthState::Running,
+            ready: true,
+            generation: Some(3),
+            partitions: vec![PartitionHealth {
+                topic: "orders".into(),
+                partition: 0,
+                committed: Some(42),
+                position: Some(43),
+                high_watermark: Some(50),
+                lag: Some(7),
+                last_progress: Some(at),
+                error: None,
+            }],
+        };
+        let json = serde_json::to_value(&health).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "state": "running",
+                "ready": true,
+                "generation": 3,
+                "partitions": [{
+                    "topic": "orders", "partition": 0, "committed": 42, "position": 43,
+                    "high_watermark": 50, "lag": 7,
+                    "last_progress": "2026-11-18T11:06:40.123Z", "error": null
+                }]
+            })
+        );
+        let failed = serde_json::to_value(HealthState::Failed("gone".into())).expect("serializes");
+        assert_eq!(failed, serde_json::json!({"failed": "gone"}));
+    }
 }
