@@ -10,8 +10,44 @@ pub(crate) struct Message<'a> {
     pub(crate) input: &'a DeriveInput,
     pub(crate) topic: syn::LitStr,
     pub(crate) name: syn::LitStr,
-    /// The key field, and the span of its type for errors about it.
-    pub(crate) key: Option<(Member, Span)>,
+    /// The key field.
+    pub(crate) key: Option<Key>,
+}
+
+/// The `#[kavari(key)]` field.
+pub(crate) struct Key {
+    pub(crate) member: Member,
+    /// The span of its type, for errors about it.
+    pub(crate) span: Span,
+    /// Declared as `Option<T>`: `None` is a null key.
+    pub(crate) optional: bool,
+}
+
+/// Whether `ty` is written as `Option<T>` (`Option`, `std::option::Option`
+/// or `core::option::Option`): a derive sees only the syntax, so a type
+/// alias of an `Option` is a plain key.
+fn is_option(ty: &syn::Type) -> bool {
+    let syn::Type::Path(p) = ty else {
+        return false;
+    };
+    if p.qself.is_some() {
+        return false;
+    }
+    let segments: Vec<String> = p
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let path_ok = match segments.as_slice() {
+        [one] => one == "Option",
+        [a, b, c] => (a == "std" || a == "core") && b == "option" && c == "Option",
+        _ => false,
+    };
+    let one_arg = p.path.segments.last().is_some_and(
+        |s| matches!(&s.arguments, syn::PathArguments::AngleBracketed(a) if a.args.len() == 1),
+    );
+    path_ok && one_arg
 }
 
 impl<'a> Message<'a> {
@@ -55,7 +91,7 @@ impl<'a> Message<'a> {
             ));
         }
 
-        let mut key: Option<(Member, Span)> = None;
+        let mut key: Option<Key> = None;
         match &input.data {
             Data::Struct(data) => {
                 let fields: Vec<_> = match &data.fields {
@@ -76,7 +112,11 @@ impl<'a> Message<'a> {
                                     Some(ident) => Member::Named(ident.clone()),
                                     None => Member::Unnamed(index.into()),
                                 };
-                                key = Some((member, syn::spanned::Spanned::span(&field.ty)));
+                                key = Some(Key {
+                                    member,
+                                    span: syn::spanned::Spanned::span(&field.ty),
+                                    optional: is_option(&field.ty),
+                                });
                             }
                         }
                         Ok(FieldAttr { key: None }) => {}

@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 
-use crate::ast::Message;
+use crate::ast::{Key, Message};
 
 pub(crate) fn expand(message: &Message<'_>) -> TokenStream {
     let ident = &message.input.ident;
@@ -26,11 +26,31 @@ pub(crate) fn expand(message: &Message<'_>) -> TokenStream {
     let topic = &message.topic;
     let name = &message.name;
     let (key, write_key) = match &message.key {
-        Some((member, span)) => (
+        Some(Key {
+            member,
+            span,
+            optional: false,
+        }) => (
             quote! { ::kavari::__private::written_key(self) },
             quote_spanned! {*span=>
-                ::kavari::__private::write_key(&self.#member, out);
+                ::kavari::__private::KeyField::write_key(&self.#member, out);
                 true
+            },
+        ),
+        Some(Key {
+            member,
+            span,
+            optional: true,
+        }) => (
+            quote! { ::kavari::__private::written_key(self) },
+            quote_spanned! {*span=>
+                match &self.#member {
+                    ::core::option::Option::Some(key) => {
+                        ::kavari::__private::KeyField::write_key(key, out);
+                        true
+                    }
+                    ::core::option::Option::None => false,
+                }
             },
         ),
         None => (

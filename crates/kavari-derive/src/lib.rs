@@ -1,19 +1,11 @@
-//! `#[derive(KafkaMessage)]` for Kavari.
+//! `#[derive(KafkaMessage)]` for Kavari. Use it through the `kavari`
+//! crate (`kavari::KafkaMessage`), whose documentation of the derive lists
+//! every attribute with examples:
 //!
-//! ```ignore
-//! #[derive(serde::Serialize, serde::Deserialize, kavari::KafkaMessage)]
-//! #[kavari(topic = "orders", name = "OrderPlaced")]
-//! struct OrderPlaced {
-//!     #[kavari(key)]
-//!     order_id: String,
-//!     amount_cents: u64,
-//! }
-//! ```
-//!
-//! - `topic = "..."` (required): the topic every message of this type goes to.
-//! - `name = "..."` (optional): the `msg_type` header; default the type's name.
-//! - `#[kavari(key)]` on at most one field: its `Display` value is the
-//!   partition key; without one the key is null.
+//! - `#[kavari(topic = "...")]` (required) and `#[kavari(name = "...")]`
+//!   on the type;
+//! - `#[kavari(key)]` on at most one field (`Display`; `Option<T>` for an
+//!   optional key).
 
 mod ast;
 mod attr;
@@ -21,7 +13,8 @@ mod expand;
 
 use proc_macro::TokenStream;
 
-/// Implements `kavari::KafkaMessage`. See the crate docs for the attributes.
+/// Implements `kavari::KafkaMessage` from `#[kavari(topic = "...", name =
+/// "...")]` on the type and `#[kavari(key)]` on one field.
 #[proc_macro_derive(KafkaMessage, attributes(kavari))]
 pub fn derive_kafka_message(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);

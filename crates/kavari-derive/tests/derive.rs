@@ -37,6 +37,33 @@ struct Wrapper<T: Send + Sync + 'static> {
     inner: T,
 }
 
+#[derive(Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "customers")]
+struct MaybeKeyed {
+    #[kavari(key)]
+    customer: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "customers")]
+struct MaybeNumbered(#[kavari(key)] std::option::Option<u32>);
+
+#[test]
+fn an_optional_key_is_null_when_none() {
+    let some = MaybeKeyed {
+        customer: Some("c-9".into()),
+    };
+    assert_eq!(some.key().as_deref(), Some("c-9"));
+    let mut out = Vec::new();
+    assert!(some.write_key(&mut out));
+    assert_eq!(out, b"c-9");
+    let none = MaybeKeyed { customer: None };
+    assert_eq!(none.key(), None);
+    assert!(!none.write_key(&mut out));
+    assert_eq!(MaybeNumbered(Some(3)).key().as_deref(), Some("3"));
+    assert_eq!(MaybeNumbered(None).key(), None);
+}
+
 #[test]
 fn topic_name_and_key() {
     let o = OrderPlaced {

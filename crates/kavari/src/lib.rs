@@ -50,6 +50,94 @@ pub use builder::{ConfigError, KavariBuilder};
 pub use consume::{OffsetReset, StartError};
 pub use handler::{HandlerError, MessageContext, MessageHandler};
 pub use health::{Health, HealthState, PartitionHealth};
+/// Derives [`KafkaMessage`](trait@KafkaMessage): a type's topic, its
+/// `msg_type` name and its partition key, from `#[kavari(...)]`
+/// attributes. The type must also derive serde's `Serialize` and
+/// `Deserialize` (the value is MessagePack with named fields).
+///
+/// ```
+/// use kavari::KafkaMessage;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, KafkaMessage)]
+/// #[kavari(topic = "orders", name = "OrderPlaced")]
+/// struct OrderPlacedV2 {
+///     #[kavari(key)]
+///     order_id: String,
+///     amount_cents: u64,
+/// }
+///
+/// let m = OrderPlacedV2 { order_id: "o-1".into(), amount_cents: 5 };
+/// assert_eq!(OrderPlacedV2::TOPIC, "orders");
+/// assert_eq!(OrderPlacedV2::NAME, "OrderPlaced");
+/// assert_eq!(m.key().as_deref(), Some("o-1"));
+/// ```
+///
+/// # On the type
+///
+/// - **`topic = "..."`** (required): the topic every message of the type is
+///   published to and consumed from. Checked at compile time against
+///   Kafka's rule (1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or
+///   `..`). A manager can still move it:
+///   [`KavariBuilder::topic_prefix`] and [`KavariBuilder::topic_for`].
+/// - **`name = "..."`** (optional): the `msg_type` header value, which
+///   picks the type when several share a topic. Default: the Rust type's
+///   name without its module path (`r#` stripped). Set it to the class
+///   name a Python service uses, or to keep the name when renaming the
+///   Rust type.
+///
+/// # On one field
+///
+/// - **`key`**: the field's `Display` output, in UTF-8, is the partition
+///   key: messages with one key land on one partition, in order. At most
+///   one field; it works on named and tuple fields
+///   (`struct Metric(#[kavari(key)] u32, f64)`). A field declared as
+///   `Option<T>` gives a null key when `None`.
+/// - **No key field**: the key is null, and publishes spread round robin
+///   over the partitions (no per-key order).
+///
+/// ```
+/// use kavari::KafkaMessage;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, KafkaMessage)]
+/// #[kavari(topic = "customers")]
+/// struct CustomerSeen {
+///     #[kavari(key)]
+///     customer_id: Option<u64>, // None: a null key
+/// }
+///
+/// assert_eq!(CustomerSeen { customer_id: Some(7) }.key().as_deref(), Some("7"));
+/// assert_eq!(CustomerSeen { customer_id: None }.key(), None);
+/// ```
+///
+/// # Enums, unit and generic types
+///
+/// An enum is one message type: one topic, one `msg_type` name, its
+/// variant in the value as serde represents it. Its key is always null
+/// (`#[kavari(key)]` on a variant's field is a compile error); when
+/// variants need a key, use a struct with the enum in a field, or
+/// implement [`KafkaMessage`](trait@KafkaMessage) by hand. A unit struct
+/// has a null key. A generic type gets its impl where the type is
+/// `Serialize + DeserializeOwned + Send + Sync + 'static`.
+///
+/// ```
+/// use kavari::KafkaMessage;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, KafkaMessage)]
+/// #[kavari(topic = "lifecycle")]
+/// enum Lifecycle {
+///     Started { at_ms: u64 },
+///     Stopped,
+/// }
+///
+/// assert_eq!(Lifecycle::NAME, "Lifecycle");
+/// assert_eq!(Lifecycle::Stopped.key(), None);
+/// ```
+///
+/// # Compile errors
+///
+/// A missing or invalid `topic`, an unknown attribute, two key fields, a
+/// key on a type that is not `Display` (the error points at the field) and
+/// a union are refused at compile time.
 pub use kavari_derive::KafkaMessage;
 pub use kavari_wire::fetch::Isolation;
 
@@ -141,11 +229,23 @@ pub mod __private {
         }
     }
 
-    /// Appends the partition key of a `#[kavari(key)]` field to `out`.
-    pub fn write_key<T: std::fmt::Display + ?Sized>(value: &T, out: &mut Vec<u8>) {
-        use std::io::Write;
-        // Writing to a Vec cannot fail; a Display impl that reports an
-        // error leaves what it wrote (`to_string` would panic instead).
-        let _ = write!(out, "{value}");
+    /// What a `#[kavari(key)]` field's type must be: `Display`.
+    #[diagnostic::on_unimplemented(
+        message = "the `#[kavari(key)]` field's type `{Self}` does not implement `Display`",
+        label = "the partition key is this field's `Display` output",
+        note = "key a field whose type implements `std::fmt::Display` (or an `Option` of one), or implement `KafkaMessage` by hand"
+    )]
+    pub trait KeyField {
+        /// Appends the key's UTF-8 bytes to `out`.
+        fn write_key(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: std::fmt::Display + ?Sized> KeyField for T {
+        fn write_key(&self, out: &mut Vec<u8>) {
+            use std::io::Write;
+            // Writing to a Vec cannot fail; a Display impl that reports an
+            // error leaves what it wrote (`to_string` would panic instead).
+            let _ = write!(out, "{self}");
+        }
     }
 }

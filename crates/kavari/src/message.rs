@@ -5,7 +5,9 @@ use serde::de::DeserializeOwned;
 
 /// A message type Kavari can publish and deliver.
 ///
-/// Derive it with `#[derive(KafkaMessage)]`:
+/// Derive it with `#[derive(KafkaMessage)]` (every attribute, and what
+/// enums, tuple structs and optional keys do:
+/// [the derive's page](derive@crate::KafkaMessage)):
 ///
 /// ```
 /// use kavari::KafkaMessage;
