@@ -689,12 +689,13 @@ impl MessageHandler<Blocking> for FailDoomed {
 async fn a_blocked_partition_commits_its_handled_prefix() {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
-    broker
-        .create_topic(Blocking::TOPIC, 1)
-        .await
-        .expect("topic");
+    // A topic of this run's own, so a rerun on a kept cluster starts clean.
+    let prefix = format!("{}.", unique_name("blocked"));
+    let topic = format!("{prefix}{}", Blocking::TOPIC);
+    broker.create_topic(&topic, 1).await.expect("topic");
     let group = unique_name("blocked");
     let m = consumer(broker, &group)
+        .topic_prefix(&prefix)
         .delivery_retry_policy(NoRetry)
         .commit_interval(Duration::from_millis(500))
         .build()
@@ -726,10 +727,7 @@ async fn a_blocked_partition_commits_its_handled_prefix() {
     let p = m.health().partitions[0].clone();
     assert_eq!(p.position, Some(4), "the next offset to handle: {p:?}");
     assert!(p.last_progress.is_some(), "{p:?}");
-    assert_eq!(
-        committed(broker, &group, Blocking::TOPIC, 1).await[&0],
-        Some(4)
-    );
+    assert_eq!(committed(broker, &group, &topic, 1).await[&0], Some(4));
     m.shutdown().await.ok();
 }
 
