@@ -46,28 +46,14 @@ async fn place(
     }
 }
 
-async fn health(State(kavari): State<Kavari>) -> (StatusCode, Json<serde_json::Value>) {
+async fn health(State(kavari): State<Kavari>) -> (StatusCode, Json<kavari::Health>) {
     let h = kavari.health();
     let code = if h.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let partitions: Vec<_> = h
-        .partitions
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "topic": p.topic, "partition": p.partition, "committed": p.committed,
-                "position": p.position, "high_watermark": p.high_watermark, "lag": p.lag,
-            })
-        })
-        .collect();
-    let body = serde_json::json!({
-        "state": format!("{:?}", h.state), "ready": h.ready,
-        "generation": h.generation, "partitions": partitions,
-    });
-    (code, Json(body))
+    (code, Json(h))
 }
 
 async fn shutdown_signal() {
