@@ -12,6 +12,16 @@ pub(crate) struct Message<'a> {
     pub(crate) name: syn::LitStr,
     /// The key field.
     pub(crate) key: Option<Key>,
+    pub(crate) codec: Codec,
+}
+
+/// The `codec = "..."` of the type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codec {
+    MessagePack,
+    Json,
+    /// The single field of a tuple struct, as `Display` / `FromStr` text.
+    Text,
 }
 
 /// The `#[kavari(key)]` field.
@@ -59,7 +69,14 @@ impl<'a> Message<'a> {
             None => errors = Some(e),
         };
 
-        let (TypeAttr { topic, name }, attr_ok) = match attr::type_attr(&input.attrs) {
+        let (
+            TypeAttr {
+                topic,
+                name,
+                codec: codec_lit,
+            },
+            attr_ok,
+        ) = match attr::type_attr(&input.attrs) {
             Ok(a) => (a, true),
             Err(e) => {
                 push(e);
@@ -88,6 +105,29 @@ impl<'a> Message<'a> {
             push(syn::Error::new_spanned(
                 n,
                 "the message type name must not be empty",
+            ));
+        }
+
+        let codec = match codec_lit.as_ref().map(syn::LitStr::value).as_deref() {
+            None | Some("msgpack") => Codec::MessagePack,
+            Some("json") => Codec::Json,
+            Some("text") => Codec::Text,
+            Some(_) => {
+                push(syn::Error::new_spanned(
+                    &codec_lit,
+                    "unknown codec; expected \"msgpack\" (the default), \"json\" or \"text\"",
+                ));
+                Codec::MessagePack
+            }
+        };
+        let single_field = matches!(
+            &input.data,
+            Data::Struct(d) if matches!(&d.fields, Fields::Unnamed(f) if f.unnamed.len() == 1)
+        );
+        if codec == Codec::Text && !single_field {
+            push(syn::Error::new_spanned(
+                &codec_lit,
+                "codec = \"text\" needs a tuple struct with one field, e.g. `struct Greeting(String)`: the field's Display and FromStr are the value",
             ));
         }
 
@@ -152,6 +192,7 @@ impl<'a> Message<'a> {
             topic,
             name,
             key,
+            codec,
         })
     }
 }

@@ -4,11 +4,12 @@ use proc_macro2::Span;
 use syn::Attribute;
 use syn::spanned::Spanned;
 
-/// `#[kavari(topic = "...", name = "...")]` on the type.
+/// `#[kavari(topic = "...", name = "...", codec = "...")]` on the type.
 #[derive(Default)]
 pub(crate) struct TypeAttr {
     pub(crate) topic: Option<syn::LitStr>,
     pub(crate) name: Option<syn::LitStr>,
+    pub(crate) codec: Option<syn::LitStr>,
 }
 
 /// `#[kavari(key)]` on a field: the span of `key` when present.
@@ -32,11 +33,17 @@ pub(crate) fn type_attr(attrs: &[Attribute]) -> syn::Result<TypeAttr> {
                     return Err(meta.error("duplicate `name`"));
                 }
                 Ok(())
+            } else if meta.path.is_ident("codec") {
+                let lit: syn::LitStr = meta.value()?.parse()?;
+                if out.codec.replace(lit).is_some() {
+                    return Err(meta.error("duplicate `codec`"));
+                }
+                Ok(())
             } else if meta.path.is_ident("key") {
                 Err(meta.error("`key` goes on a field, not on the type"))
             } else {
                 Err(meta.error(
-                    "unknown kavari attribute; expected `topic = \"...\"` or `name = \"...\"`",
+                    "unknown kavari attribute; expected `topic = \"...\"`, `name = \"...\"` or `codec = \"...\"`",
                 ))
             }
         })?;

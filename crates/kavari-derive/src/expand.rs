@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 
-use crate::ast::{Key, Message};
+use crate::ast::{Codec, Key, Message};
 
 pub(crate) fn expand(message: &Message<'_>) -> TokenStream {
     let ident = &message.input.ident;
@@ -61,6 +61,27 @@ pub(crate) fn expand(message: &Message<'_>) -> TokenStream {
             },
         ),
     };
+    let codec = match message.codec {
+        Codec::MessagePack => quote! {},
+        Codec::Json => quote! {
+            const CODEC: ::kavari::Codec = ::kavari::Codec::Json;
+        },
+        Codec::Text => quote! {
+            const CODEC: ::kavari::Codec = ::kavari::Codec::Text;
+            fn write_text(
+                &self,
+                out: &mut ::kavari::__private::Vec<u8>,
+            ) -> ::core::result::Result<(), ::kavari::__private::String> {
+                ::kavari::__private::write_display(&self.0, out);
+                ::core::result::Result::Ok(())
+            }
+            fn read_text(
+                text: &str,
+            ) -> ::core::result::Result<Self, ::kavari::__private::String> {
+                ::kavari::__private::parse_text(text).map(Self)
+            }
+        },
+    };
     quote! {
         #[automatically_derived]
         impl #impl_generics ::kavari::KafkaMessage for #ident #ty_generics #where_clause {
@@ -72,6 +93,7 @@ pub(crate) fn expand(message: &Message<'_>) -> TokenStream {
             fn write_key(&self, out: &mut ::kavari::__private::Vec<u8>) -> bool {
                 #write_key
             }
+            #codec
         }
     }
 }

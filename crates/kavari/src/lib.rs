@@ -47,6 +47,7 @@ pub mod retry;
 mod topic_names;
 
 pub use builder::{ConfigError, KavariBuilder};
+pub use codec::Codec;
 pub use consume::{OffsetReset, StartError};
 pub use handler::{HandlerError, MessageContext, MessageHandler};
 pub use health::{Health, HealthState, PartitionHealth};
@@ -229,6 +230,23 @@ pub mod __private {
         }
     }
 
+    /// Appends `value`'s `Display` output: a `codec = "text"` value.
+    pub fn write_display<T: std::fmt::Display + ?Sized>(value: &T, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // As `KeyField::write_key`: writing to a Vec cannot fail.
+        let _ = write!(out, "{value}");
+    }
+
+    /// Parses a `codec = "text"` value's field.
+    pub fn parse_text<T>(text: &str) -> Result<T, String>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        text.parse()
+            .map_err(|e| format!("cannot parse {text:?}: {e}"))
+    }
+
     /// What a `#[kavari(key)]` field's type must be: `Display`.
     #[diagnostic::on_unimplemented(
         message = "the `#[kavari(key)]` field's type `{Self}` does not implement `Display`",
@@ -242,10 +260,9 @@ pub mod __private {
 
     impl<T: std::fmt::Display + ?Sized> KeyField for T {
         fn write_key(&self, out: &mut Vec<u8>) {
-            use std::io::Write;
             // Writing to a Vec cannot fail; a Display impl that reports an
             // error leaves what it wrote (`to_string` would panic instead).
-            let _ = write!(out, "{self}");
+            write_display(self, out);
         }
     }
 }

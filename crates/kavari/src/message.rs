@@ -3,6 +3,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codec::Codec;
+
 /// A message type Kavari can publish and deliver.
 ///
 /// Derive it with `#[derive(KafkaMessage)]` (every attribute, and what
@@ -33,6 +35,31 @@ pub trait KafkaMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
     /// The partition key, UTF-8 on the wire; `None` for a null key.
     fn key(&self) -> Option<String>;
+
+    /// How the value is encoded when published: MessagePack unless the
+    /// derive says `#[kavari(codec = "json")]` or `codec = "text"`.
+    /// Consumers decode each record by its own `content-type`, whatever
+    /// this says.
+    const CODEC: Codec = Codec::MessagePack;
+
+    /// Appends the value as text, for [`Codec::Text`] types: the derive
+    /// writes the single field's `Display` output. Other types are never
+    /// asked; the default refuses.
+    fn write_text(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let _ = out;
+        Err(format!("{} is not a text message type", Self::NAME))
+    }
+
+    /// Reads a value written as text, for [`Codec::Text`] types (and text
+    /// records of any type): the derive parses the single field with
+    /// `FromStr`. The default refuses.
+    fn read_text(text: &str) -> Result<Self, String>
+    where
+        Self: Sized,
+    {
+        let _ = text;
+        Err(format!("{} cannot be read from text", Self::NAME))
+    }
 
     /// Appends the partition key's UTF-8 bytes to `out` and returns whether
     /// there is one: what a publish uses, so it allocates no `String`. The

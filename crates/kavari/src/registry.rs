@@ -80,7 +80,11 @@ where
     fn call<'a>(&'a self, value: &'a [u8], ctx: &'a MessageContext) -> BoxFuture<'a, Outcome> {
         async move {
             // Decoded per handler: each takes its message by value.
-            let msg = match codec::decode_value::<M>(value) {
+            let content_type = ctx.headers.get(codec::CONTENT_TYPE_HEADER);
+            let msg = match codec::decode_with_content_type::<M>(
+                content_type.map(Vec::as_slice),
+                value,
+            ) {
                 Ok(m) => m,
                 Err(e) => return Outcome::Undecodable(e),
             };

@@ -1,8 +1,14 @@
-//! The wire envelope: MessagePack value with named fields, `msg_type` and
-//! `content-type` headers, UTF-8 key.
+//! The wire envelope: the value in its type's [`Codec`] (MessagePack with
+//! named fields by default, JSON, or text), `msg_type` and `content-type`
+//! headers, UTF-8 key.
+
+mod format;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+use format::BoxError;
+pub use format::Codec;
 
 use crate::KafkaMessage;
 
@@ -10,7 +16,7 @@ use crate::KafkaMessage;
 pub const MSG_TYPE_HEADER: &str = "msg_type";
 /// Header naming the value's encoding.
 pub const CONTENT_TYPE_HEADER: &str = "content-type";
-/// The only content type Kavari writes and reads.
+/// The content type of MessagePack values, the default codec's.
 pub const MSGPACK_CONTENT_TYPE: &str = "application/msgpack";
 
 /// A message as it goes on the wire: what publish sends, and what a failed
@@ -22,7 +28,7 @@ pub struct EncodedMessage {
     pub topic: Cow<'static, str>,
     /// The partition key (UTF-8), if any.
     pub key: Option<Vec<u8>>,
-    /// The MessagePack value.
+    /// The value, in the encoding its `content-type` header names.
     pub value: Vec<u8>,
     /// The record headers.
     pub headers: BTreeMap<String, Vec<u8>>,
@@ -47,12 +53,14 @@ impl EncodedMessage {
 /// Its message names the cause; it has no `source()`, so that a report of
 /// the chain does not print the cause twice.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode {msg_type} as MessagePack: {cause}")]
+#[error("cannot encode {msg_type} as {codec}: {cause}")]
 pub struct EncodeError {
     /// The message type.
     pub msg_type: &'static str,
-    /// rmp-serde's error.
-    pub cause: rmp_serde::encode::Error,
+    /// The type's codec.
+    pub codec: Codec,
+    /// The encoder's error.
+    pub cause: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// Why a record could not be decoded into a message type.
@@ -77,18 +85,26 @@ pub enum DecodeError {
         found: String,
     },
     /// The `content-type` header names an encoding Kavari does not read.
-    #[error("unsupported content-type {0:?}, expected application/msgpack")]
+    #[error(
+        "unsupported content-type {0:?} (Kavari reads application/msgpack, application/json and text/plain)"
+    )]
     UnsupportedContentType(String),
+    /// The record has no `content-type`, and its value is neither a JSON
+    /// object nor a MessagePack map.
+    #[error("value without a content-type is neither a JSON object nor a MessagePack map")]
+    Unrecognized,
     /// The record has no value (a tombstone).
     #[error("record has no value")]
     MissingValue,
     /// The value is not MessagePack of the expected shape.
-    #[error("value does not decode as {msg_type}: {cause}")]
+    #[error("{codec} value does not decode as {msg_type}: {cause}")]
     Payload {
         /// The type asked for.
         msg_type: &'static str,
-        /// rmp-serde's error (in the message already: no `source()`).
-        cause: rmp_serde::decode::Error,
+        /// The encoding the value was read in.
+        codec: Codec,
+        /// The decoder's error (in the message already: no `source()`).
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -110,7 +126,7 @@ pub fn encode<M: KafkaMessage>(msg: &M) -> Result<EncodedMessage, EncodeError> {
 /// The headers of `M`'s envelope, in the order they are written.
 pub(crate) fn envelope_headers<M: KafkaMessage>() -> [(&'static str, &'static [u8]); 2] {
     [
-        (CONTENT_TYPE_HEADER, MSGPACK_CONTENT_TYPE.as_bytes()),
+        (CONTENT_TYPE_HEADER, M::CODEC.content_type().as_bytes()),
         (MSG_TYPE_HEADER, M::NAME.as_bytes()),
     ]
 }
@@ -127,8 +143,9 @@ pub(crate) fn with_record<M: KafkaMessage, R>(
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let failed = |cause| EncodeError {
+    let failed = |cause: BoxError| EncodeError {
         msg_type: M::NAME,
+        codec: M::CODEC,
         cause,
     };
     SCRATCH.with(|scratch| {
@@ -143,12 +160,10 @@ pub(crate) fn with_record<M: KafkaMessage, R>(
         buf.clear();
         let has_key = msg.write_key(buf);
         let key_len = buf.len();
-        let result = rmp_serde::encode::write_named(&mut *buf, msg)
-            .map_err(failed)
-            .map(|()| {
-                let (key, value) = buf.split_at(key_len);
-                f(has_key.then_some(key), value)
-            });
+        let result = M::CODEC.encode_into(msg, buf).map_err(failed).map(|()| {
+            let (key, value) = buf.split_at(key_len);
+            f(has_key.then_some(key), value)
+        });
         if buf.capacity() > KEEP {
             *buf = Vec::new();
         }
@@ -156,17 +171,8 @@ pub(crate) fn with_record<M: KafkaMessage, R>(
     })
 }
 
-/// The record's `msg_type`. A missing `content-type` is accepted (older
-/// producers do not write it); any other content type is an error.
+/// The record's `msg_type`.
 pub fn msg_type(headers: &BTreeMap<String, Vec<u8>>) -> Result<&str, DecodeError> {
-    if let Some(ct) = headers.get(CONTENT_TYPE_HEADER) {
-        let ct = std::str::from_utf8(ct).map_err(|_| DecodeError::HeaderNotUtf8 {
-            header: CONTENT_TYPE_HEADER,
-        })?;
-        if ct != MSGPACK_CONTENT_TYPE {
-            return Err(DecodeError::UnsupportedContentType(ct.to_string()));
-        }
-    }
     let t = headers
         .get(MSG_TYPE_HEADER)
         .ok_or(DecodeError::MissingType)?;
@@ -175,12 +181,43 @@ pub fn msg_type(headers: &BTreeMap<String, Vec<u8>>) -> Result<&str, DecodeError
     })
 }
 
-/// Decodes a value of type `M`, without looking at headers.
+/// Decodes a value of type `M` in the type's own codec, without looking at
+/// headers.
 pub fn decode_value<M: KafkaMessage>(value: &[u8]) -> Result<M, DecodeError> {
-    rmp_serde::from_slice(value).map_err(|cause| DecodeError::Payload {
-        msg_type: M::NAME,
-        cause,
-    })
+    decode_as::<M>(M::CODEC, value)
+}
+
+/// Decodes a value of type `M` in the encoding its record's
+/// `content-type` names: `application/msgpack`, `application/json` or
+/// `text/plain`. Without the header the value is recognised by its first
+/// bytes ([`Codec::detect`]), a text type's value being text; a header
+/// naming another encoding, or a value recognised as neither, is an error.
+pub fn decode_with_content_type<M: KafkaMessage>(
+    content_type: Option<&[u8]>,
+    value: &[u8],
+) -> Result<M, DecodeError> {
+    let codec = match content_type {
+        Some(ct) => {
+            let ct = std::str::from_utf8(ct).map_err(|_| DecodeError::HeaderNotUtf8 {
+                header: CONTENT_TYPE_HEADER,
+            })?;
+            Codec::from_content_type(ct)
+                .ok_or_else(|| DecodeError::UnsupportedContentType(ct.to_string()))?
+        }
+        None if M::CODEC == Codec::Text => Codec::Text,
+        None => Codec::detect(value).ok_or(DecodeError::Unrecognized)?,
+    };
+    decode_as::<M>(codec, value)
+}
+
+fn decode_as<M: KafkaMessage>(codec: Codec, value: &[u8]) -> Result<M, DecodeError> {
+    codec
+        .decode::<M>(value)
+        .map_err(|cause| DecodeError::Payload {
+            msg_type: M::NAME,
+            codec,
+            cause,
+        })
 }
 
 /// Decodes a record into `M`, checking its headers first.
@@ -195,7 +232,8 @@ pub fn decode<M: KafkaMessage>(
             found: found.to_string(),
         });
     }
-    decode_value(value.ok_or(DecodeError::MissingValue)?)
+    let value = value.ok_or(DecodeError::MissingValue)?;
+    decode_with_content_type::<M>(headers.get(CONTENT_TYPE_HEADER).map(Vec::as_slice), value)
 }
 
 #[cfg(test)]
@@ -340,10 +378,24 @@ mod tests {
             Err(DecodeError::HeaderNotUtf8 { header: "msg_type" })
         ));
         let mut h = e.headers.clone();
-        h.insert(CONTENT_TYPE_HEADER.into(), b"application/json".to_vec());
+        h.insert(CONTENT_TYPE_HEADER.into(), b"application/avro".to_vec());
         assert!(matches!(
             decode::<OrderPlaced>(&h, Some(&e.value)),
             Err(DecodeError::UnsupportedContentType(_))
+        ));
+        // A header that lies about the value: a payload error naming it.
+        h.insert(CONTENT_TYPE_HEADER.into(), b"application/json".to_vec());
+        assert!(matches!(
+            decode::<OrderPlaced>(&h, Some(&e.value)),
+            Err(DecodeError::Payload {
+                codec: Codec::Json,
+                ..
+            })
+        ));
+        h.remove(CONTENT_TYPE_HEADER);
+        assert!(matches!(
+            decode::<OrderPlaced>(&h, Some(b"not a map")),
+            Err(DecodeError::Unrecognized)
         ));
         assert!(matches!(
             decode::<OrderPlaced>(&e.headers, None),
@@ -380,6 +432,109 @@ mod tests {
             };
             // Ok or Err, never a panic (seed={seed}, case {i}).
             let _ = decode_value::<OrderPlaced>(&bytes);
+            let _ = decode_with_content_type::<JsonOrder>(None, &bytes);
+            let _ = decode_with_content_type::<Count>(None, &bytes);
         }
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "orders", name = "OrderPlaced", codec = "json")]
+    struct JsonOrder {
+        #[kavari(key)]
+        order_id: String,
+        amount_cents: u64,
+        note: Option<String>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "counts", codec = "text")]
+    struct Count(i64);
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, crate::KafkaMessage)]
+    #[kavari(topic = "greetings", codec = "text")]
+    struct Greeting(String);
+
+    fn content_type(e: &EncodedMessage) -> Option<&str> {
+        e.headers
+            .get(CONTENT_TYPE_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    #[test]
+    fn a_json_type_publishes_json_and_says_so() {
+        let m = JsonOrder {
+            order_id: "o-1".into(),
+            amount_cents: 5,
+            note: None,
+        };
+        let e = encode(&m).unwrap();
+        assert_eq!(content_type(&e), Some("application/json"));
+        let json: serde_json::Value = serde_json::from_slice(&e.value).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"order_id": "o-1", "amount_cents": 5, "note": null})
+        );
+        assert_eq!(decode::<JsonOrder>(&e.headers, Some(&e.value)).unwrap(), m);
+    }
+
+    /// Whatever a type publishes with, it reads every record by the
+    /// record's own encoding: MessagePack and JSON (Python's, with its
+    /// spacing, escaped non-ASCII, a missing `Optional` and an extra field)
+    /// with or without a `content-type`.
+    #[test]
+    fn records_decode_by_what_they_are_not_by_what_the_type_writes() {
+        let python =
+            br#"  {"order_id": "o-1", "amount_cents": 1250, "extra": [1, 2], "note": "\u00fc"}"#;
+        let no_note = br#"{"order_id": "o-2", "amount_cents": 7}"#;
+        let packed = encode(&order()).unwrap().value;
+        let json_ct = Some(&b"application/json"[..]);
+        for (ct, value, note) in [
+            (None, &python[..], Some("ü")),
+            (json_ct, &python[..], Some("ü")),
+            (None, &no_note[..], None),
+            (None, &packed[..], Some("ü")),
+            (Some(&b"application/msgpack"[..]), &packed[..], Some("ü")),
+        ] {
+            let a: OrderPlaced = decode_with_content_type(ct, value).unwrap();
+            let b: JsonOrder = decode_with_content_type(ct, value).unwrap();
+            assert_eq!(a.note.as_deref(), note);
+            assert_eq!(b.note.as_deref(), note);
+            assert_eq!(a.order_id, b.order_id);
+        }
+    }
+
+    /// Python's primitive payloads: the value is the text itself.
+    #[test]
+    fn a_text_type_is_its_fields_display_and_from_str() {
+        let e = encode(&Count(-42)).unwrap();
+        assert_eq!(e.value, b"-42");
+        assert_eq!(content_type(&e), Some("text/plain; charset=utf-8"));
+        assert_eq!(
+            decode::<Count>(&e.headers, Some(&e.value)).unwrap(),
+            Count(-42)
+        );
+        // As Python writes it: no content-type.
+        assert_eq!(
+            decode_with_content_type::<Count>(None, b"17").unwrap(),
+            Count(17)
+        );
+        assert_eq!(
+            decode_with_content_type::<Greeting>(None, "hé {".as_bytes()).unwrap(),
+            Greeting("hé {".into())
+        );
+        let e = decode_with_content_type::<Count>(None, b"4.5").unwrap_err();
+        assert!(e.to_string().contains("cannot parse \"4.5\""), "{e}");
+        // A text record of a type that is not text cannot be read.
+        let e = decode_with_content_type::<OrderPlaced>(Some(b"text/plain"), b"x").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DecodeError::Payload {
+                    codec: Codec::Text,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }
