@@ -11,13 +11,31 @@ pub enum Partitioner {
     /// whichever of them wrote it. The default.
     #[default]
     Murmur2,
-    /// `crc32(key) % partitions`: librdkafka's `consistent` (its default
-    /// `consistent_random` for keyed messages).
+    /// librdkafka's default, `consistent_random`: `crc32(key) % partitions`,
+    /// and a random partition for an empty or null key. What the Python
+    /// library and every confluent-kafka / librdkafka producer with default
+    /// settings use: choose it when such services publish the same keys.
     Crc32,
 }
 
 impl Partitioner {
-    /// The partition for `key` among `partitions` (> 0).
+    /// The partition a publish takes for `key` (`None`: a null key) among
+    /// `partitions`: by [`partition_for_key`](Self::partition_for_key),
+    /// except that [`Crc32`](Self::Crc32) sends an empty or null key to a
+    /// random partition and [`Murmur2`](Self::Murmur2) spreads null keys
+    /// round robin over `spread`.
+    pub(crate) fn choose(self, key: Option<&[u8]>, partitions: u32, spread: &RoundRobin) -> i32 {
+        match (self, key) {
+            (Partitioner::Crc32, None) => random_partition(partitions),
+            (Partitioner::Crc32, Some(key)) if key.is_empty() => random_partition(partitions),
+            (_, Some(key)) => self.partition_for_key(key, partitions),
+            (Partitioner::Murmur2, None) => spread.next(partitions),
+        }
+    }
+
+    /// The partition for `key` among `partitions` (> 0), by the hash alone
+    /// (an empty key hashes too; a publish with [`Crc32`](Self::Crc32)
+    /// places it at random instead, as librdkafka does).
     pub fn partition_for_key(self, key: &[u8], partitions: u32) -> i32 {
         let partitions = partitions.max(1);
         let hash = match self {
@@ -27,6 +45,13 @@ impl Partitioner {
         // partitions <= i32::MAX on the wire, so the remainder fits.
         (hash % partitions) as i32
     }
+}
+
+/// A uniformly random partition among `partitions`.
+fn random_partition(partitions: u32) -> i32 {
+    use rand::Rng;
+    // partitions <= i32::MAX on the wire.
+    rand::rng().random_range(0..partitions.max(1)) as i32
 }
 
 /// Spreads null-key messages round-robin over the partitions.
@@ -142,6 +167,37 @@ mod tests {
             Partitioner::Crc32.partition_for_key(b"123456789", 10),
             (0xcbf4_3926u32 % 10) as i32
         );
+    }
+
+    /// librdkafka's `consistent_random`: keyed by CRC32, but an empty or
+    /// null key goes anywhere rather than always to partition 0.
+    #[test]
+    fn crc32_spreads_empty_and_null_keys_at_random() {
+        let rr = RoundRobin::default();
+        for key in [None, Some(&b""[..])] {
+            let mut seen = [0u32; 8];
+            for _ in 0..1000 {
+                let p = Partitioner::Crc32.choose(key, 8, &rr);
+                seen[usize::try_from(p).unwrap()] += 1;
+            }
+            assert!(seen.iter().all(|&n| n > 50), "{key:?}: {seen:?}");
+        }
+        let k = Some(&b"order-7"[..]);
+        assert_eq!(
+            Partitioner::Crc32.choose(k, 8, &rr),
+            (crc32(b"order-7") % 8) as i32
+        );
+        // Murmur2 as the Java client: an empty key is hashed, a null key
+        // spread round robin.
+        assert_eq!(
+            Partitioner::Murmur2.choose(Some(b""), 8, &rr),
+            Partitioner::Murmur2.partition_for_key(b"", 8)
+        );
+        let rr = RoundRobin::default();
+        let nulls: Vec<i32> = (0..3)
+            .map(|_| Partitioner::Murmur2.choose(None, 3, &rr))
+            .collect();
+        assert_eq!(nulls, [0, 1, 2]);
     }
 
     #[test]

@@ -539,8 +539,7 @@ impl Publisher {
         Ok(())
     }
 
-    /// The partition for `key` (by the partitioner, or round robin for a
-    /// null key) and its batcher.
+    /// The partition for `key` (`Partitioner::choose`) and its batcher.
     fn place<'r>(
         &self,
         route: &'r topics::Route,
@@ -548,10 +547,10 @@ impl Publisher {
         key: Option<&[u8]>,
     ) -> Result<(i32, &'r Arc<batcher::Batcher>), ProduceError> {
         let partitions = route.partitions();
-        let partition = match key {
-            Some(key) => self.config.partitioner.partition_for_key(key, partitions),
-            None => self.round_robin.next(partitions),
-        };
+        let partition = self
+            .config
+            .partitioner
+            .choose(key, partitions, &self.round_robin);
         let sender = usize::try_from(partition)
             .ok()
             .and_then(|p| route.senders.get(p))
