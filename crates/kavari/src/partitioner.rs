@@ -26,8 +26,7 @@ impl Partitioner {
     /// round robin over `spread`.
     pub(crate) fn choose(self, key: Option<&[u8]>, partitions: u32, spread: &RoundRobin) -> i32 {
         match (self, key) {
-            (Partitioner::Crc32, None) => random_partition(partitions),
-            (Partitioner::Crc32, Some(key)) if key.is_empty() => random_partition(partitions),
+            (Partitioner::Crc32, None | Some([])) => random_partition(partitions),
             (_, Some(key)) => self.partition_for_key(key, partitions),
             (Partitioner::Murmur2, None) => spread.next(partitions),
         }
