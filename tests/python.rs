@@ -157,6 +157,8 @@ struct Shipment {
     express: bool,
     address: Address,
     notes: Vec<String>,
+    volume_litres: f64,
+    labels: BTreeMap<String, i64>,
     tracking: Option<String>,
 }
 
@@ -170,6 +172,10 @@ fn shipment(i: u32) -> Shipment {
             zip: (i % 2 == 1).then(|| format!("{i:05}")),
         },
         notes: (0..i % 3).map(|n| format!("n{n}")).collect(),
+        volume_litres: f64::from(i) * 0.5,
+        labels: (0..i % 2)
+            .map(|n| (format!("l{n}"), -i64::from(i)))
+            .collect(),
         tracking: i.is_multiple_of(4).then(|| format!("TR{i}")),
     }
 }

@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kavari import FibonacciRetryPolicy, KafkaClient, KafkaManager, KafkaMessage
@@ -61,6 +61,8 @@ class Shipment:
     express: bool
     address: Address
     notes: List[str]
+    volume_litres: float
+    labels: Dict[str, int]
     tracking: Optional[str] = None
 
 
