@@ -2,8 +2,8 @@
 //! crate (`kavari::KafkaMessage`), whose documentation of the derive lists
 //! every attribute with examples:
 //!
-//! - `#[kavari(topic = "...")]` (required) and `#[kavari(name = "...")]`
-//!   on the type;
+//! - `#[kavari(topic = "...")]` (required), `#[kavari(name = "...")]` and
+//!   `#[kavari(codec = "msgpack" | "json" | "text")]` on the type;
 //! - `#[kavari(key)]` on at most one field (`Display`; `Option<T>` for an
 //!   optional key).
 
@@ -14,7 +14,7 @@ mod expand;
 use proc_macro::TokenStream;
 
 /// Implements `kavari::KafkaMessage` from `#[kavari(topic = "...", name =
-/// "...")]` on the type and `#[kavari(key)]` on one field.
+/// "...", codec = "...")]` on the type and `#[kavari(key)]` on one field.
 #[proc_macro_derive(KafkaMessage, attributes(kavari))]
 pub fn derive_kafka_message(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);

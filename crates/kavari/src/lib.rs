@@ -85,6 +85,23 @@ pub use health::{Health, HealthState, PartitionHealth};
 ///   name without its module path (`r#` stripped). Set it to the class
 ///   name a Python service uses, or to keep the name when renaming the
 ///   Rust type.
+/// - **`codec = "..."`** (optional): how the value is published.
+///   `"msgpack"` (the default): MessagePack with named fields. `"json"`:
+///   JSON, as the Python library writes dataclass payloads. `"text"`: for a
+///   tuple struct with one field, that field's `Display` output, read back
+///   with `FromStr` (the Python library's `str`, `int` and `float`
+///   payloads). Whatever it says, consumers decode each record by its own
+///   `content-type` ([`Codec`]).
+///
+/// ```
+/// use kavari::{Codec, KafkaMessage};
+///
+/// #[derive(serde::Serialize, serde::Deserialize, KafkaMessage)]
+/// #[kavari(topic = "greetings", codec = "text")]
+/// struct Greeting(String);
+///
+/// assert_eq!(Greeting::CODEC, Codec::Text);
+/// ```
 ///
 /// # On one field
 ///
@@ -136,9 +153,10 @@ pub use health::{Health, HealthState, PartitionHealth};
 ///
 /// # Compile errors
 ///
-/// A missing or invalid `topic`, an unknown attribute, two key fields, a
-/// key on a type that is not `Display` (the error points at the field) and
-/// a union are refused at compile time.
+/// A missing or invalid `topic`, an unknown attribute or codec, two key
+/// fields, a key on a type that is not `Display` (the error points at the
+/// field), `codec = "text"` on anything but a one-field tuple struct and a
+/// union are refused at compile time.
 pub use kavari_derive::KafkaMessage;
 pub use kavari_wire::fetch::Isolation;
 
