@@ -11,7 +11,9 @@ use kavari::{
     MessageHandler, NoRetry,
 };
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{CrashJob, consumer, eventually, fetch_topic, header, init_tracing};
+use kavari_tests::{
+    CrashJob, consumer, eventually, fetch_topic, header, init_tracing, prefixed_topic,
+};
 use serde::{Deserialize, Serialize};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -689,10 +691,7 @@ impl MessageHandler<Blocking> for FailDoomed {
 async fn a_blocked_partition_commits_its_handled_prefix() {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
-    // A topic of this run's own, so a rerun on a kept cluster starts clean.
-    let prefix = format!("{}.", unique_name("blocked"));
-    let topic = format!("{prefix}{}", Blocking::TOPIC);
-    broker.create_topic(&topic, 1).await.expect("topic");
+    let (prefix, topic) = prefixed_topic::<Blocking>(broker, 1).await;
     let group = unique_name("blocked");
     let m = consumer(broker, &group)
         .topic_prefix(&prefix)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler, Partitioner};
 use kavari_testcontainers::{shared_broker, unique_name};
-use kavari_tests::{consumer, eventually, init_tracing};
+use kavari_tests::{consumer, eventually, init_tracing, prefixed_topic};
 use serde::{Deserialize, Serialize};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -90,9 +90,7 @@ fn python_order(i: u64) -> Order {
 async fn python_kavari_messages_are_handled_and_keys_land_where_python_puts_them() {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
-    let prefix = format!("{}.", unique_name("py"));
-    let topic = format!("{prefix}{}", Order::TOPIC);
-    broker.create_topic(&topic, 4).await.expect("topic");
+    let (prefix, topic) = prefixed_topic::<Order>(broker, 4).await;
 
     let python = python_kavari(&["publish", &broker.bootstrap_servers(), &topic, "100"]).await;
     let python_partitions: BTreeMap<String, i64> =
@@ -187,9 +185,7 @@ fn shipment(i: u32) -> Shipment {
 async fn kavari_json_messages_decode_in_python_kavari() {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
-    let prefix = format!("{}.", unique_name("py"));
-    let topic = format!("{prefix}{}", Shipment::TOPIC);
-    broker.create_topic(&topic, 3).await.expect("topic");
+    let (prefix, topic) = prefixed_topic::<Shipment>(broker, 3).await;
     let m = Kavari::builder(broker.bootstrap_servers())
         .topic_prefix(&prefix)
         .partitioner(Partitioner::Crc32)
@@ -239,11 +235,7 @@ async fn empty_keys_spread_over_partitions() {
     }
     init_tracing();
     let broker = shared_broker().await.expect("broker");
-    let prefix = format!("{}.", unique_name("py"));
-    broker
-        .create_topic(&format!("{prefix}{}", Ping::TOPIC), 4)
-        .await
-        .expect("topic");
+    let (prefix, _) = prefixed_topic::<Ping>(broker, 4).await;
     let m = Kavari::builder(broker.bootstrap_servers())
         .topic_prefix(&prefix)
         .partitioner(Partitioner::Crc32)

@@ -114,3 +114,19 @@ pub async fn eventually(timeout: Duration, what: &str, mut done: impl FnMut() ->
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A topic prefix of the test's own and `M`'s topic under it, created with
+/// `partitions`: a manager built with `.topic_prefix(&prefix)` publishes
+/// and subscribes there, so reruns on a kept cluster start clean.
+pub async fn prefixed_topic<M: kavari::KafkaMessage>(
+    broker: &KafkaBroker,
+    partitions: i32,
+) -> (String, String) {
+    let prefix = format!("{}.", kavari_testcontainers::unique_name("t"));
+    let topic = format!("{prefix}{}", M::TOPIC);
+    broker
+        .create_topic(&topic, partitions)
+        .await
+        .expect("create topic");
+    (prefix, topic)
+}
