@@ -256,3 +256,68 @@ async fn empty_keys_spread_over_partitions() {
     m.shutdown().await.expect("shutdown");
     assert!(used.len() >= 3, "60 empty keys used partitions {used:?}");
 }
+
+/// Python's `payload: str` type, as a Kavari text type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "interop.greetings", name = "Greeting", codec = "text")]
+struct Greeting(String);
+
+/// Python's `payload: int` type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "interop.counts", name = "Counted", codec = "text")]
+struct Counted(i64);
+
+#[derive(Clone, Default)]
+struct Greetings(Arc<Mutex<Vec<(String, Option<String>)>>>);
+impl MessageHandler<Greeting> for Greetings {
+    async fn handle(&self, g: Greeting, ctx: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push((g.0, ctx.key.clone()));
+        Ok(())
+    }
+}
+
+/// Primitive payloads both ways: Python's `str` payloads (bare text, no
+/// content-type) are handled by a `codec = "text"` type, and a text type's
+/// integers decode in Python's deserializer as `int`.
+#[tokio::test]
+async fn primitive_payloads_are_text_both_ways() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let (prefix, greetings) = prefixed_topic::<Greeting>(broker, 1).await;
+    python_kavari(&[
+        "publish-text",
+        &broker.bootstrap_servers(),
+        &greetings,
+        "20",
+    ])
+    .await;
+    let counts = format!("{prefix}{}", Counted::TOPIC);
+    broker.create_topic(&counts, 1).await.expect("topic");
+    let m = consumer(broker, &unique_name("py"))
+        .topic_prefix(&prefix)
+        .build()
+        .await
+        .expect("build");
+    let seen = Greetings::default();
+    m.subscribe::<Greeting, _>(seen.clone()).expect("subscribe");
+    m.start().await.expect("start");
+    for n in [-3, 0, 42] {
+        m.publish(&Counted(n)).await.expect("publish");
+    }
+    eventually(WAIT, "20 greetings handled", || {
+        seen.0.lock().unwrap().len() == 20
+    })
+    .await;
+    m.shutdown().await.expect("shutdown");
+    let expected: Vec<(String, Option<String>)> = (0..20)
+        .map(|i| (format!("hello {i} ü"), Some(format!("g-{i}"))))
+        .collect();
+    assert_eq!(*seen.0.lock().unwrap(), expected);
+
+    let decoded = python_kavari(&["decode-int", &broker.bootstrap_servers(), &counts, "3"]).await;
+    let ints: Vec<i64> = decoded
+        .iter()
+        .map(|r| r["payload"].as_i64().expect("an int"))
+        .collect();
+    assert_eq!(ints, [-3, 0, 42]);
+}

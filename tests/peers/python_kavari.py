@@ -8,6 +8,12 @@ interop tests. Every line it prints is one JSON object.
       amount_cents=i, note="ü-<i>" for even i and None for odd i,
       tags=["t<i>"]), keyed by order_id; prints
       {"published": N, "partitions": {order_id: partition}}.
+  python_kavari.py publish-text BOOTSTRAP TOPIC N
+      publishes N Greeting messages (payload: str, "hello <i> ü"), keyed
+      "g-<i>"; prints {"published": N}.
+  python_kavari.py decode-int BOOTSTRAP TOPIC COUNT
+      reads COUNT records of partition 0 and decodes each with the
+      deserializer into Counted (payload: int); prints {"payload": n}.
   python_kavari.py decode BOOTSTRAP TOPIC PARTITIONS COUNT
       reads COUNT records from offset 0 of every partition (60 s at most)
       and decodes each value with Python kavari's KafkaMessageDeserializer
@@ -74,8 +80,28 @@ class ShipmentSent(KafkaMessage):
         return self.payload.shipment_id
 
 
-def publish(bootstrap, topic, n):
-    OrderPlaced.topic = topic
+class Greeting(KafkaMessage):
+    topic = "set at run time"
+    payload: str
+
+    def __init__(self, payload: str, key: str):
+        super().__init__()
+        self.payload = payload
+        self.key = key
+
+    def get_partition_key(self) -> str:
+        return self.key
+
+
+class Counted(KafkaMessage):
+    topic = "set at run time"
+    payload: int
+
+    def get_partition_key(self) -> str:
+        return ""
+
+
+def manager_for(bootstrap):
     logger = logging.getLogger("python-kavari")
     # kavari_create's producer settings; its consumer is left out because
     # it refuses to subscribe while no handler is registered.
@@ -87,7 +113,12 @@ def publish(bootstrap, topic, n):
         "queue.buffering.max.messages": 100000,
     })
     client = KafkaClient(producer, FibonacciRetryPolicy(3), logger, dlq_suffix=".dlq")
-    manager = KafkaManager(kafka_client=client, kafka_consumer=None, logger=logger)
+    return KafkaManager(kafka_client=client, kafka_consumer=None, logger=logger)
+
+
+def publish(bootstrap, topic, n):
+    OrderPlaced.topic = topic
+    manager = manager_for(bootstrap)
     partitions = {}
     failures = []
 
@@ -110,6 +141,41 @@ def publish(bootstrap, topic, n):
         print(json.dumps({"failed": failures[0]}), flush=True)
         sys.exit(1)
     print(json.dumps({"published": n, "partitions": partitions}), flush=True)
+
+
+def publish_text(bootstrap, topic, n):
+    Greeting.topic = topic
+    manager = manager_for(bootstrap)
+    failures = []
+    for i in range(n):
+        manager.publish_message(
+            Greeting(f"hello {i} ü", f"g-{i}"),
+            on_complete=lambda msg, err: err is not None and failures.append(str(err)),
+        )
+    manager.kafka_client.stop()
+    if failures:
+        print(json.dumps({"failed": failures[0]}), flush=True)
+        sys.exit(1)
+    print(json.dumps({"published": n}), flush=True)
+
+
+def decode_int(bootstrap, topic, count):
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "kavari-python-decoder",
+        "enable.auto.commit": False,
+    })
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    deserializer = KafkaMessageDeserializer()
+    seen = 0
+    deadline = time.time() + 60
+    while seen < count and time.time() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            continue
+        print(json.dumps({"payload": deserializer.deserialize(msg.value(), Counted)}), flush=True)
+        seen += 1
+    consumer.close()
 
 
 def decode(bootstrap, topic, partitions, count):
@@ -142,6 +208,10 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "publish":
         publish(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif mode == "publish-text":
+        publish_text(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif mode == "decode-int":
+        decode_int(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif mode == "decode":
         decode(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
