@@ -267,8 +267,11 @@ struct Greeting(String);
 #[kavari(topic = "interop.counts", name = "Counted", codec = "text")]
 struct Counted(i64);
 
+/// (text, key) of each greeting handled.
+type Texts = Vec<(String, Option<String>)>;
+
 #[derive(Clone, Default)]
-struct Greetings(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct Greetings(Arc<Mutex<Texts>>);
 impl MessageHandler<Greeting> for Greetings {
     async fn handle(&self, g: Greeting, ctx: &MessageContext) -> Result<(), HandlerError> {
         self.0.lock().unwrap().push((g.0, ctx.key.clone()));
@@ -309,7 +312,7 @@ async fn primitive_payloads_are_text_both_ways() {
     })
     .await;
     m.shutdown().await.expect("shutdown");
-    let expected: Vec<(String, Option<String>)> = (0..20)
+    let expected: Texts = (0..20)
         .map(|i| (format!("hello {i} ü"), Some(format!("g-{i}"))))
         .collect();
     assert_eq!(*seen.0.lock().unwrap(), expected);
