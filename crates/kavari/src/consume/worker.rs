@@ -28,7 +28,6 @@ pub(crate) async fn run(shared: Arc<Shared>, tp: TopicPartition, stop: watch::Re
         tp,
         stop,
         committed: None,
-        start: 0,
     };
     worker.run().await;
 }
@@ -38,7 +37,6 @@ struct Worker {
     tp: TopicPartition,
     stop: watch::Receiver<bool>,
     committed: Option<i64>,
-    start: i64,
 }
 
 impl Worker {
@@ -54,6 +52,13 @@ impl Worker {
         let Some(start) = self.start().await else {
             return;
         };
+        // A position from `auto_offset_reset` is committed at once: should
+        // the partition move before anything is handled, its next owner
+        // starts here too, not at a later log end past what was written
+        // meanwhile. (A failed commit is tried again every tick.)
+        if self.committed.is_none() {
+            self.commit(start).await;
+        }
         // The engine fetches ahead into this partition's buffer, bounded in
         // bytes; released bytes let it fetch the partition again.
         let mut feed = self.shared.fetcher.subscribe(self.tp.clone(), start);
@@ -218,7 +223,6 @@ impl Worker {
             },
         };
         self.committed = committed;
-        self.start = start;
         self.update(|h| {
             h.committed = committed;
             h.position = Some(start);
@@ -247,10 +251,8 @@ impl Worker {
     }
 
     async fn commit(&mut self, position: i64) {
-        // Nothing new handled: nothing to commit (an unread partition keeps
-        // no committed offset, so `auto_offset_reset` still applies to it).
-        if self.committed == Some(position) || (self.committed.is_none() && position == self.start)
-        {
+        // Nothing new handled: nothing to commit.
+        if self.committed == Some(position) {
             return;
         }
         let offsets = BTreeMap::from([(self.tp.clone(), position)]);
