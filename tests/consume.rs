@@ -166,7 +166,7 @@ async fn every_handler_sees_exactly_its_messages_in_key_order() {
 }
 
 // ---------------------------------------------------------------------------
-// Poison input in relaxed and strict mode.
+// Poison input skipped (relaxed, the default) or dead-lettered.
 
 #[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
 #[kavari(topic = "poison.relaxed")]
@@ -261,7 +261,7 @@ async fn strict_mode_dead_letters_poison_and_moves_on() {
         .expect("dlq");
     let group = unique_name("strict");
     let m = consumer(broker, &group)
-        .strict(true)
+        .on_poison(kavari::FailurePolicy::DeadLetter)
         .build()
         .await
         .expect("build");

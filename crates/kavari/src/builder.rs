@@ -68,18 +68,32 @@ impl KavariBuilder {
         self
     }
 
-    /// Strict mode dead-letters records that cannot be handled (no
-    /// `msg_type`, an unsubscribed type, undecodable bytes). Default: relaxed,
-    /// as the Python library: such records are logged, skipped and committed.
-    pub fn strict(mut self, strict: bool) -> Self {
-        self.consumer.strict = strict;
+    /// What happens to a record a handler failed for good (its delivery
+    /// retries spent, or a permanent error). Default:
+    /// [`FailurePolicy::DeadLetter`]; [`FailurePolicy::Skip`] loses the
+    /// record and is only for those who ask for it.
+    pub fn on_handler_failure(mut self, policy: crate::FailurePolicy) -> Self {
+        self.consumer.on_handler_failure = policy;
         self
     }
 
-    /// In relaxed mode, dead-letter unhandleable records instead of
-    /// skipping them. Default: false.
-    pub fn dead_letter_unhandleable(mut self, on: bool) -> Self {
-        self.consumer.dead_letter_poison = on;
+    /// What happens to poison input: records with no `msg_type`, of a type
+    /// nobody subscribed on their topic, or with a value that does not
+    /// decode. Default: [`FailurePolicy::Skip`], logged, as the Python
+    /// library's relaxed mode; [`FailurePolicy::DeadLetter`] is its strict
+    /// mode with nothing lost.
+    pub fn on_poison(mut self, policy: crate::FailurePolicy) -> Self {
+        self.consumer.on_poison = policy;
+        self
+    }
+
+    /// Whether a missing dead-letter topic is created (with its source
+    /// topic's partition count and the broker's default replication) before
+    /// a dead letter is written to it. Default: true. Off, a missing one
+    /// makes a consumer's partition wait (blocked in `health()`) and a
+    /// publish hand its record back.
+    pub fn create_dead_letter_topics(mut self, create: bool) -> Self {
+        self.producer.create_dead_letter_topics = create;
         self
     }
 
@@ -257,7 +271,10 @@ impl KavariBuilder {
     }
 
     /// The suffix of dead-letter topics (`<topic><suffix>`), or `None` to
-    /// hand failed records back instead. Default: `Some(".dlq")`.
+    /// hand failed publishes back instead (a consumer then needs
+    /// [`on_handler_failure`](Self::on_handler_failure) and
+    /// [`on_poison`](Self::on_poison) other than `DeadLetter`). Default:
+    /// `Some(".dlq")`.
     pub fn dead_letter_suffix(mut self, suffix: Option<&str>) -> Self {
         self.producer.dlq_suffix = suffix.map(str::to_string);
         self
@@ -366,6 +383,16 @@ impl KavariBuilder {
         if self.consumer.group_id.as_deref() == Some("") {
             return Err(ConfigError("group_id is empty".into()));
         }
+        let dead_letters_wanted = [self.consumer.on_handler_failure, self.consumer.on_poison]
+            .contains(&crate::FailurePolicy::DeadLetter);
+        if self.consumer.group_id.is_some()
+            && self.producer.dlq_suffix.is_none()
+            && dead_letters_wanted
+        {
+            return Err(ConfigError(
+                "dead letters are off (dead_letter_suffix(None)) but a consumer failure policy is DeadLetter: choose Block or Skip with on_handler_failure / on_poison, or keep a suffix".into(),
+            ));
+        }
         if let Some(s) = &self.producer.dlq_suffix
             && s.is_empty()
         {
@@ -405,5 +432,44 @@ impl KavariBuilder {
             self.client_id,
             self.shutdown_timeout,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FailurePolicy;
+
+    /// Dead letters off must not mean "skip" for a consumer: the builder
+    /// asks for an explicit policy instead.
+    #[test]
+    fn a_consumer_without_dead_letters_must_choose_another_policy() {
+        let base = || {
+            KavariBuilder::new("127.0.0.1:9092")
+                .group_id("g")
+                .dead_letter_suffix(None)
+        };
+        let e = base().validate().unwrap_err();
+        assert!(e.0.contains("on_handler_failure"), "{e}");
+        assert!(
+            base()
+                .on_handler_failure(FailurePolicy::Block)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            base()
+                .on_handler_failure(FailurePolicy::Skip)
+                .on_poison(FailurePolicy::DeadLetter)
+                .validate()
+                .is_err()
+        );
+        // A publish-only manager hands failed records back: fine.
+        assert!(
+            KavariBuilder::new("127.0.0.1:9092")
+                .dead_letter_suffix(None)
+                .validate()
+                .is_ok()
+        );
     }
 }

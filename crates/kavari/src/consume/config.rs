@@ -21,6 +21,28 @@ pub enum OffsetReset {
     Error,
 }
 
+/// What happens to a record that cannot be handled: one a handler failed
+/// for good (its retries spent, or a permanent error), or poison input (no
+/// `msg_type`, an unsubscribed type, a value that does not decode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Write it to `<topic><suffix>` (`dead_letter_suffix`) with its
+    /// provenance, then move on. A missing dead-letter topic is created;
+    /// while the dead letter cannot be written the partition waits at the
+    /// record (blocked in `health()`), and nothing is lost.
+    DeadLetter,
+    /// Stop at the record: a handler that failed is tried again (backing
+    /// off to 10 s) until it succeeds; poison, which no retry fixes, waits
+    /// for a rebalance or a restart with code that can read it. The
+    /// partition shows as blocked in `health()` meanwhile (the manager is
+    /// not ready), and what came before it is committed.
+    Block,
+    /// Log it, and move on without it: the record is lost to this group.
+    /// For poison this is the Python library's relaxed mode.
+    Skip,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerConfig {
     pub(crate) group_id: Option<String>,
@@ -30,8 +52,8 @@ pub(crate) struct ConsumerConfig {
     pub(crate) rebalance_timeout: Duration,
     pub(crate) assignors: Option<Vec<Arc<dyn Assignor>>>,
     pub(crate) auto_offset_reset: OffsetReset,
-    pub(crate) strict: bool,
-    pub(crate) dead_letter_poison: bool,
+    pub(crate) on_handler_failure: FailurePolicy,
+    pub(crate) on_poison: FailurePolicy,
     pub(crate) commit_interval: Duration,
     pub(crate) queued_max_bytes: usize,
     pub(crate) fetch_max_bytes: i32,
@@ -53,8 +75,8 @@ impl Default for ConsumerConfig {
             rebalance_timeout: Duration::from_secs(60),
             assignors: None,
             auto_offset_reset: OffsetReset::Earliest,
-            strict: false,
-            dead_letter_poison: false,
+            on_handler_failure: FailurePolicy::DeadLetter,
+            on_poison: FailurePolicy::Skip,
             commit_interval: Duration::from_secs(1),
             queued_max_bytes: 64 * 1024 * 1024,
             fetch_max_bytes: 50 * 1024 * 1024,

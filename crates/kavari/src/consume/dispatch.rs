@@ -4,10 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use kavari_group::TopicPartition;
+use kavari_wire::backoff::Backoff;
 use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
 
-use super::Shared;
+use super::worker::until_stopped;
+use super::{FailurePolicy, Shared};
 use crate::codec::{CONTENT_TYPE_HEADER, DecodeError, EncodedMessage, MSG_TYPE_HEADER};
 use crate::publish::ORIGINAL_ERROR_HEADER;
 use crate::registry::{Outcome, Route};
@@ -77,6 +82,8 @@ pub(crate) async fn deliver(
     let mut disposition = Disposition::Handled;
     for (i, handler) in entry.handlers().enumerate() {
         let mut attempt = 1;
+        // Set while the partition waits at this record (`Block`).
+        let mut blocked: Option<Backoff> = None;
         loop {
             ctx.attempt = attempt;
             let error = match handler.call(value, ctx).await {
@@ -91,35 +98,102 @@ pub(crate) async fn deliver(
                 // A panic is an error of this message; the runtime lives on.
                 Outcome::Panicked(m) => HandlerError::new(m),
             };
-            let delay = if error.is_retriable() {
+            let delay = if error.is_retriable() && blocked.is_none() {
                 shared.config.delivery_retry.delay(attempt)
             } else {
                 None
             };
-            match delay {
-                Some(d) => {
-                    tracing::warn!(
-                        topic, partition, offset, handler = handler.name(),
-                        attempt, error = %format_args!("{error:#}"), "handler failed; retrying"
-                    );
-                    tokio::time::sleep(d).await;
-                    attempt += 1;
-                }
-                None => {
+            if let Some(d) = delay {
+                tracing::warn!(
+                    topic, partition, offset, handler = handler.name(),
+                    attempt, error = %format_args!("{error:#}"), "handler failed; retrying"
+                );
+                tokio::time::sleep(d).await;
+                attempt += 1;
+                continue;
+            }
+            let why = format!("{}: {error:#}", handler.name());
+            match shared.config.on_handler_failure {
+                FailurePolicy::DeadLetter => {
                     tracing::error!(
                         topic, partition, offset, handler = handler.name(),
-                        attempts = attempt, error = %format_args!("{error:#}"), "handler failed for good; dead-lettering"
+                        attempts = attempt, error = %why, "handler failed for good; dead-lettering"
                     );
-                    let why = format!("{}: {error:#}", handler.name());
                     let letter = letter(&ctx.headers);
                     dead_letter(shared, &letter, &why, attempt, stop).await?;
                     disposition = Disposition::DeadLettered;
                     break;
                 }
+                FailurePolicy::Skip => {
+                    tracing::error!(
+                        topic, partition, offset, handler = handler.name(),
+                        attempts = attempt, error = %why, "handler failed for good; skipped (on_handler_failure is Skip)"
+                    );
+                    disposition = Disposition::Skipped;
+                    break;
+                }
+                FailurePolicy::Block => {
+                    let letter = letter(&ctx.headers);
+                    let reason = format!("handler {why}");
+                    if !error.is_retriable() {
+                        // No retry can fix it: wait for the partition to move.
+                        return block(shared, &letter, &reason, stop).await;
+                    }
+                    let backoff = blocked.get_or_insert_with(|| {
+                        Backoff::new(Duration::from_millis(100), BLOCKED_RETRY_MAX)
+                    });
+                    let wait = backoff.next();
+                    report_blocked(shared, &letter, Some(&reason));
+                    tracing::warn!(
+                        topic, partition, offset, handler = handler.name(),
+                        attempt, retry_in = ?wait, error = %why, "handler failed; the partition waits at the record (on_handler_failure is Block)"
+                    );
+                    let mut stop = stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = until_stopped(&mut stop) => return Err(Undelivered),
+                    }
+                    attempt += 1;
+                }
             }
+        }
+        if blocked.is_some() {
+            report_blocked(shared, &letter(&ctx.headers), None);
         }
     }
     Ok(disposition)
+}
+
+/// The longest wait between two tries of a blocked record's handler.
+const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Shows the partition as blocked at `letter`'s record with `reason`, or
+/// not blocked any more (`None`).
+fn report_blocked(shared: &Shared, letter: &Letter<'_>, reason: Option<&str>) {
+    let tp = TopicPartition::new(letter.topic, letter.partition);
+    let error = reason.map(|r| format!("blocked at offset {}: {r}", letter.offset));
+    shared.update_partition(&tp, |h| h.error = error);
+}
+
+/// Waits at a record no retry can move past, until the partition stops:
+/// it is not committed, and its next owner meets it again.
+async fn block(
+    shared: &Shared,
+    letter: &Letter<'_>,
+    reason: &str,
+    stop: &watch::Receiver<bool>,
+) -> Result<Disposition, Undelivered> {
+    tracing::error!(
+        topic = letter.topic,
+        partition = letter.partition,
+        offset = letter.offset,
+        reason,
+        "the partition waits at this record until it is reassigned or the service restarts"
+    );
+    report_blocked(shared, letter, Some(reason));
+    let mut stop = stop.clone();
+    until_stopped(&mut stop).await;
+    Err(Undelivered)
 }
 
 /// Fills a partition's reusable context with a record's fields, reusing its
@@ -168,28 +242,31 @@ pub(crate) fn refill(
     }
 }
 
-/// A record that cannot be handled: skipped in relaxed mode, dead-lettered
-/// in strict mode (or when configured).
+/// A record that cannot be handled (poison), by `on_poison`.
 async fn poison(
     shared: &Arc<Shared>,
     letter: &Letter<'_>,
     reason: &DecodeError,
     stop: &watch::Receiver<bool>,
 ) -> Result<Disposition, Undelivered> {
-    let to_dlq = shared.config.strict || shared.config.dead_letter_poison;
+    let policy = shared.config.on_poison;
     tracing::warn!(
         topic = letter.topic, partition = letter.partition, offset = letter.offset,
-        error = %reason, dead_letter = to_dlq, "record cannot be handled"
+        error = %reason, ?policy, "record cannot be handled"
     );
-    if to_dlq {
-        dead_letter(shared, letter, &reason.to_string(), 0, stop).await?;
-        return Ok(Disposition::DeadLettered);
+    match policy {
+        FailurePolicy::DeadLetter => {
+            dead_letter(shared, letter, &reason.to_string(), 0, stop).await?;
+            Ok(Disposition::DeadLettered)
+        }
+        FailurePolicy::Skip => Ok(Disposition::Skipped),
+        FailurePolicy::Block => block(shared, letter, &format!("poison: {reason}"), stop).await,
     }
-    Ok(Disposition::Skipped)
 }
 
-/// Writes the record to `<topic><suffix>` with its provenance, retrying until
-/// it is written or the partition stops.
+/// Writes the record to `<topic><suffix>` with its provenance, retrying
+/// until it is written or the partition stops; the partition shows as
+/// blocked while the write fails.
 async fn dead_letter(
     shared: &Arc<Shared>,
     letter: &Letter<'_>,
@@ -199,13 +276,14 @@ async fn dead_letter(
 ) -> Result<(), Undelivered> {
     let (topic, partition, offset) = (letter.topic, letter.partition, letter.offset);
     let Some(suffix) = shared.publisher.dlq_suffix() else {
-        tracing::error!(
-            topic,
-            partition,
-            offset,
-            error,
-            "dead letters are off; the record is skipped"
-        );
+        // The builder refuses DeadLetter without a suffix; never skip.
+        block(
+            shared,
+            letter,
+            "dead letters are off (no dead-letter suffix)",
+            stop,
+        )
+        .await?;
         return Ok(());
     };
     // The value goes unchanged: its type and encoding go with it.
@@ -222,15 +300,20 @@ async fn dead_letter(
     put("original_offset", offset.to_string());
     put("attempts", attempts.to_string());
     put("group_id", shared.group_id.clone());
+    let dlq = format!("{topic}{suffix}");
     let message = EncodedMessage {
-        topic: format!("{topic}{suffix}").into(),
+        topic: dlq.clone().into(),
         key: letter.key.map(<[u8]>::to_vec),
         value: letter.value.to_vec(),
         headers,
     };
+    let blocked = |e: Option<&crate::publish::ProduceError>| {
+        let reason = e.map(|e| format!("the dead-letter write to {dlq} fails: {e}"));
+        report_blocked(shared, letter, reason.as_deref());
+    };
     shared
         .publisher
-        .produce_until_written(message, stop.clone())
+        .produce_until_written(message, topic, stop.clone(), &blocked)
         .await
         .map(drop)
         .map_err(|e| {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub(crate) use config::ConsumerConfig;
-pub use config::OffsetReset;
+pub use config::{FailurePolicy, OffsetReset};
 pub(crate) use worker::until_stopped;
 
 use crate::health::{Health, HealthState, PartitionHealth};

@@ -14,6 +14,7 @@ pub(crate) struct ProducerConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) queue_capacity_bytes: usize,
     pub(crate) dlq_suffix: Option<String>,
+    pub(crate) create_dead_letter_topics: bool,
     pub(crate) partitioner: crate::Partitioner,
     pub(crate) topic_names: crate::topic_names::TopicNames,
 }
@@ -28,6 +29,7 @@ impl Default for ProducerConfig {
             queue_capacity: 65_536,
             queue_capacity_bytes: 32 * 1024 * 1024,
             dlq_suffix: Some(".dlq".to_string()),
+            create_dead_letter_topics: true,
             partitioner: crate::Partitioner::Murmur2,
             topic_names: Default::default(),
         }

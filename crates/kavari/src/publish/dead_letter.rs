@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use kavari_wire::backoff::Backoff;
 use tokio::sync::watch;
 
 use super::{Delivery, Failure, ProduceError, ProduceErrorKind, PublishError, Publisher};
@@ -43,7 +44,16 @@ impl Publisher {
         );
         // The dead-letter topic keeps what the main topic refused, so the
         // client-side size limit does not apply; the broker's still does.
-        match self.attempt(&letter, false).await {
+        let mut written = self.attempt(&letter, false).await;
+        if let Err(e) = &written
+            && e.kind() == ProduceErrorKind::UnknownTopic
+            && self
+                .create_dead_letter_topic(&message.topic, &letter.topic)
+                .await
+        {
+            written = self.attempt_while_new(&letter).await;
+        }
+        match written {
             Ok(dlq) => {
                 self.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 if let Some(n) = self.admit_log(&message.topic, &cause, Failure::DeadLettered) {
@@ -76,34 +86,91 @@ impl Publisher {
         self.config.dlq_suffix.as_deref()
     }
 
-    /// Produces `message` (a dead letter of the consumer), retrying with a
-    /// capped backoff until it is written or `stop` turns true: a record
-    /// must not be committed before its dead letter exists.
+    /// Creates the dead-letter topic `dlq` of `source` (with `source`'s
+    /// partition count) when configured to; true when it exists now.
+    async fn create_dead_letter_topic(&self, source: &str, dlq: &str) -> bool {
+        if !self.config.create_dead_letter_topics {
+            return false;
+        }
+        let created = match self.topics.partition_count(source).await {
+            Ok(partitions) => self.topics.create(dlq, partitions).await,
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok(created) => {
+                if created {
+                    tracing::info!(topic = dlq, source, "created the dead-letter topic");
+                }
+                self.topics.refresh_later(dlq);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(topic = dlq, source, error = %e, "cannot create the dead-letter topic");
+                false
+            }
+        }
+    }
+
+    /// Writes to a topic created a moment ago, whose leaders the cluster
+    /// may not know yet: a few quick tries while the error is retriable.
+    async fn attempt_while_new(&self, message: &EncodedMessage) -> Result<Delivery, ProduceError> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+        let mut tries = 0;
+        loop {
+            match self.attempt(message, false).await {
+                Err(e) if e.is_retriable() && tries < 10 => {
+                    self.topics.refresh_later(&message.topic);
+                    tries += 1;
+                    tokio::time::sleep(backoff.next()).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Produces `message` (a dead letter of the consumer for a record of
+    /// `source`) until it is written or `stop` turns true: a record must not
+    /// be committed before its dead letter exists. A missing dead-letter
+    /// topic is created (when configured to); every failed attempt goes to
+    /// `blocked` (the partition's health), and `None` once written after
+    /// one.
     pub(crate) async fn produce_until_written(
         &self,
         message: EncodedMessage,
+        source: &str,
         mut stop: watch::Receiver<bool>,
+        blocked: &(dyn Fn(Option<&ProduceError>) + Send + Sync),
     ) -> Result<Delivery, ProduceError> {
         let mut failures = 0u32;
         loop {
-            let err = match self.attempt(&message, false).await {
+            let mut written = self.attempt(&message, false).await;
+            if let Err(e) = &written
+                && e.kind() == ProduceErrorKind::UnknownTopic
+            {
+                self.topics.refresh_later(&message.topic);
+                if self.create_dead_letter_topic(source, &message.topic).await {
+                    written = self.attempt_while_new(&message).await;
+                }
+            }
+            let err = match written {
                 Ok(d) => {
                     self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    if failures > 0 {
+                        blocked(None);
+                    }
                     return Ok(d);
                 }
                 Err(e) => e,
             };
-            if err.kind() == ProduceErrorKind::UnknownTopic {
-                self.topics.refresh_later(&message.topic);
-            }
             failures += 1;
+            blocked(Some(&err));
             let delay = self
                 .retry
                 .delay(failures)
                 .unwrap_or(Duration::from_secs(5))
                 .min(Duration::from_secs(5));
             if let Some(n) = self.admit_log(&message.topic, &err, Failure::DeadLetterRetrying) {
-                tracing::warn!(topic = %message.topic, attempt = failures, ?delay, error = %err, failures = n, "dead-letter write failed; retrying");
+                tracing::warn!(topic = %message.topic, attempt = failures, ?delay, error = %err, failures = n, "dead-letter write failed; the partition waits and retries");
             }
             if *stop.borrow() {
                 return Err(err);

@@ -131,6 +131,30 @@ impl Topics {
             .clear();
     }
 
+    /// How many partitions `topic` has, asked of the cluster (no route or
+    /// batchers are set up for it).
+    pub(crate) async fn partition_count(&self, topic: &str) -> Result<usize, ProduceError> {
+        Ok(self.metadata(topic).await?.partitions.len())
+    }
+
+    /// Creates `topic` with `partitions` and the broker's default
+    /// replication: `Ok(true)` when created, `Ok(false)` when it existed.
+    pub(crate) async fn create(
+        &self,
+        topic: &str,
+        partitions: usize,
+    ) -> Result<bool, ProduceError> {
+        let new = kavari_wire::admin::NewTopic {
+            name: topic,
+            partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
+            replication_factor: -1,
+            configs: &[],
+        };
+        kavari_wire::admin::create_topic(&self.cluster, &new)
+            .await
+            .map_err(|e| ProduceError::from_wire(&format!("creating topic {topic}"), &e))
+    }
+
     /// The topic's partitions and their leaders, from a Metadata request.
     async fn metadata(&self, topic: &str) -> Result<TopicMetadata, ProduceError> {
         let what = format!("looking up the partitions of {topic}");
