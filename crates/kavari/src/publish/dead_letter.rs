@@ -105,7 +105,9 @@ impl Publisher {
                 true
             }
             Err(e) => {
-                tracing::warn!(topic = dlq, source, error = %e, "cannot create the dead-letter topic");
+                if let Some(n) = self.admit_log(dlq, &e, Failure::DeadLetterNotCreated) {
+                    tracing::warn!(topic = dlq, source, error = %e, failures = n, "cannot create the dead-letter topic");
+                }
                 false
             }
         }

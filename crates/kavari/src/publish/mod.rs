@@ -76,6 +76,7 @@ enum Failure {
     DeadLettered,
     Returned,
     DeadLetterRetrying,
+    DeadLetterNotCreated,
 }
 
 /// What one bulk call remembers between its messages.
