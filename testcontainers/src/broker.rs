@@ -246,35 +246,53 @@ impl KafkaBroker {
             })
     }
 
-    /// Creates a topic with `partitions` partitions (replication factor 1) and
-    /// waits until every partition has a leader.
+    /// Creates a topic with `partitions` partitions (the broker's default
+    /// replication; one that exists already is kept) and waits until every
+    /// partition has a leader. Gives up after 30 s, so an unreachable
+    /// cluster is an error rather than a retry loop.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), Error> {
-        let client = self.client().await?;
-        let controller = client.controller_client().map_err(|source| Error::Kafka {
-            action: "controller client".into(),
-            source,
-        })?;
-        controller
-            .create_topic(name, partitions, 1, 5_000)
-            .await
-            .map_err(|source| Error::Kafka {
-                action: format!("creating topic {name} with {partitions} partitions"),
-                source,
-            })?;
-        for partition in 0..partitions {
-            client
-                .partition_client(
-                    name,
-                    partition,
-                    rskafka::client::partition::UnknownTopicHandling::Retry,
-                )
-                .await
-                .map_err(|source| Error::Kafka {
-                    action: format!("waiting for a leader of {name}/{partition}"),
-                    source,
-                })?;
+        const DEADLINE: Duration = Duration::from_secs(30);
+        let action = format!("creating topic {name} with {partitions} partitions");
+        let cluster = kavari_wire::cluster::Cluster::new(
+            self.bootstrap_list(),
+            "kavari-testcontainers".into(),
+            Duration::from_secs(10),
+        );
+        let topic = kavari_wire::admin::NewTopic {
+            name,
+            partitions,
+            replication_factor: -1,
+            configs: &[],
+        };
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < DEADLINE {
+            let attempt = async {
+                kavari_wire::admin::create_topic(&cluster, &topic).await?;
+                cluster.topic(name).await
+            };
+            match attempt.await {
+                Ok(Some(meta))
+                    if meta.partitions.len() == usize::try_from(partitions).unwrap_or(0)
+                        && meta.partitions.iter().all(|p| p.leader.is_some()) =>
+                {
+                    return Ok(());
+                }
+                Ok(meta) => last = format!("no leader for every partition yet: {meta:?}"),
+                Err(e) if !e.is_retriable() => {
+                    return Err(Error::Topic {
+                        action,
+                        detail: e.to_string(),
+                    });
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
+        Err(Error::Topic {
+            action,
+            detail: format!("gave up after {DEADLINE:?}: {last}"),
+        })
     }
 
     async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {

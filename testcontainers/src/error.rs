@@ -55,6 +55,14 @@ pub enum Error {
         #[source]
         source: rskafka::client::error::Error,
     },
+    /// Creating a topic failed, or its partitions got no leader in time.
+    #[error("{action}: {detail}")]
+    Topic {
+        /// What was being done.
+        action: String,
+        /// Why it failed.
+        detail: String,
+    },
     /// Local I/O (temporary directory, sockets).
     #[error("i/o: {action}")]
     Io {
