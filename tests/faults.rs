@@ -403,3 +403,38 @@ async fn giving_up_is_a_failed_state_and_an_error_not_a_silent_stop() {
         Err(kavari::ShutdownError::ConsumerFailed { .. })
     ));
 }
+
+/// A cluster that refuses every connection for 20 s, with a consumer
+/// started and a publish retrying: the log says so in a few lines that
+/// count the failures, not in a line per attempt.
+#[tokio::test]
+async fn an_unreachable_cluster_logs_a_bounded_number_of_lines() {
+    let (captured, _guard) = kavari_tests::CapturedLogs::warnings();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let m = Kavari::builder(format!("127.0.0.1:{port}"))
+        .group_id(unique_name("down"))
+        .request_timeout(Duration::from_secs(3))
+        .publishing_retry_policy(
+            FibonacciRetryPolicy::new(40).with_unit(Duration::from_millis(100)),
+        )
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<Job, _>(Record(Shared::default()))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    let job = Job {
+        key: "k".into(),
+        seq: 1,
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(20), m.publish(&job)).await;
+    let lines = captured.lines();
+    eprintln!("{} lines in 20 s:\n{}", lines.len(), lines.join("\n"));
+    assert!(!lines.is_empty(), "the outage is logged");
+    assert!(lines.len() <= 6, "{} lines in 20 s", lines.len());
+    drop(m);
+}

@@ -9,7 +9,7 @@ use kavari::{
     FibonacciRetryPolicy, KafkaMessage, Kavari, KavariBuilder, NoRetry, PublishError, murmur2,
 };
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{fetch_topic, header, init_tracing, own_broker};
+use kavari_tests::{CapturedLogs, fetch_topic, header, init_tracing, own_broker};
 use serde::{Deserialize, Serialize};
 
 // Topics are fixed per type by the derive, so tests that need their own
@@ -737,43 +737,12 @@ async fn typed_publish_to_a_missing_topic_hands_the_record_back() {
     }
 }
 
-/// Log lines written while it is set as the thread's subscriber (the
-/// test's runtime is single-threaded, so every Kavari task logs here).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 /// 200 publishes to a missing topic (and a missing dead-letter topic) log
 /// a few lines that count the records, not a line per record and attempt;
 /// each publish's error names the cause.
 #[tokio::test]
 async fn a_publish_storm_to_a_missing_topic_logs_a_bounded_number_of_lines() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = CapturedLogs::warnings();
     let (_, manager) = setup(&[], |b| {
         b.publishing_retry_policy(FibonacciRetryPolicy::new(3).with_unit(Duration::from_millis(20)))
     })

@@ -71,6 +71,7 @@ impl BrokerBuilder {
                 bootstrap: external.trim().to_string(),
                 local: None,
             };
+            tracing::info!(brokers = %broker.bootstrap, timeout = ?self.ready_timeout, "waiting for KAVARI_BROKERS to answer");
             broker.wait_ready(self.ready_timeout).await?;
             return Ok(broker);
         }
@@ -298,13 +299,14 @@ impl KafkaBroker {
     async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         let started = Instant::now();
         loop {
-            let attempt = async {
-                let client = self.client_with_deadline(Duration::from_secs(1)).await?;
-                client.list_topics().await.map_err(|source| Error::Kafka {
-                    action: "listing topics".into(),
-                    source,
-                })
-            };
+            // A Metadata request on a fresh connection each time (a
+            // restarted broker must answer on a new one).
+            let cluster = kavari_wire::cluster::Cluster::new(
+                self.bootstrap_list(),
+                "kavari-testcontainers".into(),
+                Duration::from_secs(1),
+            );
+            let attempt = async move { cluster.topics(&[]).await.map(drop) };
             match tokio::time::timeout(Duration::from_secs(3), attempt).await {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) => tracing::debug!(error = %e, "broker not ready yet"),

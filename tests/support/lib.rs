@@ -130,3 +130,44 @@ pub async fn prefixed_topic<M: kavari::KafkaMessage>(
         .expect("create topic");
     (prefix, topic)
 }
+
+/// The log lines of a test: WARN and ERROR lines written while the guard
+/// of [`CapturedLogs::warnings`] lives, on this thread (a `#[tokio::test]`
+/// runtime is single-threaded, so every Kavari task logs here).
+#[derive(Clone, Default)]
+pub struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    /// Captures WARN and ERROR lines until the guard drops.
+    pub fn warnings() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner()))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}

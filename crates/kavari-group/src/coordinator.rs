@@ -35,6 +35,10 @@ enum StableExit {
     Leave(Option<oneshot::Sender<()>>),
 }
 
+/// How often an unreachable coordinator is logged again, with the count of
+/// attempts, after the first line.
+const UNREACHABLE_REMINDER: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub(crate) struct Coordinator<A: GroupApi> {
     api: Arc<A>,
     config: Arc<GroupConfig>,
@@ -52,6 +56,11 @@ pub(crate) struct Coordinator<A: GroupApi> {
     joins: u64,
     /// Since when no coordinator has answered (for `give_up_after`).
     unreachable_since: Option<Instant>,
+    /// Failed coordinator lookups since the last success, and when they
+    /// were last logged: one line when the coordinator becomes unreachable,
+    /// then a reminder at most every [`UNREACHABLE_REMINDER`].
+    failed_lookups: u32,
+    unreachable_logged: Option<Instant>,
 }
 
 impl<A: GroupApi> Coordinator<A> {
@@ -79,6 +88,8 @@ impl<A: GroupApi> Coordinator<A> {
             last_heartbeat_ok: Instant::now(),
             joins: 0,
             unreachable_since: None,
+            failed_lookups: 0,
+            unreachable_logged: None,
         }
     }
 
@@ -129,6 +140,8 @@ impl<A: GroupApi> Coordinator<A> {
                         tracing::info!(group = %self.group(), why = "coordinator found", "connected to the group coordinator");
                         self.need_coordinator = false;
                         self.unreachable_since = None;
+                        self.failed_lookups = 0;
+                        self.unreachable_logged = None;
                         self.backoff.reset();
                     }
                     Err(e) if e.is_fatal() => return Err(e),
@@ -142,7 +155,18 @@ impl<A: GroupApi> Coordinator<A> {
                                 since.elapsed()
                             )));
                         }
-                        tracing::warn!(group = %self.group(), error = %e, "finding the coordinator failed; backing off");
+                        self.failed_lookups += 1;
+                        let due = self
+                            .unreachable_logged
+                            .is_none_or(|at| at.elapsed() >= UNREACHABLE_REMINDER);
+                        if due {
+                            self.unreachable_logged = Some(Instant::now());
+                            tracing::warn!(
+                                group = %self.group(), error = %e, attempts = self.failed_lookups,
+                                unreachable_for = ?since.elapsed(),
+                                "no group coordinator reachable; retrying with backoff"
+                            );
+                        }
                         if let Some(done) = self.pause().await {
                             return self.leave(done).await;
                         }
