@@ -45,6 +45,11 @@ pub struct GroupConfig {
     /// Kafka's `partition.assignment.strategy`, in preference order.
     /// Default: `range`, then `cooperative-sticky`, as the Java client.
     pub assignors: Vec<Arc<dyn Assignor>>,
+    /// Kafka's `metadata.max.age.ms`: how often the group's leader looks
+    /// the subscribed topics up again, and rebalances when a partition
+    /// count changed (partitions added, or a subscribed topic created).
+    /// Default: 5 min.
+    pub metadata_max_age: Duration,
 }
 
 impl GroupConfig {
@@ -68,6 +73,7 @@ impl GroupConfig {
             retry_backoff_max: Duration::from_secs(10),
             give_up_after: None,
             assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 
@@ -91,6 +97,9 @@ impl GroupConfig {
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout must be above zero");
+        }
+        if self.metadata_max_age.is_zero() {
+            return bad("metadata_max_age must be above zero");
         }
         if self.group_instance_id.as_deref() == Some("") {
             return bad("an empty group_instance_id");

@@ -61,6 +61,16 @@ pub(crate) struct Coordinator<A: GroupApi> {
     /// then a reminder at most every [`UNREACHABLE_REMINDER`].
     failed_lookups: u32,
     unreachable_logged: Option<Instant>,
+    /// As the group's leader: the partition counts the last assignment was
+    /// made for, and when to look them up again (`metadata_max_age`).
+    watched: Option<Watched>,
+}
+
+/// What the leader assigned over, to notice when it changes.
+struct Watched {
+    topics: Vec<String>,
+    counts: BTreeMap<String, i32>,
+    next_check: Instant,
 }
 
 impl<A: GroupApi> Coordinator<A> {
@@ -90,6 +100,7 @@ impl<A: GroupApi> Coordinator<A> {
             unreachable_since: None,
             failed_lookups: 0,
             unreachable_logged: None,
+            watched: None,
         }
     }
 
@@ -400,8 +411,11 @@ impl<A: GroupApi> Coordinator<A> {
                 ))
             })?;
         self.set_phase(MemberPhase::AwaitingSync);
+        self.watched = None;
         let assignments = if joined.leader == joined.member_id {
-            self.lead(assignor.as_ref(), &joined.members).await?
+            let (assignments, watched) = self.lead(assignor.as_ref(), &joined.members).await?;
+            self.watched = Some(watched);
+            assignments
         } else {
             Vec::new()
         };
@@ -448,12 +462,13 @@ impl<A: GroupApi> Coordinator<A> {
         Ok(second_round)
     }
 
-    /// The leader's work: decode subscriptions, look up partitions, assign.
+    /// The leader's work: decode subscriptions, look up partitions, assign;
+    /// with what was assigned over, to watch.
     async fn lead(
         &self,
         assignor: &dyn Assignor,
         members: &[(String, Option<String>, Bytes)],
-    ) -> Result<Vec<(String, Bytes)>, GroupError> {
+    ) -> Result<(Vec<(String, Bytes)>, Watched), GroupError> {
         let members: Vec<MemberSubscription> = members
             .iter()
             .map(|(id, instance, meta)| {
@@ -482,7 +497,7 @@ impl<A: GroupApi> Coordinator<A> {
             withhold_moving_partitions(&members, &mut assignment);
         }
         tracing::info!(group = %self.group(), members = members.len(), topics = topics.len(), assignor = assignor.name(), "assigned partitions as leader");
-        Ok(assignment
+        let assignments = assignment
             .into_iter()
             .map(|(member, partitions)| {
                 let bytes = Assignment {
@@ -492,7 +507,38 @@ impl<A: GroupApi> Coordinator<A> {
                 .encode();
                 (member, bytes)
             })
-            .collect())
+            .collect();
+        let watched = Watched {
+            topics,
+            counts,
+            next_check: Instant::now() + self.config.metadata_max_age,
+        };
+        Ok((assignments, watched))
+    }
+
+    /// As the leader, looks the subscribed topics up again: a reason to
+    /// rebalance when a partition count changed since the assignment.
+    async fn partitions_changed(&mut self) -> Option<String> {
+        let watched = self.watched.as_mut()?;
+        watched.next_check = Instant::now() + self.config.metadata_max_age;
+        let topics = watched.topics.clone();
+        match self.api.partition_counts(&topics).await {
+            Ok(counts) => {
+                let watched = self.watched.as_mut()?;
+                if counts == watched.counts {
+                    return None;
+                }
+                let why = format!(
+                    "partition counts changed from {:?} to {counts:?}",
+                    watched.counts
+                );
+                Some(why)
+            }
+            Err(e) => {
+                tracing::warn!(group = %self.group(), error = %e, "looking up the subscribed topics failed; trying again after metadata_max_age");
+                None
+            }
+        }
     }
 
     /// Heartbeats until the group needs this member to do something else.
@@ -500,7 +546,14 @@ impl<A: GroupApi> Coordinator<A> {
         self.set_phase(MemberPhase::Stable);
         loop {
             let next = Instant::now() + self.config.heartbeat_interval;
+            let metadata_check = self.watched.as_ref().map(|w| w.next_check);
             tokio::select! {
+                _ = until(metadata_check) => {
+                    if let Some(why) = self.partitions_changed().await {
+                        tracing::info!(group = %self.group(), why, "rebalancing for the new partitions");
+                        return StableExit::Rejoin(why);
+                    }
+                }
                 _ = tokio::time::sleep_until(next) => {
                     let Some(g) = self.generation.clone() else {
                         return StableExit::Rejoin("no generation".into());
@@ -576,6 +629,14 @@ pub(crate) fn withhold_moving_partitions(
             Some(Some(o)) => *o == member.as_str(),
             _ => true,
         });
+    }
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -861,6 +922,70 @@ mod tests {
             .filter(|c| matches!(c, Call::Heartbeat { generation: 1 }))
             .count();
         assert!(beats >= 3, "{beats} heartbeats in 10 s at a 3 s interval");
+    }
+
+    /// The leader looks the topics up every `metadata_max_age`; partitions
+    /// added since the assignment make it rebalance, and the next
+    /// assignment covers them. A follower does not look.
+    #[tokio::test(start_paused = true)]
+    async fn the_leader_rebalances_when_partitions_are_added() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join.push_back(joined("m1", 1, "m1", "range"));
+            s.sync.push_back(assignment(&[0, 1]));
+            s.join.push_back(joined("m1", 2, "m1", "range"));
+            s.sync.push_back(assignment(&[0, 1, 2]));
+        }
+        let mut h = start(api, |c| c.metadata_max_age = Duration::from_secs(60));
+        h.assigned().await;
+        // Unchanged counts: no rebalance at the first look.
+        tokio::time::sleep(Duration::from_secs(70)).await;
+        assert_eq!(h.api.joins().len(), 1);
+        h.api.script().counts.insert("t".into(), 3);
+        match h.event().await {
+            GroupEvent::Revoking { ack, .. } => ack.done(),
+            other => panic!("expected Revoking, got {other:?}"),
+        }
+        let (_, all, generation) = h.assigned().await;
+        assert_eq!((all, generation), (vec![tp(0), tp(1), tp(2)], 2));
+        let joins = h.api.joins();
+        assert!(
+            matches!(&joins[1], Call::Join { reason, .. } if reason.contains("partition counts changed")),
+            "{joins:?}"
+        );
+        let syncs: Vec<_> = h
+            .api
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Sync { assignments, .. } => Some(assignments),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            syncs[1],
+            vec![("m1".to_string(), vec![tp(0), tp(1), tp(2)])]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_does_not_watch_the_topics() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join.push_back(joined("m1", 1, "m0", "range"));
+            s.sync.push_back(assignment(&[0]));
+        }
+        let mut h = start(api, |c| c.metadata_max_age = Duration::from_secs(60));
+        h.assigned().await;
+        h.api.script().counts.insert("t".into(), 3);
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert_eq!(
+            h.api.joins().len(),
+            1,
+            "the leader's job, not this member's"
+        );
     }
 
     #[tokio::test(start_paused = true)]

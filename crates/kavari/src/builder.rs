@@ -181,6 +181,15 @@ impl KavariBuilder {
         self
     }
 
+    /// Kafka's `metadata.max.age.ms`: how often the group's leader looks the
+    /// subscribed topics up again and rebalances when partitions were added
+    /// or a subscribed topic was created since the last assignment.
+    /// Default: 5 min.
+    pub fn metadata_max_age(mut self, age: Duration) -> Self {
+        self.consumer.metadata_max_age = age;
+        self
+    }
+
     /// Kafka's `partition.assignment.strategy`, in preference order: any of
     /// [`crate::assignor`]'s ([`RangeAssignor`](crate::assignor::RangeAssignor),
     /// [`RoundRobinAssignor`](crate::assignor::RoundRobinAssignor),
@@ -379,6 +388,9 @@ impl KavariBuilder {
                 "fetch_max_bytes, max_partition_fetch_bytes and queued_max_bytes must be above zero, fetch_min_bytes not below"
                     .into(),
             ));
+        }
+        if self.consumer.metadata_max_age.is_zero() {
+            return Err(ConfigError("metadata_max_age must be above zero".into()));
         }
         if self.consumer.group_id.as_deref() == Some("") {
             return Err(ConfigError("group_id is empty".into()));

@@ -63,6 +63,7 @@ pub(crate) struct ConsumerConfig {
     pub(crate) fetch_max_wait: Duration,
     pub(crate) delivery_retry: Arc<dyn RetryPolicy>,
     pub(crate) give_up_after: Option<Duration>,
+    pub(crate) metadata_max_age: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -86,6 +87,7 @@ impl Default for ConsumerConfig {
             fetch_max_wait: Duration::from_millis(500),
             delivery_retry: Arc::new(FibonacciRetryPolicy::new(3)),
             give_up_after: None,
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 }

@@ -150,6 +150,7 @@ impl Consumer {
         group.rebalance_timeout = config.rebalance_timeout;
         group.request_timeout = cluster.request_timeout();
         group.give_up_after = config.give_up_after;
+        group.metadata_max_age = config.metadata_max_age;
         if let Some(assignors) = &config.assignors {
             group.assignors = assignors.clone();
         }
