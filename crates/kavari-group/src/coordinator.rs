@@ -281,9 +281,26 @@ impl<A: GroupApi> Coordinator<A> {
     /// Without a successful heartbeat for a whole session timeout, the
     /// coordinator has dropped this member: its partitions are someone
     /// else's now.
+    /// One heartbeat, waited for no longer than the session has left (the
+    /// request timeout may be longer): `None` when it ran out. A success
+    /// counts from when it was sent, as the coordinator counts from when it
+    /// received it, so this member gives its partitions up no later than
+    /// the coordinator can hand them to another.
+    async fn heartbeat_within_session(&mut self, g: &Generation) -> Option<Result<(), GroupError>> {
+        let sent = Instant::now();
+        let session_end = self.last_heartbeat_ok + self.config.session_timeout;
+        let answer = tokio::time::timeout_at(session_end, self.api.heartbeat(g))
+            .await
+            .ok()?;
+        if answer.is_ok() {
+            self.last_heartbeat_ok = sent;
+        }
+        Some(answer)
+    }
+
     fn expire_session_if_silent(&mut self) {
         if self.generation.is_some()
-            && self.last_heartbeat_ok.elapsed() > self.config.session_timeout
+            && self.last_heartbeat_ok.elapsed() >= self.config.session_timeout
         {
             tracing::warn!(group = %self.group(), why = "session timeout without a heartbeat", "partitions lost");
             self.lose("the session timed out");
@@ -327,9 +344,7 @@ impl<A: GroupApi> Coordinator<A> {
                 _ = tokio::time::sleep_until(beat) => {
                     if let Some(g) = self.generation.clone() {
                         // Errors (a rebalance in progress) are expected here.
-                        if self.api.heartbeat(&g).await.is_ok() {
-                            self.last_heartbeat_ok = Instant::now();
-                        }
+                        let _ = self.heartbeat_within_session(&g).await;
                     }
                 }
             }
@@ -558,13 +573,16 @@ impl<A: GroupApi> Coordinator<A> {
                     let Some(g) = self.generation.clone() else {
                         return StableExit::Rejoin("no generation".into());
                     };
-                    match self.api.heartbeat(&g).await {
-                        Ok(()) => self.last_heartbeat_ok = Instant::now(),
-                        Err(e) if e.needs_rejoin() || e.is_fatal() || e.needs_new_coordinator() => {
+                    match self.heartbeat_within_session(&g).await {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) if e.needs_rejoin() || e.is_fatal() || e.needs_new_coordinator() => {
                             return StableExit::Error(e);
                         }
-                        Err(e) => {
+                        Some(Err(e)) => {
                             tracing::warn!(group = %self.group(), error = %e, "heartbeat failed");
+                        }
+                        None => {
+                            tracing::warn!(group = %self.group(), "no heartbeat answer within the session timeout");
                         }
                     }
                     self.expire_session_if_silent();
@@ -679,6 +697,8 @@ mod tests {
         join: VecDeque<Result<JoinResult, GroupError>>,
         sync: VecDeque<Result<Bytes, GroupError>>,
         heartbeat: VecDeque<Result<(), GroupError>>,
+        /// Heartbeats get no answer at all (a coordinator that went silent).
+        silent: bool,
         counts: BTreeMap<String, i32>,
         calls: Vec<Call>,
     }
@@ -737,11 +757,17 @@ mod tests {
             s.sync.pop_front().unwrap_or_else(|| Ok(Bytes::new()))
         }
         async fn heartbeat(&self, g: &Generation) -> Result<(), GroupError> {
-            let mut s = self.script();
-            s.calls.push(Call::Heartbeat {
-                generation: g.generation_id,
-            });
-            s.heartbeat.pop_front().unwrap_or(Ok(()))
+            let answer = {
+                let mut s = self.script();
+                s.calls.push(Call::Heartbeat {
+                    generation: g.generation_id,
+                });
+                (!s.silent).then(|| s.heartbeat.pop_front().unwrap_or(Ok(())))
+            };
+            match answer {
+                Some(a) => a,
+                None => std::future::pending().await,
+            }
         }
         async fn leave_group(&self, g: &Generation) -> Result<(), GroupError> {
             self.script().calls.push(Call::Leave {
@@ -986,6 +1012,30 @@ mod tests {
             1,
             "the leader's job, not this member's"
         );
+    }
+
+    /// A coordinator that stops answering (the request timeout, 30 s, is
+    /// longer than the session, 10 s): the member gives its partitions up
+    /// within the session timeout of its last good heartbeat, before the
+    /// coordinator can hand them to another member.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_coordinator_loses_the_partitions_within_the_session_timeout() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join.push_back(joined("m1", 1, "m1", "range"));
+            s.sync.push_back(assignment(&[0, 1]));
+        }
+        let mut h = start(api, |_| {});
+        h.assigned().await;
+        let last_answer = Instant::now();
+        h.api.script().silent = true;
+        match h.event().await {
+            GroupEvent::Lost { partitions } => assert_eq!(partitions, [tp(0), tp(1)]),
+            other => panic!("expected Lost, got {other:?}"),
+        }
+        let after = last_answer.elapsed();
+        assert!(after <= Duration::from_secs(10), "lost after {after:?}");
     }
 
     #[tokio::test(start_paused = true)]
