@@ -109,9 +109,18 @@ fn fetcher_config(config: &ConsumerConfig) -> FetcherConfig {
     }
 }
 
+/// A partition's worker. Dropping it aborts the task: when the runtime is
+/// aborted (a shutdown that ran out of time), no worker outlives it to
+/// handle or commit anything after `shutdown()` returned.
 struct WorkerHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The running consumer, held by the manager.
@@ -180,17 +189,19 @@ impl Consumer {
     pub(crate) async fn shutdown(&self, timeout: Duration) -> bool {
         self.shutdown.send_replace(true);
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(task) = task else { return true };
-        let abort = task.abort_handle();
-        match tokio::time::timeout(timeout, task).await {
+        let Some(mut task) = task else { return true };
+        match tokio::time::timeout(timeout, &mut task).await {
             Ok(_) => true,
             Err(_) => {
                 tracing::error!(
                     ?timeout,
                     "consumer shutdown timed out; stopping its tasks without a final commit"
                 );
-                abort.abort();
+                // The member first, so no commit goes out; then the runtime,
+                // whose workers are aborted as it drops them.
                 self.shared.member.simulate_crash();
+                task.abort();
+                let _ = task.await;
                 false
             }
         }
@@ -288,9 +299,8 @@ async fn runtime(
                         let (stop, stop_rx) = watch::channel(false);
                         shared.update_partition(&tp, |_| {});
                         let task = tokio::spawn(worker::run(Arc::clone(&shared), tp.clone(), stop_rx));
-                        if let Some(old) = workers.insert(tp, WorkerHandle { stop, task }) {
-                            old.task.abort();
-                        }
+                        // A worker this replaces is aborted as it drops.
+                        workers.insert(tp, WorkerHandle { stop, task });
                     }
                 }
                 Some(GroupEvent::Revoking { partitions, ack }) => {
@@ -299,17 +309,14 @@ async fn runtime(
                 }
                 Some(GroupEvent::Lost { partitions }) => {
                     for tp in &partitions {
-                        if let Some(w) = workers.remove(tp) {
-                            w.task.abort();
-                        }
+                        // Dropped: aborted.
+                        workers.remove(tp);
                         shared.forget_partition(tp);
                     }
                 }
                 Some(GroupEvent::Failed(e)) => {
                     tracing::error!(error = %e, "the consumer group member failed; consumption stopped");
-                    for (_, w) in workers.drain() {
-                        w.task.abort();
-                    }
+                    workers.clear();
                 }
                 Some(_) => {}
             },
@@ -325,9 +332,7 @@ async fn runtime(
             }
         }
     }
-    for (_, w) in workers.drain() {
-        w.task.abort();
-    }
+    workers.clear();
 }
 
 /// Stops the partitions' workers: each finishes its message in flight and
@@ -339,20 +344,23 @@ async fn stop_workers(
     partitions: &[TopicPartition],
     timeout: Duration,
 ) {
-    let mut tasks = Vec::new();
+    let mut stopping = Vec::new();
     for tp in partitions {
         if let Some(w) = workers.remove(tp) {
             w.stop.send_replace(true);
-            tasks.push((tp.clone(), w.task));
+            stopping.push((tp.clone(), w));
         }
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    for (tp, task) in tasks {
-        let abort = task.abort_handle();
-        if tokio::time::timeout_at(deadline, task).await.is_err() {
+    // Each handle is kept until its task ended, or dropped (aborting it).
+    for (tp, mut w) in stopping {
+        if tokio::time::timeout_at(deadline, &mut w.task)
+            .await
+            .is_err()
+        {
             tracing::warn!(partition = %tp, "handler did not finish within the timeout; abandoned uncommitted");
-            abort.abort();
         }
+        drop(w);
         shared.forget_partition(&tp);
     }
 }
