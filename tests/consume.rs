@@ -696,6 +696,7 @@ async fn a_blocked_partition_commits_its_handled_prefix() {
     let m = consumer(broker, &group)
         .topic_prefix(&prefix)
         .delivery_retry_policy(NoRetry)
+        .create_dead_letter_topics(false)
         .commit_interval(Duration::from_millis(500))
         .build()
         .await
