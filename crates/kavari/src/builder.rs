@@ -70,7 +70,7 @@ impl KavariBuilder {
 
     /// What happens to a record a handler failed for good (its delivery
     /// retries spent, or a permanent error). Default:
-    /// [`FailurePolicy::DeadLetter`]; [`FailurePolicy::Skip`] loses the
+    /// [`FailurePolicy::DeadLetter`](crate::FailurePolicy::DeadLetter); [`FailurePolicy::Skip`](crate::FailurePolicy::Skip) loses the
     /// record and is only for those who ask for it.
     pub fn on_handler_failure(mut self, policy: crate::FailurePolicy) -> Self {
         self.consumer.on_handler_failure = policy;
@@ -79,8 +79,8 @@ impl KavariBuilder {
 
     /// What happens to poison input: records with no `msg_type`, of a type
     /// nobody subscribed on their topic, or with a value that does not
-    /// decode. Default: [`FailurePolicy::Skip`], logged, as the Python
-    /// library's relaxed mode; [`FailurePolicy::DeadLetter`] is its strict
+    /// decode. Default: [`FailurePolicy::Skip`](crate::FailurePolicy::Skip), logged, as the Python
+    /// library's relaxed mode; [`FailurePolicy::DeadLetter`](crate::FailurePolicy::DeadLetter) is its strict
     /// mode with nothing lost.
     pub fn on_poison(mut self, policy: crate::FailurePolicy) -> Self {
         self.consumer.on_poison = policy;

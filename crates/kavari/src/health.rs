@@ -36,7 +36,8 @@ pub enum HealthState {
     Stopping,
     /// Shut down.
     Stopped,
-    /// Stopped for good; the reason says why.
+    /// Stopped for good (a fatal group error, or `give_up_after` ran out);
+    /// the reason says why. The one state a liveness probe should fail on.
     Failed(String),
 }
 
@@ -59,7 +60,9 @@ pub struct PartitionHealth {
     /// UTC, milliseconds, when serialized).
     #[serde(serialize_with = "rfc3339")]
     pub last_progress: Option<SystemTime>,
-    /// Why the partition is stopped, if it is.
+    /// Why the partition cannot move on, if it cannot: `blocked at offset
+    /// N: …` while it waits at a record (a dead letter that cannot be
+    /// written, a `Block` policy), or the fault that stopped it.
     pub error: Option<String>,
 }
 
@@ -68,7 +71,10 @@ pub struct PartitionHealth {
 pub struct Health {
     /// The overall state.
     pub state: HealthState,
-    /// Ready: joined and fetching (or not consuming at all).
+    /// Ready: joined and fetching with no blocked partition (or not
+    /// consuming at all). What a readiness probe should report; a liveness
+    /// probe should fail only on [`HealthState::Failed`] (see the README's
+    /// "Health and Kubernetes probes").
     pub ready: bool,
     /// The group generation, when in one.
     pub generation: Option<i32>,

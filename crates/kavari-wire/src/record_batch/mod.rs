@@ -1,5 +1,5 @@
 //! Record batches (message format v2, "magic 2"), written in place by the
-//! producer ([`write`]) and read, CRC checked and decompressed, by the
+//! producer ([`write`](mod@write)) and read, CRC checked and decompressed, by the
 //! fetcher ([`read`]). Layout: the Kafka protocol guide, "Record Batch".
 
 pub mod read;
