@@ -777,3 +777,60 @@ async fn a_publish_storm_to_a_missing_topic_logs_a_bounded_number_of_lines() {
         lines.join("\n")
     );
 }
+
+/// The default retry policy keeps trying through an outage shorter than
+/// `delivery_timeout` (120 s, Java's default): a publish begun while every
+/// connection is refused lands once the broker is back, nothing
+/// dead-lettered. With a short `delivery_timeout` the same outage ends the
+/// publish in about that time, however many attempts the policy allows.
+#[tokio::test]
+async fn publishes_keep_trying_for_the_delivery_timeout() {
+    init_tracing();
+    let topic = unique_name("delivery");
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
+    let proxy = broker.proxy().expect("proxy");
+    let patient = Kavari::builder(broker.bootstrap_servers())
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("build");
+    patient
+        .publish_encoded(to_topic(&order(0), &topic))
+        .await
+        .expect("publish before the outage");
+    proxy.refuse();
+    let healer = async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        proxy.heal();
+    };
+    let (landed, ()) = tokio::join!(patient.publish_encoded(to_topic(&order(1), &topic)), healer);
+    let d = landed.expect("landed after the outage, within the delivery timeout");
+    assert_eq!(d.offset, 1);
+    assert_eq!(patient.publish_stats().dead_lettered, 0);
+
+    let hasty = Kavari::builder(broker.bootstrap_servers())
+        .request_timeout(Duration::from_secs(2))
+        .delivery_timeout(Duration::from_secs(2))
+        .publishing_retry_policy(
+            kavari::ExponentialRetryPolicy::new(1000).cap(Duration::from_millis(200)),
+        )
+        .build()
+        .await
+        .expect("build");
+    hasty
+        .publish_encoded(to_topic(&order(2), &topic))
+        .await
+        .expect("publish before the outage");
+    proxy.refuse();
+    let started = std::time::Instant::now();
+    match hasty.publish_encoded(to_topic(&order(3), &topic)).await {
+        Err(PublishError::Failed { attempts, .. }) => assert!(attempts > 1, "{attempts}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "gave up after {took:?}"
+    );
+    proxy.heal();
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::consume::{ConsumerConfig, OffsetReset};
 use crate::publish::{Compression, ProducerConfig, Publisher};
-use crate::retry::{FibonacciRetryPolicy, RetryPolicy};
+use crate::retry::{ExponentialRetryPolicy, RetryPolicy};
 use crate::{Kavari, Partitioner};
 use kavari_wire::cluster::Cluster;
 
@@ -33,7 +33,11 @@ impl KavariBuilder {
             client_id: "kavari".to_string(),
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
-            publishing_retry: Arc::new(FibonacciRetryPolicy::new(3)),
+            // Java's producer: retry.backoff.ms 100 doubling to
+            // retry.backoff.max.ms 1 s, for as long as delivery_timeout lasts.
+            publishing_retry: Arc::new(
+                ExponentialRetryPolicy::new(u32::MAX).cap(Duration::from_secs(1)),
+            ),
             producer: ProducerConfig::default(),
             consumer: ConsumerConfig::default(),
         }
@@ -231,10 +235,23 @@ impl KavariBuilder {
         self
     }
 
-    /// When a failed publish is tried again. Default:
-    /// `FibonacciRetryPolicy::new(3)` (waits of 1 s and 2 s).
+    /// When a failed publish is tried again, within
+    /// [`delivery_timeout`](Self::delivery_timeout). Default: as the Java
+    /// producer, 100 ms doubling to 1 s, for as long as the delivery timeout
+    /// lasts (`ExponentialRetryPolicy::new(u32::MAX).cap(1 s)`); the Python
+    /// library's is `FibonacciRetryPolicy::new(3)`.
     pub fn publishing_retry_policy(mut self, policy: impl RetryPolicy) -> Self {
         self.publishing_retry = Arc::new(policy);
+        self
+    }
+
+    /// The longest a publish keeps trying before it goes to the dead-letter
+    /// topic (or back to the caller), counted from the `publish` call; no
+    /// attempt starts after it. Kafka's `delivery.timeout.ms`: long enough
+    /// that a leader election or a broker restart does not dead-letter
+    /// anything. Default: 120 s.
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.producer.delivery_timeout = timeout;
         self
     }
 
@@ -360,6 +377,9 @@ impl KavariBuilder {
         }
         if self.request_timeout.is_zero() {
             return Err(ConfigError("request_timeout must be above zero".into()));
+        }
+        if self.producer.delivery_timeout.is_zero() {
+            return Err(ConfigError("delivery_timeout must be above zero".into()));
         }
         if self.producer.max_batch_bytes == 0 || self.producer.max_message_bytes == 0 {
             return Err(ConfigError(

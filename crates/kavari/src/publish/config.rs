@@ -8,6 +8,7 @@ use kavari_wire::Compression;
 #[derive(Debug, Clone)]
 pub(crate) struct ProducerConfig {
     pub(crate) linger: Duration,
+    pub(crate) delivery_timeout: Duration,
     pub(crate) max_batch_bytes: usize,
     pub(crate) max_message_bytes: usize,
     pub(crate) compression: Compression,
@@ -23,6 +24,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         Self {
             linger: Duration::from_millis(5),
+            delivery_timeout: Duration::from_secs(120),
             max_batch_bytes: 512 * 1024,
             max_message_bytes: 1024 * 1024,
             compression: Compression::None,

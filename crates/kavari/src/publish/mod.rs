@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 pub(crate) use config::ProducerConfig;
 pub use error::{Delivery, ProduceError, ProduceErrorKind, PublishError};
@@ -214,10 +215,11 @@ impl Publisher {
             Ok(guard) => guard,
             Err(cause) => return Err(refused(cause, message)),
         };
+        let started = Instant::now();
         match self.attempt(&message, true).await {
             Ok(delivery) => Ok(delivery),
             // Boxed: the rare path should not size every publish in flight.
-            Err(err) => Box::pin(self.after_failure(message, err)).await,
+            Err(err) => Box::pin(self.after_failure(message, err, started)).await,
         }
     }
 
@@ -235,6 +237,7 @@ impl Publisher {
             Ok(guard) => guard,
             Err(cause) => return Err(refused(cause, self.encode(msg)?)),
         };
+        let started = Instant::now();
         // The topic is not held while the answer is awaited: every publish
         // in flight holds this future, so it stays small.
         let route;
@@ -257,7 +260,7 @@ impl Publisher {
         };
         match first {
             Ok(delivery) => Ok(delivery),
-            Err(err) => Box::pin(self.after_failure(self.encode(msg)?, err)).await,
+            Err(err) => Box::pin(self.after_failure(self.encode(msg)?, err, started)).await,
         }
     }
 
@@ -316,6 +319,7 @@ impl Publisher {
             Failed(ProduceError),
         }
         let guard = self.admit();
+        let started = Instant::now();
         let topic = self.topic_of::<M>();
         let mut bulk = Bulk::default();
         let mut steps = Vec::with_capacity(msgs.len());
@@ -364,7 +368,7 @@ impl Publisher {
         }
         let retried = failed.into_iter().map(|(i, msg, err)| async move {
             let result = match self.encode(msg) {
-                Ok(m) => self.after_failure(m, err).await,
+                Ok(m) => self.after_failure(m, err, started).await,
                 Err(e) => Err(e.into()),
             };
             (i, result)
@@ -402,13 +406,16 @@ impl Publisher {
         Ok(self.enqueue(&message, true, Some(bulk)).await)
     }
 
-    /// The rest of a publish whose first attempt failed with `err`: more
-    /// attempts by the retry policy, then the dead-letter path.
+    /// The rest of a publish begun at `started` whose first attempt failed
+    /// with `err`: more attempts by the retry policy while
+    /// `delivery_timeout` lasts, then the dead-letter path.
     async fn after_failure(
         &self,
         message: EncodedMessage,
         mut err: ProduceError,
+        started: Instant,
     ) -> Result<Delivery, PublishError> {
+        let deadline = started + self.config.delivery_timeout;
         let mut attempts = 1u32;
         let cause = loop {
             if err.kind() == ProduceErrorKind::UnknownTopic {
@@ -420,6 +427,10 @@ impl Publisher {
             let Some(delay) = self.retry.delay(attempts) else {
                 break err;
             };
+            if Instant::now() + delay >= deadline {
+                tracing::debug!(topic = %message.topic, attempts, "delivery_timeout ran out");
+                break err;
+            }
             if attempts == 1 {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
