@@ -22,8 +22,13 @@ use crate::{
 /// Requests from the member's handle.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Rejoin the group (a stale commit, a metadata change).
+    /// Rejoin the group (asked for by the user of the member).
     Rejoin(String),
+    /// A commit sent under `generation` was refused as stale: rejoin only
+    /// if that is still this member's generation. A commit of the
+    /// generation a rebalance has since replaced says nothing about the new
+    /// one, and rejoining for it would start another rebalance.
+    CommitRefused { generation: i32, reason: String },
     /// Give up partitions (committing through the runtime), leave, stop.
     Leave(oneshot::Sender<()>),
 }
@@ -271,6 +276,13 @@ impl<A: GroupApi> Coordinator<A> {
                             self.rejoin = Some(reason);
                         }
                     }
+                    Some(Command::CommitRefused { generation, reason }) => {
+                        if let Some(reason) = self.stale_commit_rejoin(generation, reason)
+                            && self.rejoin.is_none()
+                        {
+                            self.rejoin = Some(reason);
+                        }
+                    }
                     Some(Command::Leave(done)) => return Some(Some(done)),
                     None => return Some(None),
                 }
@@ -278,9 +290,6 @@ impl<A: GroupApi> Coordinator<A> {
         }
     }
 
-    /// Without a successful heartbeat for a whole session timeout, the
-    /// coordinator has dropped this member: its partitions are someone
-    /// else's now.
     /// One heartbeat, waited for no longer than the session has left (the
     /// request timeout may be longer): `None` when it ran out. A success
     /// counts from when it was sent, as the coordinator counts from when it
@@ -298,6 +307,24 @@ impl<A: GroupApi> Coordinator<A> {
         Some(answer)
     }
 
+    /// A reason to rejoin for a commit refused under `generation`, when
+    /// that is still this member's generation; `None` for a commit of a
+    /// generation already replaced (logged, then ignored).
+    fn stale_commit_rejoin(&self, generation: i32, reason: String) -> Option<String> {
+        let current = self.generation.as_ref().map(|g| g.generation_id);
+        if current == Some(generation) {
+            return Some(reason);
+        }
+        tracing::debug!(
+            group = %self.group(), generation, current = ?current, reason,
+            "a commit of an earlier generation was refused; no rejoin for it"
+        );
+        None
+    }
+
+    /// Without a successful heartbeat for a whole session timeout, the
+    /// coordinator has dropped this member: its partitions are someone
+    /// else's now.
     fn expire_session_if_silent(&mut self) {
         if self.generation.is_some()
             && self.last_heartbeat_ok.elapsed() >= self.config.session_timeout
@@ -592,6 +619,11 @@ impl<A: GroupApi> Coordinator<A> {
                 }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Rejoin(reason)) => return StableExit::Rejoin(reason),
+                    Some(Command::CommitRefused { generation, reason }) => {
+                        if let Some(reason) = self.stale_commit_rejoin(generation, reason) {
+                            return StableExit::Rejoin(reason);
+                        }
+                    }
                     Some(Command::Leave(done)) => return StableExit::Leave(Some(done)),
                     None => return StableExit::Leave(None),
                 }
@@ -1036,6 +1068,58 @@ mod tests {
         }
         let after = last_answer.elapsed();
         assert!(after <= Duration::from_secs(10), "lost after {after:?}");
+    }
+
+    /// Cooperative-sticky: a commit sent under generation 1 is refused
+    /// (ILLEGAL_GENERATION) while the rebalance to generation 2 is under
+    /// way; its refusal reaches the member after generation 2 began and
+    /// must not start a third. A refusal of the current generation still
+    /// makes it rejoin.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_generation_commit_does_not_start_another_rebalance() {
+        let api = ScriptedApi::default();
+        {
+            let mut s = api.script();
+            s.join
+                .push_back(joined("m1", 1, "m1", "cooperative-sticky"));
+            s.sync.push_back(assignment(&[0, 1]));
+            s.heartbeat
+                .push_back(Err(err(ResponseError::RebalanceInProgress)));
+            s.join
+                .push_back(joined("m1", 2, "m1", "cooperative-sticky"));
+            s.sync.push_back(assignment(&[0, 1]));
+            s.join
+                .push_back(joined("m1", 3, "m1", "cooperative-sticky"));
+            s.sync.push_back(assignment(&[0, 1]));
+        }
+        let mut h = start(api, |c| {
+            c.assignors = vec![Arc::new(CooperativeStickyAssignor)]
+        });
+        assert_eq!(h.assigned().await.2, 1);
+        assert_eq!(h.assigned().await.2, 2);
+        h.commands
+            .send(Command::CommitRefused {
+                generation: 1,
+                reason: "commit failed: illegal generation".into(),
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            h.api.joins().len(),
+            2,
+            "no rebalance for a replaced generation"
+        );
+        h.commands
+            .send(Command::CommitRefused {
+                generation: 2,
+                reason: "commit failed: illegal generation".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            h.assigned().await.2,
+            3,
+            "the current generation's refusal rejoins"
+        );
     }
 
     #[tokio::test(start_paused = true)]

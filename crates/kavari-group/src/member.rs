@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kavari_wire::ResponseError;
 use kavari_wire::cluster::Cluster;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -108,8 +109,12 @@ impl GroupMember {
     }
 
     /// Commits `offsets` (next offset to read, per partition) under the
-    /// current generation. A stale generation makes the member rejoin and
-    /// returns the error; the caller does not retry it.
+    /// current generation and returns the broker's answer; the caller does
+    /// not retry a refusal. A commit refused as stale makes the member
+    /// rejoin only while that generation is still its own: during a
+    /// rebalance (`REBALANCE_IN_PROGRESS`) or after one replaced it, the
+    /// rebalance settles the membership, and rejoining again would start
+    /// another.
     pub async fn commit(&self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), GroupError> {
         let generation = {
             let state = self.state.borrow();
@@ -121,10 +126,12 @@ impl GroupMember {
         let result = self.store.commit(offsets, &generation).await;
         if let Err(e) = &result
             && e.needs_rejoin()
+            && e.response_error() != Some(ResponseError::RebalanceInProgress)
         {
-            let _ = self
-                .commands
-                .send(Command::Rejoin(format!("commit failed: {e}")));
+            let _ = self.commands.send(Command::CommitRefused {
+                generation: generation.generation_id,
+                reason: format!("commit failed: {e}"),
+            });
         }
         result
     }
