@@ -438,3 +438,36 @@ async fn an_unreachable_cluster_logs_a_bounded_number_of_lines() {
     assert!(lines.len() <= 6, "{} lines in 20 s", lines.len());
     drop(m);
 }
+
+/// The broker goes away for 15 s under a running consumer: the fetch
+/// engine and the partitions say so in a few lines that count the
+/// failures, not in a line per retry.
+#[tokio::test]
+async fn a_broker_outage_under_a_consumer_logs_a_bounded_number_of_lines() {
+    let (captured, _guard) = kavari_tests::CapturedLogs::warnings();
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Job::TOPIC, 2).await;
+    let proxy = broker.proxy().expect("proxy");
+    let handled = Shared::default();
+    let m = consumer(&broker, &unique_name("quiet"), &handled).await;
+    eventually(Duration::from_secs(30), "the consumer ready", || {
+        let h = m.health();
+        h.ready && h.partitions.len() == 2
+    })
+    .await;
+    let before = captured.lines().len();
+    proxy.refuse();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    proxy.heal();
+    let lines = captured.lines();
+    let during: Vec<&String> = lines[before..]
+        .iter()
+        .filter(|l| l.contains("kavari_wire::fetcher") || l.contains("consume::worker"))
+        .collect();
+    eprintln!(
+        "{} fetch lines in 15 s:\n{}",
+        during.len(),
+        lines[before..].join("\n")
+    );
+    assert!(during.len() <= 4, "{} fetch lines in 15 s", during.len());
+    drop(m);
+}

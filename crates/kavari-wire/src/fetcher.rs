@@ -26,6 +26,7 @@ use crate::backoff::Backoff;
 use crate::cluster::{Cluster, Lane};
 use crate::fetch::{FetchLimits, FetchPosition, PartitionResponse, fetch};
 use crate::list_offsets::{OffsetSpec, list_offset};
+use crate::log_rate::LogRate;
 use crate::record_batch::read::FetchedRecord;
 use crate::{TopicPartition, WireError, is_retriable_code, needs_metadata_refresh};
 
@@ -93,7 +94,13 @@ struct Shared {
     buffered_total: AtomicUsize,
     next_id: AtomicU64,
     wake: Notify,
+    /// Retried failures are logged once per cause (and broker) and
+    /// [`LOG_EVERY`], with how many they stand for.
+    log: LogRate<(&'static str, i32)>,
 }
+
+/// How often one kind of retried fetch failure is logged at most.
+const LOG_EVERY: Duration = Duration::from_secs(30);
 
 impl Shared {
     fn feeds(&self) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, Feed>> {
@@ -174,6 +181,7 @@ impl Fetcher {
             buffered_total: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             wake: Notify::new(),
+            log: LogRate::new(LOG_EVERY),
         });
         let task = tokio::spawn(run(Arc::clone(&shared)));
         Self { shared, task }
@@ -290,7 +298,9 @@ async fn run(shared: Arc<Shared>) {
                     stale = false;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "fetch: metadata lookup failed; retrying");
+                    if let Some(n) = shared.log.admit(("metadata", -1)) {
+                        tracing::warn!(error = %e, failures = n, "fetch: metadata lookup failed; retrying");
+                    }
                     tokio::time::sleep(backoff.next()).await;
                     continue;
                 }
@@ -346,7 +356,9 @@ async fn run(shared: Arc<Shared>) {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(broker, error = %e, partitions = positions.len(), "fetch failed; retrying");
+                    if let Some(n) = shared.log.admit(("fetch", broker)) {
+                        tracing::warn!(broker, error = %e, partitions = positions.len(), failures = n, "fetch failed; retrying");
+                    }
                     stale = true;
                     trouble = true;
                 }
@@ -439,7 +451,9 @@ async fn deliver(shared: &Shared, part: PartitionResponse, asked: i64, stale: &m
                     false
                 }
                 Err(e) => {
-                    tracing::warn!(partition = %tp, error = %e, "offset reset failed; retrying");
+                    if let Some(n) = shared.log.admit(("offset reset", -1)) {
+                        tracing::warn!(partition = %tp, error = %e, failures = n, "offset reset failed; retrying");
+                    }
                     true
                 }
             };

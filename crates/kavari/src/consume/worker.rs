@@ -177,6 +177,8 @@ impl Worker {
     /// The committed offset, or the reset policy's; retried until stopped.
     async fn start(&mut self) -> Option<i64> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut failures = 0u32;
+        let mut logged: Option<Instant> = None;
         loop {
             if self.stopping() {
                 return None;
@@ -185,7 +187,12 @@ impl Worker {
                 Ok(Some(started)) => return Some(started),
                 Ok(None) => return None,
                 Err(e) => {
-                    tracing::warn!(partition = %self.tp, error = %e, "cannot start the partition yet; retrying");
+                    failures += 1;
+                    // The first failure, then a reminder every 30 s.
+                    if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                        logged = Some(Instant::now());
+                        tracing::warn!(partition = %self.tp, error = %e, attempts = failures, "cannot start the partition yet; retrying");
+                    }
                     self.update(|h| h.error = Some(e.clone()));
                 }
             }
