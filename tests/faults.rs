@@ -305,8 +305,35 @@ async fn silent_partition_longer_than_the_session_timeout() {
 /// Publishes while, at random, consumers restart, the broker restarts and
 /// the proxy cuts every connection. `KAVARI_CHAOS_SECS` lengthens the run
 /// (default 20 s); `KAVARI_CHAOS_SEED` replays one.
+/// A consumer of `group`, with cooperative-sticky assignment when asked.
+async fn member(broker: &KafkaBroker, group: &str, handled: &Shared, cooperative: bool) -> Kavari {
+    let mut b = builder(broker, group);
+    if cooperative {
+        b = b.assignors(vec![Arc::new(kavari::assignor::CooperativeStickyAssignor)]);
+    }
+    let m = b.build().await.expect("build");
+    m.subscribe::<Job, _>(Record(Arc::clone(handled)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    m
+}
+
 #[tokio::test]
 async fn seeded_chaos_loses_nothing() {
+    chaos(false).await;
+}
+
+/// The chaos run with cooperative-sticky members: incremental rebalances
+/// (partitions that stay are never revoked) under the same faults.
+#[tokio::test]
+async fn seeded_chaos_with_cooperative_members_loses_nothing() {
+    chaos(true).await;
+}
+
+/// Members restarted, the broker killed and restarted, every connection
+/// cut, at seeded random times, while a publisher runs: every acknowledged
+/// publish is handled.
+async fn chaos(cooperative: bool) {
     init_tracing();
     let seed: u64 = std::env::var("KAVARI_CHAOS_SEED")
         .ok()
@@ -316,7 +343,9 @@ async fn seeded_chaos_loses_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    eprintln!("chaos: seed={seed} secs={secs} (replay with KAVARI_CHAOS_SEED={seed})");
+    eprintln!(
+        "chaos: seed={seed} secs={secs} cooperative={cooperative} (replay with KAVARI_CHAOS_SEED={seed})"
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     let proxied_file = KafkaBroker::builder().storage(Storage::File).behind_proxy();
@@ -326,7 +355,7 @@ async fn seeded_chaos_loses_nothing() {
     let handled = Shared::default();
     let mut consumers = Vec::new();
     for _ in 0..3 {
-        consumers.push(consumer(&broker, &group, &handled).await);
+        consumers.push(member(&broker, &group, &handled, cooperative).await);
     }
     let publisher = builder(&broker, &group).build().await.expect("publisher");
     let total = secs * 100;
@@ -340,8 +369,8 @@ async fn seeded_chaos_loses_nothing() {
             0 => {
                 let i = rng.random_range(0..consumers.len());
                 actions.push(format!("restart consumer {i}"));
-                let old =
-                    std::mem::replace(&mut consumers[i], consumer(&broker, &group, &handled).await);
+                let fresh = member(&broker, &group, &handled, cooperative).await;
+                let old = std::mem::replace(&mut consumers[i], fresh);
                 let _ = old.shutdown().await;
             }
             1 => {
