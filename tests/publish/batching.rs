@@ -1,0 +1,189 @@
+//! Batching: concurrent publishes share requests, pipelined batches,
+//! backpressure in records and bytes per partition.
+
+use super::*;
+
+#[tokio::test]
+async fn concurrent_publishes_share_produce_requests() {
+    let topic = unique_name("batched");
+    let (broker, manager) = setup(&[(&topic, 3)], |b| b.linger(Duration::from_millis(20))).await;
+
+    let publishes = (0..1000).map(|i| manager.publish_encoded(to_topic(&order(i), &topic)));
+    let results = futures::future::join_all(publishes).await;
+    let mut seen = HashSet::new();
+    for r in results {
+        let d = r.expect("publish");
+        assert!(
+            seen.insert((d.partition, d.offset)),
+            "duplicate offset {d:?}"
+        );
+    }
+    assert_eq!(seen.len(), 1000);
+    let stats = manager.publish_stats();
+    assert_eq!(stats.records_acknowledged, 1000);
+    assert!(
+        stats.produce_requests <= 100,
+        "1,000 publishes took {} produce requests",
+        stats.produce_requests
+    );
+    assert_eq!(fetch_topic(broker, &topic, 3).await.len(), 1000);
+
+    // publish_batch: one result per message, in order.
+    let batch: Vec<OrderPlaced> = (0..10).map(order).collect();
+    let manager2 = Kavari::builder(broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+    broker.create_topic("orders", 3).await.ok();
+    let results = manager2.publish_batch(&batch).await;
+    assert_eq!(results.len(), 10);
+    for (i, r) in results.into_iter().enumerate() {
+        let d = r.expect("publish_batch");
+        assert_eq!(d.topic, "orders");
+        let key = format!("o-{i}");
+        assert_eq!(d.partition, (murmur2(key.as_bytes()) & 0x7fff_ffff) % 3);
+    }
+}
+
+/// Many small batches of one partition travel at once on one connection:
+/// each publish's offset is the offset of its own record.
+#[tokio::test]
+async fn pipelined_batches_give_every_publish_its_own_offset() {
+    let topic = unique_name("pipelined");
+    let (broker, manager) = setup(&[(&topic, 1)], |b| {
+        b.linger(Duration::from_millis(1)).max_batch_bytes(2 * 1024)
+    })
+    .await;
+    let n = 3_000;
+    let publishes = (0..n).map(|i| manager.publish_encoded(to_topic(&order(i), &topic)));
+    let results = futures::future::join_all(publishes).await;
+    let stats = manager.publish_stats();
+    assert!(
+        stats.produce_requests >= 100,
+        "only {} requests: batches too large to pipeline",
+        stats.produce_requests
+    );
+    let records: HashMap<i64, OrderPlaced> = fetch_topic(broker, &topic, 1)
+        .await
+        .into_iter()
+        .map(|(_, r)| {
+            let value = r.record.value.expect("value");
+            (
+                r.offset,
+                kavari::codec::decode_value(&value).expect("decode"),
+            )
+        })
+        .collect();
+    assert_eq!(records.len(), n);
+    for (i, r) in results.into_iter().enumerate() {
+        let d = r.expect("publish");
+        assert_eq!(
+            records[&d.offset],
+            order(i),
+            "offset {} of publish {i}",
+            d.offset
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "publish.backpressure")]
+struct Tick {
+    #[kavari(key)]
+    id: u32,
+    seq: u32,
+}
+
+/// A partition holding `max_queued_per_partition` unsent records makes
+/// typed publishes wait (on the general path) instead of failing or growing
+/// without bound. Every publish lands once, as its own record.
+#[tokio::test]
+async fn typed_publishes_wait_for_room_when_a_partition_is_full() {
+    let (broker, manager) = setup(&[(Tick::TOPIC, 1)], |b| {
+        b.max_queued_per_partition(8)
+            .linger(Duration::from_millis(20))
+    })
+    .await;
+    let ticks: Vec<Tick> = (0..400).map(|seq| Tick { id: 7, seq }).collect();
+    // The first publish looks the topic up; the rest find it known and
+    // fill the partition on the typed path until it is full.
+    let mut results = vec![manager.publish(&ticks[0]).await];
+    results.extend(futures::future::join_all(ticks[1..].iter().map(|t| manager.publish(t))).await);
+    let records = fetch_topic(broker, Tick::TOPIC, 1).await;
+    let mut offsets = HashSet::new();
+    for (tick, r) in ticks.iter().zip(results) {
+        let d = r.expect("publish");
+        assert!(offsets.insert(d.offset), "offset {} twice", d.offset);
+        let back: Tick = value_of(delivered(&records, 0, d.offset));
+        assert_eq!(&back, tick, "offset {} holds its own publish", d.offset);
+    }
+    let stats = manager.publish_stats();
+    assert_eq!(stats.records_acknowledged, 400);
+    assert!(
+        stats.produce_requests >= 400 / 8,
+        "at most 8 queued records per request: {} requests",
+        stats.produce_requests
+    );
+
+    // The bulk path waits alike, and keeps the call's order.
+    let more: Vec<Tick> = (400..800).map(|seq| Tick { id: 7, seq }).collect();
+    let offsets = batch_in_order(&manager, &more).await;
+    let records = fetch_topic(broker, Tick::TOPIC, 1).await;
+    for (tick, offset) in more.iter().zip(&offsets) {
+        assert_eq!(&value_of::<Tick>(delivered(&records, 0, *offset)), tick);
+    }
+    manager.shutdown().await.expect("shutdown");
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "publish.byte-bound")]
+struct Blob {
+    #[kavari(key)]
+    id: u32,
+    seq: u32,
+    body: String,
+}
+
+/// `max_queued_bytes_per_partition` bounds the unsent bytes of a partition
+/// (as Java's `buffer.memory`): with room for about four 1 KiB records,
+/// 200 concurrent publishes wait their turn, travel at most four to a
+/// request, and all land; a record larger than the bound still goes, alone.
+#[tokio::test]
+async fn queued_bytes_are_bounded_per_partition() {
+    let (broker, manager) = setup(&[(Blob::TOPIC, 1)], |b| {
+        b.max_queued_bytes_per_partition(4 * 1024 + 512)
+            .linger(Duration::from_millis(20))
+    })
+    .await;
+    let blob = |seq| Blob {
+        id: 1,
+        seq,
+        body: "x".repeat(1_000),
+    };
+    manager.publish(&blob(0)).await.expect("first publish");
+    let before = manager.publish_stats();
+    let blobs: Vec<Blob> = (1..=200).map(blob).collect();
+    let results = futures::future::join_all(blobs.iter().map(|b| manager.publish(b))).await;
+    let records = fetch_topic(broker, Blob::TOPIC, 1).await;
+    for (b, r) in blobs.iter().zip(results) {
+        let d = r.expect("publish");
+        assert_eq!(&value_of::<Blob>(delivered(&records, 0, d.offset)), b);
+    }
+    let requests = manager.publish_stats().produce_requests - before.produce_requests;
+    assert!(
+        requests >= 200 / 4,
+        "200 records of 1 KiB with 4.5 KiB queued at most: {requests} requests"
+    );
+    let big = Blob {
+        id: 1,
+        seq: 999,
+        body: "x".repeat(10_000),
+    };
+    let d = manager
+        .publish(&big)
+        .await
+        .expect("a record over the bound");
+    let records = fetch_topic(broker, Blob::TOPIC, 1).await;
+    assert_eq!(value_of::<Blob>(delivered(&records, 0, d.offset)), big);
+    manager.shutdown().await.expect("shutdown");
+}
