@@ -2,20 +2,6 @@
 
 use super::*;
 
-#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
-#[kavari(topic = "latest.events")]
-struct Fresh {
-    n: u32,
-}
-
-struct CountFresh(Arc<Mutex<Vec<u32>>>);
-impl MessageHandler<Fresh> for CountFresh {
-    async fn handle(&self, f: Fresh, _: &MessageContext) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().push(f.n);
-        Ok(())
-    }
-}
-
 /// A member with `Latest` gets an empty partition and handles nothing
 /// before it leaves; what is written before the next member starts is
 /// still handled: the reset position was committed, so the next owner does
@@ -24,7 +10,7 @@ impl MessageHandler<Fresh> for CountFresh {
 async fn latest_commits_its_reset_position_so_a_handover_skips_nothing() {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
-    let (prefix, _) = prefixed_topic::<Fresh>(broker, 1).await;
+    let (prefix, _) = prefixed_topic::<Numbered>(broker, 1).await;
     let group = unique_name("latest");
     let member = || {
         consumer(broker, &group)
@@ -35,7 +21,7 @@ async fn latest_commits_its_reset_position_so_a_handover_skips_nothing() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let first = member().await.expect("build");
     first
-        .subscribe::<Fresh, _>(CountFresh(Arc::clone(&seen)))
+        .subscribe::<Numbered, _>(Numbers(Arc::clone(&seen)))
         .expect("subscribe");
     first.start().await.expect("start");
     eventually(WAIT, "the first member consumes from the log end", || {
@@ -46,10 +32,10 @@ async fn latest_commits_its_reset_position_so_a_handover_skips_nothing() {
 
     let second = member().await.expect("build");
     for n in 0..5 {
-        second.publish(&Fresh { n }).await.expect("publish");
+        second.publish(&Numbered { n }).await.expect("publish");
     }
     second
-        .subscribe::<Fresh, _>(CountFresh(Arc::clone(&seen)))
+        .subscribe::<Numbered, _>(Numbers(Arc::clone(&seen)))
         .expect("subscribe");
     second.start().await.expect("start");
     eventually(Duration::from_secs(20), "the five records handled", || {

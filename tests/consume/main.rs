@@ -47,6 +47,22 @@ async fn committed(
     out
 }
 
+/// A numbered event; tests give it a topic of their own with a prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "numbered.events")]
+struct Numbered {
+    n: u32,
+}
+
+/// Records the numbers it handles, in order.
+struct Numbers(Arc<Mutex<Vec<u32>>>);
+impl MessageHandler<Numbered> for Numbers {
+    async fn handle(&self, e: Numbered, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(e.n);
+        Ok(())
+    }
+}
+
 mod blocked;
 mod crash;
 mod dispatch;

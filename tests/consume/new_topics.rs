@@ -2,20 +2,6 @@
 
 use super::*;
 
-#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
-#[kavari(topic = "later.events")]
-struct Later {
-    n: u32,
-}
-
-struct CountLater(Arc<Mutex<Vec<u32>>>);
-impl MessageHandler<Later> for CountLater {
-    async fn handle(&self, l: Later, _: &MessageContext) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().push(l.n);
-        Ok(())
-    }
-}
-
 /// A member subscribed to a topic that does not exist yet gets its
 /// partitions once it is created: the leader looks the topics up every
 /// `metadata_max_age` and rebalances when they changed.
@@ -24,7 +10,7 @@ async fn a_subscribed_topic_created_later_is_consumed() {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
     let prefix = format!("{}.", unique_name("later"));
-    let topic = format!("{prefix}{}", Later::TOPIC);
+    let topic = format!("{prefix}{}", Numbered::TOPIC);
     let m = consumer(broker, &unique_name("later"))
         .topic_prefix(&prefix)
         .metadata_max_age(Duration::from_secs(1))
@@ -32,7 +18,7 @@ async fn a_subscribed_topic_created_later_is_consumed() {
         .await
         .expect("build");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    m.subscribe::<Later, _>(CountLater(Arc::clone(&seen)))
+    m.subscribe::<Numbered, _>(Numbers(Arc::clone(&seen)))
         .expect("subscribe");
     m.start().await.expect("start");
     eventually(WAIT, "the group formed", || {
@@ -42,7 +28,7 @@ async fn a_subscribed_topic_created_later_is_consumed() {
     assert!(m.health().partitions.is_empty(), "nothing to assign yet");
     broker.create_topic(&topic, 2).await.expect("topic");
     for n in 0..4 {
-        m.publish(&Later { n }).await.expect("publish");
+        m.publish(&Numbered { n }).await.expect("publish");
     }
     eventually(WAIT, "the new topic's records handled", || {
         seen.lock().unwrap().len() == 4

@@ -159,39 +159,35 @@ def publish_text(bootstrap, topic, n):
     print(json.dumps({"published": n}), flush=True)
 
 
-def decode_int(bootstrap, topic, count):
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": "kavari-python-decoder",
-        "enable.auto.commit": False,
-    })
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    deserializer = KafkaMessageDeserializer()
-    seen = 0
-    deadline = time.time() + 60
-    while seen < count and time.time() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None or msg.error():
-            continue
-        print(json.dumps({"payload": deserializer.deserialize(msg.value(), Counted)}), flush=True)
-        seen += 1
-    consumer.close()
-
-
-def decode(bootstrap, topic, partitions, count):
+def records(bootstrap, topic, partitions, count):
+    """The first COUNT records of the topic's partitions from offset 0
+    (60 s at most)."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": "kavari-python-decoder",
         "enable.auto.commit": False,
     })
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    deserializer = KafkaMessageDeserializer()
     seen = 0
     deadline = time.time() + 60
     while seen < count and time.time() < deadline:
         msg = consumer.poll(0.5)
         if msg is None or msg.error():
             continue
+        yield msg
+        seen += 1
+    consumer.close()
+
+
+def decode_int(bootstrap, topic, count):
+    deserializer = KafkaMessageDeserializer()
+    for msg in records(bootstrap, topic, 1, count):
+        print(json.dumps({"payload": deserializer.deserialize(msg.value(), Counted)}), flush=True)
+
+
+def decode(bootstrap, topic, partitions, count):
+    deserializer = KafkaMessageDeserializer()
+    for msg in records(bootstrap, topic, partitions, count):
         payload = deserializer.deserialize(msg.value(), ShipmentSent)
         headers = {k: v.decode() for k, v in (msg.headers() or [])}
         print(json.dumps({
@@ -200,8 +196,6 @@ def decode(bootstrap, topic, partitions, count):
             "headers": headers,
             "payload": dataclasses.asdict(payload),
         }, ensure_ascii=False), flush=True)
-        seen += 1
-    consumer.close()
 
 
 if __name__ == "__main__":
