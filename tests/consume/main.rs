@@ -73,4 +73,5 @@ mod poison;
 mod restart;
 mod retries;
 mod shutdown;
+mod stuck;
 mod topics;

@@ -145,6 +145,14 @@ impl GroupMember {
         self.store.committed(partitions).await
     }
 
+    /// Leaves the group at once, giving up every partition as lost (no
+    /// revocation: a `Lost` event), so the coordinator hands them to other
+    /// members now; then joins again as a new member. For a consumer whose
+    /// handler is stuck (the `max.poll.interval.ms` rule).
+    pub fn step_aside(&self, reason: impl Into<String>) {
+        let _ = self.commands.send(Command::StepAside(reason.into()));
+    }
+
     /// Asks the member to rejoin the group.
     pub fn request_rejoin(&self, reason: impl Into<String>) {
         let _ = self.commands.send(Command::Rejoin(reason.into()));

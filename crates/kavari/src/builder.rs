@@ -185,6 +185,17 @@ impl KavariBuilder {
         self
     }
 
+    /// The longest one record's handling (its handlers with their retries)
+    /// may take, as Kafka's `max.poll.interval.ms`. Past it the partition
+    /// shows as stuck in `health()`, and the member leaves the group so its
+    /// partitions move to other members: its workers are stopped (the stuck
+    /// handler's future is dropped) and nothing past the handled prefix is
+    /// committed; it then joins again. Default: 5 min.
+    pub fn max_handler_time(mut self, limit: Duration) -> Self {
+        self.consumer.max_handler_time = limit;
+        self
+    }
+
     /// Kafka's `metadata.max.age.ms`: how often the group's leader looks the
     /// subscribed topics up again and rebalances when partitions were added
     /// or a subscribed topic was created since the last assignment.
@@ -408,6 +419,9 @@ impl KavariBuilder {
                 "fetch_max_bytes, max_partition_fetch_bytes and queued_max_bytes must be above zero, fetch_min_bytes not below"
                     .into(),
             ));
+        }
+        if self.consumer.max_handler_time.is_zero() {
+            return Err(ConfigError("max_handler_time must be above zero".into()));
         }
         if self.consumer.metadata_max_age.is_zero() {
             return Err(ConfigError("metadata_max_age must be above zero".into()));

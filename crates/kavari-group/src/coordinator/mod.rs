@@ -29,6 +29,10 @@ pub(crate) enum Command {
     /// generation a rebalance has since replaced says nothing about the new
     /// one, and rejoining for it would start another rebalance.
     CommitRefused { generation: i32, reason: String },
+    /// Leave the group at once, giving up every partition without a
+    /// revocation (a handler is stuck past `max_handler_time`, so the
+    /// partitions must move now), then join again as a new member.
+    StepAside(String),
     /// Give up partitions (committing through the runtime), leave, stop.
     Leave(oneshot::Sender<()>),
 }
@@ -36,6 +40,7 @@ pub(crate) enum Command {
 /// How the heartbeat loop ended.
 enum StableExit {
     Rejoin(String),
+    StepAside(String),
     Error(GroupError),
     Leave(Option<oneshot::Sender<()>>),
 }
@@ -209,6 +214,7 @@ impl<A: GroupApi> Coordinator<A> {
             match self.stable().await {
                 StableExit::Leave(done) => return self.leave(done).await,
                 StableExit::Rejoin(reason) => self.rejoin = Some(reason),
+                StableExit::StepAside(reason) => self.step_aside(reason).await,
                 StableExit::Error(e) => {
                     if self.on_error(e)?
                         && let Some(done) = self.pause().await
@@ -283,6 +289,8 @@ impl<A: GroupApi> Coordinator<A> {
                             self.rejoin = Some(reason);
                         }
                     }
+                    // Not in a generation: nothing to give up.
+                    Some(Command::StepAside(_)) => {}
                     Some(Command::Leave(done)) => return Some(Some(done)),
                     None => return Some(None),
                 }
@@ -624,11 +632,29 @@ impl<A: GroupApi> Coordinator<A> {
                             return StableExit::Rejoin(reason);
                         }
                     }
+                    Some(Command::StepAside(reason)) => return StableExit::StepAside(reason),
                     Some(Command::Leave(done)) => return StableExit::Leave(Some(done)),
                     None => return StableExit::Leave(None),
                 }
             }
         }
+    }
+
+    /// Gives every partition up as lost (the runtime stops its workers
+    /// without committing), sends LeaveGroup so the coordinator hands them
+    /// to other members now, and joins again as a new member.
+    async fn step_aside(&mut self, reason: String) {
+        tracing::warn!(group = %self.group(), why = %reason, "leaving the group so the partitions move");
+        let generation = self.generation.clone();
+        self.lose(&reason);
+        if let Some(g) = generation
+            && self.config.group_instance_id.is_none()
+            && let Err(e) = self.api.leave_group(&g).await
+        {
+            tracing::warn!(group = %self.group(), error = %e, "LeaveGroup failed; the coordinator drops the member after the session timeout");
+        }
+        self.member_id.clear();
+        self.rejoin = Some(format!("rejoining after stepping aside: {reason}"));
     }
 
     /// Releases partitions (the runtime commits), leaves (dynamic members

@@ -497,3 +497,39 @@ fn withheld_partitions_are_those_changing_owner() {
     assert_eq!(assignment["a"], [tp(0)]);
     assert_eq!(assignment["b"], [tp(2)], "p1 waits for a to release it");
 }
+
+/// Stepping aside (a stuck handler): the partitions are lost at once (no
+/// revocation to wait for), LeaveGroup tells the coordinator to move them,
+/// and the member joins again as a new one.
+#[tokio::test(start_paused = true)]
+async fn stepping_aside_loses_the_partitions_leaves_and_rejoins_as_new() {
+    let api = ScriptedApi::default();
+    {
+        let mut s = api.script();
+        s.join.push_back(joined("m1", 1, "m1", "range"));
+        s.sync.push_back(assignment(&[0, 1]));
+        s.join.push_back(joined("m2", 3, "m2", "range"));
+        s.sync.push_back(assignment(&[0, 1]));
+    }
+    let mut h = start(api, |_| {});
+    h.assigned().await;
+    h.commands
+        .send(Command::StepAside("a handler is stuck".into()))
+        .unwrap();
+    match h.event().await {
+        GroupEvent::Lost { partitions } => assert_eq!(partitions, [tp(0), tp(1)]),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    let (_, all, generation) = h.assigned().await;
+    assert_eq!((all, generation), (vec![tp(0), tp(1)], 3));
+    let calls = h.api.calls();
+    assert!(calls.contains(&Call::Leave {
+        member_id: "m1".into()
+    }));
+    let joins = h.api.joins();
+    assert!(
+        matches!(&joins[1], Call::Join { member_id, reason, .. }
+            if member_id.is_empty() && reason.contains("a handler is stuck")),
+        "{joins:?}"
+    );
+}

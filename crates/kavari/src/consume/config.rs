@@ -64,6 +64,7 @@ pub(crate) struct ConsumerConfig {
     pub(crate) delivery_retry: Arc<dyn RetryPolicy>,
     pub(crate) give_up_after: Option<Duration>,
     pub(crate) metadata_max_age: Duration,
+    pub(crate) max_handler_time: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -88,6 +89,7 @@ impl Default for ConsumerConfig {
             delivery_retry: Arc::new(FibonacciRetryPolicy::new(3)),
             give_up_after: None,
             metadata_max_age: Duration::from_secs(300),
+            max_handler_time: Duration::from_secs(300),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use kavari_group::TopicPartition;
 use kavari_wire::backoff::Backoff;
 use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
@@ -31,6 +32,26 @@ pub(crate) enum Disposition {
 #[derive(Debug)]
 pub(crate) struct Undelivered;
 
+/// When the handler now running began: a worker reads it to tell a stuck
+/// handler (past `max_handler_time`) from a record that waits for another
+/// reason (retry delays, a dead letter, a `Block` policy).
+#[derive(Debug, Default)]
+pub(crate) struct HandlerClock(std::sync::Mutex<Option<tokio::time::Instant>>);
+
+impl HandlerClock {
+    fn set(&self, started: Option<tokio::time::Instant>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = started;
+    }
+
+    /// How long the running handler has run; `None` between handlers.
+    pub(crate) fn running_for(&self) -> Option<Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+}
+
 /// What a dead letter is made of.
 struct Letter<'a> {
     topic: &'a str,
@@ -50,6 +71,7 @@ pub(crate) async fn deliver(
     ctx: &mut MessageContext,
     record: FetchedRecord,
     stop: &watch::Receiver<bool>,
+    clock: &HandlerClock,
 ) -> Result<Disposition, Undelivered> {
     let FetchedRecord {
         offset,
@@ -86,7 +108,19 @@ pub(crate) async fn deliver(
         let mut blocked: Option<Backoff> = None;
         loop {
             ctx.attempt = attempt;
-            let error = match handler.call(value, ctx).await {
+            // Handlers usually finish within their first poll: the clock is
+            // set only for one that does not.
+            let mut call = handler.call(value, ctx);
+            let outcome = match (&mut call).now_or_never() {
+                Some(outcome) => outcome,
+                None => {
+                    clock.set(Some(tokio::time::Instant::now()));
+                    let outcome = call.await;
+                    clock.set(None);
+                    outcome
+                }
+            };
+            let error = match outcome {
                 Outcome::Ok => break,
                 Outcome::Undecodable(reason) if i == 0 => {
                     // Every handler of the type would fail alike: poison.

@@ -14,7 +14,7 @@ use kavari_wire::list_offsets::OffsetSpec;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::dispatch::{Disposition, deliver};
+use super::dispatch::{Disposition, HandlerClock, deliver};
 use super::{OffsetReset, Shared};
 use crate::MessageContext;
 
@@ -68,6 +68,8 @@ impl Worker {
         let mut last_commit = Instant::now();
         // Owned apart from `self`, which commits while a record is delivered.
         let topic = self.tp.topic.clone();
+        // When the running handler began, for `max_handler_time`.
+        let clock = HandlerClock::default();
         // The position health shows; moving it stamps `last_progress`.
         let mut reported = start;
         let every_message = self.shared.config.commit_interval.is_zero();
@@ -128,7 +130,15 @@ impl Worker {
                 let offset = rec.offset;
                 let shared = Arc::clone(&self.shared);
                 let stop = self.stop.clone();
-                let delivery = deliver(&shared, &topic, self.tp.partition, &mut ctx, rec, &stop);
+                let delivery = deliver(
+                    &shared,
+                    &topic,
+                    self.tp.partition,
+                    &mut ctx,
+                    rec,
+                    &stop,
+                    &clock,
+                );
                 let mut delivery = std::pin::pin!(delivery);
                 // Usually ready at once; a record that takes longer (slow
                 // handler, retries, a dead letter that cannot be written
@@ -136,17 +146,27 @@ impl Worker {
                 // (Polled once first: no timer is set up for the common case.)
                 let outcome = match (&mut delivery).now_or_never() {
                     Some(outcome) => outcome,
-                    None => loop {
-                        tokio::select! {
-                            biased;
-                            outcome = &mut delivery => break outcome,
-                            _ = tokio::time::sleep_until(last_commit + tick) => {
-                                self.commit(position).await;
-                                last_commit = Instant::now();
-                                self.report_progress(position, &mut reported);
+                    None => {
+                        // A handler running past `max_handler_time` makes
+                        // the member step aside (once): the partitions move.
+                        let mut stepped_aside = false;
+                        loop {
+                            tokio::select! {
+                                biased;
+                                outcome = &mut delivery => break outcome,
+                                _ = tokio::time::sleep_until(last_commit + tick) => {
+                                    self.commit(position).await;
+                                    last_commit = Instant::now();
+                                    self.report_progress(position, &mut reported);
+                                    let max = self.shared.config.max_handler_time;
+                                    if !stepped_aside && clock.running_for().is_some_and(|t| t >= max) {
+                                        stepped_aside = true;
+                                        self.step_aside(offset, max);
+                                    }
+                                }
                             }
                         }
-                    },
+                    }
                 };
                 match outcome {
                     Ok(d) => {
@@ -237,6 +257,19 @@ impl Worker {
         });
         tracing::info!(partition = %self.tp, offset = start, committed = ?committed, "consuming");
         Ok(Some(start))
+    }
+
+    /// A handler has run past `max_handler_time` at `offset`: the partition
+    /// shows as stuck, and the member leaves the group so its partitions
+    /// move to other members (its workers, this one included, are stopped
+    /// without a commit past what was handled); it then joins again.
+    fn step_aside(&self, offset: i64, max: Duration) {
+        let why = format!(
+            "stuck at offset {offset}: a handler has run longer than max_handler_time ({max:?}); leaving the group so the partitions move"
+        );
+        tracing::error!(partition = %self.tp, offset, ?max, "a handler is stuck; leaving the group so the partitions move");
+        self.update(|h| h.error = Some(why.clone()));
+        self.shared.member.step_aside(why);
     }
 
     /// Shows `position` in health when it moved since the last report, and
