@@ -187,3 +187,56 @@ async fn queued_bytes_are_bounded_per_partition() {
     assert_eq!(value_of::<Blob>(delivered(&records, 0, d.offset)), big);
     manager.shutdown().await.expect("shutdown");
 }
+
+/// `buffer_memory` bounds the unsent bytes of all partitions together (as
+/// Java's `buffer.memory`): 200 concurrent 1 KiB publishes over 4
+/// partitions, with a long linger and room for about 8 KiB, never hold
+/// much more than that (a partition with nothing queued may take one
+/// record), and all land.
+#[tokio::test]
+async fn queued_bytes_are_bounded_for_the_whole_manager() {
+    let topic = unique_name("buffer-memory");
+    let (broker, manager) = setup(&[(&topic, 4)], |b| {
+        b.buffer_memory(8 * 1024).linger(Duration::from_millis(200))
+    })
+    .await;
+    let blobs: Vec<EncodedMessage> = (0..200)
+        .map(|seq| {
+            to_topic(
+                &Blob {
+                    id: seq,
+                    seq,
+                    body: "x".repeat(1_000),
+                },
+                &topic,
+            )
+        })
+        .collect();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let (manager, peak) = (manager.clone(), std::sync::Arc::clone(&peak));
+        tokio::spawn(async move {
+            loop {
+                let q = manager.publish_stats().queued_bytes;
+                peak.fetch_max(q, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let results =
+        futures::future::join_all(blobs.iter().cloned().map(|m| manager.publish_encoded(m))).await;
+    sampler.abort();
+    for r in results {
+        r.expect("publish");
+    }
+    let records = fetch_topic(broker, &topic, 4).await;
+    assert_eq!(records.len(), 200);
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    // 8 KiB, plus one ~1.1 KiB record per partition that had none queued.
+    assert!(
+        peak > 0 && peak <= 8 * 1024 + 4 * 1_200,
+        "peak of {peak} unsent bytes"
+    );
+    assert_eq!(manager.publish_stats().queued_bytes, 0);
+    manager.shutdown().await.expect("shutdown");
+}

@@ -363,11 +363,20 @@ impl KavariBuilder {
     }
 
     /// How many bytes of records each partition may hold waiting for a
-    /// batch before `publish` waits (backpressure), as the Java producer's
-    /// `buffer.memory` bounds its memory; a record larger than this still
-    /// goes, alone. Default: 32 MiB.
+    /// batch before `publish` waits (backpressure); a record larger than
+    /// this still goes, alone. [`buffer_memory`](Self::buffer_memory) bounds
+    /// all partitions together. Default: 32 MiB.
     pub fn max_queued_bytes_per_partition(mut self, bytes: usize) -> Self {
         self.producer.queue_capacity_bytes = bytes;
+        self
+    }
+
+    /// How many bytes of records all partitions together may hold waiting
+    /// to be sent before `publish` waits (backpressure), as the Java
+    /// producer's `buffer.memory`. A partition with nothing waiting still
+    /// takes one record. Default: 32 MiB.
+    pub fn buffer_memory(mut self, bytes: usize) -> Self {
+        self.producer.buffer_memory = bytes;
         self
     }
 
@@ -397,9 +406,12 @@ impl KavariBuilder {
                 "max_batch_bytes and max_message_bytes must be above zero".into(),
             ));
         }
-        if self.producer.queue_capacity == 0 || self.producer.queue_capacity_bytes == 0 {
+        if self.producer.queue_capacity == 0
+            || self.producer.queue_capacity_bytes == 0
+            || self.producer.buffer_memory == 0
+        {
             return Err(ConfigError(
-                "max_queued_per_partition and max_queued_bytes_per_partition must be above zero"
+                "max_queued_per_partition, max_queued_bytes_per_partition and buffer_memory must be above zero"
                     .into(),
             ));
         }

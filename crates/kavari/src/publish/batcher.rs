@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
@@ -45,6 +45,9 @@ pub(crate) struct ProduceCounters {
     pub(crate) requests: AtomicU64,
     pub(crate) records: AtomicU64,
     pub(crate) failed_requests: AtomicU64,
+    /// Bytes of unsent records in every partition of the manager, bounded
+    /// by `buffer_memory`.
+    pub(crate) queued_bytes: AtomicUsize,
 }
 
 /// What became of one batch: its base offset, or the error every record
@@ -109,6 +112,8 @@ struct State {
 struct Queue {
     topic: String,
     partition: i32,
+    /// The manager's counters: the unsent bytes of all partitions.
+    counters: Arc<ProduceCounters>,
     state: Mutex<State>,
     /// Wakes the sender: a first record, a full batch, a close.
     work: Notify,
@@ -149,6 +154,7 @@ impl Batcher {
         let queue = Arc::new(Queue {
             topic,
             partition,
+            counters: Arc::clone(&counters),
             state: Mutex::new(State {
                 max_batch_bytes: config.max_batch_bytes,
                 ..State::default()
@@ -189,9 +195,14 @@ impl Batcher {
         if st.closed {
             return Err(ProduceError::shutting_down());
         }
-        // A record larger than the byte bound still goes, alone.
-        let no_room_for_bytes =
-            st.queued > 0 && st.queued_bytes + bound > self.config.queue_capacity_bytes;
+        // A record larger than the byte bounds still goes, alone (and a
+        // partition with nothing queued always takes one record, so the
+        // manager-wide bound never starves a partition: its own sends free
+        // the room it waits for).
+        let manager_bytes = self.queue.counters.queued_bytes.load(Ordering::Relaxed);
+        let no_room_for_bytes = st.queued > 0
+            && (st.queued_bytes + bound > self.config.queue_capacity_bytes
+                || manager_bytes + bound > self.config.buffer_memory);
         if st.queued >= self.config.queue_capacity || no_room_for_bytes {
             return Ok(None);
         }
@@ -221,6 +232,10 @@ impl Batcher {
         let wake = index == 0 || batch.records.size() >= max || many;
         let outcome = Arc::clone(&batch.outcome);
         st.queued_bytes += grown;
+        self.queue
+            .counters
+            .queued_bytes
+            .fetch_add(grown, Ordering::Relaxed);
         drop(st);
         if wake {
             self.queue.work.notify_one();
@@ -481,6 +496,7 @@ async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Option<OpenBa
                         if let Some(b) = st.batches.pop_front() {
                             st.queued -= b.records.len();
                             st.queued_bytes = st.queued_bytes.saturating_sub(b.records.size());
+                            sub_saturating(&queue.counters.queued_bytes, b.records.size());
                             st.last_batch_bytes = b.records.size();
                             drop(st);
                             queue.space.notify_waiters();
@@ -540,6 +556,13 @@ fn base_offset(
     Ok(answer.base_offset)
 }
 
+/// Takes `n` from `counter`, stopping at zero.
+fn sub_saturating(counter: &AtomicUsize, n: usize) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,6 +572,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_partition_gives_its_spare_buffer_back() {
         let queue = Arc::new(Queue {
+            counters: Arc::default(),
             topic: "t".into(),
             partition: 0,
             state: Mutex::new(State {

@@ -45,6 +45,9 @@ pub struct PublishStats {
     pub retries: u64,
     /// Messages written to a dead-letter topic.
     pub dead_lettered: u64,
+    /// Bytes of records waiting to be sent now, all partitions together
+    /// (bounded by `buffer_memory`).
+    pub queued_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -195,6 +198,7 @@ impl Publisher {
             failed_requests: self.counters.failed_requests.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed) as u64,
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed) as u64,
+            queued_bytes: self.counters.queued_bytes.load(Ordering::Relaxed) as u64,
         }
     }
 
