@@ -110,7 +110,9 @@ impl MessageContext {
 /// Like `anyhow::Error`, it is not itself a `std::error::Error` (the
 /// conversion from every error could not exist if it were), but it derefs to
 /// one: `err.source()`, `err.to_string()` and `&*err` work as on the error it
-/// holds, and [`into_boxed`](Self::into_boxed) hands that error over. Its
+/// holds; [`into_error`](Self::into_error) makes it a concrete
+/// `std::error::Error` ([`HandlerFailure`]) and
+/// [`into_boxed`](Self::into_boxed) hands the error it holds over. Its
 /// alternate form `{:#}` prints the whole chain, `outer: cause: root`, as
 /// the dead-letter record's `original_error` header does.
 pub struct HandlerError {
@@ -145,15 +147,47 @@ impl HandlerError {
     }
 
     /// The error this holds, for a caller that wants it back as a
-    /// `std::error::Error`.
+    /// `std::error::Error` trait object.
     pub fn into_boxed(self) -> Box<dyn std::error::Error + Send + Sync + 'static> {
         self.error
+    }
+
+    /// This error as a [`HandlerFailure`]: a concrete `std::error::Error`
+    /// value, for an API that takes `E: Error` (a `#[source]` field, a
+    /// generic error parameter).
+    pub fn into_error(self) -> HandlerFailure {
+        HandlerFailure(self)
     }
 
     /// The error and its causes, outermost first.
     pub fn chain(&self) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
         let first: &(dyn std::error::Error + 'static) = &*self.error;
         std::iter::successors(Some(first), |e| e.source())
+    }
+}
+
+/// A [`HandlerError`] as a `std::error::Error`
+/// ([`HandlerError::into_error`]): shows the same message, with the same
+/// causes behind `source()`, and keeps whether it is retriable.
+#[derive(Debug)]
+pub struct HandlerFailure(HandlerError);
+
+impl HandlerFailure {
+    /// Whether the delivery retry policy applied to the error.
+    pub fn is_retriable(&self) -> bool {
+        self.0.retriable
+    }
+}
+
+impl fmt::Display for HandlerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for HandlerFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.error.source()
     }
 }
 
@@ -264,6 +298,25 @@ mod tests {
         let e = handler().unwrap_err();
         assert_eq!(format!("{e:#}"), "loading the order: no such customer");
         assert!(e.is_retriable());
+    }
+
+    /// Where a concrete `std::error::Error` is required.
+    #[test]
+    fn into_error_is_a_std_error_with_the_same_chain() {
+        fn takes_an_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> String {
+            let mut out = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                out.push_str(" <- ");
+                out.push_str(&c.to_string());
+                cause = c.source();
+            }
+            out
+        }
+        let e = HandlerError::from(Outer(std::io::Error::other("disk gone"))).no_retry();
+        let failure = e.into_error();
+        assert!(!failure.is_retriable());
+        assert_eq!(takes_an_error(failure), "reading the order <- disk gone");
     }
 
     /// A cause that a thiserror `{0}` message already shows is not printed

@@ -49,7 +49,7 @@ mod topic_names;
 pub use builder::{ConfigError, KavariBuilder};
 pub use codec::Codec;
 pub use consume::{FailurePolicy, OffsetReset, StartError};
-pub use handler::{HandlerError, MessageContext, MessageHandler};
+pub use handler::{HandlerError, HandlerFailure, MessageContext, MessageHandler};
 pub use health::{Health, HealthState, PartitionHealth};
 /// Derives [`KafkaMessage`](trait@KafkaMessage): a type's topic, its
 /// `msg_type` name and its partition key, from `#[kavari(...)]`
