@@ -240,3 +240,41 @@ async fn queued_bytes_are_bounded_for_the_whole_manager() {
     assert_eq!(manager.publish_stats().queued_bytes, 0);
     manager.shutdown().await.expect("shutdown");
 }
+
+/// A topic no publish went to for `metadata_max_idle` is forgotten (its
+/// batchers send what they hold and end): a topic published once does not
+/// hold tasks and buffers for the manager's life. Publishing to it again
+/// looks it up anew; a busy topic is kept.
+#[tokio::test]
+async fn idle_topics_are_forgotten_and_come_back_when_used() {
+    let idle = unique_name("idle");
+    let busy = unique_name("busy");
+    let (_, manager) = setup(&[(&idle, 1), (&busy, 1)], |b| {
+        b.metadata_max_idle(Duration::from_millis(600))
+    })
+    .await;
+    manager
+        .publish_encoded(to_topic(&order(1), &idle))
+        .await
+        .expect("publish");
+    assert_eq!(manager.publish_stats().topics, 1);
+    for i in 0..12 {
+        manager
+            .publish_encoded(to_topic(&order(i), &busy))
+            .await
+            .expect("publish");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        manager.publish_stats().topics,
+        1,
+        "the idle topic forgotten, the busy one kept"
+    );
+    let d = manager
+        .publish_encoded(to_topic(&order(2), &idle))
+        .await
+        .expect("publish to a forgotten topic");
+    assert_eq!(d.offset, 1);
+    assert_eq!(manager.publish_stats().topics, 2);
+    manager.shutdown().await.expect("shutdown");
+}

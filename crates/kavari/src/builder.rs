@@ -380,6 +380,15 @@ impl KavariBuilder {
         self
     }
 
+    /// How long a topic no publish went to keeps its route (its partition
+    /// batchers and their tasks) before it is forgotten and, if published
+    /// to again, looked up anew. The Java producer's `metadata.max.idle.ms`.
+    /// Default: 5 min.
+    pub fn metadata_max_idle(mut self, idle: Duration) -> Self {
+        self.producer.metadata_max_idle = idle;
+        self
+    }
+
     fn validate(&self) -> Result<Vec<String>, ConfigError> {
         let bootstrap: Vec<String> = self
             .bootstrap
@@ -397,6 +406,11 @@ impl KavariBuilder {
         }
         if self.request_timeout.is_zero() {
             return Err(ConfigError("request_timeout must be above zero".into()));
+        }
+        if self.producer.metadata_max_idle < Duration::from_millis(2) {
+            return Err(ConfigError(
+                "metadata_max_idle must be at least 2 ms".into(),
+            ));
         }
         if self.producer.delivery_timeout.is_zero() {
             return Err(ConfigError("delivery_timeout must be above zero".into()));

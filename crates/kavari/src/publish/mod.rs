@@ -48,11 +48,14 @@ pub struct PublishStats {
     /// Bytes of records waiting to be sent now, all partitions together
     /// (bounded by `buffer_memory`).
     pub queued_bytes: u64,
+    /// Topics with a route (partition batchers) now; one not published to
+    /// for `metadata_max_idle` is forgotten.
+    pub topics: u64,
 }
 
 #[derive(Debug)]
 pub(crate) struct Publisher {
-    topics: Topics,
+    topics: Arc<Topics>,
     config: Arc<ProducerConfig>,
     retry: Arc<dyn RetryPolicy>,
     counters: Arc<ProduceCounters>,
@@ -175,8 +178,14 @@ impl Publisher {
     ) -> Self {
         let config = Arc::new(config);
         let counters = Arc::new(ProduceCounters::default());
+        let topics = Arc::new(Topics::new(
+            cluster,
+            Arc::clone(&config),
+            Arc::clone(&counters),
+        ));
+        Topics::sweep_idle(Arc::downgrade(&topics), config.metadata_max_idle / 2);
         Self {
-            topics: Topics::new(cluster, Arc::clone(&config), Arc::clone(&counters)),
+            topics,
             config,
             retry,
             counters,
@@ -199,6 +208,7 @@ impl Publisher {
             retries: self.retries.load(Ordering::Relaxed) as u64,
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed) as u64,
             queued_bytes: self.counters.queued_bytes.load(Ordering::Relaxed) as u64,
+            topics: self.topics.cached_topics() as u64,
         }
     }
 

@@ -2,8 +2,8 @@
 //! batcher of each partition.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::batcher::{Batcher, ProduceCounters};
 use super::config::ProducerConfig;
@@ -17,6 +17,8 @@ pub(crate) struct Route {
     /// Set after an unknown-topic error: the next publish asks the cluster
     /// again (partitions may have been added), keeping these batchers.
     stale: AtomicBool,
+    /// The sweep round of the last publish to the topic.
+    used_in: AtomicU64,
 }
 
 impl Route {
@@ -36,6 +38,8 @@ pub(crate) struct Topics {
     config: Arc<ProducerConfig>,
     counters: Arc<ProduceCounters>,
     routes: Mutex<HashMap<String, Arc<Route>>>,
+    /// Counts sweeps for idle routes (every half `metadata_max_idle`).
+    round: AtomicU64,
     /// One metadata lookup at a time: thousands of concurrent first
     /// publishes to a topic share one request instead of sending one each.
     lookup: tokio::sync::Mutex<()>,
@@ -52,16 +56,62 @@ impl Topics {
             config,
             counters,
             routes: Mutex::new(HashMap::new()),
+            round: AtomicU64::new(0),
             lookup: tokio::sync::Mutex::new(()),
         }
     }
 
     fn cached(&self, topic: &str) -> Option<Arc<Route>> {
-        self.routes
+        let route = self
+            .routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(topic)
-            .cloned()
+            .cloned()?;
+        let round = self.round.load(Ordering::Relaxed);
+        if route.used_in.load(Ordering::Relaxed) != round {
+            route.used_in.store(round, Ordering::Relaxed);
+        }
+        Some(route)
+    }
+
+    /// How many topics have a route (and batchers) now.
+    pub(crate) fn cached_topics(&self) -> usize {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Forgets the routes no publish used for a whole `metadata_max_idle`
+    /// (two sweep rounds): their batchers send what they hold and end, and
+    /// a later publish looks the topic up again. A topic published once
+    /// does not hold tasks and buffers for the manager's life.
+    fn evict_idle(&self) {
+        let round = self.round.fetch_add(1, Ordering::Relaxed) + 1;
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|topic, r| {
+                let keep = r.used_in.load(Ordering::Relaxed) + 2 > round;
+                if !keep {
+                    tracing::debug!(topic, "forgetting an idle topic's route");
+                }
+                keep
+            });
+    }
+
+    /// Sweeps idle routes every half `metadata_max_idle` while `topics`
+    /// lives.
+    pub(crate) fn sweep_idle(topics: Weak<Topics>, every: std::time::Duration) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await; // the first tick is at once
+            loop {
+                tick.tick().await;
+                match topics.upgrade() {
+                    Some(t) => t.evict_idle(),
+                    None => return,
+                }
+            }
+        });
     }
 
     /// The cached route for `topic`, unless it is stale.
@@ -106,6 +156,7 @@ impl Topics {
                 let r = Arc::new(Route {
                     senders,
                     stale: AtomicBool::new(false),
+                    used_in: AtomicU64::new(self.round.load(Ordering::Relaxed)),
                 });
                 routes.insert(topic.to_string(), Arc::clone(&r));
                 r
