@@ -74,6 +74,9 @@ pub(crate) struct Coordinator<A: GroupApi> {
     /// As the group's leader: the partition counts the last assignment was
     /// made for, and when to look them up again (`metadata_max_age`).
     watched: Option<Watched>,
+    /// A Leave that came while a JoinGroup or SyncGroup was pending (the
+    /// request is abandoned): honoured as soon as `join` returns.
+    leave_requested: Option<Option<oneshot::Sender<()>>>,
 }
 
 /// What the leader assigned over, to notice when it changes.
@@ -111,6 +114,7 @@ impl<A: GroupApi> Coordinator<A> {
             failed_lookups: 0,
             unreachable_logged: None,
             watched: None,
+            leave_requested: None,
         }
     }
 
@@ -196,7 +200,11 @@ impl<A: GroupApi> Coordinator<A> {
                 }
             }
             if let Some(reason) = self.rejoin.clone() {
-                match self.join(&reason).await {
+                let joined = self.join(&reason).await;
+                if let Some(done) = self.leave_requested.take() {
+                    return self.leave(done).await;
+                }
+                match joined {
                     Ok(second_round) => {
                         self.backoff.reset();
                         self.rejoin = second_round;
@@ -412,17 +420,18 @@ impl<A: GroupApi> Coordinator<A> {
         let mut attempt = 0;
         let joined = loop {
             attempt += 1;
-            let resp = self
-                .api
-                .join_group(JoinParams {
-                    member_id: self.member_id.clone(),
-                    group_instance_id: self.config.group_instance_id.clone(),
-                    session_timeout: self.config.session_timeout,
-                    rebalance_timeout: self.config.rebalance_timeout,
-                    protocols: protocols.clone(),
-                    reason: reason.to_string(),
-                })
-                .await?;
+            let api = Arc::clone(&self.api);
+            let request = api.join_group(JoinParams {
+                member_id: self.member_id.clone(),
+                group_instance_id: self.config.group_instance_id.clone(),
+                session_timeout: self.config.session_timeout,
+                rebalance_timeout: self.config.rebalance_timeout,
+                protocols: protocols.clone(),
+                reason: reason.to_string(),
+            });
+            let Some(resp) = self.unless_leaving(request).await? else {
+                return Ok(None);
+            };
             match resp.error {
                 None => break resp,
                 Some(ResponseError::MemberIdRequired) if attempt < 3 => {
@@ -469,14 +478,15 @@ impl<A: GroupApi> Coordinator<A> {
         } else {
             Vec::new()
         };
-        let bytes = self
-            .api
-            .sync_group(SyncParams {
-                generation: generation.clone(),
-                protocol_name,
-                assignments,
-            })
-            .await?;
+        let api = Arc::clone(&self.api);
+        let request = api.sync_group(SyncParams {
+            generation: generation.clone(),
+            protocol_name,
+            assignments,
+        });
+        let Some(bytes) = self.unless_leaving(request).await? else {
+            return Ok(None);
+        };
         let assignment = Assignment::decode(&bytes)
             .map_err(|e| GroupError::malformed("SyncGroup assignment", e.to_string()))?;
         let new: BTreeSet<TopicPartition> = assignment
@@ -510,6 +520,33 @@ impl<A: GroupApi> Coordinator<A> {
             generation,
         });
         Ok(second_round)
+    }
+
+    /// Awaits a group request (JoinGroup, SyncGroup: they may take up to
+    /// the rebalance timeout) unless a Leave comes first: then the request
+    /// is abandoned, the Leave kept for `run` to honour, and `None`
+    /// returned. Other commands change nothing while joining.
+    async fn unless_leaving<T>(
+        &mut self,
+        request: impl Future<Output = Result<T, GroupError>>,
+    ) -> Result<Option<T>, GroupError> {
+        let mut request = std::pin::pin!(request);
+        loop {
+            tokio::select! {
+                answer = &mut request => return answer.map(Some),
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Leave(done)) => {
+                        self.leave_requested = Some(Some(done));
+                        return Ok(None);
+                    }
+                    None => {
+                        self.leave_requested = Some(None);
+                        return Ok(None);
+                    }
+                    Some(Command::Rejoin(_) | Command::CommitRefused { .. } | Command::StepAside(_)) => {}
+                }
+            }
+        }
     }
 
     /// The leader's work: decode subscriptions, look up partitions, assign;

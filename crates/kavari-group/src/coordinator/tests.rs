@@ -533,3 +533,28 @@ async fn stepping_aside_loses_the_partitions_leaves_and_rejoins_as_new() {
         "{joins:?}"
     );
 }
+
+/// A shutdown while JoinGroup is pending (the coordinator may hold it for
+/// the rebalance timeout) is honoured at once: the join is abandoned and
+/// the member leaves with the id the coordinator gave it.
+#[tokio::test(start_paused = true)]
+async fn a_leave_during_a_pending_join_is_honoured_at_once() {
+    let api = ScriptedApi::default();
+    api.script()
+        .join
+        .push_back(join_error(ResponseError::MemberIdRequired, "m1"));
+    // The second JoinGroup gets no answer.
+    let mut h = start(api, |_| {});
+    h.wait_phase(MemberPhase::Joining).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.api.joins().len(), 2);
+    let (tx, rx) = oneshot::channel();
+    h.commands.send(Command::Leave(tx)).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the leave is not held up by the pending join")
+        .expect("done");
+    assert!(h.api.calls().contains(&Call::Leave {
+        member_id: "m1".into()
+    }));
+}
