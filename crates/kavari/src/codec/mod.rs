@@ -197,6 +197,10 @@ pub fn decode_with_content_type<M: KafkaMessage>(
     value: &[u8],
 ) -> Result<M, DecodeError> {
     let codec = match content_type {
+        // What Kavari writes, compared as bytes: the common case parses
+        // nothing.
+        Some(b"application/msgpack") => Codec::MessagePack,
+        Some(b"application/json") => Codec::Json,
         Some(ct) => {
             let ct = std::str::from_utf8(ct).map_err(|_| DecodeError::HeaderNotUtf8 {
                 header: CONTENT_TYPE_HEADER,
