@@ -2,7 +2,8 @@
 //!
 //! `cargo run -p kavari --example quickstart`
 //!
-//! Uses `KAVARI_BROKERS` when set; otherwise starts a local test broker
+//! Uses `KAVARI_BROKERS` (and the other `KAVARI_*` settings of
+//! `Kavari::from_env`) when set; otherwise starts a local test broker
 //! through kavari-testcontainers (building it first if it is missing).
 
 use std::sync::Arc;
@@ -77,7 +78,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("broker: {}", broker.bootstrap_servers());
 
-    let manager = Kavari::builder(broker.bootstrap_servers())
+    // With KAVARI_BROKERS set, every KAVARI_* setting applies
+    // (Kavari::from_env); the calls below override what they name.
+    let builder = if broker.is_external() {
+        Kavari::from_env()?
+    } else {
+        Kavari::builder(broker.bootstrap_servers())
+    };
+    let manager = builder
         .group_id("quickstart-billing")
         .publishing_retry_policy(FibonacciRetryPolicy::new(5))
         .delivery_retry_policy(FibonacciRetryPolicy::new(3))

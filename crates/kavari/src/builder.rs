@@ -389,7 +389,7 @@ impl KavariBuilder {
         self
     }
 
-    fn validate(&self) -> Result<Vec<String>, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<Vec<String>, ConfigError> {
         let bootstrap: Vec<String> = self
             .bootstrap
             .split(',')

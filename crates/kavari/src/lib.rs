@@ -36,6 +36,7 @@
 mod builder;
 pub mod codec;
 mod consume;
+mod env;
 mod handler;
 mod health;
 mod manager;

@@ -1,0 +1,280 @@
+//! Configuration from `KAVARI_*` environment variables, named after
+//! librdkafka's properties (upper case, dots as underscores), so a team
+//! moving from confluent-kafka or the Python library finds its settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
+use crate::{Compression, ConfigError, Kavari, KavariBuilder, OffsetReset};
+
+/// The prefix of every variable `from_env` reads.
+const PREFIX: &str = "KAVARI_";
+
+/// Variables of the test kit and the benchmarks, not of a manager: passed
+/// over, so a shell that runs both needs no cleaning.
+const NOT_OURS: &[&str] = &[
+    "KAVARI_CHAOS_SECS",
+    "KAVARI_CHAOS_SEED",
+    "KAVARI_BENCH_LINGER_MS",
+];
+
+/// TLS and SASL settings: refused until Kavari speaks TLS and SASL, so a
+/// configuration meant for a secured cluster never falls back to plaintext.
+const SECURITY: &[&str] = &[
+    "KAVARI_SASL_MECHANISM",
+    "KAVARI_SASL_USERNAME",
+    "KAVARI_SASL_PASSWORD",
+    "KAVARI_SSL_CA_LOCATION",
+    "KAVARI_SSL_CERTIFICATE_LOCATION",
+    "KAVARI_SSL_KEY_LOCATION",
+    "KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM",
+];
+
+impl Kavari {
+    /// A builder configured from the environment's `KAVARI_*` variables;
+    /// builder calls after it override them. See [`Kavari::from_vars`] for
+    /// the variables.
+    pub fn from_env() -> Result<KavariBuilder, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// A builder configured from `KAVARI_*` variables among `vars` (other
+    /// names are ignored):
+    ///
+    /// | variable | librdkafka / Java | builder call |
+    /// | --- | --- | --- |
+    /// | `KAVARI_BROKERS` (required) | `bootstrap.servers` | [`Kavari::builder`] |
+    /// | `KAVARI_CLIENT_ID` | `client.id` | `client_id` |
+    /// | `KAVARI_GROUP_ID` | `group.id` | `group_id` |
+    /// | `KAVARI_GROUP_INSTANCE_ID` | `group.instance.id` | `group_instance_id` |
+    /// | `KAVARI_AUTO_OFFSET_RESET` | `auto.offset.reset` (`earliest`, `latest`, `error`; `smallest`/`beginning`, `largest`/`end`) | `auto_offset_reset` |
+    /// | `KAVARI_PARTITION_ASSIGNMENT_STRATEGY` | `partition.assignment.strategy` (comma list of `range`, `roundrobin`, `cooperative-sticky`) | `assignors` |
+    /// | `KAVARI_SESSION_TIMEOUT_MS` | `session.timeout.ms` | `session_timeout` |
+    /// | `KAVARI_HEARTBEAT_INTERVAL_MS` | `heartbeat.interval.ms` | `heartbeat_interval` |
+    /// | `KAVARI_REQUEST_TIMEOUT_MS` | `request.timeout.ms` | `request_timeout` |
+    /// | `KAVARI_DELIVERY_TIMEOUT_MS` | `delivery.timeout.ms` | `delivery_timeout` |
+    /// | `KAVARI_LINGER_MS` | `linger.ms` | `linger` |
+    /// | `KAVARI_COMPRESSION_TYPE` | `compression.type` (`none`, `gzip`, `snappy`, `lz4`, `zstd`) | `compression` |
+    /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`) | — |
+    ///
+    /// A `KAVARI_` variable it does not know, or a value it cannot parse,
+    /// is an error naming it: a typo must not fall back to a default. TLS
+    /// and SASL (`KAVARI_SECURITY_PROTOCOL` other than `PLAINTEXT`,
+    /// `KAVARI_SASL_*`, `KAVARI_SSL_*`) are refused for now, so such a
+    /// configuration never runs in plaintext by mistake.
+    ///
+    /// ```
+    /// use kavari::Kavari;
+    ///
+    /// let vars = [
+    ///     ("KAVARI_BROKERS", "kafka-1:9092,kafka-2:9092"),
+    ///     ("KAVARI_GROUP_ID", "billing"),
+    ///     ("KAVARI_AUTO_OFFSET_RESET", "latest"),
+    /// ];
+    /// let builder = Kavari::from_vars(vars.map(|(k, v)| (k.to_string(), v.to_string())))?
+    ///     .client_id("billing-7"); // a builder call overrides the environment
+    /// # let _ = builder;
+    /// # Ok::<(), kavari::ConfigError>(())
+    /// ```
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<KavariBuilder, ConfigError> {
+        let mut ours: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(PREFIX) && !NOT_OURS.contains(&k.as_str()))
+            .collect();
+        ours.sort();
+        let brokers = ours
+            .iter()
+            .find(|(k, _)| k == "KAVARI_BROKERS")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| {
+                ConfigError("KAVARI_BROKERS is not set (host:port[,host:port…])".into())
+            })?;
+        let mut builder = Kavari::builder(brokers);
+        for (name, value) in &ours {
+            builder = apply(builder, name, value.trim())?;
+        }
+        Ok(builder)
+    }
+}
+
+/// Applies one variable.
+fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, ConfigError> {
+    let bad = |expected: &str| ConfigError(format!("{name}={value:?}: expected {expected}"));
+    Ok(match name {
+        "KAVARI_BROKERS" => b,
+        "KAVARI_CLIENT_ID" => b.client_id(value),
+        "KAVARI_GROUP_ID" => b.group_id(value),
+        "KAVARI_GROUP_INSTANCE_ID" => b.group_instance_id(value),
+        "KAVARI_AUTO_OFFSET_RESET" => {
+            b.auto_offset_reset(match value.to_ascii_lowercase().as_str() {
+                "earliest" | "smallest" | "beginning" => OffsetReset::Earliest,
+                "latest" | "largest" | "end" => OffsetReset::Latest,
+                "error" => OffsetReset::Error,
+                _ => return Err(bad("earliest, latest or error")),
+            })
+        }
+        "KAVARI_PARTITION_ASSIGNMENT_STRATEGY" => {
+            let mut assignors: Vec<Arc<dyn Assignor>> = Vec::new();
+            for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                assignors.push(match part.to_ascii_lowercase().as_str() {
+                    "range" => Arc::new(RangeAssignor),
+                    "roundrobin" => Arc::new(RoundRobinAssignor),
+                    "cooperative-sticky" => Arc::new(CooperativeStickyAssignor),
+                    _ => return Err(bad("a comma list of range, roundrobin, cooperative-sticky")),
+                });
+            }
+            if assignors.is_empty() {
+                return Err(bad("a comma list of range, roundrobin, cooperative-sticky"));
+            }
+            b.assignors(assignors)
+        }
+        "KAVARI_SESSION_TIMEOUT_MS" => {
+            b.session_timeout(millis(value).ok_or_else(|| bad("milliseconds"))?)
+        }
+        "KAVARI_HEARTBEAT_INTERVAL_MS" => {
+            b.heartbeat_interval(millis(value).ok_or_else(|| bad("milliseconds"))?)
+        }
+        "KAVARI_REQUEST_TIMEOUT_MS" => {
+            b.request_timeout(millis(value).ok_or_else(|| bad("milliseconds"))?)
+        }
+        "KAVARI_DELIVERY_TIMEOUT_MS" => {
+            b.delivery_timeout(millis(value).ok_or_else(|| bad("milliseconds"))?)
+        }
+        "KAVARI_LINGER_MS" => b.linger(millis(value).ok_or_else(|| bad("milliseconds"))?),
+        "KAVARI_COMPRESSION_TYPE" => b.compression(match value.to_ascii_lowercase().as_str() {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd,
+            _ => return Err(bad("none, gzip, snappy, lz4 or zstd")),
+        }),
+        "KAVARI_SECURITY_PROTOCOL" => match value.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => b,
+            "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => {
+                return Err(ConfigError(format!(
+                    "{name}={value}: TLS and SASL are not supported yet; Kavari connects in plaintext only"
+                )));
+            }
+            _ => return Err(bad("PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")),
+        },
+        security if SECURITY.contains(&security) => {
+            return Err(ConfigError(format!(
+                "{name} is set, but TLS and SASL are not supported yet; Kavari connects in plaintext only"
+            )));
+        }
+        _ => {
+            return Err(ConfigError(format!(
+                "unknown variable {name} (Kavari reads KAVARI_BROKERS, KAVARI_CLIENT_ID, KAVARI_GROUP_ID, … see Kavari::from_vars)"
+            )));
+        }
+    })
+}
+
+/// A whole number of milliseconds.
+fn millis(value: &str) -> Option<Duration> {
+    value.parse::<u64>().ok().map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let b = Kavari::from_vars(vars(&[
+            ("KAVARI_BROKERS", "a:9092, b:9092"),
+            ("KAVARI_CLIENT_ID", "svc"),
+            ("KAVARI_GROUP_ID", "g"),
+            ("KAVARI_GROUP_INSTANCE_ID", "pod-0"),
+            ("KAVARI_AUTO_OFFSET_RESET", "largest"),
+            (
+                "KAVARI_PARTITION_ASSIGNMENT_STRATEGY",
+                "cooperative-sticky, range",
+            ),
+            ("KAVARI_SESSION_TIMEOUT_MS", "45000"),
+            ("KAVARI_HEARTBEAT_INTERVAL_MS", "3000"),
+            ("KAVARI_REQUEST_TIMEOUT_MS", "20000"),
+            ("KAVARI_DELIVERY_TIMEOUT_MS", "60000"),
+            ("KAVARI_LINGER_MS", "0"),
+            ("KAVARI_COMPRESSION_TYPE", "zstd"),
+            ("KAVARI_SECURITY_PROTOCOL", "plaintext"),
+            ("HOME", "/root"),
+            ("KAVARI_CHAOS_SECS", "5"),
+        ]))
+        .expect("valid");
+        let shown = format!("{b:?}");
+        for part in [
+            "a:9092, b:9092",
+            "client_id: \"svc\"",
+            "group_id: Some(\"g\")",
+            "group_instance_id: Some(\"pod-0\")",
+            "auto_offset_reset: Latest",
+            "session_timeout: 45s",
+            "heartbeat_interval: 3s",
+            "request_timeout: 20s",
+            "delivery_timeout: 60s",
+            "linger: 0ns",
+            "compression: Zstd",
+            "CooperativeStickyAssignor",
+        ] {
+            assert!(shown.contains(part), "{part} not in {shown}");
+        }
+        assert!(b.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_variables_and_bad_values_are_named() {
+        let cases: [(&[(&str, &str)], &str); 9] = [
+            (&[], "KAVARI_BROKERS is not set"),
+            (&[("KAVARI_GROUPID", "g")], "KAVARI_GROUPID"),
+            (
+                &[("KAVARI_AUTO_OFFSET_RESET", "newest")],
+                "KAVARI_AUTO_OFFSET_RESET=\"newest\"",
+            ),
+            (
+                &[("KAVARI_SESSION_TIMEOUT_MS", "10s")],
+                "KAVARI_SESSION_TIMEOUT_MS=\"10s\"",
+            ),
+            (
+                &[("KAVARI_COMPRESSION_TYPE", "brotli")],
+                "KAVARI_COMPRESSION_TYPE",
+            ),
+            (
+                &[("KAVARI_PARTITION_ASSIGNMENT_STRATEGY", "sticky")],
+                "KAVARI_PARTITION_ASSIGNMENT_STRATEGY",
+            ),
+            (
+                &[("KAVARI_SECURITY_PROTOCOL", "SASL_SSL")],
+                "not supported yet",
+            ),
+            (
+                &[("KAVARI_SECURITY_PROTOCOL", "TLS")],
+                "KAVARI_SECURITY_PROTOCOL",
+            ),
+            (
+                &[("KAVARI_SASL_PASSWORD", "secret")],
+                "KAVARI_SASL_PASSWORD is set",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let mut v = vars(extra);
+            if !expected.starts_with("KAVARI_BROKERS") {
+                v.push(("KAVARI_BROKERS".into(), "a:9092".into()));
+            }
+            let e = Kavari::from_vars(v).expect_err(expected);
+            assert!(e.0.contains(expected), "{e} lacks {expected:?}");
+            assert!(!e.0.contains("secret"), "no secret in errors: {e}");
+        }
+    }
+}
