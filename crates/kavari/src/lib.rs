@@ -45,6 +45,7 @@ mod partitioner;
 pub mod publish;
 mod registry;
 pub mod retry;
+mod stop;
 mod topic_names;
 
 pub use builder::{ConfigError, KavariBuilder};

@@ -12,11 +12,11 @@ use kavari_wire::backoff::Backoff;
 use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
 
-use super::worker::until_stopped;
 use super::{FailurePolicy, Shared};
 use crate::codec::{CONTENT_TYPE_HEADER, DecodeError, EncodedMessage, MSG_TYPE_HEADER};
 use crate::publish::ORIGINAL_ERROR_HEADER;
 use crate::registry::{Outcome, Route};
+use crate::stop::until_stopped;
 use crate::{HandlerError, MessageContext};
 
 /// How a record was disposed of; every case may be committed.

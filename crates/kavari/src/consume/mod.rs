@@ -20,7 +20,6 @@ use tokio::task::JoinHandle;
 
 pub(crate) use config::ConsumerConfig;
 pub use config::{FailurePolicy, OffsetReset};
-pub(crate) use worker::until_stopped;
 
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::publish::Publisher;

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::dispatch::{Disposition, HandlerClock, deliver};
 use super::{OffsetReset, Shared};
 use crate::MessageContext;
+use crate::stop::until_stopped;
 
 /// Records handled between two releases of their bytes to the engine.
 const RELEASE_EVERY: usize = 1024;
@@ -309,12 +310,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub(crate) async fn until_stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is dropped here, not held across awaits.
-    let _ = stop.wait_for(|s| *s).await.map(drop);
 }
 
 /// The offset `auto_offset_reset` starts from; `None` for `Error`.

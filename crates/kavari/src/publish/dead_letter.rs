@@ -179,7 +179,7 @@ impl Publisher {
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = crate::consume::until_stopped(&mut stop) => return Err(err),
+                _ = crate::stop::until_stopped(&mut stop) => return Err(err),
             }
         }
     }

@@ -491,7 +491,7 @@ impl Publisher {
         let mut closing = self.closing.subscribe();
         tokio::select! {
             _ = tokio::time::sleep(delay) => Ok(()),
-            _ = crate::consume::until_stopped(&mut closing) => Err(()),
+            _ = crate::stop::until_stopped(&mut closing) => Err(()),
         }
     }
 
