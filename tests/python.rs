@@ -324,3 +324,54 @@ async fn primitive_payloads_are_text_both_ways() {
         .collect();
     assert_eq!(ints, [-3, 0, 42]);
 }
+
+/// Refuses every shipment: its dead letters are what Python must read.
+struct RefuseShipments;
+impl MessageHandler<Shipment> for RefuseShipments {
+    async fn handle(&self, s: Shipment, _: &MessageContext) -> Result<(), HandlerError> {
+        Err(HandlerError::permanent(format!(
+            "{} cannot ship",
+            s.shipment_id
+        )))
+    }
+}
+
+/// A Kavari consumer's dead letters of a JSON type stay readable by Python
+/// kavari: the value goes unchanged with its `msg_type` and `content-type`,
+/// and Python's deserializer reads it into its dataclass.
+#[tokio::test]
+async fn kavari_dead_letters_decode_in_python_kavari() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let (prefix, topic) = prefixed_topic::<Shipment>(broker, 1).await;
+    let m = consumer(broker, &unique_name("py-dlq"))
+        .topic_prefix(&prefix)
+        .delivery_retry_policy(kavari::NoRetry)
+        .build()
+        .await
+        .expect("build");
+    let sent: Vec<Shipment> = (0..3).map(shipment).collect();
+    for r in m.publish_batch(&sent).await {
+        r.expect("publish");
+    }
+    m.subscribe::<Shipment, _>(RefuseShipments)
+        .expect("subscribe");
+    m.start().await.expect("start");
+    eventually(WAIT, "all three dead-lettered and committed", || {
+        m.health().partitions.first().and_then(|p| p.committed) == Some(3)
+    })
+    .await;
+    m.shutdown().await.expect("shutdown");
+
+    let dlq = format!("{topic}.dlq");
+    let decoded = python_kavari(&["decode", &broker.bootstrap_servers(), &dlq, "1", "3"]).await;
+    assert_eq!(decoded.len(), 3);
+    for (r, s) in decoded.iter().zip(&sent) {
+        assert_eq!(r["headers"]["msg_type"], "ShipmentSent", "{r}");
+        assert_eq!(r["headers"]["content-type"], "application/json", "{r}");
+        let original = r["headers"]["original_error"].as_str().unwrap_or_default();
+        assert!(original.contains("cannot ship"), "{r}");
+        let payload: Shipment = serde_json::from_value(r["payload"].clone()).expect("payload");
+        assert_eq!(&payload, s);
+    }
+}
