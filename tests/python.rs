@@ -40,6 +40,12 @@ async fn python_kavari(args: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A manager on the test's own topics (under `prefix`) that places keys
+/// as Python kavari (librdkafka's default partitioner) does.
+fn like_python(builder: kavari::KavariBuilder, prefix: &str) -> kavari::KavariBuilder {
+    builder.topic_prefix(prefix).partitioner(Partitioner::Crc32)
+}
+
 /// Python kavari's `OrderPlaced` (payload dataclass `Order`), as a Kavari
 /// JSON type: `name` is the Python class name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
@@ -97,9 +103,7 @@ async fn python_kavari_messages_are_handled_and_keys_land_where_python_puts_them
         serde_json::from_value(python[0]["partitions"].clone()).expect("partitions");
     assert_eq!(python_partitions.len(), 100, "{python:?}");
 
-    let m = consumer(broker, &unique_name("py"))
-        .topic_prefix(&prefix)
-        .partitioner(Partitioner::Crc32)
+    let m = like_python(consumer(broker, &unique_name("py")), &prefix)
         .build()
         .await
         .expect("build");
@@ -186,9 +190,7 @@ async fn kavari_json_messages_decode_in_python_kavari() {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
     let (prefix, topic) = prefixed_topic::<Shipment>(broker, 3).await;
-    let m = Kavari::builder(broker.bootstrap_servers())
-        .topic_prefix(&prefix)
-        .partitioner(Partitioner::Crc32)
+    let m = like_python(Kavari::builder(broker.bootstrap_servers()), &prefix)
         .build()
         .await
         .expect("build");
@@ -236,9 +238,7 @@ async fn empty_keys_spread_over_partitions() {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
     let (prefix, _) = prefixed_topic::<Ping>(broker, 4).await;
-    let m = Kavari::builder(broker.bootstrap_servers())
-        .topic_prefix(&prefix)
-        .partitioner(Partitioner::Crc32)
+    let m = like_python(Kavari::builder(broker.bootstrap_servers()), &prefix)
         .build()
         .await
         .expect("build");

@@ -25,13 +25,13 @@ import json
 import logging
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from kavari import FibonacciRetryPolicy, KafkaClient, KafkaManager, KafkaMessage
 from kavari.kafka_message_deserializer import KafkaMessageDeserializer
+from peer_records import records
 
 
 @dataclass
@@ -159,35 +159,15 @@ def publish_text(bootstrap, topic, n):
     print(json.dumps({"published": n}), flush=True)
 
 
-def records(bootstrap, topic, partitions, count):
-    """The first COUNT records of the topic's partitions from offset 0
-    (60 s at most)."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": "kavari-python-decoder",
-        "enable.auto.commit": False,
-    })
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    seen = 0
-    deadline = time.time() + 60
-    while seen < count and time.time() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None or msg.error():
-            continue
-        yield msg
-        seen += 1
-    consumer.close()
-
-
 def decode_int(bootstrap, topic, count):
     deserializer = KafkaMessageDeserializer()
-    for msg in records(bootstrap, topic, 1, count):
+    for msg in records(bootstrap, topic, 1, count, "kavari-python-decoder"):
         print(json.dumps({"payload": deserializer.deserialize(msg.value(), Counted)}), flush=True)
 
 
 def decode(bootstrap, topic, partitions, count):
     deserializer = KafkaMessageDeserializer()
-    for msg in records(bootstrap, topic, partitions, count):
+    for msg in records(bootstrap, topic, partitions, count, "kavari-python-decoder"):
         payload = deserializer.deserialize(msg.value(), ShipmentSent)
         headers = {k: v.decode() for k, v in (msg.headers() or [])}
         print(json.dumps({

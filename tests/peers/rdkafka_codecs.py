@@ -10,9 +10,10 @@
       passed) and prints "RECORD partition offset key value_hex" for each.
 """
 import sys
-import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
+
+from peer_records import records
 
 
 def produce(bootstrap, topic, codec):
@@ -48,25 +49,12 @@ def produce(bootstrap, topic, codec):
 
 
 def read(bootstrap, topic, partitions, count):
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": "kavari-codec-reader",
-        "enable.auto.commit": False,
-    })
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    seen = 0
-    deadline = time.time() + 60
-    while seen < count and time.time() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            print("ERROR", msg.error(), flush=True)
-            continue
+    def error(e):
+        print("ERROR", e, flush=True)
+
+    for msg in records(bootstrap, topic, partitions, count, "kavari-codec-reader", error):
         key = msg.key().decode() if msg.key() is not None else "-"
         print("RECORD", msg.partition(), msg.offset(), key, msg.value().hex(), flush=True)
-        seen += 1
-    consumer.close()
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ impl Kavari {
 /// Applies one variable.
 fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, ConfigError> {
     let bad = |expected: &str| ConfigError(format!("{name}={value:?}: expected {expected}"));
+    let ms = || millis(value).ok_or_else(|| bad("a whole number of milliseconds"));
     Ok(match name {
         "KAVARI_BROKERS" => b,
         "KAVARI_CLIENT_ID" => b.client_id(value),
@@ -131,19 +132,11 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
             }
             b.assignors(assignors)
         }
-        "KAVARI_SESSION_TIMEOUT_MS" => {
-            b.session_timeout(millis(value).ok_or_else(|| bad("milliseconds"))?)
-        }
-        "KAVARI_HEARTBEAT_INTERVAL_MS" => {
-            b.heartbeat_interval(millis(value).ok_or_else(|| bad("milliseconds"))?)
-        }
-        "KAVARI_REQUEST_TIMEOUT_MS" => {
-            b.request_timeout(millis(value).ok_or_else(|| bad("milliseconds"))?)
-        }
-        "KAVARI_DELIVERY_TIMEOUT_MS" => {
-            b.delivery_timeout(millis(value).ok_or_else(|| bad("milliseconds"))?)
-        }
-        "KAVARI_LINGER_MS" => b.linger(millis(value).ok_or_else(|| bad("milliseconds"))?),
+        "KAVARI_SESSION_TIMEOUT_MS" => b.session_timeout(ms()?),
+        "KAVARI_HEARTBEAT_INTERVAL_MS" => b.heartbeat_interval(ms()?),
+        "KAVARI_REQUEST_TIMEOUT_MS" => b.request_timeout(ms()?),
+        "KAVARI_DELIVERY_TIMEOUT_MS" => b.delivery_timeout(ms()?),
+        "KAVARI_LINGER_MS" => b.linger(ms()?),
         "KAVARI_COMPRESSION_TYPE" => b.compression(match value.to_ascii_lowercase().as_str() {
             "none" => Compression::None,
             "gzip" => Compression::Gzip,
