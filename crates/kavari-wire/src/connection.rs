@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::WireError;
 use crate::produce::PartitionProduce;
+use crate::response_shape::{Shape, apis};
 
 /// The largest response frame accepted (a guard against corrupt lengths).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -51,38 +52,41 @@ pub trait Request: Encodable + HeaderVersion + Send + Sync {
     const MAX: i16;
     /// The response type.
     type Response: Decodable + HeaderVersion + Send;
+    /// The response's wire shape, walked before it is decoded.
+    const SHAPE: &'static Shape;
 }
 
 macro_rules! request {
-    ($req:ty => $resp:ty, $key:ident, $min:expr, $max:expr) => {
+    ($req:ty => $resp:ty, $key:ident, $min:expr, $max:expr, $shape:ident) => {
         impl Request for $req {
             const KEY: ApiKey = ApiKey::$key;
             const NAME: &'static str = stringify!($key);
             const MIN: i16 = $min;
             const MAX: i16 = $max;
             type Response = $resp;
+            const SHAPE: &'static Shape = &apis::$shape;
         }
     };
 }
 
-request!(ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0, 3);
-request!(MetadataRequest => MetadataResponse, Metadata, 1, 12);
-request!(FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 0, 4);
-request!(JoinGroupRequest => JoinGroupResponse, JoinGroup, 1, 9);
-request!(SyncGroupRequest => SyncGroupResponse, SyncGroup, 0, 5);
-request!(HeartbeatRequest => HeartbeatResponse, Heartbeat, 0, 4);
-request!(LeaveGroupRequest => LeaveGroupResponse, LeaveGroup, 0, 5);
-request!(OffsetCommitRequest => OffsetCommitResponse, OffsetCommit, 2, 8);
-request!(OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, 1, 8);
+request!(ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0, 3, API_VERSIONS);
+request!(MetadataRequest => MetadataResponse, Metadata, 1, 12, METADATA);
+request!(FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 0, 4, FIND_COORDINATOR);
+request!(JoinGroupRequest => JoinGroupResponse, JoinGroup, 1, 9, JOIN_GROUP);
+request!(SyncGroupRequest => SyncGroupResponse, SyncGroup, 0, 5, SYNC_GROUP);
+request!(HeartbeatRequest => HeartbeatResponse, Heartbeat, 0, 4, HEARTBEAT);
+request!(LeaveGroupRequest => LeaveGroupResponse, LeaveGroup, 0, 5, LEAVE_GROUP);
+request!(OffsetCommitRequest => OffsetCommitResponse, OffsetCommit, 2, 8, OFFSET_COMMIT);
+request!(OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, 1, 8, OFFSET_FETCH);
 // v3 is the first with record batches (magic 2); v12 is the last that names
 // topics (v13 identifies them by id).
-request!(ProduceRequest => ProduceResponse, Produce, 3, 12);
+request!(ProduceRequest => ProduceResponse, Produce, 3, 12, PRODUCE);
 // v4 brings isolation levels and aborted transactions; v12 is the last that
 // names topics (v13 identifies them by id).
-request!(FetchRequest => FetchResponse, Fetch, 4, 12);
+request!(FetchRequest => FetchResponse, Fetch, 4, 12, FETCH);
 // v1 asks by timestamp; v2 brings the isolation level.
-request!(ListOffsetsRequest => ListOffsetsResponse, ListOffsets, 1, 7);
-request!(CreateTopicsRequest => CreateTopicsResponse, CreateTopics, 2, 7);
+request!(ListOffsetsRequest => ListOffsetsResponse, ListOffsets, 1, 7, LIST_OFFSETS);
+request!(CreateTopicsRequest => CreateTopicsResponse, CreateTopics, 2, 7, CREATE_TOPICS);
 
 /// Requests written but not yet answered, oldest first, and why the
 /// connection broke once it has.
@@ -529,17 +533,11 @@ impl Connection {
         version: i16,
         correlation_id: i32,
     ) -> Result<R::Response, WireError> {
-        let mut body = self.strip_header::<R>(body, version, correlation_id)?;
-        let resp = R::Response::decode(&mut body, version)
-            .map_err(|e| self.malformed(R::NAME, format!("v{version} response: {e}")))?;
-        if body.has_remaining() {
-            tracing::trace!(
-                api = R::NAME,
-                left = body.remaining(),
-                "response had trailing bytes"
-            );
-        }
-        Ok(resp)
+        let body = self.strip_header::<R>(body, version, correlation_id)?;
+        decode_response::<R>(body, version).map_err(|e| match e {
+            WireError::Malformed { what, detail } => self.malformed(what, detail),
+            other => other,
+        })
     }
 
     /// Sends `req` at `version` with `timeout` and returns the response's
@@ -578,6 +576,34 @@ impl Connection {
             detail: format!("from {}: {detail}", self.address),
         }
     }
+}
+
+/// Decodes a response body (after its header) as `R`'s response at
+/// `version`, once its wire shape shows that no length in it claims more
+/// than the bytes left: a corrupt answer is an error, never an allocation
+/// the size of what it claims.
+pub fn decode_response<R: Request>(
+    mut body: Bytes,
+    version: i16,
+) -> Result<R::Response, WireError> {
+    let malformed = |detail: String| WireError::Malformed {
+        what: R::NAME,
+        detail: format!("v{version} response: {detail}"),
+    };
+    let trailing = match R::SHAPE.check(&body, version, R::NAME) {
+        Ok(trailing) => trailing,
+        Err(WireError::Malformed { detail, .. }) => return Err(malformed(detail)),
+        Err(other) => return Err(other),
+    };
+    let resp = R::Response::decode(&mut body, version).map_err(|e| malformed(e.to_string()))?;
+    if trailing > 0 {
+        tracing::trace!(
+            api = R::NAME,
+            left = trailing,
+            "response had trailing bytes"
+        );
+    }
+    Ok(resp)
 }
 
 /// Reads responses in order and hands each to the request waiting first;

@@ -23,6 +23,7 @@ pub mod log_rate;
 pub mod produce;
 pub mod reader;
 pub mod record_batch;
+pub mod response_shape;
 
 use std::fmt;
 

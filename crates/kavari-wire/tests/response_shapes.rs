@@ -1,0 +1,238 @@
+//! Every response Kavari reads, at every version it speaks: the shape it
+//! walks before decoding agrees with kafka-protocol's decoder byte for
+//! byte, and a corrupted answer is an error, never a panic or an
+//! allocation the size of what a corrupt length claims.
+
+use bytes::{Bytes, BytesMut};
+use cap::Cap;
+use kafka_protocol::messages::{
+    ApiVersionsRequest, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, SyncGroupRequest,
+};
+use kafka_protocol::protocol::Encodable;
+use kavari_wire::connection::{Request, decode_response};
+use kavari_wire::response_shape::{Struct, Ty};
+
+/// The whole test binary may hold 32 MiB at once: an allocation sized by a
+/// corrupt length (2^31 elements, or 2^20 of a hundred bytes) is refused,
+/// and the process aborts saying how many bytes it asked for.
+#[global_allocator]
+static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, 32 << 20);
+
+/// Reports a failed assertion without a backtrace: reading the debug
+/// symbols for one would itself pass the allocator's cap.
+fn plain_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|info| eprintln!("{info}"))));
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Writes a random value of `ty` the way a broker would. `set` makes
+/// every integer and flag differ from kafka-protocol's defaults and every
+/// array non-empty, as a tagged field must be to be written back.
+struct Gen {
+    rng: Rng,
+    version: i16,
+    flexible: bool,
+}
+
+impl Gen {
+    fn int(&mut self, out: &mut Vec<u8>, bytes: usize, set: bool) {
+        let v = if set {
+            1 + self.rng.below(100)
+        } else {
+            self.rng.next()
+        };
+        out.extend_from_slice(&v.to_be_bytes()[8 - bytes..]);
+    }
+
+    fn len(&mut self, out: &mut Vec<u8>, n: usize, int_width: usize) {
+        if self.flexible {
+            uvarint(out, n as u64 + 1);
+        } else {
+            out.extend_from_slice(&(n as u32).to_be_bytes()[4 - int_width..]);
+        }
+    }
+
+    fn value(&mut self, out: &mut Vec<u8>, ty: &Ty, set: bool) {
+        match ty {
+            Ty::I8 => self.int(out, 1, set),
+            Ty::Bool => out.push(u8::from(set || self.rng.below(2) == 1)),
+            Ty::I16 => self.int(out, 2, set),
+            Ty::I32 => self.int(out, 4, set),
+            Ty::I64 => self.int(out, 8, set),
+            Ty::Uuid => (0..2).for_each(|_| self.int(out, 8, set)),
+            Ty::Str | Ty::Bytes => {
+                let n = self.rng.below(6) as usize;
+                self.len(out, n, if matches!(ty, Ty::Str) { 2 } else { 4 });
+                out.extend((0..n).map(|_| b'a' + self.rng.below(26) as u8));
+            }
+            Ty::Array(element) => {
+                let n = if set { 1 } else { self.rng.below(3) as usize };
+                self.len(out, n, 4);
+                (0..n).for_each(|_| self.value(out, element, set));
+            }
+            Ty::Struct(s) => self.structure(out, s, set),
+        }
+    }
+
+    fn structure(&mut self, out: &mut Vec<u8>, s: &Struct, set: bool) {
+        let version = self.version;
+        for field in s.fields.iter().filter(|f| f.in_version(version)) {
+            self.value(out, &field.ty, set);
+        }
+        if !self.flexible {
+            return;
+        }
+        let mut tagged = Vec::new();
+        for tag in s.tags.iter().filter(|t| t.since <= version) {
+            if self.rng.below(2) == 0 {
+                let mut value = Vec::new();
+                self.value(&mut value, &tag.ty, true);
+                tagged.push((tag.tag, value));
+            }
+        }
+        if self.rng.below(3) == 0 {
+            // A tag this version does not know, which the decoder keeps.
+            let value = (0..self.rng.below(4)).map(|_| 0xab).collect();
+            tagged.push((90 + self.rng.below(9) as u32, value));
+        }
+        uvarint(out, tagged.len() as u64);
+        for (tag, value) in tagged {
+            uvarint(out, u64::from(tag));
+            uvarint(out, value.len() as u64);
+            out.extend(value);
+        }
+    }
+}
+
+fn samples<R: Request>(version: i16, count: u64) -> Vec<Bytes> {
+    let flexible = version >= R::SHAPE.flexible_since;
+    (1..=count)
+        .map(|seed| {
+            let mut g = Gen {
+                rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+                version,
+                flexible,
+            };
+            let mut out = Vec::new();
+            g.structure(&mut out, &R::SHAPE.body, false);
+            Bytes::from(out)
+        })
+        .collect()
+}
+
+/// Every generated answer walks to its last byte, decodes, and encodes
+/// back to the same bytes: the shape reads what kafka-protocol reads.
+fn shape_matches_the_decoder<R: Request>()
+where
+    R::Response: Encodable + std::fmt::Debug,
+{
+    plain_panics();
+    for version in R::MIN..=R::MAX {
+        for body in samples::<R>(version, 40) {
+            let trailing = R::SHAPE
+                .check(&body, version, R::NAME)
+                .unwrap_or_else(|e| panic!("{} v{version}: {e}: {body:02x?}", R::NAME));
+            assert_eq!(trailing, 0, "{} v{version} {body:02x?}", R::NAME);
+            let decoded = decode_response::<R>(body.clone(), version)
+                .unwrap_or_else(|e| panic!("{} v{version}: {e}: {body:02x?}", R::NAME));
+            let mut again = BytesMut::new();
+            decoded
+                .encode(&mut again, version)
+                .unwrap_or_else(|e| panic!("{} v{version}: {e}: {decoded:?}", R::NAME));
+            assert_eq!(
+                &again[..],
+                &body[..],
+                "{} v{version} decoded as {decoded:?}",
+                R::NAME
+            );
+        }
+    }
+}
+
+/// Corrupts every byte and every length-sized window of generated answers:
+/// decoding returns (an error or a value) without a panic or an allocation
+/// past the test binary's cap.
+fn corrupt_answers_are_bounded<R: Request>() {
+    plain_panics();
+    const BIG: [[u8; 5]; 3] = [
+        [0x7f, 0xff, 0xff, 0xff, 0xff],
+        [0x00, 0x10, 0x00, 0x00, 0x00],
+        [0xff, 0xff, 0xff, 0xff, 0x07],
+    ];
+    for version in R::MIN..=R::MAX {
+        for body in samples::<R>(version, 6) {
+            let mut corrupt = Vec::new();
+            for at in 0..body.len() {
+                for byte in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                    let mut b = body.to_vec();
+                    b[at] = byte;
+                    corrupt.push(b);
+                }
+                for big in BIG {
+                    let mut b = body.to_vec();
+                    let end = (at + 5).min(b.len());
+                    b[at..end].copy_from_slice(&big[..end - at]);
+                    corrupt.push(b);
+                }
+            }
+            corrupt.push(body[..body.len() / 2].to_vec());
+            for b in corrupt {
+                let _ = decode_response::<R>(Bytes::from(b), version);
+            }
+        }
+    }
+}
+
+macro_rules! every_response {
+    ($($name:ident: $req:ty),* $(,)?) => {
+        mod shapes {
+            use super::*;
+            $(#[test] fn $name() { shape_matches_the_decoder::<$req>(); })*
+        }
+        mod corrupt {
+            use super::*;
+            $(#[test] fn $name() { corrupt_answers_are_bounded::<$req>(); })*
+        }
+    };
+}
+
+every_response! {
+    api_versions: ApiVersionsRequest,
+    metadata: MetadataRequest,
+    find_coordinator: FindCoordinatorRequest,
+    join_group: JoinGroupRequest,
+    sync_group: SyncGroupRequest,
+    heartbeat: HeartbeatRequest,
+    leave_group: LeaveGroupRequest,
+    offset_commit: OffsetCommitRequest,
+    offset_fetch: OffsetFetchRequest,
+    produce: ProduceRequest,
+    fetch: FetchRequest,
+    list_offsets: ListOffsetsRequest,
+    create_topics: CreateTopicsRequest,
+}
