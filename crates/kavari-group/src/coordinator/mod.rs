@@ -37,8 +37,31 @@ pub(crate) enum Command {
     Leave(oneshot::Sender<()>),
 }
 
+/// Where the member stands in the group: what its loop does next. The
+/// phase others see is derived from it ([`Coordinator::publish`]); only the
+/// steps inside a join (awaiting the assignment, revoking) and the leave
+/// are published by the code doing them.
+#[derive(Debug)]
+enum State {
+    /// No coordinator known: find it, then join for `rejoin` if set, else
+    /// go on heartbeating in the current generation.
+    FindCoordinator { rejoin: Option<String> },
+    /// Join the group (JoinGroup, SyncGroup) for `reason`.
+    Join { reason: String },
+    /// In a generation, heartbeating.
+    Stable,
+    /// Give up the partitions, leave (LeaveGroup only if `coordinator` is
+    /// known) and stop, then answer `done`.
+    Leave {
+        done: Option<oneshot::Sender<()>>,
+        coordinator: bool,
+    },
+}
+
 /// How the heartbeat loop ended.
 enum StableExit {
+    /// The state moved on (the session expired).
+    Continue,
     Rejoin(String),
     StepAside(String),
     Error(GroupError),
@@ -57,11 +80,12 @@ pub(crate) struct Coordinator<A: GroupApi> {
     owned: BTreeSet<TopicPartition>,
     protocol: RebalanceProtocol,
     events: mpsc::UnboundedSender<GroupEvent>,
-    state: watch::Sender<MemberState>,
+    /// What the member's handle sees.
+    snapshot: watch::Sender<MemberState>,
     commands: mpsc::UnboundedReceiver<Command>,
     backoff: Backoff,
-    need_coordinator: bool,
-    rejoin: Option<String>,
+    /// What the member does next.
+    state: State,
     last_heartbeat_ok: Instant,
     joins: u64,
     /// Since when no coordinator has answered (for `give_up_after`).
@@ -74,9 +98,6 @@ pub(crate) struct Coordinator<A: GroupApi> {
     /// As the group's leader: the partition counts the last assignment was
     /// made for, and when to look them up again (`metadata_max_age`).
     watched: Option<Watched>,
-    /// A Leave that came while a JoinGroup or SyncGroup was pending (the
-    /// request is abandoned): honoured as soon as `join` returns.
-    leave_requested: Option<Option<oneshot::Sender<()>>>,
 }
 
 /// What the leader assigned over, to notice when it changes.
@@ -103,23 +124,66 @@ impl<A: GroupApi> Coordinator<A> {
             owned: BTreeSet::new(),
             protocol: RebalanceProtocol::Eager,
             events,
-            state,
+            snapshot: state,
             commands,
             backoff,
-            need_coordinator: true,
-            rejoin: Some("first join".into()),
+            state: State::FindCoordinator {
+                rejoin: Some("first join".into()),
+            },
             last_heartbeat_ok: Instant::now(),
             joins: 0,
             unreachable_since: None,
             failed_lookups: 0,
             unreachable_logged: None,
             watched: None,
-            leave_requested: None,
         }
     }
 
     fn group(&self) -> &str {
         &self.config.group_id
+    }
+
+    /// Publishes the phase of what the member does next.
+    fn publish(&self) {
+        self.set_phase(match self.state {
+            State::FindCoordinator { .. } => MemberPhase::Reconnecting,
+            State::Join { .. } => MemberPhase::Joining,
+            State::Stable => MemberPhase::Stable,
+            State::Leave { .. } => MemberPhase::Leaving,
+        });
+    }
+
+    /// Joins again for `reason` once the current step is over (the first
+    /// reason given is kept); nothing while leaving.
+    fn rejoin_for(&mut self, reason: String) {
+        match &mut self.state {
+            State::FindCoordinator { rejoin: r @ None } => *r = Some(reason),
+            State::Stable => self.state = State::Join { reason },
+            State::FindCoordinator { rejoin: Some(_) }
+            | State::Join { .. }
+            | State::Leave { .. } => {}
+        }
+    }
+
+    /// The coordinator moved or cannot be reached: find it before anything
+    /// else, keeping a pending rejoin.
+    fn coordinator_lost(&mut self) {
+        let rejoin = match std::mem::replace(&mut self.state, State::Stable) {
+            State::FindCoordinator { rejoin } => rejoin,
+            State::Join { reason } => Some(reason),
+            State::Stable => None,
+            leave @ State::Leave { .. } => {
+                self.state = leave;
+                return;
+            }
+        };
+        self.state = State::FindCoordinator { rejoin };
+    }
+
+    /// Leaves next, answering `done` once left.
+    fn leave_next(&mut self, done: Option<oneshot::Sender<()>>) {
+        let coordinator = !matches!(self.state, State::FindCoordinator { .. });
+        self.state = State::Leave { done, coordinator };
     }
 
     fn set_phase(&self, phase: MemberPhase) {
@@ -129,7 +193,7 @@ impl<A: GroupApi> Coordinator<A> {
             assignment: self.owned.iter().cloned().collect(),
             joins: self.joins,
         };
-        self.state.send_replace(state);
+        self.snapshot.send_replace(state);
     }
 
     fn emit(&self, event: GroupEvent) {
@@ -157,79 +221,79 @@ impl<A: GroupApi> Coordinator<A> {
 
     async fn run_inner(&mut self) -> Result<(), GroupError> {
         loop {
-            if self.need_coordinator {
-                self.set_phase(MemberPhase::Reconnecting);
-                self.expire_session_if_silent();
-                match self.api.find_coordinator().await {
-                    Ok(()) => {
-                        tracing::info!(group = %self.group(), why = "coordinator found", "connected to the group coordinator");
-                        self.need_coordinator = false;
-                        self.unreachable_since = None;
-                        self.failed_lookups = 0;
-                        self.unreachable_logged = None;
-                        self.backoff.reset();
-                    }
-                    Err(e) if e.is_fatal() => return Err(e),
-                    Err(e) => {
-                        let since = *self.unreachable_since.get_or_insert_with(Instant::now);
-                        if let Some(limit) = self.config.give_up_after
-                            && since.elapsed() >= limit
-                        {
-                            return Err(GroupError::Fatal(format!(
-                                "gave up: no group coordinator reachable for {:?} (give_up_after); last error: {e}",
-                                since.elapsed()
-                            )));
-                        }
-                        self.failed_lookups += 1;
-                        let due = self
-                            .unreachable_logged
-                            .is_none_or(|at| at.elapsed() >= UNREACHABLE_REMINDER);
-                        if due {
-                            self.unreachable_logged = Some(Instant::now());
-                            tracing::warn!(
-                                group = %self.group(), error = %e, attempts = self.failed_lookups,
-                                unreachable_for = ?since.elapsed(),
-                                "no group coordinator reachable; retrying with backoff"
-                            );
-                        }
-                        if let Some(done) = self.pause().await {
-                            return self.leave(done).await;
-                        }
-                        continue;
-                    }
-                }
-            }
-            if let Some(reason) = self.rejoin.clone() {
-                let joined = self.join(&reason).await;
-                if let Some(done) = self.leave_requested.take() {
-                    return self.leave(done).await;
-                }
-                match joined {
-                    Ok(second_round) => {
-                        self.backoff.reset();
-                        self.rejoin = second_round;
-                    }
-                    Err(e) => {
-                        if self.on_error(e)?
-                            && let Some(done) = self.pause().await
-                        {
-                            return self.leave(done).await;
-                        }
-                    }
-                }
-                continue;
-            }
-            match self.stable().await {
-                StableExit::Leave(done) => return self.leave(done).await,
-                StableExit::Rejoin(reason) => self.rejoin = Some(reason),
-                StableExit::StepAside(reason) => self.step_aside(reason).await,
-                StableExit::Error(e) => {
-                    if self.on_error(e)?
-                        && let Some(done) = self.pause().await
+            self.publish();
+            match &mut self.state {
+                State::FindCoordinator { .. } => self.find_coordinator().await?,
+                State::Join { reason } => {
+                    let reason = reason.clone();
+                    if let Err(e) = self.join(&reason).await
+                        && self.on_error(e)?
                     {
-                        return self.leave(done).await;
+                        self.pause().await;
                     }
                 }
+                State::Stable => match self.stable().await {
+                    StableExit::Continue => {}
+                    StableExit::Leave(done) => self.leave_next(done),
+                    StableExit::Rejoin(reason) => self.state = State::Join { reason },
+                    StableExit::StepAside(reason) => self.step_aside(reason).await,
+                    StableExit::Error(e) => {
+                        if self.on_error(e)? {
+                            self.pause().await;
+                        }
+                    }
+                },
+                State::Leave { done, coordinator } => {
+                    let (done, coordinator) = (done.take(), *coordinator);
+                    return self.leave(done, coordinator).await;
+                }
+            }
+        }
+    }
+
+    /// Looks the coordinator up; on success goes on with what waited for it.
+    async fn find_coordinator(&mut self) -> Result<(), GroupError> {
+        self.expire_session_if_silent();
+        match self.api.find_coordinator().await {
+            Ok(()) => {
+                tracing::info!(group = %self.group(), why = "coordinator found", "connected to the group coordinator");
+                self.unreachable_since = None;
+                self.failed_lookups = 0;
+                self.unreachable_logged = None;
+                self.backoff.reset();
+                if let State::FindCoordinator { rejoin } = &mut self.state {
+                    self.state = match rejoin.take() {
+                        Some(reason) => State::Join { reason },
+                        None => State::Stable,
+                    };
+                }
+                Ok(())
+            }
+            Err(e) if e.is_fatal() => Err(e),
+            Err(e) => {
+                let since = *self.unreachable_since.get_or_insert_with(Instant::now);
+                if let Some(limit) = self.config.give_up_after
+                    && since.elapsed() >= limit
+                {
+                    return Err(GroupError::Fatal(format!(
+                        "gave up: no group coordinator reachable for {:?} (give_up_after); last error: {e}",
+                        since.elapsed()
+                    )));
+                }
+                self.failed_lookups += 1;
+                let due = self
+                    .unreachable_logged
+                    .is_none_or(|at| at.elapsed() >= UNREACHABLE_REMINDER);
+                if due {
+                    self.unreachable_logged = Some(Instant::now());
+                    tracing::warn!(
+                        group = %self.group(), error = %e, attempts = self.failed_lookups,
+                        unreachable_for = ?since.elapsed(),
+                        "no group coordinator reachable; retrying with backoff"
+                    );
+                }
+                self.pause().await;
+                Ok(())
             }
         }
     }
@@ -242,26 +306,26 @@ impl<A: GroupApi> Coordinator<A> {
         let group = self.config.group_id.clone();
         if e.needs_new_coordinator() {
             tracing::warn!(%group, error = %e, why = "coordinator moved or unreachable", "finding the coordinator again");
-            self.need_coordinator = true;
+            self.coordinator_lost();
             return Ok(true);
         }
         match e.response_error() {
             Some(ResponseError::RebalanceInProgress) => {
                 tracing::info!(%group, why = "rebalance in progress", "rejoining");
-                self.rejoin = Some("rebalance in progress".into());
+                self.rejoin_for("rebalance in progress".into());
                 Ok(false)
             }
             Some(ResponseError::UnknownMemberId) => {
                 tracing::warn!(%group, member = %self.member_id, why = "unknown member id", "rejoining as a new member");
                 self.lose("the coordinator forgot this member");
                 self.member_id.clear();
-                self.rejoin = Some("unknown member id".into());
+                self.rejoin_for("unknown member id".into());
                 Ok(false)
             }
             Some(ResponseError::IllegalGeneration) => {
                 tracing::warn!(%group, why = "illegal generation", "rejoining");
                 self.lose("the generation is gone");
-                self.rejoin = Some("illegal generation".into());
+                self.rejoin_for("illegal generation".into());
                 Ok(false)
             }
             Some(ResponseError::CoordinatorLoadInProgress) => {
@@ -270,37 +334,31 @@ impl<A: GroupApi> Coordinator<A> {
             }
             _ => {
                 tracing::warn!(%group, error = %e, "group request failed; backing off");
-                if self.generation.is_none() && self.rejoin.is_none() {
-                    self.rejoin = Some(format!("after error: {e}"));
+                if self.generation.is_none() {
+                    self.rejoin_for(format!("after error: {e}"));
                 }
                 Ok(true)
             }
         }
     }
 
-    /// Waits one backoff step; returns a Leave command's reply if one came.
-    async fn pause(&mut self) -> Option<Option<oneshot::Sender<()>>> {
+    /// Waits one backoff step, or until a Leave comes.
+    async fn pause(&mut self) {
         let deadline = Instant::now() + self.backoff.next();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = tokio::time::sleep_until(deadline) => return,
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Rejoin(reason)) => {
-                        if self.rejoin.is_none() {
-                            self.rejoin = Some(reason);
-                        }
-                    }
+                    Some(Command::Rejoin(reason)) => self.rejoin_for(reason),
                     Some(Command::CommitRefused { generation, reason }) => {
-                        if let Some(reason) = self.stale_commit_rejoin(generation, reason)
-                            && self.rejoin.is_none()
-                        {
-                            self.rejoin = Some(reason);
+                        if let Some(reason) = self.stale_commit_rejoin(generation, reason) {
+                            self.rejoin_for(reason);
                         }
                     }
                     // Not in a generation: nothing to give up.
                     Some(Command::StepAside(_)) => {}
-                    Some(Command::Leave(done)) => return Some(Some(done)),
-                    None => return Some(None),
+                    Some(Command::Leave(done)) => return self.leave_next(Some(done)),
+                    None => return self.leave_next(None),
                 }
             }
         }
@@ -347,9 +405,7 @@ impl<A: GroupApi> Coordinator<A> {
         {
             tracing::warn!(group = %self.group(), why = "session timeout without a heartbeat", "partitions lost");
             self.lose("the session timed out");
-            if self.rejoin.is_none() {
-                self.rejoin = Some("session expired".into());
-            }
+            self.rejoin_for("session expired".into());
         }
     }
 
@@ -394,9 +450,9 @@ impl<A: GroupApi> Coordinator<A> {
         }
     }
 
-    /// JoinGroup and SyncGroup; returns a reason to rejoin at once when a
-    /// cooperative rebalance needs its second round.
-    async fn join(&mut self, reason: &str) -> Result<Option<String>, GroupError> {
+    /// JoinGroup and SyncGroup, then stable, or joining again at once when
+    /// a cooperative rebalance needs its second round.
+    async fn join(&mut self, reason: &str) -> Result<(), GroupError> {
         if self.protocol == RebalanceProtocol::Eager && !self.owned.is_empty() {
             let all = self.owned.iter().cloned().collect();
             self.revoke(all).await;
@@ -430,7 +486,7 @@ impl<A: GroupApi> Coordinator<A> {
                 reason: reason.to_string(),
             });
             let Some(resp) = self.unless_leaving(request).await? else {
-                return Ok(None);
+                return Ok(());
             };
             match resp.error {
                 None => break resp,
@@ -485,7 +541,7 @@ impl<A: GroupApi> Coordinator<A> {
             assignments,
         });
         let Some(bytes) = self.unless_leaving(request).await? else {
-            return Ok(None);
+            return Ok(());
         };
         let assignment = Assignment::decode(&bytes)
             .map_err(|e| GroupError::malformed("SyncGroup assignment", e.to_string()))?;
@@ -500,32 +556,34 @@ impl<A: GroupApi> Coordinator<A> {
         self.joins += 1;
         let revoked: Vec<_> = self.owned.difference(&new).cloned().collect();
         let added: Vec<_> = new.difference(&self.owned).cloned().collect();
-        let second_round = if revoked.is_empty() {
-            None
+        self.state = if revoked.is_empty() {
+            State::Stable
         } else {
             // Cooperative: give up what moves, then rejoin so the group can
             // hand it to its new owner.
             self.revoke(revoked).await;
-            Some("cooperative rebalance: partitions released".to_string())
+            State::Join {
+                reason: "cooperative rebalance: partitions released".into(),
+            }
         };
+        self.backoff.reset();
         self.owned = new;
         tracing::info!(
             group = %self.group(), generation = generation.generation_id, member = %generation.member_id,
             assigned = self.owned.len(), added = added.len(), "joined"
         );
-        self.set_phase(MemberPhase::Stable);
+        self.publish();
         self.emit(GroupEvent::Assigned {
             added,
             assignment: self.owned.iter().cloned().collect(),
             generation,
         });
-        Ok(second_round)
+        Ok(())
     }
 
     /// Awaits a group request (JoinGroup, SyncGroup: they may take up to
     /// the rebalance timeout) unless a Leave comes first: then the request
-    /// is abandoned, the Leave kept for `run` to honour, and `None`
-    /// returned. Other commands change nothing while joining.
+    /// is abandoned, the member leaves next, and `None` is returned. Other commands change nothing while joining.
     async fn unless_leaving<T>(
         &mut self,
         request: impl Future<Output = Result<T, GroupError>>,
@@ -536,11 +594,11 @@ impl<A: GroupApi> Coordinator<A> {
                 answer = &mut request => return answer.map(Some),
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Leave(done)) => {
-                        self.leave_requested = Some(Some(done));
+                        self.leave_next(Some(done));
                         return Ok(None);
                     }
                     None => {
-                        self.leave_requested = Some(None);
+                        self.leave_next(None);
                         return Ok(None);
                     }
                     Some(Command::Rejoin(_) | Command::CommitRefused { .. } | Command::StepAside(_)) => {}
@@ -630,7 +688,6 @@ impl<A: GroupApi> Coordinator<A> {
 
     /// Heartbeats until the group needs this member to do something else.
     async fn stable(&mut self) -> StableExit {
-        self.set_phase(MemberPhase::Stable);
         loop {
             let next = Instant::now() + self.config.heartbeat_interval;
             let metadata_check = self.watched.as_ref().map(|w| w.next_check);
@@ -658,8 +715,8 @@ impl<A: GroupApi> Coordinator<A> {
                         }
                     }
                     self.expire_session_if_silent();
-                    if let Some(reason) = self.rejoin.take() {
-                        return StableExit::Rejoin(reason);
+                    if !matches!(self.state, State::Stable) {
+                        return StableExit::Continue;
                     }
                 }
                 cmd = self.commands.recv() => match cmd {
@@ -691,19 +748,21 @@ impl<A: GroupApi> Coordinator<A> {
             tracing::warn!(group = %self.group(), error = %e, "LeaveGroup failed; the coordinator drops the member after the session timeout");
         }
         self.member_id.clear();
-        self.rejoin = Some(format!("rejoining after stepping aside: {reason}"));
+        self.state = State::Join {
+            reason: format!("rejoining after stepping aside: {reason}"),
+        };
     }
 
     /// Releases partitions (the runtime commits), leaves (dynamic members
     /// only: a static member keeps its place for the session timeout).
-    async fn leave(&mut self, done: Option<oneshot::Sender<()>>) -> Result<(), GroupError> {
-        self.set_phase(MemberPhase::Leaving);
+    async fn leave(
+        &mut self,
+        done: Option<oneshot::Sender<()>>,
+        coordinator: bool,
+    ) -> Result<(), GroupError> {
         let owned: Vec<_> = self.owned.iter().cloned().collect();
         self.revoke(owned).await;
-        if self.config.group_instance_id.is_none()
-            && !self.member_id.is_empty()
-            && !self.need_coordinator
-        {
+        if self.config.group_instance_id.is_none() && !self.member_id.is_empty() && coordinator {
             let g = Generation {
                 generation_id: self.generation.as_ref().map_or(-1, |g| g.generation_id),
                 member_id: self.member_id.clone(),

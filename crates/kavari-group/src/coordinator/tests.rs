@@ -300,6 +300,47 @@ async fn not_coordinator_finds_it_again_and_keeps_the_generation() {
     assert_eq!(h.state.borrow().phase, MemberPhase::Stable);
 }
 
+/// A join that finds the coordinator gone keeps its reason through the
+/// lookups: once found, the member joins (it has no generation to resume).
+#[tokio::test(start_paused = true)]
+async fn a_join_that_loses_the_coordinator_joins_once_it_is_found_again() {
+    let api = ScriptedApi::default();
+    {
+        let mut s = api.script();
+        s.join.push_back(Err(err(ResponseError::NotCoordinator)));
+        s.find.push_back(Ok(()));
+        s.find
+            .push_back(Err(err(ResponseError::CoordinatorNotAvailable)));
+        s.join.push_back(joined("m1", 1, "m1", "range"));
+        s.sync.push_back(assignment(&[0]));
+    }
+    let mut h = start(api, |_| {});
+    h.assigned().await;
+    let calls = h.api.calls();
+    let kinds: Vec<&str> = calls
+        .iter()
+        .map(|c| match c {
+            Call::Find => "find",
+            Call::Join { .. } => "join",
+            Call::Sync { .. } => "sync",
+            Call::Heartbeat { .. } => "heartbeat",
+            Call::Leave { .. } => "leave",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["find", "join", "find", "find", "join", "sync"],
+        "{calls:?}"
+    );
+    assert!(
+        h.api
+            .joins()
+            .iter()
+            .all(|j| matches!(j, Call::Join { reason, .. } if reason == "first join")),
+        "the reason is kept: {calls:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn coordinator_load_in_progress_backs_off_then_joins() {
     let api = ScriptedApi::default();
