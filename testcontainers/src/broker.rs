@@ -25,6 +25,7 @@ pub struct BrokerBuilder {
     storage: Storage,
     proxy: bool,
     ready_timeout: Duration,
+    tls_names: Option<Vec<String>>,
 }
 
 impl Default for BrokerBuilder {
@@ -33,6 +34,7 @@ impl Default for BrokerBuilder {
             storage: Storage::Memory,
             proxy: false,
             ready_timeout: Duration::from_secs(60),
+            tls_names: None,
         }
     }
 }
@@ -52,6 +54,15 @@ impl BrokerBuilder {
         self
     }
 
+    /// Serve TLS only, with a certificate for `names` (host names or IP
+    /// addresses) issued by a CA of the test's own
+    /// ([`KafkaBroker::tls_ca_file`]). Made with the `openssl` command.
+    /// Needs a local broker. Default: plaintext.
+    pub fn tls(mut self, names: &[&str]) -> Self {
+        self.tls_names = Some(names.iter().map(|n| n.to_string()).collect());
+        self
+    }
+
     /// How long to wait for the broker to answer Metadata. Default: 60 s.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -67,9 +78,13 @@ impl BrokerBuilder {
             if self.proxy {
                 return Err(Error::External("behind_proxy"));
             }
+            if self.tls_names.is_some() {
+                return Err(Error::External("tls"));
+            }
             let broker = KafkaBroker {
                 bootstrap: external.trim().to_string(),
                 local: None,
+                tls_ca: None,
             };
             tracing::info!(brokers = %broker.bootstrap, timeout = ?self.ready_timeout, "waiting for KAVARI_BROKERS to answer");
             broker.wait_ready(self.ready_timeout).await?;
@@ -99,6 +114,10 @@ impl BrokerBuilder {
             Some(p) => p.address().to_string(),
             None => format!("127.0.0.1:{port}"),
         };
+        let tls_ca = match &self.tls_names {
+            Some(names) => Some(crate::certificates::issue(workdir.path(), names)?),
+            None => None,
+        };
         let local = LocalBroker {
             binary,
             workdir,
@@ -106,12 +125,14 @@ impl BrokerBuilder {
             advertised: advertised.clone(),
             storage: self.storage,
             proxy,
+            tls: tls_ca.is_some(),
             process: Mutex::new(None),
         };
         local.spawn()?;
         let broker = KafkaBroker {
             bootstrap: advertised,
             local: Some(local),
+            tls_ca,
         };
         broker.wait_ready(self.ready_timeout).await?;
         Ok(broker)
@@ -126,6 +147,8 @@ struct LocalBroker {
     advertised: String,
     storage: Storage,
     proxy: Option<FaultProxy>,
+    /// Serves TLS with the certificate in the working directory.
+    tls: bool,
     process: Mutex<Option<BrokerProcess>>,
 }
 
@@ -139,7 +162,7 @@ impl LocalBroker {
             Storage::Memory => "memory://nisshi/".to_string(),
             Storage::File => "sqlite://kafka.db".to_string(),
         };
-        let args = vec![
+        let mut args = vec![
             "broker".to_string(),
             "--listener-url".to_string(),
             format!("tcp://127.0.0.1:{}", self.port),
@@ -150,6 +173,21 @@ impl LocalBroker {
             "--group-initial-rebalance-delay".to_string(),
             "0s".to_string(),
         ];
+        if self.tls {
+            let dir = self.workdir.path();
+            args.push("--cert".to_string());
+            args.push(
+                dir.join(crate::certificates::SERVER_CERT)
+                    .display()
+                    .to_string(),
+            );
+            args.push("--key".to_string());
+            args.push(
+                dir.join(crate::certificates::SERVER_KEY)
+                    .display()
+                    .to_string(),
+            );
+        }
         let process =
             BrokerProcess::spawn(&self.binary, &args, self.workdir.path(), &self.log_path())?;
         let mut slot = self.process.lock().unwrap_or_else(|p| p.into_inner());
@@ -185,6 +223,8 @@ impl LocalBroker {
 pub struct KafkaBroker {
     bootstrap: String,
     local: Option<LocalBroker>,
+    /// The CA that issued the broker's certificate, when it serves TLS.
+    tls_ca: Option<PathBuf>,
 }
 
 impl KafkaBroker {
@@ -211,6 +251,32 @@ impl KafkaBroker {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect()
+    }
+
+    /// The PEM file of the CA that issued the broker's certificate, when
+    /// started with [`BrokerBuilder::tls`].
+    pub fn tls_ca_file(&self) -> Option<&std::path::Path> {
+        self.tls_ca.as_deref()
+    }
+
+    /// The test kit's own client: TLS with the broker's CA (not checking
+    /// the host name, which some tests leave out on purpose) when the
+    /// broker serves TLS.
+    fn cluster(&self, timeout: Duration) -> Result<kavari_wire::cluster::Cluster, Error> {
+        let cluster = kavari_wire::cluster::Cluster::new(
+            self.bootstrap_list(),
+            "kavari-testcontainers".into(),
+            timeout,
+        );
+        let Some(ca) = &self.tls_ca else {
+            return Ok(cluster);
+        };
+        let tls = kavari_wire::tls::Tls::builder()
+            .ca_file(ca)
+            .verify_hostname(false)
+            .build()
+            .map_err(|e| Error::Certificates(e.to_string()))?;
+        Ok(cluster.with_security(kavari_wire::Security::Tls(tls)))
     }
 
     /// True when this handle points at `KAVARI_BROKERS` instead of a process of
@@ -254,11 +320,7 @@ impl KafkaBroker {
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), Error> {
         const DEADLINE: Duration = Duration::from_secs(30);
         let action = format!("creating topic {name} with {partitions} partitions");
-        let cluster = kavari_wire::cluster::Cluster::new(
-            self.bootstrap_list(),
-            "kavari-testcontainers".into(),
-            Duration::from_secs(10),
-        );
+        let cluster = self.cluster(Duration::from_secs(10))?;
         let topic = kavari_wire::admin::NewTopic {
             name,
             partitions,
@@ -301,11 +363,7 @@ impl KafkaBroker {
         loop {
             // A Metadata request on a fresh connection each time (a
             // restarted broker must answer on a new one).
-            let cluster = kavari_wire::cluster::Cluster::new(
-                self.bootstrap_list(),
-                "kavari-testcontainers".into(),
-                Duration::from_secs(1),
-            );
+            let cluster = self.cluster(Duration::from_secs(1))?;
             let attempt = async move { cluster.topics(&[]).await.map(drop) };
             match tokio::time::timeout(Duration::from_secs(3), attempt).await {
                 Ok(Ok(_)) => return Ok(()),

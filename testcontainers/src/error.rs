@@ -4,6 +4,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The test certificates could not be made (the `openssl` command).
+    #[error("making test certificates: {0}")]
+    Certificates(String),
     /// No backend applies: no `KAVARI_BROKERS`, no broker binary, and the
     /// install did not run.
     #[error(

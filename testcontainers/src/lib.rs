@@ -24,6 +24,7 @@
 //! black-hole new ones, and add latency.
 
 mod broker;
+mod certificates;
 mod error;
 mod install;
 mod process;

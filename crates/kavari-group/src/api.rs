@@ -188,9 +188,8 @@ impl GroupApi for KafkaGroupApi {
             (resp.host.as_str().to_string(), resp.port)
         };
         let address = format!("{host}:{port}");
-        let (client_id, timeout) = (self.cluster.client_id(), self.cluster.request_timeout());
-        let join = Connection::connect(&address, client_id, timeout).await?;
-        let control = Connection::connect(&address, client_id, timeout).await?;
+        let join = self.cluster.connect(&address).await?;
+        let control = self.cluster.connect(&address).await?;
         tracing::debug!(group = %self.group_id, coordinator = %address, "found the group coordinator");
         *self.link.lock().await = Some(Arc::new(CoordinatorLink { join, control }));
         Ok(())

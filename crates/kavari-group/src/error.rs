@@ -68,17 +68,18 @@ impl GroupError {
         matches!(
             self,
             Self::Fatal(_) | Self::Wire(WireError::UnsupportedVersion { .. })
-        ) || matches!(
-            self.response_error(),
-            Some(
-                ResponseError::FencedInstanceId
-                    | ResponseError::InconsistentGroupProtocol
-                    | ResponseError::GroupAuthorizationFailed
-                    | ResponseError::InvalidGroupId
-                    | ResponseError::GroupMaxSizeReached
-                    | ResponseError::InvalidSessionTimeout
-                    | ResponseError::UnsupportedVersion
+        ) || matches!(self, Self::Wire(e) if e.is_authentication())
+            || matches!(
+                self.response_error(),
+                Some(
+                    ResponseError::FencedInstanceId
+                        | ResponseError::InconsistentGroupProtocol
+                        | ResponseError::GroupAuthorizationFailed
+                        | ResponseError::InvalidGroupId
+                        | ResponseError::GroupMaxSizeReached
+                        | ResponseError::InvalidSessionTimeout
+                        | ResponseError::UnsupportedVersion
+                )
             )
-        )
     }
 }

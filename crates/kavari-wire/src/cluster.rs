@@ -18,6 +18,7 @@ use kafka_protocol::messages::{MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
 
+use crate::Security;
 use crate::WireError;
 use crate::connection::Connection;
 
@@ -68,6 +69,7 @@ pub struct Cluster {
     bootstrap: Vec<String>,
     client_id: String,
     request_timeout: Duration,
+    security: Security,
     any: Mutex<Option<Arc<Connection>>>,
     brokers: std::sync::Mutex<HashMap<i32, Arc<BrokerSlot>>>,
     /// The controller's id from the last metadata answer; -1 when unknown.
@@ -83,10 +85,30 @@ impl Cluster {
             bootstrap,
             client_id,
             request_timeout,
+            security: Security::Plaintext,
             any: Mutex::new(None),
             brokers: std::sync::Mutex::new(HashMap::new()),
             controller: std::sync::atomic::AtomicI32::new(-1),
         }
+    }
+
+    /// Secures every connection as `security` says (default: plaintext).
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// A new connection to `address`, with the cluster's client id,
+    /// timeout and security: for callers that keep connections of their
+    /// own (the group coordinator's).
+    pub async fn connect(&self, address: &str) -> Result<Connection, WireError> {
+        Connection::connect(
+            address,
+            &self.client_id,
+            self.request_timeout,
+            &self.security,
+        )
+        .await
     }
 
     /// The timeout of every request.
@@ -114,7 +136,7 @@ impl Cluster {
         }
         let mut last = None;
         for address in &self.bootstrap {
-            match Connection::connect(address, &self.client_id, self.request_timeout).await {
+            match self.connect(address).await {
                 Ok(c) => {
                     let c = Arc::new(c);
                     *slot = Some(Arc::clone(&c));
@@ -250,8 +272,7 @@ impl Cluster {
         {
             return Ok(Arc::clone(c));
         }
-        let c =
-            Arc::new(Connection::connect(&address, &self.client_id, self.request_timeout).await?);
+        let c = Arc::new(self.connect(&address).await?);
         tracing::debug!(broker = id, %address, ?lane, "connected to broker");
         *conn = Some(Arc::clone(&c));
         Ok(c)

@@ -26,8 +26,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -35,6 +33,7 @@ use tokio::time::Instant;
 use crate::WireError;
 use crate::produce::PartitionProduce;
 use crate::response_shape::{Shape, apis};
+use crate::stream::{ReadHalf, Security, WriteHalf};
 
 /// The largest response frame accepted (a guard against corrupt lengths).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -136,7 +135,7 @@ impl Shared {
 /// batches) does not allocate and fault in fresh memory each time.
 #[derive(Debug)]
 struct Writer {
-    stream: OwnedWriteHalf,
+    stream: WriteHalf,
     frame: BytesMut,
 }
 
@@ -187,26 +186,16 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Connects (with `TCP_NODELAY`) and negotiates API versions; every
-    /// request through [`send`](Self::send) is bounded by `timeout`.
+    /// Connects (with `TCP_NODELAY`), secured as `security` says, and
+    /// negotiates API versions; every request through
+    /// [`send`](Self::send) is bounded by `timeout`.
     pub async fn connect(
         address: &str,
         client_id: &str,
         timeout: Duration,
+        security: &Security,
     ) -> Result<Self, WireError> {
-        let conn_err = |detail: String| WireError::Connection {
-            address: address.to_string(),
-            detail,
-        };
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(conn_err(e.to_string())),
-            Err(_) => return Err(conn_err(format!("connect timed out after {timeout:?}"))),
-        };
-        // Requests are written whole; Nagle would only hold the last segment
-        // of a large one back for the broker's delayed ACK.
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let (read, write) = crate::stream::open(address, security, timeout).await?;
         let shared = Arc::new(Shared::default());
         let reader = tokio::spawn(read_responses(read, Arc::clone(&shared)));
         let mut conn = Self {
@@ -397,7 +386,12 @@ impl Connection {
             }
             let mut guard = WriteGuard(&self.shared, false);
             let mut whole = Buf::chain(Buf::chain(&frame[..], body), tail);
-            if let Err(e) = stream.write_all_buf(&mut whole).await {
+            // A TLS stream may keep the last record until flushed.
+            let written = match stream.write_all_buf(&mut whole).await {
+                Ok(()) => stream.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 self.shared.poison(&format!("write: {e}"));
                 return Err(self.conn_err(format!("write: {e}")));
             }
@@ -608,7 +602,7 @@ pub fn decode_response<R: Request>(
 
 /// Reads responses in order and hands each to the request waiting first;
 /// any failure breaks the connection and fails every waiting request.
-async fn read_responses(mut read: OwnedReadHalf, shared: Arc<Shared>) {
+async fn read_responses(mut read: ReadHalf, shared: Arc<Shared>) {
     let why = loop {
         let mut len = [0u8; 4];
         if let Err(e) = read.read_exact(&mut len).await {
@@ -671,9 +665,14 @@ mod tests {
 
     async fn connect(answer: Vec<u8>) -> WireError {
         let address = peer(answer).await;
-        Connection::connect(&address, "test", Duration::from_secs(2))
-            .await
-            .expect_err("a broken answer")
+        Connection::connect(
+            &address,
+            "test",
+            Duration::from_secs(2),
+            &Security::Plaintext,
+        )
+        .await
+        .expect_err("a broken answer")
     }
 
     /// Garbage from the network is an error for the caller, never a panic or

@@ -15,6 +15,15 @@ pub enum WireError {
         /// What went wrong.
         detail: String,
     },
+    /// TLS refused the broker (a certificate not trusted, a name it does
+    /// not carry, no common protocol): the same on every attempt.
+    #[error("TLS with {address} failed: {detail}")]
+    Tls {
+        /// The address.
+        address: String,
+        /// What rustls reported.
+        detail: String,
+    },
     /// A request got no answer in time.
     #[error("{api} request to {address} timed out after {after_ms} ms")]
     Timeout {
@@ -60,6 +69,21 @@ pub enum WireError {
 }
 
 impl WireError {
+    /// Whether the client cannot reach the cluster as configured (TLS
+    /// refused, credentials refused): retrying changes nothing until the
+    /// configuration does.
+    pub fn is_authentication(&self) -> bool {
+        use ResponseError as E;
+        match self {
+            Self::Tls { .. } => true,
+            Self::Broker { error, .. } => matches!(
+                error,
+                E::SaslAuthenticationFailed | E::UnsupportedSaslMechanism | E::IllegalSaslState
+            ),
+            _ => false,
+        }
+    }
+
     /// A broker's error code for `api`.
     pub fn broker(api: &'static str, error: ResponseError, message: Option<String>) -> Self {
         Self::Broker {

@@ -24,12 +24,16 @@ pub mod produce;
 pub mod reader;
 pub mod record_batch;
 pub mod response_shape;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::fmt;
 
 pub use compression::Compression;
 pub use error::{WireError, is_retriable_code, needs_metadata_refresh};
 pub use kafka_protocol::ResponseError;
+pub use stream::Security;
 
 /// A topic and partition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

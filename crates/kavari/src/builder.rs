@@ -20,6 +20,7 @@ pub struct KavariBuilder {
     bootstrap: String,
     client_id: String,
     request_timeout: Duration,
+    security: kavari_wire::Security,
     shutdown_timeout: Duration,
     publishing_retry: Arc<dyn RetryPolicy>,
     producer: ProducerConfig,
@@ -32,6 +33,7 @@ impl KavariBuilder {
             bootstrap: bootstrap.into(),
             client_id: "kavari".to_string(),
             request_timeout: Duration::from_secs(30),
+            security: kavari_wire::Security::Plaintext,
             shutdown_timeout: Duration::from_secs(30),
             // Java's producer: retry.backoff.ms 100 doubling to
             // retry.backoff.max.ms 1 s, for as long as delivery_timeout lasts.
@@ -237,6 +239,19 @@ impl KavariBuilder {
     /// connect, metadata, produce. Kafka's `request.timeout.ms`. Default: 30 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// TLS on every connection to the cluster (`security.protocol=SSL`):
+    /// the broker's certificate checked against a CA file or the system's
+    /// roots, and its host name (see [`Tls::builder`](crate::Tls::builder)).
+    /// A certificate the client does not trust or that names another host
+    /// fails publishes at once with [`ProduceErrorKind::Authentication`](crate::publish::ProduceErrorKind::Authentication)
+    /// and turns a consumer's health `Failed`; it is not retried as a
+    /// network fault. Default: plaintext.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::Tls) -> Self {
+        self.security = kavari_wire::Security::Tls(tls);
         self
     }
 
@@ -484,11 +499,10 @@ impl KavariBuilder {
         let bootstrap = self.validate()?;
         // One connection pool for the publisher, the fetcher and the group
         // member.
-        let cluster = Arc::new(Cluster::new(
-            bootstrap,
-            self.client_id.clone(),
-            self.request_timeout,
-        ));
+        let cluster = Arc::new(
+            Cluster::new(bootstrap, self.client_id.clone(), self.request_timeout)
+                .with_security(self.security.clone()),
+        );
         if let Err(e) = cluster.any_broker().await {
             tracing::warn!(error = %e, "Kafka is not reachable yet; Kavari will keep trying");
         }

@@ -161,6 +161,8 @@ pub use health::{Health, HealthState, PartitionHealth};
 /// union are refused at compile time.
 pub use kavari_derive::KafkaMessage;
 pub use kavari_wire::fetch::Isolation;
+#[cfg(feature = "tls")]
+pub use kavari_wire::tls::{Tls, TlsBuilder, TlsConfigError};
 
 /// The partition assignors a consumer group can use
 /// ([`KavariBuilder::assignors`]), with the Java client's names.

@@ -32,6 +32,10 @@ pub enum ProduceErrorKind {
     /// The cluster refused this client access to the topic (or cluster):
     /// an ACL is missing.
     Authorization,
+    /// The client could not authenticate with the cluster as configured:
+    /// TLS refused the broker's certificate (untrusted, or not for the
+    /// host) or the broker refused the credentials. Not retried.
+    Authentication,
     /// The broker refused the request with an error code.
     Broker,
     /// The publisher is shutting down.
@@ -96,6 +100,9 @@ impl ProduceError {
                 Self::new(K::Connection, true, format!("{context}: {e}"))
             }
             WireError::Timeout { .. } => Self::new(K::Timeout, true, format!("{context}: {e}")),
+            e if e.is_authentication() => {
+                Self::new(K::Authentication, false, format!("{context}: {e}"))
+            }
             WireError::Broker { error, message, .. } => {
                 Self::from_code(context, *error, message.as_deref())
             }

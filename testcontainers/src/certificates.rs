@@ -1,0 +1,117 @@
+//! Certificates for a TLS test broker: a CA of the test's own and a server
+//! certificate it issues for the names the test asks for, made with the
+//! `openssl` command in the broker's working directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::Error;
+
+/// The server's certificate chain (PEM), in the working directory.
+pub(crate) const SERVER_CERT: &str = "server.pem";
+/// The server's private key (PKCS#8 PEM), in the working directory.
+pub(crate) const SERVER_KEY: &str = "server.key";
+
+/// Issues a CA and a server certificate for `names` (IP addresses or DNS
+/// names) in `dir`; returns the CA's PEM file.
+pub(crate) fn issue(dir: &Path, names: &[String]) -> Result<PathBuf, Error> {
+    let alt_names = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(_) => format!("IP:{n}"),
+            Err(_) => format!("DNS:{n}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let extensions = dir.join("server.ext");
+    std::fs::write(
+        &extensions,
+        format!(
+            "subjectAltName={alt_names}\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .map_err(|e| Error::Certificates(format!("writing {}: {e}", extensions.display())))?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Kavari test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                SERVER_KEY,
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=kavari test broker",
+            ],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            SERVER_CERT,
+            "-extfile",
+            "server.ext",
+        ],
+    )?;
+    Ok(dir.join("ca.pem"))
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| Error::Certificates(format!("running openssl (is it installed?): {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Certificates(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
