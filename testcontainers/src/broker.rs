@@ -26,6 +26,7 @@ pub struct BrokerBuilder {
     proxy: bool,
     ready_timeout: Duration,
     tls_names: Option<Vec<String>>,
+    users: Vec<(String, String)>,
 }
 
 impl Default for BrokerBuilder {
@@ -35,6 +36,7 @@ impl Default for BrokerBuilder {
             proxy: false,
             ready_timeout: Duration::from_secs(60),
             tls_names: None,
+            users: Vec::new(),
         }
     }
 }
@@ -63,6 +65,17 @@ impl BrokerBuilder {
         self
     }
 
+    /// Require SASL authentication, with `name` known by `password` for
+    /// SCRAM-SHA-256 and SCRAM-SHA-512 (call again for more users). The
+    /// first user is the test kit's own ([`KafkaBroker::sasl`]). Stores on
+    /// file ([`Storage::File`]): the broker keeps SCRAM users only there.
+    /// Needs a local broker. Default: no authentication.
+    pub fn sasl_user(mut self, name: &str, password: &str) -> Self {
+        self.users.push((name.to_string(), password.to_string()));
+        self.storage = Storage::File;
+        self
+    }
+
     /// How long to wait for the broker to answer Metadata. Default: 60 s.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -81,10 +94,14 @@ impl BrokerBuilder {
             if self.tls_names.is_some() {
                 return Err(Error::External("tls"));
             }
+            if !self.users.is_empty() {
+                return Err(Error::External("sasl_user"));
+            }
             let broker = KafkaBroker {
                 bootstrap: external.trim().to_string(),
                 local: None,
                 tls_ca: None,
+                sasl: None,
             };
             tracing::info!(brokers = %broker.bootstrap, timeout = ?self.ready_timeout, "waiting for KAVARI_BROKERS to answer");
             broker.wait_ready(self.ready_timeout).await?;
@@ -126,13 +143,36 @@ impl BrokerBuilder {
             storage: self.storage,
             proxy,
             tls: tls_ca.is_some(),
+            authentication: std::sync::atomic::AtomicBool::new(false),
             process: Mutex::new(None),
         };
+        if !self.users.is_empty() {
+            // The broker takes new users only from an unauthenticated,
+            // plaintext client: create them before security is on.
+            local.spawn_plain()?;
+            let plain = KafkaBroker {
+                bootstrap: format!("127.0.0.1:{port}"),
+                local: None,
+                tls_ca: None,
+                sasl: None,
+            };
+            plain.wait_ready(self.ready_timeout).await?;
+            for (name, password) in &self.users {
+                local.create_user(name, password)?;
+            }
+            if let Some(p) = local.take_process() {
+                p.stop(Duration::from_secs(10))?;
+            }
+            local
+                .authentication
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         local.spawn()?;
         let broker = KafkaBroker {
             bootstrap: advertised,
             local: Some(local),
             tls_ca,
+            sasl: self.users.first().cloned(),
         };
         broker.wait_ready(self.ready_timeout).await?;
         Ok(broker)
@@ -149,6 +189,8 @@ struct LocalBroker {
     proxy: Option<FaultProxy>,
     /// Serves TLS with the certificate in the working directory.
     tls: bool,
+    /// Requires SASL (once its users exist).
+    authentication: std::sync::atomic::AtomicBool,
     process: Mutex<Option<BrokerProcess>>,
 }
 
@@ -158,6 +200,39 @@ impl LocalBroker {
     }
 
     fn spawn(&self) -> Result<(), Error> {
+        let authentication = self
+            .authentication
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.spawn_with(self.tls, authentication)
+    }
+
+    /// Plaintext without authentication, whatever the broker serves later.
+    fn spawn_plain(&self) -> Result<(), Error> {
+        self.spawn_with(false, false)
+    }
+
+    /// Creates `name` for SCRAM-SHA-256 and SCRAM-SHA-512 through a broker
+    /// started by [`spawn_plain`](Self::spawn_plain).
+    fn create_user(&self, name: &str, password: &str) -> Result<(), Error> {
+        for mechanism in ["scram256", "scram512"] {
+            let out = std::process::Command::new(&self.binary)
+                .args(["user", "create", "--broker"])
+                .arg(format!("tcp://127.0.0.1:{}", self.port))
+                .args(["--mechanism", mechanism, name, password])
+                .output()
+                .map_err(|source| Error::Io {
+                    action: "running the broker's user create",
+                    source,
+                })?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() || stderr.contains("error") {
+                return Err(Error::Users(format!("{mechanism} {name}: {stderr}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_with(&self, tls: bool, authentication: bool) -> Result<(), Error> {
         let storage = match self.storage {
             Storage::Memory => "memory://nisshi/".to_string(),
             Storage::File => "sqlite://kafka.db".to_string(),
@@ -173,7 +248,10 @@ impl LocalBroker {
             "--group-initial-rebalance-delay".to_string(),
             "0s".to_string(),
         ];
-        if self.tls {
+        if authentication {
+            args.push("--authentication".to_string());
+        }
+        if tls {
             let dir = self.workdir.path();
             args.push("--cert".to_string());
             args.push(
@@ -225,6 +303,9 @@ pub struct KafkaBroker {
     local: Option<LocalBroker>,
     /// The CA that issued the broker's certificate, when it serves TLS.
     tls_ca: Option<PathBuf>,
+    /// The test kit's SASL user and password, when the broker requires
+    /// authentication.
+    sasl: Option<(String, String)>,
 }
 
 impl KafkaBroker {
@@ -259,24 +340,35 @@ impl KafkaBroker {
         self.tls_ca.as_deref()
     }
 
+    /// The first user given to [`BrokerBuilder::sasl_user`] and its
+    /// password, when the broker requires authentication.
+    pub fn sasl(&self) -> Option<(&str, &str)> {
+        self.sasl.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
     /// The test kit's own client: TLS with the broker's CA (not checking
     /// the host name, which some tests leave out on purpose) when the
-    /// broker serves TLS.
+    /// broker serves TLS, SCRAM-SHA-512 as the first user when it requires
+    /// authentication.
     fn cluster(&self, timeout: Duration) -> Result<kavari_wire::cluster::Cluster, Error> {
-        let cluster = kavari_wire::cluster::Cluster::new(
+        let mut security = kavari_wire::Security::plaintext();
+        if let Some(ca) = &self.tls_ca {
+            let tls = kavari_wire::tls::Tls::builder()
+                .ca_file(ca)
+                .verify_hostname(false)
+                .build()
+                .map_err(|e| Error::Certificates(e.to_string()))?;
+            security = security.with_tls(tls);
+        }
+        if let Some((user, password)) = &self.sasl {
+            security = security.with_sasl(kavari_wire::sasl::Sasl::scram_sha512(user, password));
+        }
+        Ok(kavari_wire::cluster::Cluster::new(
             self.bootstrap_list(),
             "kavari-testcontainers".into(),
             timeout,
-        );
-        let Some(ca) = &self.tls_ca else {
-            return Ok(cluster);
-        };
-        let tls = kavari_wire::tls::Tls::builder()
-            .ca_file(ca)
-            .verify_hostname(false)
-            .build()
-            .map_err(|e| Error::Certificates(e.to_string()))?;
-        Ok(cluster.with_security(kavari_wire::Security::Tls(tls)))
+        )
+        .with_security(security))
     }
 
     /// True when this handle points at `KAVARI_BROKERS` instead of a process of

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The broker's SASL users could not be created.
+    #[error("creating SASL users: {0}")]
+    Users(String),
     /// The test certificates could not be made (the `openssl` command).
     #[error("making test certificates: {0}")]
     Certificates(String),

@@ -85,7 +85,7 @@ impl Cluster {
             bootstrap,
             client_id,
             request_timeout,
-            security: Security::Plaintext,
+            security: Security::plaintext(),
             any: Mutex::new(None),
             brokers: std::sync::Mutex::new(HashMap::new()),
             controller: std::sync::atomic::AtomicI32::new(-1),

@@ -21,7 +21,8 @@ use kafka_protocol::messages::{
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SyncGroupRequest,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest,
     SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
@@ -86,6 +87,10 @@ request!(FetchRequest => FetchResponse, Fetch, 4, 12, FETCH);
 // v1 asks by timestamp; v2 brings the isolation level.
 request!(ListOffsetsRequest => ListOffsetsResponse, ListOffsets, 1, 7, LIST_OFFSETS);
 request!(CreateTopicsRequest => CreateTopicsResponse, CreateTopics, 2, 7, CREATE_TOPICS);
+// v1 carries the mechanism's bytes in SaslAuthenticate requests (v0 sent
+// them raw, outside the protocol).
+request!(SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake, 1, 1, SASL_HANDSHAKE);
+request!(SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate, 0, 2, SASL_AUTHENTICATE);
 
 /// Requests written but not yet answered, oldest first, and why the
 /// connection broke once it has.
@@ -177,6 +182,9 @@ pub struct Connection {
     /// Broker's (min, max) per API key.
     versions: HashMap<i16, (i16, i16)>,
     timeout: Duration,
+    /// When to stop taking requests for a new, freshly authenticated
+    /// connection: before the broker's SASL session ends (KIP-368).
+    renew_at: Option<Instant>,
 }
 
 impl Drop for Connection {
@@ -210,8 +218,13 @@ impl Connection {
             next_correlation: AtomicI32::new(1),
             versions: HashMap::new(),
             timeout,
+            renew_at: None,
         };
         conn.negotiate().await?;
+        if let Some(sasl) = security.sasl() {
+            let lifetime = sasl.authenticate(&conn).await?;
+            conn.renew_at = lifetime.map(|l| Instant::now() + renew_within(l));
+        }
         Ok(conn)
     }
 
@@ -220,10 +233,13 @@ impl Connection {
         &self.address
     }
 
-    /// Whether the connection broke (a failed read or write, a timeout, an
-    /// answer out of step): every further request fails; connect again.
+    /// Whether to connect again rather than send on this connection: it
+    /// broke (a failed read or write, a timeout, an answer out of step;
+    /// every further request fails), or its SASL session is about to end
+    /// (requests already sent still get their answers).
     pub fn is_broken(&self) -> bool {
         self.shared.broken.load(Ordering::Relaxed)
+            || self.renew_at.is_some_and(|at| Instant::now() >= at)
     }
 
     async fn negotiate(&mut self) -> Result<(), WireError> {
@@ -368,7 +384,7 @@ impl Connection {
         deadline: Instant,
         frame_into: impl FnOnce(&mut BytesMut, i32) -> Result<(&'a [u8], &'a [u8]), WireError>,
     ) -> Result<Answer, WireError> {
-        if self.is_broken() {
+        if self.shared.broken.load(Ordering::Relaxed) {
             return Err(self.conn_err(self.shared.why_broken()));
         }
         let write = async {
@@ -572,6 +588,14 @@ impl Connection {
     }
 }
 
+/// How soon to replace a connection whose SASL session lasts `lifetime`:
+/// at 85 % of it, and at least a minute before it ends when it is long
+/// enough, so requests in flight finish inside the session.
+fn renew_within(lifetime: Duration) -> Duration {
+    let margin = (lifetime / 20 * 3).max(Duration::from_secs(60).min(lifetime / 2));
+    lifetime.saturating_sub(margin)
+}
+
 /// Decodes a response body (after its header) as `R`'s response at
 /// `version`, once its wire shape shows that no length in it claims more
 /// than the bytes left: a corrupt answer is an error, never an allocation
@@ -641,6 +665,18 @@ async fn read_responses(mut read: ReadHalf, shared: Arc<Shared>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sasl_sessions_are_renewed_well_before_they_end() {
+        let h = Duration::from_secs(3600);
+        assert_eq!(renew_within(h), h - h * 15 / 100);
+        // A minute before the end when 15 % is less.
+        let m = Duration::from_secs(300);
+        assert_eq!(renew_within(m), Duration::from_secs(240));
+        // Half of a session too short for a minute's margin.
+        let s = Duration::from_secs(10);
+        assert_eq!(renew_within(s), Duration::from_secs(5));
+    }
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -669,7 +705,7 @@ mod tests {
             &address,
             "test",
             Duration::from_secs(2),
-            &Security::Plaintext,
+            &Security::plaintext(),
         )
         .await
         .expect_err("a broken answer")

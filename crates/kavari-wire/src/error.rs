@@ -24,6 +24,16 @@ pub enum WireError {
         /// What rustls reported.
         detail: String,
     },
+    /// The broker refused the client's SASL credentials or mechanism.
+    #[error("authentication with {address} by {mechanism} failed: {detail}")]
+    Authentication {
+        /// The address.
+        address: String,
+        /// The SASL mechanism.
+        mechanism: &'static str,
+        /// Why (the broker's message; never the password).
+        detail: String,
+    },
     /// A request got no answer in time.
     #[error("{api} request to {address} timed out after {after_ms} ms")]
     Timeout {
@@ -75,7 +85,7 @@ impl WireError {
     pub fn is_authentication(&self) -> bool {
         use ResponseError as E;
         match self {
-            Self::Tls { .. } => true,
+            Self::Tls { .. } | Self::Authentication { .. } => true,
             Self::Broker { error, .. } => matches!(
                 error,
                 E::SaslAuthenticationFailed | E::UnsupportedSaslMechanism | E::IllegalSaslState

@@ -24,6 +24,7 @@ pub mod produce;
 pub mod reader;
 pub mod record_batch;
 pub mod response_shape;
+pub mod sasl;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -11,17 +11,49 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::WireError;
+use crate::sasl::Sasl;
 
-/// How connections to a cluster are secured.
+/// How connections to a cluster are secured: TLS or not, SASL or not
+/// (Kafka's `security.protocol`: `PLAINTEXT` by default, `SSL` with TLS,
+/// `SASL_PLAINTEXT` with SASL, `SASL_SSL` with both).
 #[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub enum Security {
-    /// Plain TCP (`security.protocol=PLAINTEXT`).
-    #[default]
-    Plaintext,
-    /// TLS on every connection (`security.protocol=SSL`).
+pub struct Security {
     #[cfg(feature = "tls")]
-    Tls(crate::tls::Tls),
+    tls: Option<crate::tls::Tls>,
+    sasl: Option<Sasl>,
+}
+
+impl Security {
+    /// Plain TCP, no authentication.
+    pub fn plaintext() -> Self {
+        Self::default()
+    }
+
+    /// TLS on every connection.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: crate::tls::Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// SASL authentication on every connection.
+    pub fn with_sasl(mut self, sasl: Sasl) -> Self {
+        self.sasl = Some(sasl);
+        self
+    }
+
+    /// The SASL mechanism and credentials, if any.
+    pub fn sasl(&self) -> Option<&Sasl> {
+        self.sasl.as_ref()
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
 }
 
 #[cfg(feature = "tls")]
@@ -61,18 +93,16 @@ pub(crate) async fn open(
         // Requests are written whole; Nagle would only hold the last segment
         // of a large one back for the broker's delayed ACK.
         let _ = tcp.set_nodelay(true);
-        match security {
-            Security::Plaintext => {
-                let (read, write) = tcp.into_split();
-                Ok((ReadHalf::Plain(read), WriteHalf::Plain(write)))
-            }
-            #[cfg(feature = "tls")]
-            Security::Tls(tls) => {
-                let stream = tls.handshake(address, tcp).await?;
-                let (read, write) = tokio::io::split(stream);
-                Ok((ReadHalf::Tls(read), WriteHalf::Tls(write)))
-            }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &security.tls {
+            let stream = tls.handshake(address, tcp).await?;
+            let (read, write) = tokio::io::split(stream);
+            return Ok((ReadHalf::Tls(read), WriteHalf::Tls(write)));
         }
+        #[cfg(not(feature = "tls"))]
+        let _ = security;
+        let (read, write) = tcp.into_split();
+        Ok((ReadHalf::Plain(read), WriteHalf::Plain(write)))
     };
     match tokio::time::timeout(timeout, open).await {
         Ok(opened) => opened,

@@ -8,7 +8,8 @@ use cap::Cap;
 use kafka_protocol::messages::{
     ApiVersionsRequest, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest,
     HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, SyncGroupRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Encodable;
 use kavari_wire::connection::{Request, decode_response};
@@ -235,4 +236,6 @@ every_response! {
     fetch: FetchRequest,
     list_offsets: ListOffsetsRequest,
     create_topics: CreateTopicsRequest,
+    sasl_handshake: SaslHandshakeRequest,
+    sasl_authenticate: SaslAuthenticateRequest,
 }

@@ -33,7 +33,7 @@ impl KavariBuilder {
             bootstrap: bootstrap.into(),
             client_id: "kavari".to_string(),
             request_timeout: Duration::from_secs(30),
-            security: kavari_wire::Security::Plaintext,
+            security: kavari_wire::Security::plaintext(),
             shutdown_timeout: Duration::from_secs(30),
             // Java's producer: retry.backoff.ms 100 doubling to
             // retry.backoff.max.ms 1 s, for as long as delivery_timeout lasts.
@@ -251,7 +251,19 @@ impl KavariBuilder {
     /// network fault. Default: plaintext.
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: crate::Tls) -> Self {
-        self.security = kavari_wire::Security::Tls(tls);
+        self.security = self.security.with_tls(tls);
+        self
+    }
+
+    /// SASL authentication on every connection (`security.protocol`
+    /// `SASL_PLAINTEXT`, or `SASL_SSL` with [`tls`](Self::tls)): PLAIN,
+    /// SCRAM-SHA-256 or SCRAM-SHA-512 ([`Sasl`](crate::Sasl)). Credentials
+    /// the broker refuses fail publishes at once with
+    /// [`ProduceErrorKind::Authentication`](crate::publish::ProduceErrorKind::Authentication)
+    /// and turn a consumer's health `Failed`; the error names the broker
+    /// and the mechanism, never the password. Default: none.
+    pub fn sasl(mut self, sasl: crate::Sasl) -> Self {
+        self.security = self.security.with_sasl(sasl);
         self
     }
 

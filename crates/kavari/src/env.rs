@@ -19,10 +19,12 @@ const NOT_OURS: &[&str] = &[
     "KAVARI_BENCH_LINGER_MS",
 ];
 
-/// TLS and SASL settings: refused until Kavari speaks TLS and SASL, so a
-/// configuration meant for a secured cluster never falls back to plaintext.
+/// TLS and SASL settings: read together, after the others, since what
+/// each means depends on `KAVARI_SECURITY_PROTOCOL`.
 const SECURITY: &[&str] = &[
+    "KAVARI_SECURITY_PROTOCOL",
     "KAVARI_SASL_MECHANISM",
+    "KAVARI_SASL_MECHANISMS",
     "KAVARI_SASL_USERNAME",
     "KAVARI_SASL_PASSWORD",
     "KAVARI_SSL_CA_LOCATION",
@@ -56,13 +58,20 @@ impl Kavari {
     /// | `KAVARI_DELIVERY_TIMEOUT_MS` | `delivery.timeout.ms` | `delivery_timeout` |
     /// | `KAVARI_LINGER_MS` | `linger.ms` | `linger` |
     /// | `KAVARI_COMPRESSION_TYPE` | `compression.type` (`none`, `gzip`, `snappy`, `lz4`, `zstd`) | `compression` |
-    /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`) | — |
+    /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) | `tls`, `sasl` |
+    /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`) | `sasl` |
+    /// | `KAVARI_SASL_USERNAME`, `KAVARI_SASL_PASSWORD` | `sasl.username`, `sasl.password` | `sasl` |
+    /// | `KAVARI_SSL_CA_LOCATION` | `ssl.ca.location` (PEM; default: the system's roots) | `tls` |
+    /// | `KAVARI_SSL_CERTIFICATE_LOCATION`, `KAVARI_SSL_KEY_LOCATION` | `ssl.certificate.location`, `ssl.key.location` (PEM, both or neither) | `tls` |
+    /// | `KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM` | `ssl.endpoint.identification.algorithm` (`https`, `none`) | `tls` |
     ///
     /// A `KAVARI_` variable it does not know, or a value it cannot parse,
-    /// is an error naming it: a typo must not fall back to a default. TLS
-    /// and SASL (`KAVARI_SECURITY_PROTOCOL` other than `PLAINTEXT`,
-    /// `KAVARI_SASL_*`, `KAVARI_SSL_*`) are refused for now, so such a
-    /// configuration never runs in plaintext by mistake.
+    /// is an error naming it: a typo must not fall back to a default. So is
+    /// a SASL or TLS setting that the security protocol would not use (a
+    /// configuration meant for a secured cluster never runs in plaintext),
+    /// a SASL protocol without mechanism, user name and password, and
+    /// `SSL`/`SASL_SSL` in a build without the `tls` feature. No error shows
+    /// the password.
     ///
     /// ```
     /// use kavari::Kavari;
@@ -94,10 +103,124 @@ impl Kavari {
             })?;
         let mut builder = Kavari::builder(brokers);
         for (name, value) in &ours {
-            builder = apply(builder, name, value.trim())?;
+            if !SECURITY.contains(&name.as_str()) {
+                builder = apply(builder, name, value.trim())?;
+            }
         }
-        Ok(builder)
+        let security = |name: &str| {
+            ours.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.trim().to_string())
+        };
+        secure(builder, security)
     }
+}
+
+/// Applies the TLS and SASL variables, read by `var`.
+fn secure(
+    mut b: KavariBuilder,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<KavariBuilder, ConfigError> {
+    let protocol = var("KAVARI_SECURITY_PROTOCOL").unwrap_or_else(|| "PLAINTEXT".into());
+    let (tls, sasl) = match protocol.to_ascii_uppercase().as_str() {
+        "PLAINTEXT" => (false, false),
+        "SSL" => (true, false),
+        "SASL_PLAINTEXT" => (false, true),
+        "SASL_SSL" => (true, true),
+        _ => {
+            return Err(ConfigError(format!(
+                "KAVARI_SECURITY_PROTOCOL={protocol:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+            )));
+        }
+    };
+    let unused = |prefix: &str, what: &str| -> Result<(), ConfigError> {
+        match SECURITY
+            .iter()
+            .find(|n| n.starts_with(prefix) && var(n).is_some())
+        {
+            Some(n) => Err(ConfigError(format!(
+                "{n} is set, but KAVARI_SECURITY_PROTOCOL={protocol} does not use {what}: \
+                 set KAVARI_SECURITY_PROTOCOL to use it, or unset {n}"
+            ))),
+            None => Ok(()),
+        }
+    };
+    if sasl {
+        let mechanism = var("KAVARI_SASL_MECHANISM")
+            .or_else(|| var("KAVARI_SASL_MECHANISMS"))
+            .ok_or_else(|| ConfigError(format!("KAVARI_SECURITY_PROTOCOL={protocol} needs KAVARI_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")))?;
+        let need = |name: &str| {
+            var(name).ok_or_else(|| {
+                ConfigError(format!("KAVARI_SECURITY_PROTOCOL={protocol} needs {name}"))
+            })
+        };
+        let (user, password) = (need("KAVARI_SASL_USERNAME")?, need("KAVARI_SASL_PASSWORD")?);
+        let sasl = crate::Sasl::from_mechanism(&mechanism, user, password).ok_or_else(|| {
+            ConfigError(format!(
+                "KAVARI_SASL_MECHANISM={mechanism:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+            ))
+        })?;
+        b = b.sasl(sasl);
+    } else {
+        unused("KAVARI_SASL_", "SASL")?;
+    }
+    if tls {
+        b = with_tls(b, &protocol, &var)?;
+    } else {
+        unused("KAVARI_SSL_", "TLS")?;
+    }
+    Ok(b)
+}
+
+/// Applies the `KAVARI_SSL_*` variables.
+#[cfg(feature = "tls")]
+fn with_tls(
+    b: KavariBuilder,
+    _protocol: &str,
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<KavariBuilder, ConfigError> {
+    let mut tls = crate::Tls::builder();
+    if let Some(ca) = var("KAVARI_SSL_CA_LOCATION") {
+        tls = tls.ca_file(ca);
+    }
+    match (
+        var("KAVARI_SSL_CERTIFICATE_LOCATION"),
+        var("KAVARI_SSL_KEY_LOCATION"),
+    ) {
+        (Some(cert), Some(key)) => tls = tls.client_certificate(cert, key),
+        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ConfigError(
+                "KAVARI_SSL_CERTIFICATE_LOCATION and KAVARI_SSL_KEY_LOCATION go together: set both or neither".into(),
+            ));
+        }
+    }
+    if let Some(algorithm) = var("KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM") {
+        tls = match algorithm.to_ascii_lowercase().as_str() {
+            "https" => tls,
+            "none" => tls.verify_hostname(false),
+            _ => {
+                return Err(ConfigError(format!(
+                    "KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM={algorithm:?}: expected https or none"
+                )));
+            }
+        };
+    }
+    let tls = tls.build().map_err(|e| ConfigError(e.to_string()))?;
+    Ok(b.tls(tls))
+}
+
+/// Without the `tls` feature, TLS cannot be had: say which feature.
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    _b: KavariBuilder,
+    protocol: &str,
+    _var: &impl Fn(&str) -> Option<String>,
+) -> Result<KavariBuilder, ConfigError> {
+    Err(ConfigError(format!(
+        "KAVARI_SECURITY_PROTOCOL={protocol} needs TLS: build kavari with the tls-graviola \
+         (pure Rust), tls-ring or tls-aws-lc feature"
+    )))
 }
 
 /// Applies one variable.
@@ -145,20 +268,6 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
             "zstd" => Compression::Zstd,
             _ => return Err(bad("none, gzip, snappy, lz4 or zstd")),
         }),
-        "KAVARI_SECURITY_PROTOCOL" => match value.to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => b,
-            "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => {
-                return Err(ConfigError(format!(
-                    "{name}={value}: TLS and SASL are not supported yet; Kavari connects in plaintext only"
-                )));
-            }
-            _ => return Err(bad("PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")),
-        },
-        security if SECURITY.contains(&security) => {
-            return Err(ConfigError(format!(
-                "{name} is set, but TLS and SASL are not supported yet; Kavari connects in plaintext only"
-            )));
-        }
         _ => {
             return Err(ConfigError(format!(
                 "unknown variable {name} (Kavari reads KAVARI_BROKERS, KAVARI_CLIENT_ID, KAVARI_GROUP_ID, … see Kavari::from_vars)"
@@ -226,9 +335,44 @@ mod tests {
         assert!(b.validate().is_ok());
     }
 
+    // Without TLS in the build, SSL names the feature it needs.
+    #[cfg(feature = "tls")]
+    const TLS_CA_ERROR: &str = "/nonexistent/ca.pem";
+    #[cfg(feature = "tls")]
+    const TLS_PAIR_ERROR: &str = "set both or neither";
+    #[cfg(feature = "tls")]
+    const TLS_ALGORITHM_ERROR: &str = "KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM=\"dns\"";
+    #[cfg(not(feature = "tls"))]
+    const TLS_CA_ERROR: &str = "tls-graviola";
+    #[cfg(not(feature = "tls"))]
+    const TLS_PAIR_ERROR: &str = "tls-graviola";
+    #[cfg(not(feature = "tls"))]
+    const TLS_ALGORITHM_ERROR: &str = "tls-graviola";
+
+    #[test]
+    fn secured_settings_are_read_together() {
+        let b = Kavari::from_vars(vars(&[
+            ("KAVARI_BROKERS", "a:9093"),
+            ("KAVARI_SECURITY_PROTOCOL", "sasl_plaintext"),
+            ("KAVARI_SASL_MECHANISMS", "scram-sha-256"),
+            ("KAVARI_SASL_USERNAME", "svc"),
+            ("KAVARI_SASL_PASSWORD", "hunter2-secret"),
+        ]))
+        .expect("valid");
+        let shown = format!("{b:?}");
+        assert!(
+            shown.contains("SCRAM-SHA-256") && shown.contains("svc"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("hunter2"),
+            "the password never shows: {shown}"
+        );
+    }
+
     #[test]
     fn unknown_variables_and_bad_values_are_named() {
-        let cases: [(&[(&str, &str)], &str); 9] = [
+        let cases: [(&[(&str, &str)], &str); 16] = [
             (&[], "KAVARI_BROKERS is not set"),
             (&[("KAVARI_GROUPID", "g")], "KAVARI_GROUPID"),
             (
@@ -248,16 +392,69 @@ mod tests {
                 "KAVARI_PARTITION_ASSIGNMENT_STRATEGY",
             ),
             (
-                &[("KAVARI_SECURITY_PROTOCOL", "SASL_SSL")],
-                "not supported yet",
-            ),
-            (
                 &[("KAVARI_SECURITY_PROTOCOL", "TLS")],
                 "KAVARI_SECURITY_PROTOCOL",
             ),
             (
                 &[("KAVARI_SASL_PASSWORD", "secret")],
-                "KAVARI_SASL_PASSWORD is set",
+                "KAVARI_SASL_PASSWORD is set, but KAVARI_SECURITY_PROTOCOL=PLAINTEXT",
+            ),
+            (
+                &[
+                    ("KAVARI_SECURITY_PROTOCOL", "SSL"),
+                    ("KAVARI_SASL_USERNAME", "u"),
+                ],
+                "KAVARI_SASL_USERNAME is set",
+            ),
+            (
+                &[("KAVARI_SSL_CA_LOCATION", "/ca.pem")],
+                "KAVARI_SSL_CA_LOCATION is set",
+            ),
+            (
+                &[
+                    ("KAVARI_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+                    ("KAVARI_SASL_USERNAME", "u"),
+                    ("KAVARI_SASL_PASSWORD", "secret"),
+                ],
+                "needs KAVARI_SASL_MECHANISM",
+            ),
+            (
+                &[
+                    ("KAVARI_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+                    ("KAVARI_SASL_MECHANISM", "SCRAM-SHA-512"),
+                    ("KAVARI_SASL_USERNAME", "u"),
+                ],
+                "needs KAVARI_SASL_PASSWORD",
+            ),
+            (
+                &[
+                    ("KAVARI_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+                    ("KAVARI_SASL_MECHANISM", "GSSAPI"),
+                    ("KAVARI_SASL_USERNAME", "u"),
+                    ("KAVARI_SASL_PASSWORD", "secret"),
+                ],
+                "KAVARI_SASL_MECHANISM=\"GSSAPI\"",
+            ),
+            (
+                &[
+                    ("KAVARI_SECURITY_PROTOCOL", "SSL"),
+                    ("KAVARI_SSL_CA_LOCATION", "/nonexistent/ca.pem"),
+                ],
+                TLS_CA_ERROR,
+            ),
+            (
+                &[
+                    ("KAVARI_SECURITY_PROTOCOL", "SSL"),
+                    ("KAVARI_SSL_KEY_LOCATION", "/key.pem"),
+                ],
+                TLS_PAIR_ERROR,
+            ),
+            (
+                &[
+                    ("KAVARI_SECURITY_PROTOCOL", "SSL"),
+                    ("KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM", "dns"),
+                ],
+                TLS_ALGORITHM_ERROR,
             ),
         ];
         for (extra, expected) in cases {

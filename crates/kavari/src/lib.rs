@@ -161,6 +161,7 @@ pub use health::{Health, HealthState, PartitionHealth};
 /// union are refused at compile time.
 pub use kavari_derive::KafkaMessage;
 pub use kavari_wire::fetch::Isolation;
+pub use kavari_wire::sasl::Sasl;
 #[cfg(feature = "tls")]
 pub use kavari_wire::tls::{Tls, TlsBuilder, TlsConfigError};
 

@@ -457,3 +457,26 @@ pub static INIT_PRODUCER_ID: Shape = Shape {
         tags: &[],
     },
 };
+
+/// SaslHandshake: never flexible.
+pub static SASL_HANDSHAKE: Shape = Shape {
+    flexible_since: i16::MAX,
+    body: Struct {
+        fields: &[all(I16), all(Array(&Str))], // error_code, mechanisms
+        tags: &[],
+    },
+};
+
+/// SaslAuthenticate: flexible from v2.
+pub static SASL_AUTHENTICATE: Shape = Shape {
+    flexible_since: 2,
+    body: Struct {
+        fields: &[
+            all(I16),      // error_code
+            all(Str),      // error_message
+            all(Bytes),    // auth_bytes
+            since(1, I64), // session_lifetime_ms
+        ],
+        tags: &[],
+    },
+};

@@ -4,34 +4,7 @@
 //! retried as a network fault) with the reason, for publishes and for a
 //! consumer's health; the host check can be turned off explicitly.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use kavari::publish::ProduceErrorKind;
-use kavari::{
-    HandlerError, HealthState, KafkaMessage, Kavari, MessageContext, MessageHandler, PublishError,
-    Tls,
-};
-use kavari_testcontainers::{KafkaBroker, unique_name};
-use kavari_tests::{eventually, init_tracing, own_broker, prefixed_topic};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
-#[kavari(topic = "secured")]
-struct Secured {
-    #[kavari(key)]
-    id: String,
-    n: u32,
-}
-
-struct Collect(Arc<Mutex<Vec<u32>>>);
-
-impl MessageHandler<Secured> for Collect {
-    async fn handle(&self, msg: Secured, _: &MessageContext) -> Result<(), HandlerError> {
-        self.0.lock().expect("lock").push(msg.n);
-        Ok(())
-    }
-}
+use super::*;
 
 async fn tls_broker(names: &[&str], topic: &str) -> KafkaBroker {
     init_tracing();
@@ -42,28 +15,6 @@ fn trusting(broker: &KafkaBroker) -> kavari::TlsBuilder {
     Tls::builder().ca_file(broker.tls_ca_file().expect("a TLS broker"))
 }
 
-/// The publish's failure, which must come at once and say why.
-async fn refused(manager: &Kavari, topic: &str) -> PublishError {
-    let msg = Secured {
-        id: "a".into(),
-        n: 0,
-    };
-    let mut encoded = kavari::codec::encode(&msg).expect("encode");
-    encoded.topic = topic.to_string().into();
-    let started = Instant::now();
-    let e = manager
-        .publish_encoded(encoded)
-        .await
-        .expect_err("TLS refuses the broker");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "not retried for the delivery timeout: {:?}",
-        started.elapsed()
-    );
-    assert_eq!(e.kind(), Some(ProduceErrorKind::Authentication), "{e}");
-    e
-}
-
 #[tokio::test]
 async fn messages_travel_over_tls_both_ways() {
     init_tracing();
@@ -72,34 +23,9 @@ async fn messages_travel_over_tls_both_ways() {
         .start()
         .await
         .expect("a TLS broker");
-    let (prefix, _topic) = prefixed_topic::<Secured>(&broker, 2).await;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .tls(trusting(&broker).build().expect("tls"))
-        .topic_prefix(prefix)
-        .group_id(unique_name("tls-group"))
-        .build()
-        .await
-        .expect("build");
-    manager
-        .subscribe::<Secured, _>(Collect(Arc::clone(&seen)))
-        .expect("subscribe");
-    manager.start().await.expect("start");
-    for n in 0..20 {
-        let msg = Secured {
-            id: format!("k{n}"),
-            n,
-        };
-        manager.publish(&msg).await.expect("publish over TLS");
-    }
-    eventually(Duration::from_secs(30), "20 messages handled", || {
-        seen.lock().expect("lock").len() >= 20
-    })
-    .await;
-    let mut got = seen.lock().expect("lock").clone();
-    got.sort_unstable();
-    assert_eq!(got, (0..20).collect::<Vec<_>>());
-    manager.shutdown().await.expect("shutdown");
+    let builder =
+        Kavari::builder(broker.bootstrap_servers()).tls(trusting(&broker).build().expect("tls"));
+    round_trip(&broker, builder).await;
 }
 
 #[tokio::test]
@@ -118,19 +44,8 @@ async fn an_untrusted_certificate_fails_publishes_and_the_consumer_at_once() {
     assert!(text.contains("certificate"), "names the cause: {text}");
     assert!(text.contains("127.0.0.1"), "names the broker: {text}");
 
-    manager
-        .subscribe::<Secured, _>(Collect(Arc::default()))
-        .expect("subscribe");
-    manager.start().await.ok();
-    eventually(Duration::from_secs(15), "health turns Failed", || {
-        matches!(manager.health().state, HealthState::Failed(_))
-    })
-    .await;
-    let HealthState::Failed(why) = manager.health().state else {
-        unreachable!("checked above")
-    };
+    let why = consumer_fails(&manager).await;
     assert!(why.contains("TLS") && why.contains("certificate"), "{why}");
-    assert!(!manager.health().ready);
 }
 
 #[tokio::test]

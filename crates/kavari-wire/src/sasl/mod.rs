@@ -1,0 +1,177 @@
+//! SASL authentication on every connection (KIP-43, KIP-152): the
+//! mechanism named in a SaslHandshake, then its exchange in SaslAuthenticate
+//! requests, right after the API versions are known and before any other
+//! request. PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, all in pure Rust.
+//!
+//! A broker that ends authenticated sessions after `session_lifetime_ms`
+//! (KIP-368) gets a new connection, authenticated afresh, before the
+//! session runs out: [`Connection::is_broken`](crate::connection::Connection::is_broken)
+//! reports an old one as due for replacing, and requests already on it
+//! finish there.
+
+mod scram;
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+use kafka_protocol::protocol::StrBytes;
+use rand::Rng;
+
+use crate::WireError;
+use crate::connection::Connection;
+use scram::{Scram, ScramHash};
+
+/// A SASL mechanism with its credentials. `Debug` shows the mechanism and
+/// the user name, never the password.
+#[derive(Clone)]
+pub struct Sasl {
+    mechanism: Mechanism,
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl Mechanism {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl fmt::Debug for Sasl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sasl")
+            .field("mechanism", &self.mechanism.name())
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Sasl {
+    /// PLAIN: the password travels as it is, so only over TLS outside a
+    /// test network.
+    pub fn plain(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self::new(Mechanism::Plain, username.into(), password.into())
+    }
+
+    /// SCRAM-SHA-256: the password never travels.
+    pub fn scram_sha256(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self::new(Mechanism::ScramSha256, username.into(), password.into())
+    }
+
+    /// SCRAM-SHA-512: the password never travels.
+    pub fn scram_sha512(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self::new(Mechanism::ScramSha512, username.into(), password.into())
+    }
+
+    /// The mechanism named as Kafka names it (`sasl.mechanism`): `PLAIN`,
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512` (any case); `None` for another.
+    pub fn from_mechanism(
+        mechanism: &str,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Option<Self> {
+        let mechanism = [
+            Mechanism::Plain,
+            Mechanism::ScramSha256,
+            Mechanism::ScramSha512,
+        ]
+        .into_iter()
+        .find(|m| m.name().eq_ignore_ascii_case(mechanism))?;
+        Some(Self::new(mechanism, username.into(), password.into()))
+    }
+
+    fn new(mechanism: Mechanism, username: String, password: String) -> Self {
+        Self {
+            mechanism,
+            username,
+            password,
+        }
+    }
+
+    /// The mechanism's name, for logs.
+    pub fn mechanism(&self) -> &'static str {
+        self.mechanism.name()
+    }
+
+    /// Authenticates `conn`; returns how long the broker keeps the session
+    /// (`None`: for as long as the connection lives).
+    pub(crate) async fn authenticate(
+        &self,
+        conn: &Connection,
+    ) -> Result<Option<Duration>, WireError> {
+        let mechanism = self.mechanism.name();
+        let refused = |detail: String| WireError::Authentication {
+            address: conn.address().to_string(),
+            mechanism,
+            detail,
+        };
+        let handshake =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let resp = conn.send(&handshake).await?;
+        if resp.error_code.err().is_some() {
+            let offered: Vec<&str> = resp.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(refused(format!(
+                "the broker does not offer {mechanism}; it offers {offered:?}"
+            )));
+        }
+        let session;
+        match self.mechanism {
+            Mechanism::Plain => {
+                let token = format!("\0{}\0{}", self.username, self.password);
+                let (_, lifetime) = round(conn, &refused, token.into_bytes()).await?;
+                session = lifetime;
+            }
+            Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
+                let hash = if self.mechanism == Mechanism::ScramSha256 {
+                    ScramHash::Sha256
+                } else {
+                    ScramHash::Sha512
+                };
+                let nonce: String = rand::rng()
+                    .sample_iter(rand::distr::Alphanumeric)
+                    .take(24)
+                    .map(char::from)
+                    .collect();
+                let mut scram = Scram::new(hash, &self.username, &self.password, nonce);
+                let (server_first, _) = round(conn, &refused, scram.client_first()).await?;
+                let client_final = scram.client_final(&server_first).map_err(&refused)?;
+                let (server_final, lifetime) = round(conn, &refused, client_final).await?;
+                scram.verify_server_final(&server_final).map_err(&refused)?;
+                session = lifetime;
+            }
+        }
+        tracing::debug!(broker = conn.address(), mechanism, user = %self.username, "authenticated");
+        Ok(Some(session)
+            .filter(|ms| *ms > 0)
+            .map(|ms| Duration::from_millis(ms.unsigned_abs())))
+    }
+}
+
+/// One SaslAuthenticate round: the broker's bytes and session lifetime.
+async fn round(
+    conn: &Connection,
+    refused: &impl Fn(String) -> WireError,
+    bytes: Vec<u8>,
+) -> Result<(Bytes, i64), WireError> {
+    let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
+    let resp = conn.send(&req).await?;
+    if let Some(e) = resp.error_code.err() {
+        let message = resp.error_message.as_ref().map_or("", |m| m.as_str());
+        return Err(refused(format!("{e:?} {message}").trim_end().to_string()));
+    }
+    Ok((resp.auth_bytes, resp.session_lifetime_ms))
+}
