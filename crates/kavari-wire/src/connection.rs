@@ -18,12 +18,12 @@ use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
-    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
-    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest,
-    SyncGroupResponse,
+    HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,6 +87,9 @@ request!(FetchRequest => FetchResponse, Fetch, 4, 12, FETCH);
 // v1 asks by timestamp; v2 brings the isolation level.
 request!(ListOffsetsRequest => ListOffsetsResponse, ListOffsets, 1, 7, LIST_OFFSETS);
 request!(CreateTopicsRequest => CreateTopicsResponse, CreateTopics, 2, 7, CREATE_TOPICS);
+// v2 is the first flexible version; v4 is the last before KIP-890's
+// transaction changes.
+request!(InitProducerIdRequest => InitProducerIdResponse, InitProducerId, 0, 4, INIT_PRODUCER_ID);
 // v1 carries the mechanism's bytes in SaslAuthenticate requests (v0 sent
 // them raw, outside the protocol).
 request!(SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake, 1, 1, SASL_HANDSHAKE);

@@ -21,6 +21,7 @@ pub mod fetcher;
 pub mod list_offsets;
 pub mod log_rate;
 pub mod produce;
+pub mod producer_id;
 pub mod reader;
 pub mod record_batch;
 pub mod response_shape;

@@ -7,9 +7,9 @@ use bytes::{Bytes, BytesMut};
 use cap::Cap;
 use kafka_protocol::messages::{
     ApiVersionsRequest, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, SaslAuthenticateRequest,
-    SaslHandshakeRequest, SyncGroupRequest,
+    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Encodable;
 use kavari_wire::connection::{Request, decode_response};
@@ -238,4 +238,5 @@ every_response! {
     create_topics: CreateTopicsRequest,
     sasl_handshake: SaslHandshakeRequest,
     sasl_authenticate: SaslAuthenticateRequest,
+    init_producer_id: InitProducerIdRequest,
 }
