@@ -267,6 +267,27 @@ impl KavariBuilder {
         self
     }
 
+    /// Idempotent publishing (Kafka's `enable.idempotence`): every batch
+    /// carries a producer id and a sequence number, so a batch sent again
+    /// after a lost answer is written once, and a failed batch is sent
+    /// again before anything after it, keeping each partition's order. The
+    /// partition's sender retries failed batches itself (by the publishing
+    /// retry policy, within `delivery_timeout`); `acks` is all.
+    ///
+    /// Default: on where the cluster supports it (brokers since 0.11),
+    /// with a warning and at-least-once publishing where it does not.
+    /// `true` requires it: publishes fail where the cluster cannot do it.
+    /// `false` turns it off: a failed batch's publishes retry in new
+    /// batches, behind later ones, and a lost answer can mean a duplicate.
+    pub fn enable_idempotence(mut self, enable: bool) -> Self {
+        self.producer.idempotence = if enable {
+            crate::publish::Idempotence::Required
+        } else {
+            crate::publish::Idempotence::Off
+        };
+        self
+    }
+
     /// How long `shutdown()` waits for publishes in flight. Default: 30 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;

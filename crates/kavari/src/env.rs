@@ -57,6 +57,7 @@ impl Kavari {
     /// | `KAVARI_REQUEST_TIMEOUT_MS` | `request.timeout.ms` | `request_timeout` |
     /// | `KAVARI_DELIVERY_TIMEOUT_MS` | `delivery.timeout.ms` | `delivery_timeout` |
     /// | `KAVARI_LINGER_MS` | `linger.ms` | `linger` |
+    /// | `KAVARI_ENABLE_IDEMPOTENCE` | `enable.idempotence` (`true`, `false`) | `enable_idempotence` |
     /// | `KAVARI_COMPRESSION_TYPE` | `compression.type` (`none`, `gzip`, `snappy`, `lz4`, `zstd`) | `compression` |
     /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) | `tls`, `sasl` |
     /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`) | `sasl` |
@@ -260,6 +261,13 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
         "KAVARI_REQUEST_TIMEOUT_MS" => b.request_timeout(ms()?),
         "KAVARI_DELIVERY_TIMEOUT_MS" => b.delivery_timeout(ms()?),
         "KAVARI_LINGER_MS" => b.linger(ms()?),
+        "KAVARI_ENABLE_IDEMPOTENCE" => {
+            b.enable_idempotence(match value.to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(bad("true or false")),
+            })
+        }
         "KAVARI_COMPRESSION_TYPE" => b.compression(match value.to_ascii_lowercase().as_str() {
             "none" => Compression::None,
             "gzip" => Compression::Gzip,
@@ -309,6 +317,7 @@ mod tests {
             ("KAVARI_REQUEST_TIMEOUT_MS", "20000"),
             ("KAVARI_DELIVERY_TIMEOUT_MS", "60000"),
             ("KAVARI_LINGER_MS", "0"),
+            ("KAVARI_ENABLE_IDEMPOTENCE", "false"),
             ("KAVARI_COMPRESSION_TYPE", "zstd"),
             ("KAVARI_SECURITY_PROTOCOL", "plaintext"),
             ("HOME", "/root"),
@@ -327,6 +336,7 @@ mod tests {
             "request_timeout: 20s",
             "delivery_timeout: 60s",
             "linger: 0ns",
+            "idempotence: Off",
             "compression: Zstd",
             "CooperativeStickyAssignor",
         ] {

@@ -25,14 +25,16 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::config::ProducerConfig;
+use super::producer_ids::ProducerIds;
 use super::{ProduceError, ProduceErrorKind};
+use crate::retry::RetryPolicy;
 use kavari_wire::record_batch::write::{Headers, Record, RecordBatch};
 
 /// Produce requests a partition keeps in flight at once, as the Java
 /// producer's `max.in.flight.requests.per.connection` default: a batch fills
 /// while the ones before it travel, so throughput is not bound by the round
 /// trip. The broker answers a connection's requests in order.
-const MAX_IN_FLIGHT: usize = 5;
+pub(super) const MAX_IN_FLIGHT: usize = 5;
 
 /// How long a partition keeps its spare batch buffer once it has nothing to
 /// send: a busy partition reuses it batch after batch; an idle one gives it
@@ -45,6 +47,8 @@ pub(crate) struct ProduceCounters {
     pub(crate) requests: AtomicU64,
     pub(crate) records: AtomicU64,
     pub(crate) failed_requests: AtomicU64,
+    /// Records of batches a sender sent again (idempotent publishing).
+    pub(crate) retried_records: AtomicU64,
     /// Bytes of unsent records in every partition of the manager, bounded
     /// by `buffer_memory`.
     pub(crate) queued_bytes: AtomicUsize,
@@ -71,6 +75,9 @@ impl Outcome {
             let done = self.done.notified();
             if let Some(result) = self.result.get() {
                 return match result {
+                    // A duplicate the broker had written already: it does
+                    // not say where (-1).
+                    Ok(base) if *base < 0 => Ok(-1),
                     // Records of a batch take consecutive offsets.
                     Ok(base) => Ok(base + i64::try_from(index).unwrap_or(i64::MAX)),
                     Err(e) => Err(e.clone()),
@@ -82,7 +89,7 @@ impl Outcome {
 }
 
 #[derive(Debug)]
-struct OpenBatch {
+pub(super) struct OpenBatch {
     records: RecordBatch,
     first_at: Instant,
     /// Sent without waiting out the linger: its publisher has nothing more
@@ -109,9 +116,9 @@ struct State {
 }
 
 #[derive(Debug)]
-struct Queue {
-    topic: String,
-    partition: i32,
+pub(super) struct Queue {
+    pub(super) topic: String,
+    pub(super) partition: i32,
     /// The manager's counters: the unsent bytes of all partitions.
     counters: Arc<ProduceCounters>,
     state: Mutex<State>,
@@ -147,14 +154,13 @@ impl Batcher {
         topic: String,
         partition: i32,
         leader: Option<i32>,
-        cluster: Arc<Cluster>,
-        config: Arc<ProducerConfig>,
-        counters: Arc<ProduceCounters>,
+        producing: Arc<Producing>,
     ) -> Self {
+        let config = Arc::clone(&producing.config);
         let queue = Arc::new(Queue {
             topic,
             partition,
-            counters: Arc::clone(&counters),
+            counters: Arc::clone(&producing.counters),
             state: Mutex::new(State {
                 max_batch_bytes: config.max_batch_bytes,
                 ..State::default()
@@ -165,9 +171,7 @@ impl Batcher {
         let sender = Sender {
             topic_name: TopicName(StrBytes::from_string(queue.topic.clone())),
             queue: Arc::clone(&queue),
-            cluster,
-            config: Arc::clone(&config),
-            counters,
+            producing,
             leader_id: leader,
             leader: None,
         };
@@ -261,21 +265,43 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-struct Sender {
-    queue: Arc<Queue>,
-    topic_name: TopicName,
-    cluster: Arc<Cluster>,
-    config: Arc<ProducerConfig>,
-    counters: Arc<ProduceCounters>,
+/// What the publisher and every partition's sender share.
+#[derive(Debug)]
+pub(crate) struct Producing {
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) config: Arc<ProducerConfig>,
+    pub(crate) counters: Arc<ProduceCounters>,
+    /// Retries of failed batches, when the senders retry them (idempotent
+    /// publishing); otherwise the publisher retries publishes.
+    pub(crate) retry: Arc<dyn RetryPolicy>,
+    /// The producer identity; `None` when idempotence is off.
+    pub(crate) ids: Option<ProducerIds>,
+}
+
+/// Sends one partition's batches.
+pub(super) struct Sender {
+    pub(super) queue: Arc<Queue>,
+    pub(super) topic_name: TopicName,
+    pub(super) producing: Arc<Producing>,
     /// The partition's leader as last seen; `None` means ask the cluster.
     leader_id: Option<i32>,
     leader: Option<Arc<Connection>>,
 }
 
 impl Sender {
-    async fn run(mut self) {
+    async fn run(self) {
+        if self.producing.ids.is_some() {
+            self.run_idempotent().await;
+        } else {
+            self.run_at_least_once().await;
+        }
+    }
+
+    /// Sends batches as they come, up to [`MAX_IN_FLIGHT`] at once; a failed
+    /// batch's publishes retry (in new batches, behind later ones).
+    async fn run_at_least_once(mut self) {
         let queue = Arc::clone(&self.queue);
-        let linger = self.config.linger;
+        let linger = self.producing.config.linger;
         let mut in_flight = FuturesOrdered::new();
         loop {
             tokio::select! {
@@ -301,85 +327,126 @@ impl Sender {
     /// returns its answer to come; a batch that could not be written is
     /// settled at once.
     async fn start(&mut self, batch: OpenBatch) -> Option<InFlight> {
+        let (sent, records) = match self.finish(batch) {
+            Ok(finished) => finished,
+            Err((sent, e)) => {
+                self.settle(sent, Err(e));
+                return None;
+            }
+        };
+        let written = self.write(&records).await;
+        self.recycle(records);
+        match written {
+            Ok(answer) => Some(Box::pin(async move { (sent, answer.await) })),
+            Err(e) => {
+                self.settle(sent, Err(e));
+                None
+            }
+        }
+    }
+
+    /// Writes `batch`'s header and compresses it.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn finish(&self, batch: OpenBatch) -> Result<(Sent, Vec<u8>), (Sent, ProduceError)> {
         let sent = Sent {
             count: batch.records.len(),
             bytes: batch.records.size(),
             outcome: Arc::clone(&batch.outcome),
+            first_at: batch.first_at,
         };
         tracing::trace!(partition = self.queue.partition, count = sent.count, bytes = sent.bytes, waited = ?batch.first_at.elapsed(), "sending batch");
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let records = match batch.records.finish(self.config.compression) {
-            Ok(records) => records,
+        match batch.records.finish(self.producing.config.compression) {
+            Ok(records) => Ok((sent, records)),
             Err(e) => {
                 let e = ProduceError::new(
                     ProduceErrorKind::Broker,
                     false,
                     format!("cannot compress a batch for {}: {e}", self.queue.topic),
                 );
-                self.settle(sent, Err(e));
-                return None;
+                Err((sent, e))
             }
-        };
+        }
+    }
+
+    /// Writes `records` as a produce request to the partition's leader;
+    /// returns its answer to come: the batch's base offset or its error.
+    pub(super) async fn write(&mut self, records: &[u8]) -> Result<Answer, ProduceError> {
+        self.producing
+            .counters
+            .requests
+            .fetch_add(1, Ordering::Relaxed);
         let what = format!("producing to {}/{}", self.queue.topic, self.queue.partition);
-        let conn = match self.leader().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                self.settle(sent, Err(e));
-                return None;
-            }
-        };
-        let timeout = self.cluster.request_timeout();
+        let conn = self.leader().await?;
+        let timeout = self.producing.cluster.request_timeout();
         let produce = PartitionProduce {
             topic: &self.queue.topic,
             partition: self.queue.partition,
             acks: -1,
             timeout_ms: i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX),
-            records: &records,
+            records,
         };
-        let written = conn.send_produce(&produce).await;
-        self.recycle(records);
-        match written {
-            Ok(answer) => {
-                let (topic, partition) = (self.topic_name.clone(), self.queue.partition);
-                Some(Box::pin(async move {
-                    let result = match answer.await {
-                        Ok(resp) => base_offset(&resp, &topic, partition, &what),
-                        Err(e) => Err(ProduceError::from_wire(&what, &e)),
-                    };
-                    (sent, result)
-                }))
+        let answer = conn
+            .send_produce(&produce)
+            .await
+            .map_err(|e| ProduceError::from_wire(&what, &e))?;
+        let (topic, partition) = (self.topic_name.clone(), self.queue.partition);
+        Ok(Box::pin(async move {
+            match answer.await {
+                Ok(resp) => base_offset(&resp, &topic, partition, &what),
+                Err(e) => Err(ProduceError::from_wire(&what, &e)),
             }
-            Err(e) => {
-                self.settle(sent, Err(ProduceError::from_wire(&what, &e)));
-                None
-            }
-        }
+        }))
     }
 
     /// Keeps the record batch's buffer for the next batch, once it is
     /// written: fresh memory for every batch costs page faults.
-    fn recycle(&self, records: Vec<u8>) {
+    pub(super) fn recycle(&self, records: Vec<u8>) {
         self.queue.lock().spare = Some(records);
     }
 
-    /// Hands a batch's result to its publishes, and adapts to the failure.
-    fn settle(&mut self, sent: Sent, result: Result<i64, ProduceError>) {
+    /// Counts a failed produce request and forgets the leader unless the
+    /// batch itself was at fault: it may have moved, or its connection died.
+    pub(super) fn failed(&mut self, e: &ProduceError) {
+        self.producing
+            .counters
+            .failed_requests
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(topic = %self.queue.topic, partition = self.queue.partition, error = %e, "produce failed");
+        if e.kind() != ProduceErrorKind::MessageTooLarge {
+            self.leader = None;
+            self.leader_id = None;
+        }
+    }
+
+    /// Hands a batch's result to its publishes, and adapts to the failure
+    /// (counted with [`failed`](Self::failed) already when `counted`).
+    pub(super) fn settle(&mut self, sent: Sent, result: Result<i64, ProduceError>) {
+        self.settle_counted(sent, result, false);
+    }
+
+    pub(super) fn settle_counted(
+        &mut self,
+        sent: Sent,
+        result: Result<i64, ProduceError>,
+        counted: bool,
+    ) {
         let Sent {
             count,
             bytes,
             outcome,
+            ..
         } = sent;
         match &result {
             Ok(_) => {
-                self.counters
+                self.producing
+                    .counters
                     .records
                     .fetch_add(count as u64, Ordering::Relaxed);
             }
             Err(e) => {
-                self.counters
-                    .failed_requests
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(topic = %self.queue.topic, partition = self.queue.partition, error = %e, "produce failed");
+                if !counted {
+                    self.failed(e);
+                }
                 if e.kind() == ProduceErrorKind::MessageTooLarge && count > 1 {
                     // The batch, not necessarily each record, was too large:
                     // send batches of half its size; the publishes retry.
@@ -394,12 +461,6 @@ impl Sender {
                         format!("{e} (a batch of {count}; retrying in smaller batches)"),
                     )));
                     return;
-                }
-                if e.kind() != ProduceErrorKind::MessageTooLarge {
-                    // The leader may have moved or the connection died:
-                    // ask the cluster again before the next batch.
-                    self.leader = None;
-                    self.leader_id = None;
                 }
             }
         }
@@ -420,6 +481,7 @@ impl Sender {
             None => {
                 let what = format!("finding the leader of {topic}/{partition}");
                 let meta = self
+                    .producing
                     .cluster
                     .topic(topic)
                     .await
@@ -446,7 +508,7 @@ impl Sender {
                 }
             }
         };
-        let conn = self.cluster.broker(id).await.map_err(|e| {
+        let conn = self.producing.cluster.broker(id).await.map_err(|e| {
             ProduceError::from_wire(
                 &format!("connecting to the leader of {topic}/{partition}"),
                 &e,
@@ -458,21 +520,26 @@ impl Sender {
     }
 }
 
+/// A produce request's answer to come: the batch's base offset or error.
+pub(super) type Answer = Pin<Box<dyn Future<Output = Result<i64, ProduceError>> + Send>>;
+
 /// A batch written and waiting for its answer.
 type InFlight = Pin<Box<dyn Future<Output = (Sent, Result<i64, ProduceError>)> + Send>>;
 
 /// What settling a sent batch needs.
-struct Sent {
-    count: usize,
+pub(super) struct Sent {
+    pub(super) count: usize,
     bytes: usize,
     outcome: Arc<Outcome>,
+    /// When its first record came: `delivery_timeout` counts from here.
+    pub(super) first_at: Instant,
 }
 
 /// The next batch to send: the oldest, once it is full, its linger is over,
 /// another batch waits behind it, or the queue is closing. `None` once the
 /// queue is closed and empty. Cancel-safe: it takes a batch only as it
 /// returns.
-async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Option<OpenBatch> {
+pub(super) async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Option<OpenBatch> {
     loop {
         let work = queue.work.notified();
         let spare;

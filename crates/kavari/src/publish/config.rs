@@ -20,6 +20,7 @@ pub(crate) struct ProducerConfig {
     pub(crate) create_dead_letter_topics: bool,
     pub(crate) partitioner: crate::Partitioner,
     pub(crate) topic_names: crate::topic_names::TopicNames,
+    pub(crate) idempotence: super::producer_ids::Idempotence,
 }
 
 impl Default for ProducerConfig {
@@ -38,6 +39,7 @@ impl Default for ProducerConfig {
             create_dead_letter_topics: true,
             partitioner: crate::Partitioner::Murmur2,
             topic_names: Default::default(),
+            idempotence: Default::default(),
         }
     }
 }

@@ -48,7 +48,13 @@ pub enum ProduceErrorKind {
 pub struct ProduceError {
     kind: ProduceErrorKind,
     retriable: bool,
-    detail: String,
+    /// Boxed: a publish in flight holds its future, which holds this.
+    detail: Box<str>,
+    /// The broker's error code, when it gave one.
+    code: Option<ResponseError>,
+    /// Set when the partition's sender already retried the batch (this
+    /// many attempts): the outcome is final.
+    sender_attempts: Option<u16>,
 }
 
 impl ProduceError {
@@ -56,8 +62,26 @@ impl ProduceError {
         Self {
             kind,
             retriable,
-            detail: detail.into(),
+            detail: detail.into().into_boxed_str(),
+            code: None,
+            sender_attempts: None,
         }
+    }
+
+    /// The broker's error code, when it gave one.
+    pub(crate) fn code(&self) -> Option<ResponseError> {
+        self.code
+    }
+
+    /// Marks the error final after `attempts` by the partition's sender.
+    pub(crate) fn after_attempts(mut self, attempts: u32) -> Self {
+        self.sender_attempts = Some(u16::try_from(attempts).unwrap_or(u16::MAX));
+        self
+    }
+
+    /// The attempts the partition's sender made, when it retried already.
+    pub(crate) fn sender_attempts(&self) -> Option<u32> {
+        self.sender_attempts.map(u32::from)
     }
 
     pub(crate) fn shutting_down() -> Self {
@@ -89,7 +113,9 @@ impl ProduceError {
             E::NetworkException | E::BrokerNotAvailable => (K::Connection, true),
             other => (K::Broker, kavari_wire::is_retriable_code(other)),
         };
-        Self::new(kind, retriable, detail)
+        let mut error = Self::new(kind, retriable, detail);
+        error.code = Some(e);
+        error
     }
 
     /// Classifies a failure of the connection layer.

@@ -5,6 +5,8 @@ mod batcher;
 mod config;
 mod dead_letter;
 mod error;
+mod producer_ids;
+mod sequenced;
 mod topics;
 
 use std::borrow::Cow;
@@ -19,15 +21,17 @@ use tokio::time::Instant;
 pub(crate) use config::ProducerConfig;
 pub use error::{Delivery, ProduceError, ProduceErrorKind, PublishError};
 pub use kavari_wire::Compression;
+pub(crate) use producer_ids::Idempotence;
 
 use crate::KafkaMessage;
 use crate::codec::{self, EncodedMessage};
 use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
-use batcher::ProduceCounters;
+use batcher::{ProduceCounters, Producing};
 use kavari_wire::cluster::Cluster;
 use kavari_wire::log_rate::LogRate;
 use kavari_wire::record_batch::write::Record;
+use producer_ids::ProducerIds;
 use topics::Topics;
 
 pub use dead_letter::ORIGINAL_ERROR_HEADER;
@@ -178,11 +182,13 @@ impl Publisher {
     ) -> Self {
         let config = Arc::new(config);
         let counters = Arc::new(ProduceCounters::default());
-        let topics = Arc::new(Topics::new(
+        let topics = Arc::new(Topics::new(Arc::new(Producing {
+            ids: ProducerIds::new(Arc::clone(&cluster), config.idempotence),
             cluster,
-            Arc::clone(&config),
-            Arc::clone(&counters),
-        ));
+            config: Arc::clone(&config),
+            counters: Arc::clone(&counters),
+            retry: Arc::clone(&retry),
+        })));
         Topics::sweep_idle(Arc::downgrade(&topics), config.metadata_max_idle / 2);
         Self {
             topics,
@@ -205,7 +211,8 @@ impl Publisher {
             produce_requests: self.counters.requests.load(Ordering::Relaxed),
             records_acknowledged: self.counters.records.load(Ordering::Relaxed),
             failed_requests: self.counters.failed_requests.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed) as u64,
+            retries: self.retries.load(Ordering::Relaxed) as u64
+                + self.counters.retried_records.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed) as u64,
             queued_bytes: self.counters.queued_bytes.load(Ordering::Relaxed) as u64,
             topics: self.topics.cached_topics() as u64,
@@ -434,6 +441,12 @@ impl Publisher {
         let cause = loop {
             if err.kind() == ProduceErrorKind::UnknownTopic {
                 self.topics.refresh_later(&message.topic);
+            }
+            // The partition's sender retried it already (idempotent
+            // publishing): another attempt would be a new record.
+            if let Some(n) = err.sender_attempts() {
+                attempts += n.saturating_sub(1);
+                break err;
             }
             if !err.is_retriable() {
                 break err;

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::batcher::{Batcher, ProduceCounters};
-use super::config::ProducerConfig;
+use super::batcher::{Batcher, Producing};
 use super::{ProduceError, ProduceErrorKind};
-use kavari_wire::cluster::{Cluster, TopicMetadata};
+use kavari_wire::cluster::TopicMetadata;
 
 /// A topic's partition count and one batcher per partition.
 #[derive(Debug)]
@@ -34,9 +33,7 @@ impl Route {
 
 #[derive(Debug)]
 pub(crate) struct Topics {
-    cluster: Arc<Cluster>,
-    config: Arc<ProducerConfig>,
-    counters: Arc<ProduceCounters>,
+    producing: Arc<Producing>,
     routes: Mutex<HashMap<String, Arc<Route>>>,
     /// Counts sweeps for idle routes (every half `metadata_max_idle`).
     round: AtomicU64,
@@ -46,15 +43,9 @@ pub(crate) struct Topics {
 }
 
 impl Topics {
-    pub(crate) fn new(
-        cluster: Arc<Cluster>,
-        config: Arc<ProducerConfig>,
-        counters: Arc<ProduceCounters>,
-    ) -> Self {
+    pub(crate) fn new(producing: Arc<Producing>) -> Self {
         Self {
-            cluster,
-            config,
-            counters,
+            producing,
             routes: Mutex::new(HashMap::new()),
             round: AtomicU64::new(0),
             lookup: tokio::sync::Mutex::new(()),
@@ -148,9 +139,7 @@ impl Topics {
                         topic.to_string(),
                         p.partition,
                         p.leader,
-                        Arc::clone(&self.cluster),
-                        Arc::clone(&self.config),
-                        Arc::clone(&self.counters),
+                        Arc::clone(&self.producing),
                     )));
                 }
                 let r = Arc::new(Route {
@@ -201,7 +190,7 @@ impl Topics {
             replication_factor: -1,
             configs: &[],
         };
-        kavari_wire::admin::create_topic(&self.cluster, &new)
+        kavari_wire::admin::create_topic(&self.producing.cluster, &new)
             .await
             .map_err(|e| ProduceError::from_wire(&format!("creating topic {topic}"), &e))
     }
@@ -210,6 +199,7 @@ impl Topics {
     async fn metadata(&self, topic: &str) -> Result<TopicMetadata, ProduceError> {
         let what = format!("looking up the partitions of {topic}");
         let meta = self
+            .producing
             .cluster
             .topic(topic)
             .await
