@@ -27,6 +27,10 @@ pub enum FaultMode {
     /// either way and nothing is closed (no RST, no FIN). Bytes sent meanwhile
     /// are held and delivered after a heal, as TCP retransmission would.
     BlackHole,
+    /// Requests reach the broker, its answers are thrown away: the broker
+    /// did the work, the client never hears of it (a connection that died
+    /// after the broker wrote a batch).
+    LoseAnswers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +51,30 @@ pub struct FaultProxy {
     accepted: Arc<AtomicU64>,
     listening: Arc<std::sync::atomic::AtomicBool>,
     requests: Arc<RequestCounts>,
+    rewrite: Arc<ProduceRewrite>,
 }
+
+/// Produce answers to rewrite: the next `remaining` get `code` as their
+/// first partition's error code.
+#[derive(Debug, Default)]
+struct ProduceRewrite {
+    armed: std::sync::Mutex<(i16, usize)>,
+}
+
+impl ProduceRewrite {
+    /// The code for the next Produce answer, if one is due.
+    fn take(&self) -> Option<i16> {
+        let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+        if armed.1 == 0 {
+            return None;
+        }
+        armed.1 -= 1;
+        Some(armed.0)
+    }
+}
+
+/// One connection's Produce requests in flight: correlation id → version.
+type ProduceVersions = Arc<std::sync::Mutex<std::collections::HashMap<i32, i16>>>;
 
 /// Requests seen from clients, by Kafka API key.
 #[derive(Debug)]
@@ -61,8 +88,12 @@ struct FrameScanner {
     skip: usize,
 }
 
+/// Length, API key, API version and correlation id: the start of every
+/// request frame.
+const REQUEST_START: usize = 12;
+
 impl FrameScanner {
-    fn feed(&mut self, mut bytes: &[u8], counts: &RequestCounts) {
+    fn feed(&mut self, mut bytes: &[u8], counts: &RequestCounts, produce: &ProduceVersions) {
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
@@ -70,11 +101,11 @@ impl FrameScanner {
                 bytes = &bytes[n..];
                 continue;
             }
-            let want = 6 - self.header.len();
+            let want = REQUEST_START - self.header.len();
             let n = want.min(bytes.len());
             self.header.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
-            if self.header.len() == 6 {
+            if self.header.len() == REQUEST_START {
                 let len = i32::from_be_bytes([
                     self.header[0],
                     self.header[1],
@@ -85,7 +116,22 @@ impl FrameScanner {
                 if let Some(c) = usize::try_from(key).ok().and_then(|k| counts.0.get(k)) {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
-                self.skip = usize::try_from(len).unwrap_or(0).saturating_sub(2);
+                if key == 0 {
+                    let version = i16::from_be_bytes([self.header[6], self.header[7]]);
+                    let correlation = i32::from_be_bytes([
+                        self.header[8],
+                        self.header[9],
+                        self.header[10],
+                        self.header[11],
+                    ]);
+                    produce
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(correlation, version);
+                }
+                self.skip = usize::try_from(len)
+                    .unwrap_or(0)
+                    .saturating_sub(REQUEST_START - 4);
                 self.header.clear();
             }
         }
@@ -120,6 +166,8 @@ impl FaultProxy {
         let accepted = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(RequestCounts(std::array::from_fn(|_| AtomicU64::new(0))));
         let seen = Arc::clone(&requests);
+        let rewrite = Arc::new(ProduceRewrite::default());
+        let rewrites = Arc::clone(&rewrite);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -141,6 +189,7 @@ impl FaultProxy {
                     counter,
                     flag,
                     seen,
+                    rewrites,
                 ));
             })
             .map_err(|source| Error::Io {
@@ -153,6 +202,7 @@ impl FaultProxy {
             accepted,
             listening,
             requests,
+            rewrite,
         })
     }
 
@@ -206,6 +256,19 @@ impl FaultProxy {
         self.settings.send_modify(|s| s.latency = latency);
     }
 
+    /// Requests reach the broker, its answers are thrown away (see
+    /// [`FaultMode::LoseAnswers`]) until [`heal`](Self::heal).
+    pub fn lose_answers(&self) {
+        self.set_mode(FaultMode::LoseAnswers);
+    }
+
+    /// The next `times` Produce answers reach the client with `code` (a
+    /// Kafka error code) as their first partition's error, whatever the
+    /// broker did: a broker's answer crafted on real traffic.
+    pub fn answer_produce_with(&self, code: i16, times: usize) {
+        *self.rewrite.armed.lock().unwrap_or_else(|p| p.into_inner()) = (code, times);
+    }
+
     /// How many client connections the proxy has accepted so far.
     pub fn connections_accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
@@ -238,6 +301,7 @@ async fn accept_loop(
     accepted: Arc<AtomicU64>,
     listening: Arc<std::sync::atomic::AtomicBool>,
     requests: Arc<RequestCounts>,
+    rewrite: Arc<ProduceRewrite>,
 ) {
     let mut listener = TcpListener::from_std(std_listener).ok();
     loop {
@@ -270,7 +334,7 @@ async fn accept_loop(
                     changed = rx.changed() => if changed.is_err() { return },
                     conn = l.accept() => if let Ok((client, _)) = conn {
                         accepted.fetch_add(1, Ordering::Relaxed);
-                        tokio::spawn(connection(client, upstream.clone(), rx.clone(), Arc::clone(&requests)));
+                        tokio::spawn(connection(client, upstream.clone(), rx.clone(), Arc::clone(&requests), Arc::clone(&rewrite)));
                     },
                 }
             }
@@ -299,6 +363,7 @@ async fn connection(
     upstream: String,
     mut rx: watch::Receiver<Settings>,
     requests: Arc<RequestCounts>,
+    rewrite: Arc<ProduceRewrite>,
 ) {
     let (epoch, mode) = {
         let s = rx.borrow();
@@ -314,10 +379,31 @@ async fn connection(
     let _ = server.set_nodelay(true);
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
+    let produce = ProduceVersions::default();
+    let to_broker = Direction::Requests {
+        counts: requests,
+        produce: Arc::clone(&produce),
+    };
+    let to_client = Direction::Answers { produce, rewrite };
     tokio::select! {
-        _ = pump(cr, sw, rx.clone(), epoch, Some(requests)) => {},
-        _ = pump(sr, cw, rx.clone(), epoch, None) => {},
+        _ = pump(cr, sw, rx.clone(), epoch, to_broker) => {},
+        _ = pump(sr, cw, rx.clone(), epoch, to_client) => {},
     }
+}
+
+/// Which way a pump forwards, with what it watches on the way.
+enum Direction {
+    /// Client to broker: counts requests, notes Produce requests.
+    Requests {
+        counts: Arc<RequestCounts>,
+        produce: ProduceVersions,
+    },
+    /// Broker to client: whole answers, Produce answers rewritten when
+    /// asked.
+    Answers {
+        produce: ProduceVersions,
+        rewrite: Arc<ProduceRewrite>,
+    },
 }
 
 async fn pump(
@@ -325,10 +411,13 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut rx: watch::Receiver<Settings>,
     epoch: u64,
-    requests: Option<Arc<RequestCounts>>,
+    direction: Direction,
 ) {
     let mut scanner = FrameScanner::default();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // Answers pass whole, so one can be rewritten; what is not yet a
+    // whole answer waits here.
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         buf.clear();
         let n = tokio::select! {
@@ -338,9 +427,23 @@ async fn pump(
             },
             cut = cut_signal(rx.clone(), epoch) => { let () = cut; return }
         };
-        if let Some(counts) = &requests {
-            scanner.feed(&buf[..n], counts);
-        }
+        let out: &[u8] = match &direction {
+            Direction::Requests { counts, produce } => {
+                scanner.feed(&buf[..n], counts, produce);
+                &buf[..n]
+            }
+            Direction::Answers { produce, rewrite } => {
+                pending.extend_from_slice(&buf[..n]);
+                let whole = whole_frames(&pending);
+                rewrite_answers(&mut pending[..whole], produce, rewrite);
+                buf.clear();
+                buf.extend(pending.drain(..whole));
+                if rx.borrow().mode == FaultMode::LoseAnswers {
+                    continue;
+                }
+                &buf[..]
+            }
+        };
         if !wait_passable(&mut rx, epoch).await {
             return;
         }
@@ -348,10 +451,100 @@ async fn pump(
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        if to.write_all(out).await.is_err() {
             return;
         }
     }
+}
+
+/// How many bytes of `bytes` are whole frames (4-byte length, then that
+/// many bytes).
+fn whole_frames(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(len) = bytes.get(at..at + 4) {
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if bytes.len() < at + 4 + len {
+            break;
+        }
+        at += 4 + len;
+    }
+    at
+}
+
+/// Rewrites the error code of Produce answers among whole `frames`, as
+/// `rewrite` asks.
+fn rewrite_answers(frames: &mut [u8], produce: &ProduceVersions, rewrite: &ProduceRewrite) {
+    let mut at = 0;
+    while let Some(len) = frames.get(at..at + 4) {
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let body = at + 4..at + 4 + len;
+        at = body.end;
+        let Some(frame) = frames.get_mut(body) else {
+            return;
+        };
+        let Some(correlation) = frame
+            .get(..4)
+            .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        else {
+            continue;
+        };
+        let version = produce
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&correlation);
+        let (Some(version), Some(code)) = (version, version.and_then(|_| rewrite.take())) else {
+            continue;
+        };
+        if let Some(code_at) = produce_error_at(&frame[4..], version) {
+            frame[4 + code_at..4 + code_at + 2].copy_from_slice(&code.to_be_bytes());
+        }
+    }
+}
+
+/// Where the first partition's error code is in a Produce answer's body
+/// (after the correlation id) of `version`.
+fn produce_error_at(body: &[u8], version: i16) -> Option<usize> {
+    let flexible = version >= 9;
+    let mut at = 0;
+    let uvarint = |at: &mut usize| -> Option<usize> {
+        let mut v = 0usize;
+        for i in 0..5 {
+            let b = *body.get(*at)?;
+            *at += 1;
+            v |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    if flexible {
+        // The response header's tagged fields.
+        let tags = uvarint(&mut at)?;
+        for _ in 0..tags {
+            uvarint(&mut at)?;
+            let size = uvarint(&mut at)?;
+            at += size;
+        }
+    }
+    // The topics array's count, then the first topic's name.
+    if flexible {
+        uvarint(&mut at)?;
+        let len = uvarint(&mut at)?.checked_sub(1)?;
+        at += len;
+    } else {
+        at += 4;
+        let len = i16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]);
+        at += 2 + usize::try_from(len).ok()?;
+    }
+    // The partitions array's count, then the first partition's index.
+    if flexible {
+        uvarint(&mut at)?;
+    } else {
+        at += 4;
+    }
+    at += 4;
+    (body.len() >= at + 2).then_some(at)
 }
 
 /// Resolves when the connection of `epoch` must close.

@@ -10,7 +10,7 @@ use kavari::{
     FibonacciRetryPolicy, KafkaMessage, Kavari, KavariBuilder, NoRetry, PublishError, murmur2,
 };
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{CapturedLogs, fetch_topic, header, init_tracing, own_broker};
+use kavari_tests::{CapturedLogs, fetch_topic, header, init_tracing, logged_records, own_broker};
 use serde::{Deserialize, Serialize};
 
 // Topics are fixed per type by the derive, so tests that need their own
@@ -98,5 +98,6 @@ fn value_of<M: KafkaMessage>(record: &rskafka::record::Record) -> M {
 mod batching;
 mod failures;
 mod format;
+mod idempotence;
 mod logs;
 mod shutdown;

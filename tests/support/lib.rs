@@ -171,3 +171,74 @@ impl CapturedLogs {
             .collect()
     }
 }
+
+/// A record as the log holds it, with the producer fields of its batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRecord {
+    /// Its offset.
+    pub offset: i64,
+    /// The producer id of its batch (-1: not idempotent).
+    pub producer_id: i64,
+    /// The producer epoch of its batch.
+    pub producer_epoch: i16,
+    /// Its sequence number (-1: not idempotent).
+    pub sequence: i32,
+    /// Its value.
+    pub value: Vec<u8>,
+}
+
+/// Every record of `topic`/`partition` with its producer id, epoch and
+/// sequence, read by Kavari's fetch and an independent batch decoder
+/// (kafka-protocol's).
+pub async fn logged_records(
+    broker: &KafkaBroker,
+    topic: &str,
+    partition: i32,
+) -> Vec<LoggedRecord> {
+    use kavari_wire::fetch::{FetchLimits, FetchPosition, Isolation, fetch};
+    let cluster = kavari_wire::cluster::Cluster::new(
+        broker.bootstrap_list(),
+        "kavari-tests".into(),
+        Duration::from_secs(10),
+    );
+    let conn = cluster.any_broker().await.expect("connect");
+    let limits = FetchLimits {
+        max_wait: Duration::from_millis(100),
+        min_bytes: 1,
+        max_bytes: 16 << 20,
+        partition_max_bytes: 16 << 20,
+        isolation: Isolation::ReadUncommitted,
+    };
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let position = FetchPosition {
+            partition: kavari_wire::TopicPartition::new(topic, partition),
+            offset,
+            leader_epoch: -1,
+        };
+        let answer = fetch(&conn, &[position], &limits).await.expect("fetch");
+        let part = answer.into_iter().next().expect("the partition");
+        assert_eq!(part.error, None, "fetching {topic}/{partition}");
+        let mut records = part.records.clone();
+        for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records)
+            .expect("batches decode")
+        {
+            for r in set.records {
+                if r.offset >= offset {
+                    offset = r.offset + 1;
+                    out.push(LoggedRecord {
+                        offset: r.offset,
+                        producer_id: r.producer_id,
+                        producer_epoch: r.producer_epoch,
+                        sequence: r.sequence,
+                        value: r.value.map(|v| v.to_vec()).unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        if offset >= part.high_watermark {
+            return out;
+        }
+    }
+}

@@ -28,8 +28,8 @@ use kavari_wire::record_batch::write::stamp;
 use tokio::time::Instant;
 
 use super::ProduceError;
-use super::producer_ids::PartitionSequence;
 use super::batcher::{MAX_IN_FLIGHT, Sender, Sent, next_batch};
+use super::producer_ids::PartitionSequence;
 
 /// A batch written (or to be written again) and not yet acknowledged.
 struct Pending {
@@ -73,7 +73,11 @@ impl Sender {
         // Go on where an earlier sender of this partition stopped, once it
         // has (a forgotten topic's sender may still be finishing).
         let mut slot = match self.identity() {
-            Some(ids) => Some(ids.sequence(&queue.topic, queue.partition).lock_owned().await),
+            Some(ids) => Some(
+                ids.sequence(&queue.topic, queue.partition)
+                    .lock_owned()
+                    .await,
+            ),
             None => None,
         };
         let mut flow = Flow {
