@@ -186,10 +186,12 @@ impl FaultProxy {
                     address,
                     upstream,
                     rx,
-                    counter,
-                    flag,
-                    seen,
-                    rewrites,
+                    Watched {
+                        accepted: counter,
+                        listening: flag,
+                        requests: seen,
+                        rewrite: rewrites,
+                    },
                 ));
             })
             .map_err(|source| Error::Io {
@@ -293,16 +295,27 @@ impl Drop for FaultProxy {
     }
 }
 
+/// What the proxy's thread shares with its handle.
+struct Watched {
+    accepted: Arc<AtomicU64>,
+    listening: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<RequestCounts>,
+    rewrite: Arc<ProduceRewrite>,
+}
+
 async fn accept_loop(
     std_listener: std::net::TcpListener,
     address: SocketAddr,
     upstream: String,
     mut rx: watch::Receiver<Settings>,
-    accepted: Arc<AtomicU64>,
-    listening: Arc<std::sync::atomic::AtomicBool>,
-    requests: Arc<RequestCounts>,
-    rewrite: Arc<ProduceRewrite>,
+    watched: Watched,
 ) {
+    let Watched {
+        accepted,
+        listening,
+        requests,
+        rewrite,
+    } = watched;
     let mut listener = TcpListener::from_std(std_listener).ok();
     loop {
         listening.store(listener.is_some(), Ordering::Release);
