@@ -115,7 +115,12 @@ async fn worker(args: &[String]) {
     let n: u64 = args[4].parse().expect("count or rate");
     let m: u64 = args[5].parse().expect("size or seconds");
     let line = match (client.as_str(), mode.as_str()) {
-        ("kavari", "publish") => kavari_publish(bootstrap, topic, n as usize, m as usize).await,
+        ("kavari", "publish") => {
+            kavari_publish(bootstrap, topic, n as usize, m as usize, true).await
+        }
+        ("kavari-at-least-once", "publish") => {
+            kavari_publish(bootstrap, topic, n as usize, m as usize, false).await
+        }
         ("rskafka", "publish") => rskafka_publish(bootstrap, topic, n as usize, m as usize).await,
         ("kavari", "consume") => kavari_consume(bootstrap, n as usize).await,
         ("rskafka", "consume") => rskafka_consume(bootstrap, topic, n as usize).await,
@@ -133,13 +138,24 @@ fn payload(i: usize, size: usize) -> ConsumeLoad {
     }
 }
 
-async fn kavari_publish(bootstrap: &str, topic: &str, n: usize, size: usize) -> String {
+/// Kavari's publishes, idempotent (the default) or not.
+async fn kavari_publish(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    size: usize,
+    idempotent: bool,
+) -> String {
     assert_eq!(
         topic,
         PublishLoad::TOPIC,
         "Kavari publishes its type's topic"
     );
-    let manager = Kavari::builder(bootstrap).build().await.expect("build");
+    let mut builder = Kavari::builder(bootstrap);
+    if !idempotent {
+        builder = builder.enable_idempotence(false);
+    }
+    let manager = builder.build().await.expect("build");
     // A task per publish, at most 20,000 in flight; finished tasks are not
     // kept (a held JoinHandle keeps its task's memory).
     const WINDOW: u32 = 20_000;
@@ -431,7 +447,9 @@ async fn driver(o: Opts) {
     broker.create_topic(Stamped::TOPIC, 1).await.ok();
     preload(&broker, ConsumeLoad::TOPIC, o.messages, o.size).await;
 
-    let clients = ["rskafka", "kavari", "rdkafka"];
+    // Kavari without idempotence publishes only: the cost of idempotence
+    // measured in the same run.
+    let clients = ["rskafka", "kavari", "rdkafka", "kavari-at-least-once"];
     let modes = ["publish", "consume", "latency"];
     // Every client's runs of every mode. Repeats interleave the clients and
     // each repeat starts with the next one: the in-memory broker slows as it
@@ -441,6 +459,9 @@ async fn driver(o: Opts) {
         for mode in modes {
             for i in 0..clients.len() {
                 let client = clients[(repeat + i) % clients.len()];
+                if client == "kavari-at-least-once" && mode != "publish" {
+                    continue;
+                }
                 let result = run_client(client, mode, &o, &broker, &me, &peer).await;
                 eprintln!("kavari-load: {client} {mode}: {result:?}");
                 all.entry((client, mode)).or_default().push(result);
@@ -493,6 +514,7 @@ async fn driver(o: Opts) {
                 Err(e) => format!("librdkafka: not built ({e})"),
             },
             "rskafka" => "raw rskafka 0.6".to_string(),
+            "kavari-at-least-once" => "kavari, idempotence off".to_string(),
             _ => "kavari".to_string(),
         };
         let rss = |mode| fmt(cell(client, mode, "rss_kb").map(|k| k / 1024.0), 0);
@@ -521,6 +543,11 @@ async fn driver(o: Opts) {
             ratio("kavari", "consume", "rss_kb", base),
         ));
     }
+    out.push_str(&format!(
+        "| kavari / kavari, idempotence off | {} | {} | | | | | |\n",
+        ratio("kavari", "publish", "msgs_per_s", "kavari-at-least-once"),
+        ratio("kavari", "publish", "mb_per_s", "kavari-at-least-once"),
+    ));
     print!("{out}");
     if let Some(dir) = o.out.parent() {
         let _ = std::fs::create_dir_all(dir);
