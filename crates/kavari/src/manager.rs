@@ -219,13 +219,14 @@ impl Kavari {
     /// topic ([`PublishError::DeadLettered`]), and when that fails too, hands
     /// the encoded record back ([`PublishError::Failed`]).
     ///
-    /// Delivery is at least once, as with the Java producer without
-    /// idempotence: a publish whose answer was lost (the connection dropped
-    /// after the broker wrote the batch) is retried and may land twice.
-    /// Publishes to one partition land in the order they were appended,
-    /// unless one is retried: a retried publish lands after those that
-    /// succeeded meanwhile. Where two messages with one key must stay in
-    /// order, await the first publish before starting the second.
+    /// Publishing is idempotent by default
+    /// ([`enable_idempotence`](KavariBuilder::enable_idempotence)): a
+    /// successful publish is in the log once, and publishes to one
+    /// partition land in the order they were appended, retries included
+    /// (the offset is -1 when the broker reports the batch as a duplicate
+    /// it already holds). Across a process restart delivery is at least
+    /// once. With idempotence off, a publish whose answer was lost is
+    /// retried and may land twice, after those that succeeded meanwhile.
     ///
     /// The common case allocates nothing: the value is encoded into a
     /// per-thread buffer and copied straight into the partition's open

@@ -4,8 +4,9 @@
 //! first record (or until it holds `max_batch_bytes`), and sends it as one
 //! produce request. Up to [`MAX_IN_FLIGHT`] requests per partition travel at
 //! once, written in order on one connection, which the broker answers in
-//! order: records keep their order unless a batch fails and its publishes
-//! retry behind later ones (as with the Java producer without idempotence).
+//! order. Idempotent (the default), a failed batch is sent again before
+//! anything after it (`sequenced.rs`); without idempotence its publishes
+//! retry behind later ones, as with the Java producer.
 
 use std::collections::VecDeque;
 use std::future::Future;
