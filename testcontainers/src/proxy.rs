@@ -54,11 +54,14 @@ pub struct FaultProxy {
     rewrite: Arc<ProduceRewrite>,
 }
 
-/// Produce answers to rewrite: the next `remaining` get `code` as their
-/// first partition's error code.
-#[derive(Debug, Default)]
+/// Answers to rewrite: the next Produce answers get an error code as their
+/// first partition's; ApiVersions answers leave an API out.
+#[derive(Debug)]
 struct ProduceRewrite {
+    /// The code, and how many Produce answers are still to get it.
     armed: std::sync::Mutex<(i16, usize)>,
+    /// An API key ApiVersions answers do not offer (-1: none).
+    hidden: std::sync::atomic::AtomicI32,
 }
 
 impl ProduceRewrite {
@@ -73,8 +76,9 @@ impl ProduceRewrite {
     }
 }
 
-/// One connection's Produce requests in flight: correlation id → version.
-type ProduceVersions = Arc<std::sync::Mutex<std::collections::HashMap<i32, i16>>>;
+/// One connection's Produce (key 0) and ApiVersions (key 18) requests in
+/// flight: correlation id → (key, version).
+type ProduceVersions = Arc<std::sync::Mutex<std::collections::HashMap<i32, (i16, i16)>>>;
 
 /// Requests seen from clients, by Kafka API key.
 #[derive(Debug)]
@@ -91,6 +95,9 @@ struct FrameScanner {
 /// Length, API key, API version and correlation id: the start of every
 /// request frame.
 const REQUEST_START: usize = 12;
+
+/// ApiVersions' API key.
+const API_VERSIONS: i16 = 18;
 
 impl FrameScanner {
     fn feed(&mut self, mut bytes: &[u8], counts: &RequestCounts, produce: &ProduceVersions) {
@@ -116,7 +123,7 @@ impl FrameScanner {
                 if let Some(c) = usize::try_from(key).ok().and_then(|k| counts.0.get(k)) {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
-                if key == 0 {
+                if key == 0 || key == API_VERSIONS {
                     let version = i16::from_be_bytes([self.header[6], self.header[7]]);
                     let correlation = i32::from_be_bytes([
                         self.header[8],
@@ -127,7 +134,7 @@ impl FrameScanner {
                     produce
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(correlation, version);
+                        .insert(correlation, (key, version));
                 }
                 self.skip = usize::try_from(len)
                     .unwrap_or(0)
@@ -166,7 +173,10 @@ impl FaultProxy {
         let accepted = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(RequestCounts(std::array::from_fn(|_| AtomicU64::new(0))));
         let seen = Arc::clone(&requests);
-        let rewrite = Arc::new(ProduceRewrite::default());
+        let rewrite = Arc::new(ProduceRewrite {
+            armed: std::sync::Mutex::new((0, 0)),
+            hidden: std::sync::atomic::AtomicI32::new(-1),
+        });
         let rewrites = Arc::clone(&rewrite);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -269,6 +279,15 @@ impl FaultProxy {
     /// broker did: a broker's answer crafted on real traffic.
     pub fn answer_produce_with(&self, code: i16, times: usize) {
         *self.rewrite.armed.lock().unwrap_or_else(|p| p.into_inner()) = (code, times);
+    }
+
+    /// ApiVersions answers on connections opened from now on offer no
+    /// version of `api_key` (a broker too old for it); `None` offers
+    /// everything again.
+    pub fn hide_api(&self, api_key: Option<i16>) {
+        self.rewrite
+            .hidden
+            .store(api_key.map_or(-1, i32::from), Ordering::Relaxed);
     }
 
     /// How many client connections the proxy has accepted so far.
@@ -501,16 +520,59 @@ fn rewrite_answers(frames: &mut [u8], produce: &ProduceVersions, rewrite: &Produ
         else {
             continue;
         };
-        let version = produce
+        let request = produce
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&correlation);
-        let (Some(version), Some(code)) = (version, version.and_then(|_| rewrite.take())) else {
-            continue;
-        };
-        if let Some(code_at) = produce_error_at(&frame[4..], version) {
-            frame[4 + code_at..4 + code_at + 2].copy_from_slice(&code.to_be_bytes());
+        match request {
+            Some((API_VERSIONS, version)) => {
+                let hidden = rewrite.hidden.load(Ordering::Relaxed);
+                if let Ok(hidden) = i16::try_from(hidden) {
+                    hide_api(&mut frame[4..], version, hidden);
+                }
+            }
+            Some((_, version)) => {
+                let Some(code) = rewrite.take() else { continue };
+                if let Some(code_at) = produce_error_at(&frame[4..], version) {
+                    frame[4 + code_at..4 + code_at + 2].copy_from_slice(&code.to_be_bytes());
+                }
+            }
+            None => {}
         }
+    }
+}
+
+/// Makes an ApiVersions answer's body (after the correlation id; its
+/// header has no tagged fields whatever the version) offer versions -1..-1
+/// of `api_key`: a range no client can use.
+fn hide_api(body: &mut [u8], version: i16, api_key: i16) {
+    // The error code, then the count of keys.
+    let mut at = 2;
+    let count = if version >= 3 {
+        let Some(&b) = body.get(at) else { return };
+        if b & 0x80 != 0 {
+            return; // more than 127 keys: not a broker this proxy tests
+        }
+        at += 1;
+        usize::from(b).saturating_sub(1)
+    } else {
+        let Some(c) = body.get(at..at + 4) else {
+            return;
+        };
+        at += 4;
+        usize::try_from(i32::from_be_bytes([c[0], c[1], c[2], c[3]])).unwrap_or(0)
+    };
+    // Each key: api key, min and max version, and a tagged-field count of
+    // 0 in flexible versions.
+    let entry = if version >= 3 { 7 } else { 6 };
+    for _ in 0..count {
+        let Some(e) = body.get_mut(at..at + entry) else {
+            return;
+        };
+        if i16::from_be_bytes([e[0], e[1]]) == api_key {
+            e[2..6].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        }
+        at += entry;
     }
 }
 

@@ -12,18 +12,20 @@ fn values(range: std::ops::RangeInclusive<usize>, topic: &str) -> Vec<Vec<u8>> {
     range.map(|i| to_topic(&order(i), topic).value).collect()
 }
 
-/// A manager for `topic` on a broker behind a fault proxy, its route known
-/// (order 0 published).
-async fn behind_proxy(topic: &str, idempotent: bool) -> (KafkaBroker, Kavari) {
+/// A manager for `topic` on a broker behind a fault proxy (1 s request
+/// timeout, as `configure` makes it), its route known (order 0 published).
+async fn behind_proxy(
+    topic: &str,
+    configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
+) -> (KafkaBroker, Kavari) {
     init_tracing();
     let broker = own_broker(KafkaBroker::builder().behind_proxy(), topic, 1).await;
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .request_timeout(Duration::from_secs(1))
-        .linger(Duration::from_millis(20))
-        .enable_idempotence(idempotent)
-        .build()
-        .await
-        .expect("build");
+    let manager = configure(
+        Kavari::builder(broker.bootstrap_servers()).request_timeout(Duration::from_secs(1)),
+    )
+    .build()
+    .await
+    .expect("build");
     manager
         .publish_encoded(to_topic(&order(0), topic))
         .await
@@ -64,15 +66,21 @@ async fn batches_carry_a_producer_id_and_gapless_sequences() {
     );
 }
 
-/// The broker writes batches whose answers never come back; they are sent
-/// again once the request times out. With idempotence the log holds each
-/// record once, in publish order; without it, the lost batches twice (what
-/// idempotence is for).
+/// The broker writes batches whose answers never come back (five in flight:
+/// two records a batch, no linger); they are sent again once the requests
+/// time out. With idempotence the log holds each record once, in publish
+/// order, its sequences gapless under one producer id; without it, the
+/// lost batches twice (what idempotence is for).
 #[tokio::test]
 async fn a_lost_answer_is_written_once_and_in_order() {
     for idempotent in [true, false] {
         let topic = unique_name("idem-lost");
-        let (broker, manager) = behind_proxy(&topic, idempotent).await;
+        let (broker, manager) = behind_proxy(&topic, |b| {
+            b.linger(Duration::ZERO)
+                .max_batch_bytes(300)
+                .enable_idempotence(idempotent)
+        })
+        .await;
         let proxy = broker.proxy().expect("proxy");
         proxy.lose_answers();
         let publishes = (1..=40).map(|i| manager.publish_encoded(to_topic(&order(i), &topic)));
@@ -83,13 +91,16 @@ async fn a_lost_answer_is_written_once_and_in_order() {
         for r in results {
             r.expect("published once the answers come back");
         }
-        let logged: Vec<Vec<u8>> = logged_records(&broker, &topic, 0)
-            .await
-            .into_iter()
-            .map(|r| r.value)
-            .collect();
+        let records = logged_records(&broker, &topic, 0).await;
+        let logged: Vec<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
         if idempotent {
             assert_eq!(logged, values(0..=40, &topic), "each once, in order");
+            for (i, r) in records.iter().enumerate() {
+                assert_eq!(r.sequence, i as i32, "gapless: {r:?}");
+                assert_eq!(r.producer_id, records[0].producer_id);
+            }
+            let produced = proxy.requests(0);
+            assert!(produced > 20, "{produced} produce requests: sent again");
         } else {
             assert!(
                 logged.len() > 41,
@@ -106,7 +117,7 @@ async fn a_lost_answer_is_written_once_and_in_order() {
 #[tokio::test]
 async fn a_duplicate_sequence_is_a_success() {
     let topic = unique_name("idem-dup");
-    let (broker, manager) = behind_proxy(&topic, true).await;
+    let (broker, manager) = behind_proxy(&topic, |b| b).await;
     let proxy = broker.proxy().expect("proxy");
     proxy.answer_produce_with(ResponseError::DuplicateSequenceNumber.code(), 1);
     let d = manager
@@ -140,7 +151,7 @@ async fn a_lost_sequence_starts_a_new_epoch_and_loses_nothing() {
         ResponseError::UnknownProducerId,
     ] {
         let topic = unique_name("idem-reset");
-        let (broker, manager) = behind_proxy(&topic, true).await;
+        let (broker, manager) = behind_proxy(&topic, |b| b).await;
         let proxy = broker.proxy().expect("proxy");
         proxy.answer_produce_with(code.code(), 1);
         for i in 1..=10 {
@@ -179,7 +190,7 @@ async fn a_lost_sequence_starts_a_new_epoch_and_loses_nothing() {
 #[tokio::test]
 async fn a_fenced_producer_stops_with_a_clear_error() {
     let topic = unique_name("idem-fenced");
-    let (broker, manager) = behind_proxy(&topic, true).await;
+    let (broker, manager) = behind_proxy(&topic, |b| b).await;
     let proxy = broker.proxy().expect("proxy");
     proxy.answer_produce_with(ResponseError::ProducerFenced.code(), 1);
     for i in 1..=2 {
@@ -190,4 +201,47 @@ async fn a_fenced_producer_stops_with_a_clear_error() {
         assert!(e.to_string().contains("fenced"), "{e}");
         assert_eq!(e.kind(), Some(ProduceErrorKind::Broker), "{e}");
     }
+}
+
+/// A cluster that offers no InitProducerId (a broker before 0.11): by
+/// default the manager publishes without idempotence (unstamped batches)
+/// and says so; asked for it explicitly, it refuses to publish.
+#[tokio::test]
+async fn a_cluster_without_idempotence_falls_back_or_is_refused_when_required() {
+    let (logs, _guard) = CapturedLogs::warnings();
+    let topic = unique_name("idem-old");
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
+    let proxy = broker.proxy().expect("proxy");
+    proxy.hide_api(Some(22)); // InitProducerId
+    let preferred = Kavari::builder(broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+    preferred
+        .publish_encoded(to_topic(&order(0), &topic))
+        .await
+        .expect("published without idempotence");
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|w| w.contains("cannot do idempotent publishing")),
+        "{:?}",
+        logs.lines()
+    );
+    let required = Kavari::builder(broker.bootstrap_servers())
+        .enable_idempotence(true)
+        .build()
+        .await
+        .expect("build");
+    let e = required
+        .publish_encoded(to_topic(&order(1), &topic))
+        .await
+        .expect_err("idempotence required");
+    assert!(
+        e.to_string().contains("cannot do idempotent publishing"),
+        "{e}"
+    );
+    let logged = logged_records(&broker, &topic, 0).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!((logged[0].producer_id, logged[0].sequence), (-1, -1));
 }
