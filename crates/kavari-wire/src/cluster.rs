@@ -102,13 +102,19 @@ impl Cluster {
     /// timeout and security: for callers that keep connections of their
     /// own (the group coordinator's).
     pub async fn connect(&self, address: &str) -> Result<Connection, WireError> {
-        Connection::connect(
+        let mut conn = Connection::connect(
             address,
             &self.client_id,
             self.request_timeout,
-            &self.security,
+            self.security.transport(),
         )
-        .await
+        .await?;
+        if let Some(sasl) = self.security.sasl()
+            && let Some(lifetime) = sasl.authenticate(&conn).await?
+        {
+            conn.session_lasts(lifetime);
+        }
+        Ok(conn)
     }
 
     /// The timeout of every request.

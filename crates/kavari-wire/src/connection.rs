@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use crate::WireError;
 use crate::produce::PartitionProduce;
 use crate::response_shape::{Shape, apis};
-use crate::stream::{ReadHalf, Security, WriteHalf};
+use crate::stream::{ReadHalf, Transport, WriteHalf};
 
 /// The largest response frame accepted (a guard against corrupt lengths).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -197,16 +197,17 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Connects (with `TCP_NODELAY`), secured as `security` says, and
-    /// negotiates API versions; every request through
-    /// [`send`](Self::send) is bounded by `timeout`.
-    pub async fn connect(
+    /// Connects (with `TCP_NODELAY`) over `transport` and negotiates API
+    /// versions; every request through [`send`](Self::send) is bounded by
+    /// `timeout`. [`Cluster::connect`](crate::cluster::Cluster::connect)
+    /// adds SASL.
+    pub(crate) async fn connect(
         address: &str,
         client_id: &str,
         timeout: Duration,
-        security: &Security,
+        transport: Transport<'_>,
     ) -> Result<Self, WireError> {
-        let (read, write) = crate::stream::open(address, security, timeout).await?;
+        let (read, write) = crate::stream::open(address, transport, timeout).await?;
         let shared = Arc::new(Shared::default());
         let reader = tokio::spawn(read_responses(read, Arc::clone(&shared)));
         let mut conn = Self {
@@ -224,16 +225,18 @@ impl Connection {
             renew_at: None,
         };
         conn.negotiate().await?;
-        if let Some(sasl) = security.sasl() {
-            let lifetime = sasl.authenticate(&conn).await?;
-            conn.renew_at = lifetime.map(|l| Instant::now() + renew_within(l));
-        }
         Ok(conn)
     }
 
     /// The broker's address.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Has the connection replaced before an authenticated session of
+    /// `lifetime` ends (KIP-368).
+    pub(crate) fn session_lasts(&mut self, lifetime: Duration) {
+        self.renew_at = Some(Instant::now() + renew_within(lifetime));
     }
 
     /// Whether to connect again rather than send on this connection: it
@@ -704,14 +707,9 @@ mod tests {
 
     async fn connect(answer: Vec<u8>) -> WireError {
         let address = peer(answer).await;
-        Connection::connect(
-            &address,
-            "test",
-            Duration::from_secs(2),
-            &Security::plaintext(),
-        )
-        .await
-        .expect_err("a broken answer")
+        Connection::connect(&address, "test", Duration::from_secs(2), Transport::Plain)
+            .await
+            .expect_err("a broken answer")
     }
 
     /// Garbage from the network is an error for the caller, never a panic or

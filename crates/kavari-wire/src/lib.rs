@@ -26,6 +26,7 @@ pub mod reader;
 pub mod record_batch;
 pub mod response_shape;
 pub mod sasl;
+mod security;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -35,7 +36,7 @@ use std::fmt;
 pub use compression::Compression;
 pub use error::{WireError, is_retriable_code, needs_metadata_refresh};
 pub use kafka_protocol::ResponseError;
-pub use stream::Security;
+pub use security::Security;
 
 /// A topic and partition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -11,49 +11,16 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::WireError;
-use crate::sasl::Sasl;
 
-/// How connections to a cluster are secured: TLS or not, SASL or not
-/// (Kafka's `security.protocol`: `PLAINTEXT` by default, `SSL` with TLS,
-/// `SASL_PLAINTEXT` with SASL, `SASL_SSL` with both).
-#[derive(Debug, Clone, Default)]
-pub struct Security {
+/// What carries a connection's bytes: plain TCP, or TLS over it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Transport<'a> {
+    Plain,
     #[cfg(feature = "tls")]
-    tls: Option<crate::tls::Tls>,
-    sasl: Option<Sasl>,
-}
-
-impl Security {
-    /// Plain TCP, no authentication.
-    pub fn plaintext() -> Self {
-        Self::default()
-    }
-
-    /// TLS on every connection.
-    #[cfg(feature = "tls")]
-    pub fn with_tls(mut self, tls: crate::tls::Tls) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// SASL authentication on every connection.
-    pub fn with_sasl(mut self, sasl: Sasl) -> Self {
-        self.sasl = Some(sasl);
-        self
-    }
-
-    /// The SASL mechanism and credentials, if any.
-    pub fn sasl(&self) -> Option<&Sasl> {
-        self.sasl.as_ref()
-    }
-
-    /// Whether connections use TLS.
-    pub fn is_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        return self.tls.is_some();
-        #[cfg(not(feature = "tls"))]
-        false
-    }
+    Tls(&'a crate::tls::Tls),
+    #[cfg(not(feature = "tls"))]
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'a ()>),
 }
 
 #[cfg(feature = "tls")]
@@ -75,11 +42,11 @@ pub(crate) enum WriteHalf {
     Tls(tokio::io::WriteHalf<TlsStream>),
 }
 
-/// Connects to `address` (with `TCP_NODELAY`) and secures the connection
-/// as `security` says, all within `timeout`.
+/// Connects to `address` (with `TCP_NODELAY`) over `transport`, all within
+/// `timeout`.
 pub(crate) async fn open(
     address: &str,
-    security: &Security,
+    transport: Transport<'_>,
     timeout: Duration,
 ) -> Result<(ReadHalf, WriteHalf), WireError> {
     let conn_err = |detail: String| WireError::Connection {
@@ -93,16 +60,18 @@ pub(crate) async fn open(
         // Requests are written whole; Nagle would only hold the last segment
         // of a large one back for the broker's delayed ACK.
         let _ = tcp.set_nodelay(true);
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &security.tls {
-            let stream = tls.handshake(address, tcp).await?;
-            let (read, write) = tokio::io::split(stream);
-            return Ok((ReadHalf::Tls(read), WriteHalf::Tls(write)));
+        match transport {
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => {
+                let stream = tls.handshake(address, tcp).await?;
+                let (read, write) = tokio::io::split(stream);
+                Ok((ReadHalf::Tls(read), WriteHalf::Tls(write)))
+            }
+            _ => {
+                let (read, write) = tcp.into_split();
+                Ok((ReadHalf::Plain(read), WriteHalf::Plain(write)))
+            }
         }
-        #[cfg(not(feature = "tls"))]
-        let _ = security;
-        let (read, write) = tcp.into_split();
-        Ok((ReadHalf::Plain(read), WriteHalf::Plain(write)))
     };
     match tokio::time::timeout(timeout, open).await {
         Ok(opened) => opened,
