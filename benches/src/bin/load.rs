@@ -6,8 +6,12 @@
 //! ```sh
 //! cargo run --release -p kavari-benches --bin kavari-load -- \
 //!     [--messages 100000] [--size 100] [--partitions 3] [--rate 1000] [--seconds 5] [--repeat 1] \
-//!     [--out target/kavari-load.md]
+//!     [--tls] [--out target/kavari-load.md]
 //! ```
+//!
+//! `--tls` adds Kavari over TLS (the pure-Rust graviola provider) to a
+//! second broker that serves TLS only: publish and consume, beside the
+//! same client in plaintext.
 //!
 //! It starts a local broker through kavari-testcontainers unless
 //! `KAVARI_BROKERS` is set, and builds the rust-rdkafka peer
@@ -69,6 +73,7 @@ struct Opts {
     rate: u64,
     seconds: u64,
     repeat: usize,
+    tls: bool,
     out: PathBuf,
 }
 
@@ -90,6 +95,7 @@ fn opts() -> Opts {
         rate: get("--rate").and_then(|v| v.parse().ok()).unwrap_or(1_000),
         seconds: get("--seconds").and_then(|v| v.parse().ok()).unwrap_or(5),
         repeat: get("--repeat").and_then(|v| v.parse().ok()).unwrap_or(1),
+        tls: args.iter().any(|a| a == "--tls"),
         out: get("--out")
             .map(PathBuf::from)
             .unwrap_or_else(|| "target/kavari-load.md".into()),
@@ -138,6 +144,23 @@ fn payload(i: usize, size: usize) -> ConsumeLoad {
     }
 }
 
+/// Where the TLS broker's CA is, for a worker that connects over TLS.
+const TLS_CA_VAR: &str = "KAVARI_LOAD_TLS_CA";
+
+/// A builder for `bootstrap`, over TLS when the driver named a CA.
+fn kavari_builder(bootstrap: &str) -> kavari::KavariBuilder {
+    let builder = Kavari::builder(bootstrap);
+    match std::env::var(TLS_CA_VAR) {
+        Ok(ca) => builder.tls(
+            kavari::Tls::builder()
+                .ca_file(ca)
+                .build()
+                .expect("TLS settings"),
+        ),
+        Err(_) => builder,
+    }
+}
+
 /// Kavari's publishes, idempotent (the default) or not.
 async fn kavari_publish(
     bootstrap: &str,
@@ -151,7 +174,7 @@ async fn kavari_publish(
         PublishLoad::TOPIC,
         "Kavari publishes its type's topic"
     );
-    let mut builder = Kavari::builder(bootstrap);
+    let mut builder = kavari_builder(bootstrap);
     if !idempotent {
         builder = builder.enable_idempotence(false);
     }
@@ -239,7 +262,7 @@ impl MessageHandler<ConsumeLoad> for Count {
 
 async fn kavari_consume(bootstrap: &str, n: usize) -> String {
     let count = Arc::new(AtomicU64::new(0));
-    let manager = Kavari::builder(bootstrap)
+    let manager = kavari_builder(bootstrap)
         .group_id(unique_name("load"))
         .build()
         .await
@@ -390,6 +413,29 @@ async fn preload(broker: &KafkaBroker, topic: &str, n: usize, size: usize) {
     produce_raw(&partition_clients(&client, topic).await, n, size).await;
 }
 
+/// The consume topic's records on a TLS broker (rskafka has no TLS without
+/// C): written by Kavari itself, unmeasured.
+async fn preload_tls(broker: &KafkaBroker, n: usize, size: usize) {
+    let ca = broker.tls_ca_file().expect("a TLS broker");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .tls(
+            kavari::Tls::builder()
+                .ca_file(ca)
+                .build()
+                .expect("TLS settings"),
+        )
+        .build()
+        .await
+        .expect("build");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let msgs: Vec<ConsumeLoad> = chunk.iter().map(|&i| payload(i, size)).collect();
+        for r in manager.publish_batch(&msgs).await {
+            r.expect("preload over TLS");
+        }
+    }
+    manager.shutdown().await.expect("shutdown");
+}
+
 fn num(r: &BTreeMap<String, String>, k: &str) -> Option<f64> {
     r.get(k).and_then(|v| v.parse().ok())
 }
@@ -399,10 +445,14 @@ async fn run_client(
     client: &str,
     mode: &str,
     o: &Opts,
-    broker: &KafkaBroker,
+    brokers: &Brokers,
     me: &Path,
     peer: &Result<PathBuf, String>,
 ) -> BTreeMap<String, String> {
+    let broker = match (client, &brokers.tls) {
+        ("kavari-tls", Some(tls)) => tls,
+        _ => &brokers.plain,
+    };
     let bootstrap = broker.bootstrap_servers();
     let topic = match mode {
         "publish" => PublishLoad::TOPIC.to_string(),
@@ -427,9 +477,22 @@ async fn run_client(
         run(&mut cmd, &format!("rdkafka {mode}"))
     } else {
         let mut cmd = Command::new(me);
-        cmd.args(["--worker", client, mode, &bootstrap, &topic, &a, &b]);
+        if client == "kavari-tls" {
+            if let Some(ca) = broker.tls_ca_file() {
+                cmd.env(TLS_CA_VAR, ca);
+            }
+            cmd.args(["--worker", "kavari", mode, &bootstrap, &topic, &a, &b]);
+        } else {
+            cmd.args(["--worker", client, mode, &bootstrap, &topic, &a, &b]);
+        }
         run(&mut cmd, &format!("{client} {mode}"))
     }
+}
+
+/// The brokers of a run: plaintext, and one serving TLS only for `--tls`.
+struct Brokers {
+    plain: KafkaBroker,
+    tls: Option<KafkaBroker>,
 }
 
 async fn driver(o: Opts) {
@@ -446,10 +509,28 @@ async fn driver(o: Opts) {
         .ok();
     broker.create_topic(Stamped::TOPIC, 1).await.ok();
     preload(&broker, ConsumeLoad::TOPIC, o.messages, o.size).await;
+    let tls = if o.tls {
+        let tls = KafkaBroker::builder()
+            .tls(&["127.0.0.1"])
+            .start()
+            .await
+            .expect("a TLS broker");
+        for topic in [ConsumeLoad::TOPIC, PublishLoad::TOPIC] {
+            tls.create_topic(topic, o.partitions).await.ok();
+        }
+        preload_tls(&tls, o.messages, o.size).await;
+        Some(tls)
+    } else {
+        None
+    };
+    let brokers = Brokers { plain: broker, tls };
 
     // Kavari without idempotence publishes only: the cost of idempotence
     // measured in the same run.
-    let clients = ["rskafka", "kavari", "rdkafka", "kavari-at-least-once"];
+    let mut clients = vec!["rskafka", "kavari", "rdkafka", "kavari-at-least-once"];
+    if o.tls {
+        clients.push("kavari-tls");
+    }
     let modes = ["publish", "consume", "latency"];
     // Every client's runs of every mode. Repeats interleave the clients and
     // each repeat starts with the next one: the in-memory broker slows as it
@@ -459,10 +540,15 @@ async fn driver(o: Opts) {
         for mode in modes {
             for i in 0..clients.len() {
                 let client = clients[(repeat + i) % clients.len()];
-                if client == "kavari-at-least-once" && mode != "publish" {
+                let only = match client {
+                    "kavari-at-least-once" => mode == "publish",
+                    "kavari-tls" => mode != "latency",
+                    _ => true,
+                };
+                if !only {
                     continue;
                 }
-                let result = run_client(client, mode, &o, &broker, &me, &peer).await;
+                let result = run_client(client, mode, &o, &brokers, &me, &peer).await;
                 eprintln!("kavari-load: {client} {mode}: {result:?}");
                 all.entry((client, mode)).or_default().push(result);
             }
@@ -507,7 +593,7 @@ async fn driver(o: Opts) {
     ));
     out.push_str("| client | publish msgs/s | publish MB/s | consume msgs/s | latency p50 ms | p99 ms | p99.9 ms | peak RSS MiB (publish / consume / latency) |\n");
     out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-    for client in clients {
+    for &client in &clients {
         let name = match client {
             "rdkafka" => match &peer {
                 Ok(_) => "librdkafka (rust-rdkafka 0.39)".to_string(),
@@ -515,6 +601,7 @@ async fn driver(o: Opts) {
             },
             "rskafka" => "raw rskafka 0.6".to_string(),
             "kavari-at-least-once" => "kavari, idempotence off".to_string(),
+            "kavari-tls" => "kavari over TLS (graviola)".to_string(),
             _ => "kavari".to_string(),
         };
         let rss = |mode| fmt(cell(client, mode, "rss_kb").map(|k| k / 1024.0), 0);
@@ -548,6 +635,15 @@ async fn driver(o: Opts) {
         ratio("kavari", "publish", "msgs_per_s", "kavari-at-least-once"),
         ratio("kavari", "publish", "mb_per_s", "kavari-at-least-once"),
     ));
+    if o.tls {
+        out.push_str(&format!(
+            "| kavari over TLS / kavari | {} | {} | {} | | | | {} |\n",
+            ratio("kavari-tls", "publish", "msgs_per_s", "kavari"),
+            ratio("kavari-tls", "publish", "mb_per_s", "kavari"),
+            ratio("kavari-tls", "consume", "msgs_per_s", "kavari"),
+            ratio("kavari-tls", "consume", "rss_kb", "kavari"),
+        ));
+    }
     print!("{out}");
     if let Some(dir) = o.out.parent() {
         let _ = std::fs::create_dir_all(dir);
