@@ -26,7 +26,7 @@ pub mod reader;
 pub mod record_batch;
 pub mod response_shape;
 pub mod sasl;
-mod security;
+pub mod security;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -288,6 +288,12 @@ impl KavariBuilder {
         self
     }
 
+    /// The whole security setting at once (from the environment).
+    pub(crate) fn security(mut self, security: kavari_wire::Security) -> Self {
+        self.security = security;
+        self
+    }
+
     /// How long `shutdown()` waits for publishes in flight. Default: 30 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;

