@@ -159,35 +159,7 @@ impl KafkaGroupApi {
 
 impl GroupApi for KafkaGroupApi {
     async fn find_coordinator(&self) -> Result<(), GroupError> {
-        let broker = self.cluster.any_broker().await?;
-        let version = broker.version::<FindCoordinatorRequest>()?;
-        let req = if version >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![s(&self.group_id)])
-        } else {
-            FindCoordinatorRequest::default().with_key(s(&self.group_id))
-        };
-        let resp = match broker.send(&req).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.cluster.forget_any_broker().await;
-                return Err(e.into());
-            }
-        };
-        let (host, port) = if version >= 4 {
-            let c = resp.coordinators.first().ok_or_else(|| {
-                GroupError::malformed("FindCoordinator", "no coordinator in the response")
-            })?;
-            check("FindCoordinator", c.error_code, c.error_message.as_ref())?;
-            (c.host.as_str().to_string(), c.port)
-        } else {
-            check(
-                "FindCoordinator",
-                resp.error_code,
-                resp.error_message.as_ref(),
-            )?;
-            (resp.host.as_str().to_string(), resp.port)
-        };
-        let address = format!("{host}:{port}");
+        let address = coordinator_address(&self.cluster, &self.group_id).await?;
         let join = self.cluster.connect(&address).await?;
         let control = self.cluster.connect(&address).await?;
         tracing::debug!(group = %self.group_id, coordinator = %address, "found the group coordinator");
@@ -405,32 +377,79 @@ impl GroupApi for KafkaGroupApi {
         let resp = self.on_error(link.control.send(&req).await).await?;
         let mut out: BTreeMap<TopicPartition, Option<i64>> =
             partitions.iter().map(|tp| (tp.clone(), None)).collect();
-        let mut record = |topic: &TopicName, partition: i32, offset: i64, code: i16| {
-            check("OffsetFetch", code, None)?;
-            // -1: nothing committed for this partition.
-            let tp = TopicPartition::new(topic.0.as_str(), partition);
-            out.insert(tp, (offset >= 0).then_some(offset));
-            Ok::<(), GroupError>(())
-        };
-        if version >= 8 {
-            for g in &resp.groups {
-                self.on_error(check("OffsetFetch", g.error_code, None))
-                    .await?;
-                for t in &g.topics {
-                    for p in &t.partitions {
-                        record(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
-                    }
-                }
-            }
-        } else {
-            self.on_error(check("OffsetFetch", resp.error_code, None))
-                .await?;
-            for t in &resp.topics {
+        let committed = self.on_error(committed_offsets(&resp, version)).await?;
+        out.extend(committed);
+        Ok(out)
+    }
+}
+
+/// The address (`host:port`) of `group_id`'s coordinator, asked of any
+/// broker.
+pub(crate) async fn coordinator_address(
+    cluster: &Cluster,
+    group_id: &str,
+) -> Result<String, GroupError> {
+    let broker = cluster.any_broker().await?;
+    let version = broker.version::<FindCoordinatorRequest>()?;
+    let req = if version >= 4 {
+        FindCoordinatorRequest::default().with_coordinator_keys(vec![s(group_id)])
+    } else {
+        FindCoordinatorRequest::default().with_key(s(group_id))
+    };
+    let resp = match broker.send(&req).await {
+        Ok(r) => r,
+        Err(e) => {
+            cluster.forget_any_broker().await;
+            return Err(e.into());
+        }
+    };
+    let (host, port) = if version >= 4 {
+        let c = resp.coordinators.first().ok_or_else(|| {
+            GroupError::malformed("FindCoordinator", "no coordinator in the response")
+        })?;
+        check("FindCoordinator", c.error_code, c.error_message.as_ref())?;
+        (c.host.as_str().to_string(), c.port)
+    } else {
+        check(
+            "FindCoordinator",
+            resp.error_code,
+            resp.error_message.as_ref(),
+        )?;
+        (resp.host.as_str().to_string(), resp.port)
+    };
+    Ok(format!("{host}:{port}"))
+}
+
+/// The committed offsets in an OffsetFetch answer of `version` (`None`:
+/// nothing committed), or the first error it carries.
+pub(crate) fn committed_offsets(
+    resp: &kafka_protocol::messages::OffsetFetchResponse,
+    version: i16,
+) -> Result<Vec<(TopicPartition, Option<i64>)>, WireError> {
+    let mut out = Vec::new();
+    let mut record = |topic: &TopicName, partition: i32, offset: i64, code: i16| {
+        check("OffsetFetch", code, None)?;
+        // -1: nothing committed for this partition.
+        let tp = TopicPartition::new(topic.0.as_str(), partition);
+        out.push((tp, (offset >= 0).then_some(offset)));
+        Ok::<(), WireError>(())
+    };
+    if version >= 8 {
+        for g in &resp.groups {
+            check("OffsetFetch", g.error_code, None)?;
+            for t in &g.topics {
                 for p in &t.partitions {
                     record(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
                 }
             }
         }
-        Ok(out)
+    } else {
+        check("OffsetFetch", resp.error_code, None)?;
+        for t in &resp.topics {
+            for p in &t.partitions {
+                record(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
+            }
+        }
     }
+    Ok(out)
 }

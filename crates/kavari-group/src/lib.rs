@@ -12,6 +12,7 @@ mod api;
 pub mod assignor;
 mod config;
 mod coordinator;
+pub mod describe;
 mod error;
 mod events;
 mod member;

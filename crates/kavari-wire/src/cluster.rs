@@ -166,17 +166,26 @@ impl Cluster {
     /// out (it is never created by asking). Broker addresses are remembered
     /// for [`broker`](Self::broker).
     pub async fn topics(&self, topics: &[&str]) -> Result<Vec<TopicMetadata>, WireError> {
+        self.metadata(Some(topics)).await
+    }
+
+    /// The metadata of every topic the cluster has.
+    pub async fn all_topics(&self) -> Result<Vec<TopicMetadata>, WireError> {
+        self.metadata(None).await
+    }
+
+    async fn metadata(&self, topics: Option<&[&str]>) -> Result<Vec<TopicMetadata>, WireError> {
         let conn = self.any_broker().await?;
         let req = MetadataRequest::default()
-            .with_topics(Some(
+            .with_topics(topics.map(|topics| {
                 topics
                     .iter()
                     .map(|t| {
                         MetadataRequestTopic::default()
                             .with_name(Some(TopicName(StrBytes::from_string((*t).to_string()))))
                     })
-                    .collect(),
-            ))
+                    .collect()
+            }))
             .with_allow_auto_topic_creation(false);
         let resp = match conn.send(&req).await {
             Ok(r) => r,

@@ -480,3 +480,39 @@ pub static SASL_AUTHENTICATE: Shape = Shape {
         tags: &[],
     },
 };
+
+/// DescribeGroups: flexible from v5.
+pub static DESCRIBE_GROUPS: Shape = Shape {
+    flexible_since: 5,
+    body: Struct {
+        fields: &[
+            since(1, I32), // throttle_time_ms
+            all(Array(&S(&Struct {
+                fields: &[
+                    all(I16),      // error_code
+                    since(6, Str), // error_message
+                    all(Str),      // group_id
+                    all(Str),      // group_state
+                    all(Str),      // protocol_type
+                    all(Str),      // protocol_data
+                    // members: member_id, group_instance_id, client_id,
+                    // client_host, member_metadata, member_assignment
+                    all(Array(&S(&Struct {
+                        fields: &[
+                            all(Str),
+                            since(4, Str),
+                            all(Str),
+                            all(Str),
+                            all(Bytes),
+                            all(Bytes),
+                        ],
+                        tags: &[],
+                    }))),
+                    since(3, I32), // authorized_operations
+                ],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};

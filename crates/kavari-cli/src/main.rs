@@ -1,0 +1,95 @@
+//! `kavari`: look at Kafka topics the way Kavari services write them.
+//!
+//! Connection settings as the library's: `--brokers` or `KAVARI_BROKERS`,
+//! and the `KAVARI_SECURITY_PROTOCOL`, `KAVARI_SASL_*` and `KAVARI_SSL_*`
+//! variables. Exit status: 0 done, 1 the cluster refused or could not be
+//! reached (the reason on stderr), 2 a usage error.
+
+mod connect;
+mod dlq;
+mod group;
+mod records;
+mod tail;
+mod topic;
+mod value;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Look at Kafka topics the way Kavari services write them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kavari",
+    version,
+    after_help = "Examples:\n  \
+        kavari --brokers localhost:9092 tail orders --from-beginning --count 10\n  \
+        kavari dlq list orders.dlq\n  \
+        kavari topic create orders --partitions 6\n  \
+        kavari group describe billing --json\n\n\
+        Connection: --brokers or KAVARI_BROKERS; TLS and SASL from KAVARI_SECURITY_PROTOCOL,\n\
+        KAVARI_SASL_* and KAVARI_SSL_* as for the library (Kavari::from_env)."
+)]
+struct Cli {
+    /// Bootstrap servers, `host:port[,host:port]` (default: KAVARI_BROKERS).
+    #[arg(long, global = true)]
+    brokers: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a topic's records as JSON lines, following new ones.
+    Tail(tail::Args),
+    /// Dead-letter topics.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// Topics.
+    #[command(subcommand)]
+    Topic(topic::Command),
+    /// Consumer groups.
+    #[command(subcommand)]
+    Group(group::Command),
+}
+
+/// A failure the command reports and exits 1 for.
+#[derive(Debug)]
+pub(crate) struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kavari: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(why)) => {
+            eprintln!("kavari: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let cluster = connect::cluster(cli.brokers)?;
+    match cli.command {
+        Command::Tail(args) => tail::run(&cluster, args).await,
+        Command::Dlq(command) => dlq::run(&cluster, command).await,
+        Command::Topic(command) => topic::run(&cluster, command).await,
+        Command::Group(command) => group::run(&cluster, command).await,
+    }
+}

@@ -1,0 +1,191 @@
+//! The `kavari` binary against a real broker: topics created and listed, a
+//! topic tailed as JSON, dead letters listed, a group described, and the
+//! exit codes a script relies on.
+
+// Test helpers: a failed expectation is the test failing, with its reason.
+#![allow(clippy::expect_used)]
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler, NoRetry};
+use kavari_testcontainers::{shared_broker, unique_name};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "cli.orders", name = "OrderPlaced")]
+struct OrderPlaced {
+    #[kavari(key)]
+    id: String,
+    cents: u64,
+}
+
+/// Fails every order: they all become dead letters.
+struct Refuse(Arc<AtomicUsize>);
+
+impl MessageHandler<OrderPlaced> for Refuse {
+    async fn handle(&self, _: OrderPlaced, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err("card declined".into())
+    }
+}
+
+fn kavari(brokers: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kavari"))
+        .arg("--brokers")
+        .arg(brokers)
+        .args(args)
+        .env_remove("KAVARI_SECURITY_PROTOCOL")
+        .output()
+        .expect("the kavari binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_commands_against_a_real_broker() {
+    let broker = shared_broker().await.expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let prefix = format!("{}.", unique_name("cli"));
+    let topic = format!("{prefix}cli.orders");
+    let dlq = format!("{topic}.dlq");
+
+    // topic create (twice) and list.
+    let out = stdout(&kavari(
+        &brokers,
+        &["topic", "create", &topic, "--partitions", "2"],
+    ));
+    assert!(out.contains("created"), "{out}");
+    let out = stdout(&kavari(
+        &brokers,
+        &["topic", "create", &topic, "--partitions", "2"],
+    ));
+    assert!(out.contains("exists already"), "{out}");
+    stdout(&kavari(
+        &brokers,
+        &["topic", "create", &dlq, "--partitions", "2"],
+    ));
+    let out = stdout(&kavari(&brokers, &["topic", "list"]));
+    assert!(out.lines().any(|l| l == format!("{topic}\t2")), "{out}");
+
+    // Three orders, each refused by a consumer: three dead letters.
+    let group = unique_name("cli-group");
+    let refused = Arc::new(AtomicUsize::new(0));
+    let manager = Kavari::builder(&brokers)
+        .topic_prefix(&prefix)
+        .group_id(&group)
+        .delivery_retry_policy(NoRetry)
+        .commit_interval(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("build");
+    manager
+        .subscribe::<OrderPlaced, _>(Refuse(Arc::clone(&refused)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+    for i in 0..3 {
+        manager
+            .publish(&OrderPlaced {
+                id: format!("o-{i}"),
+                cents: 100 * i,
+            })
+            .await
+            .expect("publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refused.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // commits
+
+    // tail: the three orders as JSON, values decoded from MessagePack.
+    let lines = json_lines(&stdout(&kavari(
+        &brokers,
+        &[
+            "tail",
+            &topic,
+            "--from-beginning",
+            "--count",
+            "3",
+            "--type",
+            "OrderPlaced",
+        ],
+    )));
+    assert_eq!(lines.len(), 3);
+    let mut cents: Vec<u64> = lines
+        .iter()
+        .map(|l| l["value"]["cents"].as_u64().expect("cents"))
+        .collect();
+    cents.sort_unstable();
+    assert_eq!(cents, [0, 100, 200]);
+    for l in &lines {
+        assert_eq!(l["topic"], topic.as_str());
+        assert_eq!(l["headers"]["msg_type"], "OrderPlaced");
+        assert!(
+            l["key"].as_str().is_some_and(|k| k.starts_with("o-")),
+            "{l}"
+        );
+        assert!(l["offset"].as_i64().is_some() && l["timestamp"].as_i64().is_some());
+    }
+
+    // dlq list: one group of three.
+    let groups = json_lines(&stdout(&kavari(&brokers, &["dlq", "list", &dlq])));
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["count"], 3);
+    assert_eq!(groups[0]["original_topic"], topic.as_str());
+    assert_eq!(groups[0]["msg_type"], "OrderPlaced");
+    assert!(
+        groups[0]["original_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("card declined")),
+        "{groups:?}"
+    );
+
+    // group describe: one member holding both partitions, nothing lagging.
+    let d: Value = serde_json::from_str(&stdout(&kavari(
+        &brokers,
+        &["group", "describe", &group, "--json"],
+    )))
+    .expect("JSON");
+    assert_eq!(d["state"], "Stable", "{d}");
+    assert_eq!(d["members"].as_array().map(Vec::len), Some(1), "{d}");
+    let partitions = d["partitions"].as_array().expect("partitions");
+    let committed: u64 = partitions
+        .iter()
+        .map(|p| p["committed"].as_u64().expect("committed"))
+        .sum();
+    assert_eq!(committed, 3, "{d}");
+    assert!(partitions.iter().all(|p| p["lag"] == 0), "{d}");
+    let text = stdout(&kavari(&brokers, &["group", "describe", &group]));
+    assert!(
+        text.contains("1 member(s)") && text.contains(&topic),
+        "{text}"
+    );
+    manager.shutdown().await.expect("shutdown");
+
+    // Exit codes: 1 with the reason for what the cluster refuses, 2 for
+    // usage.
+    let missing = kavari(&brokers, &["tail", &unique_name("missing"), "--count", "1"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+    assert_eq!(kavari(&brokers, &["tail"]).status.code(), Some(2));
+    let unreachable = kavari("127.0.0.1:1", &["topic", "list"]);
+    assert_eq!(unreachable.status.code(), Some(1));
+}

@@ -1,0 +1,115 @@
+//! A consumer group as seen from outside: its state, protocol, members with
+//! their assignments, and committed offsets (for tools such as
+//! `kavari group describe`).
+
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, GroupId, OffsetFetchRequest, offset_fetch_request,
+};
+use kafka_protocol::protocol::StrBytes;
+use kavari_wire::cluster::Cluster;
+
+use crate::api::{committed_offsets, coordinator_address};
+use crate::protocol::Assignment;
+use crate::{GroupError, TopicPartition};
+
+/// A consumer group's description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// The group id.
+    pub group_id: String,
+    /// `Stable`, `PreparingRebalance`, `CompletingRebalance`, `Empty` or
+    /// `Dead`, as the coordinator says.
+    pub state: String,
+    /// The protocol type (`consumer` for Kafka consumers).
+    pub protocol_type: String,
+    /// The assignor the members chose (`range`, `cooperative-sticky`…).
+    pub assignor: String,
+    /// The members.
+    pub members: Vec<GroupMemberDescription>,
+    /// Committed offsets, every partition with one.
+    pub committed: Vec<(TopicPartition, i64)>,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberDescription {
+    /// The member id.
+    pub member_id: String,
+    /// Its static membership id, if any.
+    pub group_instance_id: Option<String>,
+    /// Its client id.
+    pub client_id: String,
+    /// The host it connects from.
+    pub client_host: String,
+    /// Its partitions (for consumer groups).
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// Describes `group_id` through its coordinator.
+pub async fn describe_group(
+    cluster: &Cluster,
+    group_id: &str,
+) -> Result<GroupDescription, GroupError> {
+    let address = coordinator_address(cluster, group_id).await?;
+    let conn = cluster.connect(&address).await?;
+    let group = GroupId(StrBytes::from_string(group_id.to_string()));
+    let resp = conn
+        .send(&DescribeGroupsRequest::default().with_groups(vec![group.clone()]))
+        .await?;
+    let described = resp
+        .groups
+        .into_iter()
+        .next()
+        .ok_or_else(|| GroupError::malformed("DescribeGroups", "no group in the answer"))?;
+    if let Some(e) = described.error_code.err() {
+        return Err(GroupError::Wire(kavari_wire::WireError::broker(
+            "DescribeGroups",
+            e,
+            Some(group_id.to_string()),
+        )));
+    }
+    let consumer = described.protocol_type.as_str() == "consumer";
+    let members = described
+        .members
+        .into_iter()
+        .map(|m| GroupMemberDescription {
+            member_id: m.member_id.to_string(),
+            group_instance_id: m.group_instance_id.map(|i| i.to_string()),
+            client_id: m.client_id.to_string(),
+            client_host: m.client_host.to_string(),
+            assignment: if consumer {
+                Assignment::decode(&m.member_assignment)
+                    .map(|a| a.partitions)
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect();
+    let version = conn.version::<OffsetFetchRequest>()?;
+    // Every partition with a committed offset: topics null.
+    let req = if version >= 8 {
+        OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(group)
+                .with_topics(None),
+        ])
+    } else {
+        OffsetFetchRequest::default()
+            .with_group_id(group)
+            .with_topics(None)
+    };
+    let committed = committed_offsets(&conn.send(&req).await?, version)?
+        .into_iter()
+        .filter_map(|(tp, offset)| offset.map(|o| (tp, o)))
+        .collect();
+    Ok(GroupDescription {
+        group_id: group_id.to_string(),
+        state: described.group_state.to_string(),
+        protocol_type: described.protocol_type.to_string(),
+        assignor: described.protocol_data.to_string(),
+        members,
+        committed,
+    })
+}
