@@ -1,12 +1,21 @@
 //! `kavari dlq list DLQ_TOPIC`: dead letters counted by original topic,
 //! message type and error, with the first and last offsets of each.
+//! `kavari dlq replay DLQ_TOPIC`: each dead letter published again to its
+//! original topic, its progress kept in a consumer group of its own.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::time::Duration;
 
+use kavari::codec::EncodedMessage;
+use kavari_group::admin::{commit, committed};
+use kavari_wire::TopicPartition;
 use kavari_wire::cluster::Cluster;
+use kavari_wire::record_batch::read::FetchedRecord;
 use serde_json::json;
 
+use crate::connect::Settings;
+use crate::records::Position;
 use crate::value::header;
 use crate::{Failure, records};
 
@@ -19,7 +28,29 @@ pub(crate) enum Command {
         /// The dead-letter topic (`<topic>.dlq`).
         topic: String,
     },
+    /// Publish each dead letter again to its original topic (or `--to`),
+    /// with its key, value, `msg_type` and `content-type`, and a
+    /// `kavari-replayed-from: DLQ/PARTITION@OFFSET` header. Progress is kept
+    /// as the consumer group `kavari-replay.<DLQ>`: a second run publishes
+    /// nothing twice.
+    Replay {
+        /// The dead-letter topic.
+        topic: String,
+        /// Publish to this topic instead of each one's original topic.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only dead letters whose header HEADER is VALUE (repeatable; all
+        /// must match).
+        #[arg(long = "where", value_parser = crate::topic::key_value)]
+        filters: Vec<(String, String)>,
+        /// Print what would be published (JSON lines) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
+
+/// The header naming where a replayed record came from.
+const REPLAYED_FROM: &str = "kavari-replayed-from";
 
 /// One group of dead letters.
 #[derive(Debug, Default)]
@@ -30,25 +61,46 @@ struct Group {
     last: Option<(i32, i64)>,
 }
 
-pub(crate) async fn run(cluster: &Cluster, command: Command) -> Result<(), Failure> {
-    let Command::List { topic } = command;
-    let mut positions = records::start(cluster, &topic, None, true).await?;
-    let ends = records::ends(cluster, &topic, &positions).await?;
-    let mut groups: BTreeMap<(String, String, String), Group> = BTreeMap::new();
-    // The topic a dead letter came from: its header, or the name without
-    // the suffix for dead letters written by a publisher.
-    let fallback = topic.strip_suffix(".dlq").unwrap_or(&topic).to_string();
-    while positions
+pub(crate) async fn run(
+    settings: &Settings,
+    cluster: &Cluster,
+    command: Command,
+) -> Result<(), Failure> {
+    match command {
+        Command::List { topic } => list(cluster, &topic).await,
+        Command::Replay {
+            topic,
+            to,
+            filters,
+            dry_run,
+        } => replay(settings, cluster, &topic, to.as_deref(), &filters, dry_run).await,
+    }
+}
+
+/// The topic a dead letter came from: its `original_topic` header, or the
+/// dead-letter topic's name without the suffix (a publisher's dead letters
+/// do not carry it).
+fn original_topic<'a>(record: &'a FetchedRecord, dlq: &'a str) -> &'a str {
+    header(record, "original_topic").unwrap_or_else(|| dlq.strip_suffix(".dlq").unwrap_or(dlq))
+}
+
+/// Whether a partition has records before its end as the command began.
+fn unread(positions: &[Position], ends: &BTreeMap<i32, i64>) -> bool {
+    positions
         .iter()
         .any(|p| p.offset < ends.get(&p.partition).copied().unwrap_or(0))
-    {
+}
+
+async fn list(cluster: &Cluster, topic: &str) -> Result<(), Failure> {
+    let mut positions = records::start(cluster, topic, None, true).await?;
+    let ends = records::ends(cluster, topic, &positions).await?;
+    let mut groups: BTreeMap<(String, String, String), Group> = BTreeMap::new();
+    while unread(&positions, &ends) {
         for (partition, record) in
-            records::poll(cluster, &topic, &mut positions, Duration::from_millis(200)).await?
+            records::poll(cluster, topic, &mut positions, Duration::from_millis(200)).await?
         {
             let key = (
-                header(&record, "original_topic")
-                    .unwrap_or(&fallback)
-                    .to_string(),
+                original_topic(&record, topic).to_string(),
                 header(&record, "msg_type").unwrap_or("").to_string(),
                 header(&record, "original_error").unwrap_or("").to_string(),
             );
@@ -60,10 +112,10 @@ pub(crate) async fn run(cluster: &Cluster, command: Command) -> Result<(), Failu
     }
     let mut rows: Vec<_> = groups.into_iter().collect();
     rows.sort_by_key(|row| std::cmp::Reverse(row.1.count));
+    let at = |p: Option<(i32, i64)>| {
+        p.map(|(partition, offset)| json!({"partition": partition, "offset": offset}))
+    };
     for ((original_topic, msg_type, error), g) in rows {
-        let at = |p: Option<(i32, i64)>| {
-            p.map(|(partition, offset)| json!({"partition": partition, "offset": offset}))
-        };
         println!(
             "{}",
             json!({
@@ -77,4 +129,157 @@ pub(crate) async fn run(cluster: &Cluster, command: Command) -> Result<(), Failu
         );
     }
     Ok(())
+}
+
+async fn replay(
+    settings: &Settings,
+    cluster: &Cluster,
+    topic: &str,
+    to: Option<&str>,
+    filters: &[(String, String)],
+    dry_run: bool,
+) -> Result<(), Failure> {
+    let group = format!("kavari-replay.{topic}");
+    let done = committed(cluster, &group).await?;
+    let mut positions = records::start(cluster, topic, None, true).await?;
+    let mut earlier = 0;
+    for p in &mut positions {
+        if let Some(&offset) = done.get(&TopicPartition::new(topic, p.partition)) {
+            earlier += (offset - p.offset).max(0);
+            p.offset = p.offset.max(offset);
+        }
+    }
+    let ends = records::ends(cluster, topic, &positions).await?;
+    let to_do: i64 = positions
+        .iter()
+        .map(|p| (ends.get(&p.partition).copied().unwrap_or(0) - p.offset).max(0))
+        .sum();
+    // A replay's own dead letters would go back where they came from: off.
+    let publisher = if dry_run {
+        None
+    } else {
+        Some(
+            settings
+                .publisher()
+                .dead_letter_suffix(None)
+                .build()
+                .await?,
+        )
+    };
+    let progress = !dry_run && std::io::stderr().is_terminal();
+    let (mut seen, mut replayed, mut skipped) = (0u64, 0u64, 0u64);
+    while unread(&positions, &ends) {
+        let round =
+            records::poll(cluster, topic, &mut positions, Duration::from_millis(200)).await?;
+        for (partition, record) in &round {
+            if record.offset >= ends.get(partition).copied().unwrap_or(0) {
+                continue; // written after the replay began: the next run's
+            }
+            seen += 1;
+            let wanted = filters
+                .iter()
+                .all(|(name, value)| header(record, name) == Some(value.as_str()));
+            if !wanted {
+                skipped += 1;
+                continue;
+            }
+            let message = republished(record, topic, *partition, to);
+            match &publisher {
+                None => println!("{}", dry_run_line(&message)),
+                Some(p) => {
+                    p.publish_encoded(message).await.map_err(|e| {
+                        Failure(format!(
+                            "replaying {topic}/{partition}@{}: {e}",
+                            record.offset
+                        ))
+                    })?;
+                }
+            }
+            replayed += 1;
+        }
+        if publisher.is_some() {
+            // All read so far is published: remember it, up to each
+            // partition's end as it was when the replay began.
+            let offsets = positions
+                .iter()
+                .map(|p| {
+                    let end = ends.get(&p.partition).copied().unwrap_or(p.offset);
+                    (TopicPartition::new(topic, p.partition), p.offset.min(end))
+                })
+                .collect();
+            commit(cluster, &group, &offsets).await?;
+        }
+        if progress {
+            eprint!("\rreplayed {replayed} of {to_do}");
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    if let Some(p) = publisher {
+        p.shutdown().await?;
+    }
+    let verb = if dry_run { "would replay" } else { "replayed" };
+    let summary = format!(
+        "{verb} {replayed} of {seen} dead letter(s) from {topic} \
+         ({skipped} skipped by --where; {earlier} replayed by earlier runs)"
+    );
+    // A dry run's stdout is the JSON lines; its summary goes to stderr.
+    if dry_run {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// The dead letter as it is published again.
+fn republished(
+    record: &FetchedRecord,
+    dlq: &str,
+    partition: i32,
+    to: Option<&str>,
+) -> EncodedMessage {
+    let mut headers = BTreeMap::new();
+    for name in ["msg_type", "content-type"] {
+        if let Some((_, Some(v))) = record.headers.iter().find(|(k, _)| *k == name.as_bytes()) {
+            headers.insert(name.to_string(), v.to_vec());
+        }
+    }
+    headers.insert(
+        REPLAYED_FROM.to_string(),
+        format!("{dlq}/{partition}@{}", record.offset).into_bytes(),
+    );
+    EncodedMessage {
+        topic: to
+            .unwrap_or_else(|| original_topic(record, dlq))
+            .to_string()
+            .into(),
+        key: record.key.as_ref().map(|k| k.to_vec()),
+        value: record
+            .value
+            .as_ref()
+            .map(|v| v.to_vec())
+            .unwrap_or_default(),
+        headers,
+    }
+}
+
+/// What `--dry-run` prints for a message it would publish.
+fn dry_run_line(m: &EncodedMessage) -> serde_json::Value {
+    let headers: serde_json::Map<String, serde_json::Value> = m
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
+        .collect();
+    let content_type = m
+        .headers
+        .get("content-type")
+        .and_then(|c| std::str::from_utf8(c).ok());
+    json!({
+        "topic": m.topic,
+        "key": m.key.as_deref().map(String::from_utf8_lossy),
+        "headers": headers,
+        "value": crate::value::decode(&m.value, content_type),
+    })
 }

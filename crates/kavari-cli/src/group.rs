@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kavari_group::describe::describe_group;
+use kavari_group::admin::describe_group;
 use kavari_wire::TopicPartition;
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::Isolation;

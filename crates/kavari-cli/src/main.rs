@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
     after_help = "Examples:\n  \
         kavari --brokers localhost:9092 tail orders --from-beginning --count 10\n  \
         kavari dlq list orders.dlq\n  \
+        kavari dlq replay orders.dlq --where msg_type=OrderPlaced --dry-run\n  \
         kavari topic create orders --partitions 6\n  \
         kavari group describe billing --json\n\n\
         Connection: --brokers or KAVARI_BROKERS; TLS and SASL from KAVARI_SECURITY_PROTOCOL,\n\
@@ -85,10 +86,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let cluster = connect::cluster(cli.brokers)?;
+    let settings = connect::settings(cli.brokers)?;
+    let cluster = settings.cluster();
     match cli.command {
         Command::Tail(args) => tail::run(&cluster, args).await,
-        Command::Dlq(command) => dlq::run(&cluster, command).await,
+        Command::Dlq(command) => dlq::run(&settings, &cluster, command).await,
         Command::Topic(command) => topic::run(&cluster, command).await,
         Command::Group(command) => group::run(&cluster, command).await,
     }

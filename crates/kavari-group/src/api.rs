@@ -302,40 +302,9 @@ impl GroupApi for KafkaGroupApi {
         offsets: &BTreeMap<TopicPartition, i64>,
     ) -> Result<(), GroupError> {
         let link = self.link().await?;
-        let mut topics: BTreeMap<&str, Vec<offset_commit_request::OffsetCommitRequestPartition>> =
-            BTreeMap::new();
-        for (tp, offset) in offsets {
-            topics.entry(tp.topic.as_str()).or_default().push(
-                offset_commit_request::OffsetCommitRequestPartition::default()
-                    .with_partition_index(tp.partition)
-                    .with_committed_offset(*offset)
-                    .with_committed_leader_epoch(-1),
-            );
-        }
-        let req = OffsetCommitRequest::default()
-            .with_group_id(self.group())
-            .with_generation_id_or_member_epoch(g.generation_id)
-            .with_member_id(s(&g.member_id))
-            .with_group_instance_id(g.group_instance_id.as_deref().map(s))
-            .with_retention_time_ms(-1)
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        offset_commit_request::OffsetCommitRequestTopic::default()
-                            .with_name(topic_name(t))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
+        let req = commit_request(&self.group_id, g, offsets);
         let resp = self.on_error(link.control.send(&req).await).await?;
-        for t in &resp.topics {
-            for p in &t.partitions {
-                self.on_error(check("OffsetCommit", p.error_code, None))
-                    .await?;
-            }
-        }
-        Ok(())
+        self.on_error(commit_refused(&resp)).await
     }
 
     async fn offset_fetch(
@@ -381,6 +350,53 @@ impl GroupApi for KafkaGroupApi {
         out.extend(committed);
         Ok(out)
     }
+}
+
+/// An OffsetCommit of `offsets` for `group_id` by the member of `g`
+/// (generation -1 and no member id: a commit from outside the group).
+pub(crate) fn commit_request(
+    group_id: &str,
+    g: &Generation,
+    offsets: &BTreeMap<TopicPartition, i64>,
+) -> OffsetCommitRequest {
+    let mut topics: BTreeMap<&str, Vec<offset_commit_request::OffsetCommitRequestPartition>> =
+        BTreeMap::new();
+    for (tp, offset) in offsets {
+        topics.entry(tp.topic.as_str()).or_default().push(
+            offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(tp.partition)
+                .with_committed_offset(*offset)
+                .with_committed_leader_epoch(-1),
+        );
+    }
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group_id)))
+        .with_generation_id_or_member_epoch(g.generation_id)
+        .with_member_id(s(&g.member_id))
+        .with_group_instance_id(g.group_instance_id.as_deref().map(s))
+        .with_retention_time_ms(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic_name(t))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+}
+
+/// The first partition error of an OffsetCommit answer.
+pub(crate) fn commit_refused(
+    resp: &kafka_protocol::messages::OffsetCommitResponse,
+) -> Result<(), WireError> {
+    for t in &resp.topics {
+        for p in &t.partitions {
+            check("OffsetCommit", p.error_code, None)?;
+        }
+    }
+    Ok(())
 }
 
 /// The address (`host:port`) of `group_id`'s coordinator, asked of any

@@ -8,11 +8,11 @@
 //! `__consumer_offsets`, visible to any Kafka tooling, and a group may mix
 //! Kavari with Java or librdkafka members.
 
+pub mod admin;
 mod api;
 pub mod assignor;
 mod config;
 mod coordinator;
-pub mod describe;
 mod error;
 mod events;
 mod member;

@@ -288,8 +288,10 @@ impl KavariBuilder {
         self
     }
 
-    /// The whole security setting at once (from the environment).
-    pub(crate) fn security(mut self, security: kavari_wire::Security) -> Self {
+    /// TLS and SASL at once, as [`Security::from_vars`](crate::Security::from_vars)
+    /// reads them from `KAVARI_*` variables (tools that take the library's
+    /// connection settings use this). Default: plaintext.
+    pub fn security(mut self, security: crate::Security) -> Self {
         self.security = security;
         self
     }

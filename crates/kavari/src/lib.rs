@@ -160,6 +160,7 @@ pub use health::{Health, HealthState, PartitionHealth};
 /// field), `codec = "text"` on anything but a one-field tuple struct and a
 /// union are refused at compile time.
 pub use kavari_derive::KafkaMessage;
+pub use kavari_wire::Security;
 pub use kavari_wire::fetch::Isolation;
 pub use kavari_wire::sasl::Sasl;
 #[cfg(feature = "tls")]

@@ -1,6 +1,6 @@
-//! A consumer group as seen from outside: its state, protocol, members with
-//! their assignments, and committed offsets (for tools such as
-//! `kavari group describe`).
+//! A consumer group worked on from outside, as tools do (`kavari group
+//! describe`, `kavari dlq replay`): its state, protocol, members with their
+//! assignments; its committed offsets read and set.
 
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{
@@ -9,7 +9,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kavari_wire::cluster::Cluster;
 
-use crate::api::{committed_offsets, coordinator_address};
+use std::collections::BTreeMap;
+
+use crate::Generation;
+use crate::api::{commit_refused, commit_request, committed_offsets, coordinator_address};
 use crate::protocol::Assignment;
 use crate::{GroupError, TopicPartition};
 
@@ -87,6 +90,35 @@ pub async fn describe_group(
             },
         })
         .collect();
+    let committed = fetch_committed(&conn, group_id)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(GroupDescription {
+        group_id: group_id.to_string(),
+        state: described.group_state.to_string(),
+        protocol_type: described.protocol_type.to_string(),
+        assignor: described.protocol_data.to_string(),
+        members,
+        committed,
+    })
+}
+
+/// Every partition `group_id` has a committed offset for.
+pub async fn committed(
+    cluster: &Cluster,
+    group_id: &str,
+) -> Result<BTreeMap<TopicPartition, i64>, GroupError> {
+    let address = coordinator_address(cluster, group_id).await?;
+    let conn = cluster.connect(&address).await?;
+    fetch_committed(&conn, group_id).await
+}
+
+async fn fetch_committed(
+    conn: &kavari_wire::connection::Connection,
+    group_id: &str,
+) -> Result<BTreeMap<TopicPartition, i64>, GroupError> {
+    let group = GroupId(StrBytes::from_string(group_id.to_string()));
     let version = conn.version::<OffsetFetchRequest>()?;
     // Every partition with a committed offset: topics null.
     let req = if version >= 8 {
@@ -100,16 +132,29 @@ pub async fn describe_group(
             .with_group_id(group)
             .with_topics(None)
     };
-    let committed = committed_offsets(&conn.send(&req).await?, version)?
+    Ok(committed_offsets(&conn.send(&req).await?, version)?
         .into_iter()
         .filter_map(|(tp, offset)| offset.map(|o| (tp, o)))
-        .collect();
-    Ok(GroupDescription {
-        group_id: group_id.to_string(),
-        state: described.group_state.to_string(),
-        protocol_type: described.protocol_type.to_string(),
-        assignor: described.protocol_data.to_string(),
-        members,
-        committed,
-    })
+        .collect())
+}
+
+/// Commits `offsets` for `group_id` from outside the group (generation -1,
+/// no member): what a tool keeping its progress in a group of its own does.
+/// The coordinator refuses it while the group has members.
+pub async fn commit(
+    cluster: &Cluster,
+    group_id: &str,
+    offsets: &BTreeMap<TopicPartition, i64>,
+) -> Result<(), GroupError> {
+    let address = coordinator_address(cluster, group_id).await?;
+    let conn = cluster.connect(&address).await?;
+    let outside = Generation {
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+    };
+    let resp = conn
+        .send(&commit_request(group_id, &outside, offsets))
+        .await?;
+    Ok(commit_refused(&resp)?)
 }
