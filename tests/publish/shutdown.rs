@@ -45,3 +45,50 @@ async fn shutdown_waits_for_publishes_in_flight_and_drops_none() {
     }
     manager.shutdown().await.expect("shutdown is idempotent");
 }
+
+/// A shutdown while the broker is down does not wait out the retries:
+/// publishes waiting to be sent again hand their records back at once,
+/// with idempotence on (the partition's sender retries) as off (the
+/// publisher retries).
+#[tokio::test]
+async fn a_shutdown_during_an_outage_hands_the_records_back_at_once() {
+    for idempotent in [true, false] {
+        init_tracing();
+        let topic = unique_name("shutdown-outage");
+        let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
+        let proxy = broker.proxy().expect("proxy");
+        let manager = Kavari::builder(broker.bootstrap_servers())
+            .request_timeout(Duration::from_secs(1))
+            .enable_idempotence(idempotent)
+            .dead_letter_suffix(None)
+            .build()
+            .await
+            .expect("build");
+        manager
+            .publish_encoded(to_topic(&order(0), &topic))
+            .await
+            .expect("before the outage");
+        proxy.refuse();
+        let tasks: Vec<_> = (1..=5)
+            .map(|i| {
+                let m = manager.clone();
+                let msg = to_topic(&order(i), &topic);
+                tokio::spawn(async move { m.publish_encoded(msg).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let started = std::time::Instant::now();
+        manager.shutdown().await.expect("shutdown");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "idempotent={idempotent}: shutdown took {took:?}"
+        );
+        for t in tasks {
+            match t.await.expect("task") {
+                Err(PublishError::Failed { message, .. }) => assert_eq!(message.topic, topic),
+                other => panic!("idempotent={idempotent}: expected the record back, got {other:?}"),
+            }
+        }
+    }
+}

@@ -277,6 +277,9 @@ pub(crate) struct Producing {
     pub(crate) retry: Arc<dyn RetryPolicy>,
     /// The producer identity; `None` when idempotence is off.
     pub(crate) ids: Option<ProducerIds>,
+    /// Turns true when shutdown begins: batches waiting to be sent again
+    /// are given back at once.
+    pub(crate) closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Sends one partition's batches.

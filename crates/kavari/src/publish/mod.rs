@@ -182,7 +182,9 @@ impl Publisher {
     ) -> Self {
         let config = Arc::new(config);
         let counters = Arc::new(ProduceCounters::default());
+        let (closing, closing_rx) = watch::channel(false);
         let topics = Arc::new(Topics::new(Arc::new(Producing {
+            closing: closing_rx,
             ids: ProducerIds::new(Arc::clone(&cluster), config.idempotence),
             cluster,
             config: Arc::clone(&config),
@@ -197,7 +199,7 @@ impl Publisher {
             counters,
             round_robin: RoundRobin::default(),
             closed: AtomicBool::new(false),
-            closing: watch::channel(false).0,
+            closing,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             retries: AtomicUsize::new(0),

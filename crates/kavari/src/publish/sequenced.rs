@@ -88,6 +88,7 @@ impl Sender {
             next_id: 0,
         };
         let mut closed = false;
+        let mut closing = self.producing.closing.clone();
         loop {
             if closed && flow.unacked.is_empty() && flow.in_flight.is_empty() {
                 if let Some(slot) = slot.as_deref_mut() {
@@ -107,6 +108,11 @@ impl Sender {
                 }
                 _ = until(resend_at), if resend_at.is_some() => {
                     self.send_again(&mut flow).await;
+                }
+                // Shutting down: what waits to be sent again goes back to
+                // its publishes now, not after the retries.
+                () = crate::stop::until_stopped(&mut closing), if flow.recovery.is_some() => {
+                    self.give_up_all(&mut flow).await;
                 }
                 next = next_batch(&queue, linger), if take => match next {
                     None => closed = true,
