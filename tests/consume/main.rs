@@ -14,7 +14,7 @@ use kavari::{
 };
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
 use kavari_tests::{
-    CrashJob, consumer, eventually, fetch_topic, header, init_tracing, prefixed_topic,
+    CapturedLogs, CrashJob, consumer, eventually, fetch_topic, header, init_tracing, prefixed_topic,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,4 +74,5 @@ mod restart;
 mod retries;
 mod shutdown;
 mod stuck;
+mod telemetry;
 mod topics;

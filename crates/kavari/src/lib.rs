@@ -46,6 +46,7 @@ pub mod publish;
 mod registry;
 pub mod retry;
 mod stop;
+mod telemetry;
 mod topic_names;
 
 pub use builder::{ConfigError, KavariBuilder};

@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use kavari_wire::cluster::Cluster;
 
+use tracing::Instrument;
+
 use crate::builder::KavariBuilder;
 use crate::codec;
 use crate::consume::{Consumer, ConsumerConfig, StartError};
 use crate::health::{Health, HealthState};
 use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
 use crate::registry::{Registry, SubscribeError};
+use crate::telemetry;
 use crate::{KafkaMessage, MessageHandler};
 
 /// Why `shutdown()` did not finish cleanly.
@@ -236,7 +239,20 @@ impl Kavari {
     /// holds `max_queued_per_partition` unsent records) or its first attempt
     /// failed (retries, the dead letter and the hand-back need it).
     pub async fn publish<M: KafkaMessage>(&self, msg: &M) -> Result<Delivery, PublishError> {
-        self.inner.publisher.publish_typed(msg).await
+        if !telemetry::enabled() {
+            return self.inner.publisher.publish_typed(msg).await;
+        }
+        let span = telemetry::publish_span(&self.inner.publisher.topic_of::<M>());
+        let delivered = self
+            .inner
+            .publisher
+            .publish_typed(msg)
+            .instrument(span.clone())
+            .await;
+        if let Ok(d) = &delivered {
+            telemetry::published(&span, msg.key().as_deref(), d.partition, d.offset);
+        }
+        delivered
     }
 
     /// Publishes every message and returns each one's result, in order:
@@ -258,7 +274,24 @@ impl Kavari {
         &self,
         message: codec::EncodedMessage,
     ) -> Result<Delivery, PublishError> {
-        self.inner.publisher.publish(message).await
+        if !telemetry::enabled() {
+            return self.inner.publisher.publish(message).await;
+        }
+        let span = telemetry::publish_span(&message.topic);
+        let key = message
+            .key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        let delivered = self
+            .inner
+            .publisher
+            .publish(message)
+            .instrument(span.clone())
+            .await;
+        if let Ok(d) = &delivered {
+            telemetry::published(&span, key.as_deref(), d.partition, d.offset);
+        }
+        delivered
     }
 
     /// The publisher's counters.

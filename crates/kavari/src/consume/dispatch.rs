@@ -11,6 +11,7 @@ use kavari_group::TopicPartition;
 use kavari_wire::backoff::Backoff;
 use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::{FailurePolicy, Shared};
 use crate::codec::{CONTENT_TYPE_HEADER, DecodeError, EncodedMessage, MSG_TYPE_HEADER};
@@ -110,7 +111,19 @@ pub(crate) async fn deliver(
             ctx.attempt = attempt;
             // Handlers usually finish within their first poll: the clock is
             // set only for one that does not.
-            let mut call = handler.call(value, ctx);
+            let span = if crate::telemetry::enabled() {
+                crate::telemetry::process_span(
+                    topic,
+                    partition,
+                    offset,
+                    ctx.key.as_deref(),
+                    &shared.group_id,
+                    handler.name(),
+                )
+            } else {
+                tracing::Span::none()
+            };
+            let mut call = handler.call(value, ctx).instrument(span);
             let outcome = match (&mut call).now_or_never() {
                 Some(outcome) => outcome,
                 None => {

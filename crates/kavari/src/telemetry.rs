@@ -1,0 +1,70 @@
+//! The `tracing` spans of publishing and processing a message, named and
+//! attributed by the OpenTelemetry messaging conventions (`messaging.system`
+//! `kafka`, `messaging.operation.type` `send` or `process`, the destination,
+//! partition, offset, key and consumer group), so a tracing subscriber or an
+//! OpenTelemetry bridge (`tracing-opentelemetry`, which reads `otel.name`
+//! and `otel.kind`) shows them as a Kafka client's spans.
+//!
+//! They are DEBUG spans: with the usual INFO filter they cost a callsite
+//! check; enable them with `kavari=debug` (or a per-layer filter).
+
+use tracing::Span;
+use tracing::field::Empty;
+
+/// Whether the spans are wanted: checked first, so a publish with them
+/// off does no work for them (not even its topic's name).
+pub(crate) fn enabled() -> bool {
+    tracing::enabled!(tracing::Level::DEBUG)
+}
+
+/// The span of one publish to `topic`; its partition and offset are
+/// recorded by [`published`] once the broker answers.
+pub(crate) fn publish_span(topic: &str) -> Span {
+    tracing::debug_span!(
+        "publish",
+        otel.name = %format_args!("send {topic}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %topic,
+        messaging.destination.partition.id = Empty,
+        messaging.kafka.offset = Empty,
+        messaging.kafka.message.key = Empty,
+    )
+}
+
+/// Records where a publish landed.
+pub(crate) fn published(span: &Span, key: Option<&str>, partition: i32, offset: i64) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("messaging.destination.partition.id", partition);
+    span.record("messaging.kafka.offset", offset);
+    if let Some(key) = key {
+        span.record("messaging.kafka.message.key", key);
+    }
+}
+
+/// The span of one handler call for a record.
+pub(crate) fn process_span(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    key: Option<&str>,
+    group: &str,
+    handler: &str,
+) -> Span {
+    tracing::debug_span!(
+        "process",
+        otel.name = %format_args!("process {topic}"),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = %topic,
+        messaging.destination.partition.id = partition,
+        messaging.kafka.offset = offset,
+        messaging.kafka.message.key = key,
+        messaging.consumer.group.name = %group,
+        kavari.handler = %handler,
+    )
+}

@@ -1,0 +1,68 @@
+//! The spans of publishing and processing, with the OpenTelemetry
+//! messaging attributes, seen by a tracing subscriber.
+
+use super::*;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+#[tokio::test]
+async fn publish_and_process_run_in_spans_with_messaging_attributes() {
+    let broker = shared_broker().await.expect("broker");
+    let (prefix, topic) = prefixed_topic::<Numbered>(broker, 1).await;
+    // Spans closed with their fields, on this thread (a #[tokio::test]
+    // runtime is single-threaded, so Kavari's tasks log here).
+    let captured = CapturedLogs::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("kavari=debug")
+        .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let group = unique_name("spans");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let manager = consumer(broker, &group)
+        .topic_prefix(&prefix)
+        .build()
+        .await
+        .expect("build");
+    manager
+        .subscribe::<Numbered, _>(Numbers(Arc::clone(&seen)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+    let d = manager.publish(&Numbered { n: 7 }).await.expect("publish");
+    eventually(Duration::from_secs(20), "handled", || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    manager.shutdown().await.expect("shutdown");
+    let lines = captured.lines();
+    let closed = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("{name}{{")) && l.contains("close"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no closed {name} span in {lines:#?}"))
+    };
+    let publish = closed("publish");
+    for field in [
+        "messaging.system=\"kafka\"".to_string(),
+        "messaging.operation.type=\"send\"".to_string(),
+        format!("messaging.destination.name={topic}"),
+        format!("messaging.destination.partition.id={}", d.partition),
+        format!("messaging.kafka.offset={}", d.offset),
+        "otel.kind=\"producer\"".to_string(),
+    ] {
+        assert!(publish.contains(&field), "{field} not in {publish}");
+    }
+    let process = closed("process");
+    for field in [
+        "messaging.operation.type=\"process\"".to_string(),
+        format!("messaging.destination.name={topic}"),
+        format!("messaging.kafka.offset={}", d.offset),
+        format!("messaging.consumer.group.name={group}"),
+        "otel.kind=\"consumer\"".to_string(),
+    ] {
+        assert!(process.contains(&field), "{field} not in {process}");
+    }
+}
