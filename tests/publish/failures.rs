@@ -283,19 +283,10 @@ async fn typed_publish_to_a_missing_topic_hands_the_record_back() {
 /// publish in about that time, however many attempts the policy allows.
 #[tokio::test]
 async fn publishes_keep_trying_for_the_delivery_timeout() {
-    init_tracing();
     let topic = unique_name("delivery");
-    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
+    let (broker, patient) =
+        behind_proxy(&topic, |b| b.request_timeout(Duration::from_secs(2))).await;
     let proxy = broker.proxy().expect("proxy");
-    let patient = Kavari::builder(broker.bootstrap_servers())
-        .request_timeout(Duration::from_secs(2))
-        .build()
-        .await
-        .expect("build");
-    patient
-        .publish_encoded(to_topic(&order(0), &topic))
-        .await
-        .expect("publish before the outage");
     proxy.refuse();
     let healer = async {
         tokio::time::sleep(Duration::from_secs(5)).await;

@@ -12,27 +12,6 @@ fn values(range: std::ops::RangeInclusive<usize>, topic: &str) -> Vec<Vec<u8>> {
     range.map(|i| to_topic(&order(i), topic).value).collect()
 }
 
-/// A manager for `topic` on a broker behind a fault proxy (1 s request
-/// timeout, as `configure` makes it), its route known (order 0 published).
-async fn behind_proxy(
-    topic: &str,
-    configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
-) -> (KafkaBroker, Kavari) {
-    init_tracing();
-    let broker = own_broker(KafkaBroker::builder().behind_proxy(), topic, 1).await;
-    let manager = configure(
-        Kavari::builder(broker.bootstrap_servers()).request_timeout(Duration::from_secs(1)),
-    )
-    .build()
-    .await
-    .expect("build");
-    manager
-        .publish_encoded(to_topic(&order(0), topic))
-        .await
-        .expect("the first publish");
-    (broker, manager)
-}
-
 /// Every batch carries the manager's producer id and epoch, and each
 /// partition's sequence numbers run from 0 without a gap across many
 /// batches.

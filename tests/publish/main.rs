@@ -64,6 +64,27 @@ async fn setup(
     (broker, manager)
 }
 
+/// A manager for `topic` on a broker behind a fault proxy (1 s request
+/// timeout, as `configure` makes it), its route known (order 0 published).
+async fn behind_proxy(
+    topic: &str,
+    configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
+) -> (KafkaBroker, Kavari) {
+    init_tracing();
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), topic, 1).await;
+    let manager = configure(
+        Kavari::builder(broker.bootstrap_servers()).request_timeout(Duration::from_secs(1)),
+    )
+    .build()
+    .await
+    .expect("build");
+    manager
+        .publish_encoded(to_topic(&order(0), topic))
+        .await
+        .expect("the first publish");
+    (broker, manager)
+}
+
 /// Publishes `msgs` with `publish_batch` (one partition) and checks that
 /// every one landed, at consecutive offsets in the call's order.
 async fn batch_in_order<M: KafkaMessage>(manager: &Kavari, msgs: &[M]) -> Vec<i64> {

@@ -53,21 +53,12 @@ async fn shutdown_waits_for_publishes_in_flight_and_drops_none() {
 #[tokio::test]
 async fn a_shutdown_during_an_outage_hands_the_records_back_at_once() {
     for idempotent in [true, false] {
-        init_tracing();
         let topic = unique_name("shutdown-outage");
-        let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
+        let (broker, manager) = behind_proxy(&topic, |b| {
+            b.enable_idempotence(idempotent).dead_letter_suffix(None)
+        })
+        .await;
         let proxy = broker.proxy().expect("proxy");
-        let manager = Kavari::builder(broker.bootstrap_servers())
-            .request_timeout(Duration::from_secs(1))
-            .enable_idempotence(idempotent)
-            .dead_letter_suffix(None)
-            .build()
-            .await
-            .expect("build");
-        manager
-            .publish_encoded(to_topic(&order(0), &topic))
-            .await
-            .expect("before the outage");
         proxy.refuse();
         let tasks: Vec<_> = (1..=5)
             .map(|i| {
