@@ -17,16 +17,31 @@ pub(crate) fn enabled() -> bool {
     tracing::enabled!(tracing::Level::DEBUG)
 }
 
+/// A DEBUG span named `$name` with the attributes every Kafka messaging
+/// span carries (the operation `$op` on `$topic`, by a `$kind`), then the
+/// ones of its kind.
+macro_rules! messaging_span {
+    ($name:literal, $op:literal, $kind:literal, $topic:expr, $($rest:tt)*) => {
+        tracing::debug_span!(
+            $name,
+            otel.name = %format_args!("{} {}", $op, $topic),
+            otel.kind = $kind,
+            messaging.system = "kafka",
+            messaging.operation.type = $op,
+            messaging.destination.name = %$topic,
+            $($rest)*
+        )
+    };
+}
+
 /// The span of one publish to `topic`; its partition and offset are
 /// recorded by [`published`] once the broker answers.
 pub(crate) fn publish_span(topic: &str) -> Span {
-    tracing::debug_span!(
+    messaging_span!(
         "publish",
-        otel.name = %format_args!("send {topic}"),
-        otel.kind = "producer",
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.destination.name = %topic,
+        "send",
+        "producer",
+        topic,
         messaging.destination.partition.id = Empty,
         messaging.kafka.offset = Empty,
         messaging.kafka.message.key = Empty,
@@ -54,13 +69,11 @@ pub(crate) fn process_span(
     group: &str,
     handler: &str,
 ) -> Span {
-    tracing::debug_span!(
+    messaging_span!(
         "process",
-        otel.name = %format_args!("process {topic}"),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.destination.name = %topic,
+        "process",
+        "consumer",
+        topic,
         messaging.destination.partition.id = partition,
         messaging.kafka.offset = offset,
         messaging.kafka.message.key = key,
