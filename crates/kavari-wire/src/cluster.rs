@@ -102,6 +102,14 @@ impl Cluster {
     /// timeout and security: for callers that keep connections of their
     /// own (the group coordinator's).
     pub async fn connect(&self, address: &str) -> Result<Connection, WireError> {
+        let connected = self.connect_once(address).await;
+        if connected.is_err() {
+            crate::metrics::connect_failed(address);
+        }
+        connected
+    }
+
+    async fn connect_once(&self, address: &str) -> Result<Connection, WireError> {
         let mut conn = Connection::connect(
             address,
             &self.client_id,

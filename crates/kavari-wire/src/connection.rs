@@ -111,6 +111,8 @@ struct Shared {
     in_flight: std::sync::Mutex<InFlight>,
     /// Mirrors `in_flight.broken.is_some()`, readable without the lock.
     broken: AtomicBool,
+    /// This connection in the open-connections gauge.
+    open: crate::metrics::OpenConnection,
 }
 
 impl Shared {
@@ -129,6 +131,7 @@ impl Shared {
             self.broken.store(true, Ordering::Relaxed);
             std::mem::take(&mut st.waiting)
         };
+        self.open.closed();
         drop(waiting); // their receivers now fail
     }
 
@@ -227,6 +230,7 @@ impl Connection {
             renew_at: None,
         };
         conn.negotiate().await?;
+        conn.shared.open.opened(address);
         Ok(conn)
     }
 

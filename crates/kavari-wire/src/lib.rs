@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod fetcher;
 pub mod list_offsets;
 pub mod log_rate;
+mod metrics;
 pub mod produce;
 pub mod producer_id;
 pub mod reader;

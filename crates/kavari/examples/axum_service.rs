@@ -1,10 +1,11 @@
 //! An axum service with Kavari's lifecycle, as the Python library's FastAPI
-//! lifespan: start the consumer at startup, expose `/health`, publish from a
-//! POST route, shut down cleanly on SIGTERM or Ctrl-C.
+//! lifespan: start the consumer at startup, expose `/health` and Prometheus
+//! `/metrics`, publish from a POST route, shut down cleanly on SIGTERM or
+//! Ctrl-C.
 //!
-//! `cargo run -p kavari --example axum_service` then
-//! `curl -XPOST localhost:3000/orders -H 'content-type: application/json' -d '{"order_id":"o-1","amount_cents":100}'`
-//! and `curl localhost:3000/health`.
+//! `cargo run -p kavari --features metrics --example axum_service` then
+//! `curl -XPOST localhost:3000/orders -H 'content-type: application/json' -d '{"order_id":"o-1","amount_cents":100}'`,
+//! `curl localhost:3000/health` and `curl localhost:3000/metrics`.
 //!
 //! `KAVARI_BROKERS` names your Kafka; otherwise a local test broker starts.
 //! `PORT` sets the HTTP port (default 3000).
@@ -15,6 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler};
 use kavari_testcontainers::KafkaBroker;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, KafkaMessage)]
@@ -56,6 +58,12 @@ async fn health(State(kavari): State<Kavari>) -> (StatusCode, Json<kavari::Healt
     (code, Json(h))
 }
 
+/// Kavari's metrics (and any other the service records), in Prometheus'
+/// text format.
+async fn metrics(State(prometheus): State<PrometheusHandle>) -> String {
+    prometheus.render()
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -81,6 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    // Kavari records through the `metrics` facade; this process exports
+    // what is recorded in Prometheus' format.
+    let prometheus = PrometheusBuilder::new().install_recorder()?;
     let broker = KafkaBroker::start().await?;
     if let Err(e) = broker.create_topic(OrderPlaced::TOPIC, 3).await {
         tracing::info!(error = %e, "topic not created");
@@ -97,7 +108,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/orders", post(place))
         .route("/health", get(health))
-        .with_state(kavari.clone());
+        .with_state(kavari.clone())
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .with_state(prometheus),
+        );
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");

@@ -41,6 +41,7 @@ mod handler;
 mod health;
 mod manager;
 mod message;
+mod metrics;
 mod partitioner;
 pub mod publish;
 mod registry;

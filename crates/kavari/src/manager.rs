@@ -13,8 +13,8 @@ use crate::consume::{Consumer, ConsumerConfig, StartError};
 use crate::health::{Health, HealthState};
 use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
 use crate::registry::{Registry, SubscribeError};
-use crate::telemetry;
 use crate::{KafkaMessage, MessageHandler};
+use crate::{metrics, telemetry};
 
 /// Why `shutdown()` did not finish cleanly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -239,19 +239,18 @@ impl Kavari {
     /// holds `max_queued_per_partition` unsent records) or its first attempt
     /// failed (retries, the dead letter and the hand-back need it).
     pub async fn publish<M: KafkaMessage>(&self, msg: &M) -> Result<Delivery, PublishError> {
-        if !telemetry::enabled() {
-            return self.inner.publisher.publish_typed(msg).await;
-        }
-        let span = telemetry::publish_span(&self.inner.publisher.topic_of::<M>());
-        let delivered = self
-            .inner
-            .publisher
-            .publish_typed(msg)
-            .instrument(span.clone())
-            .await;
-        if let Ok(d) = &delivered {
-            telemetry::published(&span, msg.key().as_deref(), d.partition, d.offset);
-        }
+        let publisher = &self.inner.publisher;
+        let delivered = if telemetry::enabled() {
+            let span = telemetry::publish_span(&publisher.topic_of::<M>());
+            let delivered = publisher.publish_typed(msg).instrument(span.clone()).await;
+            if let Ok(d) = &delivered {
+                telemetry::published(&span, msg.key().as_deref(), d.partition, d.offset);
+            }
+            delivered
+        } else {
+            publisher.publish_typed(msg).await
+        };
+        metrics::published(&delivered, || publisher.topic_of::<M>());
         delivered
     }
 
@@ -265,7 +264,11 @@ impl Kavari {
         &self,
         msgs: &[M],
     ) -> Vec<Result<Delivery, PublishError>> {
-        self.inner.publisher.publish_all(msgs).await
+        let delivered = self.inner.publisher.publish_all(msgs).await;
+        for d in &delivered {
+            metrics::published(d, || self.inner.publisher.topic_of::<M>());
+        }
+        delivered
     }
 
     /// Publishes an already encoded record (for example one handed back by
@@ -274,23 +277,27 @@ impl Kavari {
         &self,
         message: codec::EncodedMessage,
     ) -> Result<Delivery, PublishError> {
-        if !telemetry::enabled() {
-            return self.inner.publisher.publish(message).await;
-        }
-        let span = telemetry::publish_span(&message.topic);
-        let key = message
-            .key
-            .as_deref()
-            .map(|k| String::from_utf8_lossy(k).into_owned());
-        let delivered = self
-            .inner
-            .publisher
-            .publish(message)
-            .instrument(span.clone())
-            .await;
-        if let Ok(d) = &delivered {
-            telemetry::published(&span, key.as_deref(), d.partition, d.offset);
-        }
+        let topic = message.topic.clone();
+        let delivered = if telemetry::enabled() {
+            let span = telemetry::publish_span(&message.topic);
+            let key = message
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            let delivered = self
+                .inner
+                .publisher
+                .publish(message)
+                .instrument(span.clone())
+                .await;
+            if let Ok(d) = &delivered {
+                telemetry::published(&span, key.as_deref(), d.partition, d.offset);
+            }
+            delivered
+        } else {
+            self.inner.publisher.publish(message).await
+        };
+        metrics::published(&delivered, || topic);
         delivered
     }
 

@@ -123,6 +123,7 @@ pub(crate) async fn deliver(
             } else {
                 tracing::Span::none()
             };
+            let started = crate::metrics::clock();
             let mut call = handler.call(value, ctx).instrument(span);
             let outcome = match (&mut call).now_or_never() {
                 Some(outcome) => outcome,
@@ -133,6 +134,8 @@ pub(crate) async fn deliver(
                     outcome
                 }
             };
+            let ok = matches!(outcome, Outcome::Ok);
+            crate::metrics::handler_ran(topic, handler.name(), started, ok);
             let error = match outcome {
                 Outcome::Ok => break,
                 Outcome::Undecodable(reason) if i == 0 => {
@@ -362,7 +365,7 @@ async fn dead_letter(
         .publisher
         .produce_until_written(message, topic, stop.clone(), &blocked)
         .await
-        .map(drop)
+        .map(|_| crate::metrics::dead_lettered(topic, "consume"))
         .map_err(|e| {
             tracing::error!(topic, partition, offset, error = %e, "dead-letter write abandoned: the partition is stopping; the record stays uncommitted");
             Undelivered

@@ -70,6 +70,9 @@ impl Shared {
             error: None,
         });
         f(entry);
+        if let Some(lag) = entry.lag {
+            crate::metrics::lag(&tp.topic, tp.partition, lag);
+        }
     }
 
     fn forget_partition(&self, tp: &TopicPartition) {
@@ -294,6 +297,7 @@ async fn runtime(
                 None => break, // the member has left or failed
                 Some(GroupEvent::Assigned { added, generation, .. }) => {
                     tracing::info!(generation = generation.generation_id, count = added.len(), "partitions assigned");
+                    crate::metrics::rebalanced(&shared.group_id);
                     for tp in added {
                         let (stop, stop_rx) = watch::channel(false);
                         shared.update_partition(&tp, |_| {});

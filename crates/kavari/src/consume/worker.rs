@@ -297,7 +297,10 @@ impl Worker {
             return;
         }
         let offsets = BTreeMap::from([(self.tp.clone(), position)]);
-        match self.shared.member.commit(&offsets).await {
+        let started = Instant::now();
+        let committed = self.shared.member.commit(&offsets).await;
+        crate::metrics::committed(&self.shared.group_id, started.elapsed(), committed.is_ok());
+        match committed {
             Ok(()) => {
                 self.committed = Some(position);
                 self.update(|h| h.committed = Some(position));

@@ -1,0 +1,296 @@
+//! Metrics (feature `metrics`): the axum example serves them on `/metrics`,
+//! scraped here over HTTP while it publishes and handles; failures are
+//! counted by class.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler, NoRetry};
+use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
+use kavari_tests::{init_tracing, own_broker};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The sum of every sample of `metric` whose labels start with `labels`
+/// (`name{a="b"` matches `name{a="b",c="d"} 3`), in Prometheus' text
+/// format; `None` when there is none.
+fn sample(text: &str, metric: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{metric}{{{labels}");
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// One HTTP/1.1 request; the status code and the body.
+async fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).await?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The axum example, built by `cargo test --workspace` next to this test's
+/// binary (target/…/examples/axum_service).
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("axum_service"))
+        .expect("target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build -p kavari --features metrics --example axum_service`) first",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn the_axum_example_serves_kavari_metrics_on_slash_metrics() {
+    init_tracing();
+    let broker = own_broker(KafkaBroker::builder(), "service.orders", 3).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut service = tokio::process::Command::new(example_binary())
+        .env("KAVARI_BROKERS", broker.bootstrap_servers())
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the example");
+
+    // Ready: listening, and the consumer owns its partitions.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !matches!(http(port, "GET", "/health", "").await, Ok((200, _))) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the example never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..2 {
+        let order = format!(r#"{{"order_id":"o-{i}","amount_cents":100}}"#);
+        let (status, body) = http(port, "POST", "/orders", &order).await.expect("POST");
+        assert_eq!(status, 200, "POST /orders: {body}");
+    }
+
+    let topic = r#"topic="service.orders""#;
+    let text = loop {
+        let (status, text) = http(port, "GET", "/metrics", "")
+            .await
+            .expect("GET /metrics");
+        assert_eq!(status, 200);
+        if sample(&text, "kavari_handled_total", topic) == Some(2.0)
+            && sample(&text, "kavari_consumer_lag", topic) == Some(0.0)
+        {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both orders never showed as handled with no lag:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        sample(&text, "kavari_published_total", topic),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "kavari_handler_errors_total", topic),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "kavari_handler_duration_seconds_count", topic),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "kavari_rebalances_total", r#"group="fulfilment""#) >= Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "kavari_commit_duration_seconds_count",
+            r#"group="fulfilment""#
+        ) >= Some(1.0),
+        "{text}"
+    );
+    // One lag per assigned partition.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("kavari_consumer_lag{"))
+            .count(),
+        3,
+        "{text}"
+    );
+    // The publisher's, the group coordinator's and the fetcher's
+    // connections to the one broker are open.
+    let broker_label = format!(r#"broker="{}""#, broker.bootstrap_servers());
+    assert!(
+        sample(&text, "kavari_connections", &broker_label) >= Some(1.0),
+        "{text}"
+    );
+
+    // SIGTERM: a clean shutdown.
+    let pid = service.id().expect("running");
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let exit = tokio::time::timeout(WAIT, service.wait())
+        .await
+        .expect("the example stops after SIGTERM")
+        .expect("exit status");
+    assert!(exit.success(), "the example exited with {exit}");
+}
+
+/// This process's recorder: metrics recorded by any test here show in it.
+fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("install the recorder")
+    })
+}
+
+#[derive(Debug, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "metrics.failures")]
+struct Job {
+    n: u32,
+}
+
+/// Fails job 1 for good.
+struct FailsOne;
+
+impl MessageHandler<Job> for FailsOne {
+    async fn handle(&self, job: Job, _: &MessageContext) -> Result<(), HandlerError> {
+        match job.n {
+            1 => Err(HandlerError::permanent("job 1 cannot be done")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn failures_are_counted_by_class() {
+    init_tracing();
+    let prometheus = recorder();
+    let broker = shared_broker().await.expect("broker");
+    let prefix = format!("{}.", unique_name("m"));
+    let topic = format!("{prefix}{}", Job::TOPIC);
+    broker.create_topic(&topic, 1).await.expect("topic");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .topic_prefix(&prefix)
+        .group_id(unique_name("metrics"))
+        .delivery_retry_policy(NoRetry)
+        .max_message_bytes(1_000)
+        .build()
+        .await
+        .expect("build");
+    manager.subscribe::<Job, _>(FailsOne).expect("subscribe");
+    manager.start().await.expect("start");
+    for n in 0..3 {
+        manager.publish(&Job { n }).await.expect("publish");
+    }
+    // Too large for this manager's limit: dead-lettered by the publisher.
+    #[derive(Serialize, Deserialize, KafkaMessage)]
+    #[kavari(topic = "metrics.failures")]
+    struct Big {
+        blob: String,
+    }
+    let big = manager
+        .publish(&Big {
+            blob: "x".repeat(2_000),
+        })
+        .await;
+    assert!(
+        matches!(big, Err(kavari::PublishError::DeadLettered { .. })),
+        "{big:?}"
+    );
+
+    let labels = format!(r#"topic="{topic}""#);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = prometheus.render();
+        if sample(&text, "kavari_dead_letters_total", &labels) == Some(2.0)
+            && sample(&text, "kavari_handled_total", &labels) == Some(2.0)
+        {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failures never showed:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let with = |more: &str| format!("{labels},{more}");
+    assert_eq!(
+        sample(&text, "kavari_published_total", &labels),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "kavari_publish_errors_total",
+            &with(r#"kind="message_too_large""#)
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "kavari_dead_letters_total",
+            &with(r#"source="publish""#)
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "kavari_dead_letters_total",
+            &with(r#"source="consume""#)
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "kavari_handler_errors_total", &labels),
+        Some(1.0),
+        "{text}"
+    );
+    manager.shutdown().await.expect("shutdown");
+}
