@@ -49,6 +49,7 @@ pub mod retry;
 mod stop;
 mod telemetry;
 mod topic_names;
+mod trace_context;
 
 pub use builder::{ConfigError, KavariBuilder};
 pub use codec::Codec;

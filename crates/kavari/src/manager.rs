@@ -13,6 +13,7 @@ use crate::consume::{Consumer, ConsumerConfig, StartError};
 use crate::health::{Health, HealthState};
 use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
 use crate::registry::{Registry, SubscribeError};
+use crate::trace_context::TraceHeaders;
 use crate::{KafkaMessage, MessageHandler};
 use crate::{metrics, telemetry};
 
@@ -242,13 +243,18 @@ impl Kavari {
         let publisher = &self.inner.publisher;
         let delivered = if telemetry::enabled() {
             let span = telemetry::publish_span(&publisher.topic_of::<M>());
-            let delivered = publisher.publish_typed(msg).instrument(span.clone()).await;
+            let trace = TraceHeaders::of(&span);
+            let delivered = publisher
+                .publish_typed(msg, &trace)
+                .instrument(span.clone())
+                .await;
             if let Ok(d) = &delivered {
                 telemetry::published(&span, msg.key().as_deref(), d.partition, d.offset);
             }
             delivered
         } else {
-            publisher.publish_typed(msg).await
+            let trace = TraceHeaders::of(&tracing::Span::none());
+            publisher.publish_typed(msg, &trace).await
         };
         metrics::published(&delivered, || publisher.topic_of::<M>());
         delivered
@@ -264,7 +270,8 @@ impl Kavari {
         &self,
         msgs: &[M],
     ) -> Vec<Result<Delivery, PublishError>> {
-        let delivered = self.inner.publisher.publish_all(msgs).await;
+        let trace = TraceHeaders::of(&tracing::Span::none());
+        let delivered = self.inner.publisher.publish_all(msgs, &trace).await;
         for d in &delivered {
             metrics::published(d, || self.inner.publisher.topic_of::<M>());
         }
@@ -277,9 +284,11 @@ impl Kavari {
         &self,
         message: codec::EncodedMessage,
     ) -> Result<Delivery, PublishError> {
+        let mut message = message;
         let topic = message.topic.clone();
         let delivered = if telemetry::enabled() {
             let span = telemetry::publish_span(&message.topic);
+            TraceHeaders::of(&span).write_into(&mut message.headers);
             let key = message
                 .key
                 .as_deref()
@@ -295,6 +304,7 @@ impl Kavari {
             }
             delivered
         } else {
+            TraceHeaders::of(&tracing::Span::none()).write_into(&mut message.headers);
             self.inner.publisher.publish(message).await
         };
         metrics::published(&delivered, || topic);

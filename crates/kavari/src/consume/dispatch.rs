@@ -112,14 +112,16 @@ pub(crate) async fn deliver(
             // Handlers usually finish within their first poll: the clock is
             // set only for one that does not.
             let span = if crate::telemetry::enabled() {
-                crate::telemetry::process_span(
+                let span = crate::telemetry::process_span(
                     topic,
                     partition,
                     offset,
                     ctx.key.as_deref(),
                     &shared.group_id,
                     handler.name(),
-                )
+                );
+                crate::trace_context::continue_trace(&span, &ctx.headers);
+                span
             } else {
                 tracing::Span::none()
             };

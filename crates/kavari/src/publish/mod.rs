@@ -27,6 +27,7 @@ use crate::KafkaMessage;
 use crate::codec::{self, EncodedMessage};
 use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
+use crate::trace_context::TraceHeaders;
 use batcher::{ProduceCounters, Producing};
 use kavari_wire::cluster::Cluster;
 use kavari_wire::log_rate::LogRate;
@@ -255,10 +256,11 @@ impl Publisher {
     pub(crate) async fn publish_typed<M: KafkaMessage>(
         &self,
         msg: &M,
+        trace: &TraceHeaders,
     ) -> Result<Delivery, PublishError> {
         let _guard = match self.admit() {
             Ok(guard) => guard,
-            Err(cause) => return Err(refused(cause, self.encode(msg)?)),
+            Err(cause) => return Err(refused(cause, self.encode(msg, trace)?)),
         };
         let started = Instant::now();
         // The topic is not held while the answer is awaited: every publish
@@ -268,9 +270,9 @@ impl Publisher {
             let topic = self.topic_of::<M>();
             route = match self.topics.fresh(&topic) {
                 Some(route) => route,
-                None => return Box::pin(self.publish(self.encode(msg)?)).await,
+                None => return Box::pin(self.publish(self.encode(msg, trace)?)).await,
             };
-            self.try_enqueue(msg, &route, &topic)?
+            self.try_enqueue(msg, &route, &topic, trace)?
         };
         let first = match fast {
             FastPath::Enqueued(e, _) => e.landed().await.map(|(partition, offset)| Delivery {
@@ -279,11 +281,11 @@ impl Publisher {
                 offset,
             }),
             FastPath::Failed(err) => Err(err),
-            FastPath::Slow => return Box::pin(self.publish(self.encode(msg)?)).await,
+            FastPath::Slow => return Box::pin(self.publish(self.encode(msg, trace)?)).await,
         };
         match first {
             Ok(delivery) => Ok(delivery),
-            Err(err) => Box::pin(self.after_failure(self.encode(msg)?, err, started)).await,
+            Err(err) => Box::pin(self.after_failure(self.encode(msg, trace)?, err, started)).await,
         }
     }
 
@@ -294,13 +296,22 @@ impl Publisher {
         msg: &M,
         route: &'r topics::Route,
         topic: &str,
+        trace: &TraceHeaders,
     ) -> Result<FastPath<'r>, codec::EncodeError> {
-        let headers = codec::envelope_headers::<M>();
+        let envelope = codec::envelope_headers::<M>();
+        // The envelope's names sort before the trace context's.
+        let traced: Vec<(&str, &[u8])>;
+        let headers: &[(&str, &[u8])] = if trace.is_empty() {
+            &envelope
+        } else {
+            traced = envelope.into_iter().chain(trace.pairs()).collect();
+            &traced
+        };
         codec::with_record(msg, |key, value| {
             let record = Record {
                 key,
                 value,
-                headers: &headers[..],
+                headers,
             };
             let placed = self
                 .check_size(record.size(), true)
@@ -334,6 +345,7 @@ impl Publisher {
     pub(crate) async fn publish_all<M: KafkaMessage>(
         &self,
         msgs: &[M],
+        trace: &TraceHeaders,
     ) -> Vec<Result<Delivery, PublishError>> {
         /// How far each message got before answers are awaited.
         enum Step {
@@ -348,11 +360,11 @@ impl Publisher {
         let mut steps = Vec::with_capacity(msgs.len());
         for msg in msgs {
             steps.push(match &guard {
-                Err(cause) => Step::Done(match self.encode(msg) {
+                Err(cause) => Step::Done(match self.encode(msg, trace) {
                     Ok(m) => Err(refused(cause.clone(), m)),
                     Err(e) => Err(e.into()),
                 }),
-                Ok(_) => match self.append_typed(msg, &topic, &mut bulk).await {
+                Ok(_) => match self.append_typed(msg, &topic, &mut bulk, trace).await {
                     Ok(Ok(e)) => Step::Appended(e),
                     Ok(Err(err)) => Step::Failed(err),
                     Err(e) => Step::Done(Err(e.into())),
@@ -390,7 +402,7 @@ impl Publisher {
             }
         }
         let retried = failed.into_iter().map(|(i, msg, err)| async move {
-            let result = match self.encode(msg) {
+            let result = match self.encode(msg, trace) {
                 Ok(m) => self.after_failure(m, err, started).await,
                 Err(e) => Err(e.into()),
             };
@@ -414,9 +426,10 @@ impl Publisher {
         msg: &M,
         topic: &str,
         bulk: &mut Bulk,
+        trace: &TraceHeaders,
     ) -> Result<Result<Enqueued, ProduceError>, codec::EncodeError> {
         if let Some(route) = bulk.route(topic) {
-            match self.try_enqueue(msg, &route, topic)? {
+            match self.try_enqueue(msg, &route, topic, trace)? {
                 FastPath::Enqueued(e, sender) => {
                     bulk.touch(sender);
                     return Ok(Ok(e));
@@ -425,7 +438,7 @@ impl Publisher {
                 FastPath::Slow => {}
             }
         }
-        let message = self.encode(msg)?;
+        let message = self.encode(msg, trace)?;
         Ok(self.enqueue(&message, true, Some(bulk)).await)
     }
 
@@ -486,10 +499,15 @@ impl Publisher {
         self.config.topic_names.topic_of::<M>()
     }
 
-    /// Encodes `msg` for its mapped topic.
-    fn encode<M: KafkaMessage>(&self, msg: &M) -> Result<EncodedMessage, codec::EncodeError> {
+    /// Encodes `msg` for its mapped topic, with the trace context.
+    fn encode<M: KafkaMessage>(
+        &self,
+        msg: &M,
+        trace: &TraceHeaders,
+    ) -> Result<EncodedMessage, codec::EncodeError> {
         let mut message = codec::encode(msg)?;
         message.topic = self.topic_of::<M>();
+        trace.write_into(&mut message.headers);
         Ok(message)
     }
 
@@ -665,7 +683,8 @@ mod tests {
         let size = std::mem::size_of_val(&p.publish(m));
         eprintln!("publish future: {size} bytes");
         assert!(size <= 512, "publish future of {size} bytes");
-        let typed = std::mem::size_of_val(&p.publish_typed(&Small(1)));
+        let trace = TraceHeaders::default();
+        let typed = std::mem::size_of_val(&p.publish_typed(&Small(1), &trace));
         eprintln!("typed publish future: {typed} bytes");
         assert!(typed <= 320, "typed publish future of {typed} bytes");
     }
