@@ -460,6 +460,12 @@ impl KavariBuilder {
                 "bootstrap server {bad:?} has no port (expected host:port)"
             )));
         }
+        self.check_options()?;
+        Ok(bootstrap)
+    }
+
+    /// Checks every option but the bootstrap servers.
+    pub(crate) fn check_options(&self) -> Result<(), ConfigError> {
         if self.request_timeout.is_zero() {
             return Err(ConfigError("request_timeout must be above zero".into()));
         }
@@ -529,8 +535,21 @@ impl KavariBuilder {
                     .into(),
             ));
         }
-        self.producer.topic_names.validate()?;
-        Ok(bootstrap)
+        self.producer.topic_names.validate()
+    }
+
+    /// Checks the options (the bootstrap servers aside) and creates a
+    /// manager on the test kit's in-memory broker.
+    #[cfg(feature = "testing")]
+    pub(crate) fn build_in_memory(
+        self,
+        broker: &crate::testing::InMemoryBroker,
+    ) -> Result<Kavari, ConfigError> {
+        self.check_options()?;
+        Ok(Kavari::in_memory(
+            crate::testing::Memory::new(broker, self.producer),
+            self.consumer,
+        ))
     }
 
     /// Checks the options and creates the manager. It does not need Kafka to

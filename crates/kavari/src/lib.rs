@@ -48,6 +48,8 @@ mod registry;
 pub mod retry;
 mod stop;
 mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod topic_names;
 mod trace_context;
 

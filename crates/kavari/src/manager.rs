@@ -54,23 +54,55 @@ pub struct Kavari {
 }
 
 struct Inner {
+    backend: Backend,
+    consumer_config: ConsumerConfig,
+    /// Subscriptions until `start()` takes them.
+    registry: Mutex<Option<Registry>>,
+}
+
+/// Where messages go.
+enum Backend {
+    Kafka(Kafka),
+    /// No broker: the test kit's, in this process.
+    #[cfg(feature = "testing")]
+    Memory(crate::testing::Memory),
+}
+
+/// A manager's parts over Kafka.
+struct Kafka {
     cluster: Arc<Cluster>,
     publisher: Arc<Publisher>,
     client_id: String,
     shutdown_timeout: Duration,
-    consumer_config: ConsumerConfig,
-    /// Subscriptions until `start()` takes them.
-    registry: Mutex<Option<Registry>>,
     consumer: OnceLock<Consumer>,
 }
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kavari")
-            .field("bootstrap", &self.cluster.bootstrap())
-            .field("consumer", &self.consumer.get())
-            .finish_non_exhaustive()
+        match &self.backend {
+            Backend::Kafka(kafka) => f
+                .debug_struct("Kavari")
+                .field("bootstrap", &kafka.cluster.bootstrap())
+                .field("consumer", &kafka.consumer.get())
+                .finish_non_exhaustive(),
+            #[cfg(feature = "testing")]
+            Backend::Memory(_) => f.debug_struct("Kavari").field("in_memory", &true).finish(),
+        }
     }
+}
+
+/// Binds `$kafka` to the Kafka parts of `$manager`; on the test kit's
+/// backend (bound to `$m`), returns `$memory` from the calling function.
+macro_rules! kafka_or {
+    ($kafka:ident = $manager:expr, |$m:ident| $memory:expr) => {
+        // One arm without the `testing` feature.
+        #[allow(clippy::infallible_destructuring_match)]
+        let $kafka = match &$manager.inner.backend {
+            Backend::Kafka(kafka) => kafka,
+            #[cfg(feature = "testing")]
+            Backend::Memory($m) => return $memory,
+        };
+    };
 }
 
 impl Kavari {
@@ -87,17 +119,39 @@ impl Kavari {
         client_id: String,
         shutdown_timeout: Duration,
     ) -> Self {
+        let kafka = Kafka {
+            cluster,
+            publisher,
+            client_id,
+            shutdown_timeout,
+            consumer: OnceLock::new(),
+        };
+        Self::with_backend(Backend::Kafka(kafka), consumer_config)
+    }
+
+    /// A manager on the test kit's in-process broker.
+    #[cfg(feature = "testing")]
+    pub(crate) fn in_memory(
+        memory: crate::testing::Memory,
+        consumer_config: ConsumerConfig,
+    ) -> Self {
+        Self::with_backend(Backend::Memory(memory), consumer_config)
+    }
+
+    fn with_backend(backend: Backend, consumer_config: ConsumerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                cluster,
-                publisher,
-                client_id,
-                shutdown_timeout,
+                backend,
                 consumer_config,
                 registry: Mutex::new(Some(Registry::default())),
-                consumer: OnceLock::new(),
             }),
         }
+    }
+
+    /// `M`'s topic as this manager maps it.
+    fn topic_of<M: KafkaMessage>(&self) -> std::borrow::Cow<'static, str> {
+        kafka_or!(kafka = self, |m| m.topic_of::<M>());
+        kafka.publisher.topic_of::<M>()
     }
 
     /// Has `handler` receive every `M` on `M::TOPIC` (as mapped by
@@ -140,7 +194,7 @@ impl Kavari {
         if self.inner.consumer_config.group_id.is_none() {
             return Err(SubscribeError::NoGroupId);
         }
-        let topic = self.inner.publisher.topic_of::<M>();
+        let topic = self.topic_of::<M>();
         let mut registry = self
             .inner
             .registry
@@ -168,14 +222,16 @@ impl Kavari {
         if registry.is_empty() {
             return Ok(());
         }
+        let config = self.inner.consumer_config.clone();
+        kafka_or!(kafka = self, |m| m.start(registry, config).await);
         let consumer = Consumer::start(
             registry,
-            self.inner.consumer_config.clone(),
-            Arc::clone(&self.inner.cluster),
-            Arc::clone(&self.inner.publisher),
-            &self.inner.client_id,
+            config,
+            Arc::clone(&kafka.cluster),
+            Arc::clone(&kafka.publisher),
+            &kafka.client_id,
         )?;
-        if self.inner.consumer.set(consumer).is_err() {
+        if kafka.consumer.set(consumer).is_err() {
             return Err(StartError::AlreadyStarted);
         }
         Ok(())
@@ -185,7 +241,11 @@ impl Kavari {
     /// reason when it failed (a fatal group error, or `give_up_after`). With
     /// no consumer started it returns at once.
     pub async fn wait(&self) -> Result<(), ShutdownError> {
-        match self.inner.consumer.get() {
+        kafka_or!(kafka = self, |m| {
+            m.wait().await;
+            Ok(())
+        });
+        match kafka.consumer.get() {
             Some(c) => c
                 .stopped()
                 .await
@@ -198,7 +258,8 @@ impl Kavari {
     /// partition, committed offset, position, high watermark, lag and last
     /// progress.
     pub fn health(&self) -> Health {
-        match self.inner.consumer.get() {
+        kafka_or!(kafka = self, |m| m.health());
+        match kafka.consumer.get() {
             Some(c) => c.health(),
             None => Health {
                 state: HealthState::NotStarted,
@@ -211,7 +272,8 @@ impl Kavari {
 
     /// The bootstrap servers this manager connects to.
     pub fn bootstrap_servers(&self) -> &[String] {
-        self.inner.cluster.bootstrap()
+        kafka_or!(kafka = self, |_m| &[]);
+        kafka.cluster.bootstrap()
     }
 
     /// Publishes `msg` to `M::TOPIC` (as mapped by the builder's
@@ -240,7 +302,8 @@ impl Kavari {
     /// holds `max_queued_per_partition` unsent records) or its first attempt
     /// failed (retries, the dead letter and the hand-back need it).
     pub async fn publish<M: KafkaMessage>(&self, msg: &M) -> Result<Delivery, PublishError> {
-        let publisher = &self.inner.publisher;
+        kafka_or!(kafka = self, |m| m.publish_typed(msg).await);
+        let publisher = &kafka.publisher;
         let delivered = if telemetry::enabled() {
             let span = telemetry::publish_span(&publisher.topic_of::<M>());
             let trace = TraceHeaders::of(&span);
@@ -270,10 +333,17 @@ impl Kavari {
         &self,
         msgs: &[M],
     ) -> Vec<Result<Delivery, PublishError>> {
+        kafka_or!(kafka = self, |m| {
+            let mut delivered = Vec::with_capacity(msgs.len());
+            for msg in msgs {
+                delivered.push(m.publish_typed(msg).await);
+            }
+            delivered
+        });
         let trace = TraceHeaders::of(&tracing::Span::none());
-        let delivered = self.inner.publisher.publish_all(msgs, &trace).await;
+        let delivered = kafka.publisher.publish_all(msgs, &trace).await;
         for d in &delivered {
-            metrics::published(d, || self.inner.publisher.topic_of::<M>());
+            metrics::published(d, || kafka.publisher.topic_of::<M>());
         }
         delivered
     }
@@ -284,6 +354,7 @@ impl Kavari {
         &self,
         message: codec::EncodedMessage,
     ) -> Result<Delivery, PublishError> {
+        kafka_or!(kafka = self, |m| m.publish(message).await);
         let mut message = message;
         let topic = message.topic.clone();
         let delivered = if telemetry::enabled() {
@@ -293,8 +364,7 @@ impl Kavari {
                 .key
                 .as_deref()
                 .map(|k| String::from_utf8_lossy(k).into_owned());
-            let delivered = self
-                .inner
+            let delivered = kafka
                 .publisher
                 .publish(message)
                 .instrument(span.clone())
@@ -305,7 +375,7 @@ impl Kavari {
             delivered
         } else {
             TraceHeaders::of(&tracing::Span::none()).write_into(&mut message.headers);
-            self.inner.publisher.publish(message).await
+            kafka.publisher.publish(message).await
         };
         metrics::published(&delivered, || topic);
         delivered
@@ -313,26 +383,31 @@ impl Kavari {
 
     /// The publisher's counters.
     pub fn publish_stats(&self) -> PublishStats {
-        self.inner.publisher.stats()
+        kafka_or!(kafka = self, |m| m.stats());
+        kafka.publisher.stats()
     }
 
     /// Shuts down: stops fetching, lets handlers in flight finish, commits,
     /// leaves the group, then refuses new publishes and flushes the ones in
     /// flight; each step bounded by the shutdown timeout. Idempotent.
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
-        let timeout = self.inner.shutdown_timeout;
-        if let Some(consumer) = self.inner.consumer.get() {
+        kafka_or!(kafka = self, |m| {
+            m.shutdown();
+            Ok(())
+        });
+        let timeout = kafka.shutdown_timeout;
+        if let Some(consumer) = kafka.consumer.get() {
             let failure = consumer.failure();
             if !consumer.shutdown(timeout).await {
-                self.inner.publisher.close(timeout).await;
+                kafka.publisher.close(timeout).await;
                 return Err(ShutdownError::HandlersInFlight { timeout });
             }
             if let Some(reason) = failure {
-                self.inner.publisher.close(timeout).await;
+                kafka.publisher.close(timeout).await;
                 return Err(ShutdownError::ConsumerFailed { reason });
             }
         }
-        match self.inner.publisher.close(timeout).await {
+        match kafka.publisher.close(timeout).await {
             0 => {
                 tracing::info!("kavari shut down");
                 Ok(())

@@ -2,7 +2,6 @@
 //! dead-letter what cannot be handled.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -13,12 +12,73 @@ use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::{FailurePolicy, Shared};
+use super::{ConsumerConfig, FailurePolicy, Shared};
 use crate::codec::{CONTENT_TYPE_HEADER, DecodeError, EncodedMessage, MSG_TYPE_HEADER};
-use crate::publish::ORIGINAL_ERROR_HEADER;
-use crate::registry::{Outcome, Route};
+use crate::publish::{ORIGINAL_ERROR_HEADER, ProduceError};
+use crate::registry::{Outcome, Registry, Route};
 use crate::stop::until_stopped;
 use crate::{HandlerError, MessageContext};
+
+/// What delivering a record needs from the runtime around it: the
+/// consumer's, over Kafka, or the in-memory test kit's. Routing, retries,
+/// dead letters and the failure policies are the same for both.
+pub(crate) trait Runtime: Send + Sync {
+    /// The subscribed handlers.
+    fn registry(&self) -> &Registry;
+    /// The consumer's settings: retry and failure policies.
+    fn config(&self) -> &ConsumerConfig;
+    /// The consumer group, written into dead letters.
+    fn group_id(&self) -> &str;
+    /// The dead-letter suffix; `None` when dead letters are off.
+    fn dlq_suffix(&self) -> Option<&str>;
+    /// Shows the partition as blocked with `error` (`None`: not any more).
+    fn report_blocked(&self, tp: &TopicPartition, error: Option<String>);
+    /// Writes a dead letter of a record of `source`, retrying until it is
+    /// written or `stop` turns true; every failed attempt goes to
+    /// `blocked`, and `None` once written after one.
+    fn write_dead_letter(
+        &self,
+        message: EncodedMessage,
+        source: &str,
+        stop: watch::Receiver<bool>,
+        blocked: &(dyn Fn(Option<&ProduceError>) + Send + Sync),
+    ) -> impl Future<Output = Result<(), ProduceError>> + Send;
+}
+
+impl Runtime for Shared {
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    fn dlq_suffix(&self) -> Option<&str> {
+        self.publisher.dlq_suffix()
+    }
+
+    fn report_blocked(&self, tp: &TopicPartition, error: Option<String>) {
+        self.update_partition(tp, |h| h.error = error);
+    }
+
+    async fn write_dead_letter(
+        &self,
+        message: EncodedMessage,
+        source: &str,
+        stop: watch::Receiver<bool>,
+        blocked: &(dyn Fn(Option<&ProduceError>) + Send + Sync),
+    ) -> Result<(), ProduceError> {
+        self.publisher
+            .produce_until_written(message, source, stop, blocked)
+            .await
+            .map(drop)
+    }
+}
 
 /// How a record was disposed of; every case may be committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +125,8 @@ struct Letter<'a> {
 
 /// Routes and handles one record. `ctx` is the partition's context, reused
 /// from record to record (see [`refill`]).
-pub(crate) async fn deliver(
-    shared: &Arc<Shared>,
+pub(crate) async fn deliver<R: Runtime>(
+    shared: &R,
     topic: &str,
     partition: i32,
     ctx: &mut MessageContext,
@@ -93,7 +153,7 @@ pub(crate) async fn deliver(
         headers,
     };
     let entry = match shared
-        .registry
+        .registry()
         .route(topic, &ctx.headers, record_value.as_deref())
     {
         Route::Handlers(entry) => entry,
@@ -117,7 +177,7 @@ pub(crate) async fn deliver(
                     partition,
                     offset,
                     ctx.key.as_deref(),
-                    &shared.group_id,
+                    shared.group_id(),
                     handler.name(),
                 );
                 crate::trace_context::continue_trace(&span, &ctx.headers);
@@ -151,7 +211,7 @@ pub(crate) async fn deliver(
                 Outcome::Panicked(m) => HandlerError::new(m),
             };
             let delay = if error.is_retriable() && blocked.is_none() {
-                shared.config.delivery_retry.delay(attempt)
+                shared.config().delivery_retry.delay(attempt)
             } else {
                 None
             };
@@ -165,7 +225,7 @@ pub(crate) async fn deliver(
                 continue;
             }
             let why = format!("{}: {error:#}", handler.name());
-            match shared.config.on_handler_failure {
+            match shared.config().on_handler_failure {
                 FailurePolicy::DeadLetter => {
                     tracing::error!(
                         topic, partition, offset, handler = handler.name(),
@@ -221,16 +281,16 @@ const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Shows the partition as blocked at `letter`'s record with `reason`, or
 /// not blocked any more (`None`).
-fn report_blocked(shared: &Shared, letter: &Letter<'_>, reason: Option<&str>) {
+fn report_blocked<R: Runtime>(shared: &R, letter: &Letter<'_>, reason: Option<&str>) {
     let tp = TopicPartition::new(letter.topic, letter.partition);
     let error = reason.map(|r| format!("blocked at offset {}: {r}", letter.offset));
-    shared.update_partition(&tp, |h| h.error = error);
+    shared.report_blocked(&tp, error);
 }
 
 /// Waits at a record no retry can move past, until the partition stops:
 /// it is not committed, and its next owner meets it again.
-async fn block(
-    shared: &Shared,
+async fn block<R: Runtime>(
+    shared: &R,
     letter: &Letter<'_>,
     reason: &str,
     stop: &watch::Receiver<bool>,
@@ -295,13 +355,13 @@ pub(crate) fn refill(
 }
 
 /// A record that cannot be handled (poison), by `on_poison`.
-async fn poison(
-    shared: &Arc<Shared>,
+async fn poison<R: Runtime>(
+    shared: &R,
     letter: &Letter<'_>,
     reason: &DecodeError,
     stop: &watch::Receiver<bool>,
 ) -> Result<Disposition, Undelivered> {
-    let policy = shared.config.on_poison;
+    let policy = shared.config().on_poison;
     tracing::warn!(
         topic = letter.topic, partition = letter.partition, offset = letter.offset,
         error = %reason, ?policy, "record cannot be handled"
@@ -319,15 +379,15 @@ async fn poison(
 /// Writes the record to `<topic><suffix>` with its provenance, retrying
 /// until it is written or the partition stops; the partition shows as
 /// blocked while the write fails.
-async fn dead_letter(
-    shared: &Arc<Shared>,
+async fn dead_letter<R: Runtime>(
+    shared: &R,
     letter: &Letter<'_>,
     error: &str,
     attempts: u32,
     stop: &watch::Receiver<bool>,
 ) -> Result<(), Undelivered> {
     let (topic, partition, offset) = (letter.topic, letter.partition, letter.offset);
-    let Some(suffix) = shared.publisher.dlq_suffix() else {
+    let Some(suffix) = shared.dlq_suffix() else {
         // The builder refuses DeadLetter without a suffix; never skip.
         block(
             shared,
@@ -351,7 +411,7 @@ async fn dead_letter(
     put("original_partition", partition.to_string());
     put("original_offset", offset.to_string());
     put("attempts", attempts.to_string());
-    put("group_id", shared.group_id.clone());
+    put("group_id", shared.group_id().to_string());
     let dlq = format!("{topic}{suffix}");
     let message = EncodedMessage {
         topic: dlq.clone().into(),
@@ -364,10 +424,9 @@ async fn dead_letter(
         report_blocked(shared, letter, reason.as_deref());
     };
     shared
-        .publisher
-        .produce_until_written(message, topic, stop.clone(), &blocked)
+        .write_dead_letter(message, topic, stop.clone(), &blocked)
         .await
-        .map(|_| crate::metrics::dead_lettered(topic, "consume"))
+        .map(|()| crate::metrics::dead_lettered(topic, "consume"))
         .map_err(|e| {
             tracing::error!(topic, partition, offset, error = %e, "dead-letter write abandoned: the partition is stopping; the record stays uncommitted");
             Undelivered

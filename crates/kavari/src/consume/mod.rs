@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 
 pub(crate) use config::ConsumerConfig;
 pub use config::{FailurePolicy, OffsetReset};
+#[cfg(feature = "testing")]
+pub(crate) use dispatch::{HandlerClock, Runtime, deliver};
 
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::publish::Publisher;

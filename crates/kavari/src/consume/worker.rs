@@ -132,7 +132,7 @@ impl Worker {
                 let shared = Arc::clone(&self.shared);
                 let stop = self.stop.clone();
                 let delivery = deliver(
-                    &shared,
+                    shared.as_ref(),
                     &topic,
                     self.tp.partition,
                     &mut ctx,

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use kavari_wire::Compression;
 
+use super::{ProduceError, ProduceErrorKind};
+
 /// How the publisher batches and sends.
 #[derive(Debug, Clone)]
 pub(crate) struct ProducerConfig {
@@ -41,5 +43,23 @@ impl Default for ProducerConfig {
             topic_names: Default::default(),
             idempotence: Default::default(),
         }
+    }
+}
+
+impl ProducerConfig {
+    /// Refuses a record of `size` bytes above `max_message_bytes` (when
+    /// `enforce`: dead letters are exempt).
+    pub(crate) fn check_size(&self, size: usize, enforce: bool) -> Result<(), ProduceError> {
+        if enforce && size > self.max_message_bytes {
+            return Err(ProduceError::new(
+                ProduceErrorKind::MessageTooLarge,
+                false,
+                format!(
+                    "message of {size} bytes exceeds max_message_bytes {} (Kafka's max.request.size)",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 }

@@ -14,6 +14,26 @@ use crate::codec::{CONTENT_TYPE_HEADER, EncodedMessage, MSG_TYPE_HEADER};
 /// The header carrying why a message was dead-lettered.
 pub const ORIGINAL_ERROR_HEADER: &str = "original_error";
 
+/// The dead letter of a message every attempt to publish failed for, on
+/// `<topic><suffix>`: its key and value unchanged (its type and encoding
+/// go with it), `msg_type`, `content-type`, and why in `original_error`.
+pub(crate) fn letter_of(
+    message: &EncodedMessage,
+    suffix: &str,
+    cause: &ProduceError,
+) -> EncodedMessage {
+    let mut letter = message.clone();
+    letter.topic = format!("{}{suffix}", message.topic).into();
+    letter
+        .headers
+        .retain(|k, _| k == MSG_TYPE_HEADER || k == CONTENT_TYPE_HEADER);
+    letter.headers.insert(
+        ORIGINAL_ERROR_HEADER.to_string(),
+        cause.to_string().into_bytes(),
+    );
+    letter
+}
+
 impl Publisher {
     /// Writes `message` to its dead-letter topic after `attempts` failed
     /// with `cause`; hands it back when there is no dead-letter topic or
@@ -32,16 +52,7 @@ impl Publisher {
                 message: Box::new(message),
             });
         };
-        let mut letter = message.clone();
-        letter.topic = format!("{}{suffix}", message.topic).into();
-        // The value goes unchanged: its type and encoding go with it.
-        letter
-            .headers
-            .retain(|k, _| k == MSG_TYPE_HEADER || k == CONTENT_TYPE_HEADER);
-        letter.headers.insert(
-            ORIGINAL_ERROR_HEADER.to_string(),
-            cause.to_string().into_bytes(),
-        );
+        let letter = letter_of(&message, suffix, &cause);
         // The dead-letter topic keeps what the main topic refused, so the
         // client-side size limit does not apply; the broker's still does.
         let mut written = self.attempt(&letter, false).await;

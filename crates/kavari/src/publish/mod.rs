@@ -36,6 +36,8 @@ use producer_ids::ProducerIds;
 use topics::Topics;
 
 pub use dead_letter::ORIGINAL_ERROR_HEADER;
+#[cfg(feature = "testing")]
+pub(crate) use dead_letter::letter_of;
 
 /// Counters of the publisher, for tests, benchmarks and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -585,17 +587,7 @@ impl Publisher {
 
     /// Refuses a message over `max_message_bytes` (when `enforce`).
     fn check_size(&self, size: usize, enforce: bool) -> Result<(), ProduceError> {
-        if enforce && size > self.config.max_message_bytes {
-            return Err(ProduceError::new(
-                ProduceErrorKind::MessageTooLarge,
-                false,
-                format!(
-                    "message of {size} bytes exceeds max_message_bytes {} (Kafka's max.request.size)",
-                    self.config.max_message_bytes
-                ),
-            ));
-        }
-        Ok(())
+        self.config.check_size(size, enforce)
     }
 
     /// The partition for `key` (`Partitioner::choose`) and its batcher.

@@ -1,0 +1,285 @@
+//! The in-memory consumer: delivers each subscribed partition's records in
+//! order through the consumer's own delivery (routing, retries, dead
+//! letters, failure policies), right after they are published.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::future::BoxFuture;
+use kavari_group::TopicPartition;
+use tokio::sync::watch;
+
+use super::log::Log;
+use crate::codec::EncodedMessage;
+use crate::consume::{ConsumerConfig, HandlerClock, OffsetReset, Runtime, deliver};
+use crate::health::{Health, HealthState, PartitionHealth};
+use crate::partitioner::RoundRobin;
+use crate::publish::ProduceError;
+use crate::registry::Registry;
+use crate::{MessageContext, Partitioner};
+
+/// The consumers started on a broker.
+#[derive(Debug, Default)]
+pub(crate) struct Consumers(Mutex<Vec<Weak<Consumer>>>);
+
+impl Consumers {
+    fn add(&self, consumer: &Arc<Consumer>) {
+        let mut consumers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        consumers.retain(|c| c.strong_count() > 0);
+        consumers.push(Arc::downgrade(consumer));
+    }
+
+    /// The running consumers subscribed to `topic`.
+    fn of(&self, topic: &str) -> Vec<Arc<Consumer>> {
+        let consumers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        consumers
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|c| c.subscribes(topic))
+            .collect()
+    }
+}
+
+/// Where a manager writes: the broker's log and consumers, and how it
+/// places records on partitions.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) log: Arc<Log>,
+    pub(crate) consumers: Arc<Consumers>,
+    pub(crate) partitioner: Partitioner,
+    pub(crate) round_robin: RoundRobin,
+}
+
+impl Writer {
+    /// Appends `message` to the partition its key picks, then delivers the
+    /// partition to every consumer subscribed to the topic.
+    pub(crate) async fn append_and_deliver(&self, message: EncodedMessage) -> (i32, i64) {
+        let partitions = u32::try_from(self.log.partitions(&message.topic)).unwrap_or(1);
+        let partition =
+            self.partitioner
+                .choose(message.key.as_deref(), partitions, &self.round_robin);
+        let offset = self.log.append(&message, partition);
+        let tp = TopicPartition::new(message.topic.as_ref(), partition);
+        for consumer in self.consumers.of(&message.topic) {
+            consumer.catch_up(tp.clone()).await;
+        }
+        (partition, offset)
+    }
+}
+
+tokio::task_local! {
+    /// Set while a record is delivered: a publish from inside a handler
+    /// must not wait for a partition an outer delivery is working through.
+    static DELIVERING: ();
+}
+
+pub(crate) struct Consumer {
+    registry: Registry,
+    config: ConsumerConfig,
+    group_id: String,
+    dlq_suffix: Option<String>,
+    topics: Vec<String>,
+    log: Arc<Log>,
+    /// Where dead letters go.
+    writer: Arc<Writer>,
+    stop: watch::Sender<bool>,
+    blocked: Mutex<BTreeMap<TopicPartition, String>>,
+}
+
+impl Consumer {
+    /// Starts delivering `registry`'s topics (created with one partition
+    /// when missing) from the group's committed offsets, or where
+    /// `auto_offset_reset` says; what is there already is delivered before
+    /// this returns.
+    pub(crate) async fn start(
+        writer: &Arc<Writer>,
+        registry: Registry,
+        config: ConsumerConfig,
+        dlq_suffix: Option<String>,
+    ) -> Arc<Consumer> {
+        let group_id = config.group_id.clone().unwrap_or_default();
+        let topics = registry.topics();
+        let consumer = Arc::new(Consumer {
+            registry,
+            config,
+            group_id,
+            dlq_suffix,
+            topics,
+            log: Arc::clone(&writer.log),
+            writer: Arc::clone(writer),
+            stop: watch::channel(false).0,
+            blocked: Mutex::default(),
+        });
+        writer.consumers.add(&consumer);
+        for tp in consumer.partitions() {
+            consumer.cursor(&tp);
+        }
+        for tp in consumer.partitions() {
+            Arc::clone(&consumer).catch_up(tp).await;
+        }
+        consumer
+    }
+
+    pub(crate) fn subscribes(&self, topic: &str) -> bool {
+        !*self.stop.borrow() && self.topics.iter().any(|t| t == topic)
+    }
+
+    /// Every partition of the subscribed topics.
+    fn partitions(&self) -> Vec<TopicPartition> {
+        self.topics
+            .iter()
+            .flat_map(|t| {
+                (0..self.log.partitions(t)).map(move |p| TopicPartition::new(t, p as i32))
+            })
+            .collect()
+    }
+
+    fn cursor(&self, tp: &TopicPartition) -> Arc<super::log::Cursor> {
+        let start = match self.config.auto_offset_reset {
+            OffsetReset::Latest => self.log.end(tp),
+            OffsetReset::Earliest | OffsetReset::Error => 0,
+        };
+        self.log.cursor(&self.group_id, tp, start)
+    }
+
+    /// Delivers `tp`'s records from the group's position to its end. From
+    /// inside a handler, a partition another delivery holds is left to it:
+    /// that delivery goes on to the end, so the record is delivered after
+    /// the current one, as Kafka would.
+    pub(crate) fn catch_up(self: Arc<Self>, tp: TopicPartition) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let cursor = self.cursor(&tp);
+            let nested = DELIVERING.try_with(|()| ()).is_ok();
+            let stop = self.stop.subscribe();
+            let clock = HandlerClock::default();
+            loop {
+                let guard = if nested {
+                    match cursor.delivering.try_lock() {
+                        Ok(guard) => guard,
+                        Err(_) => return,
+                    }
+                } else {
+                    cursor.delivering.lock().await
+                };
+                loop {
+                    if *stop.borrow() {
+                        return;
+                    }
+                    let next = cursor.next();
+                    let Some(record) = self.log.record(&tp, next) else {
+                        break;
+                    };
+                    let mut ctx = MessageContext::new(tp.topic.clone(), tp.partition, next);
+                    let delivered = DELIVERING
+                        .scope(
+                            (),
+                            deliver(
+                                self.as_ref(),
+                                &tp.topic,
+                                tp.partition,
+                                &mut ctx,
+                                record,
+                                &stop,
+                                &clock,
+                            ),
+                        )
+                        .await;
+                    match delivered {
+                        Ok(_) => cursor.advance(next + 1),
+                        // Stopping: the record stays uncommitted.
+                        Err(_) => return,
+                    }
+                }
+                drop(guard);
+                // A record appended by a publish that found the partition
+                // held, after this delivery's last look, is delivered now.
+                if cursor.next() >= self.log.end(&tp) || *stop.borrow() {
+                    return;
+                }
+            }
+        })
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        let stopped = *self.stop.borrow();
+        let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let partitions = self
+            .partitions()
+            .into_iter()
+            .map(|tp| {
+                let position = self.log.committed(&self.group_id, &tp);
+                let end = self.log.end(&tp);
+                PartitionHealth {
+                    error: blocked.get(&tp).cloned(),
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    committed: position,
+                    position,
+                    high_watermark: Some(end),
+                    lag: position.map(|p| (end - p).max(0)),
+                    last_progress: None,
+                }
+            })
+            .collect::<Vec<_>>();
+        Health {
+            ready: !stopped && partitions.iter().all(|p| p.error.is_none()),
+            state: if stopped {
+                HealthState::Stopped
+            } else {
+                HealthState::Running
+            },
+            generation: Some(1),
+            partitions,
+        }
+    }
+
+    /// Stops delivering: a record waiting (`Block`) or between retries is
+    /// left uncommitted.
+    pub(crate) fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub(crate) async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+impl Runtime for Consumer {
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    fn dlq_suffix(&self) -> Option<&str> {
+        self.dlq_suffix.as_deref()
+    }
+
+    fn report_blocked(&self, tp: &TopicPartition, error: Option<String>) {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            Some(e) => blocked.insert(tp.clone(), e),
+            None => blocked.remove(tp),
+        };
+    }
+
+    async fn write_dead_letter(
+        &self,
+        message: EncodedMessage,
+        source: &str,
+        _stop: watch::Receiver<bool>,
+        _blocked: &(dyn Fn(Option<&ProduceError>) + Send + Sync),
+    ) -> Result<(), ProduceError> {
+        // As the publisher creates it: with its source's partitions.
+        self.log.create(&message.topic, self.log.partitions(source));
+        self.writer.append_and_deliver(message).await;
+        Ok(())
+    }
+}
