@@ -57,6 +57,21 @@ impl MessageHandler<OrderCancelled> for Billing {
     }
 }
 
+/// The service's subscriptions: `Billing` for both message types (one
+/// handler per delivery for `OrderPlaced`, one shared for the other).
+fn subscribe_billing(
+    manager: &Kavari,
+    handled: &Arc<AtomicUsize>,
+) -> Result<(), kavari::SubscribeError> {
+    let counter = Arc::clone(handled);
+    manager.subscribe_with::<OrderPlaced, _>(move || Billing {
+        handled: Arc::clone(&counter),
+    })?;
+    manager.subscribe::<OrderCancelled, _>(Billing {
+        handled: Arc::clone(handled),
+    })
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -93,13 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
     let handled = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&handled);
-    manager.subscribe_with::<OrderPlaced, _>(move || Billing {
-        handled: Arc::clone(&counter),
-    })?;
-    manager.subscribe::<OrderCancelled, _>(Billing {
-        handled: Arc::clone(&handled),
-    })?;
+    subscribe_billing(&manager, &handled)?;
     manager.start().await?;
 
     // Ready: joined the group and fetching.
@@ -136,4 +145,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("not every message was handled within 30 s".into());
     }
     Ok(())
+}
+
+/// The quickstart's subscriptions, tested without a broker
+/// (`cargo test -p kavari --example quickstart`).
+#[cfg(test)]
+mod tests {
+    use kavari::testing::InMemoryBroker;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn billing_handles_both_message_types() -> Result<(), Box<dyn std::error::Error>> {
+        let broker = InMemoryBroker::new();
+        let manager =
+            broker.manager(Kavari::builder("kafka:9092").group_id("quickstart-billing"))?;
+        let handled = Arc::new(AtomicUsize::new(0));
+        subscribe_billing(&manager, &handled)?;
+        manager.start().await?;
+        manager
+            .publish(&OrderPlaced {
+                order_id: "o-1".into(),
+                amount_cents: 1250,
+            })
+            .await?;
+        manager
+            .publish(&OrderCancelled {
+                order_id: "o-1".into(),
+                reason: "changed mind".into(),
+            })
+            .await?;
+        // Both handled before their publishes returned, nothing dead-lettered.
+        assert_eq!(handled.load(Ordering::SeqCst), 2);
+        assert!(broker.dead_letters::<OrderPlaced>()?.is_empty());
+        assert_eq!(broker.records("quickstart.orders").len(), 2);
+        manager.shutdown().await?;
+        Ok(())
+    }
 }
