@@ -3,6 +3,8 @@
 //! broker does not offer fails at once, naming the broker and the
 //! mechanism and never the password.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::*;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -102,4 +104,46 @@ async fn a_mechanism_the_broker_does_not_offer_is_named_with_those_it_does() {
         "{text}"
     );
     assert!(Sasl::from_mechanism("GSSAPI", "alice", PASSWORD).is_none());
+}
+
+/// Counts the tokens asked for.
+struct Tokens(Arc<AtomicUsize>);
+
+impl kavari::TokenProvider for Tokens {
+    fn token(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<kavari::OAuthToken, kavari::TokenError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(kavari::OAuthToken::new("eyJh.eyJz.c2ln")) })
+    }
+}
+
+/// The test broker offers SCRAM only, so OAUTHBEARER's exchange itself
+/// cannot be shown here (its messages are unit-tested); what can: the
+/// mechanism is asked for by name, refused at once with the offered list,
+/// and no token is fetched for a broker that would not take it.
+#[tokio::test]
+async fn oauthbearer_asks_for_no_token_when_the_broker_does_not_offer_it() {
+    let broker = sasl_broker(false).await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .sasl(Sasl::oauthbearer(Tokens(Arc::clone(&asked))))
+        .build()
+        .await
+        .expect("build");
+    let e = manager
+        .publish(&Secured {
+            id: "a".into(),
+            n: 0,
+        })
+        .await
+        .expect_err("OAUTHBEARER is not offered");
+    assert_eq!(e.kind(), Some(ProduceErrorKind::Authentication), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("does not offer OAUTHBEARER") && text.contains("SCRAM-SHA-256"),
+        "{text}"
+    );
+    assert!(!text.contains("eyJh"), "no token in errors: {text}");
+    assert_eq!(asked.load(Ordering::SeqCst), 0, "no token fetched");
 }

@@ -102,6 +102,11 @@ impl Security {
             let mechanism = var("KAVARI_SASL_MECHANISM")
                 .or_else(|| var("KAVARI_SASL_MECHANISMS"))
                 .ok_or_else(|| err(format!("KAVARI_SECURITY_PROTOCOL={protocol} needs KAVARI_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")))?;
+            if mechanism.eq_ignore_ascii_case("OAUTHBEARER") {
+                return Err(err(
+                    "KAVARI_SASL_MECHANISM=OAUTHBEARER: its tokens come from a provider in code (Sasl::oauthbearer, then KavariBuilder::sasl), not from variables".into(),
+                ));
+            }
             let need = |name: &str| {
                 var(name)
                     .ok_or_else(|| err(format!("KAVARI_SECURITY_PROTOCOL={protocol} needs {name}")))

@@ -50,7 +50,7 @@ impl Kavari {
     /// | `KAVARI_ENABLE_IDEMPOTENCE` | `enable.idempotence` (`true`, `false`) | `enable_idempotence` |
     /// | `KAVARI_COMPRESSION_TYPE` | `compression.type` (`none`, `gzip`, `snappy`, `lz4`, `zstd`) | `compression` |
     /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) | `tls`, `sasl` |
-    /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`) | `sasl` |
+    /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`; OAUTHBEARER is `Sasl::oauthbearer` in code) | `sasl` |
     /// | `KAVARI_SASL_USERNAME`, `KAVARI_SASL_PASSWORD` | `sasl.username`, `sasl.password` | `sasl` |
     /// | `KAVARI_SSL_CA_LOCATION` | `ssl.ca.location` (PEM; default: the system's roots) | `tls` |
     /// | `KAVARI_SSL_CERTIFICATE_LOCATION`, `KAVARI_SSL_KEY_LOCATION` | `ssl.certificate.location`, `ssl.key.location` (PEM, both or neither) | `tls` |
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn unknown_variables_and_bad_values_are_named() {
-        let cases: [(&[(&str, &str)], &str); 16] = [
+        let cases: [(&[(&str, &str)], &str); 17] = [
             (&[], "KAVARI_BROKERS is not set"),
             (&[("KAVARI_GROUPID", "g")], "KAVARI_GROUPID"),
             (
@@ -330,6 +330,13 @@ mod tests {
                     ("KAVARI_SASL_PASSWORD", "secret"),
                 ],
                 "KAVARI_SASL_MECHANISM=\"GSSAPI\"",
+            ),
+            (
+                &[
+                    ("KAVARI_SECURITY_PROTOCOL", "SASL_SSL"),
+                    ("KAVARI_SASL_MECHANISM", "OAUTHBEARER"),
+                ],
+                "its tokens come from a provider in code",
             ),
             (
                 &[

@@ -167,7 +167,7 @@ pub use health::{Health, HealthState, PartitionHealth};
 pub use kavari_derive::KafkaMessage;
 pub use kavari_wire::Security;
 pub use kavari_wire::fetch::Isolation;
-pub use kavari_wire::sasl::Sasl;
+pub use kavari_wire::sasl::{OAuthToken, Sasl, TokenError, TokenProvider};
 #[cfg(feature = "tls")]
 pub use kavari_wire::tls::{Tls, TlsBuilder, TlsConfigError};
 

@@ -1,7 +1,8 @@
 //! SASL authentication on every connection (KIP-43, KIP-152): the
 //! mechanism named in a SaslHandshake, then its exchange in SaslAuthenticate
 //! requests, right after the API versions are known and before any other
-//! request. PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, all in pure Rust.
+//! request. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (with the
+//! application's token provider), all in pure Rust.
 //!
 //! A broker that ends authenticated sessions after `session_lifetime_ms`
 //! (KIP-368) gets a new connection, authenticated afresh, before the
@@ -9,9 +10,11 @@
 //! reports an old one as due for replacing, and requests already on it
 //! finish there.
 
+mod oauthbearer;
 mod scram;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,15 +25,18 @@ use rand::Rng;
 
 use crate::WireError;
 use crate::connection::Connection;
+pub use oauthbearer::{OAuthToken, TokenError, TokenProvider};
 use scram::{Scram, ScramHash};
 
 /// A SASL mechanism with its credentials. `Debug` shows the mechanism and
-/// the user name, never the password.
+/// the user name, never a password or a token.
 #[derive(Clone)]
 pub struct Sasl {
     mechanism: Mechanism,
     username: String,
     password: String,
+    /// OAUTHBEARER's tokens.
+    tokens: Option<Arc<dyn TokenProvider>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +44,7 @@ enum Mechanism {
     Plain,
     ScramSha256,
     ScramSha512,
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -46,17 +53,20 @@ impl Mechanism {
             Self::Plain => "PLAIN",
             Self::ScramSha256 => "SCRAM-SHA-256",
             Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
 
 impl fmt::Debug for Sasl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sasl")
-            .field("mechanism", &self.mechanism.name())
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
+        let mut d = f.debug_struct("Sasl");
+        d.field("mechanism", &self.mechanism.name());
+        if self.tokens.is_none() {
+            d.field("username", &self.username)
+                .field("password", &"<redacted>");
+        }
+        d.finish()
     }
 }
 
@@ -77,8 +87,20 @@ impl Sasl {
         Self::new(Mechanism::ScramSha512, username.into(), password.into())
     }
 
-    /// The mechanism named as Kafka names it (`sasl.mechanism`): `PLAIN`,
-    /// `SCRAM-SHA-256` or `SCRAM-SHA-512` (any case); `None` for another.
+    /// OAUTHBEARER (KIP-255): every connection authenticates with a bearer
+    /// token from `provider`, asked after the broker agreed to the
+    /// mechanism. Re-authentication (KIP-368) asks it again.
+    pub fn oauthbearer(provider: impl TokenProvider) -> Self {
+        Self {
+            tokens: Some(Arc::new(provider)),
+            ..Self::new(Mechanism::OAuthBearer, String::new(), String::new())
+        }
+    }
+
+    /// A user name and password mechanism named as Kafka names it
+    /// (`sasl.mechanism`): `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (any
+    /// case); `None` for another (OAUTHBEARER takes a token provider:
+    /// [`oauthbearer`](Self::oauthbearer)).
     pub fn from_mechanism(
         mechanism: &str,
         username: impl Into<String>,
@@ -99,6 +121,7 @@ impl Sasl {
             mechanism,
             username,
             password,
+            tokens: None,
         }
     }
 
@@ -151,6 +174,32 @@ impl Sasl {
                 let client_final = scram.client_final(&server_first).map_err(&refused)?;
                 let (server_final, lifetime) = round(conn, &refused, client_final).await?;
                 scram.verify_server_final(&server_final).map_err(&refused)?;
+                session = lifetime;
+            }
+            Mechanism::OAuthBearer => {
+                let provider = self
+                    .tokens
+                    .as_ref()
+                    .ok_or_else(|| refused("no token provider".into()))?;
+                let token = provider
+                    .token()
+                    .await
+                    .map_err(|e| refused(format!("the token provider failed: {e}")))?;
+                let first = oauthbearer::client_first(&token).map_err(&refused)?;
+                let (answer, lifetime) = round(conn, &refused, first).await?;
+                if !answer.is_empty() {
+                    // The broker's error document: acknowledged, after which
+                    // the broker fails the exchange.
+                    let document = String::from_utf8_lossy(&answer).into_owned();
+                    let failed = round(conn, &refused, oauthbearer::ACKNOWLEDGE_ERROR.to_vec())
+                        .await
+                        .err()
+                        .map(|e| e.to_string());
+                    return Err(refused(format!(
+                        "the broker refused the token: {document}{}",
+                        failed.map(|e| format!(" ({e})")).unwrap_or_default()
+                    )));
+                }
                 session = lifetime;
             }
         }
