@@ -113,8 +113,8 @@ impl KavariBuilder {
 
     /// Bytes of fetched records all partitions together may hold before
     /// fetching pauses (librdkafka's `queued.max.messages.kbytes`; a
-    /// partition alone pauses at `max_partition_fetch_bytes`). Default:
-    /// 64 MiB.
+    /// partition alone pauses at twice `max_partition_fetch_bytes`).
+    /// Default: 64 MiB.
     pub fn queued_max_bytes(mut self, bytes: usize) -> Self {
         self.consumer.queued_max_bytes = bytes;
         self
@@ -129,8 +129,10 @@ impl KavariBuilder {
     }
 
     /// Kafka's `max.partition.fetch.bytes`: the most one partition returns
-    /// per request, and what it may hold unhandled before it is fetched
-    /// again (a slow partition pauses alone). Default: 1 MiB.
+    /// per request. A partition holds up to twice this unhandled (the next
+    /// fetch's answer arrives while the last is handled); past that it is
+    /// not fetched until its handler catches up (a slow partition pauses
+    /// alone). Default: 1 MiB.
     pub fn max_partition_fetch_bytes(mut self, bytes: i32) -> Self {
         self.consumer.max_partition_fetch_bytes = bytes;
         self
