@@ -5,7 +5,8 @@
       joins GROUP on TOPIC with partition.assignment.strategy=range and prints
       "ASSIGNMENT p,p,..." after every change, until SECONDS pass or stdin closes.
   rdkafka_member.py committed BOOTSTRAP GROUP TOPIC PARTITIONS
-      prints "COMMITTED p offset" for each partition (offset -1: none).
+      prints "COMMITTED p offset epoch" for each partition (offset -1001:
+      none; epoch None: not known).
 """
 import sys
 import threading
@@ -55,7 +56,7 @@ def committed(bootstrap, group, topic, partitions):
     consumer = Consumer(conf(bootstrap, group))
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     for tp in consumer.committed(tps, timeout=30):
-        print(f"COMMITTED {tp.partition} {tp.offset}", flush=True)
+        print(f"COMMITTED {tp.partition} {tp.offset} {tp.leader_epoch}", flush=True)
     consumer.close()
 
 

@@ -144,7 +144,10 @@ async fn replay(
     let mut positions = records::start(cluster, topic, None, true).await?;
     let mut earlier = 0;
     for p in &mut positions {
-        if let Some(&offset) = done.get(&TopicPartition::new(topic, p.partition)) {
+        if let Some(offset) = done
+            .get(&TopicPartition::new(topic, p.partition))
+            .map(|c| c.offset)
+        {
             earlier += (offset - p.offset).max(0);
             p.offset = p.offset.max(offset);
         }
@@ -204,7 +207,8 @@ async fn replay(
                 .iter()
                 .map(|p| {
                     let end = ends.get(&p.partition).copied().unwrap_or(p.offset);
-                    (TopicPartition::new(topic, p.partition), p.offset.min(end))
+                    let at = p.offset.min(end).into();
+                    (TopicPartition::new(topic, p.partition), at)
                 })
                 .collect();
             commit(cluster, &group, &offsets).await?;

@@ -59,7 +59,7 @@ pub(crate) async fn run(cluster: &Cluster, command: Command) -> Result<(), Failu
             .iter()
             .find(|m| m.assignment.contains(tp))
             .map(|m| m.member_id.clone());
-        rows.push((tp.clone(), *committed, end, owner));
+        rows.push((tp.clone(), committed.offset, end, owner));
     }
     if json {
         let members: Vec<_> = d

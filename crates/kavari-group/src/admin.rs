@@ -11,9 +11,9 @@ use kavari_wire::cluster::Cluster;
 
 use std::collections::BTreeMap;
 
-use crate::Generation;
 use crate::api::{commit_refused, commit_request, committed_offsets, coordinator_address};
 use crate::protocol::Assignment;
+use crate::{CommitOffset, Generation};
 use crate::{GroupError, TopicPartition};
 
 /// A consumer group's description.
@@ -31,7 +31,7 @@ pub struct GroupDescription {
     /// The members.
     pub members: Vec<GroupMemberDescription>,
     /// Committed offsets, every partition with one.
-    pub committed: Vec<(TopicPartition, i64)>,
+    pub committed: Vec<(TopicPartition, CommitOffset)>,
 }
 
 /// One member of a group.
@@ -108,7 +108,7 @@ pub async fn describe_group(
 pub async fn committed(
     cluster: &Cluster,
     group_id: &str,
-) -> Result<BTreeMap<TopicPartition, i64>, GroupError> {
+) -> Result<BTreeMap<TopicPartition, CommitOffset>, GroupError> {
     let address = coordinator_address(cluster, group_id).await?;
     let conn = cluster.connect(&address).await?;
     fetch_committed(&conn, group_id).await
@@ -117,7 +117,7 @@ pub async fn committed(
 async fn fetch_committed(
     conn: &kavari_wire::connection::Connection,
     group_id: &str,
-) -> Result<BTreeMap<TopicPartition, i64>, GroupError> {
+) -> Result<BTreeMap<TopicPartition, CommitOffset>, GroupError> {
     let group = GroupId(StrBytes::from_string(group_id.to_string()));
     let version = conn.version::<OffsetFetchRequest>()?;
     // Every partition with a committed offset: topics null.
@@ -144,7 +144,7 @@ async fn fetch_committed(
 pub async fn commit(
     cluster: &Cluster,
     group_id: &str,
-    offsets: &BTreeMap<TopicPartition, i64>,
+    offsets: &BTreeMap<TopicPartition, CommitOffset>,
 ) -> Result<(), GroupError> {
     let address = coordinator_address(cluster, group_id).await?;
     let conn = cluster.connect(&address).await?;

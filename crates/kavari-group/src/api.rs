@@ -22,7 +22,7 @@ use kavari_wire::WireError;
 use kavari_wire::cluster::Cluster;
 use kavari_wire::connection::Connection;
 
-use crate::{Generation, GroupError, TopicPartition};
+use crate::{CommitOffset, Generation, GroupError, TopicPartition};
 
 /// What a JoinGroup needs.
 #[derive(Debug, Clone)]
@@ -77,7 +77,7 @@ pub(crate) trait GroupApi: Send + Sync + 'static {
     fn offset_commit(
         &self,
         g: &Generation,
-        offsets: &BTreeMap<TopicPartition, i64>,
+        offsets: &BTreeMap<TopicPartition, CommitOffset>,
     ) -> impl Future<Output = Result<(), GroupError>> + Send;
     fn offset_fetch(
         &self,
@@ -299,7 +299,7 @@ impl GroupApi for KafkaGroupApi {
     async fn offset_commit(
         &self,
         g: &Generation,
-        offsets: &BTreeMap<TopicPartition, i64>,
+        offsets: &BTreeMap<TopicPartition, CommitOffset>,
     ) -> Result<(), GroupError> {
         let link = self.link().await?;
         let req = commit_request(&self.group_id, g, offsets);
@@ -347,7 +347,11 @@ impl GroupApi for KafkaGroupApi {
         let mut out: BTreeMap<TopicPartition, Option<i64>> =
             partitions.iter().map(|tp| (tp.clone(), None)).collect();
         let committed = self.on_error(committed_offsets(&resp, version)).await?;
-        out.extend(committed);
+        out.extend(
+            committed
+                .into_iter()
+                .map(|(tp, c)| (tp, c.map(|c| c.offset))),
+        );
         Ok(out)
     }
 }
@@ -357,16 +361,17 @@ impl GroupApi for KafkaGroupApi {
 pub(crate) fn commit_request(
     group_id: &str,
     g: &Generation,
-    offsets: &BTreeMap<TopicPartition, i64>,
+    offsets: &BTreeMap<TopicPartition, CommitOffset>,
 ) -> OffsetCommitRequest {
     let mut topics: BTreeMap<&str, Vec<offset_commit_request::OffsetCommitRequestPartition>> =
         BTreeMap::new();
-    for (tp, offset) in offsets {
+    for (tp, o) in offsets {
         topics.entry(tp.topic.as_str()).or_default().push(
             offset_commit_request::OffsetCommitRequestPartition::default()
                 .with_partition_index(tp.partition)
-                .with_committed_offset(*offset)
-                .with_committed_leader_epoch(-1),
+                .with_committed_offset(o.offset)
+                // -1: unknown (and what versions before 6 cannot carry).
+                .with_committed_leader_epoch(o.leader_epoch.unwrap_or(-1)),
         );
     }
     OffsetCommitRequest::default()
@@ -437,17 +442,22 @@ pub(crate) async fn coordinator_address(
 }
 
 /// The committed offsets in an OffsetFetch answer of `version` (`None`:
-/// nothing committed), or the first error it carries.
+/// nothing committed), with their leader epochs where the broker keeps
+/// them, or the first error it carries.
 pub(crate) fn committed_offsets(
     resp: &kafka_protocol::messages::OffsetFetchResponse,
     version: i16,
-) -> Result<Vec<(TopicPartition, Option<i64>)>, WireError> {
+) -> Result<Vec<(TopicPartition, Option<CommitOffset>)>, WireError> {
     let mut out = Vec::new();
-    let mut record = |topic: &TopicName, partition: i32, offset: i64, code: i16| {
+    let mut record = |topic: &TopicName, partition: i32, offset: i64, epoch: i32, code: i16| {
         check("OffsetFetch", code, None)?;
-        // -1: nothing committed for this partition.
+        // -1: nothing committed for this partition, or no epoch.
         let tp = TopicPartition::new(topic.0.as_str(), partition);
-        out.push((tp, (offset >= 0).then_some(offset)));
+        let committed = CommitOffset {
+            offset,
+            leader_epoch: (epoch >= 0).then_some(epoch),
+        };
+        out.push((tp, (offset >= 0).then_some(committed)));
         Ok::<(), WireError>(())
     };
     if version >= 8 {
@@ -455,7 +465,13 @@ pub(crate) fn committed_offsets(
             check("OffsetFetch", g.error_code, None)?;
             for t in &g.topics {
                 for p in &t.partitions {
-                    record(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
+                    record(
+                        &t.name,
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.error_code,
+                    )?;
                 }
             }
         }
@@ -463,9 +479,90 @@ pub(crate) fn committed_offsets(
         check("OffsetFetch", resp.error_code, None)?;
         for t in &resp.topics {
             for p in &t.partitions {
-                record(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
+                record(
+                    &t.name,
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.error_code,
+                )?;
             }
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::OffsetFetchResponse;
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    };
+
+    use super::*;
+
+    /// A commit carries each partition's leader epoch (KIP-320), -1 where
+    /// it is not known; an answer's epochs are read back the same way.
+    #[test]
+    fn leader_epochs_travel_with_commits_and_fetched_offsets() {
+        let g = Generation {
+            generation_id: 3,
+            member_id: "m".into(),
+            group_instance_id: None,
+        };
+        let offsets = BTreeMap::from([
+            (
+                TopicPartition::new("t", 0),
+                CommitOffset {
+                    offset: 10,
+                    leader_epoch: Some(4),
+                },
+            ),
+            (TopicPartition::new("t", 1), CommitOffset::from(20)),
+        ]);
+        let req = commit_request("g", &g, &offsets);
+        let sent: Vec<(i32, i64, i32)> = req.topics[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                )
+            })
+            .collect();
+        assert_eq!(sent, [(0, 10, 4), (1, 20, -1)]);
+
+        let partition = |index, offset, epoch| {
+            OffsetFetchResponsePartition::default()
+                .with_partition_index(index)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(epoch)
+        };
+        let resp = OffsetFetchResponse::default().with_topics(vec![
+            OffsetFetchResponseTopic::default()
+                .with_name(topic_name("t"))
+                .with_partitions(vec![
+                    partition(0, 10, 4),
+                    partition(1, 20, -1),
+                    partition(2, -1, -1),
+                ]),
+        ]);
+        let read = committed_offsets(&resp, 7).expect("no error");
+        assert_eq!(
+            read,
+            [
+                (
+                    TopicPartition::new("t", 0),
+                    Some(CommitOffset {
+                        offset: 10,
+                        leader_epoch: Some(4)
+                    })
+                ),
+                (TopicPartition::new("t", 1), Some(CommitOffset::from(20))),
+                (TopicPartition::new("t", 2), None),
+            ]
+        );
+    }
 }

@@ -11,6 +11,7 @@
 pub mod admin;
 mod api;
 pub mod assignor;
+mod commit_offset;
 mod config;
 mod coordinator;
 mod error;
@@ -19,6 +20,7 @@ mod member;
 pub mod offsets;
 pub mod protocol;
 
+pub use commit_offset::CommitOffset;
 pub use config::GroupConfig;
 pub use error::GroupError;
 pub use events::{Generation, GroupEvent, MemberPhase, MemberState, RevokeAck};

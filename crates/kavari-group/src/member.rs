@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::api::KafkaGroupApi;
 use crate::coordinator::{Command, Coordinator};
 use crate::offsets::{KafkaOffsetStore, OffsetStore};
-use crate::{GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState, TopicPartition};
+use crate::{
+    CommitOffset, GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState, TopicPartition,
+};
 
 /// A member of a Kafka consumer group. Its membership runs on a task of its
 /// own (joining, heartbeating, rebalancing), independent of message handling;
@@ -115,7 +117,10 @@ impl GroupMember {
     /// rebalance (`REBALANCE_IN_PROGRESS`) or after one replaced it, the
     /// rebalance settles the membership, and rejoining again would start
     /// another.
-    pub async fn commit(&self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), GroupError> {
+    pub async fn commit(
+        &self,
+        offsets: &BTreeMap<TopicPartition, CommitOffset>,
+    ) -> Result<(), GroupError> {
         let generation = {
             let state = self.state.borrow();
             match &state.generation {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use kafka_protocol::ResponseError;
 
 use crate::api::{GroupApi, KafkaGroupApi};
-use crate::{Generation, GroupError, TopicPartition};
+use crate::{CommitOffset, Generation, GroupError, TopicPartition};
 
 /// Commits and reads a group's offsets. An offset is the next one to read
 /// (last handled + 1), as Kafka tooling expects.
@@ -16,7 +16,7 @@ pub trait OffsetStore: Send + Sync {
     /// ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID ([`GroupError::needs_rejoin`]).
     fn commit(
         &self,
-        offsets: &BTreeMap<TopicPartition, i64>,
+        offsets: &BTreeMap<TopicPartition, CommitOffset>,
         generation: &Generation,
     ) -> impl Future<Output = Result<(), GroupError>> + Send;
 
@@ -37,7 +37,7 @@ pub struct KafkaOffsetStore {
 impl OffsetStore for KafkaOffsetStore {
     async fn commit(
         &self,
-        offsets: &BTreeMap<TopicPartition, i64>,
+        offsets: &BTreeMap<TopicPartition, CommitOffset>,
         generation: &Generation,
     ) -> Result<(), GroupError> {
         if offsets.is_empty() {
@@ -84,7 +84,7 @@ impl MemoryOffsetStore {
 impl OffsetStore for MemoryOffsetStore {
     async fn commit(
         &self,
-        offsets: &BTreeMap<TopicPartition, i64>,
+        offsets: &BTreeMap<TopicPartition, CommitOffset>,
         generation: &Generation,
     ) -> Result<(), GroupError> {
         let mut inner = self.lock();
@@ -105,7 +105,7 @@ impl OffsetStore for MemoryOffsetStore {
             }
         }
         for (tp, o) in offsets {
-            inner.offsets.insert(tp.clone(), *o);
+            inner.offsets.insert(tp.clone(), o.offset);
         }
         Ok(())
     }
@@ -141,7 +141,7 @@ mod tests {
         );
         store.set_generation(Some(g1.clone()));
         store
-            .commit(&BTreeMap::from([(tp.clone(), 5)]), &g1)
+            .commit(&BTreeMap::from([(tp.clone(), 5.into())]), &g1)
             .await
             .unwrap();
         assert_eq!(
@@ -153,7 +153,7 @@ mod tests {
             ..g1.clone()
         };
         let err = store
-            .commit(&BTreeMap::from([(tp.clone(), 9)]), &stale)
+            .commit(&BTreeMap::from([(tp.clone(), 9.into())]), &stale)
             .await
             .unwrap_err();
         assert!(err.needs_rejoin(), "{err}");

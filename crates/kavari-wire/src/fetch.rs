@@ -383,6 +383,8 @@ mod tests {
             assert_eq!(r.key.as_deref(), Some(&b"k4"[..]));
             assert_eq!(r.value.as_deref(), Some(&b"v4"[..]));
             assert_eq!(r.timestamp_ms, 1_700_000_000_004);
+            // The batch's leader epoch, for the commit after it (KIP-320).
+            assert_eq!(r.leader_epoch, 3);
             assert_eq!(
                 r.headers.iter().collect::<Vec<_>>(),
                 [(&b"msg_type"[..], Some(&b"T"[..]))]

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
+use crate::CommitOffset;
 use crate::api::JoinResult;
 use crate::assignor::{CooperativeStickyAssignor, RangeAssignor};
 
@@ -119,7 +120,7 @@ impl GroupApi for ScriptedApi {
     async fn offset_commit(
         &self,
         _: &Generation,
-        _: &BTreeMap<TopicPartition, i64>,
+        _: &BTreeMap<TopicPartition, CommitOffset>,
     ) -> Result<(), GroupError> {
         Ok(())
     }

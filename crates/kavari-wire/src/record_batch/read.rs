@@ -25,6 +25,9 @@ pub struct FetchedRecord {
     /// The headers in the order written, checked when the record was read
     /// and walked without allocating.
     pub headers: RecordHeaders,
+    /// The leader epoch of the batch it came in (-1 when the writer set
+    /// none): what a commit of the offset after it carries (KIP-320).
+    pub leader_epoch: i32,
 }
 
 impl FetchedRecord {
@@ -308,6 +311,7 @@ impl Batch {
             key,
             value,
             headers,
+            leader_epoch: self.partition_leader_epoch,
         })
     }
 

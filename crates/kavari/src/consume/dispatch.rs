@@ -140,6 +140,7 @@ pub(crate) async fn deliver<R: Runtime>(
         key,
         value: record_value,
         headers,
+        ..
     } = record;
     refill(ctx, offset, timestamp_ms, key.as_deref(), &headers);
     let value = record_value.as_deref().unwrap_or_default();

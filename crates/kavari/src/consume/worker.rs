@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
-use kavari_group::TopicPartition;
+use kavari_group::{CommitOffset, TopicPartition};
 use kavari_wire::backoff::Backoff;
 use kavari_wire::fetcher::FetchEvent;
 use kavari_wire::list_offsets::OffsetSpec;
@@ -29,6 +29,7 @@ pub(crate) async fn run(shared: Arc<Shared>, tp: TopicPartition, stop: watch::Re
         tp,
         stop,
         committed: None,
+        epoch: None,
     };
     worker.run().await;
 }
@@ -38,6 +39,9 @@ struct Worker {
     tp: TopicPartition,
     stop: watch::Receiver<bool>,
     committed: Option<i64>,
+    /// The leader epoch of the last record handled, committed with the
+    /// offset after it (KIP-320).
+    epoch: Option<i32>,
 }
 
 impl Worker {
@@ -129,6 +133,7 @@ impl Worker {
                 // A handler runs to its end even when a stop arrives
                 // meanwhile: the shutdown waits for it (bounded), commits it.
                 let offset = rec.offset;
+                let epoch = (rec.leader_epoch >= 0).then_some(rec.leader_epoch);
                 let shared = Arc::clone(&self.shared);
                 let stop = self.stop.clone();
                 let delivery = deliver(
@@ -172,6 +177,7 @@ impl Worker {
                 match outcome {
                     Ok(d) => {
                         position = offset + 1;
+                        self.epoch = epoch;
                         if d != Disposition::Handled {
                             tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
                         }
@@ -296,7 +302,11 @@ impl Worker {
         if self.committed == Some(position) {
             return;
         }
-        let offsets = BTreeMap::from([(self.tp.clone(), position)]);
+        let at = CommitOffset {
+            offset: position,
+            leader_epoch: self.epoch,
+        };
+        let offsets = BTreeMap::from([(self.tp.clone(), at)]);
         let started = Instant::now();
         let committed = self.shared.member.commit(&offsets).await;
         crate::metrics::committed(&self.shared.group_id, started.elapsed(), committed.is_ok());

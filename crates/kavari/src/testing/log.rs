@@ -97,6 +97,7 @@ impl Log {
             key: message.key.clone().map(Bytes::from),
             value: Some(Bytes::from(message.value.clone())),
             headers: Default::default(),
+            leader_epoch: -1,
         });
         record.offset = offset;
         log.push(record);
