@@ -8,6 +8,7 @@
       prints "COMMITTED p offset epoch" for each partition (offset -1001:
       none; epoch None: not known).
 """
+import os
 import sys
 import threading
 import time
@@ -15,8 +16,16 @@ import time
 from confluent_kafka import Consumer, TopicPartition
 
 
+# Security settings from the environment, librdkafka's names upper-cased
+# with dots as underscores after PEER_ (PEER_SECURITY_PROTOCOL=SASL_SSL,
+# PEER_SASL_MECHANISM, PEER_SASL_USERNAME, PEER_SASL_PASSWORD,
+# PEER_SSL_CA_LOCATION).
+SECURITY = ["security.protocol", "sasl.mechanism", "sasl.username", "sasl.password",
+            "ssl.ca.location"]
+
+
 def conf(bootstrap, group):
-    return {
+    c = {
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "partition.assignment.strategy": "range",
@@ -25,6 +34,11 @@ def conf(bootstrap, group):
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
     }
+    for name in SECURITY:
+        value = os.environ.get("PEER_" + name.upper().replace(".", "_"))
+        if value:
+            c[name] = value
+    return c
 
 
 def member(bootstrap, group, topic, seconds):

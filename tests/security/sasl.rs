@@ -147,3 +147,114 @@ async fn oauthbearer_asks_for_no_token_when_the_broker_does_not_offer_it() {
     assert!(!text.contains("eyJh"), "no token in errors: {text}");
     assert_eq!(asked.load(Ordering::SeqCst), 0, "no token fetched");
 }
+
+/// A Kavari consumer and a librdkafka member share one group over
+/// SASL_SSL with SCRAM-SHA-512: the partitions split between them, and
+/// Kavari handles and commits its share.
+#[tokio::test]
+async fn a_librdkafka_member_shares_a_group_over_sasl_ssl() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let broker = sasl_broker(true).await;
+    let ca = broker.tls_ca_file().expect("TLS").display().to_string();
+    let (prefix, topic) = prefixed_topic::<Secured>(&broker, 4).await;
+    let group = unique_name("secured-interop");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .tls(Tls::builder().ca_file(&ca).build().expect("TLS settings"))
+        .sasl(Sasl::scram_sha512("alice", PASSWORD))
+        .topic_prefix(&prefix)
+        .group_id(&group)
+        // librdkafka's peer speaks range.
+        .assignors(vec![Arc::new(kavari::assignor::RangeAssignor)])
+        .session_timeout(Duration::from_secs(6))
+        .heartbeat_interval(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("build");
+    manager
+        .subscribe::<Secured, _>(Collect(Arc::clone(&seen)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/rdkafka_member.py");
+    let mut peer = tokio::process::Command::new("python3")
+        .args([
+            script,
+            "member",
+            &broker.bootstrap_servers(),
+            &group,
+            &topic,
+            "120",
+        ])
+        .env("PEER_SECURITY_PROTOCOL", "SASL_SSL")
+        .env("PEER_SASL_MECHANISM", "SCRAM-SHA-512")
+        .env("PEER_SASL_USERNAME", "alice")
+        .env("PEER_SASL_PASSWORD", PASSWORD)
+        .env("PEER_SSL_CA_LOCATION", &ca)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the librdkafka peer (bash testcontainers/setup.sh installs it)");
+    let mut lines = BufReader::new(peer.stdout.take().expect("stdout")).lines();
+    let theirs = Arc::new(Mutex::new(Vec::<i32>::new()));
+    tokio::spawn({
+        let theirs = Arc::clone(&theirs);
+        async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix("ASSIGNMENT ") {
+                    *theirs.lock().expect("lock") =
+                        rest.split(',').filter_map(|p| p.parse().ok()).collect();
+                }
+            }
+        }
+    });
+    let mine = || -> Vec<i32> {
+        let mut ps: Vec<i32> = manager
+            .health()
+            .partitions
+            .iter()
+            .map(|p| p.partition)
+            .collect();
+        ps.sort_unstable();
+        ps
+    };
+    eventually(Duration::from_secs(60), "the group split 2 + 2", || {
+        let (mine, theirs) = (mine(), theirs.lock().expect("lock").clone());
+        mine.len() == 2 && theirs.len() == 2 && mine.iter().all(|p| !theirs.contains(p))
+    })
+    .await;
+
+    // Kavari handles and commits what lands on its partitions.
+    let owned = mine();
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("k{i}"))
+        .filter(|k| {
+            owned.contains(&kavari::Partitioner::Murmur2.partition_for_key(k.as_bytes(), 4))
+        })
+        .take(10)
+        .collect();
+    for (n, id) in keys.iter().enumerate() {
+        let msg = Secured {
+            id: id.clone(),
+            n: n as u32,
+        };
+        manager.publish(&msg).await.expect("publish over SASL_SSL");
+    }
+    eventually(Duration::from_secs(30), "Kavari's share handled", || {
+        seen.lock().expect("lock").len() == keys.len()
+    })
+    .await;
+    eventually(Duration::from_secs(30), "and committed", || {
+        manager
+            .health()
+            .partitions
+            .iter()
+            .all(|p| p.committed == p.high_watermark)
+    })
+    .await;
+    drop(peer.stdin.take()); // the peer leaves
+    let _ = tokio::time::timeout(Duration::from_secs(30), peer.wait()).await;
+    manager.shutdown().await.expect("shutdown");
+}
