@@ -9,9 +9,12 @@
 //!     [--tls] [--out target/kavari-load.md]
 //! ```
 //!
-//! `--tls` adds Kavari over TLS (the pure-Rust graviola provider) to a
-//! second broker that serves TLS only: publish and consume, beside the
-//! same client in plaintext.
+//! `--tls` adds Kavari over SASL_SSL (TLS with the pure-Rust graviola
+//! provider, SCRAM-SHA-512) to a second broker that requires both, and as
+//! its baseline Kavari in plaintext to a third on the same (file) storage,
+//! which SASL users need and which is slower than memory: publish, consume,
+//! and the handshake of a new connection (connect, API versions, TLS,
+//! SASL).
 //!
 //! It starts a local broker through kavari-testcontainers unless
 //! `KAVARI_BROKERS` is set, and builds the rust-rdkafka peer
@@ -131,6 +134,7 @@ async fn worker(args: &[String]) {
         ("kavari", "consume") => kavari_consume(bootstrap, n as usize).await,
         ("rskafka", "consume") => rskafka_consume(bootstrap, topic, n as usize).await,
         ("kavari", "latency") => kavari_latency_run(bootstrap, n, m).await,
+        ("kavari", "handshake") => handshake(bootstrap, n as usize).await,
         ("rskafka", "latency") => rskafka_latency(bootstrap, topic, n, m).await,
         other => panic!("unknown worker {other:?}"),
     };
@@ -147,18 +151,50 @@ fn payload(i: usize, size: usize) -> ConsumeLoad {
 /// Where the TLS broker's CA is, for a worker that connects over TLS.
 const TLS_CA_VAR: &str = "KAVARI_LOAD_TLS_CA";
 
-/// A builder for `bootstrap`, over TLS when the driver named a CA.
-fn kavari_builder(bootstrap: &str) -> kavari::KavariBuilder {
-    let builder = Kavari::builder(bootstrap);
+/// The SCRAM user of the SASL_SSL broker.
+const LOAD_USER: &str = "load";
+const LOAD_PASSWORD: &str = "kavari-load password";
+
+/// How the driver secured the worker's broker: SASL_SSL when it named a
+/// CA, plaintext otherwise.
+fn security() -> kavari::Security {
     match std::env::var(TLS_CA_VAR) {
-        Ok(ca) => builder.tls(
-            kavari::Tls::builder()
-                .ca_file(ca)
-                .build()
-                .expect("TLS settings"),
-        ),
-        Err(_) => builder,
+        Ok(ca) => kavari::Security::plaintext()
+            .with_tls(
+                kavari::Tls::builder()
+                    .ca_file(ca)
+                    .build()
+                    .expect("TLS settings"),
+            )
+            .with_sasl(kavari::Sasl::scram_sha512(LOAD_USER, LOAD_PASSWORD)),
+        Err(_) => kavari::Security::plaintext(),
     }
+}
+
+/// A builder for `bootstrap`, secured as the driver said.
+fn kavari_builder(bootstrap: &str) -> kavari::KavariBuilder {
+    Kavari::builder(bootstrap).security(security())
+}
+
+/// How long a new connection takes to be ready for requests: TCP connect,
+/// API versions and, on the secured broker, TLS and SASL; the median of
+/// `n` connections, one after another.
+async fn handshake(bootstrap: &str, n: usize) -> String {
+    let cluster = kavari_wire::cluster::Cluster::new(
+        vec![bootstrap.to_string()],
+        "kavari-load".into(),
+        Duration::from_secs(30),
+    )
+    .with_security(security());
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let conn = cluster.connect(bootstrap).await.expect("connect");
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+        drop(conn);
+    }
+    took.sort_by(f64::total_cmp);
+    format!("handshake_ms={:.2}", took[took.len() / 2])
 }
 
 /// Kavari's publishes, idempotent (the default) or not.
@@ -424,6 +460,7 @@ async fn preload_tls(broker: &KafkaBroker, n: usize, size: usize) {
                 .build()
                 .expect("TLS settings"),
         )
+        .sasl(kavari::Sasl::scram_sha512(LOAD_USER, LOAD_PASSWORD))
         .build()
         .await
         .expect("build");
@@ -449,10 +486,7 @@ async fn run_client(
     me: &Path,
     peer: &Result<PathBuf, String>,
 ) -> BTreeMap<String, String> {
-    let broker = match (client, &brokers.tls) {
-        ("kavari-tls", Some(tls)) => tls,
-        _ => &brokers.plain,
-    };
+    let broker = brokers.of(client);
     let bootstrap = broker.bootstrap_servers();
     let topic = match mode {
         "publish" => PublishLoad::TOPIC.to_string(),
@@ -477,11 +511,11 @@ async fn run_client(
         run(&mut cmd, &format!("rdkafka {mode}"))
     } else {
         let mut cmd = Command::new(me);
-        if client == "kavari-tls" {
+        if let Some(worker) = client.strip_suffix("-tls").or(client.strip_suffix("-file")) {
             if let Some(ca) = broker.tls_ca_file() {
                 cmd.env(TLS_CA_VAR, ca);
             }
-            cmd.args(["--worker", "kavari", mode, &bootstrap, &topic, &a, &b]);
+            cmd.args(["--worker", worker, mode, &bootstrap, &topic, &a, &b]);
         } else {
             cmd.args(["--worker", client, mode, &bootstrap, &topic, &a, &b]);
         }
@@ -489,10 +523,23 @@ async fn run_client(
     }
 }
 
-/// The brokers of a run: plaintext, and one serving TLS only for `--tls`.
+/// The brokers of a run: plaintext in memory; for `--tls`, one requiring
+/// SASL_SSL and, as its baseline, a plaintext one on the same file storage
+/// (SASL users need it, and it is slower than memory).
 struct Brokers {
     plain: KafkaBroker,
-    tls: Option<KafkaBroker>,
+    tls: Option<(KafkaBroker, KafkaBroker)>,
+}
+
+impl Brokers {
+    /// The broker `client` runs against.
+    fn of(&self, client: &str) -> &KafkaBroker {
+        match (client, &self.tls) {
+            ("kavari-tls", Some((tls, _))) => tls,
+            ("kavari-file", Some((_, file))) => file,
+            _ => &self.plain,
+        }
+    }
 }
 
 async fn driver(o: Opts) {
@@ -512,14 +559,24 @@ async fn driver(o: Opts) {
     let tls = if o.tls {
         let tls = KafkaBroker::builder()
             .tls(&["127.0.0.1"])
+            .sasl_user(LOAD_USER, LOAD_PASSWORD)
             .start()
             .await
-            .expect("a TLS broker");
+            .expect("a SASL_SSL broker");
         for topic in [ConsumeLoad::TOPIC, PublishLoad::TOPIC] {
             tls.create_topic(topic, o.partitions).await.ok();
         }
         preload_tls(&tls, o.messages, o.size).await;
-        Some(tls)
+        let file = KafkaBroker::builder()
+            .storage(kavari_testcontainers::Storage::File)
+            .start()
+            .await
+            .expect("a broker on file storage");
+        for topic in [ConsumeLoad::TOPIC, PublishLoad::TOPIC] {
+            file.create_topic(topic, o.partitions).await.ok();
+        }
+        preload(&file, ConsumeLoad::TOPIC, o.messages, o.size).await;
+        Some((tls, file))
     } else {
         None
     };
@@ -529,7 +586,7 @@ async fn driver(o: Opts) {
     // measured in the same run.
     let mut clients = vec!["rskafka", "kavari", "rdkafka", "kavari-at-least-once"];
     if o.tls {
-        clients.push("kavari-tls");
+        clients.extend(["kavari-file", "kavari-tls"]);
     }
     let modes = ["publish", "consume", "latency"];
     // Every client's runs of every mode. Repeats interleave the clients and
@@ -542,7 +599,7 @@ async fn driver(o: Opts) {
                 let client = clients[(repeat + i) % clients.len()];
                 let only = match client {
                     "kavari-at-least-once" => mode == "publish",
-                    "kavari-tls" => mode != "latency",
+                    "kavari-tls" | "kavari-file" => mode != "latency",
                     _ => true,
                 };
                 if !only {
@@ -601,7 +658,10 @@ async fn driver(o: Opts) {
             },
             "rskafka" => "raw rskafka 0.6".to_string(),
             "kavari-at-least-once" => "kavari, idempotence off".to_string(),
-            "kavari-tls" => "kavari over TLS (graviola)".to_string(),
+            "kavari-tls" => {
+                "kavari over SASL_SSL (graviola, SCRAM-SHA-512), file storage".to_string()
+            }
+            "kavari-file" => "kavari, plaintext, file storage".to_string(),
             _ => "kavari".to_string(),
         };
         let rss = |mode| fmt(cell(client, mode, "rss_kb").map(|k| k / 1024.0), 0);
@@ -637,11 +697,43 @@ async fn driver(o: Opts) {
     ));
     if o.tls {
         out.push_str(&format!(
-            "| kavari over TLS / kavari | {} | {} | {} | | | | {} |\n",
-            ratio("kavari-tls", "publish", "msgs_per_s", "kavari"),
-            ratio("kavari-tls", "publish", "mb_per_s", "kavari"),
-            ratio("kavari-tls", "consume", "msgs_per_s", "kavari"),
-            ratio("kavari-tls", "consume", "rss_kb", "kavari"),
+            "| kavari over SASL_SSL / plaintext, both on file storage | {} | {} | {} | | | | {} |\n",
+            ratio("kavari-tls", "publish", "msgs_per_s", "kavari-file"),
+            ratio("kavari-tls", "publish", "mb_per_s", "kavari-file"),
+            ratio("kavari-tls", "consume", "msgs_per_s", "kavari-file"),
+            ratio("kavari-tls", "consume", "rss_kb", "kavari-file"),
+        ));
+    }
+    if o.tls {
+        // A new connection's cost, each broker measured the same way.
+        let mut took = Vec::new();
+        for client in ["kavari-file", "kavari-tls"] {
+            let broker = brokers.of(client);
+            let mut cmd = Command::new(&me);
+            if let Some(ca) = broker.tls_ca_file() {
+                cmd.env(TLS_CA_VAR, ca);
+            }
+            let bootstrap = broker.bootstrap_servers();
+            cmd.args([
+                "--worker",
+                "kavari",
+                "handshake",
+                &bootstrap,
+                "-",
+                "15",
+                "0",
+            ]);
+            let r = run(&mut cmd, &format!("{client} handshake"));
+            eprintln!("kavari-load: {client} handshake: {r:?}");
+            took.push(
+                r.get("handshake_ms")
+                    .cloned()
+                    .unwrap_or_else(|| "n/a".into()),
+            );
+        }
+        out.push_str(&format!(
+            "\nA new connection (TCP, API versions, then TLS and SCRAM-SHA-512 on the secured broker), median of 15: plaintext {} ms, SASL_SSL {} ms\n",
+            took[0], took[1]
         ));
     }
     print!("{out}");
