@@ -8,7 +8,7 @@ use kavari_group::{
     CommitOffset, GroupConfig, GroupEvent, GroupMember, MemberPhase, MemberState, TopicPartition,
 };
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::init_tracing;
+use kavari_tests::{RdkafkaMember, init_tracing};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -259,8 +259,6 @@ async fn cooperative_sticky_members_keep_their_partitions_when_one_joins() {
 /// members support), so both sides list `range` first.
 #[tokio::test]
 async fn interop_with_a_librdkafka_member() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     init_tracing();
     let broker = shared_broker().await.expect("broker");
     let topic = unique_name("interop");
@@ -283,34 +281,7 @@ async fn interop_with_a_librdkafka_member() {
         .await
         .expect("the Kavari member joined first");
 
-    let mut peer = tokio::process::Command::new("python3")
-        .args([
-            script,
-            "member",
-            &broker.bootstrap_servers(),
-            &group,
-            &topic,
-            "120",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the librdkafka peer");
-    let mut lines = BufReader::new(peer.stdout.take().expect("stdout")).lines();
-    let (tx, mut peer_assignment) = tokio::sync::watch::channel(Vec::<i32>::new());
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.strip_prefix("ASSIGNMENT ") {
-                let ps = rest
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .filter_map(|p| p.parse().ok())
-                    .collect();
-                let _ = tx.send(ps);
-            }
-        }
-    });
+    let peer = RdkafkaMember::spawn(&broker.bootstrap_servers(), &group, &topic, &[]);
 
     let deadline = tokio::time::Instant::now() + WAIT;
     let (mine, theirs) = loop {
@@ -320,11 +291,7 @@ async fn interop_with_a_librdkafka_member() {
             .iter()
             .map(|tp| tp.partition)
             .collect();
-        let theirs: BTreeSet<i32> = peer_assignment
-            .borrow_and_update()
-            .iter()
-            .copied()
-            .collect();
+        let theirs: BTreeSet<i32> = peer.assignment().into_iter().collect();
         if kavari.state().phase == MemberPhase::Stable
             && !mine.is_empty()
             && !theirs.is_empty()
@@ -358,8 +325,7 @@ async fn interop_with_a_librdkafka_member() {
         })
         .collect();
     kavari.commit(&offsets).await.expect("commit");
-    drop(peer.stdin.take()); // the peer leaves
-    let _ = tokio::time::timeout(Duration::from_secs(30), peer.wait()).await;
+    peer.leave().await;
     kavari.close().await;
 
     let out = tokio::process::Command::new("python3")

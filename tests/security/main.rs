@@ -14,7 +14,7 @@ use kavari::{
     Sasl, Tls,
 };
 use kavari_testcontainers::{KafkaBroker, unique_name};
-use kavari_tests::{eventually, init_tracing, own_broker, prefixed_topic};
+use kavari_tests::{RdkafkaMember, eventually, init_tracing, own_broker, prefixed_topic};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]

@@ -153,8 +153,6 @@ async fn oauthbearer_asks_for_no_token_when_the_broker_does_not_offer_it() {
 /// Kavari handles and commits its share.
 #[tokio::test]
 async fn a_librdkafka_member_shares_a_group_over_sasl_ssl() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let broker = sasl_broker(true).await;
     let ca = broker.tls_ca_file().expect("TLS").display().to_string();
     let (prefix, topic) = prefixed_topic::<Secured>(&broker, 4).await;
@@ -177,39 +175,18 @@ async fn a_librdkafka_member_shares_a_group_over_sasl_ssl() {
         .expect("subscribe");
     manager.start().await.expect("start");
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/rdkafka_member.py");
-    let mut peer = tokio::process::Command::new("python3")
-        .args([
-            script,
-            "member",
-            &broker.bootstrap_servers(),
-            &group,
-            &topic,
-            "120",
-        ])
-        .env("PEER_SECURITY_PROTOCOL", "SASL_SSL")
-        .env("PEER_SASL_MECHANISM", "SCRAM-SHA-512")
-        .env("PEER_SASL_USERNAME", "alice")
-        .env("PEER_SASL_PASSWORD", PASSWORD)
-        .env("PEER_SSL_CA_LOCATION", &ca)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the librdkafka peer (bash testcontainers/setup.sh installs it)");
-    let mut lines = BufReader::new(peer.stdout.take().expect("stdout")).lines();
-    let theirs = Arc::new(Mutex::new(Vec::<i32>::new()));
-    tokio::spawn({
-        let theirs = Arc::clone(&theirs);
-        async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.strip_prefix("ASSIGNMENT ") {
-                    *theirs.lock().expect("lock") =
-                        rest.split(',').filter_map(|p| p.parse().ok()).collect();
-                }
-            }
-        }
-    });
+    let peer = RdkafkaMember::spawn(
+        &broker.bootstrap_servers(),
+        &group,
+        &topic,
+        &[
+            ("PEER_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("PEER_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("PEER_SASL_USERNAME", "alice"),
+            ("PEER_SASL_PASSWORD", PASSWORD),
+            ("PEER_SSL_CA_LOCATION", &ca),
+        ],
+    );
     let mine = || -> Vec<i32> {
         let mut ps: Vec<i32> = manager
             .health()
@@ -221,7 +198,7 @@ async fn a_librdkafka_member_shares_a_group_over_sasl_ssl() {
         ps
     };
     eventually(Duration::from_secs(60), "the group split 2 + 2", || {
-        let (mine, theirs) = (mine(), theirs.lock().expect("lock").clone());
+        let (mine, theirs) = (mine(), peer.assignment());
         mine.len() == 2 && theirs.len() == 2 && mine.iter().all(|p| !theirs.contains(p))
     })
     .await;
@@ -254,7 +231,6 @@ async fn a_librdkafka_member_shares_a_group_over_sasl_ssl() {
             .all(|p| p.committed == p.high_watermark)
     })
     .await;
-    drop(peer.stdin.take()); // the peer leaves
-    let _ = tokio::time::timeout(Duration::from_secs(30), peer.wait()).await;
+    peer.leave().await;
     manager.shutdown().await.expect("shutdown");
 }

@@ -242,3 +242,50 @@ pub async fn logged_records(
         }
     }
 }
+
+/// A librdkafka group member (`peers/rdkafka_member.py`, confluent-kafka)
+/// subscribed to one topic, with the partitions it owns now.
+pub struct RdkafkaMember {
+    child: tokio::process::Child,
+    assignment: tokio::sync::watch::Receiver<Vec<i32>>,
+}
+
+impl RdkafkaMember {
+    /// Starts a member of `group` on `topic`, with librdkafka settings from
+    /// `env` (`PEER_SECURITY_PROTOCOL` and the like; see the script). It
+    /// stays for at most two minutes.
+    pub fn spawn(bootstrap: &str, group: &str, topic: &str, env: &[(&str, &str)]) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/rdkafka_member.py");
+        let mut child = tokio::process::Command::new("python3")
+            .args([script, "member", bootstrap, group, topic, "120"])
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the librdkafka peer (bash testcontainers/setup.sh installs it)");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (tx, assignment) = tokio::sync::watch::channel(Vec::new());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix("ASSIGNMENT ") {
+                    let _ = tx.send(rest.split(',').filter_map(|p| p.parse().ok()).collect());
+                }
+            }
+        });
+        Self { child, assignment }
+    }
+
+    /// The partitions it owns now.
+    pub fn assignment(&self) -> Vec<i32> {
+        self.assignment.borrow().clone()
+    }
+
+    /// Leaves the group (closing its input) and waits for it to end.
+    pub async fn leave(mut self) {
+        drop(self.child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
