@@ -57,16 +57,17 @@ impl Worker {
         let Some(start) = self.start().await else {
             return;
         };
-        // A position from `auto_offset_reset` is committed at once: should
-        // the partition move before anything is handled, its next owner
-        // starts here too, not at a later log end past what was written
-        // meanwhile. (A failed commit is tried again every tick.)
-        if self.committed.is_none() {
-            self.commit(start).await;
-        }
         // The engine fetches ahead into this partition's buffer, bounded in
         // bytes; released bytes let it fetch the partition again.
         let mut feed = self.shared.fetcher.subscribe(self.tp.clone(), start);
+        // A position from `auto_offset_reset` is committed at once, before
+        // anything is handled (the first fetch is under way meanwhile):
+        // should the partition move first, its next owner starts here too,
+        // not at a later log end past what was written meanwhile. (A failed
+        // commit is tried again every tick.)
+        if self.committed.is_none() {
+            self.commit(start).await;
+        }
         let mut position = start;
         // One context for the partition's records, refilled for each.
         let mut ctx = MessageContext::new(self.tp.topic.clone(), self.tp.partition, start);
