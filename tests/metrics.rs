@@ -253,42 +253,30 @@ async fn failures_are_counted_by_class() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let with = |more: &str| format!("{labels},{more}");
-    assert_eq!(
-        sample(&text, "kavari_published_total", &labels),
-        Some(3.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
+    for (metric, labels, expected) in [
+        ("kavari_published_total", labels.clone(), 3.0),
+        (
             "kavari_publish_errors_total",
-            &with(r#"kind="message_too_large""#)
+            with(r#"kind="message_too_large""#),
+            1.0,
         ),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
+        (
             "kavari_dead_letters_total",
-            &with(r#"source="publish""#)
+            with(r#"source="publish""#),
+            1.0,
         ),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
+        (
             "kavari_dead_letters_total",
-            &with(r#"source="consume""#)
+            with(r#"source="consume""#),
+            1.0,
         ),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(&text, "kavari_handler_errors_total", &labels),
-        Some(1.0),
-        "{text}"
-    );
+        ("kavari_handler_errors_total", labels.clone(), 1.0),
+    ] {
+        assert_eq!(
+            sample(&text, metric, &labels),
+            Some(expected),
+            "{metric}{{{labels}}}: {text}"
+        );
+    }
     manager.shutdown().await.expect("shutdown");
 }

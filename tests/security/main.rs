@@ -34,21 +34,26 @@ impl MessageHandler<Secured> for Collect {
     }
 }
 
+/// A started manager of `builder` whose subscriber puts every `Secured`
+/// it handles into `seen`.
+async fn collecting(builder: kavari::KavariBuilder, seen: &Arc<Mutex<Vec<u32>>>) -> Kavari {
+    let manager = builder.build().await.expect("build");
+    manager
+        .subscribe::<Secured, _>(Collect(Arc::clone(seen)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+    manager
+}
+
 /// Publishes 20 messages through `builder`'s manager and has its own
 /// subscriber handle them all: both directions work over the connection.
 async fn round_trip(broker: &KafkaBroker, builder: kavari::KavariBuilder) {
     let (prefix, _topic) = prefixed_topic::<Secured>(broker, 2).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let manager = builder
+    let builder = builder
         .topic_prefix(prefix)
-        .group_id(unique_name("secured-group"))
-        .build()
-        .await
-        .expect("build");
-    manager
-        .subscribe::<Secured, _>(Collect(Arc::clone(&seen)))
-        .expect("subscribe");
-    manager.start().await.expect("start");
+        .group_id(unique_name("secured-group"));
+    let manager = collecting(builder, &seen).await;
     for n in 0..20 {
         let msg = Secured {
             id: format!("k{n}"),

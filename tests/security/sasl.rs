@@ -158,7 +158,7 @@ async fn a_librdkafka_member_shares_a_group_over_sasl_ssl() {
     let (prefix, topic) = prefixed_topic::<Secured>(&broker, 4).await;
     let group = unique_name("secured-interop");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let manager = Kavari::builder(broker.bootstrap_servers())
+    let builder = Kavari::builder(broker.bootstrap_servers())
         .tls(Tls::builder().ca_file(&ca).build().expect("TLS settings"))
         .sasl(Sasl::scram_sha512("alice", PASSWORD))
         .topic_prefix(&prefix)
@@ -166,14 +166,8 @@ async fn a_librdkafka_member_shares_a_group_over_sasl_ssl() {
         // librdkafka's peer speaks range.
         .assignors(vec![Arc::new(kavari::assignor::RangeAssignor)])
         .session_timeout(Duration::from_secs(6))
-        .heartbeat_interval(Duration::from_millis(500))
-        .build()
-        .await
-        .expect("build");
-    manager
-        .subscribe::<Secured, _>(Collect(Arc::clone(&seen)))
-        .expect("subscribe");
-    manager.start().await.expect("start");
+        .heartbeat_interval(Duration::from_millis(500));
+    let manager = collecting(builder, &seen).await;
 
     let peer = RdkafkaMember::spawn(
         &broker.bootstrap_servers(),

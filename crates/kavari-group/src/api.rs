@@ -460,34 +460,34 @@ pub(crate) fn committed_offsets(
         out.push((tp, (offset >= 0).then_some(committed)));
         Ok::<(), WireError>(())
     };
-    if version >= 8 {
-        for g in &resp.groups {
-            check("OffsetFetch", g.error_code, None)?;
-            for t in &g.topics {
-                for p in &t.partitions {
-                    record(
-                        &t.name,
+    // (topic, (partition, offset, epoch), error) of each partition: the
+    // versions nest them in types of their own, with the same fields.
+    macro_rules! rows {
+        ($topics:expr) => {
+            $topics.iter().flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    let at = (
                         p.partition_index,
                         p.committed_offset,
                         p.committed_leader_epoch,
-                        p.error_code,
-                    )?;
-                }
-            }
+                    );
+                    (&t.name, at, p.error_code)
+                })
+            })
+        };
+    }
+    let mut rows = Vec::new();
+    if version >= 8 {
+        for g in &resp.groups {
+            check("OffsetFetch", g.error_code, None)?;
+            rows.extend(rows!(g.topics));
         }
     } else {
         check("OffsetFetch", resp.error_code, None)?;
-        for t in &resp.topics {
-            for p in &t.partitions {
-                record(
-                    &t.name,
-                    p.partition_index,
-                    p.committed_offset,
-                    p.committed_leader_epoch,
-                    p.error_code,
-                )?;
-            }
-        }
+        rows.extend(rows!(resp.topics));
+    }
+    for (name, (partition, offset, epoch), code) in rows {
+        record(name, partition, offset, epoch, code)?;
     }
     Ok(out)
 }
