@@ -282,13 +282,20 @@ impl LocalBroker {
             .take()
     }
 
+    /// The last 2000 bytes of the broker's log.
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let start = log.len().saturating_sub(2000);
-        let start = (start..log.len())
-            .find(|i| log.is_char_boundary(*i))
-            .unwrap_or(log.len());
-        log[start..].to_string()
+        use std::io::{Read, Seek, SeekFrom};
+        let mut tail = Vec::new();
+        if let Ok(mut file) = std::fs::File::open(self.log_path()) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let read = file
+                .seek(SeekFrom::Start(len.saturating_sub(2000)))
+                .and_then(|_| file.read_to_end(&mut tail));
+            if read.is_err() {
+                tail.clear();
+            }
+        }
+        String::from_utf8_lossy(&tail).into_owned()
     }
 }
 

@@ -49,6 +49,10 @@ impl BrokerProcess {
             .args(args)
             .current_dir(workdir)
             .env("KAVARI_BROKER_LOG", log)
+            // At its default level the broker writes every request: hundreds
+            // of megabytes for one benchmark run, and a test's RUST_LOG is
+            // meant for Kavari, not for it.
+            .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
