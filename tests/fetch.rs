@@ -25,6 +25,30 @@ use serde::{Deserialize, Serialize};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Kafka API keys counted at the proxy.
+const FETCH: i16 = 1;
+const LIST_OFFSETS: i16 = 2;
+const OFFSET_FETCH: i16 = 9;
+
+/// The partitions a Fetch request (as the proxy kept it) names.
+fn fetched_partitions(frame: &[u8]) -> BTreeSet<(String, i32)> {
+    use kafka_protocol::messages::{FetchRequest, RequestHeader};
+    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+    let mut bytes = bytes::Bytes::copy_from_slice(frame);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    RequestHeader::decode(&mut bytes, FetchRequest::header_version(version)).expect("header");
+    let request = FetchRequest::decode(&mut bytes, version).expect("Fetch request");
+    request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.topic.0.to_string(), p.partition))
+        })
+        .collect()
+}
+
 /// The consumer suites' builder with short fetch waits.
 fn builder(broker: &KafkaBroker, group: &str) -> kavari::KavariBuilder {
     consumer(broker, group).fetch_max_wait(Duration::from_millis(100))
@@ -282,11 +306,12 @@ impl MessageHandler<Wide> for Count {
     }
 }
 
-/// A member with 64 partitions on one broker sends one Fetch per round for
-/// all of them (counted at a proxy in front of the broker), not one per
-/// partition.
+/// A member with 64 partitions on one broker starts them together (one
+/// OffsetFetch, one ListOffsets, and a first Fetch that names all 64) and
+/// then sends one Fetch per round for all of them, not one per partition
+/// (requests counted and kept at a proxy in front of the broker).
 #[tokio::test]
-async fn a_member_with_64_partitions_sends_one_fetch_per_round() {
+async fn a_member_with_64_partitions_starts_them_together_and_sends_one_fetch_per_round() {
     init_tracing();
     let broker = own_broker(KafkaBroker::builder().behind_proxy(), Wide::TOPIC, 64).await;
     let proxy = broker.proxy().expect("proxy");
@@ -297,7 +322,31 @@ async fn a_member_with_64_partitions_sends_one_fetch_per_round() {
         .expect("build");
     m.subscribe::<Wide, _>(Count(Arc::clone(&seen)))
         .expect("subscribe");
+    proxy.keep_requests(FETCH);
+    let (offset_fetches, list_offsets) =
+        (proxy.requests(OFFSET_FETCH), proxy.requests(LIST_OFFSETS));
     m.start().await.expect("start");
+    eventually(WAIT, "all 64 partitions started", || {
+        let health = m.health();
+        health.partitions.len() == 64 && health.partitions.iter().all(|p| p.position.is_some())
+    })
+    .await;
+    assert_eq!(
+        proxy.requests(OFFSET_FETCH) - offset_fetches,
+        1,
+        "OffsetFetch requests at start"
+    );
+    assert_eq!(
+        proxy.requests(LIST_OFFSETS) - list_offsets,
+        1,
+        "ListOffsets requests at start"
+    );
+    eventually(WAIT, "a first Fetch", || {
+        !proxy.kept_requests(FETCH).is_empty()
+    })
+    .await;
+    let first = fetched_partitions(&proxy.kept_requests(FETCH)[0]);
+    assert_eq!(first.len(), 64, "the first Fetch names {first:?}");
     let msgs: Vec<Wide> = (0..1000)
         .map(|i| Wide {
             key: format!("k{i}"),
@@ -312,9 +361,9 @@ async fn a_member_with_64_partitions_sends_one_fetch_per_round() {
     .await;
     assert_eq!(m.health().partitions.len(), 64);
 
-    let before = proxy.requests(1);
+    let before = proxy.requests(FETCH);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let fetches = proxy.requests(1) - before;
+    let fetches = proxy.requests(FETCH) - before;
     // 2 s of rounds that each wait up to 100 ms: about 20 requests. One per
     // partition would be 64 per round.
     assert!(fetches > 0, "no fetch at all");

@@ -82,14 +82,27 @@ type ProduceVersions = Arc<std::sync::Mutex<std::collections::HashMap<i32, (i16,
 
 /// Requests seen from clients, by Kafka API key.
 #[derive(Debug)]
-struct RequestCounts([AtomicU64; 128]);
+struct RequestCounts {
+    counts: [AtomicU64; 128],
+    /// API keys whose requests are kept whole, with those kept so far.
+    kept: std::sync::Mutex<std::collections::HashMap<i16, Vec<Vec<u8>>>>,
+}
+
+impl RequestCounts {
+    fn kept(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i16, Vec<Vec<u8>>>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// Reads the request frames of one client's byte stream (4-byte length,
-/// then the header's API key) and counts each by its key.
+/// then the header's API key), counts each by its key and keeps those of
+/// the keys asked for.
 #[derive(Debug, Default)]
 struct FrameScanner {
     header: Vec<u8>,
     skip: usize,
+    /// The request being kept: its key and its bytes so far.
+    keeping: Option<(i16, Vec<u8>)>,
 }
 
 /// Length, API key, API version and correlation id: the start of every
@@ -105,7 +118,15 @@ impl FrameScanner {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
                 self.skip -= n;
+                if let Some((_, frame)) = &mut self.keeping {
+                    frame.extend_from_slice(&bytes[..n]);
+                }
                 bytes = &bytes[n..];
+                if self.skip == 0
+                    && let Some((key, frame)) = self.keeping.take()
+                {
+                    counts.kept().entry(key).or_default().push(frame);
+                }
                 continue;
             }
             let want = REQUEST_START - self.header.len();
@@ -120,8 +141,11 @@ impl FrameScanner {
                     self.header[3],
                 ]);
                 let key = i16::from_be_bytes([self.header[4], self.header[5]]);
-                if let Some(c) = usize::try_from(key).ok().and_then(|k| counts.0.get(k)) {
+                if let Some(c) = usize::try_from(key).ok().and_then(|k| counts.counts.get(k)) {
                     c.fetch_add(1, Ordering::Relaxed);
+                }
+                if counts.kept().contains_key(&key) {
+                    self.keeping = Some((key, self.header[4..].to_vec()));
                 }
                 if key == 0 || key == API_VERSIONS {
                     let version = i16::from_be_bytes([self.header[6], self.header[7]]);
@@ -140,6 +164,11 @@ impl FrameScanner {
                     .unwrap_or(0)
                     .saturating_sub(REQUEST_START - 4);
                 self.header.clear();
+                if self.skip == 0
+                    && let Some((key, frame)) = self.keeping.take()
+                {
+                    counts.kept().entry(key).or_default().push(frame);
+                }
             }
         }
     }
@@ -171,7 +200,10 @@ impl FaultProxy {
             shutdown: false,
         });
         let accepted = Arc::new(AtomicU64::new(0));
-        let requests = Arc::new(RequestCounts(std::array::from_fn(|_| AtomicU64::new(0))));
+        let requests = Arc::new(RequestCounts {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            kept: std::sync::Mutex::new(std::collections::HashMap::new()),
+        });
         let seen = Arc::clone(&requests);
         let rewrite = Arc::new(ProduceRewrite {
             armed: std::sync::Mutex::new((0, 0)),
@@ -300,8 +332,25 @@ impl FaultProxy {
     pub fn requests(&self, api_key: i16) -> u64 {
         usize::try_from(api_key)
             .ok()
-            .and_then(|k| self.requests.0.get(k))
+            .and_then(|k| self.requests.counts.get(k))
             .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Keeps every request with Kafka API key `api_key` that clients send
+    /// from now on, whole, for [`kept_requests`](Self::kept_requests).
+    pub fn keep_requests(&self, api_key: i16) {
+        self.requests.kept().entry(api_key).or_default();
+    }
+
+    /// The requests with `api_key` kept so far, oldest first: each frame
+    /// without its length prefix (the request header, then the body), to
+    /// decode with the API version the header names.
+    pub fn kept_requests(&self, api_key: i16) -> Vec<Vec<u8>> {
+        self.requests
+            .kept()
+            .get(&api_key)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

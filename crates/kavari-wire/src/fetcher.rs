@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use crate::backoff::Backoff;
 use crate::cluster::{Cluster, Lane};
 use crate::fetch::{FetchLimits, FetchPosition, PartitionResponse, fetch};
-use crate::list_offsets::{OffsetSpec, list_offset};
+use crate::list_offsets::{OffsetSpec, list_offsets};
 use crate::log_rate::LogRate;
 use crate::record_batch::read::FetchedRecord;
 use crate::{TopicPartition, WireError, is_retriable_code, needs_metadata_refresh};
@@ -190,10 +190,39 @@ impl Fetcher {
     /// Fetches `partition` from `offset` until the feed is dropped; a feed
     /// of the same partition made before is replaced.
     pub fn subscribe(&self, partition: TopicPartition, offset: i64) -> PartitionFeed {
+        let feed = self.feed(&mut self.shared.feeds(), partition, offset);
+        self.shared.wake.notify_one();
+        feed
+    }
+
+    /// [`subscribe`](Self::subscribe) for several partitions at once: the
+    /// next Fetch covers all of them (subscribed one by one, the first
+    /// could start a round that the others then wait out).
+    pub fn subscribe_all(
+        &self,
+        partitions: impl IntoIterator<Item = (TopicPartition, i64)>,
+    ) -> Vec<PartitionFeed> {
+        let made = {
+            let mut feeds = self.shared.feeds();
+            partitions
+                .into_iter()
+                .map(|(partition, offset)| self.feed(&mut feeds, partition, offset))
+                .collect()
+        };
+        self.shared.wake.notify_one();
+        made
+    }
+
+    fn feed(
+        &self,
+        feeds: &mut HashMap<TopicPartition, Feed>,
+        partition: TopicPartition,
+        offset: i64,
+    ) -> PartitionFeed {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let buffered = Arc::new(AtomicUsize::new(0));
-        self.shared.feeds().insert(
+        feeds.insert(
             partition.clone(),
             Feed {
                 id,
@@ -204,7 +233,6 @@ impl Fetcher {
                 high_watermark: -1,
             },
         );
-        self.shared.wake.notify_one();
         PartitionFeed {
             partition,
             id,
@@ -232,6 +260,17 @@ impl Fetcher {
     ) -> Result<i64, WireError> {
         offset_for(&self.shared, partition, spec).await
     }
+
+    /// The offset `spec` names in each of `partitions`: one ListOffsets per
+    /// leader. Each partition has its own answer (one without a leader, or
+    /// whose leader could not be asked, is an `Err`).
+    pub async fn offsets_for(
+        &self,
+        partitions: &[TopicPartition],
+        spec: OffsetSpec,
+    ) -> HashMap<TopicPartition, Result<i64, WireError>> {
+        offsets_for(&self.shared, partitions, spec).await
+    }
 }
 
 async fn offset_for(
@@ -239,25 +278,69 @@ async fn offset_for(
     partition: &TopicPartition,
     spec: OffsetSpec,
 ) -> Result<i64, WireError> {
-    let leader = shared
-        .cluster
-        .topic(&partition.topic)
-        .await?
-        .and_then(|t| {
-            t.partitions
+    offsets_for(shared, std::slice::from_ref(partition), spec)
+        .await
+        .remove(partition)
+        .unwrap_or_else(|| Err(no_leader(partition)))
+}
+
+async fn offsets_for(
+    shared: &Shared,
+    partitions: &[TopicPartition],
+    spec: OffsetSpec,
+) -> HashMap<TopicPartition, Result<i64, WireError>> {
+    let mut topics: Vec<&str> = partitions.iter().map(|tp| tp.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let metadata = match shared.cluster.topics(&topics).await {
+        Ok(m) => m,
+        Err(e) => {
+            return partitions
                 .iter()
-                .find(|p| p.partition == partition.partition)
-                .and_then(|p| p.leader)
-        })
-        .ok_or_else(|| {
-            WireError::broker(
-                "Metadata",
-                ResponseError::LeaderNotAvailable,
-                Some(format!("no leader for {partition}")),
-            )
-        })?;
-    let conn = shared.cluster.broker(leader).await?;
-    list_offset(&conn, partition, spec, shared.config.limits.isolation).await
+                .map(|tp| (tp.clone(), Err(e.clone())))
+                .collect();
+        }
+    };
+    let leader_of = |tp: &TopicPartition| {
+        metadata
+            .iter()
+            .filter(|t| t.name == tp.topic)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition == tp.partition)
+            .and_then(|p| p.leader)
+    };
+    let mut answers = HashMap::new();
+    let mut by_leader: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
+    for tp in partitions {
+        match leader_of(tp) {
+            Some(leader) => by_leader.entry(leader).or_default().push(tp.clone()),
+            None => {
+                answers.insert(tp.clone(), Err(no_leader(tp)));
+            }
+        }
+    }
+    let isolation = shared.config.limits.isolation;
+    let asked = by_leader.into_iter().map(|(leader, tps)| async move {
+        let answer = async {
+            let conn = shared.cluster.broker(leader).await?;
+            list_offsets(&conn, &tps, spec, isolation).await
+        }
+        .await;
+        match answer {
+            Ok(each) => each,
+            Err(e) => tps.into_iter().map(|tp| (tp, Err(e.clone()))).collect(),
+        }
+    });
+    answers.extend(join_all(asked).await.into_iter().flatten());
+    answers
+}
+
+fn no_leader(partition: &TopicPartition) -> WireError {
+    WireError::broker(
+        "Metadata",
+        ResponseError::LeaderNotAvailable,
+        Some(format!("no leader for {partition}")),
+    )
 }
 
 /// Partitions' leaders and epochs, from the last metadata answer.

@@ -1,6 +1,8 @@
 //! ListOffsets: where a partition begins or ends, for a consumer with no
 //! committed offset or one whose offset fell out of the log.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
@@ -36,39 +38,76 @@ pub async fn list_offset(
     spec: OffsetSpec,
     isolation: Isolation,
 ) -> Result<i64, WireError> {
+    list_offsets(conn, std::slice::from_ref(partition), spec, isolation)
+        .await?
+        .pop()
+        .map_or_else(
+            || {
+                Err(WireError::Malformed {
+                    what: "ListOffsets response",
+                    detail: format!("no answer for {partition}"),
+                })
+            },
+            |(_, offset)| offset,
+        )
+}
+
+/// The offset `spec` names in each of `partitions`, all led by the broker
+/// behind `conn`, in one request. Each partition gets its own answer (a
+/// partition the broker refused or left out is an `Err` of its own); a
+/// request that failed as a whole is the outer `Err`.
+pub async fn list_offsets(
+    conn: &Connection,
+    partitions: &[TopicPartition],
+    spec: OffsetSpec,
+    isolation: Isolation,
+) -> Result<Vec<(TopicPartition, Result<i64, WireError>)>, WireError> {
+    let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
+    for tp in partitions {
+        topics.entry(&tp.topic).or_default().push(
+            ListOffsetsPartition::default()
+                .with_partition_index(tp.partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(spec.timestamp()),
+        );
+    }
     let req = ListOffsetsRequest::default()
         .with_replica_id((-1).into())
         .with_isolation_level(match isolation {
             Isolation::ReadUncommitted => 0,
             Isolation::ReadCommitted => 1,
         })
-        .with_topics(vec![
-            ListOffsetsTopic::default()
-                .with_name(TopicName(StrBytes::from_string(partition.topic.clone())))
-                .with_partitions(vec![
-                    ListOffsetsPartition::default()
-                        .with_partition_index(partition.partition)
-                        .with_current_leader_epoch(-1)
-                        .with_timestamp(spec.timestamp()),
-                ]),
-        ]);
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
     let resp = conn.send(&req).await?;
-    let answer = resp
-        .topics
+    let answer = |tp: &TopicPartition| {
+        let Some(p) = resp
+            .topics
+            .iter()
+            .filter(|t| t.name.0.as_str() == tp.topic)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == tp.partition)
+        else {
+            return Err(WireError::Malformed {
+                what: "ListOffsets response",
+                detail: format!("no answer for {tp}"),
+            });
+        };
+        match p.error_code.err() {
+            Some(e) => Err(WireError::broker("ListOffsets", e, Some(format!("{tp}")))),
+            None => Ok(p.offset),
+        }
+    };
+    Ok(partitions
         .iter()
-        .filter(|t| t.name.0.as_str() == partition.topic)
-        .flat_map(|t| &t.partitions)
-        .find(|p| p.partition_index == partition.partition)
-        .ok_or_else(|| WireError::Malformed {
-            what: "ListOffsets response",
-            detail: format!("no answer for {partition}"),
-        })?;
-    if let Some(e) = answer.error_code.err() {
-        return Err(WireError::broker(
-            "ListOffsets",
-            e,
-            Some(format!("{partition}")),
-        ));
-    }
-    Ok(answer.offset)
+        .map(|tp| (tp.clone(), answer(tp)))
+        .collect())
 }

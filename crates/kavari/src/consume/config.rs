@@ -21,6 +21,18 @@ pub enum OffsetReset {
     Error,
 }
 
+impl OffsetReset {
+    /// The end of the log this policy starts from; `None` for `Error`.
+    pub(crate) fn spec(self) -> Option<kavari_wire::list_offsets::OffsetSpec> {
+        use kavari_wire::list_offsets::OffsetSpec;
+        match self {
+            Self::Earliest => Some(OffsetSpec::Earliest),
+            Self::Latest => Some(OffsetSpec::Latest),
+            Self::Error => None,
+        }
+    }
+}
+
 /// What happens to a record that cannot be handled: one a handler failed
 /// for good (its retries spent, or a permanent error), or poison input (no
 /// `msg_type`, an unsubscribed type, a value that does not decode).

@@ -4,18 +4,20 @@
 
 mod config;
 mod dispatch;
+mod start;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use kavari_group::{GroupConfig, GroupEvent, GroupMember, MemberPhase, TopicPartition};
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::FetchLimits;
 use kavari_wire::fetcher::{Fetcher, FetcherConfig};
-use kavari_wire::list_offsets::OffsetSpec;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub(crate) use config::ConsumerConfig;
@@ -96,11 +98,7 @@ fn fetcher_config(config: &ConsumerConfig) -> FetcherConfig {
             partition_max_bytes: config.max_partition_fetch_bytes,
             isolation: config.isolation,
         },
-        reset: match config.auto_offset_reset {
-            OffsetReset::Earliest => Some(OffsetSpec::Earliest),
-            OffsetReset::Latest => Some(OffsetSpec::Latest),
-            OffsetReset::Error => None,
-        },
+        reset: config.auto_offset_reset.spec(),
         // Two fetches' worth: the next answer arrives while the last one is
         // handled. With one, a partition's next fetch waited for its handling
         // to free room, and consuming ran at 0.6 of this (kavari-load).
@@ -122,6 +120,10 @@ fn fetcher_config(config: &ConsumerConfig) -> FetcherConfig {
 struct WorkerHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// The assignment that started it, and (until its lookup answers) where
+    /// to hand the worker its start.
+    assignment: u64,
+    begin: Option<oneshot::Sender<start::Begin>>,
 }
 
 impl Drop for WorkerHandle {
@@ -296,20 +298,32 @@ async fn runtime(
 ) {
     let mut workers: HashMap<TopicPartition, WorkerHandle> = HashMap::new();
     let mut closing = false;
+    // Each assignment's start lookup (polled here, so the runtime alone
+    // subscribes partitions and never for a worker that was replaced).
+    let mut lookups = FuturesUnordered::new();
+    let mut assignments = 0u64;
     loop {
         tokio::select! {
+            Some((assignment, found)) = lookups.next(), if !lookups.is_empty() => {
+                begin(&shared, &mut workers, assignment, found);
+            }
             event = events.recv() => match event {
                 None => break, // the member has left or failed
                 Some(GroupEvent::Assigned { added, generation, .. }) => {
                     tracing::info!(generation = generation.generation_id, count = added.len(), "partitions assigned");
                     crate::metrics::rebalanced(&shared.group_id);
-                    for tp in added {
+                    assignments += 1;
+                    for tp in &added {
                         let (stop, stop_rx) = watch::channel(false);
-                        shared.update_partition(&tp, |_| {});
-                        let task = tokio::spawn(worker::run(Arc::clone(&shared), tp.clone(), stop_rx));
+                        let (begin, begin_rx) = oneshot::channel();
+                        shared.update_partition(tp, |_| {});
+                        let task = tokio::spawn(worker::run(Arc::clone(&shared), tp.clone(), stop_rx, begin_rx));
                         // A worker this replaces is aborted as it drops.
-                        workers.insert(tp, WorkerHandle { stop, task });
+                        workers.insert(tp.clone(), WorkerHandle { stop, task, assignment: assignments, begin: Some(begin) });
                     }
+                    let shared = Arc::clone(&shared);
+                    let assignment = assignments;
+                    lookups.push(async move { (assignment, start::look_up(&shared, &added).await) });
                 }
                 Some(GroupEvent::Revoking { partitions, ack }) => {
                     stop_workers(&shared, &mut workers, &partitions, shared.config.rebalance_timeout).await;
@@ -341,6 +355,35 @@ async fn runtime(
         }
     }
     workers.clear();
+}
+
+/// Hands the workers of `assignment` still waiting their start: those the
+/// lookup placed subscribe together; the others find their start themselves.
+fn begin(
+    shared: &Shared,
+    workers: &mut HashMap<TopicPartition, WorkerHandle>,
+    assignment: u64,
+    mut found: HashMap<TopicPartition, start::Position>,
+) {
+    let mut placed = Vec::new();
+    for (tp, w) in workers
+        .iter_mut()
+        .filter(|(_, w)| w.assignment == assignment)
+    {
+        // Dropped unplaced: the worker looks on its own.
+        if let Some(begin) = w.begin.take()
+            && let Some(position) = found.remove(tp)
+        {
+            placed.push((tp.clone(), position, begin));
+        }
+    }
+    let feeds = shared
+        .fetcher
+        .subscribe_all(placed.iter().map(|(tp, p, _)| (tp.clone(), p.start)));
+    for ((_, position, begin), feed) in placed.into_iter().zip(feeds) {
+        // A worker already gone drops its feed, which unsubscribes it.
+        let _ = begin.send(start::Begin { position, feed });
+    }
 }
 
 /// Stops the partitions' workers: each finishes its message in flight and

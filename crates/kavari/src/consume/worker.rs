@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use kavari_group::{CommitOffset, TopicPartition};
 use kavari_wire::backoff::Backoff;
-use kavari_wire::fetcher::FetchEvent;
-use kavari_wire::list_offsets::OffsetSpec;
-use tokio::sync::watch;
+use kavari_wire::fetcher::{FetchEvent, PartitionFeed};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::Shared;
 use super::dispatch::{Disposition, HandlerClock, deliver};
-use super::{OffsetReset, Shared};
+use super::start::{Begin, Position};
 use crate::MessageContext;
 use crate::stop::until_stopped;
 
@@ -23,7 +23,14 @@ use crate::stop::until_stopped;
 const RELEASE_EVERY: usize = 1024;
 
 /// Runs the partition until `stop` turns true; commits what it handled.
-pub(crate) async fn run(shared: Arc<Shared>, tp: TopicPartition, stop: watch::Receiver<bool>) {
+/// It starts where `begin` says, or (the sender dropped: its assignment's
+/// lookup did not place it) finds its start itself.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    tp: TopicPartition,
+    stop: watch::Receiver<bool>,
+    begin: oneshot::Receiver<Begin>,
+) {
     let mut worker = Worker {
         shared,
         tp,
@@ -31,7 +38,7 @@ pub(crate) async fn run(shared: Arc<Shared>, tp: TopicPartition, stop: watch::Re
         committed: None,
         epoch: None,
     };
-    worker.run().await;
+    worker.run(begin).await;
 }
 
 struct Worker {
@@ -53,13 +60,12 @@ impl Worker {
         self.shared.update_partition(&self.tp, f);
     }
 
-    async fn run(&mut self) {
-        let Some(start) = self.start().await else {
-            return;
-        };
+    async fn run(&mut self, begin: oneshot::Receiver<Begin>) {
         // The engine fetches ahead into this partition's buffer, bounded in
         // bytes; released bytes let it fetch the partition again.
-        let mut feed = self.shared.fetcher.subscribe(self.tp.clone(), start);
+        let Some((start, mut feed)) = self.begin(begin).await else {
+            return;
+        };
         // A position from `auto_offset_reset` is committed at once, before
         // anything is handled (the first fetch is under way meanwhile):
         // should the partition move first, its next owner starts here too,
@@ -202,6 +208,23 @@ impl Worker {
         self.commit(position).await;
     }
 
+    /// The start and the feed, from the assignment's lookup or else found
+    /// here; `None` when stopped first (or `OffsetReset::Error` applies).
+    async fn begin(&mut self, begin: oneshot::Receiver<Begin>) -> Option<(i64, PartitionFeed)> {
+        let mut stop = self.stop.clone();
+        let handed = tokio::select! {
+            biased;
+            _ = until_stopped(&mut stop) => return None,
+            handed = begin => handed.ok(),
+        };
+        if let Some(Begin { position, feed }) = handed {
+            self.started(position);
+            return Some((position.start, feed));
+        }
+        let start = self.start().await?;
+        Some((start, self.shared.fetcher.subscribe(self.tp.clone(), start)))
+    }
+
     /// The committed offset, or the reset policy's; retried until stopped.
     async fn start(&mut self) -> Option<i64> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -257,6 +280,12 @@ impl Worker {
                 }
             },
         };
+        self.started(Position { committed, start });
+        Ok(Some(start))
+    }
+
+    fn started(&mut self, position: Position) {
+        let Position { committed, start } = position;
         self.committed = committed;
         self.update(|h| {
             h.committed = committed;
@@ -264,7 +293,6 @@ impl Worker {
             h.error = None;
         });
         tracing::info!(partition = %self.tp, offset = start, committed = ?committed, "consuming");
-        Ok(Some(start))
     }
 
     /// A handler has run past `max_handler_time` at `offset`: the partition
@@ -328,10 +356,8 @@ impl Worker {
 
 /// The offset `auto_offset_reset` starts from; `None` for `Error`.
 async fn reset_offset(shared: &Shared, tp: &TopicPartition) -> Result<Option<i64>, String> {
-    let spec = match shared.config.auto_offset_reset {
-        OffsetReset::Earliest => OffsetSpec::Earliest,
-        OffsetReset::Latest => OffsetSpec::Latest,
-        OffsetReset::Error => return Ok(None),
+    let Some(spec) = shared.config.auto_offset_reset.spec() else {
+        return Ok(None);
     };
     shared
         .fetcher
