@@ -372,6 +372,85 @@ async fn a_member_with_64_partitions_starts_them_together_and_sends_one_fetch_pe
 }
 
 // ---------------------------------------------------------------------------
+// A backlog in large answers.
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "fetch.backlog")]
+struct Backlog {
+    #[kavari(key)]
+    key: String,
+    seq: u64,
+    pad: String,
+}
+
+struct Order(Arc<Mutex<BTreeMap<i32, Vec<u64>>>>);
+impl MessageHandler<Backlog> for Order {
+    async fn handle(&self, m: Backlog, ctx: &MessageContext) -> Result<(), HandlerError> {
+        self.0
+            .lock()
+            .unwrap()
+            .entry(ctx.partition)
+            .or_default()
+            .push(m.seq);
+        Ok(())
+    }
+}
+
+/// A backlog of several megabytes on one partition (fetch answers large
+/// enough to be read apart from the engine's loop, the buffer filling and
+/// draining) beside a partition at its end, long-polled with the default
+/// 500 ms wait: every record handled once, in order.
+#[tokio::test]
+async fn a_backlog_in_large_answers_beside_a_caught_up_partition_is_handled_in_order() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    broker.create_topic(Backlog::TOPIC, 2).await.expect("topic");
+    let publisher = Kavari::builder(broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+    const N: u64 = 20_000;
+    let pad = "x".repeat(300);
+    let msgs: Vec<Backlog> = (0..N)
+        .map(|seq| Backlog {
+            key: "hot".into(),
+            seq,
+            pad: pad.clone(),
+        })
+        .collect();
+    for r in publisher.publish_batch(&msgs).await {
+        r.expect("publish");
+    }
+    let seen: Arc<Mutex<BTreeMap<i32, Vec<u64>>>> = Arc::default();
+    let m = consumer(broker, &unique_name("backlog"))
+        .max_partition_fetch_bytes(1024 * 1024)
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<Backlog, _>(Order(Arc::clone(&seen)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    eventually(WAIT, "the backlog handled", || {
+        seen.lock().unwrap().values().map(Vec::len).sum::<usize>() >= N as usize
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one partition has the backlog: {:?}",
+        seen.keys()
+    );
+    let order: Vec<u64> = seen.into_values().flatten().collect();
+    assert_eq!(
+        order,
+        (0..N).collect::<Vec<_>>(),
+        "each record once, in order"
+    );
+    m.shutdown().await.expect("shutdown");
+}
+
+// ---------------------------------------------------------------------------
 // Offsets out of range.
 
 #[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]

@@ -20,11 +20,11 @@ use std::time::Duration;
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::backoff::Backoff;
 use crate::cluster::{Cluster, Lane};
-use crate::fetch::{FetchLimits, FetchPosition, PartitionResponse, fetch};
+use crate::fetch::{FetchLimits, FetchPosition, Isolation, PartitionResponse, fetch};
 use crate::list_offsets::{OffsetSpec, list_offsets};
 use crate::log_rate::LogRate;
 use crate::record_batch::read::FetchedRecord;
@@ -83,7 +83,14 @@ struct Feed {
     tx: mpsc::UnboundedSender<FetchEvent>,
     buffered: Arc<AtomicUsize>,
     stopped: bool,
+    /// An answer of it is being read apart from the loop: it is not
+    /// fetched again until its next offset is known.
+    decoding: bool,
     high_watermark: i64,
+    /// Where the last answer said the readable log ends: the last stable
+    /// offset under `ReadCommitted`, the high watermark otherwise (-1
+    /// before the first answer).
+    end: i64,
 }
 
 #[derive(Debug)]
@@ -230,7 +237,9 @@ impl Fetcher {
                 tx,
                 buffered: Arc::clone(&buffered),
                 stopped: false,
+                decoding: false,
                 high_watermark: -1,
+                end: -1,
             },
         );
         PartitionFeed {
@@ -351,27 +360,45 @@ async fn run(shared: Arc<Shared>) {
     let mut leaders: Leaders = HashMap::new();
     let mut stale = true;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    // While a partition is left out for its full buffer and the broker has
-    // more for it, the others are polled with a short wait (doubling up to
-    // max_wait): a long poll of caught-up partitions would hold the busy one
-    // back for the whole wait once its handler caught up.
+    // While a partition is left out (its buffer full, or its last answer
+    // being read) and will soon want fetching, partitions at their end are
+    // not long-polled: the broker would hold the request for max_wait, and
+    // the busy partition with it. The loop waits here instead, for the busy
+    // one (a wake) or until the others are due (a short wait, doubling up to
+    // max_wait), and then asks without a wait.
     let mut short_wait = SHORT_WAIT;
+    let mut poll_due: Option<tokio::time::Instant> = None;
+    // Large answers being read apart (aborted with the loop).
+    let mut decoders = JoinSet::new();
     loop {
-        let (wanted, pending) = ready(&shared);
+        while decoders.try_join_next().is_some() {}
+        let Ready {
+            wanted,
+            caught_up,
+            pending,
+        } = ready(&shared);
         if wanted.is_empty() {
             let wake = shared.wake.notified();
             let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
             continue;
         }
-        let limits = if pending {
-            let limits = FetchLimits {
-                max_wait: short_wait.min(shared.config.limits.max_wait),
+        let limits = if pending && caught_up {
+            let due = *poll_due.get_or_insert_with(|| tokio::time::Instant::now() + short_wait);
+            let wake = shared.wake.notified();
+            if tokio::time::timeout_at(due, wake).await.is_ok() {
+                continue;
+            }
+            short_wait = short_wait
+                .saturating_mul(2)
+                .min(shared.config.limits.max_wait);
+            poll_due = None;
+            FetchLimits {
+                max_wait: Duration::ZERO,
                 ..shared.config.limits
-            };
-            short_wait = short_wait.saturating_mul(2);
-            limits
+            }
         } else {
             short_wait = SHORT_WAIT;
+            poll_due = None;
             shared.config.limits
         };
         if stale || wanted.iter().any(|(tp, _)| !leaders.contains_key(tp)) {
@@ -434,7 +461,8 @@ async fn run(shared: Arc<Shared>) {
                             .find(|p| p.partition == part.partition)
                             .map(|p| p.offset);
                         if let Some(asked) = asked {
-                            trouble |= deliver(&shared, part, asked, &mut stale).await;
+                            trouble |=
+                                deliver(&shared, part, asked, &mut stale, &mut decoders).await;
                         }
                     }
                 }
@@ -458,25 +486,45 @@ async fn run(shared: Arc<Shared>) {
 /// The first wait of a round while a full partition has more at the broker.
 const SHORT_WAIT: Duration = Duration::from_millis(5);
 
-/// Partitions to fetch now, with their offsets (subscribed, not stopped,
-/// with room in their buffer, while the total has room), and whether a
-/// partition left out for a full buffer has more records at the broker.
-fn ready(shared: &Shared) -> (Vec<(TopicPartition, i64)>, bool) {
+/// What the next round may fetch.
+struct Ready {
+    /// Partitions to fetch now, with their offsets: subscribed, not
+    /// stopped, with room in their buffer, while the total has room.
+    wanted: Vec<(TopicPartition, i64)>,
+    /// Every wanted partition is at its end (as far as its last answer
+    /// told): the broker would hold the request.
+    caught_up: bool,
+    /// A partition left out will soon want fetching: its buffer is full
+    /// and the broker has more for it, or its last answer is being read.
+    pending: bool,
+}
+
+fn ready(shared: &Shared) -> Ready {
     let config = &shared.config;
     if shared.buffered_total.load(Ordering::Acquire) >= config.total_buffer_bytes {
-        return (Vec::new(), true);
+        return Ready {
+            wanted: Vec::new(),
+            caught_up: false,
+            pending: true,
+        };
     }
     let feeds = shared.feeds();
-    let mut pending = false;
-    let mut wanted = Vec::new();
+    let mut ready = Ready {
+        wanted: Vec::new(),
+        caught_up: true,
+        pending: false,
+    };
     for (tp, f) in feeds.iter().filter(|(_, f)| !f.stopped) {
-        if f.buffered.load(Ordering::Acquire) < config.partition_buffer_bytes {
-            wanted.push((tp.clone(), f.offset));
+        if f.decoding {
+            ready.pending = true;
+        } else if f.buffered.load(Ordering::Acquire) < config.partition_buffer_bytes {
+            ready.wanted.push((tp.clone(), f.offset));
+            ready.caught_up &= f.end >= 0 && f.offset >= f.end;
         } else {
-            pending |= f.high_watermark > f.offset;
+            ready.pending |= f.end > f.offset;
         }
     }
-    (wanted, pending)
+    ready
 }
 
 async fn refresh(shared: &Shared, wanted: &[(TopicPartition, i64)]) -> Result<Leaders, WireError> {
@@ -499,7 +547,13 @@ async fn refresh(shared: &Shared, wanted: &[(TopicPartition, i64)]) -> Result<Le
 
 /// Hands one partition's answer to its feed; true when the answer calls
 /// for a pause (an error that a retry may clear).
-async fn deliver(shared: &Shared, part: PartitionResponse, asked: i64, stale: &mut bool) -> bool {
+async fn deliver(
+    shared: &Arc<Shared>,
+    part: PartitionResponse,
+    asked: i64,
+    stale: &mut bool,
+    decoders: &mut JoinSet<()>,
+) -> bool {
     let tp = part.partition.clone();
     let config = &shared.config;
     match part.error {
@@ -560,11 +614,57 @@ async fn deliver(shared: &Shared, part: PartitionResponse, asked: i64, stale: &m
             return false;
         }
     }
-    let extracted = part.extract(asked, config.limits.isolation, config.max_batch_bytes);
+    if part.records.len() < DECODE_APART {
+        let extracted = part.extract(asked, config.limits.isolation, config.max_batch_bytes);
+        hand_over(shared, &part, asked, None, extracted);
+        return false;
+    }
+    // Reading a large answer (CRCs, decompression, every record) takes
+    // milliseconds: done apart, so the next round goes out meanwhile and
+    // partitions are read in parallel. The partition waits for it.
+    let id = {
+        let mut feeds = shared.feeds();
+        let Some(feed) = feeds.get_mut(&tp).filter(|f| f.offset == asked) else {
+            return false;
+        };
+        feed.decoding = true;
+        feed.id
+    };
+    let shared = Arc::clone(shared);
+    decoders.spawn(async move {
+        let config = &shared.config;
+        let extracted = part.extract(asked, config.limits.isolation, config.max_batch_bytes);
+        hand_over(&shared, &part, asked, Some(id), extracted);
+        shared.wake.notify_one();
+    });
+    false
+}
+
+/// Answers smaller than this are read in the loop itself.
+const DECODE_APART: usize = 256 * 1024;
+
+/// Gives a partition's extracted answer to its feed, unless the feed moved
+/// on meanwhile. `reading` is the feed's id when the answer was read apart.
+fn hand_over(
+    shared: &Shared,
+    part: &PartitionResponse,
+    asked: i64,
+    reading: Option<u64>,
+    extracted: Result<crate::fetch::Extracted, WireError>,
+) {
+    let tp = &part.partition;
     let mut feeds = shared.feeds();
     // Revoked, re-subscribed or moved meanwhile: this answer is stale.
-    let Some(feed) = feeds.get_mut(&tp).filter(|f| f.offset == asked) else {
-        return false;
+    let Some(feed) = feeds
+        .get_mut(tp)
+        .filter(|f| f.offset == asked && reading.is_none_or(|id| f.id == id))
+    else {
+        return;
+    };
+    feed.decoding = false;
+    feed.end = match shared.config.limits.isolation {
+        Isolation::ReadCommitted if part.last_stable_offset >= 0 => part.last_stable_offset,
+        _ => part.high_watermark,
     };
     match extracted {
         Ok(ex) if ex.records.is_empty() && part.high_watermark == feed.high_watermark => {
@@ -587,7 +687,6 @@ async fn deliver(shared: &Shared, part: PartitionResponse, asked: i64, stale: &m
             let _ = feed.tx.send(FetchEvent::Failed(e));
         }
     }
-    false
 }
 
 #[cfg(test)]
