@@ -753,6 +753,14 @@ fn main() {
         .build()
         .expect("runtime");
     if let Some(i) = args.iter().position(|a| a == "--worker") {
+        // Logs only when asked for (RUST_LOG), to stderr: the result line
+        // is stdout's.
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .init();
+        }
         runtime.block_on(worker(&args[i + 1..]));
     } else {
         runtime.block_on(driver(opts()));
