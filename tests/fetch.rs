@@ -1,7 +1,9 @@
 //! Kavari's fetch engine against a real broker: batches librdkafka wrote
-//! with every codec, Kavari's lz4 and zstd batches read by librdkafka, one
-//! Fetch per broker for 64 partitions, starting offsets and offsets out of
-//! range with each reset policy, and no fetch work left behind. (The test
+//! with every codec, Kavari's lz4 and zstd batches read by librdkafka, 64
+//! partitions started together and fetched with one Fetch per round, a
+//! backlog in large answers beside a caught-up partition, leader epochs in
+//! commits, starting offsets and offsets out of range with each reset
+//! policy, and no fetch work left behind. (The test
 //! broker refuses a batch with a bad CRC or codec on produce, as Kafka
 //! does, so a batch that cannot be read is shown with a scripted peer in
 //! kavari-wire's fetcher tests.)
@@ -448,6 +450,148 @@ async fn a_backlog_in_large_answers_beside_a_caught_up_partition_is_handled_in_o
         "each record once, in order"
     );
     m.shutdown().await.expect("shutdown");
+}
+
+// ---------------------------------------------------------------------------
+// Leader epochs in commits.
+
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "fetch.epoch")]
+struct Epoched {
+    #[kavari(key)]
+    key: String,
+    seq: u64,
+}
+
+struct EpochSeqs(Arc<Mutex<Vec<u64>>>);
+impl MessageHandler<Epoched> for EpochSeqs {
+    async fn handle(&self, m: Epoched, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(m.seq);
+        Ok(())
+    }
+}
+
+/// OffsetCommit's API key, and the offset and leader epoch of every
+/// partition a kept OffsetCommit request names.
+const OFFSET_COMMIT: i16 = 8;
+
+fn committed_epochs(frame: &[u8]) -> Vec<(i64, i32)> {
+    use kafka_protocol::messages::{OffsetCommitRequest, RequestHeader};
+    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+    let mut bytes = bytes::Bytes::copy_from_slice(frame);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    RequestHeader::decode(&mut bytes, OffsetCommitRequest::header_version(version))
+        .expect("header");
+    let request = OffsetCommitRequest::decode(&mut bytes, version).expect("OffsetCommit request");
+    request
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| (p.committed_offset, p.committed_leader_epoch))
+        .collect()
+}
+
+/// A consumer commits the leader epoch of the last record it handled with
+/// the offset after it (KIP-320): the OffsetCommit requests it sends, kept
+/// at a proxy, name the epoch the records' batch carries. (The test broker
+/// keeps no committed epoch to read back, so the request is what shows it.)
+#[tokio::test]
+async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
+    use kavari_wire::compression::Compression as Codec;
+    use kavari_wire::produce::PartitionProduce;
+    use kavari_wire::record_batch::write::{Record, RecordBatch};
+    init_tracing();
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Epoched::TOPIC, 1).await;
+    let proxy = broker.proxy().expect("proxy");
+
+    // Three records in one batch whose partition leader epoch says 5 (the
+    // field precedes the CRC's range, so the batch stays valid).
+    let mut batch = RecordBatch::with_capacity(1024);
+    for seq in 0..3 {
+        let m = kavari::codec::encode(&Epoched {
+            key: "k".into(),
+            seq,
+        })
+        .expect("encode");
+        let headers: Vec<(&str, &[u8])> = m
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        batch.push(
+            &Record {
+                key: m.key.as_deref(),
+                value: &m.value,
+                headers: &headers[..],
+            },
+            1_700_000_000_000,
+        );
+    }
+    let mut records = batch.finish(Codec::None).expect("batch");
+    records[12..16].copy_from_slice(&5i32.to_be_bytes());
+    let cluster = Arc::new(Cluster::new(broker.bootstrap_list(), "t".into(), WAIT));
+    let conn = cluster.any_broker().await.expect("connection");
+    conn.send_produce(&PartitionProduce {
+        topic: Epoched::TOPIC,
+        partition: 0,
+        acks: -1,
+        timeout_ms: 10_000,
+        records: &records,
+    })
+    .await
+    .expect("send")
+    .await
+    .expect("produce");
+
+    // The epoch the broker hands out with them.
+    let tp = TopicPartition::new(Epoched::TOPIC, 0);
+    let position = FetchPosition {
+        partition: tp.clone(),
+        offset: 0,
+        leader_epoch: -1,
+    };
+    let answer = fetch(&conn, &[position], &limits(100, 1 << 20))
+        .await
+        .expect("fetch");
+    let epoch = batches(answer[0].records.clone())
+        .next()
+        .expect("a batch")
+        .expect("readable")
+        .partition_leader_epoch;
+    assert!(epoch >= 0, "the broker hands out no leader epoch ({epoch})");
+
+    proxy.keep_requests(OFFSET_COMMIT);
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let m = builder(&broker, &unique_name("epoch"))
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<Epoched, _>(EpochSeqs(Arc::clone(&seen)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    eventually(WAIT, "three records handled and committed", || {
+        seen.lock().unwrap().len() == 3
+            && m.health().partitions.iter().any(|p| p.committed == Some(3))
+    })
+    .await;
+    m.shutdown().await.expect("shutdown");
+    let commits: Vec<(i64, i32)> = proxy
+        .kept_requests(OFFSET_COMMIT)
+        .iter()
+        .flat_map(|f| committed_epochs(f))
+        .collect();
+    assert!(
+        commits.contains(&(3, epoch)),
+        "no commit of offset 3 with leader epoch {epoch}: {commits:?}"
+    );
+    // The reset position, committed before anything was handled, has no
+    // record to take an epoch from.
+    assert!(
+        commits
+            .iter()
+            .all(|&(offset, e)| offset == 0 && e == -1 || e == epoch),
+        "{commits:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
