@@ -757,8 +757,14 @@ async fn an_offset_out_of_range_applies_the_reset_policy() {
                 .await
                 .expect("records")
             {
-                Some(FetchEvent::Records { records, .. }) => {
-                    let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+                Some(FetchEvent::Records { batches, from, .. }) => {
+                    let offsets: Vec<i64> = batches
+                        .iter()
+                        .flat_map(|b| {
+                            kavari_wire::fetch::batch_records(b, from, 1 << 20).expect("records")
+                        })
+                        .map(|r| r.offset)
+                        .collect();
                     assert_eq!(offsets, [0, 1, 2, 3, 4]);
                 }
                 other => panic!("{other:?}"),

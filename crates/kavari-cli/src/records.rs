@@ -118,11 +118,11 @@ pub(crate) async fn poll(
             if let Some(e) = answer.error {
                 return Err(Failure(format!("fetching {}: {e:?}", answer.partition)));
             }
-            let extracted = answer.extract(position.offset, Isolation::ReadCommitted, 64 << 20)?;
+            let extracted = answer.extract(position.offset, Isolation::ReadCommitted)?;
             position.offset = extracted.next_offset;
             out.extend(
                 extracted
-                    .records
+                    .records(64 << 20)?
                     .into_iter()
                     .map(|r| (position.partition, r)),
             );

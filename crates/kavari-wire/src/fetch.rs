@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::connection::Connection;
 use crate::reader::Reader;
-use crate::record_batch::read::{ControlType, FetchedRecord, batches};
+use crate::record_batch::read::{Batch, ControlType, FetchedRecord, batches};
 use crate::{TopicPartition, WireError};
 
 /// Which records a consumer sees (Kafka's `isolation.level`).
@@ -197,40 +197,67 @@ pub fn parse_response(body: Bytes, version: i16) -> Result<Vec<PartitionResponse
     Ok(out)
 }
 
-/// A partition's records for its consumer, and where its next fetch starts.
+/// A partition's answer as its consumer should see it, and where its next
+/// fetch starts. The batches are checked (CRC, codec) but their records are
+/// not decoded yet: the consumer decodes one batch at a time as it handles
+/// them, so a fetched answer is held once, as the broker sent it.
 #[derive(Debug, Clone, Default)]
 pub struct Extracted {
-    /// Records at or after the fetched offset, in offset order.
-    pub records: Vec<FetchedRecord>,
+    /// The batches whose records the consumer sees, in offset order.
+    pub batches: Vec<Batch>,
+    /// Records before this offset are not shown (a batch may begin before
+    /// the fetched position).
+    pub from: i64,
     /// The next offset to fetch: past every whole batch in the response,
     /// shown to the consumer or not.
     pub next_offset: i64,
-    /// Uncompressed bytes of the records' keys, values and header sections.
+    /// The batches' bytes as fetched (compressed when they are): what they
+    /// count against the fetch buffers.
     pub bytes: usize,
 }
 
+impl Extracted {
+    /// Every shown record, decoded (each batch decompressed to at most
+    /// `max_batch_bytes`).
+    pub fn records(&self, max_batch_bytes: usize) -> Result<Vec<FetchedRecord>, WireError> {
+        let mut out = Vec::new();
+        for batch in &self.batches {
+            out.extend(batch_records(batch, self.from, max_batch_bytes)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The records of `batch` at or after `from`, decoded (decompressed to at
+/// most `max_batch_bytes`).
+pub fn batch_records(
+    batch: &Batch,
+    from: i64,
+    max_batch_bytes: usize,
+) -> Result<impl Iterator<Item = FetchedRecord>, WireError> {
+    Ok(batch
+        .records(max_batch_bytes)?
+        .into_iter()
+        .filter(move |r| r.offset >= from))
+}
+
 impl PartitionResponse {
-    /// The records a consumer at `offset` should see under `isolation`.
-    /// `max_batch_bytes` bounds what one batch may decompress to.
+    /// The batches a consumer at `offset` should see under `isolation`.
     ///
     /// With `ReadCommitted`, a transactional batch whose producer has an
     /// aborted transaction starting at or before it is dropped, until that
     /// producer's abort marker; control batches are never shown. The
     /// position moves past every whole batch, so a response of only
     /// markers or of compacted gaps still advances.
-    pub fn extract(
-        &self,
-        offset: i64,
-        isolation: Isolation,
-        max_batch_bytes: usize,
-    ) -> Result<Extracted, WireError> {
+    pub fn extract(&self, offset: i64, isolation: Isolation) -> Result<Extracted, WireError> {
         let mut aborted: Vec<(i64, i64)> = self.aborted.clone();
         // Oldest first: a transaction is aborted for a batch once its first
         // offset is at or before the batch's last.
         aborted.sort_by_key(|&(_, first)| std::cmp::Reverse(first));
         let mut aborting: HashSet<i64> = HashSet::new();
         let mut out = Extracted {
-            records: Vec::new(),
+            batches: Vec::new(),
+            from: offset,
             next_offset: offset,
             bytes: 0,
         };
@@ -259,13 +286,8 @@ impl PartitionResponse {
             if committed && batch.is_transactional && aborting.contains(&batch.producer_id) {
                 continue;
             }
-            for record in batch.records(max_batch_bytes)? {
-                if record.offset < offset {
-                    continue; // a compressed batch starts before the position
-                }
-                out.bytes += record.size();
-                out.records.push(record);
-            }
+            out.bytes += batch.wire_len();
+            out.batches.push(batch);
         }
         Ok(out)
     }
@@ -354,7 +376,11 @@ mod tests {
     }
 
     fn offsets(e: &Extracted) -> Vec<i64> {
-        e.records.iter().map(|r| r.offset).collect()
+        records(e).iter().map(|r| r.offset).collect()
+    }
+
+    fn records(e: &Extracted) -> Vec<FetchedRecord> {
+        e.records(MAX).expect("records")
     }
 
     const RC: Isolation = Isolation::ReadCommitted;
@@ -374,12 +400,10 @@ mod tests {
                 ],
                 compression,
             );
-            let e = response(bytes, vec![])
-                .extract(0, RC, MAX)
-                .expect("extract");
+            let e = response(bytes, vec![]).extract(0, RC).expect("extract");
             assert_eq!(offsets(&e), [0, 1, 2, 3, 4], "{compression:?}");
             assert_eq!(e.next_offset, 5);
-            let r = &e.records[4];
+            let r = &records(&e)[4];
             assert_eq!(r.key.as_deref(), Some(&b"k4"[..]));
             assert_eq!(r.value.as_deref(), Some(&b"v4"[..]));
             assert_eq!(r.timestamp_ms, 1_700_000_000_004);
@@ -397,7 +421,7 @@ mod tests {
                 ),
                 vec![],
             )
-            .extract(3, RC, MAX)
+            .extract(3, RC)
             .expect("extract");
             assert_eq!(offsets(&e), [3, 4]);
         }
@@ -424,12 +448,12 @@ mod tests {
     fn aborted_transactions_are_dropped_and_markers_skipped() {
         let (bytes, aborted) = transactions();
         let e = response(bytes.clone(), aborted.clone())
-            .extract(0, RC, MAX)
+            .extract(0, RC)
             .expect("extract");
         assert_eq!(offsets(&e), [3, 4, 6], "read_committed");
         assert_eq!(e.next_offset, 8, "past the last marker");
         let e = response(bytes, aborted)
-            .extract(0, Isolation::ReadUncommitted, MAX)
+            .extract(0, Isolation::ReadUncommitted)
             .expect("extract");
         assert_eq!(
             offsets(&e),
@@ -442,9 +466,9 @@ mod tests {
     fn a_response_of_only_a_marker_or_a_gap_still_advances() {
         let only_marker = encode(&[vec![marker(41, 9, true)]], KpCompression::None);
         let e = response(only_marker, vec![])
-            .extract(41, RC, MAX)
+            .extract(41, RC)
             .expect("extract");
-        assert!(e.records.is_empty());
+        assert!(records(&e).is_empty());
         assert_eq!(e.next_offset, 42);
         // Compaction left offsets 10-19 out: the position jumps the gap.
         let gap = encode(
@@ -454,7 +478,7 @@ mod tests {
             ],
             KpCompression::None,
         );
-        let e = response(gap, vec![]).extract(8, RC, MAX).expect("extract");
+        let e = response(gap, vec![]).extract(8, RC).expect("extract");
         assert_eq!(offsets(&e), [8, 9, 20]);
         assert_eq!(e.next_offset, 21);
     }
@@ -469,7 +493,7 @@ mod tests {
             KpCompression::None,
         );
         let cut = bytes.slice(..bytes.len() - 5);
-        let e = response(cut, vec![]).extract(0, RC, MAX).expect("extract");
+        let e = response(cut, vec![]).extract(0, RC).expect("extract");
         assert_eq!(offsets(&e), [0]);
         assert_eq!(e.next_offset, 1);
     }
@@ -484,7 +508,7 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0x40;
         let e = response(Bytes::from(bad), vec![])
-            .extract(0, RC, MAX)
+            .extract(0, RC)
             .expect_err("corrupt");
         assert!(e.to_string().contains("CRC"), "{e}");
         // Unknown codec bits (attributes are CRC-covered: recompute it).
@@ -493,7 +517,7 @@ mod tests {
         let crc = crc32c::crc32c(&bad[21..]);
         bad[17..21].copy_from_slice(&crc.to_be_bytes());
         let e = response(Bytes::from(bad), vec![])
-            .extract(0, RC, MAX)
+            .extract(0, RC)
             .expect_err("unknown codec");
         assert!(e.to_string().contains("unknown compression codec 7"), "{e}");
     }

@@ -20,14 +20,14 @@ use std::time::Duration;
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use tokio::sync::{Notify, mpsc};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::cluster::{Cluster, Lane};
 use crate::fetch::{FetchLimits, FetchPosition, Isolation, PartitionResponse, fetch};
 use crate::list_offsets::{OffsetSpec, list_offsets};
 use crate::log_rate::LogRate;
-use crate::record_batch::read::FetchedRecord;
+use crate::record_batch::read::Batch;
 use crate::{TopicPartition, WireError, is_retriable_code, needs_metadata_refresh};
 
 /// How the fetch engine fetches and buffers.
@@ -52,13 +52,17 @@ pub struct FetcherConfig {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FetchEvent {
-    /// Records in offset order (possibly none, when only the high
-    /// watermark moved); `bytes` must be [released](PartitionFeed::release)
-    /// once they are handled.
+    /// Record batches in offset order (possibly none, when only the high
+    /// watermark moved), checked but not yet decoded: the consumer decodes
+    /// each as it handles it ([`batch_records`](crate::fetch::batch_records)).
+    /// `bytes` must be [released](PartitionFeed::release) as they are
+    /// handled.
     Records {
-        /// The records.
-        records: Vec<FetchedRecord>,
-        /// Their bytes, counted against the buffers.
+        /// The batches.
+        batches: Vec<Batch>,
+        /// Records before this offset are not for the consumer.
+        from: i64,
+        /// The batches' bytes as fetched, counted against the buffers.
         bytes: usize,
         /// The partition's high watermark.
         high_watermark: i64,
@@ -83,9 +87,6 @@ struct Feed {
     tx: mpsc::UnboundedSender<FetchEvent>,
     buffered: Arc<AtomicUsize>,
     stopped: bool,
-    /// An answer of it is being read apart from the loop: it is not
-    /// fetched again until its next offset is known.
-    decoding: bool,
     high_watermark: i64,
     /// Where the last answer said the readable log ends: the last stable
     /// offset under `ReadCommitted`, the high watermark otherwise (-1
@@ -237,7 +238,6 @@ impl Fetcher {
                 tx,
                 buffered: Arc::clone(&buffered),
                 stopped: false,
-                decoding: false,
                 high_watermark: -1,
                 end: -1,
             },
@@ -249,6 +249,12 @@ impl Fetcher {
             buffered,
             shared: Arc::downgrade(&self.shared),
         }
+    }
+
+    /// The most one record batch may decompress to, for decoding what the
+    /// feeds hand out.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.shared.config.max_batch_bytes
     }
 
     /// Partitions subscribed now (a feed counts until it is dropped).
@@ -360,18 +366,15 @@ async fn run(shared: Arc<Shared>) {
     let mut leaders: Leaders = HashMap::new();
     let mut stale = true;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    // While a partition is left out (its buffer full, or its last answer
-    // being read) and will soon want fetching, partitions at their end are
+    // While a partition is left out for its full buffer and will soon want
+    // fetching again, partitions at their end are
     // not long-polled: the broker would hold the request for max_wait, and
     // the busy partition with it. The loop waits here instead, for the busy
     // one (a wake) or until the others are due (a short wait, doubling up to
     // max_wait), and then asks without a wait.
     let mut short_wait = SHORT_WAIT;
     let mut poll_due: Option<tokio::time::Instant> = None;
-    // Large answers being read apart (aborted with the loop).
-    let mut decoders = JoinSet::new();
     loop {
-        while decoders.try_join_next().is_some() {}
         let Ready {
             wanted,
             caught_up,
@@ -461,8 +464,7 @@ async fn run(shared: Arc<Shared>) {
                             .find(|p| p.partition == part.partition)
                             .map(|p| p.offset);
                         if let Some(asked) = asked {
-                            trouble |=
-                                deliver(&shared, part, asked, &mut stale, &mut decoders).await;
+                            trouble |= deliver(&shared, part, asked, &mut stale).await;
                         }
                     }
                 }
@@ -495,7 +497,7 @@ struct Ready {
     /// told): the broker would hold the request.
     caught_up: bool,
     /// A partition left out will soon want fetching: its buffer is full
-    /// and the broker has more for it, or its last answer is being read.
+    /// and the broker has more for it.
     pending: bool,
 }
 
@@ -515,9 +517,7 @@ fn ready(shared: &Shared) -> Ready {
         pending: false,
     };
     for (tp, f) in feeds.iter().filter(|(_, f)| !f.stopped) {
-        if f.decoding {
-            ready.pending = true;
-        } else if f.buffered.load(Ordering::Acquire) < config.partition_buffer_bytes {
+        if f.buffered.load(Ordering::Acquire) < config.partition_buffer_bytes {
             ready.wanted.push((tp.clone(), f.offset));
             ready.caught_up &= f.end >= 0 && f.offset >= f.end;
         } else {
@@ -547,13 +547,7 @@ async fn refresh(shared: &Shared, wanted: &[(TopicPartition, i64)]) -> Result<Le
 
 /// Hands one partition's answer to its feed; true when the answer calls
 /// for a pause (an error that a retry may clear).
-async fn deliver(
-    shared: &Arc<Shared>,
-    part: PartitionResponse,
-    asked: i64,
-    stale: &mut bool,
-    decoders: &mut JoinSet<()>,
-) -> bool {
+async fn deliver(shared: &Shared, part: PartitionResponse, asked: i64, stale: &mut bool) -> bool {
     let tp = part.partition.clone();
     let config = &shared.config;
     match part.error {
@@ -614,60 +608,18 @@ async fn deliver(
             return false;
         }
     }
-    if part.records.len() < DECODE_APART {
-        let extracted = part.extract(asked, config.limits.isolation, config.max_batch_bytes);
-        hand_over(shared, &part, asked, None, extracted);
-        return false;
-    }
-    // Reading a large answer (CRCs, decompression, every record) takes
-    // milliseconds: done apart, so the next round goes out meanwhile and
-    // partitions are read in parallel. The partition waits for it.
-    let id = {
-        let mut feeds = shared.feeds();
-        let Some(feed) = feeds.get_mut(&tp).filter(|f| f.offset == asked) else {
-            return false;
-        };
-        feed.decoding = true;
-        feed.id
-    };
-    let shared = Arc::clone(shared);
-    decoders.spawn(async move {
-        let config = &shared.config;
-        let extracted = part.extract(asked, config.limits.isolation, config.max_batch_bytes);
-        hand_over(&shared, &part, asked, Some(id), extracted);
-        shared.wake.notify_one();
-    });
-    false
-}
-
-/// Answers smaller than this are read in the loop itself.
-const DECODE_APART: usize = 256 * 1024;
-
-/// Gives a partition's extracted answer to its feed, unless the feed moved
-/// on meanwhile. `reading` is the feed's id when the answer was read apart.
-fn hand_over(
-    shared: &Shared,
-    part: &PartitionResponse,
-    asked: i64,
-    reading: Option<u64>,
-    extracted: Result<crate::fetch::Extracted, WireError>,
-) {
-    let tp = &part.partition;
+    let extracted = part.extract(asked, config.limits.isolation);
     let mut feeds = shared.feeds();
     // Revoked, re-subscribed or moved meanwhile: this answer is stale.
-    let Some(feed) = feeds
-        .get_mut(tp)
-        .filter(|f| f.offset == asked && reading.is_none_or(|id| f.id == id))
-    else {
-        return;
+    let Some(feed) = feeds.get_mut(&tp).filter(|f| f.offset == asked) else {
+        return false;
     };
-    feed.decoding = false;
-    feed.end = match shared.config.limits.isolation {
+    feed.end = match config.limits.isolation {
         Isolation::ReadCommitted if part.last_stable_offset >= 0 => part.last_stable_offset,
         _ => part.high_watermark,
     };
     match extracted {
-        Ok(ex) if ex.records.is_empty() && part.high_watermark == feed.high_watermark => {
+        Ok(ex) if ex.batches.is_empty() && part.high_watermark == feed.high_watermark => {
             feed.offset = ex.next_offset;
         }
         Ok(ex) => {
@@ -676,7 +628,8 @@ fn hand_over(
             feed.buffered.fetch_add(ex.bytes, Ordering::AcqRel);
             shared.buffered_total.fetch_add(ex.bytes, Ordering::AcqRel);
             let _ = feed.tx.send(FetchEvent::Records {
-                records: ex.records,
+                batches: ex.batches,
+                from: ex.from,
                 bytes: ex.bytes,
                 high_watermark: part.high_watermark,
             });
@@ -687,6 +640,7 @@ fn hand_over(
             let _ = feed.tx.send(FetchEvent::Failed(e));
         }
     }
+    false
 }
 
 #[cfg(test)]

@@ -257,6 +257,21 @@ fn next_batch(rest: &mut Bytes) -> Result<Option<Batch>, WireError> {
 }
 
 impl Batch {
+    /// How many records its header says it holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether its header says it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Its bytes as fetched: header and records (compressed when they are).
+    pub fn wire_len(&self) -> usize {
+        HEADER_LEN + self.body.len()
+    }
+
     /// The records, decompressed (to at most `max_bytes`) and decoded.
     pub fn records(&self, max_bytes: usize) -> Result<Vec<FetchedRecord>, WireError> {
         let body = match self.compression {

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use kavari_group::{CommitOffset, TopicPartition};
+use kavari_wire::WireError;
 use kavari_wire::backoff::Backoff;
+use kavari_wire::fetch::batch_records;
 use kavari_wire::fetcher::{FetchEvent, PartitionFeed};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -85,6 +87,7 @@ impl Worker {
         // The position health shows; moving it stamps `last_progress`.
         let mut reported = start;
         let every_message = self.shared.config.commit_interval.is_zero();
+        let max_batch_bytes = self.shared.fetcher.max_batch_bytes();
         let tick = if every_message {
             Duration::from_millis(500)
         } else {
@@ -102,12 +105,13 @@ impl Worker {
                     continue;
                 }
             };
-            let (records, bytes, high_watermark) = match next {
+            let (batches, from, bytes, high_watermark) = match next {
                 Some(FetchEvent::Records {
-                    records,
+                    batches,
+                    from,
                     bytes,
                     high_watermark,
-                }) => (records, bytes, high_watermark),
+                }) => (batches, from, bytes, high_watermark),
                 Some(FetchEvent::Reset { from, to }) => {
                     tracing::warn!(partition = %self.tp, from, to, "offset out of range (retention?); auto_offset_reset moved it");
                     position = to;
@@ -115,86 +119,97 @@ impl Worker {
                     continue;
                 }
                 Some(FetchEvent::Failed(e)) => {
-                    let why = format!("{}: {e}", self.tp);
-                    tracing::error!(partition = %self.tp, offset = position, error = %e, "the partition cannot go on; it stops until the next rebalance");
-                    self.update(|h| h.error = Some(why));
+                    self.cannot_go_on(position, &e);
                     break;
                 }
                 Some(_) => continue,
                 None => break,
             };
-            // Handled bytes go back to the engine as the batch is worked
-            // through, so the partition's next records are fetched while
-            // the last of these are handled.
-            let mut handled_bytes = 0;
+            // Each batch is decoded as its turn comes, and its bytes go back
+            // to the engine as it is worked through, so the partition's next
+            // records are fetched while the last of these are handled.
             let mut released = 0;
-            for (i, rec) in records.into_iter().enumerate() {
-                if self.stopping() {
-                    break 'partition; // the rest is not handled, nor committed
-                }
-                if i % RELEASE_EVERY == RELEASE_EVERY - 1 {
-                    feed.release(handled_bytes - released);
-                    released = handled_bytes;
-                }
-                handled_bytes += rec.size();
-                // A handler runs to its end even when a stop arrives
-                // meanwhile: the shutdown waits for it (bounded), commits it.
-                let offset = rec.offset;
-                let epoch = (rec.leader_epoch >= 0).then_some(rec.leader_epoch);
-                let shared = Arc::clone(&self.shared);
-                let stop = self.stop.clone();
-                let delivery = deliver(
-                    shared.as_ref(),
-                    &topic,
-                    self.tp.partition,
-                    &mut ctx,
-                    rec,
-                    &stop,
-                    &clock,
-                );
-                let mut delivery = std::pin::pin!(delivery);
-                // Usually ready at once; a record that takes longer (slow
-                // handler, retries, a dead letter that cannot be written
-                // yet) must not hold back the commit of what came before.
-                // (Polled once first: no timer is set up for the common case.)
-                let outcome = match (&mut delivery).now_or_never() {
-                    Some(outcome) => outcome,
-                    None => {
-                        // A handler running past `max_handler_time` makes
-                        // the member step aside (once): the partitions move.
-                        let mut stepped_aside = false;
-                        loop {
-                            tokio::select! {
-                                biased;
-                                outcome = &mut delivery => break outcome,
-                                _ = tokio::time::sleep_until(last_commit + tick) => {
-                                    self.commit(position).await;
-                                    last_commit = Instant::now();
-                                    self.report_progress(position, &mut reported);
-                                    let max = self.shared.config.max_handler_time;
-                                    if !stepped_aside && clock.running_for().is_some_and(|t| t >= max) {
-                                        stepped_aside = true;
-                                        self.step_aside(offset, max);
+            for batch in batches {
+                let records = match batch_records(&batch, from, max_batch_bytes) {
+                    Ok(records) => records,
+                    Err(e) => {
+                        self.cannot_go_on(position, &e);
+                        break 'partition;
+                    }
+                };
+                let (size, count) = (batch.wire_len(), batch.len().max(1));
+                let mut handed = 0;
+                for (i, rec) in records.enumerate() {
+                    if self.stopping() {
+                        break 'partition; // the rest is not handled, nor committed
+                    }
+                    if i % RELEASE_EVERY == RELEASE_EVERY - 1 {
+                        let due = size * (i + 1) / count;
+                        feed.release(due - handed);
+                        handed = due;
+                    }
+                    // A handler runs to its end even when a stop arrives
+                    // meanwhile: the shutdown waits for it (bounded), commits it.
+                    let offset = rec.offset;
+                    let epoch = (rec.leader_epoch >= 0).then_some(rec.leader_epoch);
+                    let shared = Arc::clone(&self.shared);
+                    let stop = self.stop.clone();
+                    let delivery = deliver(
+                        shared.as_ref(),
+                        &topic,
+                        self.tp.partition,
+                        &mut ctx,
+                        rec,
+                        &stop,
+                        &clock,
+                    );
+                    let mut delivery = std::pin::pin!(delivery);
+                    // Usually ready at once; a record that takes longer (slow
+                    // handler, retries, a dead letter that cannot be written
+                    // yet) must not hold back the commit of what came before.
+                    // (Polled once first: no timer is set up for the common case.)
+                    let outcome = match (&mut delivery).now_or_never() {
+                        Some(outcome) => outcome,
+                        None => {
+                            // A handler running past `max_handler_time` makes
+                            // the member step aside (once): the partitions move.
+                            let mut stepped_aside = false;
+                            loop {
+                                tokio::select! {
+                                    biased;
+                                    outcome = &mut delivery => break outcome,
+                                    _ = tokio::time::sleep_until(last_commit + tick) => {
+                                        self.commit(position).await;
+                                        last_commit = Instant::now();
+                                        self.report_progress(position, &mut reported);
+                                        let max = self.shared.config.max_handler_time;
+                                        if !stepped_aside && clock.running_for().is_some_and(|t| t >= max) {
+                                            stepped_aside = true;
+                                            self.step_aside(offset, max);
+                                        }
                                     }
                                 }
                             }
                         }
-                    }
-                };
-                match outcome {
-                    Ok(d) => {
-                        position = offset + 1;
-                        self.epoch = epoch;
-                        if d != Disposition::Handled {
-                            tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
+                    };
+                    match outcome {
+                        Ok(d) => {
+                            position = offset + 1;
+                            self.epoch = epoch;
+                            if d != Disposition::Handled {
+                                tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
+                            }
                         }
+                        Err(_undelivered) => break 'partition,
                     }
-                    Err(_undelivered) => break 'partition,
+                    if every_message || last_commit.elapsed() >= self.shared.config.commit_interval
+                    {
+                        self.commit(position).await;
+                        last_commit = Instant::now();
+                    }
                 }
-                if every_message || last_commit.elapsed() >= self.shared.config.commit_interval {
-                    self.commit(position).await;
-                    last_commit = Instant::now();
-                }
+                feed.release(size - handed);
+                released += size;
             }
             feed.release(bytes.saturating_sub(released));
             // Health is shared: updated once per fetched batch.
@@ -206,6 +221,14 @@ impl Worker {
         }
         drop(feed);
         self.commit(position).await;
+    }
+
+    /// A batch that cannot be read (or a refusal for good) stops the
+    /// partition, with the reason in health, until the next rebalance.
+    fn cannot_go_on(&self, position: i64, e: &WireError) {
+        let why = format!("{}: {e}", self.tp);
+        tracing::error!(partition = %self.tp, offset = position, error = %e, "the partition cannot go on; it stops until the next rebalance");
+        self.update(|h| h.error = Some(why));
     }
 
     /// The start and the feed, from the assignment's lookup or else found
