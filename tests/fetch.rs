@@ -32,15 +32,25 @@ const FETCH: i16 = 1;
 const LIST_OFFSETS: i16 = 2;
 const OFFSET_FETCH: i16 = 9;
 
-/// The partitions a Fetch request (as the proxy kept it) names.
-fn fetched_partitions(frame: &[u8]) -> BTreeSet<(String, i32)> {
-    use kafka_protocol::messages::{FetchRequest, RequestHeader};
-    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+const OFFSET_COMMIT: i16 = 8;
+
+/// A request as the proxy kept it (header, then body), decoded at the
+/// version its header names.
+fn kept<R>(frame: &[u8]) -> R
+where
+    R: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
+{
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::Decodable;
     let mut bytes = bytes::Bytes::copy_from_slice(frame);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
-    RequestHeader::decode(&mut bytes, FetchRequest::header_version(version)).expect("header");
-    let request = FetchRequest::decode(&mut bytes, version).expect("Fetch request");
-    request
+    RequestHeader::decode(&mut bytes, R::header_version(version)).expect("request header");
+    R::decode(&mut bytes, version).expect("request body")
+}
+
+/// The partitions a kept Fetch request names.
+fn fetched_partitions(frame: &[u8]) -> BTreeSet<(String, i32)> {
+    kept::<kafka_protocol::messages::FetchRequest>(frame)
         .topics
         .iter()
         .flat_map(|t| {
@@ -455,35 +465,10 @@ async fn a_backlog_in_large_answers_beside_a_caught_up_partition_is_handled_in_o
 // ---------------------------------------------------------------------------
 // Leader epochs in commits.
 
-#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
-#[kavari(topic = "fetch.epoch")]
-struct Epoched {
-    #[kavari(key)]
-    key: String,
-    seq: u64,
-}
-
-struct EpochSeqs(Arc<Mutex<Vec<u64>>>);
-impl MessageHandler<Epoched> for EpochSeqs {
-    async fn handle(&self, m: Epoched, _: &MessageContext) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().push(m.seq);
-        Ok(())
-    }
-}
-
-/// OffsetCommit's API key, and the offset and leader epoch of every
-/// partition a kept OffsetCommit request names.
-const OFFSET_COMMIT: i16 = 8;
-
+/// The offset and leader epoch of every partition a kept OffsetCommit
+/// request names.
 fn committed_epochs(frame: &[u8]) -> Vec<(i64, i32)> {
-    use kafka_protocol::messages::{OffsetCommitRequest, RequestHeader};
-    use kafka_protocol::protocol::{Decodable, HeaderVersion};
-    let mut bytes = bytes::Bytes::copy_from_slice(frame);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    RequestHeader::decode(&mut bytes, OffsetCommitRequest::header_version(version))
-        .expect("header");
-    let request = OffsetCommitRequest::decode(&mut bytes, version).expect("OffsetCommit request");
-    request
+    kept::<kafka_protocol::messages::OffsetCommitRequest>(frame)
         .topics
         .iter()
         .flat_map(|t| &t.partitions)
@@ -501,14 +486,14 @@ async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
     use kavari_wire::produce::PartitionProduce;
     use kavari_wire::record_batch::write::{Record, RecordBatch};
     init_tracing();
-    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Epoched::TOPIC, 1).await;
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Ranged::TOPIC, 1).await;
     let proxy = broker.proxy().expect("proxy");
 
     // Three records in one batch whose partition leader epoch says 5 (the
     // field precedes the CRC's range, so the batch stays valid).
     let mut batch = RecordBatch::with_capacity(1024);
     for seq in 0..3 {
-        let m = kavari::codec::encode(&Epoched {
+        let m = kavari::codec::encode(&Ranged {
             key: "k".into(),
             seq,
         })
@@ -532,7 +517,7 @@ async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
     let cluster = Arc::new(Cluster::new(broker.bootstrap_list(), "t".into(), WAIT));
     let conn = cluster.any_broker().await.expect("connection");
     conn.send_produce(&PartitionProduce {
-        topic: Epoched::TOPIC,
+        topic: Ranged::TOPIC,
         partition: 0,
         acks: -1,
         timeout_ms: 10_000,
@@ -544,7 +529,7 @@ async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
     .expect("produce");
 
     // The epoch the broker hands out with them.
-    let tp = TopicPartition::new(Epoched::TOPIC, 0);
+    let tp = TopicPartition::new(Ranged::TOPIC, 0);
     let position = FetchPosition {
         partition: tp.clone(),
         offset: 0,
@@ -566,7 +551,7 @@ async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
         .build()
         .await
         .expect("build");
-    m.subscribe::<Epoched, _>(EpochSeqs(Arc::clone(&seen)))
+    m.subscribe::<Ranged, _>(Seqs(Arc::clone(&seen)))
         .expect("subscribe");
     m.start().await.expect("start");
     eventually(WAIT, "three records handled and committed", || {
