@@ -61,6 +61,17 @@ fn fetched_partitions(frame: &[u8]) -> BTreeSet<(String, i32)> {
         .collect()
 }
 
+/// The shared broker with `topic` made, and a manager publishing to it.
+async fn shared_publisher(topic: &str, partitions: i32) -> (&'static KafkaBroker, Kavari) {
+    let broker = shared_broker().await.expect("broker");
+    broker.create_topic(topic, partitions).await.expect("topic");
+    let publisher = Kavari::builder(broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+    (broker, publisher)
+}
+
 /// The consumer suites' builder with short fetch waits.
 fn builder(broker: &KafkaBroker, group: &str) -> kavari::KavariBuilder {
     consumer(broker, group).fetch_max_wait(Duration::from_millis(100))
@@ -408,19 +419,14 @@ impl MessageHandler<Backlog> for Order {
     }
 }
 
-/// A backlog of several megabytes on one partition (fetch answers large
-/// enough to be read apart from the engine's loop, the buffer filling and
-/// draining) beside a partition at its end, long-polled with the default
-/// 500 ms wait: every record handled once, in order.
+/// A backlog of several megabytes on one partition (answers of many
+/// batches, decoded batch by batch as the worker reaches them, the buffer
+/// filling and draining) beside a partition at its end, long-polled with
+/// the default 500 ms wait: every record handled once, in order.
 #[tokio::test]
 async fn a_backlog_in_large_answers_beside_a_caught_up_partition_is_handled_in_order() {
     init_tracing();
-    let broker = shared_broker().await.expect("broker");
-    broker.create_topic(Backlog::TOPIC, 2).await.expect("topic");
-    let publisher = Kavari::builder(broker.bootstrap_servers())
-        .build()
-        .await
-        .expect("build");
+    let (broker, publisher) = shared_publisher(Backlog::TOPIC, 2).await;
     const N: u64 = 20_000;
     let pad = "x".repeat(300);
     let msgs: Vec<Backlog> = (0..N)
@@ -615,12 +621,7 @@ async fn publish_ranged(m: &Kavari, seqs: std::ops::Range<u64>) {
 #[tokio::test]
 async fn a_partition_without_a_committed_offset_applies_each_reset_policy() {
     init_tracing();
-    let broker = shared_broker().await.expect("broker");
-    broker.create_topic(Ranged::TOPIC, 1).await.expect("topic");
-    let publisher = Kavari::builder(broker.bootstrap_servers())
-        .build()
-        .await
-        .expect("build");
+    let (broker, publisher) = shared_publisher(Ranged::TOPIC, 1).await;
     publish_ranged(&publisher, 0..5).await;
 
     for reset in [
