@@ -17,7 +17,7 @@ use kavari::{
 };
 use kavari_group::TopicPartition;
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{consumer, eventually, init_tracing, own_broker};
+use kavari_tests::{consumer, eventually, init_tracing, own_broker, started};
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::{FetchLimits, FetchPosition, Isolation, fetch};
 use kavari_wire::fetcher::{FetchEvent, Fetcher, FetcherConfig};
@@ -175,13 +175,11 @@ async fn records_librdkafka_wrote_with_every_codec_are_handled_in_order() {
     }
 
     let handled: Handled = Arc::default();
-    let m = builder(broker, &unique_name("codecs"))
-        .build()
-        .await
-        .expect("build");
-    m.subscribe::<Coded, _>(Collect(Arc::clone(&handled)))
-        .expect("subscribe");
-    m.start().await.expect("start");
+    let m = started::<Coded, _>(
+        builder(broker, &unique_name("codecs")),
+        Collect(Arc::clone(&handled)),
+    )
+    .await;
     let total = per_codec as usize * CODECS.len();
     eventually(WAIT, "every record handled", || {
         handled.lock().unwrap().len() >= total
@@ -440,14 +438,11 @@ async fn a_backlog_in_large_answers_beside_a_caught_up_partition_is_handled_in_o
         r.expect("publish");
     }
     let seen: Arc<Mutex<BTreeMap<i32, Vec<u64>>>> = Arc::default();
-    let m = consumer(broker, &unique_name("backlog"))
-        .max_partition_fetch_bytes(1024 * 1024)
-        .build()
-        .await
-        .expect("build");
-    m.subscribe::<Backlog, _>(Order(Arc::clone(&seen)))
-        .expect("subscribe");
-    m.start().await.expect("start");
+    let m = started::<Backlog, _>(
+        consumer(broker, &unique_name("backlog")).max_partition_fetch_bytes(1024 * 1024),
+        Order(Arc::clone(&seen)),
+    )
+    .await;
     eventually(WAIT, "the backlog handled", || {
         seen.lock().unwrap().values().map(Vec::len).sum::<usize>() >= N as usize
     })
@@ -553,13 +548,11 @@ async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
 
     proxy.keep_requests(OFFSET_COMMIT);
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let m = builder(&broker, &unique_name("epoch"))
-        .build()
-        .await
-        .expect("build");
-    m.subscribe::<Ranged, _>(Seqs(Arc::clone(&seen)))
-        .expect("subscribe");
-    m.start().await.expect("start");
+    let m = started::<Ranged, _>(
+        builder(&broker, &unique_name("epoch")),
+        Seqs(Arc::clone(&seen)),
+    )
+    .await;
     eventually(WAIT, "three records handled and committed", || {
         seen.lock().unwrap().len() == 3
             && m.health().partitions.iter().any(|p| p.committed == Some(3))
@@ -630,14 +623,11 @@ async fn a_partition_without_a_committed_offset_applies_each_reset_policy() {
         OffsetReset::Error,
     ] {
         let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
-        let m = builder(broker, &unique_name("reset"))
-            .auto_offset_reset(reset)
-            .build()
-            .await
-            .expect("build");
-        m.subscribe::<Ranged, _>(Seqs(Arc::clone(&seen)))
-            .expect("subscribe");
-        m.start().await.expect("start");
+        let m = started::<Ranged, _>(
+            builder(broker, &unique_name("reset")).auto_offset_reset(reset),
+            Seqs(Arc::clone(&seen)),
+        )
+        .await;
         match reset {
             OffsetReset::Earliest => {
                 eventually(WAIT, "the old records", || seen.lock().unwrap().len() >= 5).await;

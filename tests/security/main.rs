@@ -37,12 +37,7 @@ impl MessageHandler<Secured> for Collect {
 /// A started manager of `builder` whose subscriber puts every `Secured`
 /// it handles into `seen`.
 async fn collecting(builder: kavari::KavariBuilder, seen: &Arc<Mutex<Vec<u32>>>) -> Kavari {
-    let manager = builder.build().await.expect("build");
-    manager
-        .subscribe::<Secured, _>(Collect(Arc::clone(seen)))
-        .expect("subscribe");
-    manager.start().await.expect("start");
-    manager
+    kavari_tests::started::<Secured, _>(builder, Collect(Arc::clone(seen))).await
 }
 
 /// Publishes 20 messages through `builder`'s manager and has its own

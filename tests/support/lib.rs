@@ -18,6 +18,18 @@ pub fn init_tracing() {
     }
 }
 
+/// A manager of `builder` with `handler` subscribed for `M`, started.
+pub async fn started<M, H>(builder: kavari::KavariBuilder, handler: H) -> kavari::Kavari
+where
+    M: kavari::KafkaMessage,
+    H: kavari::MessageHandler<M>,
+{
+    let manager = builder.build().await.expect("build");
+    manager.subscribe::<M, H>(handler).expect("subscribe");
+    manager.start().await.expect("start");
+    manager
+}
+
 /// Every record of `topic`/`partition` from offset 0 up to the high
 /// watermark, read with a plain rskafka fetch loop.
 pub async fn fetch_all(client: &Client, topic: &str, partition: i32) -> Vec<RecordAndOffset> {
