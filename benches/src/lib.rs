@@ -1,4 +1,5 @@
-//! Shared pieces of Kavari's benchmarks: payload types of fixed sizes.
+//! Shared pieces of Kavari's benchmarks: payload types of fixed sizes, and
+//! the measurements more than one benchmark takes.
 
 use kavari::KafkaMessage;
 use serde::{Deserialize, Serialize};
@@ -231,4 +232,42 @@ pub fn payloads(n: usize, size: usize) -> (Vec<Payload>, usize) {
         .map(|m| kavari::codec::encode(m).expect("encode").size())
         .sum();
     (msgs, bytes)
+}
+
+/// How long a new connection takes to be ready for requests (TCP connect,
+/// API versions and whatever `security` adds: TLS, SASL), in milliseconds:
+/// the median of `n` connections, one after another.
+pub async fn median_connect_ms(bootstrap: &str, security: kavari::Security, n: usize) -> f64 {
+    use std::time::{Duration, Instant};
+    let cluster = kavari_wire::cluster::Cluster::new(
+        vec![bootstrap.to_string()],
+        "kavari-bench".into(),
+        Duration::from_secs(30),
+    )
+    .with_security(security);
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let conn = cluster.connect(bootstrap).await.expect("connect");
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+        drop(conn);
+    }
+    took.sort_by(f64::total_cmp);
+    took[took.len() / 2]
+}
+
+/// Messages a second a consumer handles: waits for `count` to move, then
+/// times it from there to `n` (what came before the first one, the group
+/// join and the first fetch, is left out).
+pub async fn consume_rate(count: &std::sync::atomic::AtomicU64, n: u64) -> f64 {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    while count.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let (started, at_start) = (Instant::now(), count.load(Ordering::Relaxed));
+    while count.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    n.saturating_sub(at_start) as f64 / started.elapsed().as_secs_f64()
 }

@@ -180,21 +180,8 @@ fn kavari_builder(bootstrap: &str) -> kavari::KavariBuilder {
 /// API versions and, on the secured broker, TLS and SASL; the median of
 /// `n` connections, one after another.
 async fn handshake(bootstrap: &str, n: usize) -> String {
-    let cluster = kavari_wire::cluster::Cluster::new(
-        vec![bootstrap.to_string()],
-        "kavari-load".into(),
-        Duration::from_secs(30),
-    )
-    .with_security(security());
-    let mut took = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        let conn = cluster.connect(bootstrap).await.expect("connect");
-        took.push(started.elapsed().as_secs_f64() * 1000.0);
-        drop(conn);
-    }
-    took.sort_by(f64::total_cmp);
-    format!("handshake_ms={:.2}", took[took.len() / 2])
+    let ms = kavari_benches::median_connect_ms(bootstrap, security(), n).await;
+    format!("handshake_ms={ms:.2}")
 }
 
 /// Kavari's publishes, idempotent (the default) or not.
@@ -307,16 +294,9 @@ async fn kavari_consume(bootstrap: &str, n: usize) -> String {
         .subscribe::<ConsumeLoad, _>(Count(Arc::clone(&count)))
         .expect("subscribe");
     manager.start().await.expect("start");
-    while count.load(Ordering::Relaxed) == 0 {
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let (started, at_start) = (Instant::now(), count.load(Ordering::Relaxed));
-    while count.load(Ordering::Relaxed) < n as u64 {
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let rate = kavari_benches::consume_rate(&count, n as u64).await;
     manager.shutdown().await.expect("shutdown");
-    format!("msgs_per_s={:.0}", (n as u64 - at_start) as f64 / secs)
+    format!("msgs_per_s={rate:.0}")
 }
 
 async fn rskafka_consume(bootstrap: &str, topic: &str, n: usize) -> String {

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler, Security, Tls};
 use kavari_testcontainers::{KafkaBroker, unique_name};
@@ -74,24 +74,6 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
         .collect()
 }
 
-async fn handshake_ms(bootstrap: &str, security: Security) -> f64 {
-    let cluster = kavari_wire::cluster::Cluster::new(
-        vec![bootstrap.to_string()],
-        "kavari-tls-providers".into(),
-        Duration::from_secs(30),
-    )
-    .with_security(security);
-    let mut took = Vec::with_capacity(HANDSHAKES);
-    for _ in 0..HANDSHAKES {
-        let started = Instant::now();
-        let conn = cluster.connect(bootstrap).await.expect("connect");
-        took.push(started.elapsed().as_secs_f64() * 1000.0);
-        drop(conn);
-    }
-    took.sort_by(f64::total_cmp);
-    took[took.len() / 2]
-}
-
 /// Publishes `MESSAGES`, then consumes them in a group of its own: msgs/s each.
 async fn throughput(bootstrap: &str, security: Security) -> (f64, f64) {
     let manager = Kavari::builder(bootstrap)
@@ -125,15 +107,8 @@ async fn throughput(bootstrap: &str, security: Security) -> (f64, f64) {
         .subscribe::<Sealed, _>(Count(Arc::clone(&count)))
         .expect("subscribe");
     consumer.start().await.expect("start");
-    while count.load(Ordering::Relaxed) == 0 {
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let (started, at_start) = (Instant::now(), count.load(Ordering::Relaxed));
     // Every repeat adds MESSAGES to the topic: read the first MESSAGES.
-    while count.load(Ordering::Relaxed) < MESSAGES as u64 {
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let consume = (MESSAGES as u64 - at_start) as f64 / started.elapsed().as_secs_f64();
+    let consume = kavari_benches::consume_rate(&count, MESSAGES as u64).await;
     consumer.shutdown().await.expect("shutdown");
     (publish, consume)
 }
@@ -161,7 +136,8 @@ async fn main() {
             let k = (repeat + i) % providers.len();
             let (name, provider) = &providers[k];
             let security = security(provider, &ca);
-            let hs = handshake_ms(&bootstrap, security.clone()).await;
+            let hs =
+                kavari_benches::median_connect_ms(&bootstrap, security.clone(), HANDSHAKES).await;
             let (publish, consume) = throughput(&bootstrap, security).await;
             eprintln!(
                 "kavari-tls-providers: {name}: handshake {hs:.2} ms, publish {publish:.0}, consume {consume:.0} msgs/s"
