@@ -17,7 +17,7 @@ use kavari::{
 };
 use kavari_group::TopicPartition;
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{consumer, eventually, init_tracing, own_broker, started};
+use kavari_tests::{consumer, eventually, init_tracing, kept_request, own_broker, started};
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::{FetchLimits, FetchPosition, Isolation, fetch};
 use kavari_wire::fetcher::{FetchEvent, Fetcher, FetcherConfig};
@@ -34,23 +34,9 @@ const OFFSET_FETCH: i16 = 9;
 
 const OFFSET_COMMIT: i16 = 8;
 
-/// A request as the proxy kept it (header, then body), decoded at the
-/// version its header names.
-fn kept<R>(frame: &[u8]) -> R
-where
-    R: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
-{
-    use kafka_protocol::messages::RequestHeader;
-    use kafka_protocol::protocol::Decodable;
-    let mut bytes = bytes::Bytes::copy_from_slice(frame);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    RequestHeader::decode(&mut bytes, R::header_version(version)).expect("request header");
-    R::decode(&mut bytes, version).expect("request body")
-}
-
 /// The partitions a kept Fetch request names.
 fn fetched_partitions(frame: &[u8]) -> BTreeSet<(String, i32)> {
-    kept::<kafka_protocol::messages::FetchRequest>(frame)
+    kept_request::<kafka_protocol::messages::FetchRequest>(frame)
         .topics
         .iter()
         .flat_map(|t| {
@@ -469,7 +455,7 @@ async fn a_backlog_in_large_answers_beside_a_caught_up_partition_is_handled_in_o
 /// The offset and leader epoch of every partition a kept OffsetCommit
 /// request names.
 fn committed_epochs(frame: &[u8]) -> Vec<(i64, i32)> {
-    kept::<kafka_protocol::messages::OffsetCommitRequest>(frame)
+    kept_request::<kafka_protocol::messages::OffsetCommitRequest>(frame)
         .topics
         .iter()
         .flat_map(|t| &t.partitions)
@@ -483,6 +469,8 @@ fn committed_epochs(frame: &[u8]) -> Vec<(i64, i32)> {
 /// keeps no committed epoch to read back, so the request is what shows it.)
 #[tokio::test]
 async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
     use kavari_wire::compression::Compression as Codec;
     use kavari_wire::produce::PartitionProduce;
     use kavari_wire::record_batch::write::{Record, RecordBatch};
@@ -517,12 +505,12 @@ async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
     records[12..16].copy_from_slice(&5i32.to_be_bytes());
     let cluster = Arc::new(Cluster::new(broker.bootstrap_list(), "t".into(), WAIT));
     let conn = cluster.any_broker().await.expect("connection");
-    conn.send_produce(&PartitionProduce {
-        topic: Ranged::TOPIC,
+    conn.send_produce(PartitionProduce {
+        topic: TopicName(StrBytes::from_static_str(Ranged::TOPIC)),
         partition: 0,
         acks: -1,
         timeout_ms: 10_000,
-        records: &records,
+        records: records.into(),
     })
     .await
     .expect("send")

@@ -278,3 +278,163 @@ async fn idle_topics_are_forgotten_and_come_back_when_used() {
     assert_eq!(manager.publish_stats().topics, 2);
     manager.shutdown().await.expect("shutdown");
 }
+
+/// The Produce API key, for requests kept at the proxy.
+const PRODUCE: i16 = 0;
+
+/// The partitions a kept Produce request names, each once.
+fn produced_partitions(frame: &[u8]) -> Vec<(String, i32)> {
+    let req: kafka_protocol::messages::ProduceRequest = kavari_tests::kept_request(frame);
+    let named: Vec<(String, i32)> = req
+        .topic_data
+        .iter()
+        .flat_map(|t| {
+            t.partition_data
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.index))
+        })
+        .collect();
+    let unique: HashSet<&(String, i32)> = named.iter().collect();
+    assert_eq!(
+        unique.len(),
+        named.len(),
+        "a partition twice in one request"
+    );
+    named
+}
+
+/// The partitions one broker leads share produce requests, as with the
+/// Java producer and librdkafka: publishes to 64 partitions at once travel
+/// as a few requests naming many partitions each (one batch a partition),
+/// not as a request per batch. Each publish still learns its own record's
+/// offset from the shared answer, and each partition's sequences stay
+/// gapless; with idempotence off alike.
+#[tokio::test]
+async fn a_brokers_partitions_share_produce_requests() {
+    for idempotent in [true, false] {
+        let topic = unique_name("shared-requests");
+        init_tracing();
+        let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 64).await;
+        let proxy = broker.proxy().expect("proxy");
+        let manager = Kavari::builder(broker.bootstrap_servers())
+            .linger(Duration::from_millis(20))
+            .enable_idempotence(idempotent)
+            .build()
+            .await
+            .expect("build");
+        manager
+            .publish_encoded(to_topic(&order(0), &topic))
+            .await
+            .expect("the first publish");
+        proxy.keep_requests(PRODUCE);
+        let before = manager.publish_stats();
+
+        let n = 64 * 30;
+        let publishes = (1..=n).map(|i| manager.publish_encoded(to_topic(&order(i), &topic)));
+        let results = futures::future::join_all(publishes).await;
+        let stats = manager.publish_stats();
+        let requests = stats.produce_requests - before.produce_requests;
+        let batches = stats.batches_sent - before.batches_sent;
+
+        let records = fetch_topic(&broker, &topic, 64).await;
+        assert_eq!(records.len(), n + 1, "idempotent: {idempotent}");
+        for (i, r) in (1..=n).zip(results) {
+            let d = r.expect("publish");
+            assert_eq!(
+                value_of::<OrderPlaced>(delivered(&records, d.partition, d.offset)),
+                order(i),
+                "publish {i} learned the offset of its own record"
+            );
+        }
+        let named: Vec<usize> = proxy
+            .kept_requests(PRODUCE)
+            .iter()
+            .map(|frame| produced_partitions(frame).len())
+            .collect();
+        assert_eq!(named.len() as u64, requests, "requests counted as sent");
+        assert_eq!(named.iter().sum::<usize>() as u64, batches);
+        assert!(batches >= 64, "every partition got records: {batches}");
+        assert!(
+            requests * 4 <= batches,
+            "{requests} requests for {batches} batches: {named:?}"
+        );
+        assert!(
+            named.iter().any(|&n| n >= 32),
+            "no request named half the partitions: {named:?}"
+        );
+        if idempotent {
+            for p in 0..64 {
+                let logged = logged_records(&broker, &topic, p).await;
+                for (i, r) in logged.iter().enumerate() {
+                    assert_eq!(r.sequence, i as i32, "partition {p} gapless: {r:?}");
+                }
+            }
+        }
+        manager.shutdown().await.expect("shutdown");
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "publish.produce-round")]
+struct Round {
+    #[kavari(key)]
+    id: String,
+    seq: u32,
+}
+
+/// A batch that is due (here flushed by `publish_batch`) takes along the
+/// batch another partition of the same broker is filling: a lone publish
+/// with a 2 s linger lands with it, in the same request, long before its
+/// linger is over.
+#[tokio::test]
+async fn a_due_batch_takes_along_what_other_partitions_of_its_broker_hold() {
+    init_tracing();
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Round::TOPIC, 2).await;
+    let proxy = broker.proxy().expect("proxy");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .linger(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("build");
+    // A key of each partition (of two: murmur2's low bit).
+    let on = |p: i32| {
+        (0..)
+            .map(|i| format!("k-{i}"))
+            .find(|k| (murmur2(k.as_bytes()) & 0x7fff_ffff) % 2 == p)
+            .expect("a key")
+    };
+    let (lone, flushed) = (on(0), on(1));
+    let round = |id: &str, seq| Round { id: id.into(), seq };
+    // Both partitions' senders learn their leader with a first batch each.
+    for r in manager
+        .publish_batch(&[round(&lone, 0), round(&flushed, 0)])
+        .await
+    {
+        r.expect("warm-up");
+    }
+    proxy.keep_requests(PRODUCE);
+    let started = std::time::Instant::now();
+    let flush = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        manager.publish_batch(&[round(&flushed, 1)]).await
+    };
+    let lone_record = round(&lone, 1);
+    let (lone_result, flushed_results) = tokio::join!(manager.publish(&lone_record), flush);
+    let took = started.elapsed();
+    let lone_delivery = lone_result.expect("the lone publish");
+    for r in flushed_results {
+        r.expect("the flushed publish");
+    }
+    assert_eq!(lone_delivery.partition, 0);
+    assert!(
+        took < Duration::from_secs(1),
+        "the lone record waited out its linger: {took:?}"
+    );
+    let kept = proxy.kept_requests(PRODUCE);
+    assert_eq!(kept.len(), 1, "one request carried both");
+    let mut named = produced_partitions(&kept[0]);
+    named.sort();
+    let topic = Round::TOPIC.to_string();
+    assert_eq!(named, [(topic.clone(), 0), (topic, 1)]);
+    manager.shutdown().await.expect("shutdown");
+}

@@ -301,3 +301,17 @@ impl RdkafkaMember {
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
     }
 }
+
+/// A request as a fault proxy kept it (header, then body), decoded at the
+/// version its header names.
+pub fn kept_request<R>(frame: &[u8]) -> R
+where
+    R: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
+{
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::Decodable;
+    let mut bytes = bytes::Bytes::copy_from_slice(frame);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    RequestHeader::decode(&mut bytes, R::header_version(version)).expect("request header");
+    R::decode(&mut bytes, version).expect("request body")
+}

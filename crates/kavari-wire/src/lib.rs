@@ -28,6 +28,7 @@ pub mod record_batch;
 pub mod response_shape;
 pub mod sasl;
 pub mod security;
+mod segments;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;

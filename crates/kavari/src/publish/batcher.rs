@@ -1,10 +1,12 @@
 //! One queue and one sender task per partition. Publishes append their record
 //! to the open batch under a short lock and wait for that batch's outcome;
 //! the sender wakes once per batch, waits at most `linger` after the batch's
-//! first record (or until it holds `max_batch_bytes`), and sends it as one
-//! produce request. Up to [`MAX_IN_FLIGHT`] requests per partition travel at
-//! once, written in order on one connection, which the broker answers in
-//! order. Idempotent (the default), a failed batch is sent again before
+//! first record (or until it holds `max_batch_bytes`), or until another
+//! partition of its broker has a batch due (`rounds.rs`), and hands it to
+//! the leader's connection, which writes the batches handed to it together
+//! as one produce request. Up to [`MAX_IN_FLIGHT`] batches per partition
+//! travel at once, written in order on one connection, which the broker
+//! answers in order. Idempotent (the default), a failed batch is sent again before
 //! anything after it (`sequenced.rs`); without idempotence its publishes
 //! retry behind later ones, as with the Java producer.
 
@@ -14,6 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use kafka_protocol::error::ParseResponseErrorCode;
@@ -46,6 +49,7 @@ const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(crate) struct ProduceCounters {
     pub(crate) requests: AtomicU64,
+    pub(crate) batches: AtomicU64,
     pub(crate) records: AtomicU64,
     pub(crate) failed_requests: AtomicU64,
     /// Records of batches a sender sent again (idempotent publishing).
@@ -172,6 +176,7 @@ impl Batcher {
         let sender = Sender {
             topic_name: TopicName(StrBytes::from_string(queue.topic.clone())),
             queue: Arc::clone(&queue),
+            round: leader.map(|id| producing.rounds.of(id)),
             producing,
             leader_id: leader,
             leader: None,
@@ -280,6 +285,8 @@ pub(crate) struct Producing {
     /// Turns true when shutdown begins: batches waiting to be sent again
     /// are given back at once.
     pub(crate) closing: tokio::sync::watch::Receiver<bool>,
+    /// Each broker's produce round.
+    pub(crate) rounds: super::rounds::Rounds,
 }
 
 /// Sends one partition's batches.
@@ -290,6 +297,8 @@ pub(super) struct Sender {
     /// The partition's leader as last seen; `None` means ask the cluster.
     leader_id: Option<i32>,
     leader: Option<Arc<Connection>>,
+    /// The produce round of the leader last seen.
+    pub(super) round: Option<Arc<Notify>>,
 }
 
 impl Sender {
@@ -308,14 +317,18 @@ impl Sender {
         let linger = self.producing.config.linger;
         let mut in_flight = FuturesOrdered::new();
         loop {
+            let round = self.round.clone();
             tokio::select! {
                 // Answers first: they free room and settle publishes.
                 biased;
                 Some((sent, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     self.settle(sent, result);
                 }
-                next = next_batch(&queue, linger), if in_flight.len() < MAX_IN_FLIGHT => {
-                    let Some(batch) = next else { break };
+                next = next_batch(&queue, linger, round.as_deref()), if in_flight.len() < MAX_IN_FLIGHT => {
+                    let Some((batch, due)) = next else { break };
+                    if due {
+                        self.call_round();
+                    }
                     if let Some(answer) = self.start(batch).await {
                         in_flight.push_back(answer);
                     }
@@ -338,8 +351,9 @@ impl Sender {
                 return None;
             }
         };
-        let written = self.write(&records).await;
-        self.recycle(records);
+        let records = Bytes::from(records);
+        let written = self.write(Bytes::clone(&records)).await;
+        self.recycle(Vec::from(records));
         match written {
             Ok(answer) => Some(Box::pin(async move { (sent, answer.await) })),
             Err(e) => {
@@ -372,27 +386,37 @@ impl Sender {
         }
     }
 
-    /// Writes `records` as a produce request to the partition's leader;
-    /// returns its answer to come: the batch's base offset or its error.
-    pub(super) async fn write(&mut self, records: &[u8]) -> Result<Answer, ProduceError> {
-        self.producing
-            .counters
-            .requests
-            .fetch_add(1, Ordering::Relaxed);
+    /// Tells every other partition of the leader to send what it holds
+    /// along with the batch due now.
+    pub(super) fn call_round(&self) {
+        if let Some(round) = &self.round {
+            round.notify_waiters();
+        }
+    }
+
+    /// Hands `records` to the partition's leader's connection, to be
+    /// written in a produce request; returns the batch's answer to come:
+    /// its base offset or its error.
+    pub(super) async fn write(&mut self, records: Bytes) -> Result<Answer, ProduceError> {
+        let counters = Arc::clone(&self.producing.counters);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
         let what = format!("producing to {}/{}", self.queue.topic, self.queue.partition);
         let conn = self.leader().await?;
         let timeout = self.producing.cluster.request_timeout();
         let produce = PartitionProduce {
-            topic: &self.queue.topic,
+            topic: self.topic_name.clone(),
             partition: self.queue.partition,
             acks: -1,
             timeout_ms: i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX),
             records,
         };
         let answer = conn
-            .send_produce(&produce)
+            .send_produce(produce)
             .await
             .map_err(|e| ProduceError::from_wire(&what, &e))?;
+        if answer.first_in_request() {
+            counters.requests.fetch_add(1, Ordering::Relaxed);
+        }
         let (topic, partition) = (self.topic_name.clone(), self.queue.partition);
         Ok(Box::pin(async move {
             match answer.await {
@@ -419,6 +443,7 @@ impl Sender {
         if e.kind() != ProduceErrorKind::MessageTooLarge {
             self.leader = None;
             self.leader_id = None;
+            self.round = None;
         }
     }
 
@@ -518,6 +543,9 @@ impl Sender {
                 &e,
             )
         })?;
+        if self.leader_id != Some(id) || self.round.is_none() {
+            self.round = Some(self.producing.rounds.of(id));
+        }
         self.leader_id = Some(id);
         self.leader = Some(Arc::clone(&conn));
         Ok(conn)
@@ -540,12 +568,23 @@ pub(super) struct Sent {
 }
 
 /// The next batch to send: the oldest, once it is full, its linger is over,
-/// another batch waits behind it, or the queue is closing. `None` once the
-/// queue is closed and empty. Cancel-safe: it takes a batch only as it
-/// returns.
-pub(super) async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Option<OpenBatch> {
+/// another batch waits behind it, or the queue is closing (then it is due,
+/// and the second of the pair is true), or once `round` calls for it
+/// (another partition of its broker has a batch due). `None` once the queue
+/// is closed and empty. Cancel-safe: it takes a batch only as it returns.
+pub(super) async fn next_batch(
+    queue: &Queue,
+    linger: std::time::Duration,
+    round: Option<&Notify>,
+) -> Option<(OpenBatch, bool)> {
+    let mut called = false;
     loop {
         let work = queue.work.notified();
+        // Registered before the check: a round called in between counts.
+        let mut next_round = std::pin::pin!(round.map(Notify::notified));
+        if let Some(n) = next_round.as_mut().as_pin_mut() {
+            n.enable();
+        }
         let spare;
         let deadline = {
             let mut st = queue.lock();
@@ -557,13 +596,13 @@ pub(super) async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Op
                 None if closed => return None,
                 None => None,
                 Some(front) => {
-                    let due = front.first_at + linger;
-                    if many
+                    let due_at = front.first_at + linger;
+                    let due = many
                         || closed
                         || front.flush
                         || front.records.size() >= max
-                        || Instant::now() >= due
-                    {
+                        || Instant::now() >= due_at;
+                    if due || called {
                         if let Some(b) = st.batches.pop_front() {
                             st.queued -= b.records.len();
                             st.queued_bytes = st.queued_bytes.saturating_sub(b.records.size());
@@ -571,11 +610,11 @@ pub(super) async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Op
                             st.last_batch_bytes = b.records.size();
                             drop(st);
                             queue.space.notify_waiters();
-                            return Some(b);
+                            return Some((b, due));
                         }
                         None
                     } else {
-                        Some(due)
+                        Some(due_at)
                     }
                 }
             }
@@ -585,6 +624,12 @@ pub(super) async fn next_batch(queue: &Queue, linger: std::time::Duration) -> Op
                 tokio::select! {
                     _ = work => {}
                     _ = tokio::time::sleep_until(due) => {}
+                    () = async {
+                        match next_round.as_mut().as_pin_mut() {
+                            Some(n) => n.await,
+                            None => std::future::pending().await,
+                        }
+                    } => called = true,
                 }
             }
             None if spare => {
@@ -655,7 +700,7 @@ mod tests {
         });
         let q = Arc::clone(&queue);
         let sender = tokio::spawn(async move {
-            next_batch(&q, std::time::Duration::from_millis(5))
+            next_batch(&q, std::time::Duration::from_millis(5), None)
                 .await
                 .is_none()
         });

@@ -6,6 +6,7 @@ mod config;
 mod dead_letter;
 mod error;
 mod producer_ids;
+mod rounds;
 mod sequenced;
 mod topics;
 
@@ -42,8 +43,12 @@ pub(crate) use dead_letter::letter_of;
 /// Counters of the publisher, for tests, benchmarks and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishStats {
-    /// Produce requests sent (each carries one batch for one partition).
+    /// Produce requests sent. A request carries one batch for each
+    /// partition it names: the batches of every partition a broker leads
+    /// that were ready together.
     pub produce_requests: u64,
+    /// Record batches sent (one partition's records each).
+    pub batches_sent: u64,
     /// Records the broker acknowledged.
     pub records_acknowledged: u64,
     /// Produce requests that failed.
@@ -193,6 +198,7 @@ impl Publisher {
             config: Arc::clone(&config),
             counters: Arc::clone(&counters),
             retry: Arc::clone(&retry),
+            rounds: rounds::Rounds::default(),
         })));
         Topics::sweep_idle(Arc::downgrade(&topics), config.metadata_max_idle / 2);
         Self {
@@ -214,6 +220,7 @@ impl Publisher {
     pub(crate) fn stats(&self) -> PublishStats {
         PublishStats {
             produce_requests: self.counters.requests.load(Ordering::Relaxed),
+            batches_sent: self.counters.batches.load(Ordering::Relaxed),
             records_acknowledged: self.counters.records.load(Ordering::Relaxed),
             failed_requests: self.counters.failed_requests.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed) as u64

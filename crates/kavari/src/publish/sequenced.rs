@@ -97,6 +97,7 @@ impl Sender {
                 break;
             }
             let take = !closed && flow.recovery.is_none() && flow.in_flight.len() < MAX_IN_FLIGHT;
+            let round = self.round.clone();
             let resend_at = flow
                 .recovery
                 .filter(|_| flow.in_flight.is_empty())
@@ -114,9 +115,12 @@ impl Sender {
                 () = crate::stop::until_stopped(&mut closing), if flow.recovery.is_some() => {
                     self.give_up_all(&mut flow).await;
                 }
-                next = next_batch(&queue, linger), if take => match next {
+                next = next_batch(&queue, linger, round.as_deref()), if take => match next {
                     None => closed = true,
-                    Some(batch) => {
+                    Some((batch, due)) => {
+                        if due {
+                            self.call_round();
+                        }
                         let (sent, records) = match self.finish(batch) {
                             Ok(finished) => finished,
                             Err((sent, e)) => {
@@ -199,10 +203,12 @@ impl Sender {
         };
         p.attempts += 1;
         p.error = None;
-        let records = std::mem::take(&mut p.records);
-        let written = self.write(&records).await;
+        let records = bytes::Bytes::from(std::mem::take(&mut p.records));
+        let written = self.write(bytes::Bytes::clone(&records)).await;
         if let Some(p) = flow.unacked.iter_mut().find(|p| p.id == id) {
-            p.records = records;
+            // The connection holds none once written: the buffer comes back
+            // without a copy.
+            p.records = Vec::from(records);
         }
         match written {
             Ok(answer) => flow

@@ -7,12 +7,14 @@
 //! SyncGroup, which the broker holds for a whole rebalance, on a connection
 //! of their own: answers behind them would wait as long.
 
+mod produce;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{
@@ -32,9 +34,12 @@ use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use produce::ProduceAnswer;
+
 use crate::WireError;
-use crate::produce::PartitionProduce;
+use crate::produce::Gather;
 use crate::response_shape::{Shape, apis};
+use crate::segments::{Segment, Segments};
 use crate::stream::{ReadHalf, Transport, WriteHalf};
 
 /// The largest response frame accepted (a guard against corrupt lengths).
@@ -113,11 +118,17 @@ struct Shared {
     broken: AtomicBool,
     /// This connection in the open-connections gauge.
     open: crate::metrics::OpenConnection,
+    /// Produce batches waiting for the writer.
+    gather: std::sync::Mutex<Gather>,
 }
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn gather(&self) -> std::sync::MutexGuard<'_, Gather> {
+        self.gather.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Marks the connection broken (the first reason wins) and fails every
@@ -133,6 +144,7 @@ impl Shared {
         };
         self.open.closed();
         drop(waiting); // their receivers now fail
+        self.gather().clear();
     }
 
     fn why_broken(&self) -> String {
@@ -339,38 +351,6 @@ impl Connection {
         Ok(async move { conn.await_answer::<R>(answer, timeout, deadline).await })
     }
 
-    /// Writes one partition's records as a produce request, the record
-    /// batch straight from `produce.records` (see [`crate::produce`]), and
-    /// returns once it is written, with a future of its answer, as
-    /// [`send_pipelined`](Self::send_pipelined) does.
-    pub async fn send_produce(
-        self: &Arc<Self>,
-        produce: &PartitionProduce<'_>,
-    ) -> Result<impl Future<Output = Result<ProduceResponse, WireError>> + Send + 'static, WireError>
-    {
-        let version = self.version::<ProduceRequest>()?;
-        let timeout = self.timeout;
-        let deadline = Instant::now() + timeout;
-        let answer = self
-            .write_frame(
-                ProduceRequest::NAME,
-                version,
-                timeout,
-                deadline,
-                |frame, correlation_id| {
-                    let header = self.header::<ProduceRequest>(version, correlation_id);
-                    let tail = crate::produce::frame(frame, &header, produce, version)?;
-                    Ok((produce.records, tail))
-                },
-            )
-            .await?;
-        let conn = Arc::clone(self);
-        Ok(async move {
-            conn.await_answer::<ProduceRequest>(answer, timeout, deadline)
-                .await
-        })
-    }
-
     async fn write_request<R: Request>(
         &self,
         req: &R,
@@ -378,56 +358,16 @@ impl Connection {
         timeout: Duration,
         deadline: Instant,
     ) -> Result<Answer, WireError> {
-        self.write_frame(R::NAME, version, timeout, deadline, |frame, id| {
-            self.encode(frame, req, version, id)?;
-            Ok((&[], &[]))
-        })
-        .await
-    }
-
-    /// Writes a request framed by `frame_into` (given the frame buffer and
-    /// the correlation id), followed by the two slices it returns: the bytes
-    /// it left out of the frame buffer, in one vectored write.
-    async fn write_frame<'a>(
-        &self,
-        api: &'static str,
-        version: i16,
-        timeout: Duration,
-        deadline: Instant,
-        frame_into: impl FnOnce(&mut BytesMut, i32) -> Result<(&'a [u8], &'a [u8]), WireError>,
-    ) -> Result<Answer, WireError> {
         if self.shared.broken.load(Ordering::Relaxed) {
             return Err(self.conn_err(self.shared.why_broken()));
         }
         let write = async {
             let mut writer = self.writer.lock().await;
-            let Writer { stream, frame } = &mut *writer;
-            let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-            let (body, tail) = frame_into(frame, correlation_id)?;
-            let (tx, rx) = oneshot::channel();
-            {
-                let mut st = self.shared.lock();
-                if let Some(why) = &st.broken {
-                    return Err(self.conn_err(why.clone()));
-                }
-                st.waiting.push_back((correlation_id, tx));
-            }
-            let mut guard = WriteGuard(&self.shared, false);
-            let mut whole = Buf::chain(Buf::chain(&frame[..], body), tail);
-            // A TLS stream may keep the last record until flushed.
-            let written = match stream.write_all_buf(&mut whole).await {
-                Ok(()) => stream.flush().await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
-                self.shared.poison(&format!("write: {e}"));
-                return Err(self.conn_err(format!("write: {e}")));
-            }
-            guard.1 = true;
-            if frame.capacity() > KEEP_FRAME {
-                *frame = BytesMut::new();
-            }
-            Ok((rx, correlation_id))
+            self.write_locked(&mut writer, |frame, id| {
+                self.encode(frame, req, version, id)?;
+                Ok(vec![Segment::Frame(0..frame.len())])
+            })
+            .await
         };
         match tokio::time::timeout_at(deadline, write).await {
             Ok(written) => {
@@ -438,8 +378,49 @@ impl Connection {
                     correlation_id,
                 })
             }
-            Err(_) => Err(self.timed_out(api, timeout)),
+            Err(_) => Err(self.timed_out(R::NAME, timeout)),
         }
+    }
+
+    /// Writes a request framed by `frame_into` (given the frame buffer and
+    /// the correlation id) as the segments it returns, in one vectored
+    /// write, with the writer held; returns where its answer will come.
+    async fn write_locked<'a>(
+        &self,
+        writer: &mut Writer,
+        frame_into: impl FnOnce(&mut BytesMut, i32) -> Result<Vec<Segment<'a>>, WireError>,
+    ) -> Result<(oneshot::Receiver<Bytes>, i32), WireError> {
+        let Writer { stream, frame } = writer;
+        let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let segments = frame_into(frame, correlation_id)?;
+        let mut whole = Segments::new(frame, segments).ok_or_else(|| WireError::Malformed {
+            what: "request",
+            detail: "a frame segment outside the frame".into(),
+        })?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.lock();
+            if let Some(why) = &st.broken {
+                return Err(self.conn_err(why.clone()));
+            }
+            st.waiting.push_back((correlation_id, tx));
+        }
+        let mut guard = WriteGuard(&self.shared, false);
+        // A TLS stream may keep the last record until flushed.
+        let written = match stream.write_all_buf(&mut whole).await {
+            Ok(()) => stream.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.shared.poison(&format!("write: {e}"));
+            return Err(self.conn_err(format!("write: {e}")));
+        }
+        guard.1 = true;
+        drop(whole);
+        if frame.capacity() > KEEP_FRAME {
+            *frame = BytesMut::new();
+        }
+        Ok((rx, correlation_id))
     }
 
     async fn await_answer<R: Request>(
