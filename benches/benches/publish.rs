@@ -24,7 +24,7 @@ const PARTITIONS: i32 = 3;
 struct Run {
     msgs_per_s: f64,
     mb_per_s: f64,
-    records_per_request: f64,
+    records_per_batch: f64,
 }
 
 /// A manager with default settings; `KAVARI_BENCH_LINGER_MS` overrides the
@@ -132,9 +132,9 @@ async fn kavari_run(broker: &KafkaBroker, size: usize, n: usize, drive: Drive) -
     Run {
         msgs_per_s: n as f64 / elapsed,
         mb_per_s: bytes as f64 / elapsed / 1e6,
-        records_per_request: match drive {
+        records_per_batch: match drive {
             Drive::TaskOnly => f64::NAN, // only the warm-up was sent
-            _ => stats.records_acknowledged as f64 / stats.produce_requests.max(1) as f64,
+            _ => stats.records_acknowledged as f64 / stats.batches_sent.max(1) as f64,
         },
     }
 }
@@ -171,7 +171,7 @@ async fn raw_run(broker: &KafkaBroker, size: usize, n: usize, batch: usize) -> R
     Run {
         msgs_per_s: n as f64 / elapsed,
         mb_per_s: bytes as f64 / elapsed / 1e6,
-        records_per_request: batch as f64,
+        records_per_batch: batch as f64,
     }
 }
 
@@ -238,7 +238,7 @@ fn main() {
             eprintln!("creating {}: {e} (using it as it is)", Payload::TOPIC);
         }
         println!(
-            "| payload | client | msgs/s | MB/s | records/request | ratio to raw, equal batching |"
+            "| payload | client | msgs/s | MB/s | records/batch | ratio to raw, equal batching |"
         );
         println!("| --- | --- | ---: | ---: | ---: | ---: |");
         // `KAVARI_BENCH_PROFILE=kavari:<bytes>` (or `raw:<bytes>`) runs only
@@ -265,7 +265,7 @@ fn main() {
             // Kavari reaches with many publishes in flight, which the first
             // raw client copies.
             let warm_up = kavari_run(&broker, size, count, Drive::Window).await;
-            let equal = warm_up.records_per_request.round().max(1.0) as usize;
+            let equal = warm_up.records_per_batch.round().max(1.0) as usize;
             let large = (256 * 1024 / (size + 64)).min(1_000);
             // Rounds interleave the clients, so a slow spell of the shared
             // machine hits them alike, and each round starts one client
@@ -316,7 +316,7 @@ fn main() {
                         .map(|(r, base)| r.msgs_per_s / base)
                         .collect(),
                 );
-                let records = of(|r| r.records_per_request);
+                let records = of(|r| r.records_per_batch);
                 let records = if records.is_nan() {
                     "-".to_string()
                 } else {

@@ -2,7 +2,7 @@
 //! rust-rdkafka, one per process so its peak RSS is its own.
 //!
 //! Usage:
-//!   kavari-rdkafka-peer publish BOOTSTRAP TOPIC COUNT SIZE
+//!   kavari-rdkafka-peer publish BOOTSTRAP TOPIC COUNT SIZE [idempotent]
 //!   kavari-rdkafka-peer consume BOOTSTRAP TOPIC COUNT GROUP
 //!   kavari-rdkafka-peer latency BOOTSTRAP TOPIC RATE SECONDS GROUP
 //! Prints one line: `RESULT key=value ...`.
@@ -19,11 +19,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 mod measure;
 use measure::{micros, peak_rss_kb};
 
-fn producer(bootstrap: &str, linger_ms: &str) -> FutureProducer {
+/// A producer as a service would configure one; idempotent (as Kavari and
+/// the Java client are by default) or not (librdkafka's default).
+fn producer(bootstrap: &str, linger_ms: &str, idempotent: bool) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", linger_ms)
         .set("acks", "all")
+        .set("enable.idempotence", if idempotent { "true" } else { "false" })
         .set("socket.nagle.disable", "true")
         .create()
         .expect("producer")
@@ -78,7 +81,8 @@ async fn main() {
             let (bootstrap, topic) = (&args[2], &args[3]);
             let count: usize = args[4].parse().expect("count");
             let size: usize = args[5].parse().expect("size");
-            let p = producer(bootstrap, "5");
+            let idempotent = args.get(6).is_some_and(|a| a == "idempotent");
+            let p = producer(bootstrap, "5", idempotent);
             let value = vec![0xabu8; size];
             let started = Instant::now();
             let sends = futures::stream::iter(0..count)
@@ -137,7 +141,7 @@ async fn main() {
             let seconds: u64 = args[5].parse().expect("seconds");
             // Only what this run writes: earlier runs' records are older.
             let c = consumer(bootstrap, &args[6], topic, "latest");
-            let p = producer(bootstrap, "1");
+            let p = producer(bootstrap, "1", false);
             let total = (rate * seconds) as usize;
             let reader = tokio::spawn(async move {
                 let mut stream = c.stream();

@@ -222,11 +222,14 @@ async fn kavari_publish(
     let _all_done = window.acquire_many(WINDOW).await.expect("permits");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "publishes failed");
     let secs = started.elapsed().as_secs_f64();
+    let stats = manager.publish_stats();
     manager.shutdown().await.expect("shutdown");
     format!(
-        "msgs_per_s={:.0} mb_per_s={:.1}",
+        "msgs_per_s={:.0} mb_per_s={:.1} produce_requests={} batches={}",
         n as f64 / secs,
-        (n * (size + 40)) as f64 / secs / 1e6
+        (n * (size + 40)) as f64 / secs / 1e6,
+        stats.produce_requests,
+        stats.batches_sent,
     )
 }
 
@@ -477,13 +480,14 @@ async fn run_client(
         "latency" => (o.rate.to_string(), o.seconds.to_string()),
         _ => (o.messages.to_string(), o.size.to_string()),
     };
-    if client == "rdkafka" {
+    if client.starts_with("rdkafka") {
         let Ok(bin) = peer else {
             return BTreeMap::new();
         };
         let mut cmd = Command::new(bin);
         cmd.arg(mode).arg(&bootstrap).arg(&topic);
         match mode {
+            "publish" if client == "rdkafka-idempotent" => cmd.arg(&a).arg(&b).arg("idempotent"),
             "publish" => cmd.arg(&a).arg(&b),
             "consume" => cmd.arg(&a).arg(unique_name("rdk")),
             _ => cmd.arg(&a).arg(&b).arg(unique_name("rdk")),
@@ -562,9 +566,17 @@ async fn driver(o: Opts) {
     };
     let brokers = Brokers { plain: broker, tls };
 
-    // Kavari without idempotence publishes only: the cost of idempotence
-    // measured in the same run.
-    let mut clients = vec!["rskafka", "kavari", "rdkafka", "kavari-at-least-once"];
+    // Kavari without idempotence and librdkafka with it publish only: the
+    // cost of idempotence measured in the same run, and each client against
+    // the other with idempotence alike (librdkafka's default is off,
+    // Kavari's on).
+    let mut clients = vec![
+        "rskafka",
+        "kavari",
+        "rdkafka",
+        "kavari-at-least-once",
+        "rdkafka-idempotent",
+    ];
     if o.tls {
         clients.extend(["kavari-file", "kavari-tls"]);
     }
@@ -578,7 +590,7 @@ async fn driver(o: Opts) {
             for i in 0..clients.len() {
                 let client = clients[(repeat + i) % clients.len()];
                 let only = match client {
-                    "kavari-at-least-once" => mode == "publish",
+                    "kavari-at-least-once" | "rdkafka-idempotent" => mode == "publish",
                     "kavari-tls" | "kavari-file" => mode != "latency",
                     _ => true,
                 };
@@ -633,9 +645,12 @@ async fn driver(o: Opts) {
     for &client in &clients {
         let name = match client {
             "rdkafka" => match &peer {
-                Ok(_) => "librdkafka (rust-rdkafka 0.39)".to_string(),
+                Ok(_) => {
+                    "librdkafka (rust-rdkafka 0.39), idempotence off (its default)".to_string()
+                }
                 Err(e) => format!("librdkafka: not built ({e})"),
             },
+            "rdkafka-idempotent" => "librdkafka, idempotent".to_string(),
             "rskafka" => "raw rskafka 0.6".to_string(),
             "kavari-at-least-once" => "kavari, idempotence off".to_string(),
             "kavari-tls" => {
@@ -675,6 +690,28 @@ async fn driver(o: Opts) {
         ratio("kavari", "publish", "msgs_per_s", "kavari-at-least-once"),
         ratio("kavari", "publish", "mb_per_s", "kavari-at-least-once"),
     ));
+    out.push_str(&format!(
+        "| kavari / librdkafka, both idempotent | {} | {} | | | | | |\n",
+        ratio("kavari", "publish", "msgs_per_s", "rdkafka-idempotent"),
+        ratio("kavari", "publish", "mb_per_s", "rdkafka-idempotent"),
+    ));
+    out.push_str(&format!(
+        "| kavari / librdkafka, both idempotence off | {} | {} | | | | | |\n",
+        ratio("kavari-at-least-once", "publish", "msgs_per_s", "rdkafka"),
+        ratio("kavari-at-least-once", "publish", "mb_per_s", "rdkafka"),
+    ));
+    // How Kavari's median publish run travelled: batches per request.
+    for client in ["kavari", "kavari-at-least-once"] {
+        if let (Some(requests), Some(batches)) = (
+            cell(client, "publish", "produce_requests"),
+            cell(client, "publish", "batches"),
+        ) {
+            out.push_str(&format!(
+                "\n{client} publish (median run): {batches:.0} record batches in {requests:.0} produce requests"
+            ));
+        }
+    }
+    out.push('\n');
     if o.tls {
         out.push_str(&format!(
             "| kavari over SASL_SSL / plaintext, both on file storage | {} | {} | {} | | | | {} |\n",
