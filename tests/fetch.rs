@@ -746,6 +746,84 @@ async fn an_offset_out_of_range_applies_the_reset_policy() {
     }
 }
 
+/// A Fetch answer saying the partition's leader moved
+/// (NOT_LEADER_OR_FOLLOWER) or that the leader epoch the request named is
+/// stale or ahead (FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH): the engine
+/// uses none of the answer's records, looks the leaders up again (a
+/// Metadata request per such answer, beyond what a clean run sends) and
+/// goes on from where it was: every record once, in order. The proxy
+/// rewrites the error code of real answers, records left in.
+#[tokio::test]
+async fn a_moved_leader_or_stale_epoch_in_a_fetch_answer_refreshes_metadata_and_loses_nothing() {
+    const METADATA: i16 = 3;
+    init_tracing();
+    let topic = unique_name("fetch.leader");
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
+    let proxy = broker.proxy().expect("proxy");
+    let client = broker.client().await.expect("rskafka");
+    let pc = client
+        .partition_client(
+            topic.clone(),
+            0,
+            rskafka::client::partition::UnknownTopicHandling::Retry,
+        )
+        .await
+        .expect("partition client");
+    let records: Vec<_> = (0..5)
+        .map(|i| rskafka::record::Record {
+            key: None,
+            value: Some(vec![i]),
+            headers: Default::default(),
+            timestamp: chrono::Utc::now(),
+        })
+        .collect();
+    pc.produce(
+        records,
+        rskafka::client::partition::Compression::NoCompression,
+    )
+    .await
+    .expect("produce");
+    let tp = TopicPartition::new(&topic, 0);
+    let mut lookups = Vec::new();
+    // 0 first: the same answers unchanged, for the lookups of a clean run.
+    for code in [0i16, 6, 74, 75] {
+        let before = proxy.requests(METADATA);
+        proxy.answer_fetch_with(code, 3);
+        let fetcher = engine(&broker, None);
+        let mut feed = fetcher.subscribe(tp.clone(), 0);
+        let mut offsets = Vec::new();
+        while offsets.len() < 5 {
+            match tokio::time::timeout(WAIT, feed.recv())
+                .await
+                .expect("records")
+            {
+                Some(FetchEvent::Records { batches, from, .. }) => offsets.extend(
+                    batches
+                        .iter()
+                        .flat_map(|b| {
+                            kavari_wire::fetch::batch_records(b, from, 1 << 20).expect("records")
+                        })
+                        .map(|r| r.offset),
+                ),
+                other => panic!("code {code}: {other:?}"),
+            }
+        }
+        assert_eq!(offsets, [0, 1, 2, 3, 4], "code {code}: once, in order");
+        lookups.push(proxy.requests(METADATA) - before);
+        drop(feed);
+        drop(fetcher);
+        // Its last long poll answered, so the next run's answers are its own.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (code, n) in [6, 74, 75].iter().zip(&lookups[1..]) {
+        assert!(
+            *n >= lookups[0] + 3,
+            "code {code}: {n} Metadata requests, {} in a clean run",
+            lookups[0]
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Nothing left behind.
 

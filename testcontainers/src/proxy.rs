@@ -51,23 +51,30 @@ pub struct FaultProxy {
     accepted: Arc<AtomicU64>,
     listening: Arc<std::sync::atomic::AtomicBool>,
     requests: Arc<RequestCounts>,
-    rewrite: Arc<ProduceRewrite>,
+    rewrite: Arc<AnswerRewrite>,
 }
 
-/// Answers to rewrite: the next Produce answers get an error code as their
-/// first partition's; ApiVersions answers leave an API out.
+/// Answers to rewrite: the next Produce or Fetch answers get an error code
+/// as their first partition's; ApiVersions answers leave an API out.
 #[derive(Debug)]
-struct ProduceRewrite {
+struct AnswerRewrite {
     /// The code, and how many Produce answers are still to get it.
-    armed: std::sync::Mutex<(i16, usize)>,
+    produce: std::sync::Mutex<(i16, usize)>,
+    /// The code, and how many Fetch answers are still to get it.
+    fetch: std::sync::Mutex<(i16, usize)>,
     /// An API key ApiVersions answers do not offer (-1: none).
     hidden: std::sync::atomic::AtomicI32,
 }
 
-impl ProduceRewrite {
-    /// The code for the next Produce answer, if one is due.
-    fn take(&self) -> Option<i16> {
-        let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+impl AnswerRewrite {
+    /// The code for the next answer of API `key`, if one is due.
+    fn take(&self, key: i16) -> Option<i16> {
+        let armed = match key {
+            PRODUCE => &self.produce,
+            FETCH => &self.fetch,
+            _ => return None,
+        };
+        let mut armed = armed.lock().unwrap_or_else(|p| p.into_inner());
         if armed.1 == 0 {
             return None;
         }
@@ -76,8 +83,8 @@ impl ProduceRewrite {
     }
 }
 
-/// One connection's Produce (key 0) and ApiVersions (key 18) requests in
-/// flight: correlation id → (key, version).
+/// One connection's requests in flight whose answers may be rewritten
+/// (Produce, Fetch, ApiVersions): correlation id → (key, version).
 type ProduceVersions = Arc<std::sync::Mutex<std::collections::HashMap<i32, (i16, i16)>>>;
 
 /// Requests seen from clients, by Kafka API key.
@@ -109,7 +116,9 @@ struct FrameScanner {
 /// request frame.
 const REQUEST_START: usize = 12;
 
-/// ApiVersions' API key.
+/// The API keys whose answers may be rewritten.
+const PRODUCE: i16 = 0;
+const FETCH: i16 = 1;
 const API_VERSIONS: i16 = 18;
 
 impl FrameScanner {
@@ -147,7 +156,7 @@ impl FrameScanner {
                 if counts.kept().contains_key(&key) {
                     self.keeping = Some((key, self.header[4..].to_vec()));
                 }
-                if key == 0 || key == API_VERSIONS {
+                if matches!(key, PRODUCE | FETCH | API_VERSIONS) {
                     let version = i16::from_be_bytes([self.header[6], self.header[7]]);
                     let correlation = i32::from_be_bytes([
                         self.header[8],
@@ -205,8 +214,9 @@ impl FaultProxy {
             kept: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
         let seen = Arc::clone(&requests);
-        let rewrite = Arc::new(ProduceRewrite {
-            armed: std::sync::Mutex::new((0, 0)),
+        let rewrite = Arc::new(AnswerRewrite {
+            produce: std::sync::Mutex::new((0, 0)),
+            fetch: std::sync::Mutex::new((0, 0)),
             hidden: std::sync::atomic::AtomicI32::new(-1),
         });
         let rewrites = Arc::clone(&rewrite);
@@ -310,7 +320,18 @@ impl FaultProxy {
     /// Kafka error code) as their first partition's error, whatever the
     /// broker did: a broker's answer crafted on real traffic.
     pub fn answer_produce_with(&self, code: i16, times: usize) {
-        *self.rewrite.armed.lock().unwrap_or_else(|p| p.into_inner()) = (code, times);
+        *self
+            .rewrite
+            .produce
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (code, times);
+    }
+
+    /// The next `times` Fetch answers reach the client with `code` as their
+    /// first partition's error (its records still in the answer, which a
+    /// client must not use), whatever the broker did.
+    pub fn answer_fetch_with(&self, code: i16, times: usize) {
+        *self.rewrite.fetch.lock().unwrap_or_else(|p| p.into_inner()) = (code, times);
     }
 
     /// ApiVersions answers on connections opened from now on offer no
@@ -368,7 +389,7 @@ struct Watched {
     accepted: Arc<AtomicU64>,
     listening: Arc<std::sync::atomic::AtomicBool>,
     requests: Arc<RequestCounts>,
-    rewrite: Arc<ProduceRewrite>,
+    rewrite: Arc<AnswerRewrite>,
 }
 
 async fn accept_loop(
@@ -444,7 +465,7 @@ async fn connection(
     upstream: String,
     mut rx: watch::Receiver<Settings>,
     requests: Arc<RequestCounts>,
-    rewrite: Arc<ProduceRewrite>,
+    rewrite: Arc<AnswerRewrite>,
 ) {
     let (epoch, mode) = {
         let s = rx.borrow();
@@ -483,7 +504,7 @@ enum Direction {
     /// asked.
     Answers {
         produce: ProduceVersions,
-        rewrite: Arc<ProduceRewrite>,
+        rewrite: Arc<AnswerRewrite>,
     },
 }
 
@@ -554,7 +575,7 @@ fn whole_frames(bytes: &[u8]) -> usize {
 
 /// Rewrites the error code of Produce answers among whole `frames`, as
 /// `rewrite` asks.
-fn rewrite_answers(frames: &mut [u8], produce: &ProduceVersions, rewrite: &ProduceRewrite) {
+fn rewrite_answers(frames: &mut [u8], produce: &ProduceVersions, rewrite: &AnswerRewrite) {
     let mut at = 0;
     while let Some(len) = frames.get(at..at + 4) {
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
@@ -580,11 +601,21 @@ fn rewrite_answers(frames: &mut [u8], produce: &ProduceVersions, rewrite: &Produ
                     hide_api(&mut frame[4..], version, hidden);
                 }
             }
-            Some((_, version)) => {
-                let Some(code) = rewrite.take() else { continue };
-                if let Some(code_at) = produce_error_at(&frame[4..], version) {
-                    frame[4 + code_at..4 + code_at + 2].copy_from_slice(&code.to_be_bytes());
-                }
+            Some((key, version)) => {
+                let code_at = match key {
+                    PRODUCE => first_error_at(&frame[4..], version >= 9, 0),
+                    // Throttle time; from v7 the answer's error and session.
+                    _ => first_error_at(
+                        &frame[4..],
+                        version >= 12,
+                        if version >= 7 { 10 } else { 4 },
+                    ),
+                };
+                let Some(code_at) = code_at else { continue };
+                let Some(code) = rewrite.take(key) else {
+                    continue;
+                };
+                frame[4 + code_at..4 + code_at + 2].copy_from_slice(&code.to_be_bytes());
             }
             None => {}
         }
@@ -625,10 +656,11 @@ fn hide_api(body: &mut [u8], version: i16, api_key: i16) {
     }
 }
 
-/// Where the first partition's error code is in a Produce answer's body
-/// (after the correlation id) of `version`.
-fn produce_error_at(body: &[u8], version: i16) -> Option<usize> {
-    let flexible = version >= 9;
+/// Where the first partition's error code is in a Produce or Fetch
+/// answer's body (after the correlation id), `flexible` or not, whose
+/// topics array follows `fields` bytes of top-level fields. Both answers
+/// name each topic, then each partition's index and error code first.
+fn first_error_at(body: &[u8], flexible: bool, fields: usize) -> Option<usize> {
     let mut at = 0;
     let uvarint = |at: &mut usize| -> Option<usize> {
         let mut v = 0usize;
@@ -651,24 +683,33 @@ fn produce_error_at(body: &[u8], version: i16) -> Option<usize> {
             at += size;
         }
     }
+    at += fields;
     // The topics array's count, then the first topic's name.
     if flexible {
-        uvarint(&mut at)?;
+        uvarint(&mut at)?.checked_sub(2)?; // at least one topic
         let len = uvarint(&mut at)?.checked_sub(1)?;
         at += len;
     } else {
-        at += 4;
+        count(body, &mut at)?;
         let len = i16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]);
         at += 2 + usize::try_from(len).ok()?;
     }
     // The partitions array's count, then the first partition's index.
     if flexible {
-        uvarint(&mut at)?;
+        uvarint(&mut at)?.checked_sub(2)?; // at least one partition
     } else {
-        at += 4;
+        count(body, &mut at)?;
     }
     at += 4;
     (body.len() >= at + 2).then_some(at)
+}
+
+/// Reads a non-flexible array's count at `at`: `None` unless it names at
+/// least one element.
+fn count(body: &[u8], at: &mut usize) -> Option<()> {
+    let c = body.get(*at..*at + 4)?;
+    *at += 4;
+    (i32::from_be_bytes([c[0], c[1], c[2], c[3]]) >= 1).then_some(())
 }
 
 /// Resolves when the connection of `epoch` must close.
