@@ -326,6 +326,9 @@ impl KavariBuilder {
 
     /// How long a batch waits for more records after its first one. Kafka's
     /// `linger.ms`. Default: 5 ms, as librdkafka and the Java client (4.0).
+    /// A batch may go sooner: when another partition of the same broker has
+    /// a batch due, the batches the broker's other partitions are filling go
+    /// with it, in the same produce request (as with the Java producer).
     ///
     /// With `Duration::ZERO` a batch goes out as soon as fewer than five of
     /// its partition's requests are in flight: a lone publish waits for no
@@ -337,7 +340,7 @@ impl KavariBuilder {
         self
     }
 
-    /// The largest batch per partition and request, in bytes of key, value,
+    /// The largest record batch of a partition, in bytes of key, value,
     /// headers and per-record framing. Kafka's `batch.size`; keep it below
     /// the broker's `message.max.bytes` (1 MiB by default). Default: 512 KiB.
     pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
