@@ -651,6 +651,34 @@ async fn a_partition_without_a_committed_offset_applies_each_reset_policy() {
     }
 }
 
+/// Writes five records (values 0 to 4) to partition 0 of `topic` with
+/// rskafka, the independent client.
+async fn write_five(broker: &KafkaBroker, topic: &str) {
+    let client = broker.client().await.expect("rskafka");
+    let pc = client
+        .partition_client(
+            topic.to_string(),
+            0,
+            rskafka::client::partition::UnknownTopicHandling::Retry,
+        )
+        .await
+        .expect("partition client");
+    let records: Vec<_> = (0..5)
+        .map(|i| rskafka::record::Record {
+            key: None,
+            value: Some(vec![i]),
+            headers: Default::default(),
+            timestamp: chrono::Utc::now(),
+        })
+        .collect();
+    pc.produce(
+        records,
+        rskafka::client::partition::Compression::NoCompression,
+    )
+    .await
+    .expect("produce");
+}
+
 fn engine(broker: &KafkaBroker, reset: Option<OffsetSpec>) -> Fetcher {
     let cluster = Arc::new(Cluster::new(broker.bootstrap_list(), "t".into(), WAIT));
     Fetcher::new(
@@ -679,29 +707,7 @@ async fn an_offset_out_of_range_applies_the_reset_policy() {
     let broker = shared_broker().await.expect("broker");
     let topic = unique_name("fetch.oor");
     broker.create_topic(&topic, 1).await.expect("topic");
-    let client = broker.client().await.expect("rskafka");
-    let pc = client
-        .partition_client(
-            topic.clone(),
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Retry,
-        )
-        .await
-        .expect("partition client");
-    let records: Vec<_> = (0..5)
-        .map(|i| rskafka::record::Record {
-            key: None,
-            value: Some(vec![i]),
-            headers: Default::default(),
-            timestamp: chrono::Utc::now(),
-        })
-        .collect();
-    pc.produce(
-        records,
-        rskafka::client::partition::Compression::NoCompression,
-    )
-    .await
-    .expect("produce");
+    write_five(broker, &topic).await;
     let tp = TopicPartition::new(&topic, 0);
     for (reset, to) in [
         (Some(OffsetSpec::Earliest), 0),
@@ -760,29 +766,7 @@ async fn a_moved_leader_or_stale_epoch_in_a_fetch_answer_refreshes_metadata_and_
     let topic = unique_name("fetch.leader");
     let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
     let proxy = broker.proxy().expect("proxy");
-    let client = broker.client().await.expect("rskafka");
-    let pc = client
-        .partition_client(
-            topic.clone(),
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Retry,
-        )
-        .await
-        .expect("partition client");
-    let records: Vec<_> = (0..5)
-        .map(|i| rskafka::record::Record {
-            key: None,
-            value: Some(vec![i]),
-            headers: Default::default(),
-            timestamp: chrono::Utc::now(),
-        })
-        .collect();
-    pc.produce(
-        records,
-        rskafka::client::partition::Compression::NoCompression,
-    )
-    .await
-    .expect("produce");
+    write_five(&broker, &topic).await;
     let tp = TopicPartition::new(&topic, 0);
     let mut lookups = Vec::new();
     // 0 first: the same answers unchanged, for the lookups of a clean run.
