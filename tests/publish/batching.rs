@@ -279,30 +279,6 @@ async fn idle_topics_are_forgotten_and_come_back_when_used() {
     manager.shutdown().await.expect("shutdown");
 }
 
-/// The Produce API key, for requests kept at the proxy.
-const PRODUCE: i16 = 0;
-
-/// The partitions a kept Produce request names, each once.
-fn produced_partitions(frame: &[u8]) -> Vec<(String, i32)> {
-    let req: kafka_protocol::messages::ProduceRequest = kavari_tests::kept_request(frame);
-    let named: Vec<(String, i32)> = req
-        .topic_data
-        .iter()
-        .flat_map(|t| {
-            t.partition_data
-                .iter()
-                .map(|p| (t.name.0.to_string(), p.index))
-        })
-        .collect();
-    let unique: HashSet<&(String, i32)> = named.iter().collect();
-    assert_eq!(
-        unique.len(),
-        named.len(),
-        "a partition twice in one request"
-    );
-    named
-}
-
 /// The partitions one broker leads share produce requests, as with the
 /// Java producer and librdkafka: publishes to 64 partitions at once travel
 /// as a few requests naming many partitions each (one batch a partition),

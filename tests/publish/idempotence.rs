@@ -224,3 +224,68 @@ async fn a_cluster_without_idempotence_falls_back_or_is_refused_when_required() 
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!((logged[0].producer_id, logged[0].sequence), (-1, -1));
 }
+
+/// A shared request's answer fails one partition and succeeds the others
+/// (NOT_LEADER_OR_FOLLOWER written over the broker's success for the first
+/// partition it names): that partition's batch alone is sent again, under
+/// the same sequence, and the broker keeps one copy; the other partitions'
+/// batches are acknowledged once. Every record is in the log once, each
+/// partition's sequences gapless.
+#[tokio::test]
+async fn one_partitions_error_in_a_shared_answer_sends_that_batch_alone_again() {
+    init_tracing();
+    let topic = unique_name("idem-shared");
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 4).await;
+    let proxy = broker.proxy().expect("proxy");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .linger(Duration::from_millis(50))
+        .publishing_retry_policy(FibonacciRetryPolicy::new(5).with_unit(Duration::from_millis(50)))
+        .build()
+        .await
+        .expect("build");
+    // Every partition's sender knows its leader.
+    for r in futures::future::join_all(
+        (0..40).map(|i| manager.publish_encoded(to_topic(&order(i), &topic))),
+    )
+    .await
+    {
+        r.expect("warm-up");
+    }
+    proxy.keep_requests(PRODUCE);
+    proxy.answer_produce_with(ResponseError::NotLeaderOrFollower.code(), 1);
+    for r in futures::future::join_all(
+        (40..80).map(|i| manager.publish_encoded(to_topic(&order(i), &topic))),
+    )
+    .await
+    {
+        r.expect("publish");
+    }
+
+    let kept = proxy.kept_requests(PRODUCE);
+    let first = produced_sequences(&kept[0]);
+    assert!(first.len() >= 2, "the first request was shared: {first:?}");
+    let failed = first[0].clone();
+    let mut sent: HashMap<((String, i32), i32), usize> = HashMap::new();
+    for frame in &kept {
+        for batch in produced_sequences(frame) {
+            *sent.entry(batch).or_default() += 1;
+        }
+    }
+    for (batch, times) in &sent {
+        let expected = if *batch == failed { 2 } else { 1 };
+        assert_eq!(
+            *times, expected,
+            "batch {batch:?} sent {times} times: {sent:?}"
+        );
+    }
+    let mut values = HashSet::new();
+    for p in 0..4 {
+        let logged = logged_records(&broker, &topic, p).await;
+        for (i, r) in logged.iter().enumerate() {
+            assert_eq!(r.sequence, i as i32, "partition {p} gapless: {r:?}");
+            assert!(values.insert(r.value.clone()), "written twice: {r:?}");
+        }
+    }
+    assert_eq!(values.len(), 80);
+    manager.shutdown().await.expect("shutdown");
+}

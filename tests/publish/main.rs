@@ -116,6 +116,47 @@ fn value_of<M: KafkaMessage>(record: &rskafka::record::Record) -> M {
     kavari::codec::decode_value(record.value.as_deref().expect("value")).expect("decode")
 }
 
+/// The Produce API key, for requests kept at the proxy.
+const PRODUCE: i16 = 0;
+
+/// The partitions a kept Produce request names, each once.
+fn produced_partitions(frame: &[u8]) -> Vec<(String, i32)> {
+    let req: kafka_protocol::messages::ProduceRequest = kavari_tests::kept_request(frame);
+    let named: Vec<(String, i32)> = req
+        .topic_data
+        .iter()
+        .flat_map(|t| {
+            t.partition_data
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.index))
+        })
+        .collect();
+    let unique: HashSet<&(String, i32)> = named.iter().collect();
+    assert_eq!(
+        unique.len(),
+        named.len(),
+        "a partition twice in one request"
+    );
+    named
+}
+
+/// Each batch of a kept Produce request: its partition and its base
+/// sequence (the record batch header's bytes 53..57).
+fn produced_sequences(frame: &[u8]) -> Vec<((String, i32), i32)> {
+    let req: kafka_protocol::messages::ProduceRequest = kavari_tests::kept_request(frame);
+    req.topic_data
+        .iter()
+        .flat_map(|t| {
+            t.partition_data.iter().map(|p| {
+                let records = p.records.as_ref().expect("records");
+                let sequence =
+                    i32::from_be_bytes(records[53..57].try_into().expect("a batch header"));
+                ((t.name.0.to_string(), p.index), sequence)
+            })
+        })
+        .collect()
+}
+
 mod batching;
 mod failures;
 mod format;
