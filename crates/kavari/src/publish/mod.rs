@@ -7,6 +7,7 @@ mod dead_letter;
 mod error;
 mod producer_ids;
 mod rounds;
+mod sender;
 mod sequenced;
 mod topics;
 
@@ -29,11 +30,12 @@ use crate::codec::{self, EncodedMessage};
 use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
 use crate::trace_context::TraceHeaders;
-use batcher::{ProduceCounters, Producing};
+use batcher::ProduceCounters;
 use kavari_wire::cluster::Cluster;
 use kavari_wire::log_rate::LogRate;
 use kavari_wire::record_batch::write::Record;
 use producer_ids::ProducerIds;
+use sender::Producing;
 use topics::Topics;
 
 pub use dead_letter::ORIGINAL_ERROR_HEADER;

@@ -28,8 +28,9 @@ use kavari_wire::record_batch::write::stamp;
 use tokio::time::Instant;
 
 use super::ProduceError;
-use super::batcher::{MAX_IN_FLIGHT, Sender, Sent, next_batch};
+use super::batcher::{MAX_IN_FLIGHT, next_batch};
 use super::producer_ids::PartitionSequence;
+use super::sender::{Sender, Sent};
 
 /// A batch written (or to be written again) and not yet acknowledged.
 struct Pending {

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::batcher::{Batcher, Producing};
+use super::batcher::Batcher;
+use super::sender::Producing;
 use super::{ProduceError, ProduceErrorKind};
 use kavari_wire::cluster::TopicMetadata;
 
@@ -135,7 +136,7 @@ impl Topics {
             old => {
                 let mut senders = old.map(|r| r.senders.clone()).unwrap_or_default();
                 for p in &meta.partitions[senders.len()..] {
-                    senders.push(Arc::new(Batcher::spawn(
+                    senders.push(Arc::new(super::sender::spawn(
                         topic.to_string(),
                         p.partition,
                         p.leader,
