@@ -5,11 +5,11 @@
 //! later batch never passes an earlier one: it waits for the next request,
 //! which the broker handles after this one.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, Shared};
-use kafka_protocol::messages::ProduceResponse;
+use kafka_protocol::messages::{ProduceResponse, TopicName};
 use tokio::sync::oneshot;
 
 use super::PartitionProduce;
@@ -102,24 +102,22 @@ impl Gather {
             return Vec::new();
         };
         let mut bytes = first.produce.records.len();
+        // Partitions with a batch taken or left waiting: a later batch of
+        // theirs waits too.
+        let mut seen: HashSet<(TopicName, i32)> = HashSet::new();
+        seen.insert(first.produce.key());
         let mut taken = vec![first];
-        let mut kept: Vec<usize> = Vec::new();
         let mut at = 0;
         while at < self.waiting.len() {
             let p = &self.waiting[at].produce;
-            let behind_its_partition = taken
-                .iter()
-                .map(|w| &w.produce)
-                .chain(kept.iter().map(|&k| &self.waiting[k].produce))
-                .any(|q| q.same_partition(p));
+            let first_of_its_partition = seen.insert(p.key());
             let fits = bytes + p.records.len() <= max_bytes;
-            if !behind_its_partition && fits && taken[0].produce.joins(p) {
+            if first_of_its_partition && fits && taken[0].produce.joins(p) {
                 bytes += p.records.len();
                 if let Some(w) = self.waiting.remove(at) {
                     taken.push(w);
                 }
             } else {
-                kept.push(at);
                 at += 1;
             }
         }

@@ -39,8 +39,9 @@ impl PartitionProduce {
         self.acks == other.acks && self.timeout_ms == other.timeout_ms
     }
 
-    fn same_partition(&self, other: &Self) -> bool {
-        self.partition == other.partition && self.topic == other.topic
+    /// The partition, as a key.
+    fn key(&self) -> (TopicName, i32) {
+        (self.topic.clone(), self.partition)
     }
 }
 
