@@ -6,6 +6,10 @@
 //! the oldest waiting request. The group member still keeps JoinGroup and
 //! SyncGroup, which the broker holds for a whole rebalance, on a connection
 //! of their own: answers behind them would wait as long.
+//!
+//! Produce batches are the exception to "as they come": batches handed to
+//! the connection while its writer is busy share the next request
+//! (`produce.rs`).
 
 mod produce;
 
