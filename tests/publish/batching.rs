@@ -414,3 +414,82 @@ async fn a_due_batch_takes_along_what_other_partitions_of_its_broker_hold() {
     assert_eq!(named, [(topic.clone(), 0), (topic, 1)]);
     manager.shutdown().await.expect("shutdown");
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "publish.produce-round.other")]
+struct OtherRound {
+    #[kavari(key)]
+    id: String,
+    seq: u32,
+}
+
+/// Rounds are per broker, not per topic: a flushed batch of one topic
+/// takes along the batch another topic on the same broker is filling, in
+/// one request that names both topics, and the broker writes both.
+#[tokio::test]
+async fn batches_of_two_topics_on_one_broker_share_a_request() {
+    init_tracing();
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Round::TOPIC, 1).await;
+    broker
+        .create_topic(OtherRound::TOPIC, 1)
+        .await
+        .expect("the other topic");
+    let proxy = broker.proxy().expect("proxy");
+    let manager = Kavari::builder(broker.bootstrap_servers())
+        .linger(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("build");
+    let round = |seq| Round {
+        id: "r".into(),
+        seq,
+    };
+    let other = |seq| OtherRound {
+        id: "o".into(),
+        seq,
+    };
+    // Both senders learn their leader with a first batch each.
+    manager.publish_batch(&[round(0)]).await[0]
+        .as_ref()
+        .expect("warm-up");
+    manager.publish_batch(&[other(0)]).await[0]
+        .as_ref()
+        .expect("warm-up");
+    proxy.keep_requests(PRODUCE);
+    let started = std::time::Instant::now();
+    let lone = other(1);
+    let flush = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        manager.publish_batch(&[round(1)]).await
+    };
+    let (lone_result, flushed) = tokio::join!(manager.publish(&lone), flush);
+    let took = started.elapsed();
+    let lone_delivery = lone_result.expect("the lone publish");
+    let flushed_delivery = flushed[0].as_ref().expect("the flushed publish");
+    assert!(
+        took < Duration::from_secs(1),
+        "the lone record waited out its linger: {took:?}"
+    );
+    let kept = proxy.kept_requests(PRODUCE);
+    assert_eq!(kept.len(), 1, "one request carried both");
+    let mut named = produced_partitions(&kept[0]);
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            (Round::TOPIC.to_string(), 0),
+            (OtherRound::TOPIC.to_string(), 0)
+        ]
+    );
+    let records = fetch_topic(&broker, OtherRound::TOPIC, 1).await;
+    assert_eq!(
+        value_of::<OtherRound>(delivered(&records, 0, lone_delivery.offset)),
+        lone
+    );
+    let records = fetch_topic(&broker, Round::TOPIC, 1).await;
+    assert_eq!(
+        value_of::<Round>(delivered(&records, 0, flushed_delivery.offset)),
+        round(1)
+    );
+    manager.shutdown().await.expect("shutdown");
+}
