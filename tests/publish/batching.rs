@@ -289,15 +289,12 @@ async fn idle_topics_are_forgotten_and_come_back_when_used() {
 async fn a_brokers_partitions_share_produce_requests() {
     for idempotent in [true, false] {
         let topic = unique_name("shared-requests");
-        init_tracing();
-        let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 64).await;
+        let (broker, manager) = proxied(&topic, 64, |b| {
+            b.linger(Duration::from_millis(20))
+                .enable_idempotence(idempotent)
+        })
+        .await;
         let proxy = broker.proxy().expect("proxy");
-        let manager = Kavari::builder(broker.bootstrap_servers())
-            .linger(Duration::from_millis(20))
-            .enable_idempotence(idempotent)
-            .build()
-            .await
-            .expect("build");
         manager
             .publish_encoded(to_topic(&order(0), &topic))
             .await
@@ -358,20 +355,46 @@ struct Round {
     seq: u32,
 }
 
+/// Publishes `lone` (its batch lingers: the manager's linger is 2 s) and,
+/// 200 ms later, flushes `flushed` with `publish_batch`. Checks that the
+/// lone record did not wait out its linger and that one Produce request
+/// carried both; returns both deliveries and the partitions that request
+/// named, sorted.
+async fn lone_then_flushed<A: KafkaMessage, B: KafkaMessage>(
+    manager: &Kavari,
+    proxy: &kavari_testcontainers::FaultProxy,
+    lone: &A,
+    flushed: &B,
+) -> (kavari::Delivery, kavari::Delivery, Vec<(String, i32)>) {
+    proxy.keep_requests(PRODUCE);
+    let started = std::time::Instant::now();
+    let flush = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        manager.publish_batch(std::slice::from_ref(flushed)).await
+    };
+    let (lone_result, mut flushed_results) = tokio::join!(manager.publish(lone), flush);
+    let took = started.elapsed();
+    let lone_delivery = lone_result.expect("the lone publish");
+    let flushed_delivery = flushed_results.remove(0).expect("the flushed publish");
+    assert!(
+        took < Duration::from_secs(1),
+        "the lone record waited out its linger: {took:?}"
+    );
+    let kept = proxy.kept_requests(PRODUCE);
+    assert_eq!(kept.len(), 1, "one request carried both");
+    let mut named = produced_partitions(&kept[0]);
+    named.sort();
+    (lone_delivery, flushed_delivery, named)
+}
+
 /// A batch that is due (here flushed by `publish_batch`) takes along the
 /// batch another partition of the same broker is filling: a lone publish
 /// with a 2 s linger lands with it, in the same request, long before its
 /// linger is over.
 #[tokio::test]
 async fn a_due_batch_takes_along_what_other_partitions_of_its_broker_hold() {
-    init_tracing();
-    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Round::TOPIC, 2).await;
+    let (broker, manager) = proxied(Round::TOPIC, 2, |b| b.linger(Duration::from_secs(2))).await;
     let proxy = broker.proxy().expect("proxy");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .linger(Duration::from_secs(2))
-        .build()
-        .await
-        .expect("build");
     // A key of each partition (of two: murmur2's low bit).
     let on = |p: i32| {
         (0..)
@@ -388,28 +411,9 @@ async fn a_due_batch_takes_along_what_other_partitions_of_its_broker_hold() {
     {
         r.expect("warm-up");
     }
-    proxy.keep_requests(PRODUCE);
-    let started = std::time::Instant::now();
-    let flush = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        manager.publish_batch(&[round(&flushed, 1)]).await
-    };
-    let lone_record = round(&lone, 1);
-    let (lone_result, flushed_results) = tokio::join!(manager.publish(&lone_record), flush);
-    let took = started.elapsed();
-    let lone_delivery = lone_result.expect("the lone publish");
-    for r in flushed_results {
-        r.expect("the flushed publish");
-    }
+    let (lone_delivery, _, named) =
+        lone_then_flushed(&manager, proxy, &round(&lone, 1), &round(&flushed, 1)).await;
     assert_eq!(lone_delivery.partition, 0);
-    assert!(
-        took < Duration::from_secs(1),
-        "the lone record waited out its linger: {took:?}"
-    );
-    let kept = proxy.kept_requests(PRODUCE);
-    assert_eq!(kept.len(), 1, "one request carried both");
-    let mut named = produced_partitions(&kept[0]);
-    named.sort();
     let topic = Round::TOPIC.to_string();
     assert_eq!(named, [(topic.clone(), 0), (topic, 1)]);
     manager.shutdown().await.expect("shutdown");
@@ -428,18 +432,12 @@ struct OtherRound {
 /// one request that names both topics, and the broker writes both.
 #[tokio::test]
 async fn batches_of_two_topics_on_one_broker_share_a_request() {
-    init_tracing();
-    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Round::TOPIC, 1).await;
+    let (broker, manager) = proxied(Round::TOPIC, 1, |b| b.linger(Duration::from_secs(2))).await;
     broker
         .create_topic(OtherRound::TOPIC, 1)
         .await
         .expect("the other topic");
     let proxy = broker.proxy().expect("proxy");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .linger(Duration::from_secs(2))
-        .build()
-        .await
-        .expect("build");
     let round = |seq| Round {
         id: "r".into(),
         seq,
@@ -455,25 +453,8 @@ async fn batches_of_two_topics_on_one_broker_share_a_request() {
     manager.publish_batch(&[other(0)]).await[0]
         .as_ref()
         .expect("warm-up");
-    proxy.keep_requests(PRODUCE);
-    let started = std::time::Instant::now();
-    let lone = other(1);
-    let flush = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        manager.publish_batch(&[round(1)]).await
-    };
-    let (lone_result, flushed) = tokio::join!(manager.publish(&lone), flush);
-    let took = started.elapsed();
-    let lone_delivery = lone_result.expect("the lone publish");
-    let flushed_delivery = flushed[0].as_ref().expect("the flushed publish");
-    assert!(
-        took < Duration::from_secs(1),
-        "the lone record waited out its linger: {took:?}"
-    );
-    let kept = proxy.kept_requests(PRODUCE);
-    assert_eq!(kept.len(), 1, "one request carried both");
-    let mut named = produced_partitions(&kept[0]);
-    named.sort();
+    let (lone_delivery, flushed_delivery, named) =
+        lone_then_flushed(&manager, proxy, &other(1), &round(1)).await;
     assert_eq!(
         named,
         [
@@ -484,7 +465,7 @@ async fn batches_of_two_topics_on_one_broker_share_a_request() {
     let records = fetch_topic(&broker, OtherRound::TOPIC, 1).await;
     assert_eq!(
         value_of::<OtherRound>(delivered(&records, 0, lone_delivery.offset)),
-        lone
+        other(1)
     );
     let records = fetch_topic(&broker, Round::TOPIC, 1).await;
     assert_eq!(

@@ -5,16 +5,15 @@ use super::*;
 
 #[tokio::test]
 async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
-    init_tracing();
     let topic = unique_name("outage");
-    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 1).await;
+    let (broker, manager) = proxied(&topic, 1, |b| {
+        b.request_timeout(Duration::from_secs(2))
+            .publishing_retry_policy(
+                FibonacciRetryPolicy::new(3).with_unit(Duration::from_millis(100)),
+            )
+    })
+    .await;
     let proxy = broker.proxy().expect("proxy");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .request_timeout(Duration::from_secs(2))
-        .publishing_retry_policy(FibonacciRetryPolicy::new(3).with_unit(Duration::from_millis(100)))
-        .build()
-        .await
-        .expect("build");
     manager
         .publish_encoded(to_topic(&order(0), &topic))
         .await

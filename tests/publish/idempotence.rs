@@ -233,16 +233,14 @@ async fn a_cluster_without_idempotence_falls_back_or_is_refused_when_required() 
 /// partition's sequences gapless.
 #[tokio::test]
 async fn one_partitions_error_in_a_shared_answer_sends_that_batch_alone_again() {
-    init_tracing();
     let topic = unique_name("idem-shared");
-    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 4).await;
+    let (broker, manager) = proxied(&topic, 4, |b| {
+        b.linger(Duration::from_millis(50)).publishing_retry_policy(
+            FibonacciRetryPolicy::new(5).with_unit(Duration::from_millis(50)),
+        )
+    })
+    .await;
     let proxy = broker.proxy().expect("proxy");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .linger(Duration::from_millis(50))
-        .publishing_retry_policy(FibonacciRetryPolicy::new(5).with_unit(Duration::from_millis(50)))
-        .build()
-        .await
-        .expect("build");
     // Every partition's sender knows its leader.
     for r in futures::future::join_all(
         (0..40).map(|i| manager.publish_encoded(to_topic(&order(i), &topic))),

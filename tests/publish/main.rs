@@ -64,20 +64,32 @@ async fn setup(
     (broker, manager)
 }
 
+/// A broker of its own behind a fault proxy, with `topic` of `partitions`
+/// created, and a manager on it built by `configure`.
+async fn proxied(
+    topic: &str,
+    partitions: i32,
+    configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
+) -> (KafkaBroker, Kavari) {
+    init_tracing();
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), topic, partitions).await;
+    let manager = configure(Kavari::builder(broker.bootstrap_servers()))
+        .build()
+        .await
+        .expect("build");
+    (broker, manager)
+}
+
 /// A manager for `topic` on a broker behind a fault proxy (1 s request
 /// timeout, as `configure` makes it), its route known (order 0 published).
 async fn behind_proxy(
     topic: &str,
     configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
 ) -> (KafkaBroker, Kavari) {
-    init_tracing();
-    let broker = own_broker(KafkaBroker::builder().behind_proxy(), topic, 1).await;
-    let manager = configure(
-        Kavari::builder(broker.bootstrap_servers()).request_timeout(Duration::from_secs(1)),
-    )
-    .build()
-    .await
-    .expect("build");
+    let (broker, manager) = proxied(topic, 1, |b| {
+        configure(b.request_timeout(Duration::from_secs(1)))
+    })
+    .await;
     manager
         .publish_encoded(to_topic(&order(0), topic))
         .await
