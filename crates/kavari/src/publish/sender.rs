@@ -18,7 +18,7 @@ use futures::stream::FuturesOrdered;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kavari_wire::cluster::Cluster;
+use kavari_wire::cluster::{Cluster, TopicMetadata};
 use kavari_wire::connection::Connection;
 use kavari_wire::produce::PartitionProduce;
 use tokio::sync::Notify;
@@ -74,6 +74,22 @@ pub(crate) struct Producing {
     pub(crate) closing: tokio::sync::watch::Receiver<bool>,
     /// Each broker's produce round.
     pub(crate) rounds: super::rounds::Rounds,
+}
+
+impl Producing {
+    /// `topic`'s partitions and leaders as the cluster knows them (`None`:
+    /// no such topic); a failed lookup is an error saying it happened while
+    /// doing `what`.
+    pub(crate) async fn topic_metadata(
+        &self,
+        topic: &str,
+        what: &str,
+    ) -> Result<Option<TopicMetadata>, ProduceError> {
+        self.cluster
+            .topic(topic)
+            .await
+            .map_err(|e| ProduceError::from_wire(what, &e))
+    }
 }
 
 /// Sends one partition's batches.
@@ -294,12 +310,7 @@ impl Sender {
             Some(id) => id,
             None => {
                 let what = format!("finding the leader of {topic}/{partition}");
-                let meta = self
-                    .producing
-                    .cluster
-                    .topic(topic)
-                    .await
-                    .map_err(|e| ProduceError::from_wire(&what, &e))?;
+                let meta = self.producing.topic_metadata(topic, &what).await?;
                 let p = meta
                     .as_ref()
                     .and_then(|t| t.partitions.iter().find(|p| p.partition == partition))

@@ -199,13 +199,7 @@ impl Topics {
     /// The topic's partitions and their leaders, from a Metadata request.
     async fn metadata(&self, topic: &str) -> Result<TopicMetadata, ProduceError> {
         let what = format!("looking up the partitions of {topic}");
-        let meta = self
-            .producing
-            .cluster
-            .topic(topic)
-            .await
-            .map_err(|e| ProduceError::from_wire(&what, &e))?;
-        let Some(meta) = meta else {
+        let Some(meta) = self.producing.topic_metadata(topic, &what).await? else {
             return Err(ProduceError::new(
                 ProduceErrorKind::UnknownTopic,
                 true,
