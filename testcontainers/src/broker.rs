@@ -1,32 +1,66 @@
-use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rskafka::BackoffConfig;
 use rskafka::client::{Client, ClientBuilder};
 
-use crate::process::BrokerProcess;
-use crate::{Error, FaultProxy, ensure_broker_installed};
+use crate::access::Access;
+use crate::nisshi::NisshiBroker;
+use crate::{Error, FaultProxy, KafkaCluster};
+
+/// Which broker the tests run against when `KAVARI_BROKERS` names none:
+/// `KAVARI_TEST_BROKER=kafka` (the default) or `nisshi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TestBroker {
+    /// Apache Kafka, a cluster of three KRaft nodes ([`KafkaCluster`]).
+    Kafka,
+    /// nisshi, one process: fast to start, built from crates.io.
+    Nisshi,
+}
+
+impl TestBroker {
+    /// The broker `KAVARI_TEST_BROKER` names (default: Kafka). An unknown
+    /// name is an error that lists the known ones.
+    pub fn from_env() -> Result<Self, Error> {
+        match std::env::var("KAVARI_TEST_BROKER") {
+            Err(_) => Ok(Self::Kafka),
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "kafka" => Ok(Self::Kafka),
+                "nisshi" => Ok(Self::Nisshi),
+                other => Err(Error::UnknownTestBroker(other.to_string())),
+            },
+        }
+    }
+
+    /// Whether the tests run against Apache Kafka (`KAVARI_TEST_BROKER`
+    /// unset or `kafka`).
+    pub fn is_kafka() -> bool {
+        matches!(Self::from_env(), Ok(Self::Kafka))
+    }
+}
 
 /// Where a local broker keeps its data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Storage {
-    /// In memory: fast, gone when the process stops (the default).
+    /// In memory: fast, gone when the process stops (the default). Apache
+    /// Kafka always keeps its logs on disk, in the cluster's temporary
+    /// directory.
     #[default]
     Memory,
-    /// A SQLite file in the broker's working directory: records and committed
-    /// offsets survive [`KafkaBroker::kill`] + [`KafkaBroker::restart`].
+    /// On file: records and committed offsets survive
+    /// [`KafkaBroker::kill`] + [`KafkaBroker::restart`].
     File,
 }
 
 /// Options for [`KafkaBroker`]; [`KafkaBroker::start`] uses the defaults.
 #[derive(Debug, Clone)]
 pub struct BrokerBuilder {
-    storage: Storage,
-    proxy: bool,
-    ready_timeout: Duration,
-    tls_names: Option<Vec<String>>,
-    users: Vec<(String, String)>,
+    pub(crate) storage: Storage,
+    pub(crate) proxy: bool,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) tls_names: Option<Vec<String>>,
+    pub(crate) users: Vec<(String, String)>,
+    pub(crate) nodes: usize,
 }
 
 impl Default for BrokerBuilder {
@@ -34,23 +68,26 @@ impl Default for BrokerBuilder {
         Self {
             storage: Storage::Memory,
             proxy: false,
-            ready_timeout: Duration::from_secs(60),
+            ready_timeout: Duration::from_secs(120),
             tls_names: None,
             users: Vec::new(),
+            nodes: 3,
         }
     }
 }
 
 impl BrokerBuilder {
-    /// Storage of a local broker. Default: [`Storage::Memory`].
+    /// Storage of a local nisshi broker. Default: [`Storage::Memory`].
+    /// Kafka keeps everything on disk whatever this says.
     pub fn storage(mut self, storage: Storage) -> Self {
         self.storage = storage;
         self
     }
 
-    /// Put a [`FaultProxy`] in front of the broker and advertise the proxy's
-    /// address, so every client connection (bootstrap and after Metadata)
-    /// goes through it. Needs a local broker. Default: off.
+    /// Put a [`FaultProxy`] in front of the broker (in front of every node
+    /// of a Kafka cluster) and advertise the proxy's addresses, so every
+    /// client connection (bootstrap and after Metadata) goes through it.
+    /// Needs a local broker. Default: off.
     pub fn behind_proxy(mut self) -> Self {
         self.proxy = true;
         self
@@ -66,24 +103,31 @@ impl BrokerBuilder {
     }
 
     /// Require SASL authentication, with `name` known by `password` for
-    /// SCRAM-SHA-256 and SCRAM-SHA-512 (call again for more users). The
-    /// first user is the test kit's own ([`KafkaBroker::sasl`]). Stores on
-    /// file ([`Storage::File`]): the broker keeps SCRAM users only there.
-    /// Needs a local broker. Default: no authentication.
+    /// SCRAM-SHA-256 and SCRAM-SHA-512 (and PLAIN on Kafka; call again for
+    /// more users). The first user is the test kit's own
+    /// ([`KafkaBroker::sasl`]). nisshi then stores on file: it keeps SCRAM
+    /// users only there. Needs a local broker. Default: no authentication.
     pub fn sasl_user(mut self, name: &str, password: &str) -> Self {
         self.users.push((name.to_string(), password.to_string()));
-        self.storage = Storage::File;
         self
     }
 
-    /// How long to wait for the broker to answer Metadata. Default: 60 s.
+    /// How many nodes a Kafka cluster has (nisshi is always one).
+    /// Default: 3.
+    pub fn nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes.max(1);
+        self
+    }
+
+    /// How long to wait for the broker to answer Metadata. Default: 120 s.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self
     }
 
     /// Starts the broker (or connects to `KAVARI_BROKERS`) and returns once it
-    /// serves Metadata.
+    /// serves Metadata: a Kafka cluster, or nisshi, as `KAVARI_TEST_BROKER`
+    /// says ([`TestBroker`]).
     pub async fn start(self) -> Result<KafkaBroker, Error> {
         if let Ok(external) = std::env::var("KAVARI_BROKERS")
             && !external.trim().is_empty()
@@ -97,297 +141,170 @@ impl BrokerBuilder {
             if !self.users.is_empty() {
                 return Err(Error::External("sasl_user"));
             }
-            let broker = KafkaBroker {
-                bootstrap: external.trim().to_string(),
-                local: None,
-                tls_ca: None,
-                sasl: None,
+            let access = Access {
+                bootstrap: external
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                ..Access::default()
             };
-            tracing::info!(brokers = %broker.bootstrap, timeout = ?self.ready_timeout, "waiting for KAVARI_BROKERS to answer");
+            tracing::info!(brokers = %external, timeout = ?self.ready_timeout, "waiting for KAVARI_BROKERS to answer");
+            let broker = KafkaBroker {
+                access,
+                running: Running::External,
+            };
             broker.wait_ready(self.ready_timeout).await?;
             return Ok(broker);
         }
-
-        let binary = tokio::task::spawn_blocking(ensure_broker_installed)
-            .await
-            .map_err(|e| Error::Io {
-                action: "waiting for the broker install",
-                source: std::io::Error::other(e),
-            })??;
-        let workdir = tempfile::Builder::new()
-            .prefix("kavari-broker-")
-            .tempdir()
-            .map_err(|source| Error::Io {
-                action: "creating the broker's working directory",
-                source,
-            })?;
-        let port = free_port()?;
-        let proxy = if self.proxy {
-            Some(FaultProxy::start(format!("127.0.0.1:{port}"))?)
-        } else {
-            None
-        };
-        let advertised = match &proxy {
-            Some(p) => p.address().to_string(),
-            None => format!("127.0.0.1:{port}"),
-        };
-        let tls_ca = match &self.tls_names {
-            Some(names) => Some(crate::certificates::issue(workdir.path(), names)?),
-            None => None,
-        };
-        let local = LocalBroker {
-            binary,
-            workdir,
-            port,
-            advertised: advertised.clone(),
-            storage: self.storage,
-            proxy,
-            tls: tls_ca.is_some(),
-            authentication: std::sync::atomic::AtomicBool::new(false),
-            process: Mutex::new(None),
-        };
-        if !self.users.is_empty() {
-            // The broker takes new users only from an unauthenticated,
-            // plaintext client: create them before security is on.
-            local.spawn_plain()?;
-            let plain = KafkaBroker {
-                bootstrap: format!("127.0.0.1:{port}"),
-                local: None,
-                tls_ca: None,
-                sasl: None,
-            };
-            plain.wait_ready(self.ready_timeout).await?;
-            for (name, password) in &self.users {
-                local.create_user(name, password)?;
+        match TestBroker::from_env()? {
+            TestBroker::Nisshi => {
+                let (nisshi, access) = NisshiBroker::start(&self).await?;
+                let broker = KafkaBroker {
+                    access,
+                    running: Running::Nisshi(nisshi),
+                };
+                broker.wait_ready(self.ready_timeout).await?;
+                Ok(broker)
             }
-            if let Some(p) = local.take_process() {
-                p.stop(Duration::from_secs(10))?;
+            TestBroker::Kafka => {
+                let mut builder = KafkaCluster::builder()
+                    .nodes(self.nodes)
+                    .ready_timeout(self.ready_timeout);
+                if self.proxy {
+                    builder = builder.behind_proxy();
+                }
+                if let Some(names) = &self.tls_names {
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    builder = builder.tls(&names);
+                }
+                for (name, password) in &self.users {
+                    builder = builder.sasl_user(name, password);
+                }
+                Ok(KafkaBroker::from(builder.start().await?))
             }
-            local
-                .authentication
-                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        local.spawn()?;
-        let broker = KafkaBroker {
-            bootstrap: advertised,
-            local: Some(local),
-            tls_ca,
-            sasl: self.users.first().cloned(),
-        };
-        broker.wait_ready(self.ready_timeout).await?;
-        Ok(broker)
     }
 }
 
+/// What runs behind a [`KafkaBroker`].
 #[derive(Debug)]
-struct LocalBroker {
-    binary: PathBuf,
-    workdir: tempfile::TempDir,
-    port: u16,
-    advertised: String,
-    storage: Storage,
-    proxy: Option<FaultProxy>,
-    /// Serves TLS with the certificate in the working directory.
-    tls: bool,
-    /// Requires SASL (once its users exist).
-    authentication: std::sync::atomic::AtomicBool,
-    process: Mutex<Option<BrokerProcess>>,
+enum Running {
+    /// `KAVARI_BROKERS`: nothing of ours.
+    External,
+    /// A nisshi process.
+    Nisshi(NisshiBroker),
+    /// An Apache Kafka cluster.
+    Kafka(KafkaCluster),
 }
 
-impl LocalBroker {
-    fn log_path(&self) -> PathBuf {
-        self.workdir.path().join("broker.log")
-    }
-
-    fn spawn(&self) -> Result<(), Error> {
-        let authentication = self
-            .authentication
-            .load(std::sync::atomic::Ordering::Relaxed);
-        self.spawn_with(self.tls, authentication)
-    }
-
-    /// Plaintext without authentication, whatever the broker serves later.
-    fn spawn_plain(&self) -> Result<(), Error> {
-        self.spawn_with(false, false)
-    }
-
-    /// Creates `name` for SCRAM-SHA-256 and SCRAM-SHA-512 through a broker
-    /// started by [`spawn_plain`](Self::spawn_plain).
-    fn create_user(&self, name: &str, password: &str) -> Result<(), Error> {
-        for mechanism in ["scram256", "scram512"] {
-            let out = std::process::Command::new(&self.binary)
-                .args(["user", "create", "--broker"])
-                .arg(format!("tcp://127.0.0.1:{}", self.port))
-                .args(["--mechanism", mechanism, name, password])
-                .output()
-                .map_err(|source| Error::Io {
-                    action: "running the broker's user create",
-                    source,
-                })?;
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if !out.status.success() || stderr.contains("error") {
-                return Err(Error::Users(format!("{mechanism} {name}: {stderr}")));
-            }
+/// Waits until `access` answers Metadata; after `timeout`, an error with
+/// the broker's log (`log`).
+pub(crate) async fn wait_ready(
+    access: &Access,
+    timeout: Duration,
+    log: impl Fn() -> String,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    loop {
+        if access.answers(access.bootstrap.clone()).await? {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn spawn_with(&self, tls: bool, authentication: bool) -> Result<(), Error> {
-        let storage = match self.storage {
-            Storage::Memory => "memory://nisshi/".to_string(),
-            Storage::File => "sqlite://kafka.db".to_string(),
-        };
-        let mut args = vec![
-            "broker".to_string(),
-            "--listener-url".to_string(),
-            format!("tcp://127.0.0.1:{}", self.port),
-            "--advertised-listener-url".to_string(),
-            format!("tcp://{}", self.advertised),
-            "--storage-engine".to_string(),
-            storage,
-            "--group-initial-rebalance-delay".to_string(),
-            "0s".to_string(),
-        ];
-        if authentication {
-            args.push("--authentication".to_string());
+        if started.elapsed() >= timeout {
+            return Err(Error::NotReady {
+                address: access.bootstrap_servers(),
+                waited: started.elapsed(),
+                log: log(),
+            });
         }
-        if tls {
-            let dir = self.workdir.path();
-            args.push("--cert".to_string());
-            args.push(
-                dir.join(crate::certificates::SERVER_CERT)
-                    .display()
-                    .to_string(),
-            );
-            args.push("--key".to_string());
-            args.push(
-                dir.join(crate::certificates::SERVER_KEY)
-                    .display()
-                    .to_string(),
-            );
-        }
-        let process =
-            BrokerProcess::spawn(&self.binary, &args, self.workdir.path(), &self.log_path())?;
-        let mut slot = self.process.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = slot.replace(process) {
-            old.kill()?;
-        }
-        Ok(())
-    }
-
-    fn take_process(&self) -> Option<BrokerProcess> {
-        self.process
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-
-    /// The last 2000 bytes of the broker's log.
-    fn log_tail(&self) -> String {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut tail = Vec::new();
-        if let Ok(mut file) = std::fs::File::open(self.log_path()) {
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let read = file
-                .seek(SeekFrom::Start(len.saturating_sub(2000)))
-                .and_then(|_| file.read_to_end(&mut tail));
-            if read.is_err() {
-                tail.clear();
-            }
-        }
-        String::from_utf8_lossy(&tail).into_owned()
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// A Kafka-protocol broker for tests: a local process of our own, or an
-/// external cluster named by `KAVARI_BROKERS`.
+/// A Kafka-protocol broker for tests: an Apache Kafka cluster or a nisshi
+/// process of our own, or an external cluster named by `KAVARI_BROKERS`.
 ///
-/// A local process is killed when the handle drops and when the test process
-/// exits, however it exits.
+/// Local processes are killed when the handle drops and when the test
+/// process exits, however it exits. On a Kafka cluster, [`kill`](Self::kill),
+/// [`stop`](Self::stop), [`restart`](Self::restart) and
+/// [`spawn_again`](Self::spawn_again) act on every node (the whole cluster
+/// goes down and comes back, as the single nisshi process does); the nodes
+/// one by one are [`kafka`](Self::kafka)'s.
 #[derive(Debug)]
 pub struct KafkaBroker {
-    bootstrap: String,
-    local: Option<LocalBroker>,
-    /// The CA that issued the broker's certificate, when it serves TLS.
-    tls_ca: Option<PathBuf>,
-    /// The test kit's SASL user and password, when the broker requires
-    /// authentication.
-    sasl: Option<(String, String)>,
+    access: Access,
+    running: Running,
+}
+
+impl From<KafkaCluster> for KafkaBroker {
+    fn from(cluster: KafkaCluster) -> Self {
+        Self {
+            access: cluster.access().clone(),
+            running: Running::Kafka(cluster),
+        }
+    }
 }
 
 impl KafkaBroker {
-    /// Options: storage, a fault proxy, the readiness timeout.
+    /// Options: storage, a fault proxy, TLS, SASL, the readiness timeout.
     pub fn builder() -> BrokerBuilder {
         BrokerBuilder::default()
     }
 
-    /// Starts a broker with the default options (in-memory storage, no proxy).
+    /// Starts a broker with the default options (no proxy, plaintext).
     pub async fn start() -> Result<Self, Error> {
         Self::builder().start().await
     }
 
     /// The bootstrap servers clients should use (`host:port[,host:port]`):
-    /// the proxy's address when the broker is behind one.
+    /// the proxy's addresses when the broker is behind one.
     pub fn bootstrap_servers(&self) -> String {
-        self.bootstrap.clone()
+        self.access.bootstrap_servers()
     }
 
     /// The bootstrap servers as a list, as rskafka's `ClientBuilder` takes them.
     pub fn bootstrap_list(&self) -> Vec<String> {
-        self.bootstrap
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
+        self.access.bootstrap.clone()
     }
 
     /// The PEM file of the CA that issued the broker's certificate, when
     /// started with [`BrokerBuilder::tls`].
     pub fn tls_ca_file(&self) -> Option<&std::path::Path> {
-        self.tls_ca.as_deref()
+        self.access.tls_ca.as_deref()
     }
 
     /// The first user given to [`BrokerBuilder::sasl_user`] and its
     /// password, when the broker requires authentication.
     pub fn sasl(&self) -> Option<(&str, &str)> {
-        self.sasl.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
-    }
-
-    /// The test kit's own client: TLS with the broker's CA (not checking
-    /// the host name, which some tests leave out on purpose) when the
-    /// broker serves TLS, SCRAM-SHA-512 as the first user when it requires
-    /// authentication.
-    fn cluster(&self, timeout: Duration) -> Result<kavari_wire::cluster::Cluster, Error> {
-        let mut security = kavari_wire::Security::plaintext();
-        if let Some(ca) = &self.tls_ca {
-            let tls = kavari_wire::tls::Tls::builder()
-                .ca_file(ca)
-                .verify_hostname(false)
-                .build()
-                .map_err(|e| Error::Certificates(e.to_string()))?;
-            security = security.with_tls(tls);
-        }
-        if let Some((user, password)) = &self.sasl {
-            security = security.with_sasl(kavari_wire::sasl::Sasl::scram_sha512(user, password));
-        }
-        Ok(kavari_wire::cluster::Cluster::new(
-            self.bootstrap_list(),
-            "kavari-testcontainers".into(),
-            timeout,
-        )
-        .with_security(security))
+        self.access
+            .sasl
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
     /// True when this handle points at `KAVARI_BROKERS` instead of a process of
     /// our own.
     pub fn is_external(&self) -> bool {
-        self.local.is_none()
+        matches!(self.running, Running::External)
+    }
+
+    /// The Apache Kafka cluster behind this handle (its nodes one by one,
+    /// partition leaders), when the tests run on Kafka.
+    pub fn kafka(&self) -> Option<&KafkaCluster> {
+        match &self.running {
+            Running::Kafka(cluster) => Some(cluster),
+            _ => None,
+        }
     }
 
     /// The fault proxy in front of the broker, when started with
     /// [`BrokerBuilder::behind_proxy`].
     pub fn proxy(&self) -> Option<&FaultProxy> {
-        self.local.as_ref().and_then(|l| l.proxy.as_ref())
+        match &self.running {
+            Running::External => None,
+            Running::Nisshi(nisshi) => nisshi.proxy(),
+            Running::Kafka(cluster) => cluster.proxy(),
+        }
     }
 
     /// A fresh rskafka client for this broker, whose retries give up after
@@ -397,7 +314,7 @@ impl KafkaBroker {
     }
 
     async fn client_with_deadline(&self, deadline: Duration) -> Result<Client, Error> {
-        ClientBuilder::new(self.bootstrap_list())
+        ClientBuilder::new(self.access.bootstrap.clone())
             .backoff_config(BackoffConfig {
                 init_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_secs(1),
@@ -407,7 +324,7 @@ impl KafkaBroker {
             .build()
             .await
             .map_err(|source| Error::Kafka {
-                action: format!("connecting to {}", self.bootstrap),
+                action: format!("connecting to {}", self.access.bootstrap_servers()),
                 source,
             })
     }
@@ -419,7 +336,7 @@ impl KafkaBroker {
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), Error> {
         const DEADLINE: Duration = Duration::from_secs(30);
         let action = format!("creating topic {name} with {partitions} partitions");
-        let cluster = self.cluster(Duration::from_secs(10))?;
+        let cluster = self.access.cluster(Duration::from_secs(10))?;
         let topic = kavari_wire::admin::NewTopic {
             name,
             partitions,
@@ -458,76 +375,88 @@ impl KafkaBroker {
     }
 
     async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let started = Instant::now();
-        loop {
-            // A Metadata request on a fresh connection each time (a
-            // restarted broker must answer on a new one).
-            let cluster = self.cluster(Duration::from_secs(1))?;
-            let attempt = async move { cluster.topics(&[]).await.map(drop) };
-            match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => tracing::debug!(error = %e, "broker not ready yet"),
-                Err(_) => tracing::debug!("broker readiness probe timed out"),
-            }
-            if started.elapsed() >= timeout {
-                return Err(Error::NotReady {
-                    address: self.bootstrap.clone(),
-                    waited: started.elapsed(),
-                    log: self
-                        .local
-                        .as_ref()
-                        .map(|l| l.log_tail())
-                        .unwrap_or_default(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_ready(&self.access, timeout, || self.log_tail()).await
+    }
+
+    fn log_tail(&self) -> String {
+        match &self.running {
+            Running::External => String::new(),
+            Running::Nisshi(nisshi) => nisshi.log_tail(),
+            Running::Kafka(cluster) => cluster.log_tail(),
         }
     }
 
-    fn local(&self, what: &'static str) -> Result<&LocalBroker, Error> {
-        self.local.as_ref().ok_or(Error::External(what))
-    }
-
-    /// SIGKILLs the broker process, as a crash would. Idempotent.
+    /// SIGKILLs the broker process (every node), as a crash would.
+    /// Idempotent.
     pub fn kill(&self) -> Result<(), Error> {
-        match self.local("kill")?.take_process() {
-            Some(p) => p.kill(),
-            None => Ok(()),
+        match &self.running {
+            Running::External => Err(Error::External("kill")),
+            Running::Nisshi(nisshi) => match nisshi.take_process() {
+                Some(p) => p.kill(),
+                None => Ok(()),
+            },
+            Running::Kafka(cluster) => cluster.kill_all(),
         }
     }
 
-    /// Stops the broker with SIGTERM (SIGKILL after 10 s). Idempotent.
+    /// Stops the broker (every node) with SIGTERM, SIGKILL if it has not
+    /// exited in time. Idempotent.
     pub fn stop(&self) -> Result<(), Error> {
-        match self.local("stop")?.take_process() {
-            Some(p) => p.stop(Duration::from_secs(10)),
-            None => Ok(()),
+        match &self.running {
+            Running::External => Err(Error::External("stop")),
+            Running::Nisshi(nisshi) => match nisshi.take_process() {
+                Some(p) => p.stop(Duration::from_secs(10)),
+                None => Ok(()),
+            },
+            Running::Kafka(cluster) => cluster.stop_all(),
         }
     }
 
-    /// Starts the broker again on the same address and working directory
-    /// (with [`Storage::File`], with the same data), killing it first if it
-    /// runs, and waits until it serves Metadata.
+    /// Starts the broker again on the same addresses and data (nisshi with
+    /// [`Storage::Memory`] starts empty), killing it first if it runs, and
+    /// waits until it serves Metadata.
     pub async fn restart(&self) -> Result<(), Error> {
-        let local = self.local("restart")?;
-        if let Some(p) = local.take_process() {
-            p.kill()?;
+        match &self.running {
+            Running::External => return Err(Error::External("restart")),
+            Running::Nisshi(nisshi) => {
+                if let Some(p) = nisshi.take_process() {
+                    p.kill()?;
+                }
+                nisshi.spawn()?;
+            }
+            Running::Kafka(cluster) => {
+                cluster.kill_all()?;
+                cluster.spawn_all()?;
+            }
         }
-        local.spawn()?;
-        self.wait_ready(Duration::from_secs(60)).await
+        self.wait_ready(Duration::from_secs(120)).await
     }
 
     /// Starts a broker that was stopped or killed, without waiting for it to
     /// be ready (the fault tests want to see clients find it by themselves).
     pub fn spawn_again(&self) -> Result<(), Error> {
-        self.local("spawn_again")?.spawn()
+        match &self.running {
+            Running::External => Err(Error::External("spawn_again")),
+            Running::Nisshi(nisshi) => nisshi.spawn(),
+            Running::Kafka(cluster) => cluster.spawn_all(),
+        }
     }
 
-    /// The broker's log so far (empty for an external cluster).
+    /// The broker's log so far (every node's, one after another; empty for
+    /// an external cluster).
     pub fn log(&self) -> String {
-        self.local
-            .as_ref()
-            .and_then(|l| std::fs::read_to_string(l.log_path()).ok())
-            .unwrap_or_default()
+        match &self.running {
+            Running::External => String::new(),
+            Running::Nisshi(nisshi) => {
+                std::fs::read_to_string(nisshi.log_path()).unwrap_or_default()
+            }
+            Running::Kafka(cluster) => cluster
+                .node_ids()
+                .into_iter()
+                .map(|n| cluster.log(n))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
     }
 }
 
@@ -539,7 +468,7 @@ pub async fn shared_broker() -> Result<&'static KafkaBroker, Error> {
     SHARED.get_or_try_init(KafkaBroker::start).await
 }
 
-fn free_port() -> Result<u16, Error> {
+pub(crate) fn free_port() -> Result<u16, Error> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
         action: "finding a free port",
         source,

@@ -115,3 +115,66 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// One PEM file holding the server's private key and certificate, as
+/// Kafka's `ssl.keystore.type=PEM` takes them; after [`issue`].
+pub(crate) fn keystore(dir: &Path) -> Result<PathBuf, Error> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map_err(|e| Error::Certificates(format!("reading {name}: {e}")))
+    };
+    let pem = format!("{}{}", read(SERVER_KEY)?, read(SERVER_CERT)?);
+    let path = dir.join("server-keystore.pem");
+    std::fs::write(&path, pem)
+        .map_err(|e| Error::Certificates(format!("writing {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// Issues a client certificate from the CA of [`issue`], for brokers that
+/// require one (mutual TLS); returns the certificate and key PEM files.
+pub(crate) fn issue_client(dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    let extensions = dir.join("client.ext");
+    std::fs::write(
+        &extensions,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .map_err(|e| Error::Certificates(format!("writing {}: {e}", extensions.display())))?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=kavari-test-client",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "client.pem",
+            "-extfile",
+            "client.ext",
+        ],
+    )?;
+    Ok((dir.join("client.pem"), dir.join("client.key")))
+}

@@ -19,6 +19,9 @@ pub enum Error {
          --features dynostore,libsql --locked)"
     )]
     NoBackend,
+    /// `KAVARI_TEST_BROKER` names no broker the test kit knows.
+    #[error("KAVARI_TEST_BROKER={0:?}: the test brokers are `kafka` (the default) and `nisshi`")]
+    UnknownTestBroker(String),
     /// The broker install script failed.
     #[error(
         "installing the test broker failed (status {status}); run testcontainers/install-broker.sh by hand to see why"

@@ -5,10 +5,16 @@
 //!
 //! 1. `KAVARI_BROKERS` is set: an external cluster (for example your own Apache
 //!    Kafka). Nothing is started; `stop`/`kill`/`restart` are errors.
-//! 2. A local broker binary (`nisshi`, or `tansu` as a fallback) is installed,
-//!    or can be installed by `install-broker.sh`: a process of its own on a free
-//!    loopback port, in its own temporary directory, killed when the handle
-//!    drops and when the test process exits, even by a panic or a SIGKILL.
+//! 2. `KAVARI_TEST_BROKER` unset or `kafka`: an Apache Kafka cluster of three
+//!    KRaft nodes ([`KafkaCluster`]), installed from Maven Central by
+//!    `install-kafka.sh` when missing (about 10 s, once).
+//! 3. `KAVARI_TEST_BROKER=nisshi`: a nisshi process (or `tansu` as a
+//!    fallback), installed by `install-broker.sh` when missing (about 11
+//!    minutes on 2 cores, once).
+//!
+//! Local brokers run on free loopback ports, each in its own temporary
+//! directory, and are killed when the handle drops and when the test process
+//! exits, even by a panic or a SIGKILL.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kavari_testcontainers::Error> {
@@ -23,16 +29,21 @@
 //! [`BrokerBuilder::behind_proxy`]) and can cut connections, refuse or
 //! black-hole new ones, and add latency.
 
+mod access;
 mod broker;
 mod certificates;
 mod error;
 mod install;
+mod kafka;
+mod nisshi;
 mod process;
 mod proxy;
 
-pub use broker::{BrokerBuilder, KafkaBroker, Storage, shared_broker};
+pub(crate) use broker::free_port;
+pub use broker::{BrokerBuilder, KafkaBroker, Storage, TestBroker, shared_broker};
 pub use error::Error;
 pub use install::{broker_binary, ensure_broker_installed};
+pub use kafka::{KAFKA_VERSION, KafkaCluster, KafkaClusterBuilder};
 pub use proxy::{FaultMode, FaultProxy};
 
 /// A topic or group name unique to this process and call, so tests sharing a

@@ -1,7 +1,11 @@
-//! A TCP proxy between clients and the broker that injects network faults.
+//! A TCP proxy between clients and the brokers that injects network faults.
 //!
-//! It runs on a thread of its own with its own runtime, so it keeps working
-//! across test runtimes and under `start_paused` clocks.
+//! It listens on one loopback port per broker (one for a single broker, one
+//! per node of a cluster, each node advertising its port), and one set of
+//! settings, counters and rewrites applies to all of them, so a test cuts
+//! off "the cluster" with one call. It runs on a thread of its own with its
+//! own runtime, so it keeps working across test runtimes and under
+//! `start_paused` clocks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,13 +47,14 @@ struct Settings {
 }
 
 /// A fault-injecting TCP proxy. See [`FaultMode`]. Dropping it closes the
-/// listener and every connection.
+/// listeners and every connection.
 #[derive(Debug)]
 pub struct FaultProxy {
-    address: SocketAddr,
+    addresses: Vec<SocketAddr>,
     settings: watch::Sender<Settings>,
     accepted: Arc<AtomicU64>,
-    listening: Arc<std::sync::atomic::AtomicBool>,
+    /// How many of the listeners listen now.
+    listening: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<RequestCounts>,
     rewrite: Arc<AnswerRewrite>,
 }
@@ -186,22 +191,31 @@ impl FrameScanner {
 impl FaultProxy {
     /// Listens on a free loopback port and forwards to `upstream`.
     pub fn start(upstream: impl Into<String>) -> Result<Self, Error> {
-        let upstream = upstream.into();
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
-                action: "binding the fault proxy",
-                source,
-            })?;
-        let address = std_listener.local_addr().map_err(|source| Error::Io {
+        Self::start_many(vec![upstream.into()])
+    }
+
+    /// Listens on one free loopback port per upstream and forwards each to
+    /// its own ([`addresses`](Self::addresses) in the same order): the
+    /// proxy of a cluster, whose nodes each advertise their port.
+    pub fn start_many(upstreams: Vec<String>) -> Result<Self, Error> {
+        let bind_error = |source| Error::Io {
             action: "binding the fault proxy",
             source,
-        })?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|source| Error::Io {
-                action: "binding the fault proxy",
-                source,
-            })?;
+        };
+        let mut listeners = Vec::with_capacity(upstreams.len());
+        for upstream in upstreams {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(bind_error)?;
+            let address = listener.local_addr().map_err(bind_error)?;
+            listener.set_nonblocking(true).map_err(bind_error)?;
+            listeners.push((listener, address, upstream));
+        }
+        let addresses: Vec<SocketAddr> = listeners.iter().map(|(_, a, _)| *a).collect();
+        let Some(first) = addresses.first().copied() else {
+            return Err(Error::Io {
+                action: "starting the fault proxy",
+                source: std::io::Error::other("no upstream to forward to"),
+            });
+        };
         let (settings, rx) = watch::channel(Settings {
             mode: FaultMode::Pass,
             latency: Duration::ZERO,
@@ -213,13 +227,11 @@ impl FaultProxy {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             kept: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
-        let seen = Arc::clone(&requests);
         let rewrite = Arc::new(AnswerRewrite {
             produce: std::sync::Mutex::new((0, 0)),
             fetch: std::sync::Mutex::new((0, 0)),
             hidden: std::sync::atomic::AtomicI32::new(-1),
         });
-        let rewrites = Arc::clone(&rewrite);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -227,31 +239,29 @@ impl FaultProxy {
                 action: "starting the fault proxy's runtime",
                 source,
             })?;
-        let counter = Arc::clone(&accepted);
-        let listening = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let flag = Arc::clone(&listening);
+        let listening = Arc::new(std::sync::atomic::AtomicUsize::new(listeners.len()));
+        let watched = Watched {
+            accepted: Arc::clone(&accepted),
+            listening: Arc::clone(&listening),
+            requests: Arc::clone(&requests),
+            rewrite: Arc::clone(&rewrite),
+        };
         std::thread::Builder::new()
-            .name(format!("fault-proxy-{}", address.port()))
+            .name(format!("fault-proxy-{}", first.port()))
             .spawn(move || {
-                runtime.block_on(accept_loop(
-                    std_listener,
-                    address,
-                    upstream,
-                    rx,
-                    Watched {
-                        accepted: counter,
-                        listening: flag,
-                        requests: seen,
-                        rewrite: rewrites,
-                    },
-                ));
+                runtime.block_on(async move {
+                    let loops = listeners.into_iter().map(|(listener, address, upstream)| {
+                        accept_loop(listener, address, upstream, rx.clone(), watched.clone())
+                    });
+                    futures::future::join_all(loops).await;
+                });
             })
             .map_err(|source| Error::Io {
                 action: "spawning the fault proxy thread",
                 source,
             })?;
         Ok(Self {
-            address,
+            addresses,
             settings,
             accepted,
             listening,
@@ -260,16 +270,26 @@ impl FaultProxy {
         })
     }
 
-    /// The address clients connect to.
+    /// The address clients connect to (the first broker's, for a proxy of
+    /// several).
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.addresses[0]
+    }
+
+    /// Every address, one per upstream, in the order they were given.
+    pub fn addresses(&self) -> &[SocketAddr] {
+        &self.addresses
     }
 
     /// Sets the mode for new and open connections. Returns once the
     /// listener has followed: after `Refuse`, a connect is refused.
     pub fn set_mode(&self, mode: FaultMode) {
         self.settings.send_modify(|s| s.mode = mode);
-        let want_listening = mode != FaultMode::Refuse;
+        let want_listening = if mode == FaultMode::Refuse {
+            0
+        } else {
+            self.addresses.len()
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while self.listening.load(Ordering::Acquire) != want_listening
             && std::time::Instant::now() < deadline
@@ -385,9 +405,10 @@ impl Drop for FaultProxy {
 }
 
 /// What the proxy's thread shares with its handle.
+#[derive(Clone)]
 struct Watched {
     accepted: Arc<AtomicU64>,
-    listening: Arc<std::sync::atomic::AtomicBool>,
+    listening: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<RequestCounts>,
     rewrite: Arc<AnswerRewrite>,
 }
@@ -406,8 +427,16 @@ async fn accept_loop(
         rewrite,
     } = watched;
     let mut listener = TcpListener::from_std(std_listener).ok();
+    let mut counted = true;
     loop {
-        listening.store(listener.is_some(), Ordering::Release);
+        if counted != listener.is_some() {
+            counted = listener.is_some();
+            if counted {
+                listening.fetch_add(1, Ordering::AcqRel);
+            } else {
+                listening.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
         let settings = *rx.borrow_and_update();
         if settings.shutdown {
             return;

@@ -1,0 +1,636 @@
+//! [`KafkaCluster`]: Apache Kafka brokers in KRaft mode, each node both
+//! broker and controller, as processes of the test's own on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::config::{ClientSecurity, NodeConfig, Ports};
+use super::install::{ensure_kafka_installed, java};
+use crate::access::Access;
+use crate::process::BrokerProcess;
+use crate::{Error, FaultProxy};
+
+/// The JVM options of each node unless `KAVARI_KAFKA_JVM_OPTS` says
+/// otherwise: a small heap and the client compiler only, so three nodes
+/// start in seconds on 2 cores and leave the cores to the tests.
+const JVM_OPTS: &str = "-Xms128m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+                        -XX:-UsePerfData -Djava.awt.headless=true";
+
+/// Options of a [`KafkaCluster`]; [`KafkaCluster::start`] uses the defaults.
+#[derive(Debug, Clone)]
+pub struct KafkaClusterBuilder {
+    nodes: usize,
+    proxy: bool,
+    tls_names: Option<Vec<String>>,
+    client_certificates: bool,
+    users: Vec<(String, String)>,
+    reauthenticate_after: Option<Duration>,
+    ready_timeout: Duration,
+}
+
+impl Default for KafkaClusterBuilder {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            proxy: false,
+            tls_names: None,
+            client_certificates: false,
+            users: Vec::new(),
+            reauthenticate_after: None,
+            ready_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl KafkaClusterBuilder {
+    /// How many nodes, each broker and controller. Default: 3 (topics get
+    /// three copies, two of which must take a write).
+    pub fn nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes.max(1);
+        self
+    }
+
+    /// A [`FaultProxy`] in front of every node, each node advertising its
+    /// own proxy port, so every client connection goes through it.
+    /// Default: off.
+    pub fn behind_proxy(mut self) -> Self {
+        self.proxy = true;
+        self
+    }
+
+    /// Clients connect over TLS only, with a certificate for `names` issued
+    /// by a CA of the test's own ([`KafkaCluster::tls_ca_file`]).
+    /// Default: plaintext.
+    pub fn tls(mut self, names: &[&str]) -> Self {
+        self.tls_names = Some(names.iter().map(|n| n.to_string()).collect());
+        self
+    }
+
+    /// With [`tls`](Self::tls): clients must present a certificate issued
+    /// by the test CA (`ssl.client.auth=required`); the test kit's own is
+    /// [`KafkaCluster::client_certificate`]. Default: not asked.
+    pub fn require_client_certificates(mut self) -> Self {
+        self.client_certificates = true;
+        self
+    }
+
+    /// Clients must authenticate with SASL: `name` is known by `password`
+    /// for PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (call again for more
+    /// users); OAUTHBEARER takes unsigned tokens (Kafka's unsecured
+    /// validator). The first user is the test kit's own.
+    pub fn sasl_user(mut self, name: &str, password: &str) -> Self {
+        self.users.push((name.to_string(), password.to_string()));
+        self
+    }
+
+    /// Authenticated sessions last `after` (`connections.max.reauth.ms`,
+    /// KIP-368): a client re-authenticates or is disconnected. Default:
+    /// forever.
+    pub fn reauthenticate_after(mut self, after: Duration) -> Self {
+        self.reauthenticate_after = Some(after);
+        self
+    }
+
+    /// How long to wait for every node to answer. Default: 120 s.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Installs Kafka if it is missing, formats the nodes' directories,
+    /// starts every node and returns once each answers Metadata.
+    pub async fn start(self) -> Result<KafkaCluster, Error> {
+        let started = Instant::now();
+        let home = tokio::task::spawn_blocking(ensure_kafka_installed)
+            .await
+            .map_err(|e| Error::Io {
+                action: "waiting for the Kafka install",
+                source: std::io::Error::other(e),
+            })??;
+        let dir = tempfile::Builder::new()
+            .prefix("kavari-kafka-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                action: "creating the cluster's directory",
+                source,
+            })?;
+        let ids: Vec<i32> = (1..=i32::try_from(self.nodes).unwrap_or(3)).collect();
+        let mut layout = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            layout.push((
+                id,
+                Ports {
+                    client: crate::free_port()?,
+                    internal: crate::free_port()?,
+                    controller: crate::free_port()?,
+                },
+            ));
+        }
+        let proxy = if self.proxy {
+            Some(FaultProxy::start_many(
+                layout
+                    .iter()
+                    .map(|(_, p)| format!("127.0.0.1:{}", p.client))
+                    .collect(),
+            )?)
+        } else {
+            None
+        };
+        let mut security = ClientSecurity {
+            users: self.users.clone(),
+            reauthenticate_after: self.reauthenticate_after,
+            ..ClientSecurity::default()
+        };
+        let mut access = Access {
+            sasl: self.users.first().cloned(),
+            ..Access::default()
+        };
+        if let Some(names) = &self.tls_names {
+            let ca = crate::certificates::issue(dir.path(), names)?;
+            security.tls_keystore = Some(crate::certificates::keystore(dir.path())?);
+            if self.client_certificates {
+                security.client_ca = Some(ca.clone());
+                access.client_certificate = Some(crate::certificates::issue_client(dir.path())?);
+            }
+            access.tls_ca = Some(ca);
+        }
+        let cluster_id = cluster_id();
+        let mut nodes = Vec::with_capacity(layout.len());
+        for (i, (id, ports)) in layout.iter().enumerate() {
+            let node_dir = dir.path().join(format!("node-{id}"));
+            std::fs::create_dir_all(&node_dir).map_err(|source| Error::Io {
+                action: "creating a node's directory",
+                source,
+            })?;
+            let advertised = match &proxy {
+                Some(p) => p.addresses()[i].to_string(),
+                None => format!("127.0.0.1:{}", ports.client),
+            };
+            let properties = NodeConfig {
+                id: *id,
+                nodes: &layout,
+                advertised: &advertised,
+                data: &node_dir.join("data"),
+                security: &security,
+            }
+            .render();
+            std::fs::write(node_dir.join("server.properties"), properties).map_err(|source| {
+                Error::Io {
+                    action: "writing a node's server.properties",
+                    source,
+                }
+            })?;
+            access.bootstrap.push(advertised.clone());
+            nodes.push(Node {
+                id: *id,
+                advertised,
+                dir: node_dir,
+                process: Mutex::new(None),
+            });
+        }
+        let cluster = KafkaCluster {
+            home,
+            dir,
+            nodes,
+            proxy,
+            access,
+        };
+        let formatting = Instant::now();
+        tokio::task::block_in_place(|| cluster.format(&cluster_id, &self.users))?;
+        let formatted = formatting.elapsed();
+        for node in &cluster.nodes {
+            cluster.spawn(node)?;
+        }
+        for node in &cluster.nodes {
+            cluster.wait_node(node, self.ready_timeout).await?;
+        }
+        tracing::info!(
+            nodes = cluster.nodes.len(),
+            ?formatted,
+            took = ?started.elapsed(),
+            bootstrap = %cluster.bootstrap_servers(),
+            "Kafka cluster started"
+        );
+        eprintln!(
+            "kavari-testcontainers: Apache Kafka {} cluster of {} node(s) started in {:.1} s \
+             (formatting {:.1} s), security {}",
+            super::KAFKA_VERSION,
+            cluster.nodes.len(),
+            started.elapsed().as_secs_f64(),
+            formatted.as_secs_f64(),
+            security.protocol(),
+        );
+        Ok(cluster)
+    }
+}
+
+/// One node: its id, the address clients are told, its directory
+/// (`server.properties`, `data/`, `node.log`) and its process while it runs.
+#[derive(Debug)]
+struct Node {
+    id: i32,
+    advertised: String,
+    dir: PathBuf,
+    process: Mutex<Option<BrokerProcess>>,
+}
+
+impl Node {
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    fn take_process(&self) -> Option<BrokerProcess> {
+        self.process
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn is_running(&self) -> bool {
+        self.process
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
+
+/// An Apache Kafka cluster in KRaft mode, every node both broker and
+/// controller, each a JVM process of the test's own on free loopback
+/// ports, in a fresh directory with a fresh cluster id. Topics created
+/// with the broker's defaults get three copies (as many as there are
+/// nodes, up to three) and `min.insync.replicas=2`.
+///
+/// Nodes are killed when the handle drops and when the test process exits,
+/// however it exits.
+#[derive(Debug)]
+pub struct KafkaCluster {
+    home: PathBuf,
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+    proxy: Option<FaultProxy>,
+    access: Access,
+}
+
+impl KafkaCluster {
+    /// Options: nodes, a fault proxy, TLS, SASL.
+    pub fn builder() -> KafkaClusterBuilder {
+        KafkaClusterBuilder::default()
+    }
+
+    /// Starts a cluster of three nodes with plaintext listeners.
+    pub async fn start() -> Result<Self, Error> {
+        Self::builder().start().await
+    }
+
+    /// The bootstrap servers clients should use: every node (its proxy port
+    /// when behind a proxy).
+    pub fn bootstrap_servers(&self) -> String {
+        self.access.bootstrap_servers()
+    }
+
+    pub(crate) fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// The fault proxy in front of the nodes, when started behind one.
+    pub fn proxy(&self) -> Option<&FaultProxy> {
+        self.proxy.as_ref()
+    }
+
+    /// The CA of the nodes' certificates, when clients connect over TLS.
+    pub fn tls_ca_file(&self) -> Option<&Path> {
+        self.access.tls_ca.as_deref()
+    }
+
+    /// The test kit's client certificate and key (PEM files), when the
+    /// nodes require one.
+    pub fn client_certificate(&self) -> Option<(&Path, &Path)> {
+        self.access
+            .client_certificate
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()))
+    }
+
+    /// The node ids, `1..=N`.
+    pub fn node_ids(&self) -> Vec<i32> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The address clients are told for `node`.
+    pub fn node_address(&self, node: i32) -> Result<&str, Error> {
+        Ok(self.node(node)?.advertised.as_str())
+    }
+
+    fn node(&self, id: i32) -> Result<&Node, Error> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| Error::Topic {
+                action: format!("finding node {id}"),
+                detail: format!("the cluster's nodes are {:?}", self.node_ids()),
+            })
+    }
+
+    /// Formats every node's directory with the cluster id, the SCRAM users
+    /// written into the metadata from the start. The nodes format in
+    /// parallel (a JVM each).
+    fn format(&self, cluster_id: &str, users: &[(String, String)]) -> Result<(), Error> {
+        let classpath = self.classpath();
+        let mut children = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let mut command = Command::new(java());
+            command
+                .args(["-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp"])
+                .arg(&classpath)
+                .args([
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--cluster-id",
+                    cluster_id,
+                ])
+                .arg("--config")
+                .arg(node.dir.join("server.properties"));
+            for (name, password) in users {
+                for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+                    command
+                        .arg("--add-scram")
+                        .arg(format!("{mechanism}=[name={name},password={password}]"));
+                }
+            }
+            let child = command
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|source| Error::Process {
+                    binary: java(),
+                    action: "formatting a node's directory",
+                    source,
+                })?;
+            children.push(child);
+        }
+        for child in children {
+            let out = child.wait_with_output().map_err(|source| Error::Process {
+                binary: java(),
+                action: "formatting a node's directory",
+                source,
+            })?;
+            if !out.status.success() {
+                return Err(Error::Process {
+                    binary: java(),
+                    action: "formatting a node's directory",
+                    source: std::io::Error::other(format!(
+                        "{}: {}{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    )),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn classpath(&self) -> String {
+        format!("{}/*", self.home.join("libs").display())
+    }
+
+    fn spawn(&self, node: &Node) -> Result<(), Error> {
+        let opts = std::env::var("KAVARI_KAFKA_JVM_OPTS").unwrap_or_else(|_| JVM_OPTS.to_string());
+        let mut args: Vec<String> = opts.split_whitespace().map(str::to_string).collect();
+        args.push(format!(
+            "-Dlog4j2.configurationFile={}",
+            self.home.join("log4j2.yaml").display()
+        ));
+        args.push("-cp".into());
+        args.push(self.classpath());
+        args.push("kafka.Kafka".into());
+        args.push(node.dir.join("server.properties").display().to_string());
+        let process = BrokerProcess::spawn(&java(), &args, &node.dir, &node.log_path())?;
+        let mut slot = node.process.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.replace(process) {
+            old.kill()?;
+        }
+        Ok(())
+    }
+
+    async fn wait_node(&self, node: &Node, timeout: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            if self.access.answers(vec![node.advertised.clone()]).await? {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::NotReady {
+                    address: format!("node {} at {}", node.id, node.advertised),
+                    waited: started.elapsed(),
+                    log: log_tail(&node.log_path()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILLs `node`, as a crash would. Idempotent.
+    pub fn kill_node(&self, node: i32) -> Result<(), Error> {
+        match self.node(node)?.take_process() {
+            Some(p) => p.kill(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops `node` with SIGTERM, Kafka's controlled shutdown (its
+    /// partitions' leadership moves first); SIGKILL after 30 s. Idempotent.
+    pub fn stop_node(&self, node: i32) -> Result<(), Error> {
+        match self.node(node)?.take_process() {
+            Some(p) => p.stop(Duration::from_secs(30)),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts `node` again with its data, without waiting for it.
+    pub fn spawn_node(&self, node: i32) -> Result<(), Error> {
+        let node = self.node(node)?;
+        if node.is_running() {
+            return Ok(());
+        }
+        self.spawn(node)
+    }
+
+    /// Starts `node` again with its data (killing it first if it runs) and
+    /// waits until it answers Metadata.
+    pub async fn restart_node(&self, node: i32) -> Result<(), Error> {
+        let node = self.node(node)?;
+        if let Some(p) = node.take_process() {
+            p.kill()?;
+        }
+        self.spawn(node)?;
+        self.wait_node(node, Duration::from_secs(120)).await
+    }
+
+    /// SIGKILLs every node.
+    pub fn kill_all(&self) -> Result<(), Error> {
+        self.node_ids()
+            .into_iter()
+            .try_for_each(|n| self.kill_node(n))
+    }
+
+    /// Stops every node gracefully, one after another.
+    pub fn stop_all(&self) -> Result<(), Error> {
+        self.node_ids()
+            .into_iter()
+            .try_for_each(|n| self.stop_node(n))
+    }
+
+    /// Starts every node that is not running, without waiting.
+    pub fn spawn_all(&self) -> Result<(), Error> {
+        self.node_ids()
+            .into_iter()
+            .try_for_each(|n| self.spawn_node(n))
+    }
+
+    /// Starts every node that is not running and waits until each answers.
+    pub async fn start_all(&self) -> Result<(), Error> {
+        self.spawn_all()?;
+        for node in &self.nodes {
+            self.wait_node(node, Duration::from_secs(120)).await?;
+        }
+        Ok(())
+    }
+
+    /// The leader of `topic`/`partition` now, as Metadata tells it.
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<Option<i32>, Error> {
+        let cluster = self.access.cluster(Duration::from_secs(5))?;
+        let meta = cluster.topic(topic).await.map_err(|e| Error::Topic {
+            action: format!("looking up the leader of {topic}/{partition}"),
+            detail: e.to_string(),
+        })?;
+        Ok(meta
+            .and_then(|m| m.partitions.into_iter().find(|p| p.partition == partition))
+            .and_then(|p| p.leader))
+    }
+
+    /// Waits until `topic`/`partition` has a leader other than `not`, and
+    /// returns it. Gives up after `timeout`.
+    pub async fn wait_for_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        not: Option<i32>,
+        timeout: Duration,
+    ) -> Result<i32, Error> {
+        let started = Instant::now();
+        loop {
+            match self.leader(topic, partition).await {
+                Ok(Some(leader)) if Some(leader) != not => return Ok(leader),
+                Ok(_) | Err(_) if started.elapsed() < timeout => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => {
+                    return Err(Error::Topic {
+                        action: format!("waiting for a new leader of {topic}/{partition}"),
+                        detail: format!("after {timeout:?}: {other:?}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// `node`'s log so far.
+    pub fn log(&self, node: i32) -> String {
+        self.node(node)
+            .ok()
+            .and_then(|n| std::fs::read_to_string(n.log_path()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The last lines of every node's log, for a failure message.
+    pub(crate) fn log_tail(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node {} ---\n{}", n.id, log_tail(&n.log_path())))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The cluster's directory (the nodes' data, logs and certificates).
+    pub fn directory(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The last 2000 bytes of a log file.
+fn log_tail(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut tail = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let read = file
+            .seek(SeekFrom::Start(len.saturating_sub(2000)))
+            .and_then(|_| file.read_to_end(&mut tail));
+        if read.is_err() {
+            tail.clear();
+        }
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+/// A fresh cluster id: 16 random bytes in URL-safe base64 without padding,
+/// as Kafka's `Uuid` prints them.
+fn cluster_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut bytes = [0u8; 16];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    base64_url(&bytes)
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_22_url_safe_characters_and_differ() {
+        let a = cluster_id();
+        let b = cluster_id();
+        assert_eq!(a.len(), 22, "{a}");
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn base64_url_matches_known_values() {
+        assert_eq!(base64_url(b"\xfb\xff"), "-_8");
+        assert_eq!(base64_url(b"Man"), "TWFu");
+        assert_eq!(base64_url(&[0u8; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+    }
+}
