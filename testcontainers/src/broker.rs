@@ -60,6 +60,7 @@ pub struct BrokerBuilder {
     pub(crate) ready_timeout: Duration,
     pub(crate) tls_names: Option<Vec<String>>,
     pub(crate) users: Vec<(String, String)>,
+    pub(crate) mechanisms: Vec<String>,
     pub(crate) nodes: usize,
 }
 
@@ -71,6 +72,7 @@ impl Default for BrokerBuilder {
             ready_timeout: Duration::from_secs(120),
             tls_names: None,
             users: Vec::new(),
+            mechanisms: Vec::new(),
             nodes: 3,
         }
     }
@@ -109,6 +111,15 @@ impl BrokerBuilder {
     /// users only there. Needs a local broker. Default: no authentication.
     pub fn sasl_user(mut self, name: &str, password: &str) -> Self {
         self.users.push((name.to_string(), password.to_string()));
+        self
+    }
+
+    /// With [`sasl_user`](Self::sasl_user): offer only `mechanisms`
+    /// (Kafka's names) on Kafka. nisshi offers SCRAM-SHA-256 and
+    /// SCRAM-SHA-512 whatever this says. Default: every mechanism the
+    /// broker has.
+    pub fn sasl_mechanisms(mut self, mechanisms: &[&str]) -> Self {
+        self.mechanisms = mechanisms.iter().map(|m| m.to_string()).collect();
         self
     }
 
@@ -180,6 +191,11 @@ impl BrokerBuilder {
                 }
                 for (name, password) in &self.users {
                     builder = builder.sasl_user(name, password);
+                }
+                if !self.mechanisms.is_empty() {
+                    let mechanisms: Vec<&str> =
+                        self.mechanisms.iter().map(String::as_str).collect();
+                    builder = builder.sasl_mechanisms(&mechanisms);
                 }
                 Ok(KafkaBroker::from(builder.start().await?))
             }

@@ -65,14 +65,17 @@ async fn setup(
 }
 
 /// A broker of its own behind a fault proxy, with `topic` of `partitions`
-/// created, and a manager on it built by `configure`.
+/// created, and a manager on it built by `configure`. One node leads every
+/// partition (Kafka runs a single node here): the tests that use it count
+/// what one broker's partitions share.
 async fn proxied(
     topic: &str,
     partitions: i32,
     configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
 ) -> (KafkaBroker, Kavari) {
     init_tracing();
-    let broker = own_broker(KafkaBroker::builder().behind_proxy(), topic, partitions).await;
+    let one_broker = KafkaBroker::builder().behind_proxy().nodes(1);
+    let broker = own_broker(one_broker, topic, partitions).await;
     let manager = configure(Kavari::builder(broker.bootstrap_servers()))
         .build()
         .await
@@ -86,10 +89,14 @@ async fn behind_proxy(
     topic: &str,
     configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
 ) -> (KafkaBroker, Kavari) {
-    let (broker, manager) = proxied(topic, 1, |b| {
-        configure(b.request_timeout(Duration::from_secs(1)))
-    })
-    .await;
+    init_tracing();
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), topic, 1).await;
+    let manager = configure(
+        Kavari::builder(broker.bootstrap_servers()).request_timeout(Duration::from_secs(1)),
+    )
+    .build()
+    .await
+    .expect("build");
     manager
         .publish_encoded(to_topic(&order(0), topic))
         .await

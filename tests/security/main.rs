@@ -2,6 +2,7 @@
 //! certificate of the test's own CA, SASL (SCRAM, PLAIN) with users of the
 //! test's own, and both. A refusal comes at once, typed, with the reason.
 
+mod kafka;
 mod sasl;
 mod tls;
 

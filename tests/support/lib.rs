@@ -184,6 +184,43 @@ impl CapturedLogs {
     }
 }
 
+/// A connection to the leader of `topic`/`partition` (on a cluster of
+/// several nodes only the leader answers Produce and Fetch).
+pub async fn leader(
+    cluster: &kavari_wire::cluster::Cluster,
+    topic: &str,
+    partition: i32,
+) -> std::sync::Arc<kavari_wire::connection::Connection> {
+    let meta = cluster
+        .topic(topic)
+        .await
+        .expect("metadata")
+        .unwrap_or_else(|| panic!("topic {topic} unknown"));
+    let leader = meta
+        .partitions
+        .iter()
+        .find(|p| p.partition == partition)
+        .and_then(|p| p.leader)
+        .unwrap_or_else(|| panic!("{topic}/{partition} has no leader"));
+    cluster.broker(leader).await.expect("connect to the leader")
+}
+
+/// The brokers that lead at least one partition of `topic` (one on a
+/// single broker; up to three on the test cluster).
+pub async fn leaders_of(broker: &KafkaBroker, topic: &str) -> std::collections::BTreeSet<i32> {
+    let cluster = kavari_wire::cluster::Cluster::new(
+        broker.bootstrap_list(),
+        "kavari-tests".into(),
+        Duration::from_secs(10),
+    );
+    let meta = cluster
+        .topic(topic)
+        .await
+        .expect("metadata")
+        .unwrap_or_else(|| panic!("topic {topic} unknown"));
+    meta.partitions.iter().filter_map(|p| p.leader).collect()
+}
+
 /// A record as the log holds it, with the producer fields of its batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedRecord {
@@ -213,7 +250,7 @@ pub async fn logged_records(
         "kavari-tests".into(),
         Duration::from_secs(10),
     );
-    let conn = cluster.any_broker().await.expect("connect");
+    let conn = leader(&cluster, topic, partition).await;
     let limits = FetchLimits {
         max_wait: Duration::from_millis(100),
         min_bytes: 1,

@@ -1,5 +1,6 @@
 //! Administration requests: creating topics (for dead-letter topics and
-//! tools), sent to the cluster's controller as Kafka's admin client does.
+//! tools) and electing partition leaders (for tools and the test kit),
+//! sent to the cluster's controller as Kafka's admin client does.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
@@ -71,4 +72,67 @@ pub async fn create_topic(cluster: &Cluster, topic: &NewTopic<'_>) -> Result<boo
             }),
         )),
     }
+}
+
+/// Which replica an [`elect_leaders`] request makes leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Election {
+    /// The preferred replica (the first of the partition's replica list),
+    /// if it is in sync: how a leader moves back after a node returns.
+    Preferred,
+    /// Any live replica, in sync or not: may lose records the old leader
+    /// had acknowledged (an unclean election, which truncates logs).
+    Unclean,
+}
+
+/// Asks the cluster to elect leaders for `partitions` of `topic`
+/// (ElectLeaders, KIP-460). A partition whose leader is already the one
+/// the election would choose counts as done. A partition the cluster
+/// refuses is an error with its code and message.
+pub async fn elect_leaders(
+    cluster: &Cluster,
+    election: Election,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<(), WireError> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
+    let conn = cluster.controller().await?;
+    let timeout_ms = i32::try_from(cluster.request_timeout().as_millis()).unwrap_or(i32::MAX);
+    let req = ElectLeadersRequest::default()
+        .with_election_type(match election {
+            Election::Preferred => 0,
+            Election::Unclean => 1,
+        })
+        .with_timeout_ms(timeout_ms)
+        .with_topic_partitions(Some(vec![
+            TopicPartitions::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(partitions.to_vec()),
+        ]));
+    let resp: ElectLeadersResponse = conn.send(&req).await?;
+    if let Some(e) = resp.error_code.err() {
+        return Err(WireError::broker("ElectLeaders", e, None));
+    }
+    for result in &resp.replica_election_results {
+        for p in &result.partition_result {
+            match p.error_code.err() {
+                None | Some(ResponseError::ElectionNotNeeded) => {}
+                Some(e) => {
+                    return Err(WireError::broker(
+                        "ElectLeaders",
+                        e,
+                        Some(format!(
+                            "{}/{}: {}",
+                            result.topic.0.as_str(),
+                            p.partition_id,
+                            p.error_message.as_ref().map_or("", |m| m.as_str())
+                        )),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }

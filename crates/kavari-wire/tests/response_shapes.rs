@@ -6,9 +6,9 @@
 use bytes::{Bytes, BytesMut};
 use cap::Cap;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreateTopicsRequest, DescribeGroupsRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    ApiVersionsRequest, CreateTopicsRequest, DescribeGroupsRequest, ElectLeadersRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetFetchRequest, ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
     SyncGroupRequest,
 };
@@ -241,4 +241,5 @@ every_response! {
     sasl_authenticate: SaslAuthenticateRequest,
     init_producer_id: InitProducerIdRequest,
     describe_groups: DescribeGroupsRequest,
+    elect_leaders: ElectLeadersRequest,
 }

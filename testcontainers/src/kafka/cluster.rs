@@ -2,7 +2,7 @@
 //! broker and controller, as processes of the test's own on loopback.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ pub struct KafkaClusterBuilder {
     tls_names: Option<Vec<String>>,
     client_certificates: bool,
     users: Vec<(String, String)>,
+    mechanisms: Vec<String>,
     reauthenticate_after: Option<Duration>,
     ready_timeout: Duration,
 }
@@ -38,6 +39,7 @@ impl Default for KafkaClusterBuilder {
             tls_names: None,
             client_certificates: false,
             users: Vec::new(),
+            mechanisms: Vec::new(),
             reauthenticate_after: None,
             ready_timeout: Duration::from_secs(120),
         }
@@ -82,6 +84,14 @@ impl KafkaClusterBuilder {
     /// validator). The first user is the test kit's own.
     pub fn sasl_user(mut self, name: &str, password: &str) -> Self {
         self.users.push((name.to_string(), password.to_string()));
+        self
+    }
+
+    /// With [`sasl_user`](Self::sasl_user): offer only `mechanisms`
+    /// (Kafka's names). Default: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and
+    /// OAUTHBEARER.
+    pub fn sasl_mechanisms(mut self, mechanisms: &[&str]) -> Self {
+        self.mechanisms = mechanisms.iter().map(|m| m.to_string()).collect();
         self
     }
 
@@ -140,6 +150,7 @@ impl KafkaClusterBuilder {
         };
         let mut security = ClientSecurity {
             users: self.users.clone(),
+            mechanisms: self.mechanisms.clone(),
             reauthenticate_after: self.reauthenticate_after,
             ..ClientSecurity::default()
         };
@@ -198,7 +209,7 @@ impl KafkaClusterBuilder {
             access,
         };
         let formatting = Instant::now();
-        tokio::task::block_in_place(|| cluster.format(&cluster_id, &self.users))?;
+        cluster.format(&cluster_id, &self.users).await?;
         let formatted = formatting.elapsed();
         for node in &cluster.nodes {
             cluster.spawn(node)?;
@@ -336,20 +347,18 @@ impl KafkaCluster {
     /// Formats every node's directory with the cluster id, the SCRAM users
     /// written into the metadata from the start. The nodes format in
     /// parallel (a JVM each).
-    fn format(&self, cluster_id: &str, users: &[(String, String)]) -> Result<(), Error> {
+    async fn format(&self, cluster_id: &str, users: &[(String, String)]) -> Result<(), Error> {
         let classpath = self.classpath();
         let mut children = Vec::with_capacity(self.nodes.len());
         for node in &self.nodes {
-            let mut command = Command::new(java());
+            let mut command = tokio::process::Command::new(java());
             command
                 .args(["-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp"])
                 .arg(&classpath)
-                .args([
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--cluster-id",
-                    cluster_id,
-                ])
+                .args(["kafka.tools.StorageTool", "format"])
+                // One argument: an id may start with `-`, which the tool
+                // would read as an option.
+                .arg(format!("--cluster-id={cluster_id}"))
                 .arg("--config")
                 .arg(node.dir.join("server.properties"));
             for (name, password) in users {
@@ -362,6 +371,7 @@ impl KafkaCluster {
             let child = command
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
+                .kill_on_drop(true)
                 .spawn()
                 .map_err(|source| Error::Process {
                     binary: java(),
@@ -371,11 +381,14 @@ impl KafkaCluster {
             children.push(child);
         }
         for child in children {
-            let out = child.wait_with_output().map_err(|source| Error::Process {
-                binary: java(),
-                action: "formatting a node's directory",
-                source,
-            })?;
+            let out = child
+                .wait_with_output()
+                .await
+                .map_err(|source| Error::Process {
+                    binary: java(),
+                    action: "formatting a node's directory",
+                    source,
+                })?;
             if !out.status.success() {
                 return Err(Error::Process {
                     binary: java(),
@@ -535,6 +548,26 @@ impl KafkaCluster {
                 }
             }
         }
+    }
+
+    /// Elects leaders of `partitions` of `topic` through the Admin API
+    /// (ElectLeaders): [`Preferred`](kavari_wire::admin::Election::Preferred)
+    /// moves each back to its first replica, as after a node returned;
+    /// [`Unclean`](kavari_wire::admin::Election::Unclean) takes any live
+    /// replica, and may truncate the log.
+    pub async fn elect_leaders(
+        &self,
+        election: kavari_wire::admin::Election,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<(), Error> {
+        let cluster = self.access.cluster(Duration::from_secs(30))?;
+        kavari_wire::admin::elect_leaders(&cluster, election, topic, partitions)
+            .await
+            .map_err(|e| Error::Topic {
+                action: format!("electing leaders of {topic} {partitions:?} ({election:?})"),
+                detail: e.to_string(),
+            })
     }
 
     /// `node`'s log so far.

@@ -29,7 +29,12 @@ pub(crate) struct ClientSecurity {
     pub(crate) users: Vec<(String, String)>,
     /// `connections.max.reauth.ms` (KIP-368), when set.
     pub(crate) reauthenticate_after: Option<Duration>,
+    /// The SASL mechanisms offered; empty offers all four.
+    pub(crate) mechanisms: Vec<String>,
 }
+
+/// Every SASL mechanism a test cluster can offer.
+const MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 
 impl ClientSecurity {
     /// Kafka's name of the client listener's security protocol.
@@ -156,10 +161,12 @@ impl NodeConfig<'_> {
             }
         }
         if !security.users.is_empty() {
-            line(
-                "listener.name.client.sasl.enabled.mechanisms",
-                &"PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
-            );
+            let offered = if security.mechanisms.is_empty() {
+                MECHANISMS.join(",")
+            } else {
+                security.mechanisms.join(",")
+            };
+            line("listener.name.client.sasl.enabled.mechanisms", &offered);
             let plain_users = security
                 .users
                 .iter()
@@ -280,6 +287,7 @@ mod tests {
             client_ca: Some("/c/ca.pem".into()),
             users: vec![("alice".into(), "s3cret".into())],
             reauthenticate_after: Some(Duration::from_secs(30)),
+            mechanisms: Vec::new(),
         };
         let text = NodeConfig {
             id: 1,

@@ -407,6 +407,30 @@ pub static LIST_OFFSETS: Shape = Shape {
     },
 };
 
+/// ElectLeaders: flexible from v2; the top-level error code from v1.
+pub static ELECT_LEADERS: Shape = Shape {
+    flexible_since: 2,
+    body: Struct {
+        fields: &[
+            all(I32),      // throttle_time_ms
+            since(1, I16), // error_code
+            // replica_election_results: topic, then per partition its id,
+            // error_code and error_message
+            all(Array(&S(&Struct {
+                fields: &[
+                    all(Str),
+                    all(Array(&S(&Struct {
+                        fields: &[all(I32), all(I16), all(Str)],
+                        tags: &[],
+                    }))),
+                ],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};
+
 /// CreateTopics: flexible from v5.
 pub static CREATE_TOPICS: Shape = Shape {
     flexible_since: 5,

@@ -12,6 +12,7 @@ use kavari_wire::WireError;
 use kavari_wire::backoff::Backoff;
 use kavari_wire::fetch::batch_records;
 use kavari_wire::fetcher::{FetchEvent, PartitionFeed};
+use kavari_wire::log_rate::LogRate;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
@@ -23,6 +24,9 @@ use crate::stop::until_stopped;
 
 /// Records handled between two releases of their bytes to the engine.
 const RELEASE_EVERY: usize = 1024;
+
+/// At most one "commit failed" line per partition and interval.
+const COMMIT_FAILURES_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the partition until `stop` turns true; commits what it handled.
 /// It starts where `begin` says, or (the sender dropped: its assignment's
@@ -39,6 +43,7 @@ pub(crate) async fn run(
         stop,
         committed: None,
         epoch: None,
+        commit_failures: LogRate::new(COMMIT_FAILURES_EVERY),
     };
     worker.run(begin).await;
 }
@@ -51,6 +56,9 @@ struct Worker {
     /// The leader epoch of the last record handled, committed with the
     /// offset after it (KIP-320).
     epoch: Option<i32>,
+    /// Failed commits are tried again every tick: one line per interval
+    /// while the coordinator stays away, not one per tick.
+    commit_failures: LogRate<()>,
 }
 
 impl Worker {
@@ -371,7 +379,9 @@ impl Worker {
                 // A stale generation makes the member rejoin; the partition
                 // is about to be revoked or lost, and its next owner starts
                 // from the last good commit.
-                tracing::warn!(partition = %self.tp, offset = position, error = %e, "commit failed");
+                if let Some(failures) = self.commit_failures.admit(()) {
+                    tracing::warn!(partition = %self.tp, offset = position, error = %e, failures, "commit failed");
+                }
             }
         }
     }

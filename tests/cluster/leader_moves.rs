@@ -1,0 +1,124 @@
+//! Leaders that move while a publisher and a consumer group work: a node
+//! stopped gracefully (Kafka's controlled shutdown hands its leaderships
+//! to other replicas first), started again, and the leaderships moved
+//! back to it by a preferred-leader election through the Admin API.
+//! Nothing acknowledged is lost, nothing is written twice, every record is
+//! handled; the Metadata requests the clients sent meanwhile are counted
+//! at the fault proxy in front of the nodes.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kavari::{HandlerError, Kavari, MessageContext, MessageHandler, OffsetReset};
+use kavari_testcontainers::KafkaCluster;
+use kavari_tests::{consumer, eventually, init_tracing, started};
+use kavari_wire::admin::Election;
+
+use crate::{Acked, Ticket, assert_log_holds, prefixed, publish_until, with_topic};
+
+const PARTITIONS: i32 = 6;
+const METADATA: i16 = 3;
+
+/// Every (key, seq) handled.
+#[derive(Clone, Default)]
+struct Handled(Arc<Mutex<BTreeSet<(String, u64)>>>);
+
+impl MessageHandler<Ticket> for Handled {
+    async fn handle(&self, t: Ticket, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().insert((t.key, t.seq));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_moved_by_shutdown_and_election_reroute_with_no_loss() {
+    init_tracing();
+    let (prefix, topic) = prefixed("moves");
+    let cluster = KafkaCluster::builder()
+        .behind_proxy()
+        .start()
+        .await
+        .expect("a Kafka cluster");
+    let broker = with_topic(cluster, &topic, PARTITIONS).await;
+    let cluster = broker.kafka().expect("a Kafka cluster");
+    let proxy = broker.proxy().expect("the proxy");
+    let publisher = Kavari::builder(broker.bootstrap_servers())
+        .topic_prefix(&prefix)
+        .build()
+        .await
+        .expect("build");
+    let handled = Handled::default();
+    let group = kavari_testcontainers::unique_name("moves");
+    let member = started::<Ticket, _>(
+        consumer(&broker, &group)
+            .topic_prefix(&prefix)
+            .auto_offset_reset(OffsetReset::Earliest),
+        handled.clone(),
+    )
+    .await;
+
+    let acked = Acked::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers = publish_until(&publisher, 12, &acked, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let moved = cluster
+        .leader(&topic, 0)
+        .await
+        .expect("metadata")
+        .expect("a leader of partition 0");
+    let metadata_before = proxy.requests(METADATA);
+    let moving = Instant::now();
+    cluster.stop_node(moved).expect("controlled shutdown");
+    let interim = cluster
+        .wait_for_leader(&topic, 0, Some(moved), Duration::from_secs(30))
+        .await
+        .expect("another leader");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.restart_node(moved).await.expect("the node back");
+    // Back in sync, then leader again of the partitions it prefers.
+    let mut elected = false;
+    for _ in 0..100 {
+        let election = cluster
+            .elect_leaders(
+                Election::Preferred,
+                &topic,
+                &(0..PARTITIONS).collect::<Vec<_>>(),
+            )
+            .await;
+        if election.is_ok() && cluster.leader(&topic, 0).await.ok().flatten() == Some(moved) {
+            elected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        elected,
+        "node {moved} leads {topic}/0 again after a preferred election"
+    );
+    let moved_back = moving.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.await.expect("a publisher");
+    }
+    let metadata = proxy.requests(METADATA) - metadata_before;
+    let total = acked.lock().unwrap().len();
+    eprintln!(
+        "leader moves: {topic}/0 led by node {moved}, then {interim} (controlled shutdown), then \
+         {moved} again (preferred election) in {moved_back:?}; {total} publishes acknowledged; \
+         {metadata} Metadata requests from the publisher and the member meanwhile"
+    );
+    assert_log_holds(&broker, &topic, PARTITIONS, &acked).await;
+    let want: BTreeSet<(String, u64)> = acked.lock().unwrap().keys().cloned().collect();
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged ticket handled",
+        || handled.0.lock().unwrap().is_superset(&want),
+    )
+    .await;
+    member.shutdown().await.expect("shutdown");
+    publisher.shutdown().await.expect("shutdown");
+}
