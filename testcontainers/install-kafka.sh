@@ -20,12 +20,16 @@ if installed; then
     echo "install-kafka: Apache Kafka $KAFKA_VERSION already installed in $HOME_DIR"
     exit 0
 fi
-for tool in java mvn; do
-    if ! command -v "$tool" >/dev/null; then
-        echo "install-kafka: $tool is missing; install a JDK 17+ and Maven (Debian: openjdk-17-jdk-headless maven)" >&2
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+    if command -v apt-get >/dev/null; then
+        echo "install-kafka: installing Java 17 and Maven from Debian's packages" >&2
+        sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq openjdk-17-jre-headless maven
+    else
+        echo "install-kafka: java and mvn are needed; install a Java 17+ runtime and Maven" >&2
         exit 1
     fi
-done
+fi
 
 mkdir -p "$HOME_DIR"
 exec 9>"$HOME_DIR/.install.lock"

@@ -203,6 +203,45 @@ impl BrokerBuilder {
     }
 }
 
+/// Whether each partition's leader answers ListOffsets for it: the
+/// partition takes writes. The reason when one does not.
+async fn leaders_serve(
+    cluster: &kavari_wire::cluster::Cluster,
+    topic: &str,
+    meta: &kavari_wire::cluster::TopicMetadata,
+) -> Result<(), String> {
+    use kavari_wire::fetch::Isolation;
+    use kavari_wire::list_offsets::{OffsetSpec, list_offsets};
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<kavari_wire::TopicPartition>> =
+        std::collections::BTreeMap::new();
+    for p in &meta.partitions {
+        if let Some(leader) = p.leader {
+            by_leader
+                .entry(leader)
+                .or_default()
+                .push(kavari_wire::TopicPartition::new(topic, p.partition));
+        }
+    }
+    for (leader, partitions) in by_leader {
+        let conn = cluster
+            .broker(leader)
+            .await
+            .map_err(|e| format!("leader {leader}: {e}"))?;
+        let answers = list_offsets(
+            &conn,
+            &partitions,
+            OffsetSpec::Latest,
+            Isolation::ReadUncommitted,
+        )
+        .await
+        .map_err(|e| format!("leader {leader}: {e}"))?;
+        if let Some((tp, Err(e))) = answers.iter().find(|(_, a)| a.is_err()) {
+            return Err(format!("leader {leader} does not serve {tp} yet: {e}"));
+        }
+    }
+    Ok(())
+}
+
 /// What runs behind a [`KafkaBroker`].
 #[derive(Debug)]
 enum Running {
@@ -371,7 +410,14 @@ impl KafkaBroker {
                     if meta.partitions.len() == usize::try_from(partitions).unwrap_or(0)
                         && meta.partitions.iter().all(|p| p.leader.is_some()) =>
                 {
-                    return Ok(());
+                    // A leader named in Metadata may not serve its partition
+                    // yet (Kafka's brokers learn of new partitions a moment
+                    // after the controller): every leader must answer for
+                    // every partition before the topic counts as made.
+                    match leaders_serve(&cluster, name, &meta).await {
+                        Ok(()) => return Ok(()),
+                        Err(why) => last = why,
+                    }
                 }
                 Ok(meta) => last = format!("no leader for every partition yet: {meta:?}"),
                 Err(e) if !e.is_retriable() => {
