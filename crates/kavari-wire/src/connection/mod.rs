@@ -572,6 +572,15 @@ impl Connection {
     }
 
     fn conn_err(&self, detail: String) -> WireError {
+        // The broker ended the TLS session with an alert (after the
+        // handshake, as TLS 1.3 refuses a client certificate): the same
+        // on every attempt, so not a network fault.
+        if detail.starts_with(TLS_ALERT) {
+            return WireError::Tls {
+                address: self.address.clone(),
+                detail,
+            };
+        }
         WireError::Connection {
             address: self.address.clone(),
             detail,
@@ -623,13 +632,41 @@ pub fn decode_response<R: Request>(
     Ok(resp)
 }
 
+/// How a connection's broken reason begins when the broker ended the TLS
+/// session with an alert.
+const TLS_ALERT: &str = "the broker ended the TLS session with alert";
+
+/// Why a read failed, in words: a TLS alert from the broker says what it
+/// refused (a broker requiring a client certificate sends one after the
+/// TLS 1.3 handshake, when it reads the client's empty certificate).
+fn read_failure(e: &std::io::Error) -> String {
+    #[cfg(feature = "tls")]
+    if let Some(rustls::Error::AlertReceived(alert)) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        use rustls::AlertDescription as A;
+        let hint = match alert {
+            A::CertificateRequired | A::BadCertificate | A::HandshakeFailure => {
+                ": the broker requires a client certificate it trusts \
+                 (ssl.certificate.location and ssl.key.location)"
+            }
+            A::UnknownCA => ": the broker does not trust the client certificate's issuer",
+            A::CertificateExpired => ": the client certificate has expired",
+            _ => "",
+        };
+        return format!("{TLS_ALERT} {alert:?}{hint}");
+    }
+    format!("read: {e}")
+}
+
 /// Reads responses in order and hands each to the request waiting first;
 /// any failure breaks the connection and fails every waiting request.
 async fn read_responses(mut read: ReadHalf, shared: Arc<Shared>) {
     let why = loop {
         let mut len = [0u8; 4];
         if let Err(e) = read.read_exact(&mut len).await {
-            break format!("read: {e}");
+            break read_failure(&e);
         }
         let len = i32::from_be_bytes(len);
         let Some(len) = usize::try_from(len)
@@ -640,7 +677,7 @@ async fn read_responses(mut read: ReadHalf, shared: Arc<Shared>) {
         };
         let mut body = vec![0u8; len];
         if let Err(e) = read.read_exact(&mut body).await {
-            break format!("read: {e}");
+            break read_failure(&e);
         }
         // Every response header begins with the correlation id.
         let correlation_id = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
