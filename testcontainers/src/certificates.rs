@@ -61,21 +61,37 @@ pub(crate) fn issue(dir: &Path, names: &[String]) -> Result<PathBuf, Error> {
         ]
         .concat(),
     )?;
+    leaf(
+        dir,
+        SERVER_KEY,
+        "server",
+        "/CN=kavari test broker",
+        SERVER_CERT,
+    )?;
+    Ok(dir.join("ca.pem"))
+}
+
+/// A key (`key`) and a certificate (`cert`) for `subject` signed by the
+/// test CA, with the extensions in `<name>.ext`.
+fn leaf(dir: &Path, key: &str, name: &str, subject: &str, cert: &str) -> Result<(), Error> {
+    let csr = format!("{name}.csr");
+    let ext = format!("{name}.ext");
     openssl(
         dir,
         &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                SERVER_KEY,
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=kavari test broker",
-            ],
-        ]
-        .concat(),
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            &csr,
+            "-subj",
+            subject,
+        ],
     )?;
     openssl(
         dir,
@@ -83,7 +99,7 @@ pub(crate) fn issue(dir: &Path, names: &[String]) -> Result<PathBuf, Error> {
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
@@ -92,12 +108,11 @@ pub(crate) fn issue(dir: &Path, names: &[String]) -> Result<PathBuf, Error> {
             "-days",
             "2",
             "-out",
-            SERVER_CERT,
+            cert,
             "-extfile",
-            "server.ext",
+            &ext,
         ],
-    )?;
-    Ok(dir.join("ca.pem"))
+    )
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
@@ -139,42 +154,12 @@ pub(crate) fn issue_client(dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
     )
     .map_err(|e| Error::Certificates(format!("writing {}: {e}", extensions.display())))?;
-    openssl(
+    leaf(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=kavari-test-client",
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            "client.pem",
-            "-extfile",
-            "client.ext",
-        ],
+        "client.key",
+        "client",
+        "/CN=kavari-test-client",
+        "client.pem",
     )?;
     Ok((dir.join("client.pem"), dir.join("client.key")))
 }

@@ -197,17 +197,6 @@ impl NisshiBroker {
 
     /// The last 2000 bytes of the broker's log.
     pub(crate) fn log_tail(&self) -> String {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut tail = Vec::new();
-        if let Ok(mut file) = std::fs::File::open(self.log_path()) {
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let read = file
-                .seek(SeekFrom::Start(len.saturating_sub(2000)))
-                .and_then(|_| file.read_to_end(&mut tail));
-            if read.is_err() {
-                tail.clear();
-            }
-        }
-        String::from_utf8_lossy(&tail).into_owned()
+        crate::process::log_tail(&self.log_path())
     }
 }

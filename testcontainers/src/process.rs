@@ -139,3 +139,20 @@ impl Drop for BrokerProcess {
         }
     }
 }
+
+/// The last 2000 bytes of a broker's log file, for a failure message
+/// (empty when it cannot be read).
+pub(crate) fn log_tail(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut tail = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let read = file
+            .seek(SeekFrom::Start(len.saturating_sub(2000)))
+            .and_then(|_| file.read_to_end(&mut tail));
+        if read.is_err() {
+            tail.clear();
+        }
+    }
+    String::from_utf8_lossy(&tail).into_owned()
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::config::{ClientSecurity, NodeConfig, Ports};
 use super::install::{ensure_kafka_installed, java};
 use crate::access::Access;
-use crate::process::BrokerProcess;
+use crate::process::{BrokerProcess, log_tail};
 use crate::{Error, FaultProxy};
 
 /// The JVM options of each node unless `KAVARI_KAFKA_JVM_OPTS` says
@@ -591,22 +591,6 @@ impl KafkaCluster {
     pub fn directory(&self) -> &Path {
         self.dir.path()
     }
-}
-
-/// The last 2000 bytes of a log file.
-fn log_tail(path: &Path) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut tail = Vec::new();
-    if let Ok(mut file) = std::fs::File::open(path) {
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let read = file
-            .seek(SeekFrom::Start(len.saturating_sub(2000)))
-            .and_then(|_| file.read_to_end(&mut tail));
-        if read.is_err() {
-            tail.clear();
-        }
-    }
-    String::from_utf8_lossy(&tail).into_owned()
 }
 
 /// A fresh cluster id: 16 random bytes in URL-safe base64 without padding,
