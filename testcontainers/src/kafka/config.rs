@@ -317,5 +317,31 @@ mod tests {
             property(&text, "inter.broker.listener.name"),
             Some("INTERNAL")
         );
+        assert_eq!(
+            property(&text, "listener.name.client.sasl.enabled.mechanisms"),
+            Some("PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER")
+        );
+    }
+
+    #[test]
+    fn offered_mechanisms_can_be_narrowed() {
+        let nodes = three();
+        let security = ClientSecurity {
+            users: vec![("alice".into(), "pw".into())],
+            mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
+            ..ClientSecurity::default()
+        };
+        let text = NodeConfig {
+            id: 1,
+            nodes: &nodes,
+            advertised: "127.0.0.1:1",
+            data: Path::new("/tmp/n1"),
+            security: &security,
+        }
+        .render();
+        assert_eq!(
+            property(&text, "listener.name.client.sasl.enabled.mechanisms"),
+            Some("SCRAM-SHA-256,SCRAM-SHA-512")
+        );
     }
 }
