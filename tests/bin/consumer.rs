@@ -1,5 +1,6 @@
 //! A Kavari consumer process for the crash-safety test: handles `CrashJob`s
-//! slowly and prints `BEGIN seq` / `DONE seq` around each handler run.
+//! slowly and prints `BEGIN seq` / `DONE seq` around each handler run, and
+//! `OWNS n` whenever the number of partitions it owns changes.
 //!
 //! Usage: kavari-test-consumer BOOTSTRAP GROUP
 
@@ -44,6 +45,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     manager.subscribe::<CrashJob, _>(Slow)?;
     manager.start().await?;
     say("STARTED");
+    let watched = manager.clone();
+    tokio::spawn(async move {
+        let mut owned = usize::MAX;
+        loop {
+            let now = watched.health().partitions.len();
+            if now != owned {
+                owned = now;
+                say(&format!("OWNS {owned}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     // Runs until killed, or until stdin closes for a clean stop.
     tokio::task::spawn_blocking(|| {
         let mut sink = String::new();

@@ -17,6 +17,8 @@ async fn a_consumer_killed_mid_handler_loses_nothing() {
 
     let done: Arc<Mutex<Vec<(usize, u64)>>> = Arc::default();
     let begun: Arc<Mutex<Vec<(usize, u64)>>> = Arc::default();
+    // The partitions each process owns now.
+    let owns: Arc<Mutex<[usize; 3]>> = Arc::default();
     let mut children = Vec::new();
     for i in 0..3 {
         let mut child = tokio::process::Command::new(bin)
@@ -27,19 +29,32 @@ async fn a_consumer_killed_mid_handler_loses_nothing() {
             .spawn()
             .expect("spawn consumer");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let (done, begun) = (Arc::clone(&done), Arc::clone(&begun));
+        let (done, begun, owns) = (Arc::clone(&done), Arc::clone(&begun), Arc::clone(&owns));
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(s) = line.strip_prefix("DONE ") {
                     done.lock().unwrap().push((i, s.parse().unwrap()));
                 } else if let Some(s) = line.strip_prefix("BEGIN ") {
                     begun.lock().unwrap().push((i, s.parse().unwrap()));
+                } else if let Some(s) = line.strip_prefix("OWNS ") {
+                    owns.lock().unwrap()[i] = s.parse().unwrap();
                 }
             }
         });
         children.push(child);
     }
 
+    // Every process owns partitions before the jobs go out: a process that
+    // joined late could otherwise find the others done with all of them.
+    eventually(
+        WAIT,
+        "the six partitions split over the three processes",
+        || {
+            let owns = owns.lock().unwrap();
+            owns.iter().all(|n| *n > 0) && owns.iter().sum::<usize>() == 6
+        },
+    )
+    .await;
     let publisher = Kavari::builder(broker.bootstrap_servers())
         .build()
         .await
