@@ -61,6 +61,8 @@ pub struct BrokerBuilder {
     pub(crate) tls_names: Option<Vec<String>>,
     pub(crate) users: Vec<(String, String)>,
     pub(crate) mechanisms: Vec<String>,
+    pub(crate) client_certificates: bool,
+    pub(crate) reauthenticate_after: Option<Duration>,
     pub(crate) nodes: usize,
 }
 
@@ -73,6 +75,8 @@ impl Default for BrokerBuilder {
             tls_names: None,
             users: Vec::new(),
             mechanisms: Vec::new(),
+            client_certificates: false,
+            reauthenticate_after: None,
             nodes: 3,
         }
     }
@@ -120,6 +124,23 @@ impl BrokerBuilder {
     /// broker has.
     pub fn sasl_mechanisms(mut self, mechanisms: &[&str]) -> Self {
         self.mechanisms = mechanisms.iter().map(|m| m.to_string()).collect();
+        self
+    }
+
+    /// With [`tls`](Self::tls): clients must present a certificate issued
+    /// by the test CA (`ssl.client.auth=required`); the test kit's own is
+    /// [`KafkaBroker::client_certificate`]. Kafka only. Default: not
+    /// asked.
+    pub fn require_client_certificates(mut self) -> Self {
+        self.client_certificates = true;
+        self
+    }
+
+    /// Authenticated sessions last `after` (`connections.max.reauth.ms`,
+    /// KIP-368): a client re-authenticates or is disconnected. Kafka only.
+    /// Default: forever.
+    pub fn reauthenticate_after(mut self, after: Duration) -> Self {
+        self.reauthenticate_after = Some(after);
         self
     }
 
@@ -178,28 +199,15 @@ impl BrokerBuilder {
                 broker.wait_ready(self.ready_timeout).await?;
                 Ok(broker)
             }
-            TestBroker::Kafka => {
-                let mut builder = KafkaCluster::builder()
-                    .nodes(self.nodes)
-                    .ready_timeout(self.ready_timeout);
-                if self.proxy {
-                    builder = builder.behind_proxy();
-                }
-                if let Some(names) = &self.tls_names {
-                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                    builder = builder.tls(&names);
-                }
-                for (name, password) in &self.users {
-                    builder = builder.sasl_user(name, password);
-                }
-                if !self.mechanisms.is_empty() {
-                    let mechanisms: Vec<&str> =
-                        self.mechanisms.iter().map(String::as_str).collect();
-                    builder = builder.sasl_mechanisms(&mechanisms);
-                }
-                Ok(KafkaBroker::from(builder.start().await?))
-            }
+            TestBroker::Kafka => Ok(KafkaBroker::from(KafkaCluster::start_with(&self).await?)),
         }
+    }
+
+    /// Starts an Apache Kafka cluster, whatever `KAVARI_TEST_BROKER` and
+    /// `KAVARI_BROKERS` say (for tests only a cluster of several brokers
+    /// can show), and returns once every node answers Metadata.
+    pub async fn start_cluster(self) -> Result<KafkaCluster, Error> {
+        KafkaCluster::start_with(&self).await
     }
 }
 
@@ -326,6 +334,15 @@ impl KafkaBroker {
     /// started with [`BrokerBuilder::tls`].
     pub fn tls_ca_file(&self) -> Option<&std::path::Path> {
         self.access.tls_ca.as_deref()
+    }
+
+    /// The test kit's client certificate and key (PEM files), when started
+    /// with [`BrokerBuilder::require_client_certificates`].
+    pub fn client_certificate(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        self.access
+            .client_certificate
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()))
     }
 
     /// The first user given to [`BrokerBuilder::sasl_user`] and its
@@ -530,16 +547,39 @@ pub async fn shared_broker() -> Result<&'static KafkaBroker, Error> {
     SHARED.get_or_try_init(KafkaBroker::start).await
 }
 
-pub(crate) fn free_port() -> Result<u16, Error> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+/// `n` distinct free loopback ports, none handed out before by this
+/// process. The listeners that found them are held until all `n` are
+/// found (the kernel may otherwise hand the same port out twice), and the
+/// ports are remembered, so brokers starting side by side in one test
+/// binary never get the same port.
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let io = |source| Error::Io {
         action: "finding a free port",
         source,
-    })?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|source| Error::Io {
-            action: "finding a free port",
-            source,
-        })
+    };
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut held = Vec::with_capacity(n);
+    let mut ports = Vec::with_capacity(n);
+    // Each try yields a port the kernel holds for us; one handed out
+    // before is skipped (held meanwhile, so it is not offered again).
+    for _ in 0..n.saturating_mul(20).max(20) {
+        if ports.len() == n {
+            break;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+        let port = listener.local_addr().map_err(io)?.port();
+        if handed.insert(port) {
+            ports.push(port);
+        }
+        held.push(listener);
+    }
+    if ports.len() < n {
+        return Err(io(std::io::Error::other(format!(
+            "found {} of {n} ports not handed out before",
+            ports.len()
+        ))));
+    }
+    Ok(ports)
 }

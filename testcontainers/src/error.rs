@@ -22,6 +22,10 @@ pub enum Error {
     /// `KAVARI_TEST_BROKER` names no broker the test kit knows.
     #[error("KAVARI_TEST_BROKER={0:?}: the test brokers are `kafka` (the default) and `nisshi`")]
     UnknownTestBroker(String),
+    /// An option only the Apache Kafka test cluster offers was asked of
+    /// nisshi.
+    #[error("{0} needs the Apache Kafka test broker (KAVARI_TEST_BROKER=kafka)")]
+    NeedsKafka(&'static str),
     /// The broker install script failed.
     #[error(
         "installing the test broker failed (status {status}); run testcontainers/install-broker.sh by hand to see why"

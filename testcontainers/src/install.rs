@@ -34,30 +34,47 @@ pub fn ensure_broker_installed() -> Result<PathBuf, Error> {
     if let Some(bin) = broker_binary() {
         return Ok(bin);
     }
+    run_install_script(
+        "install-broker.sh",
+        "the test broker is not installed; building it now (about 11 minutes on 2 cores, once)",
+    )?;
+    broker_binary().ok_or(Error::NoBackend)
+}
+
+/// Runs `script` from this crate's directory, saying `why` first, unless
+/// `KAVARI_NO_BROKER_INSTALL` is set (then: no backend, at once). Its
+/// progress goes to stderr.
+pub(crate) fn run_install_script(script: &str, why: &str) -> Result<(), Error> {
     if std::env::var_os("KAVARI_NO_BROKER_INSTALL").is_some() {
         return Err(Error::NoBackend);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("install-broker.sh");
-    if !script.is_file() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    if !path.is_file() {
         return Err(Error::NoBackend);
     }
-    tracing::warn!("no test broker installed: building it now (about 11 minutes, once)");
-    eprintln!(
-        "kavari-testcontainers: the test broker is not installed; building it now with {} \
-         (about 11 minutes on 2 cores, once)",
-        script.display()
-    );
+    tracing::warn!(script, "{why}");
+    eprintln!("kavari-testcontainers: {why} ({})", path.display());
     let status = std::process::Command::new("bash")
-        .arg(&script)
+        .arg(&path)
         .status()
         .map_err(|source| Error::Io {
-            action: "running install-broker.sh",
+            action: "running an install script",
             source,
         })?;
     if !status.success() {
         return Err(Error::Install {
-            status: status.to_string(),
+            status: format!("{script}: {status}"),
         });
     }
-    broker_binary().ok_or(Error::NoBackend)
+    Ok(())
+}
+
+/// Runs a blocking `ensure_*_installed` off the async runtime.
+pub(crate) async fn installed(ensure: fn() -> Result<PathBuf, Error>) -> Result<PathBuf, Error> {
+    tokio::task::spawn_blocking(ensure)
+        .await
+        .map_err(|e| Error::Io {
+            action: "waiting for the broker install",
+            source: std::io::Error::other(e),
+        })?
 }

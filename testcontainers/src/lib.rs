@@ -39,11 +39,11 @@ mod nisshi;
 mod process;
 mod proxy;
 
-pub(crate) use broker::free_port;
+pub(crate) use broker::free_ports;
 pub use broker::{BrokerBuilder, KafkaBroker, Storage, TestBroker, shared_broker};
 pub use error::Error;
 pub use install::{broker_binary, ensure_broker_installed};
-pub use kafka::{KAFKA_VERSION, KafkaCluster, KafkaClusterBuilder};
+pub use kafka::{KAFKA_VERSION, KafkaCluster};
 pub use proxy::{FaultMode, FaultProxy};
 
 /// A topic or group name unique to this process and call, so tests sharing a

@@ -30,20 +30,16 @@ impl NisshiBroker {
     /// Installs nisshi if it is missing, starts it as `options` say and
     /// returns it with the access the test kit uses, once it answers.
     pub(crate) async fn start(options: &BrokerBuilder) -> Result<(Self, Access), Error> {
-        let binary = tokio::task::spawn_blocking(ensure_broker_installed)
-            .await
-            .map_err(|e| Error::Io {
-                action: "waiting for the broker install",
-                source: std::io::Error::other(e),
-            })??;
-        let workdir = tempfile::Builder::new()
-            .prefix("kavari-broker-")
-            .tempdir()
-            .map_err(|source| Error::Io {
-                action: "creating the broker's working directory",
-                source,
-            })?;
-        let port = crate::free_port()?;
+        if options.client_certificates {
+            return Err(Error::NeedsKafka("require_client_certificates"));
+        }
+        if options.reauthenticate_after.is_some() {
+            return Err(Error::NeedsKafka("reauthenticate_after"));
+        }
+        let binary = crate::install::installed(ensure_broker_installed).await?;
+        let workdir = crate::process::workdir("kavari-broker-")?;
+        // One port: free_ports(1) returns exactly one.
+        let port = crate::free_ports(1)?[0];
         let proxy = if options.proxy {
             Some(FaultProxy::start(format!("127.0.0.1:{port}"))?)
         } else {

@@ -156,3 +156,15 @@ pub(crate) fn log_tail(path: &Path) -> String {
     }
     String::from_utf8_lossy(&tail).into_owned()
 }
+
+/// A fresh temporary directory for a broker or cluster, named `prefix…`,
+/// removed when dropped.
+pub(crate) fn workdir(prefix: &str) -> Result<tempfile::TempDir, Error> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| Error::Io {
+            action: "creating a broker's directory",
+            source,
+        })
+}

@@ -3,15 +3,13 @@
 //! sends its unanswered batches again under the same sequence numbers.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kavari::Kavari;
 use kavari_testcontainers::KafkaCluster;
 use kavari_tests::init_tracing;
 
-use crate::{Acked, assert_log_holds, prefixed, publish_until, with_topic};
+use crate::{Publishing, assert_log_holds, leader_of_first, prefixed, with_topic};
 
 const PARTITIONS: i32 = 3;
 
@@ -28,16 +26,9 @@ async fn a_killed_leader_loses_no_acknowledged_publish_and_writes_none_twice() {
         .await
         .expect("build");
 
-    let acked = Acked::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let publishers = publish_until(&manager, 24, &acked, &stop);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let victim = cluster
-        .leader(&topic, 0)
-        .await
-        .expect("metadata")
-        .expect("a leader of partition 0");
-    let before = acked.lock().unwrap().len();
+    let publishing = Publishing::start(&manager, 24).await;
+    let victim = leader_of_first(cluster, &topic).await;
+    let before = publishing.acked.lock().unwrap().len();
     let killed_at = Instant::now();
     cluster.kill_node(victim).expect("kill the leader");
     let new_leader = cluster
@@ -46,10 +37,7 @@ async fn a_killed_leader_loses_no_acknowledged_publish_and_writes_none_twice() {
         .expect("a new leader");
     let elected = killed_at.elapsed();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    stop.store(true, Ordering::Relaxed);
-    for p in publishers {
-        p.await.expect("a publisher");
-    }
+    let acked = publishing.stop().await;
     manager.shutdown().await.expect("shutdown");
 
     // Publishing resumed on every partition: the first acknowledgement

@@ -7,16 +7,15 @@
 //! at the fault proxy in front of the nodes.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kavari::{HandlerError, Kavari, MessageContext, MessageHandler, OffsetReset};
-use kavari_testcontainers::KafkaCluster;
+use kavari_testcontainers::KafkaBroker;
 use kavari_tests::{consumer, eventually, init_tracing, started};
 use kavari_wire::admin::Election;
 
-use crate::{Acked, Ticket, assert_log_holds, prefixed, publish_until, with_topic};
+use crate::{Publishing, Ticket, assert_log_holds, leader_of_first, prefixed, with_topic};
 
 const PARTITIONS: i32 = 6;
 const METADATA: i16 = 3;
@@ -36,9 +35,9 @@ impl MessageHandler<Ticket> for Handled {
 async fn leaders_moved_by_shutdown_and_election_reroute_with_no_loss() {
     init_tracing();
     let (prefix, topic) = prefixed("moves");
-    let cluster = KafkaCluster::builder()
+    let cluster = KafkaBroker::builder()
         .behind_proxy()
-        .start()
+        .start_cluster()
         .await
         .expect("a Kafka cluster");
     let broker = with_topic(cluster, &topic, PARTITIONS).await;
@@ -59,16 +58,8 @@ async fn leaders_moved_by_shutdown_and_election_reroute_with_no_loss() {
     )
     .await;
 
-    let acked = Acked::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let publishers = publish_until(&publisher, 12, &acked, &stop);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let moved = cluster
-        .leader(&topic, 0)
-        .await
-        .expect("metadata")
-        .expect("a leader of partition 0");
+    let publishing = Publishing::start(&publisher, 12).await;
+    let moved = leader_of_first(cluster, &topic).await;
     let metadata_before = proxy.requests(METADATA);
     let moving = Instant::now();
     cluster.stop_node(moved).expect("controlled shutdown");
@@ -100,10 +91,7 @@ async fn leaders_moved_by_shutdown_and_election_reroute_with_no_loss() {
     );
     let moved_back = moving.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    for p in publishers {
-        p.await.expect("a publisher");
-    }
+    let acked = publishing.stop().await;
     let metadata = proxy.requests(METADATA) - metadata_before;
     let total = acked.lock().unwrap().len();
     eprintln!(

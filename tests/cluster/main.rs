@@ -50,38 +50,67 @@ pub(crate) async fn with_topic(cluster: KafkaCluster, topic: &str, partitions: i
     broker
 }
 
-/// One task per key publishing its tickets one after another until `stop`,
-/// each acknowledged publish recorded in `acked`. A failed publish fails
-/// the test: within the delivery timeout a failover must lose nothing.
-pub(crate) fn publish_until(
-    manager: &Kavari,
-    keys: usize,
-    acked: &Acked,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..keys)
-        .map(|k| {
-            let (manager, acked, stop) = (manager.clone(), Arc::clone(acked), Arc::clone(stop));
-            tokio::spawn(async move {
-                let key = format!("key-{k}");
-                let mut seq = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let ticket = Ticket {
-                        key: key.clone(),
-                        seq,
-                    };
-                    let d = manager.publish(&ticket).await.unwrap_or_else(|e| {
-                        panic!("{key} #{seq}: a publish failed across a leader change: {e}")
-                    });
-                    acked
-                        .lock()
-                        .unwrap()
-                        .insert((key.clone(), seq), (d.partition, d.offset, Instant::now()));
-                    seq += 1;
-                }
+/// One task per key publishing its tickets one after another, each
+/// acknowledged publish recorded in `acked`, until [`stop`](Self::stop). A
+/// failed publish fails the test: within the delivery timeout a leader
+/// change must lose nothing.
+pub(crate) struct Publishing {
+    pub(crate) acked: Acked,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Publishing {
+    /// Starts `keys` publishers and returns once they have published for
+    /// two seconds.
+    pub(crate) async fn start(manager: &Kavari, keys: usize) -> Self {
+        let acked = Acked::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..keys)
+            .map(|k| {
+                let (manager, acked, stop) =
+                    (manager.clone(), Arc::clone(&acked), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let key = format!("key-{k}");
+                    let mut seq = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let ticket = Ticket {
+                            key: key.clone(),
+                            seq,
+                        };
+                        let d = manager.publish(&ticket).await.unwrap_or_else(|e| {
+                            panic!("{key} #{seq}: a publish failed across a leader change: {e}")
+                        });
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert((key.clone(), seq), (d.partition, d.offset, Instant::now()));
+                        seq += 1;
+                    }
+                })
             })
-        })
-        .collect()
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        Self { acked, stop, tasks }
+    }
+
+    /// Stops every publisher and waits for its last publish.
+    pub(crate) async fn stop(self) -> Acked {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a publisher");
+        }
+        self.acked
+    }
+}
+
+/// The leader of `topic`/0 now.
+pub(crate) async fn leader_of_first(cluster: &KafkaCluster, topic: &str) -> i32 {
+    cluster
+        .leader(topic, 0)
+        .await
+        .expect("metadata")
+        .expect("a leader of partition 0")
 }
 
 /// Reads every partition of `topic` and checks the log against what was

@@ -6,15 +6,20 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
-use kavari_testcontainers::KafkaCluster;
 
 use super::*;
 
 const PASSWORD: &str = "kafka-secret-7d1e";
 
-async fn one_node(builder: kavari_testcontainers::KafkaClusterBuilder) -> KafkaBroker {
+async fn one_node(builder: kavari_testcontainers::BrokerBuilder) -> KafkaBroker {
     init_tracing();
-    KafkaBroker::from(builder.nodes(1).start().await.expect("a Kafka node"))
+    KafkaBroker::from(
+        builder
+            .nodes(1)
+            .start_cluster()
+            .await
+            .expect("a Kafka node"),
+    )
 }
 
 /// Unsigned tokens for `sub` (`alg: none`, valid for an hour), as Kafka's
@@ -46,7 +51,7 @@ impl kavari::TokenProvider for Unsigned {
 
 #[tokio::test]
 async fn plain_and_oauthbearer_work_both_ways() {
-    let broker = one_node(KafkaCluster::builder().sasl_user("alice", PASSWORD)).await;
+    let broker = one_node(KafkaBroker::builder().sasl_user("alice", PASSWORD)).await;
     let plain = Kavari::builder(broker.bootstrap_servers()).sasl(Sasl::plain("alice", PASSWORD));
     round_trip(&broker, plain).await;
     let asked = Arc::new(AtomicUsize::new(0));
@@ -61,7 +66,7 @@ async fn plain_and_oauthbearer_work_both_ways() {
 #[tokio::test]
 async fn scram_sha256_and_sha512_work_both_ways_over_tls() {
     let broker = one_node(
-        KafkaCluster::builder()
+        KafkaBroker::builder()
             .tls(&["127.0.0.1"])
             .sasl_user("alice", PASSWORD),
     )
@@ -80,21 +85,18 @@ async fn scram_sha256_and_sha512_work_both_ways_over_tls() {
 
 #[tokio::test]
 async fn mutual_tls_works_and_a_missing_client_certificate_fails_at_once_saying_so() {
-    let cluster = KafkaCluster::builder()
-        .tls(&["127.0.0.1"])
-        .require_client_certificates()
-        .nodes(1)
-        .start()
-        .await
-        .expect("a Kafka node");
-    let (cert, key) = cluster.client_certificate().expect("a client certificate");
-    let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
-    let broker = KafkaBroker::from(cluster);
+    let broker = one_node(
+        KafkaBroker::builder()
+            .tls(&["127.0.0.1"])
+            .require_client_certificates(),
+    )
+    .await;
+    let (cert, key) = broker.client_certificate().expect("a client certificate");
     let ca = broker.tls_ca_file().expect("TLS");
     let with_certificate = Kavari::builder(broker.bootstrap_servers()).tls(
         Tls::builder()
             .ca_file(ca)
-            .client_certificate(&cert, &key)
+            .client_certificate(cert, key)
             .build()
             .expect("tls"),
     );
@@ -121,7 +123,7 @@ async fn mutual_tls_works_and_a_missing_client_certificate_fails_at_once_saying_
 #[tokio::test]
 async fn records_flow_across_reauthentication_every_30_seconds() {
     let broker = one_node(
-        KafkaCluster::builder()
+        KafkaBroker::builder()
             .sasl_user("alice", PASSWORD)
             .reauthenticate_after(Duration::from_secs(30)),
     )

@@ -10,7 +10,7 @@ use super::config::{ClientSecurity, NodeConfig, Ports};
 use super::install::{ensure_kafka_installed, java};
 use crate::access::Access;
 use crate::process::{BrokerProcess, log_tail};
-use crate::{Error, FaultProxy};
+use crate::{BrokerBuilder, Error, FaultProxy};
 
 /// The JVM options of each node unless `KAVARI_KAFKA_JVM_OPTS` says
 /// otherwise: a small heap and the client compiler only, so three nodes
@@ -18,127 +18,33 @@ use crate::{Error, FaultProxy};
 const JVM_OPTS: &str = "-Xms128m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
                         -XX:-UsePerfData -Djava.awt.headless=true";
 
-/// Options of a [`KafkaCluster`]; [`KafkaCluster::start`] uses the defaults.
-#[derive(Debug, Clone)]
-pub struct KafkaClusterBuilder {
-    nodes: usize,
-    proxy: bool,
-    tls_names: Option<Vec<String>>,
-    client_certificates: bool,
-    users: Vec<(String, String)>,
-    mechanisms: Vec<String>,
-    reauthenticate_after: Option<Duration>,
-    ready_timeout: Duration,
-}
-
-impl Default for KafkaClusterBuilder {
-    fn default() -> Self {
-        Self {
-            nodes: 3,
-            proxy: false,
-            tls_names: None,
-            client_certificates: false,
-            users: Vec::new(),
-            mechanisms: Vec::new(),
-            reauthenticate_after: None,
-            ready_timeout: Duration::from_secs(120),
-        }
-    }
-}
-
-impl KafkaClusterBuilder {
-    /// How many nodes, each broker and controller. Default: 3 (topics get
-    /// three copies, two of which must take a write).
-    pub fn nodes(mut self, nodes: usize) -> Self {
-        self.nodes = nodes.max(1);
-        self
-    }
-
-    /// A [`FaultProxy`] in front of every node, each node advertising its
-    /// own proxy port, so every client connection goes through it.
-    /// Default: off.
-    pub fn behind_proxy(mut self) -> Self {
-        self.proxy = true;
-        self
-    }
-
-    /// Clients connect over TLS only, with a certificate for `names` issued
-    /// by a CA of the test's own ([`KafkaCluster::tls_ca_file`]).
-    /// Default: plaintext.
-    pub fn tls(mut self, names: &[&str]) -> Self {
-        self.tls_names = Some(names.iter().map(|n| n.to_string()).collect());
-        self
-    }
-
-    /// With [`tls`](Self::tls): clients must present a certificate issued
-    /// by the test CA (`ssl.client.auth=required`); the test kit's own is
-    /// [`KafkaCluster::client_certificate`]. Default: not asked.
-    pub fn require_client_certificates(mut self) -> Self {
-        self.client_certificates = true;
-        self
-    }
-
-    /// Clients must authenticate with SASL: `name` is known by `password`
-    /// for PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (call again for more
-    /// users); OAUTHBEARER takes unsigned tokens (Kafka's unsecured
-    /// validator). The first user is the test kit's own.
-    pub fn sasl_user(mut self, name: &str, password: &str) -> Self {
-        self.users.push((name.to_string(), password.to_string()));
-        self
-    }
-
-    /// With [`sasl_user`](Self::sasl_user): offer only `mechanisms`
-    /// (Kafka's names). Default: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and
-    /// OAUTHBEARER.
-    pub fn sasl_mechanisms(mut self, mechanisms: &[&str]) -> Self {
-        self.mechanisms = mechanisms.iter().map(|m| m.to_string()).collect();
-        self
-    }
-
-    /// Authenticated sessions last `after` (`connections.max.reauth.ms`,
-    /// KIP-368): a client re-authenticates or is disconnected. Default:
-    /// forever.
-    pub fn reauthenticate_after(mut self, after: Duration) -> Self {
-        self.reauthenticate_after = Some(after);
-        self
-    }
-
-    /// How long to wait for every node to answer. Default: 120 s.
-    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
-        self
-    }
-
-    /// Installs Kafka if it is missing, formats the nodes' directories,
-    /// starts every node and returns once each answers Metadata.
-    pub async fn start(self) -> Result<KafkaCluster, Error> {
+impl KafkaCluster {
+    /// Installs Kafka if it is missing, formats the nodes' directories as
+    /// `options` say, starts every node and returns once each answers
+    /// Metadata.
+    pub(crate) async fn start_with(options: &BrokerBuilder) -> Result<Self, Error> {
         let started = Instant::now();
-        let home = tokio::task::spawn_blocking(ensure_kafka_installed)
-            .await
-            .map_err(|e| Error::Io {
-                action: "waiting for the Kafka install",
-                source: std::io::Error::other(e),
-            })??;
-        let dir = tempfile::Builder::new()
-            .prefix("kavari-kafka-")
-            .tempdir()
-            .map_err(|source| Error::Io {
-                action: "creating the cluster's directory",
-                source,
-            })?;
-        let ids: Vec<i32> = (1..=i32::try_from(self.nodes).unwrap_or(3)).collect();
-        let mut layout = Vec::with_capacity(ids.len());
-        for &id in &ids {
-            layout.push((
-                id,
-                Ports {
-                    client: crate::free_port()?,
-                    internal: crate::free_port()?,
-                    controller: crate::free_port()?,
-                },
-            ));
-        }
-        let proxy = if self.proxy {
+        let home = crate::install::installed(ensure_kafka_installed).await?;
+        let dir = crate::process::workdir("kavari-kafka-")?;
+        let ids: Vec<i32> = (1..=i32::try_from(options.nodes).unwrap_or(3)).collect();
+        // Three ports a node, all distinct (two listeners of a node on one
+        // port make Kafka refuse its configuration).
+        let ports = crate::free_ports(ids.len() * 3)?;
+        let layout: Vec<(i32, Ports)> = ids
+            .iter()
+            .zip(ports.chunks_exact(3))
+            .map(|(&id, p)| {
+                (
+                    id,
+                    Ports {
+                        client: p[0],
+                        internal: p[1],
+                        controller: p[2],
+                    },
+                )
+            })
+            .collect();
+        let proxy = if options.proxy {
             Some(FaultProxy::start_many(
                 layout
                     .iter()
@@ -149,19 +55,19 @@ impl KafkaClusterBuilder {
             None
         };
         let mut security = ClientSecurity {
-            users: self.users.clone(),
-            mechanisms: self.mechanisms.clone(),
-            reauthenticate_after: self.reauthenticate_after,
+            users: options.users.clone(),
+            mechanisms: options.mechanisms.clone(),
+            reauthenticate_after: options.reauthenticate_after,
             ..ClientSecurity::default()
         };
         let mut access = Access {
-            sasl: self.users.first().cloned(),
+            sasl: options.users.first().cloned(),
             ..Access::default()
         };
-        if let Some(names) = &self.tls_names {
+        if let Some(names) = &options.tls_names {
             let ca = crate::certificates::issue(dir.path(), names)?;
             security.tls_keystore = Some(crate::certificates::keystore(dir.path())?);
-            if self.client_certificates {
+            if options.client_certificates {
                 security.client_ca = Some(ca.clone());
                 access.client_certificate = Some(crate::certificates::issue_client(dir.path())?);
             }
@@ -209,13 +115,13 @@ impl KafkaClusterBuilder {
             access,
         };
         let formatting = Instant::now();
-        cluster.format(&cluster_id, &self.users).await?;
+        cluster.format(&cluster_id, &options.users).await?;
         let formatted = formatting.elapsed();
         for node in &cluster.nodes {
             cluster.spawn(node)?;
         }
         for node in &cluster.nodes {
-            cluster.wait_node(node, self.ready_timeout).await?;
+            cluster.wait_node(node, options.ready_timeout).await?;
         }
         tracing::info!(
             nodes = cluster.nodes.len(),
@@ -285,14 +191,15 @@ pub struct KafkaCluster {
 }
 
 impl KafkaCluster {
-    /// Options: nodes, a fault proxy, TLS, SASL.
-    pub fn builder() -> KafkaClusterBuilder {
-        KafkaClusterBuilder::default()
+    /// Options: nodes, a fault proxy, TLS, SASL ([`BrokerBuilder`]); its
+    /// [`start_cluster`](BrokerBuilder::start_cluster) starts Kafka.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
     }
 
     /// Starts a cluster of three nodes with plaintext listeners.
     pub async fn start() -> Result<Self, Error> {
-        Self::builder().start().await
+        Self::builder().start_cluster().await
     }
 
     /// The bootstrap servers clients should use: every node (its proxy port
@@ -308,20 +215,6 @@ impl KafkaCluster {
     /// The fault proxy in front of the nodes, when started behind one.
     pub fn proxy(&self) -> Option<&FaultProxy> {
         self.proxy.as_ref()
-    }
-
-    /// The CA of the nodes' certificates, when clients connect over TLS.
-    pub fn tls_ca_file(&self) -> Option<&Path> {
-        self.access.tls_ca.as_deref()
-    }
-
-    /// The test kit's client certificate and key (PEM files), when the
-    /// nodes require one.
-    pub fn client_certificate(&self) -> Option<(&Path, &Path)> {
-        self.access
-            .client_certificate
-            .as_ref()
-            .map(|(c, k)| (c.as_path(), k.as_path()))
     }
 
     /// The node ids, `1..=N`.

@@ -219,6 +219,22 @@ mod tests {
             .collect()
     }
 
+    fn render(
+        id: i32,
+        nodes: &[(i32, Ports)],
+        advertised: &str,
+        security: &ClientSecurity,
+    ) -> String {
+        NodeConfig {
+            id,
+            nodes,
+            advertised,
+            data: Path::new("/tmp/node"),
+            security,
+        }
+        .render()
+    }
+
     fn property<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
@@ -228,14 +244,7 @@ mod tests {
     fn a_node_of_three_lists_every_voter_and_keeps_three_copies_two_in_sync() {
         let nodes = three();
         let security = ClientSecurity::default();
-        let text = NodeConfig {
-            id: 2,
-            nodes: &nodes,
-            advertised: "127.0.0.1:7777",
-            data: Path::new("/tmp/n2"),
-            security: &security,
-        }
-        .render();
+        let text = render(2, &nodes, "127.0.0.1:7777", &security);
         assert_eq!(
             property(&text, "controller.quorum.voters"),
             Some("1@127.0.0.1:20012,2@127.0.0.1:20022,3@127.0.0.1:20032")
@@ -265,15 +274,7 @@ mod tests {
     #[test]
     fn a_single_node_keeps_one_copy() {
         let nodes = &three()[..1];
-        let security = ClientSecurity::default();
-        let text = NodeConfig {
-            id: 1,
-            nodes,
-            advertised: "127.0.0.1:1",
-            data: Path::new("/tmp/n1"),
-            security: &security,
-        }
-        .render();
+        let text = render(1, nodes, "127.0.0.1:1", &ClientSecurity::default());
         assert_eq!(property(&text, "default.replication.factor"), Some("1"));
         assert_eq!(property(&text, "min.insync.replicas"), Some("1"));
         assert_eq!(property(&text, "transaction.state.log.min.isr"), Some("1"));
@@ -289,14 +290,7 @@ mod tests {
             reauthenticate_after: Some(Duration::from_secs(30)),
             mechanisms: Vec::new(),
         };
-        let text = NodeConfig {
-            id: 1,
-            nodes: &nodes,
-            advertised: "127.0.0.1:1",
-            data: Path::new("/tmp/n1"),
-            security: &security,
-        }
-        .render();
+        let text = render(1, &nodes, "127.0.0.1:1", &security);
         assert_eq!(security.protocol(), "SASL_SSL");
         assert_eq!(
             property(&text, "listener.security.protocol.map"),
@@ -331,14 +325,7 @@ mod tests {
             mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             ..ClientSecurity::default()
         };
-        let text = NodeConfig {
-            id: 1,
-            nodes: &nodes,
-            advertised: "127.0.0.1:1",
-            data: Path::new("/tmp/n1"),
-            security: &security,
-        }
-        .render();
+        let text = render(1, &nodes, "127.0.0.1:1", &security);
         assert_eq!(
             property(&text, "listener.name.client.sasl.enabled.mechanisms"),
             Some("SCRAM-SHA-256,SCRAM-SHA-512")

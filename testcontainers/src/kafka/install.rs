@@ -37,21 +37,15 @@ pub(crate) fn ensure_kafka_installed() -> Result<PathBuf, Error> {
     if installed(&home) {
         return Ok(home);
     }
-    if std::env::var_os("KAVARI_NO_BROKER_INSTALL").is_some() {
-        return Err(Error::NoBackend);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("install-kafka.sh");
-    tracing::warn!("Apache Kafka {KAFKA_VERSION} is not installed: installing it now");
-    let status = std::process::Command::new("bash")
-        .arg(&script)
-        .status()
-        .map_err(|source| Error::Io {
-            action: "running install-kafka.sh",
-            source,
-        })?;
-    if !status.success() || !installed(&home) {
+    crate::install::run_install_script(
+        "install-kafka.sh",
+        &format!(
+            "Apache Kafka {KAFKA_VERSION} is not installed: installing it now (about 10 s, once)"
+        ),
+    )?;
+    if !installed(&home) {
         return Err(Error::Install {
-            status: format!("install-kafka.sh: {status}"),
+            status: format!("install-kafka.sh left no broker in {}", home.display()),
         });
     }
     Ok(home)

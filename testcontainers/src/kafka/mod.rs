@@ -7,5 +7,5 @@ mod cluster;
 mod config;
 mod install;
 
-pub use cluster::{KafkaCluster, KafkaClusterBuilder};
+pub use cluster::KafkaCluster;
 pub use install::KAFKA_VERSION;
