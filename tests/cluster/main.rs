@@ -8,6 +8,7 @@
 //! --nocapture`).
 
 mod failover;
+mod java_member;
 mod leader_moves;
 
 use std::collections::BTreeMap;

@@ -463,6 +463,23 @@ impl KafkaCluster {
             })
     }
 
+    /// A `java` command with the cluster's jars on its class path
+    /// (kafka-clients among them) and its quiet logging, running the
+    /// single-file program `source` (Java's source-file mode): a Java
+    /// client as a peer of the tests. Arguments follow.
+    pub fn java_peer(&self, source: &Path) -> std::process::Command {
+        let mut command = std::process::Command::new(java());
+        command
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.home.join("log4j2.yaml").display()
+            ))
+            .args(["-XX:TieredStopAtLevel=1", "-cp"])
+            .arg(self.classpath())
+            .arg(source);
+        command
+    }
+
     /// `node`'s log so far.
     pub fn log(&self, node: i32) -> String {
         self.node(node)

@@ -1,0 +1,206 @@
+//! A Java consumer (kafka-clients 4.4, `tests/peers/JavaMember.java`) and a
+//! Kavari member in one classic group with the cooperative-sticky assignor:
+//! the partitions split between them, each handles and commits its share,
+//! and a member joining the group afterwards finds nothing left to handle.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kavari::assignor::CooperativeStickyAssignor;
+use kavari::{HandlerError, Kavari, MessageContext, MessageHandler, OffsetReset};
+use kavari_testcontainers::KafkaBroker;
+use kavari_tests::{consumer, eventually, init_tracing, started};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::{Ticket, prefixed, with_topic};
+
+const PARTITIONS: i32 = 6;
+const RECORDS: u64 = 600;
+
+/// Every (partition, offset) handled.
+#[derive(Clone, Default)]
+struct Handled(Arc<Mutex<BTreeSet<(i32, i64)>>>);
+
+impl MessageHandler<Ticket> for Handled {
+    async fn handle(&self, _: Ticket, ctx: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().insert((ctx.partition, ctx.offset));
+        Ok(())
+    }
+}
+
+/// A Kavari member of `group` preferring cooperative-sticky, as the Java
+/// member does.
+async fn kavari_member(
+    broker: &KafkaBroker,
+    group: &str,
+    prefix: &str,
+    handled: &Handled,
+) -> Kavari {
+    started::<Ticket, _>(
+        consumer(broker, group)
+            .topic_prefix(prefix)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .assignors(vec![Arc::new(CooperativeStickyAssignor)]),
+        handled.clone(),
+    )
+    .await
+}
+
+fn owned(member: &Kavari) -> BTreeSet<i32> {
+    member
+        .health()
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
+    init_tracing();
+    let (prefix, topic) = prefixed("java");
+    let cluster = KafkaBroker::builder()
+        .start_cluster()
+        .await
+        .expect("a Kafka cluster");
+    let broker = with_topic(cluster, &topic, PARTITIONS).await;
+    let group = kavari_testcontainers::unique_name("java-group");
+
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/JavaMember.java");
+    let mut java = tokio::process::Command::from(
+        broker
+            .kafka()
+            .expect("a Kafka cluster")
+            .java_peer(std::path::Path::new(source)),
+    );
+    let mut child = java
+        .args([broker.bootstrap_servers(), group.clone(), topic.clone()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("java");
+    let java_owns: Arc<Mutex<BTreeSet<i32>>> = Arc::default();
+    let java_handled: Arc<Mutex<BTreeSet<(i32, i64)>>> = Arc::default();
+    let java_stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (owns, handled, stopped) = (
+            Arc::clone(&java_owns),
+            Arc::clone(&java_handled),
+            Arc::clone(&java_stopped),
+        );
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(list) = line.strip_prefix("OWNS ") {
+                    *owns.lock().unwrap() = list
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| p.parse().expect("a partition"))
+                        .collect();
+                } else if let Some(at) = line.strip_prefix("HANDLED ") {
+                    let mut at = at.split(' ').map(|n| n.parse::<i64>().expect("a number"));
+                    let (p, o) = (at.next().expect("partition"), at.next().expect("offset"));
+                    handled
+                        .lock()
+                        .unwrap()
+                        .insert((i32::try_from(p).expect("partition"), o));
+                } else if line == "STOPPED" {
+                    stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+    }
+
+    let handled = Handled::default();
+    let member = kavari_member(&broker, &group, &prefix, &handled).await;
+    eventually(
+        Duration::from_secs(90),
+        "the partitions split between Java and Kavari",
+        || {
+            let java = java_owns.lock().unwrap().clone();
+            let kavari = owned(&member);
+            !java.is_empty()
+                && !kavari.is_empty()
+                && java.is_disjoint(&kavari)
+                && java.len() + kavari.len() == PARTITIONS as usize
+        },
+    )
+    .await;
+    eprintln!(
+        "java interop: Java owns {:?}, Kavari owns {:?}",
+        java_owns.lock().unwrap(),
+        owned(&member)
+    );
+
+    let publisher = Kavari::builder(broker.bootstrap_servers())
+        .topic_prefix(&prefix)
+        .build()
+        .await
+        .expect("publisher");
+    let tickets: Vec<Ticket> = (0..RECORDS)
+        .map(|seq| Ticket {
+            key: format!("k{seq}"),
+            seq,
+        })
+        .collect();
+    for r in publisher.publish_batch(&tickets).await {
+        r.expect("publish");
+    }
+    eventually(
+        Duration::from_secs(60),
+        "every record handled by one side",
+        || {
+            let java = java_handled.lock().unwrap();
+            let kavari = handled.0.lock().unwrap();
+            java.union(&kavari).count() as u64 == RECORDS
+        },
+    )
+    .await;
+    let (java_count, kavari_count) = (
+        java_handled.lock().unwrap().len(),
+        handled.0.lock().unwrap().len(),
+    );
+    eprintln!("java interop: Java handled {java_count}, Kavari {kavari_count} of {RECORDS}");
+    assert!(
+        java_count > 0 && kavari_count > 0,
+        "both handled their share"
+    );
+    assert!(
+        java_handled
+            .lock()
+            .unwrap()
+            .is_disjoint(&handled.0.lock().unwrap()),
+        "no record handled by both while the group stood still"
+    );
+
+    // Both leave; what each committed is where a newcomer starts.
+    drop(child.stdin.take());
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    assert!(
+        java_stopped.load(std::sync::atomic::Ordering::SeqCst),
+        "the Java member stopped cleanly"
+    );
+    member.shutdown().await.expect("shutdown");
+    let later = Handled::default();
+    let newcomer = kavari_member(&broker, &group, &prefix, &later).await;
+    eventually(
+        Duration::from_secs(60),
+        "the newcomer owns every partition",
+        || {
+            let h = newcomer.health();
+            h.partitions.len() == PARTITIONS as usize
+                && h.partitions.iter().all(|p| p.position.is_some())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        later.0.lock().unwrap().is_empty(),
+        "records handled again, so not committed: {:?}",
+        later.0.lock().unwrap()
+    );
+    newcomer.shutdown().await.expect("shutdown");
+    publisher.shutdown().await.expect("shutdown");
+}
