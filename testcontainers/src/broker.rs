@@ -453,6 +453,39 @@ impl KafkaBroker {
         })
     }
 
+    /// Grows `name` to `total` partitions (CreatePartitions; Kafka only,
+    /// nisshi has no such request) and waits until every partition's leader
+    /// serves it. Gives up after 30 s.
+    pub async fn add_partitions(&self, name: &str, total: i32) -> Result<(), Error> {
+        const DEADLINE: Duration = Duration::from_secs(30);
+        let action = format!("growing topic {name} to {total} partitions");
+        let cluster = self.access.cluster(Duration::from_secs(10))?;
+        kavari_wire::admin::create_partitions(&cluster, name, total)
+            .await
+            .map_err(|e| Error::Topic {
+                action: action.clone(),
+                detail: e.to_string(),
+            })?;
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < DEADLINE {
+            match cluster.topic(name).await {
+                Ok(Some(meta)) if meta.partitions.len() == usize::try_from(total).unwrap_or(0) => {
+                    match leaders_serve(&cluster, name, &meta).await {
+                        Ok(()) => return Ok(()),
+                        Err(why) => last = why,
+                    }
+                }
+                other => last = format!("{other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(Error::Topic {
+            action,
+            detail: format!("gave up after {DEADLINE:?}: {last}"),
+        })
+    }
+
     async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         wait_ready(&self.access, timeout, || self.log_tail()).await
     }

@@ -10,6 +10,7 @@
 mod failover;
 mod java_member;
 mod leader_moves;
+mod new_partitions;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,6 @@
 //! Administration requests: creating topics (for dead-letter topics and
-//! tools) and electing partition leaders (for tools and the test kit),
+//! tools), adding partitions to one and electing partition leaders (for
+//! tools and the test kit),
 //! sent to the cluster's controller as Kafka's admin client does.
 
 use kafka_protocol::ResponseError;
@@ -70,6 +71,50 @@ pub async fn create_topic(cluster: &Cluster, topic: &NewTopic<'_>) -> Result<boo
                 Some(m) => format!("topic {}: {}", topic.name, m.as_str()),
                 None => format!("topic {}", topic.name),
             }),
+        )),
+    }
+}
+
+/// Grows `topic` to `total` partitions (CreatePartitions). Kafka never
+/// takes partitions away: a `total` at or below the current count is the
+/// broker's error (INVALID_PARTITIONS), with its message.
+pub async fn create_partitions(
+    cluster: &Cluster,
+    topic: &str,
+    total: i32,
+) -> Result<(), WireError> {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+    let conn = cluster.controller().await?;
+    let timeout_ms = i32::try_from(cluster.request_timeout().as_millis()).unwrap_or(i32::MAX);
+    let req = CreatePartitionsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_topics(vec![
+            CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_count(total)
+                // The broker places the new partitions (an empty list would
+                // ask for none).
+                .with_assignments(None),
+        ]);
+    let resp: CreatePartitionsResponse = conn.send(&req).await?;
+    let result = resp
+        .results
+        .iter()
+        .find(|r| r.name.0.as_str() == topic)
+        .ok_or_else(|| WireError::Malformed {
+            what: "CreatePartitions response",
+            detail: format!("no answer for topic {topic}"),
+        })?;
+    match result.error_code.err() {
+        None => Ok(()),
+        Some(e) => Err(WireError::broker(
+            "CreatePartitions",
+            e,
+            Some(format!(
+                "topic {topic} to {total} partitions: {}",
+                result.error_message.as_ref().map_or("", |m| m.as_str())
+            )),
         )),
     }
 }

@@ -6,11 +6,11 @@
 use bytes::{Bytes, BytesMut};
 use cap::Cap;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreateTopicsRequest, DescribeGroupsRequest, ElectLeadersRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
-    SyncGroupRequest,
+    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DescribeGroupsRequest,
+    ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Encodable;
 use kavari_wire::connection::{Request, decode_response};
@@ -242,4 +242,5 @@ every_response! {
     init_producer_id: InitProducerIdRequest,
     describe_groups: DescribeGroupsRequest,
     elect_leaders: ElectLeadersRequest,
+    create_partitions: CreatePartitionsRequest,
 }

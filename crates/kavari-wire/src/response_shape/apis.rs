@@ -407,6 +407,22 @@ pub static LIST_OFFSETS: Shape = Shape {
     },
 };
 
+/// CreatePartitions: flexible from v2.
+pub static CREATE_PARTITIONS: Shape = Shape {
+    flexible_since: 2,
+    body: Struct {
+        fields: &[
+            all(I32), // throttle_time_ms
+            // results: name, error_code, error_message
+            all(Array(&S(&Struct {
+                fields: &[all(Str), all(I16), all(Str)],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};
+
 /// ElectLeaders: flexible from v2; the top-level error code from v1.
 pub static ELECT_LEADERS: Shape = Shape {
     flexible_since: 2,
