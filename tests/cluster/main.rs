@@ -11,6 +11,7 @@ mod failover;
 mod java_member;
 mod leader_moves;
 mod new_partitions;
+mod rolling_restart;
 mod transactions;
 
 use std::collections::BTreeMap;
