@@ -373,12 +373,24 @@ async fn chaos(cooperative: bool) {
                 let old = std::mem::replace(&mut consumers[i], fresh);
                 let _ = old.shutdown().await;
             }
-            1 => {
-                actions.push("restart the broker".to_string());
-                broker.kill().expect("kill");
-                tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_000))).await;
-                broker.spawn_again().expect("restart");
-            }
+            // On a cluster, one node crashes (the others keep serving its
+            // partitions); a single broker crashes whole.
+            1 => match broker.kafka() {
+                Some(cluster) => {
+                    let ids = cluster.node_ids();
+                    let node = ids[rng.random_range(0..ids.len())];
+                    actions.push(format!("SIGKILL node {node}"));
+                    cluster.kill_node(node).expect("kill");
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_000))).await;
+                    cluster.spawn_node(node).expect("restart");
+                }
+                None => {
+                    actions.push("restart the broker".to_string());
+                    broker.kill().expect("kill");
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_000))).await;
+                    broker.spawn_again().expect("restart");
+                }
+            },
             _ => {
                 actions.push("cut every connection".to_string());
                 proxy.cut_all();
