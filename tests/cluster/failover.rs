@@ -5,34 +5,25 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kavari::Kavari;
-use kavari_testcontainers::KafkaCluster;
-use kavari_tests::init_tracing;
+use kavari_testcontainers::KafkaBroker;
 
-use crate::{Publishing, assert_log_holds, leader_of_first, prefixed, with_topic};
+use crate::{Publishing, Setup, assert_log_holds, leader_of_first};
 
 const PARTITIONS: i32 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_loses_no_acknowledged_publish_and_writes_none_twice() {
-    init_tracing();
-    let (prefix, topic) = prefixed("failover");
-    let cluster = KafkaCluster::start().await.expect("a Kafka cluster");
-    let broker = with_topic(cluster, &topic, PARTITIONS).await;
-    let cluster = broker.kafka().expect("a Kafka cluster");
-    let manager = Kavari::builder(broker.bootstrap_servers())
-        .topic_prefix(&prefix)
-        .build()
-        .await
-        .expect("build");
+    let setup = Setup::start("failover", KafkaBroker::builder(), PARTITIONS).await;
+    let (broker, topic, cluster) = (&setup.broker, &setup.topic, setup.cluster());
+    let manager = setup.publisher().await;
 
     let publishing = Publishing::start(&manager, 24).await;
-    let victim = leader_of_first(cluster, &topic).await;
+    let victim = leader_of_first(cluster, topic).await;
     let before = publishing.acked.lock().unwrap().len();
     let killed_at = Instant::now();
     cluster.kill_node(victim).expect("kill the leader");
     let new_leader = cluster
-        .wait_for_leader(&topic, 0, Some(victim), Duration::from_secs(30))
+        .wait_for_leader(topic, 0, Some(victim), Duration::from_secs(30))
         .await
         .expect("a new leader");
     let elected = killed_at.elapsed();
@@ -60,5 +51,5 @@ async fn a_killed_leader_loses_no_acknowledged_publish_and_writes_none_twice() {
          the kill, per partition: {resumed:?}; {total} acknowledged in all"
     );
     assert_eq!(resumed.len(), 3, "publishing resumed on every partition");
-    assert_log_holds(&broker, &topic, PARTITIONS, &acked).await;
+    assert_log_holds(broker, topic, PARTITIONS, &acked).await;
 }

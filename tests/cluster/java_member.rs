@@ -7,44 +7,25 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kavari::Kavari;
 use kavari::assignor::CooperativeStickyAssignor;
-use kavari::{HandlerError, Kavari, MessageContext, MessageHandler, OffsetReset};
 use kavari_testcontainers::KafkaBroker;
-use kavari_tests::{consumer, eventually, init_tracing, started};
+use kavari_tests::eventually;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::{Ticket, prefixed, with_topic};
+use crate::{Seen, Setup, tickets};
 
 const PARTITIONS: i32 = 6;
 const RECORDS: u64 = 600;
 
-/// Every (partition, offset) handled.
-#[derive(Clone, Default)]
-struct Handled(Arc<Mutex<BTreeSet<(i32, i64)>>>);
-
-impl MessageHandler<Ticket> for Handled {
-    async fn handle(&self, _: Ticket, ctx: &MessageContext) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().insert((ctx.partition, ctx.offset));
-        Ok(())
-    }
-}
-
 /// A Kavari member of `group` preferring cooperative-sticky, as the Java
 /// member does.
-async fn kavari_member(
-    broker: &KafkaBroker,
-    group: &str,
-    prefix: &str,
-    handled: &Handled,
-) -> Kavari {
-    started::<Ticket, _>(
-        consumer(broker, group)
-            .topic_prefix(prefix)
-            .auto_offset_reset(OffsetReset::Earliest)
-            .assignors(vec![Arc::new(CooperativeStickyAssignor)]),
-        handled.clone(),
-    )
-    .await
+async fn kavari_member(setup: &Setup, group: &str, seen: &Seen) -> Kavari {
+    setup
+        .member(group, seen, |b| {
+            b.assignors(vec![Arc::new(CooperativeStickyAssignor)])
+        })
+        .await
 }
 
 fn owned(member: &Kavari) -> BTreeSet<i32> {
@@ -58,22 +39,13 @@ fn owned(member: &Kavari) -> BTreeSet<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
-    init_tracing();
-    let (prefix, topic) = prefixed("java");
-    let cluster = KafkaBroker::builder()
-        .start_cluster()
-        .await
-        .expect("a Kafka cluster");
-    let broker = with_topic(cluster, &topic, PARTITIONS).await;
+    let setup = Setup::start("java", KafkaBroker::builder(), PARTITIONS).await;
+    let (broker, topic) = (&setup.broker, &setup.topic);
     let group = kavari_testcontainers::unique_name("java-group");
 
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/JavaMember.java");
-    let mut java = tokio::process::Command::from(
-        broker
-            .kafka()
-            .expect("a Kafka cluster")
-            .java_peer(std::path::Path::new(source)),
-    );
+    let mut java =
+        tokio::process::Command::from(setup.cluster().java_peer(std::path::Path::new(source)));
     let mut child = java
         .args([broker.bootstrap_servers(), group.clone(), topic.clone()])
         .stdin(std::process::Stdio::piped())
@@ -113,8 +85,8 @@ async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
         });
     }
 
-    let handled = Handled::default();
-    let member = kavari_member(&broker, &group, &prefix, &handled).await;
+    let handled = Seen::default();
+    let member = kavari_member(&setup, &group, &handled).await;
     eventually(
         Duration::from_secs(90),
         "the partitions split between Java and Kavari",
@@ -134,18 +106,8 @@ async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
         owned(&member)
     );
 
-    let publisher = Kavari::builder(broker.bootstrap_servers())
-        .topic_prefix(&prefix)
-        .build()
-        .await
-        .expect("publisher");
-    let tickets: Vec<Ticket> = (0..RECORDS)
-        .map(|seq| Ticket {
-            key: format!("k{seq}"),
-            seq,
-        })
-        .collect();
-    for r in publisher.publish_batch(&tickets).await {
+    let publisher = setup.publisher().await;
+    for r in publisher.publish_batch(&tickets(0..RECORDS)).await {
         r.expect("publish");
     }
     eventually(
@@ -153,14 +115,14 @@ async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
         "every record handled by one side",
         || {
             let java = java_handled.lock().unwrap();
-            let kavari = handled.0.lock().unwrap();
+            let kavari = handled.positions();
             java.union(&kavari).count() as u64 == RECORDS
         },
     )
     .await;
     let (java_count, kavari_count) = (
         java_handled.lock().unwrap().len(),
-        handled.0.lock().unwrap().len(),
+        handled.positions().len(),
     );
     eprintln!("java interop: Java handled {java_count}, Kavari {kavari_count} of {RECORDS}");
     assert!(
@@ -171,7 +133,7 @@ async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
         java_handled
             .lock()
             .unwrap()
-            .is_disjoint(&handled.0.lock().unwrap()),
+            .is_disjoint(&handled.positions()),
         "no record handled by both while the group stood still"
     );
 
@@ -183,8 +145,8 @@ async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
         "the Java member stopped cleanly"
     );
     member.shutdown().await.expect("shutdown");
-    let later = Handled::default();
-    let newcomer = kavari_member(&broker, &group, &prefix, &later).await;
+    let later = Seen::default();
+    let newcomer = kavari_member(&setup, &group, &later).await;
     eventually(
         Duration::from_secs(60),
         "the newcomer owns every partition",
@@ -197,9 +159,9 @@ async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        later.0.lock().unwrap().is_empty(),
+        later.all().is_empty(),
         "records handled again, so not committed: {:?}",
-        later.0.lock().unwrap()
+        later.all()
     );
     newcomer.shutdown().await.expect("shutdown");
     publisher.shutdown().await.expect("shutdown");

@@ -7,64 +7,39 @@
 //! at the fault proxy in front of the nodes.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kavari::{HandlerError, Kavari, MessageContext, MessageHandler, OffsetReset};
 use kavari_testcontainers::KafkaBroker;
-use kavari_tests::{consumer, eventually, init_tracing, started};
+use kavari_tests::eventually;
 use kavari_wire::admin::Election;
 
-use crate::{Publishing, Ticket, assert_log_holds, leader_of_first, prefixed, with_topic};
+use crate::{Publishing, Seen, Setup, assert_log_holds, leader_of_first};
 
 const PARTITIONS: i32 = 6;
 const METADATA: i16 = 3;
 
-/// Every (key, seq) handled.
-#[derive(Clone, Default)]
-struct Handled(Arc<Mutex<BTreeSet<(String, u64)>>>);
-
-impl MessageHandler<Ticket> for Handled {
-    async fn handle(&self, t: Ticket, _: &MessageContext) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().insert((t.key, t.seq));
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaders_moved_by_shutdown_and_election_reroute_with_no_loss() {
-    init_tracing();
-    let (prefix, topic) = prefixed("moves");
-    let cluster = KafkaBroker::builder()
-        .behind_proxy()
-        .start_cluster()
-        .await
-        .expect("a Kafka cluster");
-    let broker = with_topic(cluster, &topic, PARTITIONS).await;
-    let cluster = broker.kafka().expect("a Kafka cluster");
+    let setup = Setup::start("moves", KafkaBroker::builder().behind_proxy(), PARTITIONS).await;
+    let (broker, topic, cluster) = (&setup.broker, setup.topic.as_str(), setup.cluster());
     let proxy = broker.proxy().expect("the proxy");
-    let publisher = Kavari::builder(broker.bootstrap_servers())
-        .topic_prefix(&prefix)
-        .build()
-        .await
-        .expect("build");
-    let handled = Handled::default();
-    let group = kavari_testcontainers::unique_name("moves");
-    let member = started::<Ticket, _>(
-        consumer(&broker, &group)
-            .topic_prefix(&prefix)
-            .auto_offset_reset(OffsetReset::Earliest),
-        handled.clone(),
-    )
-    .await;
+    let publisher = setup.publisher().await;
+    let handled = Seen::default();
+    let member = setup
+        .member(
+            &kavari_testcontainers::unique_name("moves"),
+            &handled,
+            |b| b,
+        )
+        .await;
 
     let publishing = Publishing::start(&publisher, 12).await;
-    let moved = leader_of_first(cluster, &topic).await;
+    let moved = leader_of_first(cluster, topic).await;
     let metadata_before = proxy.requests(METADATA);
     let moving = Instant::now();
     cluster.stop_node(moved).expect("controlled shutdown");
     let interim = cluster
-        .wait_for_leader(&topic, 0, Some(moved), Duration::from_secs(30))
+        .wait_for_leader(topic, 0, Some(moved), Duration::from_secs(30))
         .await
         .expect("another leader");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -75,11 +50,11 @@ async fn leaders_moved_by_shutdown_and_election_reroute_with_no_loss() {
         let election = cluster
             .elect_leaders(
                 Election::Preferred,
-                &topic,
+                topic,
                 &(0..PARTITIONS).collect::<Vec<_>>(),
             )
             .await;
-        if election.is_ok() && cluster.leader(&topic, 0).await.ok().flatten() == Some(moved) {
+        if election.is_ok() && cluster.leader(topic, 0).await.ok().flatten() == Some(moved) {
             elected = true;
             break;
         }
@@ -99,12 +74,16 @@ async fn leaders_moved_by_shutdown_and_election_reroute_with_no_loss() {
          {moved} again (preferred election) in {moved_back:?}; {total} publishes acknowledged; \
          {metadata} Metadata requests from the publisher and the member meanwhile"
     );
-    assert_log_holds(&broker, &topic, PARTITIONS, &acked).await;
+    assert_log_holds(broker, topic, PARTITIONS, &acked).await;
     let want: BTreeSet<(String, u64)> = acked.lock().unwrap().keys().cloned().collect();
     eventually(
         Duration::from_secs(60),
         "every acknowledged ticket handled",
-        || handled.0.lock().unwrap().is_superset(&want),
+        || {
+            let handled: BTreeSet<(String, u64)> =
+                handled.all().into_iter().map(|h| (h.key, h.seq)).collect();
+            handled.is_superset(&want)
+        },
     )
     .await;
     member.shutdown().await.expect("shutdown");

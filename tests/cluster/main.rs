@@ -14,14 +14,16 @@ mod new_partitions;
 mod rolling_restart;
 mod transactions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kavari::{KafkaMessage, Kavari};
-use kavari_testcontainers::{KafkaBroker, KafkaCluster};
-use kavari_tests::logged_records;
+use kavari::{
+    HandlerError, KafkaMessage, Kavari, KavariBuilder, MessageContext, MessageHandler, OffsetReset,
+};
+use kavari_testcontainers::{BrokerBuilder, KafkaBroker, KafkaCluster};
+use kavari_tests::{consumer, init_tracing, logged_records, started};
 use serde::{Deserialize, Serialize};
 
 /// The message every test here publishes: a key and its sequence number.
@@ -36,22 +38,120 @@ pub(crate) struct Ticket {
 /// Every acknowledged publish: (key, seq) → (partition, offset, when).
 pub(crate) type Acked = Arc<Mutex<BTreeMap<(String, u64), (i32, i64, Instant)>>>;
 
-/// A prefix of the test's own and [`Ticket`]'s topic under it.
-pub(crate) fn prefixed(test: &str) -> (String, String) {
-    let prefix = format!("{}.", kavari_testcontainers::unique_name(test));
-    let topic = format!("{prefix}{}", Ticket::TOPIC);
-    (prefix, topic)
+/// Tickets `seqs`, each keyed `k<seq>`.
+pub(crate) fn tickets(seqs: std::ops::Range<u64>) -> Vec<Ticket> {
+    seqs.map(|seq| Ticket {
+        key: format!("k{seq}"),
+        seq,
+    })
+    .collect()
 }
 
-/// `topic` with `partitions` created (three copies each) on `cluster`,
-/// and the test-kit handle on it.
-pub(crate) async fn with_topic(cluster: KafkaCluster, topic: &str, partitions: i32) -> KafkaBroker {
-    let broker = KafkaBroker::from(cluster);
-    broker
-        .create_topic(topic, partitions)
-        .await
-        .expect("create topic");
-    broker
+/// A test's cluster: the handle, a topic prefix of the test's own and
+/// [`Ticket`]'s topic under it.
+pub(crate) struct Setup {
+    pub(crate) broker: KafkaBroker,
+    pub(crate) prefix: String,
+    pub(crate) topic: String,
+}
+
+impl Setup {
+    /// A Kafka cluster started from `builder` (three nodes unless it says
+    /// otherwise) with [`Ticket`]'s topic of `partitions` under a prefix
+    /// named after `test`.
+    pub(crate) async fn start(test: &str, builder: BrokerBuilder, partitions: i32) -> Self {
+        init_tracing();
+        let prefix = format!("{}.", kavari_testcontainers::unique_name(test));
+        let topic = format!("{prefix}{}", Ticket::TOPIC);
+        let broker = KafkaBroker::from(builder.start_cluster().await.expect("a Kafka cluster"));
+        broker
+            .create_topic(&topic, partitions)
+            .await
+            .expect("create topic");
+        Self {
+            broker,
+            prefix,
+            topic,
+        }
+    }
+
+    /// The cluster's nodes.
+    pub(crate) fn cluster(&self) -> &KafkaCluster {
+        self.broker.kafka().expect("a Kafka cluster")
+    }
+
+    /// A manager publishing under the prefix.
+    pub(crate) async fn publisher(&self) -> Kavari {
+        Kavari::builder(self.broker.bootstrap_servers())
+            .topic_prefix(&self.prefix)
+            .build()
+            .await
+            .expect("publisher")
+    }
+
+    /// A started member of `group` reading from the earliest offset, each
+    /// ticket it handles recorded in `seen`; `configure` adds settings.
+    pub(crate) async fn member(
+        &self,
+        group: &str,
+        seen: &Seen,
+        configure: impl FnOnce(KavariBuilder) -> KavariBuilder,
+    ) -> Kavari {
+        let builder = consumer(&self.broker, group)
+            .topic_prefix(&self.prefix)
+            .auto_offset_reset(OffsetReset::Earliest);
+        started::<Ticket, _>(configure(builder), seen.clone()).await
+    }
+}
+
+/// A ticket as a member handled it.
+#[derive(Debug, Clone)]
+pub(crate) struct Handled {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: String,
+    pub(crate) seq: u64,
+    pub(crate) at: Instant,
+}
+
+/// Every ticket handled, in the order handled (once per handling: a
+/// ticket handled twice is in it twice).
+#[derive(Clone, Default)]
+pub(crate) struct Seen(Arc<Mutex<Vec<Handled>>>);
+
+impl MessageHandler<Ticket> for Seen {
+    async fn handle(&self, t: Ticket, ctx: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(Handled {
+            partition: ctx.partition,
+            offset: ctx.offset,
+            key: t.key,
+            seq: t.seq,
+            at: Instant::now(),
+        });
+        Ok(())
+    }
+}
+
+impl Seen {
+    /// Every ticket handled so far.
+    pub(crate) fn all(&self) -> Vec<Handled> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The distinct sequence numbers handled.
+    pub(crate) fn seqs(&self) -> BTreeSet<u64> {
+        self.0.lock().unwrap().iter().map(|h| h.seq).collect()
+    }
+
+    /// The distinct (partition, offset) positions handled.
+    pub(crate) fn positions(&self) -> BTreeSet<(i32, i64)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| (h.partition, h.offset))
+            .collect()
+    }
 }
 
 /// One task per key publishing its tickets one after another, each

@@ -5,54 +5,33 @@
 //! the aborted ones too, so the log really holds them.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kavari::{HandlerError, Isolation, MessageContext, MessageHandler, OffsetReset};
+use kavari::Isolation;
 use kavari_testcontainers::KafkaBroker;
-use kavari_tests::{consumer, eventually, init_tracing, started};
+use kavari_tests::eventually;
 
-use crate::{Ticket, prefixed, with_topic};
+use crate::{Seen, Setup};
 
 const TRANSACTIONS: u64 = 20;
 
-/// Every seq handled.
-#[derive(Clone, Default)]
-struct Seqs(Arc<Mutex<BTreeSet<u64>>>);
-
-impl MessageHandler<Ticket> for Seqs {
-    async fn handle(&self, t: Ticket, _: &MessageContext) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().insert(t.seq);
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_committed_handles_only_what_a_java_transaction_committed() {
-    init_tracing();
-    let (prefix, topic) = prefixed("txn");
-    let cluster = KafkaBroker::builder()
-        .start_cluster()
-        .await
-        .expect("a Kafka cluster");
-    let broker = with_topic(cluster, &topic, 3).await;
+    let setup = Setup::start("txn", KafkaBroker::builder(), 3).await;
+    let (broker, topic) = (&setup.broker, &setup.topic);
 
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/JavaTransactions.java");
-    let out = tokio::process::Command::from(
-        broker
-            .kafka()
-            .expect("a Kafka cluster")
-            .java_peer(std::path::Path::new(source)),
-    )
-    .args([
-        broker.bootstrap_servers(),
-        topic.clone(),
-        kavari_testcontainers::unique_name("txn-id"),
-        TRANSACTIONS.to_string(),
-    ])
-    .output()
-    .await
-    .expect("java");
+    let out =
+        tokio::process::Command::from(setup.cluster().java_peer(std::path::Path::new(source)))
+            .args([
+                broker.bootstrap_servers(),
+                topic.clone(),
+                kavari_testcontainers::unique_name("txn-id"),
+                TRANSACTIONS.to_string(),
+            ])
+            .output()
+            .await
+            .expect("java");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("DONE"),
@@ -65,34 +44,35 @@ async fn read_committed_handles_only_what_a_java_transaction_committed() {
         .collect();
     let everything: BTreeSet<u64> = (0..TRANSACTIONS * 5).collect();
 
-    let read = |isolation, seqs: &Seqs| {
-        started::<Ticket, _>(
-            consumer(&broker, &kavari_testcontainers::unique_name("txn-group"))
-                .topic_prefix(&prefix)
-                .auto_offset_reset(OffsetReset::Earliest)
-                .isolation_level(isolation),
-            seqs.clone(),
-        )
+    let read = |isolation, seen: &Seen| {
+        let group = kavari_testcontainers::unique_name("txn-group");
+        let seen = seen.clone();
+        let setup = &setup;
+        async move {
+            setup
+                .member(&group, &seen, |b| b.isolation_level(isolation))
+                .await
+        }
     };
-    let (committed_only, all) = (Seqs::default(), Seqs::default());
+    let (committed_only, all) = (Seen::default(), Seen::default());
     let reader = read(Isolation::ReadCommitted, &committed_only).await;
     let uncommitted = read(Isolation::ReadUncommitted, &all).await;
     eventually(
         Duration::from_secs(60),
         "every record read uncommitted",
-        || *all.0.lock().unwrap() == everything,
+        || all.seqs() == everything,
     )
     .await;
     eventually(
         Duration::from_secs(60),
         "every committed record handled",
-        || committed_only.0.lock().unwrap().len() >= committed.len(),
+        || committed_only.seqs().len() >= committed.len(),
     )
     .await;
     // Both readers are at the end of the log: what read_committed handled
     // is final.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(*committed_only.0.lock().unwrap(), committed);
+    assert_eq!(committed_only.seqs(), committed);
     reader.shutdown().await.expect("shutdown");
     uncommitted.shutdown().await.expect("shutdown");
 }

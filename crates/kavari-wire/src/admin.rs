@@ -12,6 +12,16 @@ use kafka_protocol::protocol::StrBytes;
 use crate::WireError;
 use crate::cluster::Cluster;
 
+/// A connection to the controller, and the request timeout in
+/// milliseconds, which admin requests hand the broker to wait within.
+async fn controller(
+    cluster: &Cluster,
+) -> Result<(std::sync::Arc<crate::connection::Connection>, i32), WireError> {
+    let conn = cluster.controller().await?;
+    let timeout_ms = i32::try_from(cluster.request_timeout().as_millis()).unwrap_or(i32::MAX);
+    Ok((conn, timeout_ms))
+}
+
 /// A topic to create.
 #[derive(Debug, Clone, Copy)]
 pub struct NewTopic<'a> {
@@ -31,8 +41,7 @@ pub struct NewTopic<'a> {
 /// factor the cluster cannot take, no authorization) is an error with the
 /// broker's code and message.
 pub async fn create_topic(cluster: &Cluster, topic: &NewTopic<'_>) -> Result<bool, WireError> {
-    let conn = cluster.controller().await?;
-    let timeout_ms = i32::try_from(cluster.request_timeout().as_millis()).unwrap_or(i32::MAX);
+    let (conn, timeout_ms) = controller(cluster).await?;
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(timeout_ms)
         .with_topics(vec![
@@ -85,8 +94,7 @@ pub async fn create_partitions(
 ) -> Result<(), WireError> {
     use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
     use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
-    let conn = cluster.controller().await?;
-    let timeout_ms = i32::try_from(cluster.request_timeout().as_millis()).unwrap_or(i32::MAX);
+    let (conn, timeout_ms) = controller(cluster).await?;
     let req = CreatePartitionsRequest::default()
         .with_timeout_ms(timeout_ms)
         .with_topics(vec![
@@ -143,8 +151,7 @@ pub async fn elect_leaders(
 ) -> Result<(), WireError> {
     use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
     use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
-    let conn = cluster.controller().await?;
-    let timeout_ms = i32::try_from(cluster.request_timeout().as_millis()).unwrap_or(i32::MAX);
+    let (conn, timeout_ms) = controller(cluster).await?;
     let req = ElectLeadersRequest::default()
         .with_election_type(match election {
             Election::Preferred => 0,
