@@ -61,6 +61,12 @@ fn json_lines(text: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_commands_against_a_real_broker() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let broker = shared_broker().await.expect("broker");
     let brokers = broker.bootstrap_servers();
     let prefix = format!("{}.", unique_name("cli"));
@@ -109,11 +115,24 @@ async fn the_commands_against_a_real_broker() {
             .await
             .expect("publish");
     }
+    // Every order refused, dead-lettered and committed before the commands
+    // run: they run synchronously, and this test's runtime (the manager's
+    // too) stands still meanwhile. (A dead letter's acknowledgement waits
+    // for its new partition's replicas, which can take a second.)
     let deadline = Instant::now() + Duration::from_secs(30);
-    while refused.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+    let committed = |m: &Kavari| -> i64 {
+        m.health()
+            .partitions
+            .iter()
+            .filter_map(|p| p.committed)
+            .sum()
+    };
+    while (refused.load(Ordering::SeqCst) < 3 || committed(&manager) < 3)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await; // commits
+    assert_eq!(committed(&manager), 3, "the three orders committed");
 
     // tail: the three orders as JSON, values decoded from MessagePack.
     let lines = json_lines(&stdout(&kavari(
