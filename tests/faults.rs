@@ -529,6 +529,9 @@ async fn a_broker_outage_under_a_consumer_logs_a_bounded_number_of_lines() {
         during.len(),
         lines[before..].join("\n")
     );
-    assert!(during.len() <= 4, "{} fetch lines in 15 s", during.len());
+    // One line per cause, not one per attempt: each leader's fetch (two
+    // partitions: at most two leaders), each partition's commit and start,
+    // one metadata look-up. A storm is a line every retry: dozens.
+    assert!(during.len() <= 7, "{} fetch lines in 15 s", during.len());
     drop(m);
 }

@@ -539,9 +539,50 @@ impl KafkaBroker {
             Running::Kafka(cluster) => {
                 cluster.kill_all()?;
                 cluster.spawn_all()?;
+                self.wait_ready(Duration::from_secs(120)).await?;
+                // A cluster that answers Metadata may not have elected its
+                // leaders yet: as a single broker does, it is back once
+                // every partition is served.
+                return self.wait_served(Duration::from_secs(120)).await;
             }
         }
         self.wait_ready(Duration::from_secs(120)).await
+    }
+
+    /// Waits until every partition of every topic has a leader that serves
+    /// it.
+    async fn wait_served(&self, timeout: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        let cluster = self.access.cluster(Duration::from_secs(5))?;
+        let mut last = String::new();
+        while started.elapsed() < timeout {
+            match cluster.all_topics().await {
+                Ok(topics) => {
+                    let mut served = Ok(());
+                    for meta in &topics {
+                        if meta.partitions.iter().any(|p| p.leader.is_none()) {
+                            served = Err(format!("{} has a partition without a leader", meta.name));
+                            break;
+                        }
+                        if let Err(why) = leaders_serve(&cluster, &meta.name, meta).await {
+                            served = Err(why);
+                            break;
+                        }
+                    }
+                    match served {
+                        Ok(()) => return Ok(()),
+                        Err(why) => last = why,
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(Error::NotReady {
+            address: self.access.bootstrap_servers(),
+            waited: started.elapsed(),
+            log: format!("partitions not served: {last}\n{}", self.log_tail()),
+        })
     }
 
     /// Starts a broker that was stopped or killed, without waiting for it to
@@ -581,38 +622,56 @@ pub async fn shared_broker() -> Result<&'static KafkaBroker, Error> {
 }
 
 /// `n` distinct free loopback ports, none handed out before by this
-/// process. The listeners that found them are held until all `n` are
-/// found (the kernel may otherwise hand the same port out twice), and the
-/// ports are remembered, so brokers starting side by side in one test
-/// binary never get the same port.
+/// process, all below the kernel's ephemeral range: a port from that range
+/// can be taken by any outgoing connection (a client's, a proxy's) between
+/// the moment it is found free and the moment the broker binds it. The
+/// search starts at an offset drawn from the process id and the clock, so
+/// test processes side by side rarely try the same ports.
 pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
     static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let io = |source| Error::Io {
-        action: "finding a free port",
-        source,
-    };
+    const LOWEST: u16 = 10_000;
+    let highest = ephemeral_start().saturating_sub(1).max(LOWEST + 1_000);
+    let span = u32::from(highest - LOWEST);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
     let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-    let mut held = Vec::with_capacity(n);
     let mut ports = Vec::with_capacity(n);
-    // Each try yields a port the kernel holds for us; one handed out
-    // before is skipped (held meanwhile, so it is not offered again).
-    for _ in 0..n.saturating_mul(20).max(20) {
+    for i in 0..span {
         if ports.len() == n {
             break;
         }
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
-        let port = listener.local_addr().map_err(io)?.port();
-        if handed.insert(port) {
+        let port = LOWEST + u16::try_from((seed.wrapping_add(i)) % span).unwrap_or(0);
+        if handed.contains(&port) {
+            continue;
+        }
+        // Free now: nothing listens there, and the kernel hands it to no
+        // outgoing connection.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
             ports.push(port);
         }
-        held.push(listener);
     }
     if ports.len() < n {
-        return Err(io(std::io::Error::other(format!(
-            "found {} of {n} ports not handed out before",
-            ports.len()
-        ))));
+        return Err(Error::Io {
+            action: "finding a free port",
+            source: std::io::Error::other(format!(
+                "found {} of {n} free ports between {LOWEST} and {highest}",
+                ports.len()
+            )),
+        });
     }
     Ok(ports)
+}
+
+/// The first port of the kernel's ephemeral range (Linux's
+/// `ip_local_port_range`; 32768 where it cannot be read).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }

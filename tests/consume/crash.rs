@@ -59,15 +59,19 @@ async fn a_consumer_killed_mid_handler_loses_nothing() {
         .build()
         .await
         .expect("build");
+    // All at once, so each process has a backlog (about 2 s of handling)
+    // to be caught in the middle of: published one by one, the jobs came no
+    // faster than a replicated cluster acknowledges them, and the handlers
+    // could finish each before the next arrived.
     const N: u64 = 300;
-    for seq in 0..N {
-        publisher
-            .publish(&CrashJob {
-                key: format!("k{seq}"),
-                seq,
-            })
-            .await
-            .expect("publish");
+    let jobs: Vec<CrashJob> = (0..N)
+        .map(|seq| CrashJob {
+            key: format!("k{seq}"),
+            seq,
+        })
+        .collect();
+    for r in publisher.publish_batch(&jobs).await {
+        r.expect("publish");
     }
     // Kill process 0 while it is inside a handler: it printed BEGIN of a
     // job whose DONE it has not printed.
