@@ -145,11 +145,18 @@ async fn topics_are_created_once_and_a_refusal_names_its_cause() {
         configs: &[],
     };
     assert!(create_topic(&cluster, &topic).await.expect("create"));
-    let meta = cluster
-        .topic(&name)
-        .await
-        .expect("metadata")
-        .expect("the topic");
+    // The controller made it; the broker asked for metadata may learn of
+    // it a moment later (Kafka's brokers follow the controller's log).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let meta = loop {
+        match cluster.topic(&name).await.expect("metadata") {
+            Some(meta) => break meta,
+            None if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None => panic!("topic {name} never in metadata"),
+        }
+    };
     assert_eq!(meta.partitions.len(), 4);
     assert!(
         !create_topic(&cluster, &topic).await.expect("create again"),
