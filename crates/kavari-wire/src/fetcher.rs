@@ -13,7 +13,7 @@
 //! endless retry of the same bytes).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -87,7 +87,9 @@ struct Feed {
     tx: mpsc::UnboundedSender<FetchEvent>,
     buffered: Arc<AtomicUsize>,
     stopped: bool,
-    high_watermark: i64,
+    /// The high watermark of the partition's latest answer (-1 before the
+    /// first), shared with its [`PartitionFeed`].
+    high_watermark: Arc<AtomicI64>,
     /// Where the last answer said the readable log ends: the last stable
     /// offset under `ReadCommitted`, the high watermark otherwise (-1
     /// before the first answer).
@@ -137,6 +139,7 @@ pub struct PartitionFeed {
     id: u64,
     rx: mpsc::UnboundedReceiver<FetchEvent>,
     buffered: Arc<AtomicUsize>,
+    high_watermark: Arc<AtomicI64>,
     shared: Weak<Shared>,
 }
 
@@ -160,6 +163,14 @@ impl PartitionFeed {
     /// The partition.
     pub fn partition(&self) -> &TopicPartition {
         &self.partition
+    }
+
+    /// The high watermark of the partition's latest fetch answer, with or
+    /// without records (the engine fetches ahead: it may be newer than the
+    /// events received so far); `None` before the first answer.
+    pub fn high_watermark(&self) -> Option<i64> {
+        let hw = self.high_watermark.load(Ordering::Acquire);
+        (hw >= 0).then_some(hw)
     }
 }
 
@@ -230,6 +241,7 @@ impl Fetcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let buffered = Arc::new(AtomicUsize::new(0));
+        let high_watermark = Arc::new(AtomicI64::new(-1));
         feeds.insert(
             partition.clone(),
             Feed {
@@ -238,7 +250,7 @@ impl Fetcher {
                 tx,
                 buffered: Arc::clone(&buffered),
                 stopped: false,
-                high_watermark: -1,
+                high_watermark: Arc::clone(&high_watermark),
                 end: -1,
             },
         );
@@ -247,6 +259,7 @@ impl Fetcher {
             id,
             rx,
             buffered,
+            high_watermark,
             shared: Arc::downgrade(&self.shared),
         }
     }
@@ -618,13 +631,15 @@ async fn deliver(shared: &Shared, part: PartitionResponse, asked: i64, stale: &m
         Isolation::ReadCommitted if part.last_stable_offset >= 0 => part.last_stable_offset,
         _ => part.high_watermark,
     };
+    let known = feed
+        .high_watermark
+        .swap(part.high_watermark, Ordering::AcqRel);
     match extracted {
-        Ok(ex) if ex.batches.is_empty() && part.high_watermark == feed.high_watermark => {
+        Ok(ex) if ex.batches.is_empty() && part.high_watermark == known => {
             feed.offset = ex.next_offset;
         }
         Ok(ex) => {
             feed.offset = ex.next_offset;
-            feed.high_watermark = part.high_watermark;
             feed.buffered.fetch_add(ex.bytes, Ordering::AcqRel);
             shared.buffered_total.fetch_add(ex.bytes, Ordering::AcqRel);
             let _ = feed.tx.send(FetchEvent::Records {

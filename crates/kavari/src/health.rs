@@ -52,9 +52,12 @@ pub struct PartitionHealth {
     pub committed: Option<i64>,
     /// The next offset to handle.
     pub position: Option<i64>,
-    /// The partition's high watermark at the last fetch.
+    /// The high watermark of the partition's latest fetch answer (fetching
+    /// runs ahead of handling, so it is as fresh as the last Fetch round,
+    /// and never older than `position`); `None` before the first answer.
     pub high_watermark: Option<i64>,
-    /// `high_watermark - position`.
+    /// `high_watermark - position`: records written and not yet handled.
+    /// The metric `kavari_consumer_lag` shows the same value.
     pub lag: Option<i64>,
     /// When a message of this partition was last handled (RFC 3339 in
     /// UTC, milliseconds, when serialized).

@@ -25,6 +25,9 @@ use crate::stop::until_stopped;
 /// Records handled between two releases of their bytes to the engine.
 const RELEASE_EVERY: usize = 1024;
 
+/// How often health follows a partition while its records are handled.
+const REPORT_EVERY: Duration = Duration::from_millis(200);
+
 /// At most one "commit failed" line per partition and interval.
 const COMMIT_FAILURES_EVERY: Duration = Duration::from_secs(10);
 
@@ -88,6 +91,8 @@ impl Worker {
         // One context for the partition's records, refilled for each.
         let mut ctx = MessageContext::new(self.tp.topic.clone(), self.tp.partition, start);
         let mut last_commit = Instant::now();
+        // When health last followed the partition (set per fetched batch).
+        let mut last_report;
         // Owned apart from `self`, which commits while a record is delivered.
         let topic = self.tp.topic.clone();
         // When the running handler began, for `max_handler_time`.
@@ -113,13 +118,13 @@ impl Worker {
                     continue;
                 }
             };
-            let (batches, from, bytes, high_watermark) = match next {
+            let (batches, from, bytes) = match next {
                 Some(FetchEvent::Records {
                     batches,
                     from,
                     bytes,
-                    high_watermark,
-                }) => (batches, from, bytes, high_watermark),
+                    ..
+                }) => (batches, from, bytes),
                 Some(FetchEvent::Reset { from, to }) => {
                     tracing::warn!(partition = %self.tp, from, to, "offset out of range (retention?); auto_offset_reset moved it");
                     position = to;
@@ -133,6 +138,10 @@ impl Worker {
                 Some(_) => continue,
                 None => break,
             };
+            // The backlog these records belong to shows before they are
+            // handled, not after.
+            self.report_progress(position, &feed, &mut reported);
+            last_report = Instant::now();
             // Each batch is decoded as its turn comes, and its bytes go back
             // to the engine as it is worked through, so the partition's next
             // records are fetched while the last of these are handled.
@@ -189,7 +198,8 @@ impl Worker {
                                     _ = tokio::time::sleep_until(last_commit + tick) => {
                                         self.commit(position).await;
                                         last_commit = Instant::now();
-                                        self.report_progress(position, &mut reported);
+                                        self.report_progress(position, &feed, &mut reported);
+                                        last_report = Instant::now();
                                         let max = self.shared.config.max_handler_time;
                                         if !stepped_aside && clock.running_for().is_some_and(|t| t >= max) {
                                             stepped_aside = true;
@@ -215,17 +225,16 @@ impl Worker {
                         self.commit(position).await;
                         last_commit = Instant::now();
                     }
+                    if last_report.elapsed() >= REPORT_EVERY {
+                        self.report_progress(position, &feed, &mut reported);
+                        last_report = Instant::now();
+                    }
                 }
                 feed.release(size - handed);
                 released += size;
             }
             feed.release(bytes.saturating_sub(released));
-            // Health is shared: updated once per fetched batch.
-            self.update(|h| {
-                h.high_watermark = Some(high_watermark);
-                h.lag = Some((high_watermark - position).max(0));
-            });
-            self.report_progress(position, &mut reported);
+            self.report_progress(position, &feed, &mut reported);
         }
         drop(feed);
         self.commit(position).await;
@@ -339,21 +348,28 @@ impl Worker {
         self.shared.member.step_aside(why);
     }
 
-    /// Shows `position` in health when it moved since the last report, and
-    /// stamps the progress: called per fetched batch and per commit tick
-    /// while one record takes long, so both stay true to within a tick.
-    fn report_progress(&self, position: i64, reported: &mut i64) {
-        if position == *reported {
-            return;
-        }
+    /// Shows `position`, the high watermark of the partition's latest fetch
+    /// answer and the lag between them in health (and the lag in metrics),
+    /// and stamps the progress when the position moved: called per fetched
+    /// batch, every [`REPORT_EVERY`] while its records are handled and per
+    /// commit tick while one record takes long. The high watermark is never
+    /// shown older than the position.
+    fn report_progress(&self, position: i64, feed: &PartitionFeed, reported: &mut i64) {
+        let latest = feed.high_watermark().map(|hw| hw.max(position));
+        let now = (position != *reported).then(SystemTime::now);
         *reported = position;
-        let now = SystemTime::now();
         self.update(|h| {
             h.position = Some(position);
-            if let Some(hw) = h.high_watermark {
-                h.lag = Some((hw - position).max(0));
+            if let Some(hw) = latest {
+                h.high_watermark = Some(hw);
             }
-            h.last_progress = Some(now);
+            if let Some(hw) = h.high_watermark {
+                h.high_watermark = Some(hw.max(position));
+                h.lag = Some(hw.max(position) - position);
+            }
+            if now.is_some() {
+                h.last_progress = now;
+            }
         });
     }
 
