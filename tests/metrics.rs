@@ -411,3 +411,77 @@ async fn health_and_the_lag_metric_follow_a_draining_backlog() {
     );
     manager.shutdown().await.expect("shutdown");
 }
+
+#[derive(Debug, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "metrics.skips")]
+struct Wanted {
+    n: u32,
+}
+
+/// Counts the `Wanted` records it handles.
+struct CountWanted(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl MessageHandler<Wanted> for CountWanted {
+    async fn handle(&self, _: Wanted, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A topic that carries a type this service ignores on purpose: with
+/// `on_poison(Skip)` each of those records is skipped, and counted in the
+/// metric and in the partition's health.
+#[tokio::test]
+async fn skipped_records_are_counted() {
+    init_tracing();
+    let prometheus = recorder();
+    let broker = shared_broker().await.expect("broker");
+    let prefix = format!("{}.", unique_name("skip"));
+    let topic = format!("{prefix}{}", Wanted::TOPIC);
+    broker.create_topic(&topic, 1).await.expect("topic");
+    let manager = Kavari::from_vars(
+        [
+            ("KAVARI_BROKERS", broker.bootstrap_servers()),
+            ("KAVARI_GROUP_ID", unique_name("skip")),
+            ("KAVARI_TOPIC_PREFIX", prefix.clone()),
+            ("KAVARI_ON_POISON", "skip".into()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .expect("config")
+    .build()
+    .await
+    .expect("build");
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    manager
+        .subscribe::<Wanted, _>(CountWanted(std::sync::Arc::clone(&handled)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+    #[derive(Serialize, Deserialize, KafkaMessage)]
+    #[kavari(topic = "metrics.skips")]
+    struct Ignored {
+        n: u32,
+    }
+    for n in 0..2 {
+        manager.publish(&Ignored { n }).await.expect("publish");
+    }
+    manager.publish(&Wanted { n: 9 }).await.expect("publish");
+    let labels = format!(r#"topic="{topic}",reason="poison""#);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = prometheus.render();
+        let skipped_in_health: u64 = manager.health().partitions.iter().map(|p| p.skipped).sum();
+        if handled.load(std::sync::atomic::Ordering::SeqCst) == 1
+            && sample(&text, "kavari_skipped_total", &labels) == Some(2.0)
+            && skipped_in_health == 2
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the skips never showed (health {skipped_in_health}):\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    manager.shutdown().await.expect("shutdown");
+}

@@ -1,4 +1,5 @@
-//! Poison input skipped (relaxed, the default) or dead-lettered.
+//! Poison input dead-lettered (the default) or skipped (relaxed, when
+//! asked for), counted in health either way.
 
 use super::*;
 
@@ -48,6 +49,18 @@ async fn publish_raw(m: &Kavari, records: Vec<EncodedMessage>) {
     }
 }
 
+/// The partition's health once `count` of its records went unhandled.
+async fn unhandled(m: &Kavari, topic: &str, count: impl Fn(&kavari::PartitionHealth) -> u64) {
+    let health = || m.health();
+    eventually(WAIT, "the unhandled records counted", || {
+        health()
+            .partitions
+            .iter()
+            .any(|p| p.topic.ends_with(topic) && count(p) == 3)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn relaxed_mode_skips_poison_and_moves_on() {
     init_tracing();
@@ -61,13 +74,19 @@ async fn relaxed_mode_skips_poison_and_moves_on() {
         .await
         .expect("dlq");
     let group = unique_name("relaxed");
-    let m = consumer(broker, &group).build().await.expect("build");
+    let m = consumer(broker, &group)
+        .on_poison(kavari::FailurePolicy::Skip)
+        .build()
+        .await
+        .expect("build");
     let seen = Arc::new(Mutex::new(Vec::new()));
     m.subscribe::<GoodRelaxed, _>(Count(Arc::clone(&seen)))
         .expect("subscribe");
     m.start().await.expect("start");
     publish_raw(&m, poison(&GoodRelaxed { n: 7 })).await;
     eventually(WAIT, "the good record", || !seen.lock().unwrap().is_empty()).await;
+    unhandled(&m, GoodRelaxed::TOPIC, |p| p.skipped).await;
+    assert!(m.health().partitions.iter().all(|p| p.dead_lettered == 0));
     m.shutdown().await.expect("shutdown");
     assert_eq!(*seen.lock().unwrap(), [7]);
     assert!(
@@ -81,8 +100,9 @@ async fn relaxed_mode_skips_poison_and_moves_on() {
     );
 }
 
+/// No policy set: poison goes to the dead-letter topic.
 #[tokio::test]
-async fn strict_mode_dead_letters_poison_and_moves_on() {
+async fn poison_is_dead_lettered_by_default_and_counted() {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
     broker
@@ -94,17 +114,15 @@ async fn strict_mode_dead_letters_poison_and_moves_on() {
         .await
         .expect("dlq");
     let group = unique_name("strict");
-    let m = consumer(broker, &group)
-        .on_poison(kavari::FailurePolicy::DeadLetter)
-        .build()
-        .await
-        .expect("build");
+    let m = consumer(broker, &group).build().await.expect("build");
     let seen = Arc::new(Mutex::new(Vec::new()));
     m.subscribe::<GoodStrict, _>(Count(Arc::clone(&seen)))
         .expect("subscribe");
     m.start().await.expect("start");
     publish_raw(&m, poison(&GoodStrict { n: 8 })).await;
     eventually(WAIT, "the good record", || !seen.lock().unwrap().is_empty()).await;
+    unhandled(&m, GoodStrict::TOPIC, |p| p.dead_lettered).await;
+    assert!(m.health().partitions.iter().all(|p| p.skipped == 0));
     m.shutdown().await.expect("shutdown");
     assert_eq!(*seen.lock().unwrap(), [8]);
     let letters = fetch_topic(broker, "poison.strict.dlq", 1).await;

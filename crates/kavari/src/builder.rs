@@ -77,7 +77,8 @@ impl KavariBuilder {
     /// What happens to a record a handler failed for good (its delivery
     /// retries spent, or a permanent error). Default:
     /// [`FailurePolicy::DeadLetter`](crate::FailurePolicy::DeadLetter); [`FailurePolicy::Skip`](crate::FailurePolicy::Skip) loses the
-    /// record and is only for those who ask for it.
+    /// record and is only for those who ask for it. `KAVARI_ON_FAILURE` sets
+    /// it from the environment.
     pub fn on_handler_failure(mut self, policy: crate::FailurePolicy) -> Self {
         self.consumer.on_handler_failure = policy;
         self
@@ -85,9 +86,12 @@ impl KavariBuilder {
 
     /// What happens to poison input: records with no `msg_type`, of a type
     /// nobody subscribed on their topic, or with a value that does not
-    /// decode. Default: [`FailurePolicy::Skip`](crate::FailurePolicy::Skip), logged, as the Python
-    /// library's relaxed mode; [`FailurePolicy::DeadLetter`](crate::FailurePolicy::DeadLetter) is its strict
-    /// mode with nothing lost.
+    /// decode. Default: [`FailurePolicy::DeadLetter`](crate::FailurePolicy::DeadLetter), the Python
+    /// library's strict mode: nothing leaves a partition without a trace.
+    /// [`FailurePolicy::Skip`](crate::FailurePolicy::Skip) is its relaxed mode, for a topic that
+    /// carries types this service ignores on purpose: each skip is logged
+    /// and counted (`health()`'s `skipped`, `kavari_skipped_total`).
+    /// `KAVARI_ON_POISON` sets it from the environment.
     pub fn on_poison(mut self, policy: crate::FailurePolicy) -> Self {
         self.consumer.on_poison = policy;
         self
@@ -605,13 +609,14 @@ mod tests {
         assert!(
             base()
                 .on_handler_failure(FailurePolicy::Block)
+                .on_poison(FailurePolicy::Skip)
                 .validate()
                 .is_ok()
         );
+        // Poison is dead-lettered by default too.
         assert!(
             base()
                 .on_handler_failure(FailurePolicy::Skip)
-                .on_poison(FailurePolicy::DeadLetter)
                 .validate()
                 .is_err()
         );

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
-use crate::{Compression, ConfigError, Kavari, KavariBuilder, OffsetReset};
+use crate::{
+    Compression, ConfigError, FailurePolicy, Kavari, KavariBuilder, OffsetReset, Partitioner,
+};
 
 /// The prefix of every variable `from_env` reads.
 const PREFIX: &str = "KAVARI_";
@@ -49,6 +51,11 @@ impl Kavari {
     /// | `KAVARI_LINGER_MS` | `linger.ms` | `linger` |
     /// | `KAVARI_ENABLE_IDEMPOTENCE` | `enable.idempotence` (`true`, `false`) | `enable_idempotence` |
     /// | `KAVARI_COMPRESSION_TYPE` | `compression.type` (`none`, `gzip`, `snappy`, `lz4`, `zstd`) | `compression` |
+    /// | `KAVARI_PARTITIONER` | `partitioner` (`murmur2`, `murmur2_random`; `crc32`, `consistent_random`: the Python library's and librdkafka's default) | `partitioner` |
+    /// | `KAVARI_AUTO_COMMIT_INTERVAL_MS` | `auto.commit.interval.ms` (`0`: after every record) | `commit_interval` |
+    /// | `KAVARI_TOPIC_PREFIX` | (none) | `topic_prefix` |
+    /// | `KAVARI_ON_POISON` | (none: `dead_letter`, `block`, `skip`) | `on_poison` |
+    /// | `KAVARI_ON_FAILURE` | (none: `dead_letter`, `block`, `skip`) | `on_handler_failure` |
     /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) | `tls`, `sasl` |
     /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`; OAUTHBEARER is `Sasl::oauthbearer` in code) | `sasl` |
     /// | `KAVARI_SASL_USERNAME`, `KAVARI_SASL_PASSWORD` | `sasl.username`, `sasl.password` | `sasl` |
@@ -168,12 +175,34 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
             "zstd" => Compression::Zstd,
             _ => return Err(bad("none, gzip, snappy, lz4 or zstd")),
         }),
+        "KAVARI_PARTITIONER" => b.partitioner(match value.to_ascii_lowercase().as_str() {
+            "murmur2" | "murmur2_random" => Partitioner::Murmur2,
+            "crc32" | "consistent_random" => Partitioner::Crc32,
+            _ => return Err(bad("murmur2 (murmur2_random) or crc32 (consistent_random)")),
+        }),
+        "KAVARI_AUTO_COMMIT_INTERVAL_MS" => b.commit_interval(ms()?),
+        "KAVARI_TOPIC_PREFIX" => b.topic_prefix(value),
+        "KAVARI_ON_POISON" => b.on_poison(policy(value).ok_or_else(|| bad(POLICIES))?),
+        "KAVARI_ON_FAILURE" => b.on_handler_failure(policy(value).ok_or_else(|| bad(POLICIES))?),
         _ => {
             return Err(ConfigError(format!(
                 "unknown variable {name} (Kavari reads KAVARI_BROKERS, KAVARI_CLIENT_ID, KAVARI_GROUP_ID, … see Kavari::from_vars)"
             )));
         }
     })
+}
+
+/// The values of a failure policy's variable.
+const POLICIES: &str = "dead_letter, block or skip";
+
+/// A failure policy by name.
+fn policy(value: &str) -> Option<FailurePolicy> {
+    match value.to_ascii_lowercase().replace('-', "_").as_str() {
+        "dead_letter" | "deadletter" | "dlq" => Some(FailurePolicy::DeadLetter),
+        "block" => Some(FailurePolicy::Block),
+        "skip" => Some(FailurePolicy::Skip),
+        _ => None,
+    }
 }
 
 /// A whole number of milliseconds.
@@ -211,6 +240,11 @@ mod tests {
             ("KAVARI_LINGER_MS", "0"),
             ("KAVARI_ENABLE_IDEMPOTENCE", "false"),
             ("KAVARI_COMPRESSION_TYPE", "zstd"),
+            ("KAVARI_PARTITIONER", "consistent_random"),
+            ("KAVARI_AUTO_COMMIT_INTERVAL_MS", "250"),
+            ("KAVARI_TOPIC_PREFIX", "staging."),
+            ("KAVARI_ON_POISON", "block"),
+            ("KAVARI_ON_FAILURE", "skip"),
             ("KAVARI_SECURITY_PROTOCOL", "plaintext"),
             ("HOME", "/root"),
             ("KAVARI_CHAOS_SECS", "5"),
@@ -230,6 +264,11 @@ mod tests {
             "linger: 0ns",
             "idempotence: Off",
             "compression: Zstd",
+            "partitioner: Crc32",
+            "commit_interval: 250ms",
+            "prefix: \"staging.\"",
+            "on_poison: Block",
+            "on_handler_failure: Skip",
             "CooperativeStickyAssignor",
         ] {
             assert!(shown.contains(part), "{part} not in {shown}");
@@ -268,7 +307,7 @@ mod tests {
 
     #[test]
     fn unknown_variables_and_bad_values_are_named() {
-        let cases: [(&[(&str, &str)], &str); 17] = [
+        let cases: [(&[(&str, &str)], &str); 19] = [
             (&[], "KAVARI_BROKERS is not set"),
             (&[("KAVARI_GROUPID", "g")], "KAVARI_GROUPID"),
             (
@@ -358,6 +397,14 @@ mod tests {
                     ("KAVARI_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM", "dns"),
                 ],
                 TLS_ALGORITHM_ERROR,
+            ),
+            (
+                &[("KAVARI_ON_POISON", "later")],
+                "KAVARI_ON_POISON=\"later\": expected dead_letter, block or skip",
+            ),
+            (
+                &[("KAVARI_PARTITIONER", "random")],
+                "KAVARI_PARTITIONER=\"random\": expected murmur2",
             ),
         ];
         for (extra, expected) in cases {

@@ -4,7 +4,7 @@
 //! ```json
 //! {"state":"running","ready":true,"generation":3,"partitions":[{"topic":"orders",
 //!  "partition":0,"committed":42,"position":42,"high_watermark":42,"lag":0,
-//!  "last_progress":"2026-11-28T10:00:00.000Z","error":null}]}
+//!  "last_progress":"2026-11-28T10:00:00.000Z","dead_lettered":0,"skipped":0,"error":null}]}
 //! ```
 //!
 //! A failed state is `{"failed":"the reason"}`.
@@ -63,6 +63,14 @@ pub struct PartitionHealth {
     /// UTC, milliseconds, when serialized).
     #[serde(serialize_with = "rfc3339")]
     pub last_progress: Option<SystemTime>,
+    /// Records of the partition written to the dead-letter topic instead
+    /// of handled (poison, or a handler that failed for good) since this
+    /// member got the partition.
+    pub dead_lettered: u64,
+    /// Records of the partition left unhandled by a `Skip` policy since
+    /// this member got the partition (each also logged, and counted in
+    /// `kavari_skipped_total`).
+    pub skipped: u64,
     /// Why the partition cannot move on, if it cannot: `blocked at offset
     /// N: …` while it waits at a record (a dead letter that cannot be
     /// written, a `Block` policy), or the fault that stopped it.
@@ -115,6 +123,8 @@ mod tests {
                 high_watermark: Some(50),
                 lag: Some(7),
                 last_progress: Some(at),
+                dead_lettered: 2,
+                skipped: 0,
                 error: None,
             }],
         };
@@ -128,7 +138,8 @@ mod tests {
                 "partitions": [{
                     "topic": "orders", "partition": 0, "committed": 42, "position": 43,
                     "high_watermark": 50, "lag": 7,
-                    "last_progress": "2026-11-18T11:06:40.123Z", "error": null
+                    "last_progress": "2026-11-18T11:06:40.123Z",
+                    "dead_lettered": 2, "skipped": 0, "error": null
                 }]
             })
         );

@@ -79,6 +79,18 @@ pub(crate) fn dead_lettered(topic: &str, source: &'static str) {
     let _ = (topic, source);
 }
 
+/// A record of `topic` was left unhandled by a `Skip` policy; `reason` is
+/// `poison` (it could not be decoded or routed) or `handler_failure`.
+pub(crate) fn skipped(topic: &str, reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(
+        "kavari_skipped_total", "topic" => topic.to_string(), "reason" => reason
+    )
+    .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (topic, reason);
+}
+
 /// When a handler call began, for [`handler_ran`]; `None` without the
 /// feature, so a build without it does not even read the clock.
 pub(crate) fn clock() -> Option<tokio::time::Instant> {

@@ -50,8 +50,9 @@ pub enum FailurePolicy {
     /// partition shows as blocked in `health()` meanwhile (the manager is
     /// not ready), and what came before it is committed.
     Block,
-    /// Log it, and move on without it: the record is lost to this group.
-    /// For poison this is the Python library's relaxed mode.
+    /// Log it, count it (`health()`, `kavari_skipped_total`) and move on
+    /// without it: the record is lost to this group. For poison this is
+    /// the Python library's relaxed mode.
     Skip,
 }
 
@@ -90,7 +91,7 @@ impl Default for ConsumerConfig {
             assignors: None,
             auto_offset_reset: OffsetReset::Earliest,
             on_handler_failure: FailurePolicy::DeadLetter,
-            on_poison: FailurePolicy::Skip,
+            on_poison: FailurePolicy::DeadLetter,
             commit_interval: Duration::from_secs(1),
             queued_max_bytes: 64 * 1024 * 1024,
             fetch_max_bytes: 50 * 1024 * 1024,

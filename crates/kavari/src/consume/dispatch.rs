@@ -33,6 +33,9 @@ pub(crate) trait Runtime: Send + Sync {
     fn dlq_suffix(&self) -> Option<&str>;
     /// Shows the partition as blocked with `error` (`None`: not any more).
     fn report_blocked(&self, tp: &TopicPartition, error: Option<String>);
+    /// Counts a record of the partition that was dead-lettered or skipped
+    /// instead of handled.
+    fn count_unhandled(&self, tp: &TopicPartition, disposition: Disposition);
     /// Writes a dead letter of a record of `source`, retrying until it is
     /// written or `stop` turns true; every failed attempt goes to
     /// `blocked`, and `None` once written after one.
@@ -64,6 +67,14 @@ impl Runtime for Shared {
 
     fn report_blocked(&self, tp: &TopicPartition, error: Option<String>) {
         self.update_partition(tp, |h| h.error = error);
+    }
+
+    fn count_unhandled(&self, tp: &TopicPartition, disposition: Disposition) {
+        self.update_partition(tp, |h| match disposition {
+            Disposition::DeadLettered => h.dead_lettered += 1,
+            Disposition::Skipped => h.skipped += 1,
+            Disposition::Handled => {}
+        });
     }
 
     async fn write_dead_letter(
@@ -123,9 +134,27 @@ struct Letter<'a> {
     headers: &'a BTreeMap<String, Vec<u8>>,
 }
 
-/// Routes and handles one record. `ctx` is the partition's context, reused
-/// from record to record (see [`refill`]).
+/// Routes and handles one record, and counts it in health when it was
+/// dead-lettered or skipped. `ctx` is the partition's context, reused from
+/// record to record (see [`refill`]).
 pub(crate) async fn deliver<R: Runtime>(
+    shared: &R,
+    topic: &str,
+    partition: i32,
+    ctx: &mut MessageContext,
+    record: FetchedRecord,
+    stop: &watch::Receiver<bool>,
+    clock: &HandlerClock,
+) -> Result<Disposition, Undelivered> {
+    let disposition = route_and_handle(shared, topic, partition, ctx, record, stop, clock).await?;
+    if disposition != Disposition::Handled {
+        shared.count_unhandled(&TopicPartition::new(topic, partition), disposition);
+    }
+    Ok(disposition)
+}
+
+/// [`deliver`] without the counting.
+async fn route_and_handle<R: Runtime>(
     shared: &R,
     topic: &str,
     partition: i32,
@@ -242,6 +271,7 @@ pub(crate) async fn deliver<R: Runtime>(
                         topic, partition, offset, handler = handler.name(),
                         attempts = attempt, error = %why, "handler failed for good; skipped (on_handler_failure is Skip)"
                     );
+                    crate::metrics::skipped(topic, "handler_failure");
                     disposition = Disposition::Skipped;
                     break;
                 }
@@ -372,7 +402,10 @@ async fn poison<R: Runtime>(
             dead_letter(shared, letter, &reason.to_string(), 0, stop).await?;
             Ok(Disposition::DeadLettered)
         }
-        FailurePolicy::Skip => Ok(Disposition::Skipped),
+        FailurePolicy::Skip => {
+            crate::metrics::skipped(letter.topic, "poison");
+            Ok(Disposition::Skipped)
+        }
         FailurePolicy::Block => block(shared, letter, &format!("poison: {reason}"), stop).await,
     }
 }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 pub(crate) use config::ConsumerConfig;
 pub use config::{FailurePolicy, OffsetReset};
 #[cfg(feature = "testing")]
-pub(crate) use dispatch::{HandlerClock, Runtime, deliver};
+pub(crate) use dispatch::{Disposition, HandlerClock, Runtime, deliver};
 
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::publish::Publisher;
@@ -71,6 +71,8 @@ impl Shared {
             high_watermark: None,
             lag: None,
             last_progress: None,
+            dead_lettered: 0,
+            skipped: 0,
             error: None,
         });
         f(entry);

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::log::Log;
 use crate::codec::EncodedMessage;
-use crate::consume::{ConsumerConfig, HandlerClock, OffsetReset, Runtime, deliver};
+use crate::consume::{ConsumerConfig, Disposition, HandlerClock, OffsetReset, Runtime, deliver};
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::partitioner::RoundRobin;
 use crate::publish::ProduceError;
@@ -83,10 +83,24 @@ pub(crate) struct Consumer {
     /// Where dead letters go.
     writer: Arc<Writer>,
     stop: watch::Sender<bool>,
-    blocked: Mutex<BTreeMap<TopicPartition, String>>,
+    notes: Mutex<BTreeMap<TopicPartition, Notes>>,
+}
+
+/// What health shows of a partition besides its offsets.
+#[derive(Debug, Clone, Default)]
+struct Notes {
+    /// Why it waits at a record.
+    blocked: Option<String>,
+    dead_lettered: u64,
+    skipped: u64,
 }
 
 impl Consumer {
+    fn note(&self, tp: &TopicPartition, f: impl FnOnce(&mut Notes)) {
+        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        f(notes.entry(tp.clone()).or_default());
+    }
+
     /// Starts delivering `registry`'s topics (created with one partition
     /// when missing) from the group's committed offsets, or where
     /// `auto_offset_reset` says; what is there already is delivered before
@@ -108,7 +122,7 @@ impl Consumer {
             log: Arc::clone(&writer.log),
             writer: Arc::clone(writer),
             stop: watch::channel(false).0,
-            blocked: Mutex::default(),
+            notes: Mutex::default(),
         });
         writer.consumers.add(&consumer);
         for tp in consumer.partitions() {
@@ -202,15 +216,18 @@ impl Consumer {
 
     pub(crate) fn health(&self) -> Health {
         let stopped = *self.stop.borrow();
-        let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
         let partitions = self
             .partitions()
             .into_iter()
             .map(|tp| {
                 let position = self.log.committed(&self.group_id, &tp);
                 let end = self.log.end(&tp);
+                let note = notes.get(&tp).cloned().unwrap_or_default();
                 PartitionHealth {
-                    error: blocked.get(&tp).cloned(),
+                    error: note.blocked,
+                    dead_lettered: note.dead_lettered,
+                    skipped: note.skipped,
                     topic: tp.topic,
                     partition: tp.partition,
                     committed: position,
@@ -263,11 +280,15 @@ impl Runtime for Consumer {
     }
 
     fn report_blocked(&self, tp: &TopicPartition, error: Option<String>) {
-        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        match error {
-            Some(e) => blocked.insert(tp.clone(), e),
-            None => blocked.remove(tp),
-        };
+        self.note(tp, |n| n.blocked = error);
+    }
+
+    fn count_unhandled(&self, tp: &TopicPartition, disposition: Disposition) {
+        self.note(tp, |n| match disposition {
+            Disposition::DeadLettered => n.dead_lettered += 1,
+            Disposition::Skipped => n.skipped += 1,
+            Disposition::Handled => {}
+        });
     }
 
     async fn write_dead_letter(
