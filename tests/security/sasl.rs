@@ -62,9 +62,32 @@ async fn refused_credentials_fail_at_once_and_never_show_the_password() {
         .sasl(Sasl::scram_sha512("alice", wrong))
         .group_id(unique_name("sasl-refused-group"));
     assert!(!format!("{builder:?}").contains(wrong), "{builder:?}");
+    let (logs, guard) = kavari_tests::CapturedLogs::warnings();
     let manager = builder.build().await.expect("build");
-    let e = refused(&manager, &topic).await.to_string();
-    assert!(e.contains("SCRAM-SHA-512"), "names the mechanism: {e}");
+    drop(guard);
+    let logged = logs.lines().join("\n");
+    assert!(
+        logged.contains("refuses this client's configuration") && !logged.contains("not reachable"),
+        "a refusal is not logged as an outage: {logged}"
+    );
+    let refusal = refused(&manager, &topic).await;
+    // Refused credentials would refuse a dead letter alike: none is tried.
+    assert!(
+        matches!(
+            &refusal,
+            PublishError::Failed {
+                dlq_error: None,
+                ..
+            }
+        ),
+        "{refusal:?}"
+    );
+    let e = refusal.to_string();
+    assert!(
+        e.contains(r#"authentication failed for user "alice" with SCRAM-SHA-512"#)
+            && e.contains("wrong user name or password"),
+        "says what to fix: {e}"
+    );
     assert!(e.contains("127.0.0.1"), "names the broker: {e}");
     assert!(!e.contains(wrong), "{e}");
     let why = consumer_fails(&manager).await;

@@ -89,3 +89,41 @@ async fn a_certificate_for_another_host_is_refused_unless_host_checks_are_off() 
         .expect("build");
     refused(&untrusted, &topic).await;
 }
+
+/// A plaintext client at a TLS listener, and a TLS client at a plaintext
+/// one, are told what the listener speaks and which setting to change, at
+/// once: a publish fails without retries, the consumer turns `Failed`.
+#[tokio::test]
+async fn the_wrong_security_protocol_is_named_not_retried() {
+    let topic = unique_name("tls-mismatch");
+    let tls = tls_broker(&["127.0.0.1"], &topic).await;
+    let plaintext_client = Kavari::builder(tls.bootstrap_servers())
+        .group_id(unique_name("tls-mismatch-group"))
+        .build()
+        .await
+        .expect("build");
+    let e = refused(&plaintext_client, &topic).await;
+    assert!(
+        e.to_string().contains("answered in TLS")
+            && e.to_string().contains("KAVARI_SECURITY_PROTOCOL=SSL"),
+        "{e}"
+    );
+    let why = consumer_fails(&plaintext_client).await;
+    assert!(why.contains("KAVARI_SECURITY_PROTOCOL=SSL"), "{why}");
+
+    let plaintext = own_broker(KafkaBroker::builder(), &topic, 1).await;
+    let tls_client = Kavari::builder(plaintext.bootstrap_servers())
+        .tls(trusting(&tls).build().expect("tls"))
+        .group_id(unique_name("tls-mismatch-group"))
+        .build()
+        .await
+        .expect("build");
+    let e = refused(&tls_client, &topic).await;
+    assert!(
+        e.to_string().contains("answered in plaintext Kafka")
+            && e.to_string().contains("KAVARI_SECURITY_PROTOCOL=PLAINTEXT"),
+        "{e}"
+    );
+    let why = consumer_fails(&tls_client).await;
+    assert!(why.contains("KAVARI_SECURITY_PROTOCOL=PLAINTEXT"), "{why}");
+}

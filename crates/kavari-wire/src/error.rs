@@ -24,13 +24,29 @@ pub enum WireError {
         /// What rustls reported.
         detail: String,
     },
+    /// The listener speaks another protocol than the client is set to: TLS
+    /// met in plaintext, plaintext met with TLS, or not Kafka at all (an
+    /// HTTP server): the same on every attempt, until the security
+    /// protocol or the address changes.
+    #[error("{address} {detail}")]
+    ProtocolMismatch {
+        /// The address.
+        address: String,
+        /// What the other side speaks, and which setting to change.
+        detail: String,
+    },
     /// The broker refused the client's SASL credentials or mechanism.
-    #[error("authentication with {address} by {mechanism} failed: {detail}")]
+    #[error(
+        "authentication failed{} with {mechanism} at {address}: {detail}",
+        user.as_deref().map(|u| format!(" for user {u:?}")).unwrap_or_default()
+    )]
     Authentication {
         /// The address.
         address: String,
         /// The SASL mechanism.
         mechanism: &'static str,
+        /// The user name, for the mechanisms that have one.
+        user: Option<String>,
         /// Why (the broker's message; never the password).
         detail: String,
     },
@@ -80,12 +96,12 @@ pub enum WireError {
 
 impl WireError {
     /// Whether the client cannot reach the cluster as configured (TLS
-    /// refused, credentials refused): retrying changes nothing until the
-    /// configuration does.
+    /// refused, credentials refused, a listener of another security
+    /// protocol): retrying changes nothing until the configuration does.
     pub fn is_authentication(&self) -> bool {
         use ResponseError as E;
         match self {
-            Self::Tls { .. } | Self::Authentication { .. } => true,
+            Self::Tls { .. } | Self::Authentication { .. } | Self::ProtocolMismatch { .. } => true,
             Self::Broker { error, .. } => matches!(
                 error,
                 E::SaslAuthenticationFailed | E::UnsupportedSaslMechanism | E::IllegalSaslState

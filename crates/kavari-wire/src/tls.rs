@@ -90,24 +90,68 @@ impl Tls {
             address: address.to_string(),
             detail: format!("{host:?} is not a name TLS can verify: {e}"),
         })?;
-        self.connector.connect(name, tcp).await.map_err(|e| {
-            // A certificate or protocol failure is the configuration's (or
-            // the broker's), not the network's: another try fails alike.
-            let rustls = e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-            match rustls {
-                Some(tls) => WireError::Tls {
-                    address: address.to_string(),
-                    detail: tls.to_string(),
-                },
-                None => WireError::Connection {
-                    address: address.to_string(),
-                    detail: format!("TLS handshake: {e}"),
-                },
-            }
+        let e = match self.connector.connect(name, tcp).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => e,
+        };
+        // A certificate or protocol failure is the configuration's (or the
+        // broker's), not the network's: another try fails alike.
+        let rustls = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let Some(tls) = rustls {
+            return Err(WireError::Tls {
+                address: address.to_string(),
+                detail: tls.to_string(),
+            });
+        }
+        // A plaintext listener reads the ClientHello as an absurd request
+        // size and closes the connection: ask it in plaintext whether it
+        // is one, so that the answer names the setting to change instead
+        // of a network fault retried for ever.
+        let closed = matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        );
+        if closed && speaks_plaintext_kafka(address).await {
+            return Err(WireError::ProtocolMismatch {
+                address: address.to_string(),
+                detail: "answered in plaintext Kafka, and this client connected with TLS: \
+                         set KAVARI_SECURITY_PROTOCOL=PLAINTEXT (or SASL_PLAINTEXT), build \
+                         without .tls(…), or use the listener's TLS port"
+                    .into(),
+            });
+        }
+        Err(WireError::Connection {
+            address: address.to_string(),
+            detail: format!("TLS handshake: {e}"),
         })
     }
+}
+
+/// Whether `address` answers an ApiVersions request in plaintext (within
+/// a few seconds): a Kafka listener without TLS.
+async fn speaks_plaintext_kafka(address: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CORRELATION: [u8; 4] = *b"tls?";
+    let probe = async {
+        let mut tcp = TcpStream::connect(address).await.ok()?;
+        // ApiVersions v0: length, api key 18, version 0, correlation id,
+        // null client id.
+        let mut frame = vec![0, 0, 0, 10, 0, 18, 0, 0];
+        frame.extend_from_slice(&CORRELATION);
+        frame.extend_from_slice(&[0xff, 0xff]);
+        tcp.write_all(&frame).await.ok()?;
+        let mut head = [0u8; 8];
+        tcp.read_exact(&mut head).await.ok()?;
+        let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        Some((6..1 << 20).contains(&len) && head[4..] == CORRELATION)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 impl TlsBuilder {

@@ -572,8 +572,15 @@ impl KavariBuilder {
             Cluster::new(bootstrap, self.client_id.clone(), self.request_timeout)
                 .with_security(self.security.clone()),
         );
-        if let Err(e) = cluster.any_broker().await {
-            tracing::warn!(error = %e, "Kafka is not reachable yet; Kavari will keep trying");
+        match cluster.any_broker().await {
+            Ok(_) => {}
+            // Refused, not unreachable: no retry changes that.
+            Err(e) if e.is_authentication() => {
+                tracing::error!(error = %e, "Kafka refuses this client's configuration; publishes fail and the consumer turns Failed until it changes");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka is not reachable yet; Kavari will keep trying");
+            }
         }
         let publisher = Arc::new(Publisher::new(
             Arc::clone(&cluster),

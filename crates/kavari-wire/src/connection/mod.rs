@@ -575,10 +575,17 @@ impl Connection {
 
     fn conn_err(&self, detail: String) -> WireError {
         // The broker ended the TLS session with an alert (after the
-        // handshake, as TLS 1.3 refuses a client certificate): the same
-        // on every attempt, so not a network fault.
+        // handshake, as TLS 1.3 refuses a client certificate), or answered
+        // in another protocol: the same on every attempt, so not a network
+        // fault.
         if detail.starts_with(TLS_ALERT) {
             return WireError::Tls {
+                address: self.address.clone(),
+                detail,
+            };
+        }
+        if detail.starts_with(FOREIGN) {
+            return WireError::ProtocolMismatch {
                 address: self.address.clone(),
                 detail,
             };
@@ -638,6 +645,29 @@ pub fn decode_response<R: Request>(
 /// session with an alert.
 const TLS_ALERT: &str = "the broker ended the TLS session with alert";
 
+/// How a connection's broken reason begins when the broker answered in
+/// another protocol than Kafka over the configured transport.
+const FOREIGN: &str = "answered in ";
+
+/// What a response frame's first four bytes say when they are no Kafka
+/// length: another protocol, and the setting that reaches it (a plaintext
+/// client reads a TLS listener's alert as a length of about 350 MB).
+fn foreign_protocol(first: [u8; 4]) -> Option<String> {
+    let speaks = match first {
+        // A TLS record: handshake, alert, change cipher spec or data, any
+        // version from SSL 3 to TLS 1.3.
+        [0x14..=0x17, 0x03, 0x00..=0x04, _] => {
+            "TLS, and this client connected in plaintext: set              KAVARI_SECURITY_PROTOCOL=SSL (or SASL_SSL), or Kavari::builder(…).tls(…),              or use the listener's plaintext port"
+        }
+        [b'H', b'T', b'T', b'P'] => {
+            "HTTP, not Kafka: this is a web server's port, not a Kafka listener's"
+        }
+        [b'S', b'S', b'H', b'-'] => "SSH, not Kafka: this is not a Kafka listener's port",
+        _ => return None,
+    };
+    Some(format!("{FOREIGN}{speaks}"))
+}
+
 /// Why a read failed, in words: a TLS alert from the broker says what it
 /// refused (a broker requiring a client certificate sends one after the
 /// TLS 1.3 handshake, when it reads the client's empty certificate).
@@ -675,7 +705,8 @@ async fn read_responses(mut read: ReadHalf, shared: Arc<Shared>) {
             .ok()
             .filter(|l| *l <= MAX_FRAME && *l >= 4)
         else {
-            break format!("malformed response frame length {len}");
+            break foreign_protocol(len.to_be_bytes())
+                .unwrap_or_else(|| format!("malformed response frame length {len}"));
         };
         let mut body = vec![0u8; len];
         if let Err(e) = read.read_exact(&mut body).await {
@@ -703,6 +734,18 @@ async fn read_responses(mut read: ReadHalf, shared: Arc<Shared>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn answers_in_other_protocols_are_named() {
+        // A TLS 1.2 alert, as a TLS listener answers a plaintext request.
+        let tls = foreign_protocol([0x15, 0x03, 0x03, 0x00]).expect("TLS");
+        assert!(tls.contains("KAVARI_SECURITY_PROTOCOL=SSL"), "{tls}");
+        let http = foreign_protocol(*b"HTTP").expect("HTTP");
+        assert!(http.contains("HTTP, not Kafka"), "{http}");
+        // A Kafka frame length, even a large one, is not another protocol.
+        assert_eq!(foreign_protocol(1_000_000i32.to_be_bytes()), None);
+        assert_eq!(foreign_protocol((-1i32).to_be_bytes()), None);
+    }
+
     #[test]
     fn sasl_sessions_are_renewed_well_before_they_end() {
         let h = Duration::from_secs(3600);

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
@@ -137,9 +138,11 @@ impl Sasl {
         conn: &Connection,
     ) -> Result<Option<Duration>, WireError> {
         let mechanism = self.mechanism.name();
+        let user = (self.mechanism != Mechanism::OAuthBearer).then(|| self.username.clone());
         let refused = |detail: String| WireError::Authentication {
             address: conn.address().to_string(),
             mechanism,
+            user: user.clone(),
             detail,
         };
         let handshake =
@@ -155,7 +158,7 @@ impl Sasl {
         match self.mechanism {
             Mechanism::Plain => {
                 let token = format!("\0{}\0{}", self.username, self.password);
-                let (_, lifetime) = round(conn, &refused, token.into_bytes()).await?;
+                let (_, lifetime) = round(conn, &refused, true, token.into_bytes()).await?;
                 session = lifetime;
             }
             Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
@@ -170,9 +173,9 @@ impl Sasl {
                     .map(char::from)
                     .collect();
                 let mut scram = Scram::new(hash, &self.username, &self.password, nonce);
-                let (server_first, _) = round(conn, &refused, scram.client_first()).await?;
+                let (server_first, _) = round(conn, &refused, true, scram.client_first()).await?;
                 let client_final = scram.client_final(&server_first).map_err(&refused)?;
-                let (server_final, lifetime) = round(conn, &refused, client_final).await?;
+                let (server_final, lifetime) = round(conn, &refused, true, client_final).await?;
                 scram.verify_server_final(&server_final).map_err(&refused)?;
                 session = lifetime;
             }
@@ -186,15 +189,20 @@ impl Sasl {
                     .await
                     .map_err(|e| refused(format!("the token provider failed: {e}")))?;
                 let first = oauthbearer::client_first(&token).map_err(&refused)?;
-                let (answer, lifetime) = round(conn, &refused, first).await?;
+                let (answer, lifetime) = round(conn, &refused, false, first).await?;
                 if !answer.is_empty() {
                     // The broker's error document: acknowledged, after which
                     // the broker fails the exchange.
                     let document = String::from_utf8_lossy(&answer).into_owned();
-                    let failed = round(conn, &refused, oauthbearer::ACKNOWLEDGE_ERROR.to_vec())
-                        .await
-                        .err()
-                        .map(|e| e.to_string());
+                    let failed = round(
+                        conn,
+                        &refused,
+                        false,
+                        oauthbearer::ACKNOWLEDGE_ERROR.to_vec(),
+                    )
+                    .await
+                    .err()
+                    .map(|e| e.to_string());
                     return Err(refused(format!(
                         "the broker refused the token: {document}{}",
                         failed.map(|e| format!(" ({e})")).unwrap_or_default()
@@ -211,16 +219,25 @@ impl Sasl {
 }
 
 /// One SaslAuthenticate round: the broker's bytes and session lifetime.
+/// With `credentials` (a user name and password mechanism), a refusal
+/// says so in words.
 async fn round(
     conn: &Connection,
     refused: &impl Fn(String) -> WireError,
+    credentials: bool,
     bytes: Vec<u8>,
 ) -> Result<(Bytes, i64), WireError> {
     let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
     let resp = conn.send(&req).await?;
     if let Some(e) = resp.error_code.err() {
         let message = resp.error_message.as_ref().map_or("", |m| m.as_str());
-        return Err(refused(format!("{e:?} {message}").trim_end().to_string()));
+        let answered = format!("{e:?} {message}").trim_end().to_string();
+        let detail = if e == ResponseError::SaslAuthenticationFailed && credentials {
+            format!("wrong user name or password (the broker answered {answered})")
+        } else {
+            answered
+        };
+        return Err(refused(detail));
     }
     Ok((resp.auth_bytes, resp.session_lifetime_ms))
 }

@@ -95,7 +95,7 @@ impl Scram {
                 Some(("r", v)) => nonce = Some(v),
                 Some(("s", v)) => salt = Some(v),
                 Some(("i", v)) => iterations = Some(v),
-                Some(("e", v)) => return Err(format!("the server refused: {v}")),
+                Some(("e", v)) => return Err(server_error(v)),
                 _ => {}
             }
         }
@@ -138,7 +138,7 @@ impl Scram {
         let server_final = std::str::from_utf8(server_final)
             .map_err(|_| "the server's final message is not UTF-8".to_string())?;
         if let Some(e) = server_final.strip_prefix("e=") {
-            return Err(format!("the server refused: {e}"));
+            return Err(server_error(e));
         }
         let signature = server_final
             .split(',')
@@ -152,6 +152,16 @@ impl Scram {
             Some(_) => Err("the server's signature is wrong: it does not know the password".into()),
             None => Err("the server's final message came before the client's".into()),
         }
+    }
+}
+
+/// What a SCRAM server error (`e=…`, RFC 5802) means to the user.
+fn server_error(e: &str) -> String {
+    match e {
+        "invalid-proof" | "unknown-user" | "invalid-username-encoding" => {
+            format!("wrong user name or password (the broker answered {e})")
+        }
+        other => format!("the broker answered {other}"),
     }
 }
 

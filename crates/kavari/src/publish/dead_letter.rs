@@ -44,7 +44,10 @@ impl Publisher {
         cause: ProduceError,
         attempts: u32,
     ) -> Result<Delivery, PublishError> {
-        let Some(suffix) = &self.config.dlq_suffix else {
+        // A cluster that refuses this client's TLS or credentials refuses
+        // its dead letters alike: the record comes back at once.
+        let refused = cause.kind() == ProduceErrorKind::Authentication;
+        let Some(suffix) = self.config.dlq_suffix.as_ref().filter(|_| !refused) else {
             return Err(PublishError::Failed {
                 cause,
                 attempts,

@@ -197,8 +197,9 @@ pub enum PublishError {
         cause: ProduceError,
     },
     /// Every attempt failed and the dead-letter topic could not be written
-    /// either (or dead letters are off): the record is handed back so the
-    /// caller loses nothing.
+    /// either (or dead letters are off, or the cluster refused this client's
+    /// TLS or credentials, which a dead letter would meet alike): the record
+    /// is handed back so the caller loses nothing.
     #[error(
         "publish to {} failed after {attempts} attempt(s): {cause}{}; the record is returned",
         message.topic,
