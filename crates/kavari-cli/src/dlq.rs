@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use kavari::codec::EncodedMessage;
-use kavari_group::admin::{commit, committed};
+use kavari_group::admin::{ToolOffset, commit, committed};
 use kavari_wire::TopicPartition;
 use kavari_wire::cluster::Cluster;
 use kavari_wire::record_batch::read::FetchedRecord;
@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::connect::Settings;
 use crate::records::Position;
+use crate::replay_progress::{Decision, PartitionRun, Progress};
 use crate::value::header;
 use crate::{Failure, records};
 
@@ -31,8 +32,9 @@ pub(crate) enum Command {
     /// Publish each dead letter again to its original topic (or `--to`),
     /// with its key, value, `msg_type` and `content-type`, and a
     /// `kavari-replayed-from: DLQ/PARTITION@OFFSET` header. Progress is kept
-    /// as the consumer group `kavari-replay.<DLQ>`: a second run publishes
-    /// nothing twice.
+    /// as the consumer group `kavari-replay.<DLQ>`: no run publishes a
+    /// letter twice, and a letter `--where` passed over stays replayable
+    /// (by another filter, or a run without one).
     Replay {
         /// The dead-letter topic.
         topic: String,
@@ -46,6 +48,10 @@ pub(crate) enum Command {
         /// Print what would be published (JSON lines) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Forget the replay progress, so that every dead letter can be
+        /// replayed again, and replay nothing.
+        #[arg(long, conflicts_with_all = ["to", "filters", "dry_run"])]
+        reset: bool,
     },
 }
 
@@ -68,11 +74,13 @@ pub(crate) async fn run(
 ) -> Result<(), Failure> {
     match command {
         Command::List { topic } => list(cluster, &topic).await,
+        Command::Replay { topic, reset, .. } if reset => reset_replay(cluster, &topic).await,
         Command::Replay {
             topic,
             to,
             filters,
             dry_run,
+            ..
         } => replay(settings, cluster, &topic, to.as_deref(), &filters, dry_run).await,
     }
 }
@@ -131,6 +139,27 @@ async fn list(cluster: &Cluster, topic: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The group keeping `dlq`'s replay progress.
+fn progress_group(dlq: &str) -> String {
+    format!("kavari-replay.{dlq}")
+}
+
+/// Forgets `dlq`'s replay progress: every partition back to its first
+/// letter, no filter remembered.
+async fn reset_replay(cluster: &Cluster, dlq: &str) -> Result<(), Failure> {
+    let group = progress_group(dlq);
+    let positions = records::start(cluster, dlq, None, true).await?;
+    let offsets = positions
+        .iter()
+        .map(|p| (TopicPartition::new(dlq, p.partition), p.offset.into()))
+        .collect();
+    commit(cluster, &group, &offsets).await?;
+    println!(
+        "replay progress of {dlq} reset (group {group}): every dead letter can be replayed again"
+    );
+    Ok(())
+}
+
 async fn replay(
     settings: &Settings,
     cluster: &Cluster,
@@ -139,18 +168,19 @@ async fn replay(
     filters: &[(String, String)],
     dry_run: bool,
 ) -> Result<(), Failure> {
-    let group = format!("kavari-replay.{topic}");
-    let done = committed(cluster, &group).await?;
+    let group = progress_group(topic);
+    let mut done = committed(cluster, &group).await?;
     let mut positions = records::start(cluster, topic, None, true).await?;
+    let mut runs = BTreeMap::new();
     let mut earlier = 0;
     for p in &mut positions {
-        if let Some(offset) = done
-            .get(&TopicPartition::new(topic, p.partition))
-            .map(|c| c.offset)
-        {
-            earlier += (offset - p.offset).max(0);
-            p.offset = p.offset.max(offset);
-        }
+        let kept = done
+            .remove(&TopicPartition::new(topic, p.partition))
+            .unwrap_or_default();
+        let progress = Progress::from_commit(kept.offset, &kept.metadata, &group)?;
+        earlier += (progress.done_below - p.offset).max(0);
+        p.offset = p.offset.max(progress.done_below);
+        runs.insert(p.partition, PartitionRun::new(progress, filters));
     }
     let ends = records::ends(cluster, topic, &positions).await?;
     let to_do: i64 = positions
@@ -170,7 +200,7 @@ async fn replay(
         )
     };
     let progress = !dry_run && std::io::stderr().is_terminal();
-    let (mut seen, mut replayed, mut skipped) = (0u64, 0u64, 0u64);
+    let (mut seen, mut replayed, mut passed_over) = (0u64, 0u64, 0u64);
     while unread(&positions, &ends) {
         let round =
             records::poll(cluster, topic, &mut positions, Duration::from_millis(200)).await?;
@@ -178,13 +208,20 @@ async fn replay(
             if record.offset >= ends.get(partition).copied().unwrap_or(0) {
                 continue; // written after the replay began: the next run's
             }
-            seen += 1;
-            let wanted = filters
-                .iter()
-                .all(|(name, value)| header(record, name) == Some(value.as_str()));
-            if !wanted {
-                skipped += 1;
+            let Some(run) = runs.get_mut(partition) else {
                 continue;
+            };
+            match run.decide(record.offset, |name| header(record, name)) {
+                Decision::Earlier => {
+                    earlier += 1;
+                    continue;
+                }
+                Decision::PassedOver => {
+                    seen += 1;
+                    passed_over += 1;
+                    continue;
+                }
+                Decision::Replay => seen += 1,
             }
             let message = republished(record, topic, *partition, to);
             match &publisher {
@@ -201,16 +238,21 @@ async fn replay(
             replayed += 1;
         }
         if publisher.is_some() {
-            // All read so far is published: remember it, up to each
-            // partition's end as it was when the replay began.
-            let offsets = positions
-                .iter()
-                .map(|p| {
-                    let end = ends.get(&p.partition).copied().unwrap_or(p.offset);
-                    let at = p.offset.min(end).into();
-                    (TopicPartition::new(topic, p.partition), at)
-                })
-                .collect();
+            // All read so far is decided and what was wanted is published:
+            // remember it, up to each partition's end as it was when the
+            // replay began.
+            let mut offsets = BTreeMap::new();
+            for p in &positions {
+                let end = ends.get(&p.partition).copied().unwrap_or(p.offset);
+                if let Some(run) = runs.get(&p.partition) {
+                    let after = run.progress_at(p.offset.min(end));
+                    let at = ToolOffset {
+                        offset: after.done_below,
+                        metadata: after.metadata()?,
+                    };
+                    offsets.insert(TopicPartition::new(topic, p.partition), at);
+                }
+            }
             commit(cluster, &group, &offsets).await?;
         }
         if progress {
@@ -226,7 +268,8 @@ async fn replay(
     let verb = if dry_run { "would replay" } else { "replayed" };
     let summary = format!(
         "{verb} {replayed} of {seen} dead letter(s) from {topic} \
-         ({skipped} skipped by --where; {earlier} replayed by earlier runs)"
+         ({passed_over} passed over by --where, still replayable; \
+         {earlier} replayed by earlier runs)"
     );
     // A dry run's stdout is the JSON lines; its summary goes to stderr.
     if dry_run {

@@ -9,6 +9,7 @@ mod connect;
 mod dlq;
 mod group;
 mod records;
+mod replay_progress;
 mod tail;
 mod topic;
 mod value;

@@ -23,11 +23,25 @@ struct OrderPlaced {
     cents: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "cli.orders", name = "OrderCancelled")]
+struct OrderCancelled {
+    #[kavari(key)]
+    id: String,
+}
+
 /// Fails every order: they all become dead letters.
 struct Refuse(Arc<AtomicUsize>);
 
 impl MessageHandler<OrderPlaced> for Refuse {
     async fn handle(&self, _: OrderPlaced, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err("card declined".into())
+    }
+}
+
+impl MessageHandler<OrderCancelled> for Refuse {
+    async fn handle(&self, _: OrderCancelled, _: &MessageContext) -> Result<(), HandlerError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err("card declined".into())
     }
@@ -91,7 +105,8 @@ async fn the_commands_against_a_real_broker() {
     let out = stdout(&kavari(&brokers, &["topic", "list"]));
     assert!(out.lines().any(|l| l == format!("{topic}\t2")), "{out}");
 
-    // Three orders, each refused by a consumer: three dead letters.
+    // Three orders and two cancellations, each refused by a consumer: five
+    // dead letters.
     let group = unique_name("cli-group");
     let refused = Arc::new(AtomicUsize::new(0));
     let manager = Kavari::builder(&brokers)
@@ -105,6 +120,9 @@ async fn the_commands_against_a_real_broker() {
     manager
         .subscribe::<OrderPlaced, _>(Refuse(Arc::clone(&refused)))
         .expect("subscribe");
+    manager
+        .subscribe::<OrderCancelled, _>(Refuse(Arc::clone(&refused)))
+        .expect("subscribe");
     manager.start().await.expect("start");
     for i in 0..3 {
         manager
@@ -115,7 +133,15 @@ async fn the_commands_against_a_real_broker() {
             .await
             .expect("publish");
     }
-    // Every order refused, dead-lettered and committed before the commands
+    for i in 0..2 {
+        manager
+            .publish(&OrderCancelled {
+                id: format!("o-{i}"),
+            })
+            .await
+            .expect("publish");
+    }
+    // Every record refused, dead-lettered and committed before the commands
     // run: they run synchronously, and this test's runtime (the manager's
     // too) stands still meanwhile. (A dead letter's acknowledgement waits
     // for its new partition's replicas, which can take a second.)
@@ -127,12 +153,12 @@ async fn the_commands_against_a_real_broker() {
             .filter_map(|p| p.committed)
             .sum()
     };
-    while (refused.load(Ordering::SeqCst) < 3 || committed(&manager) < 3)
+    while (refused.load(Ordering::SeqCst) < 5 || committed(&manager) < 5)
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(committed(&manager), 3, "the three orders committed");
+    assert_eq!(committed(&manager), 5, "the five records committed");
 
     // tail: the three orders as JSON, values decoded from MessagePack.
     let lines = json_lines(&stdout(&kavari(
@@ -164,10 +190,12 @@ async fn the_commands_against_a_real_broker() {
         assert!(l["offset"].as_i64().is_some() && l["timestamp"].as_i64().is_some());
     }
 
-    // dlq list: one group of three.
+    // dlq list: a group of three orders, then one of two cancellations.
     let groups = json_lines(&stdout(&kavari(&brokers, &["dlq", "list", &dlq])));
-    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups.len(), 2, "{groups:?}");
     assert_eq!(groups[0]["count"], 3);
+    assert_eq!(groups[1]["count"], 2);
+    assert_eq!(groups[1]["msg_type"], "OrderCancelled");
     assert_eq!(groups[0]["original_topic"], topic.as_str());
     assert_eq!(groups[0]["msg_type"], "OrderPlaced");
     assert!(
@@ -177,8 +205,10 @@ async fn the_commands_against_a_real_broker() {
         "{groups:?}"
     );
 
-    // dlq replay: a dry run changes nothing; a run republishes all three to
-    // --to with where they came from; a second run republishes none.
+    // dlq replay: a dry run changes nothing; a run per message type
+    // republishes each type's letters to --to with where they came from and
+    // leaves the other's replayable; a run without a filter then finds
+    // nothing left; --reset makes every letter replayable again.
     let replayed = format!("{prefix}replayed");
     stdout(&kavari(
         &brokers,
@@ -188,7 +218,7 @@ async fn the_commands_against_a_real_broker() {
         &brokers,
         &["dlq", "replay", &dlq, "--to", &replayed, "--dry-run"],
     )));
-    assert_eq!(dry.len(), 3, "{dry:?}");
+    assert_eq!(dry.len(), 5, "{dry:?}");
     assert!(
         dry.iter().all(|l| l["topic"] == replayed.as_str()),
         "{dry:?}"
@@ -207,34 +237,57 @@ async fn the_commands_against_a_real_broker() {
         ],
     ));
     assert!(filtered.trim().is_empty(), "{filtered}");
-    for (run, expected) in [(1, "replayed 3 of 3"), (2, "replayed 0 of 0")] {
-        let out = stdout(&kavari(
-            &brokers,
-            &["dlq", "replay", &dlq, "--to", &replayed],
-        ));
-        assert!(out.contains(expected), "run {run}: {out}");
-    }
-    // Exactly three in the topic (list reads it to its end).
+    let replay = |filter: Option<&str>| {
+        let mut args = vec!["dlq", "replay", &dlq, "--to", &replayed];
+        if let Some(f) = filter {
+            args.extend(["--where", f]);
+        }
+        stdout(&kavari(&brokers, &args))
+    };
+    let out = replay(Some("msg_type=OrderPlaced"));
+    assert!(
+        out.contains("replayed 3 of 5") && out.contains("2 passed over"),
+        "{out}"
+    );
+    let out = replay(Some("msg_type=OrderCancelled"));
+    assert!(
+        out.contains("replayed 2 of 2") && out.contains("3 replayed by earlier runs"),
+        "{out}"
+    );
+    let out = replay(None);
+    assert!(out.contains("replayed 0 of 0"), "{out}");
+    // Exactly five in the topic (list reads it to its end).
     let counted: u64 = json_lines(&stdout(&kavari(&brokers, &["dlq", "list", &replayed])))
         .iter()
         .map(|g| g["count"].as_u64().expect("count"))
         .sum();
-    assert_eq!(counted, 3, "republished once each");
+    assert_eq!(counted, 5, "republished once each");
     let lines = json_lines(&stdout(&kavari(
         &brokers,
-        &["tail", &replayed, "--from-beginning", "--count", "3"],
+        &["tail", &replayed, "--from-beginning", "--count", "5"],
     )));
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 5);
     for l in &lines {
-        assert_eq!(l["headers"]["msg_type"], "OrderPlaced", "{l}");
+        assert!(
+            l["headers"]["msg_type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Order")),
+            "{l}"
+        );
         assert!(
             l["headers"]["kavari-replayed-from"]
                 .as_str()
                 .is_some_and(|f| f.starts_with(&format!("{dlq}/"))),
             "{l}"
         );
-        assert!(l["value"]["cents"].as_u64().is_some(), "{l}");
     }
+    let out = stdout(&kavari(&brokers, &["dlq", "replay", &dlq, "--reset"]));
+    assert!(out.contains("reset"), "{out}");
+    let dry = json_lines(&stdout(&kavari(
+        &brokers,
+        &["dlq", "replay", &dlq, "--to", &replayed, "--dry-run"],
+    )));
+    assert_eq!(dry.len(), 5, "replayable again after --reset: {dry:?}");
 
     // group describe: one member holding both partitions, nothing lagging.
     let d: Value = serde_json::from_str(&stdout(&kavari(
@@ -249,7 +302,7 @@ async fn the_commands_against_a_real_broker() {
         .iter()
         .map(|p| p["committed"].as_u64().expect("committed"))
         .sum();
-    assert_eq!(committed, 3, "{d}");
+    assert_eq!(committed, 5, "{d}");
     assert!(partitions.iter().all(|p| p["lag"] == 0), "{d}");
     let text = stdout(&kavari(&brokers, &["group", "describe", &group]));
     assert!(

@@ -11,7 +11,9 @@ use kavari_wire::cluster::Cluster;
 
 use std::collections::BTreeMap;
 
-use crate::api::{commit_refused, commit_request, committed_offsets, coordinator_address};
+use crate::api::{
+    commit_refused, commit_request, committed_offsets, committed_with_metadata, coordinator_address,
+};
 use crate::protocol::Assignment;
 use crate::{CommitOffset, Generation};
 use crate::{GroupError, TopicPartition};
@@ -104,20 +106,65 @@ pub async fn describe_group(
     })
 }
 
-/// Every partition `group_id` has a committed offset for.
+/// A partition's offset as a tool commits it from outside the group: the
+/// offset, and a metadata string kept with it (Kafka keeps up to
+/// `offset.metadata.max.bytes`, 4096 by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolOffset {
+    /// The next offset to read.
+    pub offset: i64,
+    /// What the tool keeps with it.
+    pub metadata: String,
+}
+
+impl From<i64> for ToolOffset {
+    fn from(offset: i64) -> Self {
+        Self {
+            offset,
+            metadata: String::new(),
+        }
+    }
+}
+
+/// Every partition `group_id` has a committed offset for, with the
+/// metadata committed with it.
 pub async fn committed(
     cluster: &Cluster,
     group_id: &str,
-) -> Result<BTreeMap<TopicPartition, CommitOffset>, GroupError> {
+) -> Result<BTreeMap<TopicPartition, ToolOffset>, GroupError> {
     let address = coordinator_address(cluster, group_id).await?;
     let conn = cluster.connect(&address).await?;
-    fetch_committed(&conn, group_id).await
+    let (req, version) = offset_fetch(&conn, group_id)?;
+    Ok(committed_with_metadata(&conn.send(&req).await?, version)?
+        .into_iter()
+        .filter_map(|(tp, offset, metadata)| {
+            offset.map(|o| {
+                let at = ToolOffset {
+                    offset: o.offset,
+                    metadata,
+                };
+                (tp, at)
+            })
+        })
+        .collect())
 }
 
 async fn fetch_committed(
     conn: &kavari_wire::connection::Connection,
     group_id: &str,
 ) -> Result<BTreeMap<TopicPartition, CommitOffset>, GroupError> {
+    let (req, version) = offset_fetch(conn, group_id)?;
+    Ok(committed_offsets(&conn.send(&req).await?, version)?
+        .into_iter()
+        .filter_map(|(tp, offset)| offset.map(|o| (tp, o)))
+        .collect())
+}
+
+/// An OffsetFetch of every partition `group_id` committed, and its version.
+fn offset_fetch(
+    conn: &kavari_wire::connection::Connection,
+    group_id: &str,
+) -> Result<(OffsetFetchRequest, i16), GroupError> {
     let group = GroupId(StrBytes::from_string(group_id.to_string()));
     let version = conn.version::<OffsetFetchRequest>()?;
     // Every partition with a committed offset: topics null.
@@ -132,19 +179,17 @@ async fn fetch_committed(
             .with_group_id(group)
             .with_topics(None)
     };
-    Ok(committed_offsets(&conn.send(&req).await?, version)?
-        .into_iter()
-        .filter_map(|(tp, offset)| offset.map(|o| (tp, o)))
-        .collect())
+    Ok((req, version))
 }
 
-/// Commits `offsets` for `group_id` from outside the group (generation -1,
-/// no member): what a tool keeping its progress in a group of its own does.
-/// The coordinator refuses it while the group has members.
+/// Commits `offsets` (with their metadata) for `group_id` from outside
+/// the group (generation -1, no member): what a tool keeping its progress
+/// in a group of its own does. The coordinator refuses it while the group
+/// has members.
 pub async fn commit(
     cluster: &Cluster,
     group_id: &str,
-    offsets: &BTreeMap<TopicPartition, CommitOffset>,
+    offsets: &BTreeMap<TopicPartition, ToolOffset>,
 ) -> Result<(), GroupError> {
     let address = coordinator_address(cluster, group_id).await?;
     let conn = cluster.connect(&address).await?;
@@ -153,8 +198,19 @@ pub async fn commit(
         member_id: String::new(),
         group_instance_id: None,
     };
-    let resp = conn
-        .send(&commit_request(group_id, &outside, offsets))
-        .await?;
-    Ok(commit_refused(&resp)?)
+    let plain = offsets
+        .iter()
+        .map(|(tp, at)| (tp.clone(), CommitOffset::from(at.offset)))
+        .collect();
+    let mut req = commit_request(group_id, &outside, &plain);
+    for topic in &mut req.topics {
+        for p in &mut topic.partitions {
+            let tp = TopicPartition::new(topic.name.0.as_str(), p.partition_index);
+            p.committed_metadata = offsets
+                .get(&tp)
+                .filter(|at| !at.metadata.is_empty())
+                .map(|at| StrBytes::from_string(at.metadata.clone()));
+        }
+    }
+    Ok(commit_refused(&conn.send(&req).await?)?)
 }

@@ -448,8 +448,25 @@ pub(crate) fn committed_offsets(
     resp: &kafka_protocol::messages::OffsetFetchResponse,
     version: i16,
 ) -> Result<Vec<(TopicPartition, Option<CommitOffset>)>, WireError> {
+    Ok(committed_with_metadata(resp, version)?
+        .into_iter()
+        .map(|(tp, committed, _)| (tp, committed))
+        .collect())
+}
+
+/// [`committed_offsets`] with the metadata string committed with each
+/// (empty when none).
+pub(crate) fn committed_with_metadata(
+    resp: &kafka_protocol::messages::OffsetFetchResponse,
+    version: i16,
+) -> Result<Vec<(TopicPartition, Option<CommitOffset>, String)>, WireError> {
     let mut out = Vec::new();
-    let mut record = |topic: &TopicName, partition: i32, offset: i64, epoch: i32, code: i16| {
+    let mut record = |topic: &TopicName,
+                      partition: i32,
+                      offset: i64,
+                      epoch: i32,
+                      code: i16,
+                      metadata: Option<&StrBytes>| {
         check("OffsetFetch", code, None)?;
         // -1: nothing committed for this partition, or no epoch.
         let tp = TopicPartition::new(topic.0.as_str(), partition);
@@ -457,7 +474,8 @@ pub(crate) fn committed_offsets(
             offset,
             leader_epoch: (epoch >= 0).then_some(epoch),
         };
-        out.push((tp, (offset >= 0).then_some(committed)));
+        let metadata = metadata.map(|m| m.to_string()).unwrap_or_default();
+        out.push((tp, (offset >= 0).then_some(committed), metadata));
         Ok::<(), WireError>(())
     };
     // (topic, (partition, offset, epoch), error) of each partition: the
@@ -470,6 +488,7 @@ pub(crate) fn committed_offsets(
                         p.partition_index,
                         p.committed_offset,
                         p.committed_leader_epoch,
+                        p.metadata.as_ref(),
                     );
                     (&t.name, at, p.error_code)
                 })
@@ -486,8 +505,8 @@ pub(crate) fn committed_offsets(
         check("OffsetFetch", resp.error_code, None)?;
         rows.extend(rows!(resp.topics));
     }
-    for (name, (partition, offset, epoch), code) in rows {
-        record(name, partition, offset, epoch, code)?;
+    for (name, (partition, offset, epoch, metadata), code) in rows {
+        record(name, partition, offset, epoch, code, metadata)?;
     }
     Ok(out)
 }

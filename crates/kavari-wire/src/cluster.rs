@@ -174,15 +174,28 @@ impl Cluster {
     /// out (it is never created by asking). Broker addresses are remembered
     /// for [`broker`](Self::broker).
     pub async fn topics(&self, topics: &[&str]) -> Result<Vec<TopicMetadata>, WireError> {
-        self.metadata(Some(topics)).await
+        Ok(self.metadata(Some(topics)).await?.1)
     }
 
     /// The metadata of every topic the cluster has.
     pub async fn all_topics(&self) -> Result<Vec<TopicMetadata>, WireError> {
-        self.metadata(None).await
+        Ok(self.metadata(None).await?.1)
     }
 
-    async fn metadata(&self, topics: Option<&[&str]>) -> Result<Vec<TopicMetadata>, WireError> {
+    /// The ids of the brokers a fresh metadata answer names (the live
+    /// ones), in order.
+    pub async fn broker_ids(&self) -> Result<Vec<i32>, WireError> {
+        let mut ids = self.metadata(Some(&[])).await?.0;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Asks for `topics`' metadata (every topic: `None`); the brokers it
+    /// names, and the topics.
+    async fn metadata(
+        &self,
+        topics: Option<&[&str]>,
+    ) -> Result<(Vec<i32>, Vec<TopicMetadata>), WireError> {
         let conn = self.any_broker().await?;
         let req = MetadataRequest::default()
             .with_topics(topics.map(|topics| {
@@ -215,7 +228,8 @@ impl Cluster {
                 }
             }
         }
-        Ok(resp
+        let ids = resp.brokers.iter().map(|b| b.node_id.0).collect();
+        let topics = resp
             .topics
             .into_iter()
             .filter(|t| t.error_code.err() != Some(ResponseError::UnknownTopicOrPartition))
@@ -238,7 +252,8 @@ impl Cluster {
                     error: t.error_code.err(),
                 })
             })
-            .collect())
+            .collect();
+        Ok((ids, topics))
     }
 
     /// The metadata of one topic; `None` when the cluster does not know it.
