@@ -15,6 +15,7 @@ use kavari_wire::record_batch::read::FetchedRecord;
 use serde_json::json;
 
 use crate::connect::Settings;
+use crate::output::out;
 use crate::records::Position;
 use crate::replay_progress::{Decision, PartitionRun, Progress};
 use crate::value::header;
@@ -24,7 +25,9 @@ use crate::{Failure, records};
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
     /// Count the dead letters of a topic by original topic, message type and
-    /// error (one JSON object per group, most first).
+    /// kind of error (the error's text with every word that holds a digit,
+    /// such as an id, left out), one JSON object per group, most first,
+    /// with a sample of the errors' whole text.
     List {
         /// The dead-letter topic (`<topic>.dlq`).
         topic: String,
@@ -62,6 +65,8 @@ const REPLAYED_FROM: &str = "kavari-replayed-from";
 #[derive(Debug, Default)]
 struct Group {
     count: u64,
+    /// The first one's whole error.
+    sample: String,
     /// (partition, offset) of the first and the last.
     first: Option<(i32, i64)>,
     last: Option<(i32, i64)>,
@@ -92,6 +97,24 @@ fn original_topic<'a>(record: &'a FetchedRecord, dlq: &'a str) -> &'a str {
     header(record, "original_topic").unwrap_or_else(|| dlq.strip_suffix(".dlq").unwrap_or(dlq))
 }
 
+/// An error's kind: its text with every word that holds a digit (an id, a
+/// count, an offset) as `…`, so that errors naming different records
+/// group together.
+fn error_kind(error: &str) -> String {
+    error
+        .split(' ')
+        .map(|word| {
+            let core = word.trim_matches(|c: char| !c.is_alphanumeric());
+            if core.chars().any(|c| c.is_ascii_digit()) {
+                word.replacen(core, "…", 1)
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Whether a partition has records before its end as the command began.
 fn unread(positions: &[Position], ends: &BTreeMap<i32, i64>) -> bool {
     positions
@@ -107,12 +130,16 @@ async fn list(cluster: &Cluster, topic: &str) -> Result<(), Failure> {
         for (partition, record) in
             records::poll(cluster, topic, &mut positions, Duration::from_millis(200)).await?
         {
+            let error = header(&record, "original_error").unwrap_or("");
             let key = (
                 original_topic(&record, topic).to_string(),
                 header(&record, "msg_type").unwrap_or("").to_string(),
-                header(&record, "original_error").unwrap_or("").to_string(),
+                error_kind(error),
             );
             let g = groups.entry(key).or_default();
+            if g.count == 0 {
+                g.sample = error.to_string();
+            }
             g.count += 1;
             g.first.get_or_insert((partition, record.offset));
             g.last = Some((partition, record.offset));
@@ -123,13 +150,14 @@ async fn list(cluster: &Cluster, topic: &str) -> Result<(), Failure> {
     let at = |p: Option<(i32, i64)>| {
         p.map(|(partition, offset)| json!({"partition": partition, "offset": offset}))
     };
-    for ((original_topic, msg_type, error), g) in rows {
-        println!(
+    for ((original_topic, msg_type, kind), g) in rows {
+        out!(
             "{}",
             json!({
                 "original_topic": original_topic,
                 "msg_type": msg_type,
-                "original_error": error,
+                "error_kind": kind,
+                "original_error": g.sample,
                 "count": g.count,
                 "first": at(g.first),
                 "last": at(g.last),
@@ -154,9 +182,7 @@ async fn reset_replay(cluster: &Cluster, dlq: &str) -> Result<(), Failure> {
         .map(|p| (TopicPartition::new(dlq, p.partition), p.offset.into()))
         .collect();
     commit(cluster, &group, &offsets).await?;
-    println!(
-        "replay progress of {dlq} reset (group {group}): every dead letter can be replayed again"
-    );
+    out!("replay progress of {dlq} reset (group {group}): every dead letter can be replayed again");
     Ok(())
 }
 
@@ -225,7 +251,7 @@ async fn replay(
             }
             let message = republished(record, topic, *partition, to);
             match &publisher {
-                None => println!("{}", dry_run_line(&message)),
+                None => out!("{}", dry_run_line(&message)),
                 Some(p) => {
                     p.publish_encoded(message).await.map_err(|e| {
                         Failure(format!(
@@ -275,7 +301,7 @@ async fn replay(
     if dry_run {
         eprintln!("{summary}");
     } else {
-        println!("{summary}");
+        out!("{summary}");
     }
     Ok(())
 }
@@ -329,4 +355,18 @@ fn dry_run_line(m: &EncodedMessage) -> serde_json::Value {
         "headers": headers,
         "value": crate::value::decode(&m.value, content_type),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_naming_different_records_are_one_kind() {
+        let a = error_kind("Billing: order o-17 declined (attempt 3): card 4242 refused");
+        let b = error_kind("Billing: order o-2 declined (attempt 1): card 1881 refused");
+        assert_eq!(a, b);
+        assert_eq!(a, "Billing: order … declined (attempt …): card … refused");
+        assert_ne!(a, error_kind("Billing: order o-2 timed out"));
+    }
 }

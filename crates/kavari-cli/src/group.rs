@@ -11,6 +11,7 @@ use kavari_wire::list_offsets::{OffsetSpec, list_offset};
 use serde_json::json;
 
 use crate::Failure;
+use crate::output::out;
 
 /// Group commands.
 #[derive(Debug, clap::Subcommand)]
@@ -88,7 +89,7 @@ pub(crate) async fn run(cluster: &Cluster, command: Command) -> Result<(), Failu
                 })
             })
             .collect();
-        println!(
+        out!(
             "{}",
             json!({
                 "group": d.group_id,
@@ -101,14 +102,16 @@ pub(crate) async fn run(cluster: &Cluster, command: Command) -> Result<(), Failu
         );
         return Ok(());
     }
-    println!(
+    out!(
         "group {} ({}), assignor {:?}",
-        d.group_id, d.state, d.assignor
+        d.group_id,
+        d.state,
+        d.assignor
     );
-    println!("{} member(s)", d.members.len());
+    out!("{} member(s)", d.members.len());
     for m in &d.members {
         let assigned: Vec<String> = m.assignment.iter().map(TopicPartition::to_string).collect();
-        println!(
+        out!(
             "  {} {} {} [{}]",
             m.member_id,
             m.client_id,
@@ -116,14 +119,17 @@ pub(crate) async fn run(cluster: &Cluster, command: Command) -> Result<(), Failu
             assigned.join(", ")
         );
     }
-    println!(
+    out!(
         "{:<40} {:>10} {:>10} {:>8}  member",
-        "partition", "committed", "end", "lag"
+        "partition",
+        "committed",
+        "end",
+        "lag"
     );
     for (tp, committed, end, owner) in rows {
         let end_text = end.map_or_else(|| "?".to_string(), |e| e.to_string());
         let lag = end.map_or_else(|| "?".to_string(), |e| (e - committed).max(0).to_string());
-        println!(
+        out!(
             "{:<40} {committed:>10} {end_text:>10} {lag:>8}  {}",
             tp.to_string(),
             owner.unwrap_or_default()

@@ -8,6 +8,7 @@
 mod connect;
 mod dlq;
 mod group;
+mod output;
 mod records;
 mod replay_progress;
 mod tail;
@@ -67,6 +68,15 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Where the cluster is, and how to reach it, is the command line's (or
+    // the environment's): missing or wrong, it is a usage error.
+    let settings = match connect::settings(cli.brokers) {
+        Ok(settings) => settings,
+        Err(Failure(why)) => {
+            eprintln!("kavari: {why}\n\nFor more information, try '--help'.");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,7 +87,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(&settings, cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(why)) => {
             eprintln!("kavari: {why}");
@@ -86,12 +96,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
-    let settings = connect::settings(cli.brokers)?;
+async fn run(settings: &connect::Settings, command: Command) -> Result<(), Failure> {
     let cluster = settings.cluster();
-    match cli.command {
+    match command {
         Command::Tail(args) => tail::run(&cluster, args).await,
-        Command::Dlq(command) => dlq::run(&settings, &cluster, command).await,
+        Command::Dlq(command) => dlq::run(settings, &cluster, command).await,
         Command::Topic(command) => topic::run(&cluster, command).await,
         Command::Group(command) => group::run(&cluster, command).await,
     }

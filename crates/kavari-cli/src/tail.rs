@@ -1,11 +1,11 @@
 //! `kavari tail TOPIC`: records as JSON lines, following new ones until
 //! Ctrl-C or `--count`.
 
-use std::io::Write;
 use std::time::Duration;
 
 use kavari_wire::cluster::Cluster;
 
+use crate::output::out;
 use crate::value::{header, line};
 use crate::{Failure, records};
 
@@ -33,25 +33,22 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> Result<(), Failure> {
     let mut positions =
         records::start(cluster, &args.topic, args.partition, args.from_beginning).await?;
     let mut printed = 0u64;
-    let stdout = std::io::stdout();
     loop {
         let round = tokio::select! {
             round = records::poll(cluster, &args.topic, &mut positions, Duration::from_millis(500)) => round?,
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
-        let mut out = stdout.lock();
         for (partition, record) in round {
             if let Some(wanted) = &args.msg_type
                 && header(&record, "msg_type") != Some(wanted.as_str())
             {
                 continue;
             }
-            writeln!(out, "{}", line(&args.topic, partition, &record))?;
+            out!("{}", line(&args.topic, partition, &record));
             printed += 1;
             if args.count.is_some_and(|n| printed >= n) {
                 return Ok(());
             }
         }
-        out.flush()?;
     }
 }

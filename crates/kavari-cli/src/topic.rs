@@ -4,6 +4,7 @@ use kavari_wire::admin::{NewTopic, create_topic};
 use kavari_wire::cluster::Cluster;
 
 use crate::Failure;
+use crate::output::out;
 
 /// Topic commands.
 #[derive(Debug, clap::Subcommand)]
@@ -55,16 +56,16 @@ pub(crate) async fn run(cluster: &Cluster, command: Command) -> Result<(), Failu
             )
             .await?;
             if created {
-                println!("created {name} with {partitions} partitions");
+                out!("created {name} with {partitions} partitions");
             } else {
-                println!("{name} exists already");
+                out!("{name} exists already");
             }
         }
         Command::List => {
             let mut topics = cluster.all_topics().await?;
             topics.sort_by(|a, b| a.name.cmp(&b.name));
             for t in topics {
-                println!("{}\t{}", t.name, t.partitions.len());
+                out!("{}\t{}", t.name, t.partitions.len());
             }
         }
     }

@@ -34,9 +34,10 @@ struct OrderCancelled {
 struct Refuse(Arc<AtomicUsize>);
 
 impl MessageHandler<OrderPlaced> for Refuse {
-    async fn handle(&self, _: OrderPlaced, _: &MessageContext) -> Result<(), HandlerError> {
+    async fn handle(&self, order: OrderPlaced, _: &MessageContext) -> Result<(), HandlerError> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        Err("card declined".into())
+        // Each error names its order: `dlq list` still counts them as one.
+        Err(format!("card declined for order {}", order.id).into())
     }
 }
 
@@ -196,6 +197,12 @@ async fn the_commands_against_a_real_broker() {
     assert_eq!(groups[0]["count"], 3);
     assert_eq!(groups[1]["count"], 2);
     assert_eq!(groups[1]["msg_type"], "OrderCancelled");
+    assert!(
+        groups[0]["error_kind"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("card declined for order …")),
+        "{groups:?}"
+    );
     assert_eq!(groups[0]["original_topic"], topic.as_str());
     assert_eq!(groups[0]["msg_type"], "OrderPlaced");
     assert!(
@@ -297,6 +304,12 @@ async fn the_commands_against_a_real_broker() {
     .expect("JSON");
     assert_eq!(d["state"], "Stable", "{d}");
     assert_eq!(d["members"].as_array().map(Vec::len), Some(1), "{d}");
+    assert_eq!(d["assignor"], "range", "the default assignor: {d}");
+    assert_eq!(
+        d["members"][0]["assignment"].as_array().map(Vec::len),
+        Some(2),
+        "the member's two partitions: {d}"
+    );
     let partitions = d["partitions"].as_array().expect("partitions");
     let committed: u64 = partitions
         .iter()
@@ -317,6 +330,29 @@ async fn the_commands_against_a_real_broker() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
     assert_eq!(kavari(&brokers, &["tail"]).status.code(), Some(2));
+    let no_brokers = Command::new(env!("CARGO_BIN_EXE_kavari"))
+        .args(["topic", "list"])
+        .env_remove("KAVARI_BROKERS")
+        .output()
+        .expect("the kavari binary runs");
+    assert_eq!(no_brokers.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&no_brokers.stderr).contains("--brokers"));
+    // A reader that stops reading ends the command quietly.
+    let mut head = Command::new(env!("CARGO_BIN_EXE_kavari"))
+        .args(["--brokers", &brokers, "tail", &topic, "--from-beginning"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the kavari binary runs");
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(head.stdout.as_mut().expect("stdout"), &mut first)
+        .expect("a first byte");
+    drop(head.stdout.take());
+    // The next records (all five are there) find the pipe closed.
+    let closed = head.wait_with_output().expect("exits");
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert_eq!(closed.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     let unreachable = kavari("127.0.0.1:1", &["topic", "list"]);
     assert_eq!(unreachable.status.code(), Some(1));
 }
