@@ -1,9 +1,11 @@
-//! `kavari group describe GROUP`: members, assignor, and per partition the
-//! committed offset, the end and the lag.
+//! `kavari group list`: the cluster's groups. `kavari group describe
+//! GROUP`: members, assignor, and per partition the committed offset, the
+//! end and the lag. `kavari group reset-offsets`: a stopped group's
+//! offsets moved, shown first and written with `--execute`.
 
 use std::collections::BTreeMap;
 
-use kavari_group::admin::describe_group;
+use kavari_group::admin::{ToolOffset, commit, describe_group, list_groups};
 use kavari_wire::TopicPartition;
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::Isolation;
@@ -16,6 +18,8 @@ use crate::output::out;
 /// Group commands.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
+    /// The cluster's groups: id, state and protocol type, one per line.
+    List,
     /// A group's state, assignor, members and lag per partition.
     Describe {
         /// The group id.
@@ -24,11 +28,157 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move a group's committed offsets on a topic: shows the change, and
+    /// makes it with `--execute`. The group's consumers must be stopped
+    /// (the coordinator takes no commit from outside while it has members).
+    ResetOffsets {
+        /// The group id.
+        group: String,
+        /// The topic whose partitions move.
+        #[arg(long)]
+        topic: String,
+        /// Where to: each partition's first record kept.
+        #[arg(long, group = "target")]
+        to_earliest: bool,
+        /// Where to: each partition's end (skip everything waiting).
+        #[arg(long, group = "target")]
+        to_latest: bool,
+        /// Where to: this offset in every partition (within the log).
+        #[arg(long, group = "target")]
+        to_offset: Option<i64>,
+        /// Where to: the first record at or after this time (RFC 3339,
+        /// `2026-12-01T08:00:00Z`), or the end when there is none.
+        #[arg(long, group = "target")]
+        to_datetime: Option<String>,
+        /// Commit the new offsets (without it, only show them).
+        #[arg(long)]
+        execute: bool,
+    },
 }
 
 pub(crate) async fn run(cluster: &Cluster, command: Command) -> Result<(), Failure> {
-    let Command::Describe { group, json } = command;
-    let d = describe_group(cluster, &group).await?;
+    match command {
+        Command::List => {
+            for g in list_groups(cluster).await? {
+                let kind = if g.protocol_type.is_empty() {
+                    "offsets only"
+                } else {
+                    g.protocol_type.as_str()
+                };
+                out!("{}\t{}\t{kind}", g.group_id, g.state);
+            }
+            Ok(())
+        }
+        Command::Describe { group, json } => describe(cluster, &group, json).await,
+        Command::ResetOffsets {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            to_datetime,
+            execute,
+        } => {
+            let target = match (to_offset, to_datetime) {
+                (Some(offset), _) => Target::Offset(offset),
+                (_, Some(at)) => Target::Spec(OffsetSpec::Time(
+                    chrono::DateTime::parse_from_rfc3339(&at)
+                        .map_err(|e| Failure(format!("--to-datetime {at:?}: {e}")))?
+                        .timestamp_millis(),
+                )),
+                _ if to_latest => Target::Spec(OffsetSpec::Latest),
+                _ if to_earliest => Target::Spec(OffsetSpec::Earliest),
+                _ => {
+                    return Err(Failure(
+                        "say where to: --to-earliest, --to-latest, --to-offset or --to-datetime"
+                            .into(),
+                    ));
+                }
+            };
+            reset_offsets(cluster, &group, &topic, target, execute).await
+        }
+    }
+}
+
+/// Where `reset-offsets` moves each partition.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Spec(OffsetSpec),
+    Offset(i64),
+}
+
+async fn reset_offsets(
+    cluster: &Cluster,
+    group: &str,
+    topic: &str,
+    target: Target,
+    execute: bool,
+) -> Result<(), Failure> {
+    let d = describe_group(cluster, group).await?;
+    if !d.members.is_empty() {
+        return Err(Failure(format!(
+            "group {group} has {} member(s) ({}): stop its consumers before moving its offsets",
+            d.members.len(),
+            d.state
+        )));
+    }
+    let meta = cluster
+        .topic(topic)
+        .await?
+        .ok_or_else(|| Failure(format!("topic {topic} does not exist")))?;
+    let mut moves = BTreeMap::new();
+    for p in &meta.partitions {
+        let tp = TopicPartition::new(topic, p.partition);
+        let leader = p
+            .leader
+            .ok_or_else(|| Failure(format!("{tp} has no leader")))?;
+        let conn = cluster.broker(leader).await?;
+        let bound = |spec| list_offset(&conn, &tp, spec, Isolation::ReadUncommitted);
+        let (start, end) = (
+            bound(OffsetSpec::Earliest).await?,
+            bound(OffsetSpec::Latest).await?,
+        );
+        let to = match target {
+            Target::Offset(offset) => offset.clamp(start, end),
+            Target::Spec(spec) => match bound(spec).await? {
+                // No record that late: the end.
+                -1 => end,
+                offset => offset,
+            },
+        };
+        let now = d
+            .committed
+            .iter()
+            .find(|(c, _)| *c == tp)
+            .map(|(_, c)| c.offset);
+        moves.insert(tp, (now, to));
+    }
+    let verb = if execute { "moved" } else { "would move" };
+    for (tp, (now, to)) in &moves {
+        let now = now.map_or_else(|| "none".to_string(), |n| n.to_string());
+        out!("{tp}\t{now} -> {to}");
+    }
+    if execute {
+        let offsets = moves
+            .iter()
+            .map(|(tp, (_, to))| (tp.clone(), ToolOffset::from(*to)))
+            .collect();
+        commit(cluster, group, &offsets).await?;
+    }
+    out!(
+        "{verb} {} partition(s) of {topic} for group {group}{}",
+        moves.len(),
+        if execute {
+            ""
+        } else {
+            " (add --execute to do it)"
+        }
+    );
+    Ok(())
+}
+
+async fn describe(cluster: &Cluster, group: &str, json: bool) -> Result<(), Failure> {
+    let d = describe_group(cluster, group).await?;
     // Each committed partition's end (its high watermark) and lag.
     let mut rows = Vec::new();
     let mut leaders: BTreeMap<String, BTreeMap<i32, Option<i32>>> = BTreeMap::new();

@@ -9,6 +9,7 @@ mod connect;
 mod dlq;
 mod group;
 mod output;
+mod produce;
 mod records;
 mod replay_progress;
 mod tail;
@@ -29,7 +30,9 @@ use clap::{Parser, Subcommand};
         kavari dlq list orders.dlq\n  \
         kavari dlq replay orders.dlq --where msg_type=OrderPlaced --dry-run\n  \
         kavari topic create orders --partitions 6\n  \
-        kavari group describe billing --json\n\n\
+        kavari group describe billing --json\n  \
+        kavari group reset-offsets billing --topic orders --to-datetime 2026-12-01T08:00:00Z\n  \
+        kavari produce orders --type OrderPlaced --key o-1 --value '{\"order_id\":\"o-1\"}'\n\n\
         Connection: --brokers or KAVARI_BROKERS; TLS and SASL from KAVARI_SECURITY_PROTOCOL,\n\
         KAVARI_SASL_* and KAVARI_SSL_* as for the library (Kavari::from_env)."
 )]
@@ -54,6 +57,8 @@ enum Command {
     /// Consumer groups.
     #[command(subcommand)]
     Group(group::Command),
+    /// Publish JSON values as a Kavari service of a message type would.
+    Produce(produce::Args),
 }
 
 /// A failure the command reports and exits 1 for.
@@ -103,5 +108,6 @@ async fn run(settings: &connect::Settings, command: Command) -> Result<(), Failu
         Command::Dlq(command) => dlq::run(settings, &cluster, command).await,
         Command::Topic(command) => topic::run(&cluster, command).await,
         Command::Group(command) => group::run(&cluster, command).await,
+        Command::Produce(args) => produce::run(settings, args).await,
     }
 }

@@ -219,7 +219,15 @@ async fn the_commands_against_a_real_broker() {
     let replayed = format!("{prefix}replayed");
     stdout(&kavari(
         &brokers,
-        &["topic", "create", &replayed, "--partitions", "1"],
+        &[
+            "topic",
+            "create",
+            &replayed,
+            "--partitions",
+            "1",
+            "--config",
+            "retention.ms=86400000",
+        ],
     ));
     let dry = json_lines(&stdout(&kavari(
         &brokers,
@@ -324,6 +332,128 @@ async fn the_commands_against_a_real_broker() {
     );
     manager.shutdown().await.expect("shutdown");
 
+    // group list: the consumer group, and the replay's progress group.
+    let listed = stdout(&kavari(&brokers, &["group", "list"]));
+    assert!(
+        listed.lines().any(|l| l.starts_with(&format!("{group}\t"))),
+        "{listed}"
+    );
+    assert!(
+        listed.lines().any(
+            |l| l.starts_with(&format!("kavari-replay.{dlq}\t")) && l.ends_with("offsets only")
+        ),
+        "{listed}"
+    );
+
+    // group reset-offsets: shown first, done with --execute, within the log.
+    let committed_now = |brokers: &str| -> Vec<u64> {
+        let d: Value = serde_json::from_str(&stdout(&kavari(
+            brokers,
+            &["group", "describe", &group, "--json"],
+        )))
+        .expect("JSON");
+        d["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|p| p["committed"].as_u64().expect("committed"))
+            .collect()
+    };
+    let reset = |args: &[&str]| {
+        let mut all = vec!["group", "reset-offsets", &group, "--topic", &topic];
+        all.extend(args);
+        stdout(&kavari(&brokers, &all))
+    };
+    let shown = reset(&["--to-earliest"]);
+    assert!(shown.contains("would move 2 partition(s)"), "{shown}");
+    assert_eq!(committed_now(&brokers).iter().sum::<u64>(), 5, "a dry run");
+    let done = reset(&["--to-earliest", "--execute"]);
+    assert!(done.contains("moved 2 partition(s)"), "{done}");
+    assert_eq!(committed_now(&brokers), [0, 0]);
+    reset(&["--to-offset", "1", "--execute"]);
+    assert_eq!(committed_now(&brokers), [1, 1]);
+    reset(&["--to-datetime", "2999-01-01T00:00:00Z", "--execute"]);
+    assert_eq!(committed_now(&brokers).iter().sum::<u64>(), 5, "the end");
+
+    // produce: a JSON value published as a Kavari service of the type would.
+    let out = stdout(&kavari(
+        &brokers,
+        &[
+            "produce",
+            &topic,
+            "--type",
+            "OrderPlaced",
+            "--key",
+            "o-9",
+            "--value",
+            r#"{"id":"o-9","cents":900}"#,
+        ],
+    ));
+    assert!(out.starts_with(&format!("{topic}/")), "{out}");
+    let lines = json_lines(&stdout(&kavari(
+        &brokers,
+        &["tail", &topic, "--from-beginning", "--count", "6"],
+    )));
+    let produced = lines
+        .iter()
+        .find(|l| l["key"] == "o-9")
+        .expect("the produced record");
+    assert_eq!(produced["headers"]["content-type"], "application/msgpack");
+    assert_eq!(produced["headers"]["msg_type"], "OrderPlaced");
+    assert_eq!(produced["value"]["cents"], 900);
+
+    // A reader that stops reading ends the command quietly.
+    let mut head = Command::new(env!("CARGO_BIN_EXE_kavari"))
+        .args(["--brokers", &brokers, "tail", &topic, "--from-beginning"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the kavari binary runs");
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(head.stdout.as_mut().expect("stdout"), &mut first)
+        .expect("a first byte");
+    drop(head.stdout.take());
+    // The next record it follows finds the pipe closed.
+    stdout(&kavari(
+        &brokers,
+        &[
+            "produce",
+            &topic,
+            "--type",
+            "OrderPlaced",
+            "--value",
+            r#"{"id":"o-10","cents":1}"#,
+        ],
+    ));
+    let closed = head.wait_with_output().expect("exits");
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert_eq!(closed.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // topic describe and delete.
+    let d: Value = serde_json::from_str(&stdout(&kavari(
+        &brokers,
+        &["topic", "describe", &replayed, "--json"],
+    )))
+    .expect("JSON");
+    assert_eq!(d["configs"]["retention.ms"], "86400000", "{d}");
+    let p = &d["partitions"][0];
+    let replicas = p["replicas"].as_array().expect("replicas");
+    assert!(
+        !replicas.is_empty() && replicas.contains(&p["leader"]),
+        "{d}"
+    );
+    let out = stdout(&kavari(&brokers, &["topic", "delete", &replayed]));
+    assert!(out.contains("deleted"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stdout(&kavari(&brokers, &["topic", "list"]))
+        .lines()
+        .any(|l| l.starts_with(&format!("{replayed}\t")))
+    {
+        assert!(Instant::now() < deadline, "{replayed} still listed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // Exit codes: 1 with the reason for what the cluster refuses, 2 for
     // usage.
     let missing = kavari(&brokers, &["tail", &unique_name("missing"), "--count", "1"]);
@@ -337,22 +467,6 @@ async fn the_commands_against_a_real_broker() {
         .expect("the kavari binary runs");
     assert_eq!(no_brokers.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&no_brokers.stderr).contains("--brokers"));
-    // A reader that stops reading ends the command quietly.
-    let mut head = Command::new(env!("CARGO_BIN_EXE_kavari"))
-        .args(["--brokers", &brokers, "tail", &topic, "--from-beginning"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the kavari binary runs");
-    let mut first = [0u8; 1];
-    std::io::Read::read_exact(head.stdout.as_mut().expect("stdout"), &mut first)
-        .expect("a first byte");
-    drop(head.stdout.take());
-    // The next records (all five are there) find the pipe closed.
-    let closed = head.wait_with_output().expect("exits");
-    let stderr = String::from_utf8_lossy(&closed.stderr);
-    assert_eq!(closed.status.code(), Some(0), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
     let unreachable = kavari("127.0.0.1:1", &["topic", "list"]);
     assert_eq!(unreachable.status.code(), Some(1));
 }

@@ -1,10 +1,11 @@
-//! A consumer group worked on from outside, as tools do (`kavari group
-//! describe`, `kavari dlq replay`): its state, protocol, members with their
+//! Consumer groups worked on from outside, as tools do (`kavari group
+//! list`, `describe` and `reset-offsets`, `kavari dlq replay`): the groups
+//! a cluster has; a group's state, protocol, members with their
 //! assignments; its committed offsets read and set.
 
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, GroupId, OffsetFetchRequest, offset_fetch_request,
+    DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetFetchRequest, offset_fetch_request,
 };
 use kafka_protocol::protocol::StrBytes;
 use kavari_wire::cluster::Cluster;
@@ -49,6 +50,43 @@ pub struct GroupMemberDescription {
     pub client_host: String,
     /// Its partitions (for consumer groups).
     pub assignment: Vec<TopicPartition>,
+}
+
+/// A group as the cluster lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    /// The group id.
+    pub group_id: String,
+    /// `consumer` for consumer groups (empty for a group that only keeps
+    /// offsets, as `kavari dlq replay`'s).
+    pub protocol_type: String,
+    /// `Stable`, `Empty`, … (empty from a broker too old to say).
+    pub state: String,
+}
+
+/// Every group of the cluster, by id: each broker lists the groups it
+/// coordinates.
+pub async fn list_groups(cluster: &Cluster) -> Result<Vec<ListedGroup>, GroupError> {
+    let mut groups = Vec::new();
+    for id in cluster.broker_ids().await? {
+        let conn = cluster.broker(id).await?;
+        let resp = conn.send(&ListGroupsRequest::default()).await?;
+        if let Some(e) = resp.error_code.err() {
+            return Err(GroupError::Wire(kavari_wire::WireError::broker(
+                "ListGroups",
+                e,
+                Some(format!("broker {id}")),
+            )));
+        }
+        groups.extend(resp.groups.into_iter().map(|g| ListedGroup {
+            group_id: g.group_id.0.to_string(),
+            protocol_type: g.protocol_type.to_string(),
+            state: g.group_state.to_string(),
+        }));
+    }
+    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    groups.dedup_by(|a, b| a.group_id == b.group_id);
+    Ok(groups)
 }
 
 /// Describes `group_id` through its coordinator.

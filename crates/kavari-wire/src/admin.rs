@@ -1,7 +1,7 @@
 //! Administration requests: creating topics (for dead-letter topics and
-//! tools), adding partitions to one and electing partition leaders (for
-//! tools and the test kit),
-//! sent to the cluster's controller as Kafka's admin client does.
+//! tools), adding partitions to one, electing partition leaders, deleting
+//! topics and reading their configs (for tools and the test kit), sent to
+//! the cluster's controller as Kafka's admin client does.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
@@ -187,4 +187,94 @@ pub async fn elect_leaders(
         }
     }
     Ok(())
+}
+
+/// Deletes `topic`: `Ok(true)` when deleted, `Ok(false)` when there was no
+/// such topic. A refusal (no authorization, deletion disabled) is an error
+/// with the broker's code and message.
+pub async fn delete_topic(cluster: &Cluster, topic: &str) -> Result<bool, WireError> {
+    use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+    let (conn, timeout_ms) = controller(cluster).await?;
+    let req = DeleteTopicsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_topic_names(vec![TopicName(StrBytes::from_string(topic.to_string()))]);
+    let resp: DeleteTopicsResponse = conn.send(&req).await?;
+    let result = resp
+        .responses
+        .iter()
+        .find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        .ok_or_else(|| WireError::Malformed {
+            what: "DeleteTopics response",
+            detail: format!("no answer for topic {topic}"),
+        })?;
+    match result.error_code.err() {
+        None => Ok(true),
+        Some(ResponseError::UnknownTopicOrPartition) => Ok(false),
+        Some(e) => Err(WireError::broker(
+            "DeleteTopics",
+            e,
+            Some(format!(
+                "topic {topic}: {}",
+                result.error_message.as_ref().map_or("", |m| m.as_str())
+            )),
+        )),
+    }
+}
+
+/// One config of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Its name (`retention.ms`, …).
+    pub name: String,
+    /// Its value; `None` when the broker hides it (a sensitive one).
+    pub value: Option<String>,
+    /// Set on the topic itself, rather than the broker's or Kafka's default.
+    pub set_on_topic: bool,
+}
+
+/// Every config of `topic`, by name, as the cluster reads it (DescribeConfigs).
+pub async fn topic_configs(cluster: &Cluster, topic: &str) -> Result<Vec<TopicConfig>, WireError> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+    /// DescribeConfigs' resource type of a topic, and the config source of
+    /// a value set on the topic itself.
+    const TOPIC: i8 = 2;
+    const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+    let conn = cluster.any_broker().await?;
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(None),
+    ]);
+    let resp: DescribeConfigsResponse = conn.send(&req).await?;
+    let result = resp
+        .results
+        .iter()
+        .find(|r| r.resource_name.as_str() == topic)
+        .ok_or_else(|| WireError::Malformed {
+            what: "DescribeConfigs response",
+            detail: format!("no answer for topic {topic}"),
+        })?;
+    if let Some(e) = result.error_code.err() {
+        return Err(WireError::broker(
+            "DescribeConfigs",
+            e,
+            Some(format!(
+                "topic {topic}: {}",
+                result.error_message.as_ref().map_or("", |m| m.as_str())
+            )),
+        ));
+    }
+    let mut configs: Vec<TopicConfig> = result
+        .configs
+        .iter()
+        .map(|c| TopicConfig {
+            name: c.name.to_string(),
+            value: c.value.as_ref().map(ToString::to_string),
+            set_on_topic: c.config_source == DYNAMIC_TOPIC_CONFIG,
+        })
+        .collect();
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(configs)
 }

@@ -44,6 +44,10 @@ pub struct PartitionMetadata {
     pub leader_epoch: i32,
     /// The broker's error for this partition, if any.
     pub error: Option<ResponseError>,
+    /// The brokers holding a copy, the preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The copies in sync with the leader.
+    pub in_sync: Vec<i32>,
 }
 
 /// Which of a broker's connections a request takes.
@@ -243,6 +247,8 @@ impl Cluster {
                         leader: (p.leader_id.0 >= 0).then_some(p.leader_id.0),
                         leader_epoch: p.leader_epoch,
                         error: p.error_code.err(),
+                        replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                        in_sync: p.isr_nodes.iter().map(|b| b.0).collect(),
                     })
                     .collect();
                 partitions.sort_by_key(|p| p.partition);

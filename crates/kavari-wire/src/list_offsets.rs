@@ -20,6 +20,9 @@ pub enum OffsetSpec {
     /// The offset after the last record (the high watermark, or the last
     /// stable offset under `ReadCommitted`).
     Latest,
+    /// The first record whose timestamp (milliseconds since the epoch) is
+    /// at or after this; the broker answers -1 when no record is that late.
+    Time(i64),
 }
 
 impl OffsetSpec {
@@ -27,6 +30,7 @@ impl OffsetSpec {
         match self {
             Self::Earliest => -2,
             Self::Latest => -1,
+            Self::Time(ms) => ms.max(0),
         }
     }
 }

@@ -6,11 +6,12 @@
 use bytes::{Bytes, BytesMut};
 use cap::Cap;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DescribeGroupsRequest,
-    ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
+    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, ElectLeadersRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::Encodable;
 use kavari_wire::connection::{Request, decode_response};
@@ -243,4 +244,7 @@ every_response! {
     describe_groups: DescribeGroupsRequest,
     elect_leaders: ElectLeadersRequest,
     create_partitions: CreatePartitionsRequest,
+    list_groups: ListGroupsRequest,
+    delete_topics: DeleteTopicsRequest,
+    describe_configs: DescribeConfigsRequest,
 }

@@ -556,3 +556,77 @@ pub static DESCRIBE_GROUPS: Shape = Shape {
         tags: &[],
     },
 };
+
+/// ListGroups: flexible from v3.
+pub static LIST_GROUPS: Shape = Shape {
+    flexible_since: 3,
+    body: Struct {
+        fields: &[
+            since(1, I32), // throttle_time_ms
+            all(I16),      // error_code
+            // groups: group_id, protocol_type, group_state
+            all(Array(&S(&Struct {
+                fields: &[all(Str), all(Str), since(4, Str)],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};
+
+/// DeleteTopics: flexible from v4.
+pub static DELETE_TOPICS: Shape = Shape {
+    flexible_since: 4,
+    body: Struct {
+        fields: &[
+            since(1, I32), // throttle_time_ms
+            // responses: name, error_code, error_message
+            all(Array(&S(&Struct {
+                fields: &[all(Str), all(I16), since(5, Str)],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};
+
+/// DescribeConfigs: flexible from v4.
+pub static DESCRIBE_CONFIGS: Shape = Shape {
+    flexible_since: 4,
+    body: Struct {
+        fields: &[
+            all(I32), // throttle_time_ms
+            // results: error_code, error_message, resource_type,
+            // resource_name, configs
+            all(Array(&S(&Struct {
+                fields: &[
+                    all(I16),
+                    all(Str),
+                    all(I8),
+                    all(Str),
+                    // configs: name, value, read_only, config_source,
+                    // is_sensitive, synonyms (name, value, source),
+                    // config_type, documentation
+                    all(Array(&S(&Struct {
+                        fields: &[
+                            all(Str),
+                            all(Str),
+                            all(Bool),
+                            all(I8),
+                            all(Bool),
+                            all(Array(&S(&Struct {
+                                fields: &[all(Str), all(Str), all(I8)],
+                                tags: &[],
+                            }))),
+                            since(3, I8),
+                            since(3, Str),
+                        ],
+                        tags: &[],
+                    }))),
+                ],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};
