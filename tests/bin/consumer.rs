@@ -15,7 +15,7 @@ struct Slow;
 impl MessageHandler<CrashJob> for Slow {
     async fn handle(&self, job: CrashJob, _: &MessageContext) -> Result<(), HandlerError> {
         say(&format!("BEGIN {}", job.seq));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(CrashJob::TIME).await;
         say(&format!("DONE {}", job.seq));
         Ok(())
     }
@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .session_timeout(Duration::from_secs(6))
         .heartbeat_interval(Duration::from_millis(500))
         .rebalance_timeout(Duration::from_secs(10))
-        .commit_interval(Duration::from_millis(100))
+        .commit_interval(CrashJob::COMMIT_INTERVAL)
         .build()
         .await?;
     manager.subscribe::<CrashJob, _>(Slow)?;

@@ -115,6 +115,13 @@ pub struct CrashJob {
     pub seq: u64,
 }
 
+impl CrashJob {
+    /// How long the crash test's consumer takes per job.
+    pub const TIME: Duration = Duration::from_millis(20);
+    /// The crash test's consumer's commit interval.
+    pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+}
+
 /// Waits until `done()` holds, polling; panics with `what` after `timeout`.
 pub async fn eventually(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
