@@ -149,7 +149,16 @@ struct Address {
     zip: Option<String>,
 }
 
-/// Python's `ShipmentSent` (payload `Shipment`, with a nested `Address`).
+/// A carrier: an enum, which Python reads as the variant's name (`str`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Carrier {
+    Dhl,
+    Post,
+}
+
+/// Python's `ShipmentSent` (payload `Shipment`, with a nested `Address`,
+/// an enum and a timestamp, both `str` on the Python side).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
 #[kavari(topic = "interop.shipments", name = "ShipmentSent", codec = "json")]
 struct Shipment {
@@ -161,6 +170,8 @@ struct Shipment {
     notes: Vec<String>,
     volume_litres: f64,
     labels: BTreeMap<String, i64>,
+    carrier: Carrier,
+    shipped_at: chrono::DateTime<chrono::Utc>,
     tracking: Option<String>,
 }
 
@@ -178,6 +189,13 @@ fn shipment(i: u32) -> Shipment {
         labels: (0..i % 2)
             .map(|n| (format!("l{n}"), -i64::from(i)))
             .collect(),
+        carrier: if i.is_multiple_of(2) {
+            Carrier::Dhl
+        } else {
+            Carrier::Post
+        },
+        shipped_at: chrono::DateTime::from_timestamp_millis(1_796_000_000_000 + i64::from(i))
+            .unwrap_or_default(),
         tracking: i.is_multiple_of(4).then(|| format!("TR{i}")),
     }
 }

@@ -69,6 +69,8 @@ class Shipment:
     notes: List[str]
     volume_litres: float
     labels: Dict[str, int]
+    carrier: str  # a Rust enum: the variant's name
+    shipped_at: str  # a chrono DateTime<Utc>: RFC 3339
     tracking: Optional[str] = None
 
 

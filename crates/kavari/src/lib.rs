@@ -33,6 +33,8 @@
 //! the partition key as UTF-8; keys map to partitions by murmur2 as in the
 //! Java client.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod builder;
 pub mod codec;
 mod consume;
@@ -49,6 +51,7 @@ pub mod retry;
 mod stop;
 mod telemetry;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod topic_names;
 mod trace_context;
@@ -169,6 +172,7 @@ pub use kavari_wire::Security;
 pub use kavari_wire::fetch::Isolation;
 pub use kavari_wire::sasl::{OAuthToken, Sasl, TokenError, TokenProvider};
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use kavari_wire::tls::{Tls, TlsBuilder, TlsConfigError};
 
 /// The partition assignors a consumer group can use
@@ -183,7 +187,7 @@ pub mod assignor {
 pub use manager::{Kavari, ShutdownError};
 pub use message::KafkaMessage;
 pub use partitioner::{Partitioner, crc32, murmur2};
-pub use publish::{Compression, Delivery, PublishError};
+pub use publish::{Compression, Delivery, ProduceError, ProduceErrorKind, PublishError};
 pub use registry::SubscribeError;
 pub use retry::{ExponentialRetryPolicy, FibonacciRetryPolicy, NoRetry, RetryPolicy};
 
