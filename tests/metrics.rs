@@ -356,7 +356,23 @@ async fn health_and_the_lag_metric_follow_a_draining_backlog() {
             }
             assert_eq!(p.high_watermark, Some(end[i]), "{p:?}");
             assert_eq!(p.lag, Some(end[i] - position), "{p:?}");
+            let committed = described
+                .iter()
+                .find(|(tp, _)| tp.topic == topic && tp.partition == p.partition)
+                .map(|(_, c)| c.offset)
+                .unwrap_or(0);
             if position < end[i] {
+                if sampled_waiting == 0 {
+                    eprintln!(
+                        "backlog sample {}: health position {position} high_watermark {:?} lag {:?}; \
+                         group describe committed {committed} end {} lag {}",
+                        p.partition,
+                        p.high_watermark,
+                        p.lag,
+                        end[i],
+                        end[i] - committed
+                    );
+                }
                 sampled_waiting += 1;
             }
             // Lag only falls while nothing is written: the metric read
@@ -379,11 +395,6 @@ async fn health_and_the_lag_metric_follow_a_draining_backlog() {
                 later <= metric && metric <= earlier as f64,
                 "metric {metric} not between {earlier} and {later}"
             );
-            let committed = described
-                .iter()
-                .find(|(tp, _)| tp.topic == topic && tp.partition == p.partition)
-                .map(|(_, c)| c.offset)
-                .unwrap_or(0);
             assert!(
                 end[i] - committed >= p.lag.expect("lag"),
                 "group describe's lag {} below health's {p:?}",

@@ -172,9 +172,18 @@ impl Sasl {
                     .take(24)
                     .map(char::from)
                     .collect();
-                let mut scram = Scram::new(hash, &self.username, &self.password, nonce);
+                let scram = Scram::new(hash, &self.username, &self.password, nonce);
                 let (server_first, _) = round(conn, &refused, true, scram.client_first()).await?;
-                let client_final = scram.client_final(&server_first).map_err(&refused)?;
+                // The key derivation runs thousands of hash rounds: off the
+                // runtime's threads, which other connections share.
+                let (scram, client_final) = tokio::task::spawn_blocking(move || {
+                    let mut scram = scram;
+                    let client_final = scram.client_final(&server_first);
+                    (scram, client_final)
+                })
+                .await
+                .map_err(|e| refused(format!("the key derivation did not finish: {e}")))?;
+                let client_final = client_final.map_err(&refused)?;
                 let (server_final, lifetime) = round(conn, &refused, true, client_final).await?;
                 scram.verify_server_final(&server_final).map_err(&refused)?;
                 session = lifetime;

@@ -15,9 +15,10 @@ pub(crate) enum ScramHash {
     Sha512,
 }
 
-/// More iterations than any broker uses (Kafka allows 4096 to 16384): a
-/// server asking for more would only burn the client's CPU.
-const MAX_ITERATIONS: u32 = 1_000_000;
+/// Four times the most Kafka lets a credential have (4096 to 16384): a
+/// server asking for more would only burn the client's CPU (a million
+/// iterations of SHA-512 take most of a second).
+const MAX_ITERATIONS: u32 = 65_536;
 
 impl ScramHash {
     fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -208,11 +209,16 @@ mod tests {
             b"r=abcd,s=!!!,i=4096",      // salt not base64
             b"r=abcd,s=AAAA,i=0",        // no iterations
             b"r=abcd,s=AAAA,i=99999999", // too many
+            b"r=abcd,s=AAAA,i=1000000",  // a second of CPU per handshake
+            b"r=abcd,s=AAAA,i=65537",    // more than four times Kafka's most
             b"r=abcd,s=AAAA",            // no count
             b"e=unknown-user",
             b"\xff",
         ] {
             assert!(scram.client_final(bad).is_err(), "{bad:?}");
         }
+        // Kafka's most, and the bound.
+        assert!(scram.client_final(b"r=abcd,s=AAAA,i=16384").is_ok());
+        assert!(scram.client_final(b"r=abcd,s=AAAA,i=65536").is_ok());
     }
 }
