@@ -85,9 +85,29 @@ fn read_version(r: &mut Reader, what: &'static str) -> Result<i16, ProtocolError
 }
 
 /// Topics, each with its partitions (non-flexible arrays).
+/// The longest topic name Kafka allows.
+const MAX_TOPIC_NAME: usize = 249;
+
+/// A topic name, refused when longer than Kafka allows: a name is cloned
+/// per partition, and a peer's 32 KB names times a million partitions
+/// would be gigabytes.
+fn topic_name(r: &mut Reader) -> Result<String, WireError> {
+    let name = r.string(false)?;
+    if name.len() > MAX_TOPIC_NAME {
+        return Err(WireError::Malformed {
+            what: "topic name",
+            detail: format!(
+                "{} bytes (Kafka's are at most {MAX_TOPIC_NAME})",
+                name.len()
+            ),
+        });
+    }
+    Ok(name)
+}
+
 fn topic_partitions(r: &mut Reader) -> Result<Vec<TopicPartition>, ProtocolError> {
     let topics = r.array(false, 6, |r| {
-        let topic = r.string(false)?;
+        let topic = topic_name(r)?;
         let partitions = r.array(false, 4, Reader::i32)?;
         Ok((topic, partitions))
     })?;
@@ -151,7 +171,7 @@ impl Subscription {
         let what = "subscription";
         let mut r = Reader::new(bytes.clone(), what);
         let version = read_version(&mut r, what)?;
-        let topics = r.array(false, 2, |r| r.string(false))?;
+        let topics = r.array(false, 2, topic_name)?;
         let user_data = r.nullable_bytes(false)?;
         let owned_partitions = if version >= 1 {
             topic_partitions(&mut r)?
@@ -306,6 +326,25 @@ mod tests {
         assert!(
             Subscription::decode(&Bytes::from_static(&[0, 0, 0x7f, 0xff, 0xff, 0xff])).is_err()
         );
+    }
+
+    /// Names longer than Kafka allows are refused: each partition carries
+    /// its topic's name, so a peer's long names would multiply.
+    #[test]
+    fn topic_names_longer_than_kafka_allows_are_refused() {
+        let with = |name: &str| Assignment {
+            partitions: vec![tp(name, 0)],
+            user_data: None,
+        };
+        let longest = "t".repeat(249);
+        assert!(Assignment::decode(&with(&longest).encode()).is_ok());
+        let e = Assignment::decode(&with(&"t".repeat(250)).encode()).expect_err("refused");
+        assert!(e.to_string().contains("at most 249"), "{e}");
+        let subscription = Subscription {
+            topics: vec!["t".repeat(32_767)],
+            ..Default::default()
+        };
+        assert!(Subscription::decode(&subscription.encode()).is_err());
     }
 
     #[test]

@@ -545,11 +545,7 @@ impl<A: GroupApi> Coordinator<A> {
         };
         let assignment = Assignment::decode(&bytes)
             .map_err(|e| GroupError::malformed("SyncGroup assignment", e.to_string()))?;
-        let new: BTreeSet<TopicPartition> = assignment
-            .partitions
-            .into_iter()
-            .filter(|tp| self.config.topics.contains(&tp.topic))
-            .collect();
+        let new = self.within_metadata(assignment.partitions).await;
         self.protocol = assignor.rebalance_protocol();
         self.generation = Some(generation.clone());
         self.last_heartbeat_ok = Instant::now();
@@ -579,6 +575,42 @@ impl<A: GroupApi> Coordinator<A> {
             generation,
         });
         Ok(())
+    }
+
+    /// The partitions of an assignment that exist: of a subscribed topic,
+    /// below its partition count in fresh metadata. A coordinator (or a
+    /// leader) naming a million partitions of a three-partition topic gets
+    /// three workers, not a million; what is left out is logged. Without
+    /// metadata (the lookup failed) only the topics are checked.
+    async fn within_metadata(&self, assigned: Vec<TopicPartition>) -> BTreeSet<TopicPartition> {
+        let named = assigned.len();
+        let subscribed = assigned
+            .into_iter()
+            .filter(|tp| self.config.topics.contains(&tp.topic));
+        let kept: BTreeSet<TopicPartition> = match self
+            .api
+            .partition_counts(&self.config.topics)
+            .await
+        {
+            Ok(counts) => subscribed
+                .filter(|tp| {
+                    counts
+                        .get(&tp.topic)
+                        .is_some_and(|n| (0..*n).contains(&tp.partition))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(group = %self.group(), error = %e, "cannot check the assignment against metadata");
+                subscribed.collect()
+            }
+        };
+        if kept.len() < named {
+            tracing::warn!(
+                group = %self.group(), named, kept = kept.len(),
+                "the assignment names partitions that are not subscribed or do not exist; they are left out"
+            );
+        }
+        kept
     }
 
     /// Awaits a group request (JoinGroup, SyncGroup: they may take up to

@@ -599,3 +599,28 @@ async fn a_leave_during_a_pending_join_is_honoured_at_once() {
         member_id: "m1".into()
     }));
 }
+
+/// A coordinator that names a million partitions of a two-partition topic
+/// (and some of a topic nobody subscribed) gets the two that exist: one
+/// worker each, not a million.
+#[tokio::test(start_paused = true)]
+async fn an_assignment_is_cut_to_the_partitions_metadata_knows() {
+    let api = ScriptedApi::default();
+    {
+        let mut s = api.script();
+        // Another member leads: this one takes what SyncGroup says.
+        s.join.push_back(joined("m1", 1, "m0", "range"));
+        let mut partitions: Vec<TopicPartition> = (0..1_000_000).map(tp).collect();
+        partitions.push(TopicPartition::new("other", 0));
+        partitions.push(tp(-1));
+        s.sync.push_back(Ok(Assignment {
+            partitions,
+            user_data: None,
+        }
+        .encode()));
+    }
+    let mut h = start(api, |_| {});
+    let (added, all, _) = h.assigned().await;
+    assert_eq!(added, [tp(0), tp(1)]);
+    assert_eq!(all, [tp(0), tp(1)]);
+}
