@@ -386,6 +386,43 @@ mod tests {
     const RC: Isolation = Isolation::ReadCommitted;
     const MAX: usize = 1 << 20;
 
+    /// Offsets a lying broker writes are refused, not trusted: records
+    /// out of order or twice in a batch, and a batch whose last offset
+    /// runs off the end of the offsets.
+    #[test]
+    fn offsets_out_of_order_or_out_of_range_are_malformed() {
+        let batch = |offsets: [i64; 4]| {
+            let records = offsets.map(|o| record(o, -1, false)).to_vec();
+            response(encode(&[records], KpCompression::None), vec![])
+        };
+        // Four records in offsets 3..=5: more than the batch has room for.
+        let refused = batch([5, 3, 5, 4]).extract(0, RC).expect_err("4 in 3");
+        assert!(
+            refused.to_string().contains("4 records in 3 offsets"),
+            "{refused}"
+        );
+        // Four in 3..=6, but 4 after 5.
+        let e = batch([3, 5, 4, 6]).extract(0, RC).expect("extract");
+        let refused = e.records(MAX).expect_err("out of order");
+        assert!(
+            refused.to_string().contains("a record at offset 4"),
+            "{refused}"
+        );
+
+        let last = Record {
+            offset: i64::MAX,
+            ..record(0, -1, false)
+        };
+        let bytes = encode(&[vec![last]], KpCompression::None);
+        let refused = response(bytes, vec![])
+            .extract(0, RC)
+            .expect_err("no offset after i64::MAX");
+        assert!(
+            refused.to_string().contains("last offset delta"),
+            "{refused}"
+        );
+    }
+
     #[test]
     fn plain_batches_give_every_record_with_its_parts() {
         for compression in [

@@ -235,14 +235,34 @@ fn next_batch(rest: &mut Bytes) -> Result<Option<Batch>, WireError> {
     let count = r.i32()?;
     let compression = Compression::from_id(attributes & 0x07)
         .map_err(|e| malformed(format!("batch at offset {base_offset}: {e}")))?;
-    let count = usize::try_from(count).map_err(|_| {
-        malformed(format!(
-            "batch at offset {base_offset} claims {count} records"
-        ))
-    })?;
+    // Offsets the broker hands out are checked before any arithmetic: a
+    // negative base or delta, or a last offset at the end of i64's range,
+    // is no log.
+    let next_offset = (base_offset >= 0 && last_offset_delta >= 0)
+        .then(|| {
+            base_offset
+                .checked_add(i64::from(last_offset_delta))?
+                .checked_add(1)
+        })
+        .flatten()
+        .ok_or_else(|| {
+            malformed(format!(
+                "batch at offset {base_offset} has last offset delta {last_offset_delta}"
+            ))
+        })?;
+    // Each record has its own offset delta in 0..=last_offset_delta.
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|c| i64::try_from(*c).is_ok_and(|c| c <= next_offset - base_offset))
+        .ok_or_else(|| {
+            malformed(format!(
+                "batch at offset {base_offset} claims {count} records in {} offsets",
+                next_offset - base_offset
+            ))
+        })?;
     Ok(Some(Batch {
         base_offset,
-        next_offset: base_offset.saturating_add(i64::from(last_offset_delta)) + 1,
+        next_offset,
         partition_leader_epoch,
         producer_id,
         is_transactional: attributes & 0x10 != 0,
@@ -285,9 +305,22 @@ impl Batch {
         };
         let mut r = Reader::new(body, "record");
         // Every record takes at least 7 bytes: never trust the count alone.
-        let mut out = Vec::with_capacity(self.count.min(r.remaining() / 7 + 1));
+        let mut out: Vec<FetchedRecord> = Vec::with_capacity(self.count.min(r.remaining() / 7 + 1));
         for _ in 0..self.count {
-            out.push(self.record(&mut r)?);
+            let record = self.record(&mut r)?;
+            // In the batch, and each after the one before: a record is
+            // never delivered twice or out of order.
+            let after = out.last().map_or(self.base_offset, |last| last.offset + 1);
+            if record.offset < after || record.offset >= self.next_offset {
+                return Err(WireError::Malformed {
+                    what: "record batch",
+                    detail: format!(
+                        "batch at offset {}: a record at offset {} (next expected from {after}, the batch ends before {})",
+                        self.base_offset, record.offset, self.next_offset
+                    ),
+                });
+            }
+            out.push(record);
         }
         Ok(out)
     }
