@@ -261,8 +261,24 @@ impl PartitionResponse {
             next_offset: offset,
             bytes: 0,
         };
+        let mut previous_end = i64::MIN;
         for batch in batches(self.records.clone()) {
             let batch = batch?;
+            // Batches follow each other, and a consumer is never sent one
+            // past the high watermark: a broker that does is not believed
+            // (a jump to offset 1,000,000 under a high watermark of 31
+            // would be committed).
+            let past_the_end = self.high_watermark >= 0 && batch.next_offset > self.high_watermark;
+            if batch.base_offset < previous_end || past_the_end {
+                return Err(WireError::Malformed {
+                    what: "record batch",
+                    detail: format!(
+                        "{}: a batch at offsets {}..{} after one ending at {previous_end}, under a high watermark of {}",
+                        self.partition, batch.base_offset, batch.next_offset, self.high_watermark
+                    ),
+                });
+            }
+            previous_end = batch.next_offset;
             if batch.next_offset <= offset {
                 continue; // wholly before the position
             }
@@ -421,6 +437,31 @@ mod tests {
             refused.to_string().contains("last offset delta"),
             "{refused}"
         );
+    }
+
+    /// A batch past the high watermark, or one that goes back behind the
+    /// one before it, is refused.
+    #[test]
+    fn batches_past_the_high_watermark_or_out_of_order_are_malformed() {
+        let jump = encode(
+            &[(1_000_000..1_000_002)
+                .map(|o| record(o, -1, false))
+                .collect()],
+            KpCompression::None,
+        );
+        let refused = response(jump, vec![]).extract(0, RC).expect_err("past");
+        assert!(
+            refused.to_string().contains("high watermark of 100"),
+            "{refused}"
+        );
+        let back = encode(
+            &[
+                (5..8).map(|o| record(o, -1, false)).collect(),
+                (2..4).map(|o| record(o, -1, false)).collect(),
+            ],
+            KpCompression::None,
+        );
+        assert!(response(back, vec![]).extract(0, RC).is_err());
     }
 
     #[test]
