@@ -260,7 +260,10 @@ impl<A: GroupApi> Coordinator<A> {
                 self.unreachable_since = None;
                 self.failed_lookups = 0;
                 self.unreachable_logged = None;
-                self.backoff.reset();
+                // Finding the coordinator is not progress yet: a coordinator
+                // that answers every SyncGroup with garbage would make the
+                // member rejoin at the first backoff step for ever. The
+                // backoff resets once a join completes.
                 if let State::FindCoordinator { rejoin } = &mut self.state {
                     self.state = match rejoin.take() {
                         Some(reason) => State::Join { reason },

@@ -624,3 +624,25 @@ async fn an_assignment_is_cut_to_the_partitions_metadata_knows() {
     assert_eq!(added, [tp(0), tp(1)]);
     assert_eq!(all, [tp(0), tp(1)]);
 }
+
+/// A coordinator that answers every SyncGroup with bytes that are no
+/// assignment: the member keeps trying, each time after a longer wait (it
+/// rejoined every 100 ms, as finding the coordinator again reset the
+/// backoff), and never reports an assignment.
+#[tokio::test(start_paused = true)]
+async fn garbage_assignments_do_not_make_a_rejoin_storm() {
+    let api = ScriptedApi::default();
+    {
+        let mut s = api.script();
+        for generation in 1..=200 {
+            s.join.push_back(joined("m1", generation, "m0", "range"));
+            s.sync
+                .push_back(Ok(Bytes::from_static(&[0, 0, 0x7f, 0xff, 0xff, 0xff])));
+        }
+    }
+    let h = start(api, |_| {});
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let joins = h.api.joins().len();
+    // 100 ms doubling (with jitter) to the 10 s cap: about 8 in 15 s.
+    assert!((3..=12).contains(&joins), "{joins} joins in 15 s");
+}
