@@ -635,6 +635,19 @@ async fn deliver(shared: &Shared, part: PartitionResponse, asked: i64, stale: &m
         .high_watermark
         .swap(part.high_watermark, Ordering::AcqRel);
     match extracted {
+        // Bytes that hold no record at or past the offset (a batch cut
+        // short, the same old batch again): a broker that keeps answering
+        // so would be asked again at once, thousands of times a second.
+        // The round backs off instead.
+        Ok(ex) if ex.next_offset <= asked && !part.records.is_empty() => {
+            if let Some(n) = shared.log.admit(("no progress", -1)) {
+                tracing::warn!(
+                    partition = %tp, offset = asked, bytes = part.records.len(), answers = n,
+                    "fetch answers hold bytes but no record at or past the offset; backing off"
+                );
+            }
+            return true;
+        }
         Ok(ex) if ex.batches.is_empty() && part.high_watermark == known => {
             feed.offset = ex.next_offset;
         }
@@ -684,8 +697,9 @@ mod tests {
     use crate::fetch::Isolation;
     use crate::record_batch::write::{Record, RecordBatch};
 
-    /// One batch of three records whose last byte is flipped: its CRC fails.
-    fn corrupt_batch() -> Bytes {
+    /// One batch of three records (offsets 0 to 2), its last byte flipped
+    /// when `corrupt`: then its CRC fails.
+    fn batch(corrupt: bool) -> Bytes {
         let mut batch = RecordBatch::with_capacity(0);
         let headers: [(&str, &[u8]); 0] = [];
         for i in 0..3u8 {
@@ -699,8 +713,10 @@ mod tests {
             );
         }
         let mut bytes = batch.finish(Compression::None).expect("finish");
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x01;
+        if corrupt {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x01;
+        }
         Bytes::from(bytes)
     }
 
@@ -721,8 +737,9 @@ mod tests {
         out
     }
 
-    /// Serves one connection: answers by API key, counts Fetch requests.
-    async fn serve(mut s: TcpStream, port: u16, fetches: Arc<AtomicUsize>) {
+    /// Serves one connection: answers by API key, each Fetch with `records`
+    /// under a high watermark of 3, and counts Fetch requests.
+    async fn serve(mut s: TcpStream, port: u16, fetches: Arc<AtomicUsize>, records: Bytes) {
         loop {
             let mut len = [0u8; 4];
             if s.read_exact(&mut len).await.is_err() {
@@ -798,7 +815,7 @@ mod tests {
                                     .with_partition_index(0)
                                     .with_high_watermark(3)
                                     .with_last_stable_offset(3)
-                                    .with_records(Some(corrupt_batch())),
+                                    .with_records(Some(records.clone())),
                             ]),
                     ]);
                     framed(id, FetchResponse::header_version(version), &resp, version)
@@ -812,15 +829,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_batch_failing_its_crc_stops_its_partition_once_with_the_reason() {
+    /// A peer that answers every Fetch with `records`, and a fetcher on it;
+    /// the peer's count of Fetch requests.
+    async fn scripted(records: Bytes) -> (Fetcher, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let fetches = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&fetches);
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(serve(s, address.port(), Arc::clone(&counted)));
+                tokio::spawn(serve(
+                    s,
+                    address.port(),
+                    Arc::clone(&counted),
+                    records.clone(),
+                ));
             }
         });
         let cluster = Arc::new(Cluster::new(
@@ -844,6 +867,26 @@ mod tests {
                 max_batch_bytes: 1 << 20,
             },
         );
+        (fetcher, fetches)
+    }
+
+    /// A broker that answers every Fetch at offset 3 with the batch of
+    /// offsets 0 to 2 again: no progress, and no busy loop either (the
+    /// engine asked such a broker thousands of times a second).
+    #[tokio::test]
+    async fn answers_without_progress_are_not_asked_again_at_once() {
+        let (fetcher, fetches) = scripted(batch(false)).await;
+        let mut feed = fetcher.subscribe(TopicPartition::new("t", 0), 3);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let asked = fetches.load(Ordering::Relaxed);
+        // 100 ms doubling: about 5 rounds in 2 s (a first one without wait).
+        assert!((2..=12).contains(&asked), "{asked} fetches in 2 s");
+        assert!(feed.rx.try_recv().is_err(), "nothing to deliver");
+    }
+
+    #[tokio::test]
+    async fn a_batch_failing_its_crc_stops_its_partition_once_with_the_reason() {
+        let (fetcher, fetches) = scripted(batch(true)).await;
         let mut feed = fetcher.subscribe(TopicPartition::new("t", 0), 0);
         match tokio::time::timeout(Duration::from_secs(10), feed.recv()).await {
             Ok(Some(FetchEvent::Failed(e))) => {
