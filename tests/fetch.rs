@@ -748,7 +748,7 @@ async fn an_offset_out_of_range_applies_the_reset_policy() {
                         .flat_map(|b| {
                             kavari_wire::fetch::batch_records(b, from, 1 << 20).expect("records")
                         })
-                        .map(|r| r.offset)
+                        .map(|r| r.expect("record").offset)
                         .collect();
                     assert_eq!(offsets, [0, 1, 2, 3, 4]);
                 }
@@ -802,7 +802,7 @@ async fn a_moved_leader_or_stale_epoch_in_a_fetch_answer_refreshes_metadata_and_
                         .flat_map(|b| {
                             kavari_wire::fetch::batch_records(b, from, 1 << 20).expect("records")
                         })
-                        .map(|r| r.offset),
+                        .map(|r| r.expect("record").offset),
                 ),
                 other => panic!("code {code}: {other:?}"),
             }

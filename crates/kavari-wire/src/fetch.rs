@@ -222,23 +222,25 @@ impl Extracted {
     pub fn records(&self, max_batch_bytes: usize) -> Result<Vec<FetchedRecord>, WireError> {
         let mut out = Vec::new();
         for batch in &self.batches {
-            out.extend(batch_records(batch, self.from, max_batch_bytes)?);
+            for record in batch_records(batch, self.from, max_batch_bytes)? {
+                out.push(record?);
+            }
         }
         Ok(out)
     }
 }
 
-/// The records of `batch` at or after `from`, decoded (decompressed to at
-/// most `max_batch_bytes`).
+/// The records of `batch` at or after `from`, decompressed (to at most
+/// `max_batch_bytes`) at once and decoded one by one as they are taken
+/// ([`Batch::iter_records`]).
 pub fn batch_records(
     batch: &Batch,
     from: i64,
     max_batch_bytes: usize,
-) -> Result<impl Iterator<Item = FetchedRecord>, WireError> {
+) -> Result<impl Iterator<Item = Result<FetchedRecord, WireError>> + '_, WireError> {
     Ok(batch
-        .records(max_batch_bytes)?
-        .into_iter()
-        .filter(move |r| r.offset >= from))
+        .iter_records(max_batch_bytes)?
+        .filter(move |r| r.as_ref().map_or(true, |r| r.offset >= from)))
 }
 
 impl PartitionResponse {

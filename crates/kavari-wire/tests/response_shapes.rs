@@ -248,3 +248,35 @@ every_response! {
     delete_topics: DeleteTopicsRequest,
     describe_configs: DescribeConfigsRequest,
 }
+
+/// A batch of 600,000 tiny records (5 MB) is read one record at a time,
+/// within the binary's 32 MiB: decoded all at once they would take about
+/// 80 MB, as a broker's 19 KB batch claiming 30 million records once took
+/// 4 GB.
+#[test]
+fn a_batch_of_many_tiny_records_is_read_record_by_record() {
+    use kavari_wire::Compression;
+    use kavari_wire::fetch::batch_records;
+    use kavari_wire::record_batch::read::batches;
+    use kavari_wire::record_batch::write::{Record, RecordBatch};
+    plain_panics();
+    const RECORDS: usize = 600_000;
+    let headers: [(&str, &[u8]); 0] = [];
+    let mut batch = RecordBatch::with_capacity(RECORDS * 10);
+    for _ in 0..RECORDS {
+        let record = Record {
+            key: None,
+            value: &[],
+            headers: &headers[..],
+        };
+        batch.push(&record, 1);
+    }
+    let bytes = Bytes::from(batch.finish(Compression::None).expect("finish"));
+    let batch = batches(bytes).next().expect("a batch").expect("it reads");
+    let mut read = 0;
+    for record in batch_records(&batch, 0, 1 << 20).expect("records") {
+        assert_eq!(record.expect("a record").offset, read);
+        read += 1;
+    }
+    assert_eq!(read, RECORDS as i64);
+}

@@ -276,6 +276,55 @@ fn next_batch(rest: &mut Bytes) -> Result<Option<Batch>, WireError> {
     }))
 }
 
+/// A batch's records, decoded as they are taken
+/// ([`Batch::iter_records`]).
+#[derive(Debug)]
+pub struct Records<'a> {
+    batch: &'a Batch,
+    reader: Reader,
+    /// Records the header says are left.
+    left: usize,
+    /// The next record's offset is at least this.
+    after: i64,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<FetchedRecord, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let batch = self.batch;
+        let record = batch.record(&mut self.reader).and_then(|record| {
+            // In the batch, and each after the one before: a record is
+            // never delivered twice or out of order.
+            if record.offset < self.after || record.offset >= batch.next_offset {
+                return Err(WireError::Malformed {
+                    what: "record batch",
+                    detail: format!(
+                        "batch at offset {}: a record at offset {} (next expected from {}, the batch ends before {})",
+                        batch.base_offset, record.offset, self.after, batch.next_offset
+                    ),
+                });
+            }
+            self.after = record.offset + 1;
+            Ok(record)
+        });
+        if record.is_err() {
+            self.left = 0;
+        }
+        Some(record)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Every record takes at least 7 bytes: never trust the count alone.
+        let room = self.reader.remaining() / 7 + 1;
+        (0, Some(self.left.min(room)))
+    }
+}
+
 impl Batch {
     /// How many records its header says it holds.
     pub fn len(&self) -> usize {
@@ -294,6 +343,15 @@ impl Batch {
 
     /// The records, decompressed (to at most `max_bytes`) and decoded.
     pub fn records(&self, max_bytes: usize) -> Result<Vec<FetchedRecord>, WireError> {
+        self.iter_records(max_bytes)?.collect()
+    }
+
+    /// The records, decompressed (to at most `max_bytes`) at once and
+    /// decoded one by one as they are taken: a batch claiming millions of
+    /// tiny records costs its decompressed bytes, not a record each. A
+    /// record that does not decode, or is outside the batch or out of
+    /// order, is an `Err` item, after which the iterator ends.
+    pub fn iter_records(&self, max_bytes: usize) -> Result<Records<'_>, WireError> {
         let body = match self.compression {
             Compression::None => self.body.clone(),
             codec => Bytes::from(codec.decompress(&self.body, max_bytes).map_err(|e| {
@@ -303,26 +361,12 @@ impl Batch {
                 }
             })?),
         };
-        let mut r = Reader::new(body, "record");
-        // Every record takes at least 7 bytes: never trust the count alone.
-        let mut out: Vec<FetchedRecord> = Vec::with_capacity(self.count.min(r.remaining() / 7 + 1));
-        for _ in 0..self.count {
-            let record = self.record(&mut r)?;
-            // In the batch, and each after the one before: a record is
-            // never delivered twice or out of order.
-            let after = out.last().map_or(self.base_offset, |last| last.offset + 1);
-            if record.offset < after || record.offset >= self.next_offset {
-                return Err(WireError::Malformed {
-                    what: "record batch",
-                    detail: format!(
-                        "batch at offset {}: a record at offset {} (next expected from {after}, the batch ends before {})",
-                        self.base_offset, record.offset, self.next_offset
-                    ),
-                });
-            }
-            out.push(record);
-        }
-        Ok(out)
+        Ok(Records {
+            batch: self,
+            reader: Reader::new(body, "record"),
+            left: self.count,
+            after: self.base_offset,
+        })
     }
 
     fn record(&self, r: &mut Reader) -> Result<FetchedRecord, WireError> {

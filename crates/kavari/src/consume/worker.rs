@@ -160,10 +160,21 @@ impl Worker {
                     if self.stopping() {
                         break 'partition; // the rest is not handled, nor committed
                     }
+                    let rec = match rec {
+                        Ok(rec) => rec,
+                        Err(e) => {
+                            self.cannot_go_on(position, &e);
+                            break 'partition;
+                        }
+                    };
                     if i % RELEASE_EVERY == RELEASE_EVERY - 1 {
-                        let due = size * (i + 1) / count;
+                        let due = (size * (i + 1) / count).max(handed);
                         feed.release(due - handed);
                         handed = due;
+                        // Handlers that finish at once never give the
+                        // thread back: let the group's heartbeats and the
+                        // other partitions run between runs of records.
+                        tokio::task::yield_now().await;
                     }
                     // A handler runs to its end even when a stop arrives
                     // meanwhile: the shutdown waits for it (bounded), commits it.
