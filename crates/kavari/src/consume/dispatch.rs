@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use kavari_group::TopicPartition;
 use kavari_wire::backoff::Backoff;
+use kavari_wire::log_rate::LogRate;
 use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -36,6 +37,9 @@ pub(crate) trait Runtime: Send + Sync {
     /// Counts a record of the partition that was dead-lettered or skipped
     /// instead of handled.
     fn count_unhandled(&self, tp: &TopicPartition, disposition: Disposition);
+    /// How often poison records are logged: once per partition and
+    /// [`POISON_LOG_EVERY`], with how many the line stands for.
+    fn poison_log(&self) -> &LogRate<TopicPartition>;
     /// Writes a dead letter of a record of `source`, retrying until it is
     /// written or `stop` turns true; every failed attempt goes to
     /// `blocked`, and `None` once written after one.
@@ -67,6 +71,10 @@ impl Runtime for Shared {
 
     fn report_blocked(&self, tp: &TopicPartition, error: Option<String>) {
         self.update_partition(tp, |h| h.error = error);
+    }
+
+    fn poison_log(&self) -> &LogRate<TopicPartition> {
+        &self.poison_log
     }
 
     fn count_unhandled(&self, tp: &TopicPartition, disposition: Disposition) {
@@ -307,6 +315,11 @@ async fn route_and_handle<R: Runtime>(
     Ok(disposition)
 }
 
+/// At most one "record cannot be handled" line per partition and this
+/// interval: a batch of a million poison records is one line, not a
+/// million.
+pub(crate) const POISON_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// The longest wait between two tries of a blocked record's handler.
 const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -393,10 +406,13 @@ async fn poison<R: Runtime>(
     stop: &watch::Receiver<bool>,
 ) -> Result<Disposition, Undelivered> {
     let policy = shared.config().on_poison;
-    tracing::warn!(
-        topic = letter.topic, partition = letter.partition, offset = letter.offset,
-        error = %reason, ?policy, "record cannot be handled"
-    );
+    let tp = TopicPartition::new(letter.topic, letter.partition);
+    if let Some(records) = shared.poison_log().admit(tp) {
+        tracing::warn!(
+            topic = letter.topic, partition = letter.partition, offset = letter.offset,
+            error = %reason, ?policy, records, "record cannot be handled"
+        );
+    }
     match policy {
         FailurePolicy::DeadLetter => {
             dead_letter(shared, letter, &reason.to_string(), 0, stop).await?;

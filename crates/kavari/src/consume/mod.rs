@@ -17,13 +17,14 @@ use kavari_group::{GroupConfig, GroupEvent, GroupMember, MemberPhase, TopicParti
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::FetchLimits;
 use kavari_wire::fetcher::{Fetcher, FetcherConfig};
+use kavari_wire::log_rate::LogRate;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub(crate) use config::ConsumerConfig;
 pub use config::{FailurePolicy, OffsetReset};
 #[cfg(feature = "testing")]
-pub(crate) use dispatch::{Disposition, HandlerClock, Runtime, deliver};
+pub(crate) use dispatch::{Disposition, HandlerClock, POISON_LOG_EVERY, Runtime, deliver};
 
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::publish::Publisher;
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) member: GroupMember,
     partitions: Mutex<BTreeMap<TopicPartition, PartitionHealth>>,
+    /// Poison records are logged once per partition and interval.
+    poison_log: LogRate<TopicPartition>,
 }
 
 impl Shared {
@@ -185,6 +188,7 @@ impl Consumer {
             publisher,
             member,
             partitions: Mutex::new(BTreeMap::new()),
+            poison_log: LogRate::new(dispatch::POISON_LOG_EVERY),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(runtime(Arc::clone(&shared), events, shutdown_rx));

@@ -11,12 +11,15 @@ use tokio::sync::watch;
 
 use super::log::Log;
 use crate::codec::EncodedMessage;
-use crate::consume::{ConsumerConfig, Disposition, HandlerClock, OffsetReset, Runtime, deliver};
+use crate::consume::{
+    ConsumerConfig, Disposition, HandlerClock, OffsetReset, POISON_LOG_EVERY, Runtime, deliver,
+};
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::partitioner::RoundRobin;
 use crate::publish::ProduceError;
 use crate::registry::Registry;
 use crate::{MessageContext, Partitioner};
+use kavari_wire::log_rate::LogRate;
 
 /// The consumers started on a broker.
 #[derive(Debug, Default)]
@@ -84,6 +87,7 @@ pub(crate) struct Consumer {
     writer: Arc<Writer>,
     stop: watch::Sender<bool>,
     notes: Mutex<BTreeMap<TopicPartition, Notes>>,
+    poison_log: LogRate<TopicPartition>,
 }
 
 /// What health shows of a partition besides its offsets.
@@ -123,6 +127,7 @@ impl Consumer {
             writer: Arc::clone(writer),
             stop: watch::channel(false).0,
             notes: Mutex::default(),
+            poison_log: LogRate::new(POISON_LOG_EVERY),
         });
         writer.consumers.add(&consumer);
         for tp in consumer.partitions() {
@@ -281,6 +286,10 @@ impl Runtime for Consumer {
 
     fn report_blocked(&self, tp: &TopicPartition, error: Option<String>) {
         self.note(tp, |n| n.blocked = error);
+    }
+
+    fn poison_log(&self) -> &LogRate<TopicPartition> {
+        &self.poison_log
     }
 
     fn count_unhandled(&self, tp: &TopicPartition, disposition: Disposition) {
