@@ -535,3 +535,49 @@ async fn a_broker_outage_under_a_consumer_logs_a_bounded_number_of_lines() {
     assert!(during.len() <= 7, "{} fetch lines in 15 s", during.len());
     drop(m);
 }
+
+/// A Fetch answer the partition cannot go on from (here a refusal for
+/// good, TOPIC_AUTHORIZATION_FAILED, on a real answer) stops the partition
+/// with the reason in health, then the partition is fetched again after a
+/// wait: once the broker answers well, the rest is handled and health
+/// clears, with no restart and no rebalance.
+#[tokio::test]
+async fn a_partition_stopped_by_a_bad_answer_is_fetched_again() {
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    init_tracing();
+    let group = unique_name("refetch");
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), Job::TOPIC, 1).await;
+    let proxy = broker.proxy().expect("proxy");
+    let handled: Shared = Arc::default();
+    let m = consumer(&broker, &group, &handled).await;
+    for seq in 0..5 {
+        m.publish(&job(seq)).await.expect("publish");
+    }
+    eventually(Duration::from_secs(60), "the first five handled", || {
+        handled.lock().unwrap().counts.len() == 5
+    })
+    .await;
+    proxy.answer_fetch_with(TOPIC_AUTHORIZATION_FAILED, 1);
+    eventually(
+        Duration::from_secs(30),
+        "the partition shows the fault",
+        || {
+            m.health().partitions.iter().any(|p| {
+                p.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("fetching again"))
+            })
+        },
+    )
+    .await;
+    let acknowledged: BTreeSet<u64> = (0..10).collect();
+    for seq in 5..10 {
+        m.publish(&job(seq)).await.expect("publish");
+    }
+    expect_all_handled(&handled, &acknowledged, "refetched").await;
+    eventually(Duration::from_secs(30), "health clears", || {
+        m.health().partitions.iter().all(|p| p.error.is_none())
+    })
+    .await;
+    m.shutdown().await.expect("shutdown");
+}

@@ -73,7 +73,9 @@ pub struct PartitionHealth {
     pub skipped: u64,
     /// Why the partition cannot move on, if it cannot: `blocked at offset
     /// N: …` while it waits at a record (a dead letter that cannot be
-    /// written, a `Block` policy), or the fault that stopped it.
+    /// written, a `Block` policy), or the fault that stopped fetching it (a
+    /// batch that does not read, a refusal), with when it is fetched again
+    /// (1 s, doubling to a minute while the fault stays).
     pub error: Option<String>,
 }
 

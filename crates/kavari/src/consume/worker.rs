@@ -28,6 +28,11 @@ const RELEASE_EVERY: usize = 1024;
 /// How often health follows a partition while its records are handled.
 const REPORT_EVERY: Duration = Duration::from_millis(200);
 
+/// The first wait before a partition stopped by a fault is fetched again,
+/// and the longest.
+const FAULT_RETRY_FIRST: Duration = Duration::from_secs(1);
+const FAULT_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// At most one "commit failed" line per partition and interval.
 const COMMIT_FAILURES_EVERY: Duration = Duration::from_secs(10);
 
@@ -106,6 +111,9 @@ impl Worker {
         } else {
             self.shared.config.commit_interval
         };
+        // The offset of the last fault that stopped fetching, and the
+        // backoff before fetching from it again; cleared once past it.
+        let mut faults: Option<(i64, Backoff)> = None;
         'partition: loop {
             let mut stop = self.stop.clone();
             let next = tokio::select! {
@@ -132,8 +140,11 @@ impl Worker {
                     continue;
                 }
                 Some(FetchEvent::Failed(e)) => {
-                    self.cannot_go_on(position, &e);
-                    break;
+                    if !self.wait_out_fault(position, &e, &mut faults).await {
+                        break;
+                    }
+                    feed = self.shared.fetcher.subscribe(self.tp.clone(), position);
+                    continue;
                 }
                 Some(_) => continue,
                 None => break,
@@ -146,12 +157,13 @@ impl Worker {
             // to the engine as it is worked through, so the partition's next
             // records are fetched while the last of these are handled.
             let mut released = 0;
-            for batch in batches {
+            let mut fault = None;
+            'batches: for batch in batches {
                 let records = match batch_records(&batch, from, max_batch_bytes) {
                     Ok(records) => records,
                     Err(e) => {
-                        self.cannot_go_on(position, &e);
-                        break 'partition;
+                        fault = Some(e);
+                        break 'batches;
                     }
                 };
                 let (size, count) = (batch.wire_len(), batch.len().max(1));
@@ -163,8 +175,8 @@ impl Worker {
                     let rec = match rec {
                         Ok(rec) => rec,
                         Err(e) => {
-                            self.cannot_go_on(position, &e);
-                            break 'partition;
+                            fault = Some(e);
+                            break 'batches;
                         }
                     };
                     if i % RELEASE_EVERY == RELEASE_EVERY - 1 {
@@ -244,19 +256,57 @@ impl Worker {
                 feed.release(size - handed);
                 released += size;
             }
+            if let Some(e) = fault {
+                // What was handled stays committed; the rest is fetched
+                // again from the position, after a wait.
+                if !self.wait_out_fault(position, &e, &mut faults).await {
+                    break;
+                }
+                feed = self.shared.fetcher.subscribe(self.tp.clone(), position);
+                continue;
+            }
             feed.release(bytes.saturating_sub(released));
+            if faults.as_ref().is_some_and(|(at, _)| position > *at) {
+                // Past the fault: the partition is well again.
+                faults = None;
+                self.update(|h| h.error = None);
+            }
             self.report_progress(position, &feed, &mut reported);
         }
         drop(feed);
         self.commit(position).await;
     }
 
-    /// A batch that cannot be read (or a refusal for good) stops the
-    /// partition, with the reason in health, until the next rebalance.
-    fn cannot_go_on(&self, position: i64, e: &WireError) {
-        let why = format!("{}: {e}", self.tp);
-        tracing::error!(partition = %self.tp, offset = position, error = %e, "the partition cannot go on; it stops until the next rebalance");
+    /// A batch that cannot be read, or a refusal, at `position`: shown in
+    /// health and logged, then waited out (1 s, doubling to a minute while
+    /// the fault stays at the same offset) before the partition is fetched
+    /// again from there, as a broker that answered badly may answer well
+    /// next time. False when the partition stopped meanwhile.
+    async fn wait_out_fault(
+        &self,
+        position: i64,
+        e: &WireError,
+        faults: &mut Option<(i64, Backoff)>,
+    ) -> bool {
+        let backoff = match faults {
+            Some((at, backoff)) if *at == position => backoff,
+            _ => {
+                let fresh = Backoff::new(FAULT_RETRY_FIRST, FAULT_RETRY_MAX);
+                &mut faults.insert((position, fresh)).1
+            }
+        };
+        let wait = backoff.next();
+        let why = format!(
+            "{}: {e}; fetching again from offset {position} in {wait:?}",
+            self.tp
+        );
+        tracing::error!(partition = %self.tp, offset = position, error = %e, retry_in = ?wait, "the partition cannot go on; fetching it again after a wait");
         self.update(|h| h.error = Some(why));
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => !self.stopping(),
+            _ = until_stopped(&mut stop) => false,
+        }
     }
 
     /// The start and the feed, from the assignment's lookup or else found
