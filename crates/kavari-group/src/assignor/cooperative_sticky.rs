@@ -18,6 +18,15 @@ use super::{
 };
 use crate::TopicPartition;
 
+/// The newest claim on a partition: its generation and member, and whether
+/// another member claims it in the same generation (then nobody keeps it).
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    generation: i32,
+    member: usize,
+    tied: bool,
+}
+
 /// The `cooperative-sticky` assignor.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CooperativeStickyAssignor;
@@ -41,25 +50,37 @@ impl Assignor for CooperativeStickyAssignor {
         let subscribes =
             |i: usize, tp: &TopicPartition| sorted[i].subscription.topics.contains(&tp.topic);
 
-        // 1. Valid owned partitions, conflicts resolved by generation.
-        let mut claims: BTreeMap<&TopicPartition, Vec<(i32, usize)>> = BTreeMap::new();
+        // 1. Valid owned partitions, conflicts resolved by generation. Each
+        // partition keeps only its newest claim (and whether another member
+        // ties it): a claim per member and partition would be members times
+        // partitions, gigabytes for a group that claims it owns everything.
+        let mut claims: BTreeMap<&TopicPartition, Claim> = BTreeMap::new();
         for (i, m) in sorted.iter().enumerate() {
+            let generation = m.subscription.generation;
             for tp in &m.subscription.owned_partitions {
-                if all.contains(tp) && subscribes(i, tp) {
-                    claims
-                        .entry(tp)
-                        .or_default()
-                        .push((m.subscription.generation, i));
+                if !(all.contains(tp) && subscribes(i, tp)) {
+                    continue;
+                }
+                let claim = claims.entry(tp).or_insert(Claim {
+                    generation,
+                    member: i,
+                    tied: false,
+                });
+                if generation > claim.generation {
+                    *claim = Claim {
+                        generation,
+                        member: i,
+                        tied: false,
+                    };
+                } else if generation == claim.generation && claim.member != i {
+                    claim.tied = true;
                 }
             }
         }
         let mut sets: Vec<BTreeSet<TopicPartition>> = vec![BTreeSet::new(); sorted.len()];
-        for (tp, mut owners) in claims {
-            owners.sort_unstable_by(|a, b| b.cmp(a));
-            owners.dedup_by_key(|o| o.1);
-            let newest = owners[0].0;
-            if owners.iter().filter(|o| o.0 == newest).count() == 1 {
-                sets[owners[0].1].insert(tp.clone());
+        for (tp, claim) in claims {
+            if !claim.tied {
+                sets[claim.member].insert(tp.clone());
             }
         }
 

@@ -88,9 +88,14 @@ pub(crate) fn all_partitions(
     members: &[MemberSubscription],
     partition_counts: &BTreeMap<String, i32>,
 ) -> BTreeSet<TopicPartition> {
-    members
+    // Each topic once, however many members subscribe to it (thousands of
+    // members made each topic's partitions thousands of times over).
+    let topics: BTreeSet<&String> = members
         .iter()
         .flat_map(|m| m.subscription.topics.iter())
+        .collect();
+    topics
+        .into_iter()
         .filter_map(|t| partition_counts.get(t).map(|n| (t, *n)))
         .flat_map(|(t, n)| (0..n.max(0)).map(move |p| TopicPartition::new(t.clone(), p)))
         .collect()
