@@ -19,6 +19,13 @@ async fn a_killed_leader_loses_no_acknowledged_publish_and_writes_none_twice() {
 
     let publishing = Publishing::start(&manager, 24).await;
     let victim = leader_of_first(cluster, topic).await;
+    let wire = kavari_wire::cluster::Cluster::new(
+        broker.bootstrap_list(),
+        "failover".into(),
+        Duration::from_secs(5),
+    );
+    let all = wire.broker_ids().await.expect("metadata");
+    assert_eq!(wire.known_brokers(), all);
     let before = publishing.acked.lock().unwrap().len();
     let killed_at = Instant::now();
     cluster.kill_node(victim).expect("kill the leader");
@@ -27,6 +34,17 @@ async fn a_killed_leader_loses_no_acknowledged_publish_and_writes_none_twice() {
         .await
         .expect("a new leader");
     let elected = killed_at.elapsed();
+    // Once the cluster stops naming the dead node, the client forgets it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let live = wire.broker_ids().await.expect("metadata");
+        if !live.contains(&victim) {
+            break live;
+        }
+        assert!(Instant::now() < deadline, "node {victim} still named");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(wire.known_brokers(), live, "{all:?} before the kill");
     tokio::time::sleep(Duration::from_secs(6)).await;
     let acked = publishing.stop().await;
     manager.shutdown().await.expect("shutdown");

@@ -194,6 +194,20 @@ impl Cluster {
         Ok(ids)
     }
 
+    /// The brokers this client keeps connections for: those the last
+    /// metadata answer named.
+    pub fn known_brokers(&self) -> Vec<i32> {
+        let mut ids: Vec<i32> = self
+            .brokers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Asks for `topics`' metadata (every topic: `None`); the brokers it
     /// names, and the topics.
     async fn metadata(
@@ -230,6 +244,14 @@ impl Cluster {
                 if *known != address {
                     *known = address;
                 }
+            }
+            // Brokers the answer no longer names are forgotten, with their
+            // connections once no request holds them: a cluster that lists
+            // millions of brokers once is not remembered for ever.
+            if !resp.brokers.is_empty() {
+                let live: std::collections::HashSet<i32> =
+                    resp.brokers.iter().map(|b| b.node_id.0).collect();
+                brokers.retain(|id, _| live.contains(id));
             }
         }
         let ids = resp.brokers.iter().map(|b| b.node_id.0).collect();
