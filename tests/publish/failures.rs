@@ -2,6 +2,7 @@
 //! batches split when too large, dead letters, records handed back.
 
 use super::*;
+use kavari::ProduceErrorKind;
 
 #[tokio::test]
 async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
@@ -324,4 +325,109 @@ async fn publishes_keep_trying_for_the_delivery_timeout() {
         "gave up after {took:?}"
     );
     proxy.heal();
+}
+
+/// A broker that stops answering (its connections black-holed: requests
+/// are held, not refused) cannot hold a publish past its deadline: the
+/// delivery timeout, plus the request timeout for an answer to what was
+/// sent. A publish whose batch was sent and never answered is unconfirmed
+/// (the record may be in the log, so no dead letter is written); one whose
+/// batch waited unsent (behind the five batches a partition keeps in
+/// flight) is a failure, and is never written once the broker answers
+/// again. So with and without idempotence.
+#[tokio::test]
+async fn a_silent_broker_ends_publishes_by_their_deadline_as_unconfirmed_or_unsent() {
+    let request_timeout = Duration::from_secs(3);
+    let delivery_timeout = Duration::from_secs(8);
+    let bound = delivery_timeout + request_timeout + Duration::from_secs(1);
+    for idempotent in [true, false] {
+        let topic = unique_name("silent");
+        let (broker, manager) = behind_proxy(&topic, |b| {
+            b.request_timeout(request_timeout)
+                .delivery_timeout(delivery_timeout)
+                .linger(Duration::ZERO)
+                .max_batch_bytes(300)
+                .enable_idempotence(idempotent)
+        })
+        .await;
+        let proxy = broker.proxy().expect("proxy");
+        proxy.black_hole();
+        let timed = |i: usize| {
+            let manager = &manager;
+            let topic = &topic;
+            async move {
+                let started = std::time::Instant::now();
+                let r = manager.publish_encoded(to_topic(&order(i), topic)).await;
+                (i, r, started.elapsed())
+            }
+        };
+        let results = futures::future::join_all((1..=30).map(timed)).await;
+        let mut failed = Vec::new();
+        let mut unconfirmed = 0;
+        for (i, r, took) in &results {
+            assert!(
+                took < &bound,
+                "idempotent {idempotent}: publish {i} took {took:?}"
+            );
+            match r {
+                Err(e @ PublishError::Unconfirmed { .. }) => {
+                    assert_eq!(e.kind(), Some(ProduceErrorKind::Unconfirmed), "{e}");
+                    assert!(
+                        e.to_string().contains("may or may not have been written"),
+                        "{e}"
+                    );
+                    unconfirmed += 1;
+                }
+                Err(PublishError::Failed { .. }) => failed.push(*i),
+                other => panic!("idempotent {idempotent}: publish {i}: {other:?}"),
+            }
+        }
+        assert!(
+            unconfirmed > 0,
+            "idempotent {idempotent}: the batches in flight are unconfirmed"
+        );
+        if idempotent {
+            assert!(
+                !failed.is_empty(),
+                "the batches queued behind them were never sent"
+            );
+        }
+
+        // A publish made after those were given up is bounded alike.
+        let (_, third, took) = timed(31).await;
+        assert!(third.is_err(), "the broker is still silent");
+        assert!(
+            took < bound,
+            "idempotent {idempotent}: a later publish took {took:?}"
+        );
+
+        proxy.heal();
+        manager
+            .publish_encoded(to_topic(&order(32), &topic))
+            .await
+            .expect("published once the broker answers");
+        let logged: Vec<Vec<u8>> = logged_records(&broker, &topic, 0)
+            .await
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        for i in &failed {
+            assert!(
+                !logged.contains(&to_topic(&order(*i), &topic).value),
+                "idempotent {idempotent}: publish {i} failed and was written after all"
+            );
+        }
+        assert!(logged.contains(&to_topic(&order(32), &topic).value));
+        assert_eq!(
+            manager.publish_stats().dead_lettered,
+            0,
+            "nothing unconfirmed is dead-lettered (and the dead-letter topic is as silent)"
+        );
+        eprintln!(
+            "idempotent {idempotent}: {unconfirmed} unconfirmed, {} failed, {} records logged",
+            failed.len(),
+            logged.len()
+        );
+        manager.shutdown().await.expect("shutdown");
+    }
 }

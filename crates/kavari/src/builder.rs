@@ -322,7 +322,10 @@ impl KavariBuilder {
     /// topic (or back to the caller), counted from the `publish` call; no
     /// attempt starts after it. Kafka's `delivery.timeout.ms`: long enough
     /// that a leader election or a broker restart does not dead-letter
-    /// anything. Default: 120 s.
+    /// anything. A record not sent by then is given up unsent; one sent and
+    /// not answered gets the request timeout more, then comes back as
+    /// [`PublishError::Unconfirmed`](crate::PublishError::Unconfirmed).
+    /// Default: 120 s.
     pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
         self.producer.delivery_timeout = timeout;
         self

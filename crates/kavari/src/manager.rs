@@ -283,7 +283,11 @@ impl Kavari {
     /// partition share a produce request. On failure it retries by the
     /// publishing retry policy, then writes the message to the dead-letter
     /// topic ([`PublishError::DeadLettered`]), and when that fails too, hands
-    /// the encoded record back ([`PublishError::Failed`]).
+    /// the encoded record back ([`PublishError::Failed`]). It returns by
+    /// [`delivery_timeout`](KavariBuilder::delivery_timeout) plus the request
+    /// timeout whatever the brokers do; a record sent and never answered
+    /// may be in the topic, and is handed back as
+    /// [`PublishError::Unconfirmed`] rather than dead-lettered.
     ///
     /// Publishing is idempotent by default
     /// ([`enable_idempotence`](KavariBuilder::enable_idempotence)): a

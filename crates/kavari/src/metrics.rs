@@ -63,6 +63,7 @@ fn error_kind(kind: crate::publish::ProduceErrorKind) -> &'static str {
         K::Authentication => "authentication",
         K::Broker => "broker",
         K::ShuttingDown => "shutting_down",
+        K::Unconfirmed => "unconfirmed",
     }
 }
 

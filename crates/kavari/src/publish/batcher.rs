@@ -6,7 +6,7 @@
 //! partition of its broker has a batch due (`rounds.rs`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kavari_wire::record_batch::write::{Headers, Record, RecordBatch};
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::ProduceError;
 use super::config::ProducerConfig;
+use super::expiry::Expiry;
 
 /// Batches a partition keeps in flight at once, as the Java
 /// producer's `max.in.flight.requests.per.connection` default: a batch fills
@@ -42,17 +43,56 @@ pub(crate) struct ProduceCounters {
 }
 
 /// What became of one batch: its base offset, or the error every record
-/// shares.
+/// shares; and how far it got, so a publish whose time ran out knows
+/// whether its batch can still be stopped.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
     result: OnceLock<Result<i64, ProduceError>>,
     done: Notify,
+    /// [`QUEUED`], [`TAKEN`] or [`EXPIRED`].
+    stage: AtomicU8,
 }
+
+/// In its partition's queue: a publish whose time ran out may expire it.
+const QUEUED: u8 = 0;
+/// Taken by its sender to be written: its outcome comes from the broker.
+const TAKEN: u8 = 1;
+/// Expired in the queue: never sent, its sender drops it.
+const EXPIRED: u8 = 2;
 
 impl Outcome {
     pub(super) fn finish(&self, result: Result<i64, ProduceError>) {
         let _ = self.result.set(result);
         self.done.notify_waiters();
+    }
+
+    /// Ends the batch with `error` unless its sender took it already: true
+    /// when it will never be sent.
+    pub(crate) fn expire(&self, error: ProduceError) -> bool {
+        let expired = self
+            .stage
+            .compare_exchange(QUEUED, EXPIRED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if expired {
+            self.finish(Err(error));
+        }
+        expired
+    }
+
+    /// Claims the batch for sending: false when it expired first.
+    pub(super) fn take(&self) -> bool {
+        self.stage
+            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn is_expired(&self) -> bool {
+        self.stage.load(Ordering::Acquire) == EXPIRED
+    }
+
+    /// Whether the batch's publishes have their answer.
+    pub(super) fn is_finished(&self) -> bool {
+        self.result.get().is_some()
     }
 
     /// The offset of the record at `index` once the batch is answered.
@@ -82,6 +122,9 @@ pub(super) struct OpenBatch {
     /// Sent without waiting out the linger: its publisher has nothing more
     /// to add (a `publish_batch` call appended all it had).
     flush: bool,
+    /// The earliest delivery deadline of its records (`None` while it has
+    /// none).
+    deadline: Option<Instant>,
     pub(super) outcome: Arc<Outcome>,
 }
 
@@ -140,6 +183,7 @@ impl Queue {
 pub(crate) struct Batcher {
     queue: Arc<Queue>,
     config: Arc<ProducerConfig>,
+    expiry: Expiry,
 }
 
 impl Drop for Batcher {
@@ -157,6 +201,7 @@ impl Batcher {
         partition: i32,
         config: Arc<ProducerConfig>,
         counters: Arc<ProduceCounters>,
+        expiry: Expiry,
     ) -> (Self, Arc<Queue>) {
         let queue = Arc::new(Queue {
             topic,
@@ -173,6 +218,7 @@ impl Batcher {
             Self {
                 queue: Arc::clone(&queue),
                 config,
+                expiry,
             },
             queue,
         )
@@ -184,13 +230,14 @@ impl Batcher {
         self.queue.space.notified()
     }
 
-    /// Encodes `record` into the open batch; returns the batch's outcome
-    /// and the record's index in it, or `None` when the partition already
-    /// holds `queue_capacity` unsent records or `queue_capacity_bytes` of
-    /// them (wait for [`room`](Self::room)).
+    /// Encodes `record`, due by `deadline`, into the open batch; returns
+    /// the batch's outcome and the record's index in it, or `None` when the
+    /// partition already holds `queue_capacity` unsent records or
+    /// `queue_capacity_bytes` of them (wait for [`room`](Self::room)).
     pub(crate) fn try_append<H: Headers + ?Sized>(
         &self,
         record: &Record<'_, H>,
+        deadline: Instant,
     ) -> Result<Option<(Arc<Outcome>, usize)>, ProduceError> {
         let bound = record.bound();
         let timestamp = now_ms();
@@ -210,10 +257,9 @@ impl Batcher {
             return Ok(None);
         }
         let max = st.max_batch_bytes;
-        let needs_new = st
-            .batches
-            .back()
-            .is_none_or(|b| !b.records.is_empty() && b.records.size() + bound > max);
+        let needs_new = st.batches.back().is_none_or(|b| {
+            b.outcome.is_expired() || !b.records.is_empty() && b.records.size() + bound > max
+        });
         if needs_new {
             let capacity = st.last_batch_bytes.clamp(bound, max.max(bound));
             let records = RecordBatch::in_buffer(st.spare.take().unwrap_or_default(), capacity);
@@ -221,6 +267,7 @@ impl Batcher {
                 records,
                 first_at: Instant::now(),
                 flush: false,
+                deadline: None,
                 outcome: Arc::new(Outcome::default()),
             });
         }
@@ -234,12 +281,21 @@ impl Batcher {
         let grown = batch.records.size() - before;
         let wake = index == 0 || batch.records.size() >= max || many;
         let outcome = Arc::clone(&batch.outcome);
+        // A batch is watched for the earliest deadline of its records (a
+        // publish that waited for room may be due before the batch's first).
+        let sooner = batch.deadline.is_none_or(|d| deadline < d);
+        if sooner {
+            batch.deadline = Some(deadline);
+        }
         st.queued_bytes += grown;
         self.queue
             .counters
             .queued_bytes
             .fetch_add(grown, Ordering::Relaxed);
         drop(st);
+        if sooner {
+            self.expiry.watch(deadline, &outcome);
+        }
         if wake {
             self.queue.work.notify_one();
         }
@@ -304,6 +360,13 @@ pub(super) async fn next_batch(
                             st.queued -= b.records.len();
                             st.queued_bytes = st.queued_bytes.saturating_sub(b.records.size());
                             sub_saturating(&queue.counters.queued_bytes, b.records.size());
+                            if !b.outcome.take() {
+                                // Its publishes gave it up: never sent.
+                                drop(st);
+                                drop(b);
+                                queue.space.notify_waiters();
+                                continue;
+                            }
                             st.last_batch_bytes = b.records.size();
                             drop(st);
                             queue.space.notify_waiters();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kavari_wire::backoff::Backoff;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{Delivery, Failure, ProduceError, ProduceErrorKind, PublishError, Publisher};
 use crate::codec::{CONTENT_TYPE_HEADER, EncodedMessage, MSG_TYPE_HEADER};
@@ -36,13 +37,14 @@ pub(crate) fn letter_of(
 
 impl Publisher {
     /// Writes `message` to its dead-letter topic after `attempts` failed
-    /// with `cause`; hands it back when there is no dead-letter topic or
-    /// writing there fails too.
+    /// with `cause`, by `deadline`; hands it back when there is no
+    /// dead-letter topic or writing there fails too.
     pub(super) async fn dead_letter(
         &self,
         message: EncodedMessage,
         cause: ProduceError,
         attempts: u32,
+        deadline: Instant,
     ) -> Result<Delivery, PublishError> {
         // A cluster that refuses this client's TLS or credentials refuses
         // its dead letters alike: the record comes back at once.
@@ -58,14 +60,14 @@ impl Publisher {
         let letter = letter_of(&message, suffix, &cause);
         // The dead-letter topic keeps what the main topic refused, so the
         // client-side size limit does not apply; the broker's still does.
-        let mut written = self.attempt(&letter, false).await;
+        let mut written = self.attempt(&letter, false, deadline).await;
         if let Err(e) = &written
             && e.kind() == ProduceErrorKind::UnknownTopic
             && self
                 .create_dead_letter_topic(&message.topic, &letter.topic)
                 .await
         {
-            written = self.attempt_while_new(&letter).await;
+            written = self.attempt_while_new(&letter, deadline).await;
         }
         match written {
             Ok(dlq) => {
@@ -79,6 +81,11 @@ impl Publisher {
                 Err(PublishError::DeadLettered { dlq, cause })
             }
             Err(dlq_error) => {
+                let dlq_error = if dlq_error.maybe_written() {
+                    dlq_error.unconfirmed()
+                } else {
+                    dlq_error
+                };
                 if let Some(n) = self.admit_log(&message.topic, &cause, Failure::Returned) {
                     tracing::error!(
                         topic = %message.topic, error = %cause, %dlq_error, records = n,
@@ -128,13 +135,18 @@ impl Publisher {
     }
 
     /// Writes to a topic created a moment ago, whose leaders the cluster
-    /// may not know yet: a few quick tries while the error is retriable.
-    async fn attempt_while_new(&self, message: &EncodedMessage) -> Result<Delivery, ProduceError> {
+    /// may not know yet: a few quick tries while the error is retriable
+    /// and `deadline` is ahead.
+    async fn attempt_while_new(
+        &self,
+        message: &EncodedMessage,
+        deadline: Instant,
+    ) -> Result<Delivery, ProduceError> {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         let mut tries = 0;
         loop {
-            match self.attempt(message, false).await {
-                Err(e) if e.is_retriable() && tries < 10 => {
+            match self.attempt(message, false, deadline).await {
+                Err(e) if e.is_retriable() && tries < 10 && Instant::now() < deadline => {
                     self.topics.refresh_later(&message.topic);
                     tries += 1;
                     tokio::time::sleep(backoff.next()).await;
@@ -159,13 +171,14 @@ impl Publisher {
     ) -> Result<Delivery, ProduceError> {
         let mut failures = 0u32;
         loop {
-            let mut written = self.attempt(&message, false).await;
+            let deadline = Instant::now() + self.config.delivery_timeout;
+            let mut written = self.attempt(&message, false, deadline).await;
             if let Err(e) = &written
                 && e.kind() == ProduceErrorKind::UnknownTopic
             {
                 self.topics.refresh_later(&message.topic);
                 if self.create_dead_letter_topic(source, &message.topic).await {
-                    written = self.attempt_while_new(&message).await;
+                    written = self.attempt_while_new(&message, deadline).await;
                 }
             }
             let err = match written {

@@ -40,6 +40,11 @@ pub enum ProduceErrorKind {
     Broker,
     /// The publisher is shutting down.
     ShuttingDown,
+    /// A produce request was sent and no answer came in time (it timed out,
+    /// or its connection broke): the record may or may not be in the
+    /// topic. It is not dead-lettered, which could write it twice; the
+    /// record is handed back ([`PublishError::Unconfirmed`]).
+    Unconfirmed,
 }
 
 /// One failed attempt to produce a record. Cheap to clone: a batch's failure
@@ -55,6 +60,9 @@ pub struct ProduceError {
     /// Set when the partition's sender already retried the batch (this
     /// many attempts): the outcome is final.
     sender_attempts: Option<u16>,
+    /// Whether an attempt was sent and got no answer (a timeout, a broken
+    /// connection): its batch may be in the log.
+    maybe_written: bool,
 }
 
 impl ProduceError {
@@ -65,7 +73,54 @@ impl ProduceError {
             detail: detail.into().into_boxed_str(),
             code: None,
             sender_attempts: None,
+            maybe_written: false,
         }
+    }
+
+    /// Whether an attempt that failed so was sent and not answered: the
+    /// broker may have written it.
+    pub(crate) fn maybe_written(&self) -> bool {
+        self.maybe_written
+    }
+
+    /// Marks the error as one of an attempt the broker may have written.
+    pub(crate) fn with_maybe_written(mut self, maybe: bool) -> Self {
+        self.maybe_written |= maybe;
+        self
+    }
+
+    /// The final error of a publish whose record may be in the log: the
+    /// kind is [`ProduceErrorKind::Unconfirmed`], the detail keeps why.
+    pub(crate) fn unconfirmed(self) -> Self {
+        let detail = format!(
+            "{}; the record may or may not have been written",
+            self.detail
+        );
+        Self {
+            kind: ProduceErrorKind::Unconfirmed,
+            retriable: false,
+            detail: detail.into_boxed_str(),
+            maybe_written: true,
+            ..self
+        }
+    }
+
+    /// A failure of an answer to a produce request that was written: a
+    /// timeout, a broken connection or an answer that does not read leaves
+    /// the batch maybe written, as does the broker's own timeout; a broker
+    /// error code otherwise says it was not.
+    pub(crate) fn from_answer(context: &str, e: &WireError) -> Self {
+        let maybe = match e {
+            WireError::Connection { .. }
+            | WireError::Timeout { .. }
+            | WireError::Malformed { .. } => true,
+            WireError::Broker { error, .. } => matches!(
+                error,
+                ResponseError::RequestTimedOut | ResponseError::NetworkException
+            ),
+            _ => false,
+        };
+        Self::from_wire(context, e).with_maybe_written(maybe)
     }
 
     /// The broker's error code, when it gave one.
@@ -196,6 +251,23 @@ pub enum PublishError {
         /// The last error of the original publish.
         cause: ProduceError,
     },
+    /// The publish's time ran out (`delivery_timeout`, then the request
+    /// timeout for an answer to what was sent) with a request sent and not
+    /// answered: the record may or may not be in the topic. It is not
+    /// dead-lettered, which could write it twice; it is handed back, and
+    /// publishing it again may write it twice.
+    #[error(
+        "publish to {} is unconfirmed after {attempts} attempt(s): {cause}; the record is returned",
+        message.topic
+    )]
+    Unconfirmed {
+        /// The last error; its kind is [`ProduceErrorKind::Unconfirmed`].
+        cause: ProduceError,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The encoded record.
+        message: Box<EncodedMessage>,
+    },
     /// Every attempt failed and the dead-letter topic could not be written
     /// either (or dead letters are off, or the cluster refused this client's
     /// TLS or credentials, which a dead letter would meet alike): the record
@@ -230,10 +302,13 @@ impl fmt::Display for DlqFailure<'_> {
 }
 
 impl PublishError {
-    /// The record handed back by [`PublishError::Failed`].
+    /// The record handed back by [`PublishError::Failed`] and
+    /// [`PublishError::Unconfirmed`].
     pub fn into_message(self) -> Option<EncodedMessage> {
         match self {
-            PublishError::Failed { message, .. } => Some(*message),
+            PublishError::Failed { message, .. } | PublishError::Unconfirmed { message, .. } => {
+                Some(*message)
+            }
             _ => None,
         }
     }
@@ -242,9 +317,9 @@ impl PublishError {
     pub fn cause(&self) -> Option<&ProduceError> {
         match self {
             PublishError::Encode(_) => None,
-            PublishError::DeadLettered { cause, .. } | PublishError::Failed { cause, .. } => {
-                Some(cause)
-            }
+            PublishError::DeadLettered { cause, .. }
+            | PublishError::Failed { cause, .. }
+            | PublishError::Unconfirmed { cause, .. } => Some(cause),
         }
     }
 

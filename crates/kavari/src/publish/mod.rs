@@ -5,6 +5,7 @@ mod batcher;
 mod config;
 mod dead_letter;
 mod error;
+mod expiry;
 mod producer_ids;
 mod rounds;
 mod sender;
@@ -83,6 +84,9 @@ pub(crate) struct Publisher {
     idle: Notify,
     retries: AtomicUsize,
     dead_lettered: AtomicUsize,
+    /// How long a dead letter may take past a publish's `delivery_timeout`:
+    /// the request timeout.
+    grace: Duration,
     /// One warning per topic, cause and interval, not one per record.
     log: LogRate<(String, ProduceErrorKind, Failure)>,
 }
@@ -98,6 +102,7 @@ enum Failure {
     Returned,
     DeadLetterRetrying,
     DeadLetterNotCreated,
+    Unconfirmed,
 }
 
 /// What one bulk call remembers between its messages.
@@ -135,7 +140,8 @@ struct Enqueued {
 impl Enqueued {
     /// Where the record landed, once its batch is answered. (The topic is
     /// the caller's: this future is in every publish in flight, so it holds
-    /// no more than it must.)
+    /// no more than it must.) The batch is answered by its deadline
+    /// (`expiry.rs`).
     async fn landed(self) -> Result<(i32, i64), ProduceError> {
         let offset = self.outcome.offset(self.index).await?;
         Ok((self.partition, offset))
@@ -161,6 +167,39 @@ impl EncodedMessage {
             headers: &self.headers,
         }
     }
+}
+
+/// Appends `message` to `placed` (its partition and batcher) if that has
+/// room now.
+fn append_now(
+    message: &EncodedMessage,
+    (partition, sender): (i32, &Arc<batcher::Batcher>),
+    bulk: Option<&mut Bulk>,
+    deadline: Instant,
+) -> Result<Option<Enqueued>, ProduceError> {
+    let Some((outcome, index)) = sender.try_append(&message.record(), deadline)? else {
+        return Ok(None);
+    };
+    if let Some(b) = bulk {
+        b.touch(sender);
+    }
+    Ok(Some(Enqueued {
+        partition,
+        outcome,
+        index,
+    }))
+}
+
+/// A publish whose `delivery_timeout` ran out before its record found its
+/// partition's leader or room in its queue: it was not sent.
+fn not_enqueued(topic: &str) -> ProduceError {
+    ProduceError::new(
+        ProduceErrorKind::Timeout,
+        true,
+        format!(
+            "delivery_timeout ran out before {topic} had a leader known or room for the record"
+        ),
+    )
 }
 
 /// A publish refused before any attempt (the publisher is shutting down).
@@ -193,6 +232,7 @@ impl Publisher {
         let config = Arc::new(config);
         let counters = Arc::new(ProduceCounters::default());
         let (closing, closing_rx) = watch::channel(false);
+        let grace = cluster.request_timeout();
         let topics = Arc::new(Topics::new(Arc::new(Producing {
             closing: closing_rx,
             ids: ProducerIds::new(Arc::clone(&cluster), config.idempotence),
@@ -201,6 +241,7 @@ impl Publisher {
             counters: Arc::clone(&counters),
             retry: Arc::clone(&retry),
             rounds: rounds::Rounds::default(),
+            expiry: expiry::Expiry::start(grace),
         })));
         Topics::sweep_idle(Arc::downgrade(&topics), config.metadata_max_idle / 2);
         Self {
@@ -215,6 +256,7 @@ impl Publisher {
             idle: Notify::new(),
             retries: AtomicUsize::new(0),
             dead_lettered: AtomicUsize::new(0),
+            grace,
             log: LogRate::new(LOG_EVERY),
         }
     }
@@ -250,11 +292,11 @@ impl Publisher {
             Ok(guard) => guard,
             Err(cause) => return Err(refused(cause, message)),
         };
-        let started = Instant::now();
-        match self.attempt(&message, true).await {
+        let deadline = self.deadline(Instant::now());
+        match self.attempt(&message, true, deadline).await {
             Ok(delivery) => Ok(delivery),
             // Boxed: the rare path should not size every publish in flight.
-            Err(err) => Box::pin(self.after_failure(message, err, started)).await,
+            Err(err) => Box::pin(self.after_failure(message, err, deadline)).await,
         }
     }
 
@@ -273,7 +315,7 @@ impl Publisher {
             Ok(guard) => guard,
             Err(cause) => return Err(refused(cause, self.encode(msg, trace)?)),
         };
-        let started = Instant::now();
+        let deadline = self.deadline(Instant::now());
         // The topic is not held while the answer is awaited: every publish
         // in flight holds this future, so it stays small.
         let route;
@@ -283,7 +325,7 @@ impl Publisher {
                 Some(route) => route,
                 None => return Box::pin(self.publish(self.encode(msg, trace)?)).await,
             };
-            self.try_enqueue(msg, &route, &topic, trace)?
+            self.try_enqueue(msg, &route, &topic, trace, deadline)?
         };
         let first = match fast {
             FastPath::Enqueued(e, _) => e.landed().await.map(|(partition, offset)| Delivery {
@@ -296,7 +338,7 @@ impl Publisher {
         };
         match first {
             Ok(delivery) => Ok(delivery),
-            Err(err) => Box::pin(self.after_failure(self.encode(msg, trace)?, err, started)).await,
+            Err(err) => Box::pin(self.after_failure(self.encode(msg, trace)?, err, deadline)).await,
         }
     }
 
@@ -308,6 +350,7 @@ impl Publisher {
         route: &'r topics::Route,
         topic: &str,
         trace: &TraceHeaders,
+        deadline: Instant,
     ) -> Result<FastPath<'r>, codec::EncodeError> {
         let envelope = codec::envelope_headers::<M>();
         // The envelope's names sort before the trace context's.
@@ -331,7 +374,7 @@ impl Publisher {
                 Ok(placed) => placed,
                 Err(e) => return FastPath::Failed(e),
             };
-            match sender.try_append(&record) {
+            match sender.try_append(&record, deadline) {
                 Ok(Some((outcome, index))) => FastPath::Enqueued(
                     Enqueued {
                         partition,
@@ -365,7 +408,7 @@ impl Publisher {
             Failed(ProduceError),
         }
         let guard = self.admit();
-        let started = Instant::now();
+        let deadline = self.deadline(Instant::now());
         let topic = self.topic_of::<M>();
         let mut bulk = Bulk::default();
         let mut steps = Vec::with_capacity(msgs.len());
@@ -375,7 +418,10 @@ impl Publisher {
                     Ok(m) => Err(refused(cause.clone(), m)),
                     Err(e) => Err(e.into()),
                 }),
-                Ok(_) => match self.append_typed(msg, &topic, &mut bulk, trace).await {
+                Ok(_) => match self
+                    .append_typed(msg, &topic, &mut bulk, trace, deadline)
+                    .await
+                {
                     Ok(Ok(e)) => Step::Appended(e),
                     Ok(Err(err)) => Step::Failed(err),
                     Err(e) => Step::Done(Err(e.into())),
@@ -414,7 +460,7 @@ impl Publisher {
         }
         let retried = failed.into_iter().map(|(i, msg, err)| async move {
             let result = match self.encode(msg, trace) {
-                Ok(m) => self.after_failure(m, err, started).await,
+                Ok(m) => self.after_failure(m, err, deadline).await,
                 Err(e) => Err(e.into()),
             };
             (i, result)
@@ -438,9 +484,10 @@ impl Publisher {
         topic: &str,
         bulk: &mut Bulk,
         trace: &TraceHeaders,
+        deadline: Instant,
     ) -> Result<Result<Enqueued, ProduceError>, codec::EncodeError> {
         if let Some(route) = bulk.route(topic) {
-            match self.try_enqueue(msg, &route, topic, trace)? {
+            match self.try_enqueue(msg, &route, topic, trace, deadline)? {
                 FastPath::Enqueued(e, sender) => {
                     bulk.touch(sender);
                     return Ok(Ok(e));
@@ -450,21 +497,23 @@ impl Publisher {
             }
         }
         let message = self.encode(msg, trace)?;
-        Ok(self.enqueue(&message, true, Some(bulk)).await)
+        Ok(self.enqueue(&message, true, Some(bulk), deadline).await)
     }
 
-    /// The rest of a publish begun at `started` whose first attempt failed
+    /// The rest of a publish due by `deadline` whose first attempt failed
     /// with `err`: more attempts by the retry policy while
-    /// `delivery_timeout` lasts, then the dead-letter path.
+    /// `delivery_timeout` lasts, then the dead-letter path, or the record
+    /// back as unconfirmed when an attempt may have written it.
     async fn after_failure(
         &self,
         message: EncodedMessage,
         mut err: ProduceError,
-        started: Instant,
+        deadline: Instant,
     ) -> Result<Delivery, PublishError> {
-        let deadline = started + self.config.delivery_timeout;
         let mut attempts = 1u32;
+        let mut maybe_written = false;
         let cause = loop {
+            maybe_written |= err.maybe_written();
             if err.kind() == ProduceErrorKind::UnknownTopic {
                 self.topics.refresh_later(&message.topic);
             }
@@ -497,12 +546,34 @@ impl Publisher {
                 break err;
             }
             attempts += 1;
-            match self.attempt(&message, true).await {
+            match self.attempt(&message, true, deadline).await {
                 Ok(delivery) => return Ok(delivery),
                 Err(e) => err = e,
             }
         };
-        self.dead_letter(message, cause, attempts).await
+        if maybe_written {
+            let cause = cause.unconfirmed();
+            if let Some(n) = self.admit_log(&message.topic, &cause, Failure::Unconfirmed) {
+                tracing::error!(
+                    topic = %message.topic, attempts, error = %cause, records = n,
+                    "publish unconfirmed; returning the record"
+                );
+            }
+            return Err(PublishError::Unconfirmed {
+                cause,
+                attempts,
+                message: Box::new(message),
+            });
+        }
+        self.dead_letter(message, cause, attempts, deadline + self.grace)
+            .await
+    }
+
+    /// When a publish begun at `started` runs out of time to be sent:
+    /// `delivery_timeout` later. (An answer to what was sent by then may
+    /// take the request timeout more.)
+    fn deadline(&self, started: Instant) -> Instant {
+        started + self.config.delivery_timeout
     }
 
     /// `M`'s topic as this manager maps it.
@@ -539,17 +610,19 @@ impl Publisher {
         }
     }
 
-    /// One produce attempt through the partition's batcher.
+    /// One produce attempt through the partition's batcher, ended at
+    /// `deadline` if not sent by then (and the request timeout later if
+    /// sent and not answered).
     async fn attempt(
         &self,
         message: &EncodedMessage,
         enforce_size: bool,
+        deadline: Instant,
     ) -> Result<Delivery, ProduceError> {
-        let (partition, offset) = self
-            .enqueue(message, enforce_size, None)
-            .await?
-            .landed()
-            .await?;
+        // Two statements: the append's future is gone before the answer is
+        // awaited (a temporary would live to the end of one statement).
+        let enqueued = self.enqueue(message, enforce_size, None, deadline).await?;
+        let (partition, offset) = enqueued.landed().await?;
         Ok(Delivery {
             topic: message.topic.clone(),
             partition,
@@ -557,41 +630,55 @@ impl Publisher {
         })
     }
 
-    /// Appends `message` to its partition's open batch. In a bulk call,
+    /// Appends `message` to its partition's open batch, unless finding its
+    /// partition or room there takes until `deadline`. In a bulk call,
     /// `bulk` keeps the last route and the batchers touched.
     async fn enqueue(
         &self,
         message: &EncodedMessage,
         enforce_size: bool,
         mut bulk: Option<&mut Bulk>,
+        deadline: Instant,
     ) -> Result<Enqueued, ProduceError> {
         self.check_size(message.size(), enforce_size)?;
-        let route = match bulk.as_deref_mut().and_then(|b| b.route(&message.topic)) {
-            Some(route) => route,
-            None => {
-                let route = self.topics.route(&message.topic).await?;
-                if let Some(b) = bulk.as_deref_mut() {
-                    b.last_route = Some((message.topic.clone(), Arc::clone(&route)));
-                }
-                route
-            }
+        let cached = match bulk.as_deref_mut() {
+            Some(b) => b.route(&message.topic),
+            None => self.topics.fresh(&message.topic),
         };
-        let (partition, sender) = self.place(&route, &message.topic, message.key.as_deref())?;
-        let (outcome, index) = loop {
-            let room = sender.room();
-            if let Some(appended) = sender.try_append(&message.record())? {
-                break appended;
+        if let Some(route) = cached {
+            let placed = self.place(&route, &message.topic, message.key.as_deref())?;
+            if let Some(enqueued) = append_now(message, placed, bulk.as_deref_mut(), deadline)? {
+                return Ok(enqueued);
             }
-            room.await;
-        };
-        if let Some(b) = bulk {
-            b.touch(sender);
         }
-        Ok(Enqueued {
-            partition,
-            outcome,
-            index,
-        })
+        // Boxed: the common case does not wait, and every publish in
+        // flight holds this future.
+        Box::pin(self.enqueue_waiting(message, bulk, deadline)).await
+    }
+
+    /// Appends `message` once its topic's partitions are known and its
+    /// partition has room, or fails at `deadline`.
+    async fn enqueue_waiting(
+        &self,
+        message: &EncodedMessage,
+        mut bulk: Option<&mut Bulk>,
+        deadline: Instant,
+    ) -> Result<Enqueued, ProduceError> {
+        let lookup = tokio::time::timeout_at(deadline, self.topics.route(&message.topic));
+        let route = lookup.await.map_err(|_| not_enqueued(&message.topic))??;
+        if let Some(b) = bulk.as_deref_mut() {
+            b.last_route = Some((message.topic.clone(), Arc::clone(&route)));
+        }
+        let placed = self.place(&route, &message.topic, message.key.as_deref())?;
+        loop {
+            let room = placed.1.room();
+            if let Some(enqueued) = append_now(message, placed, bulk.as_deref_mut(), deadline)? {
+                return Ok(enqueued);
+            }
+            tokio::time::timeout_at(deadline, room)
+                .await
+                .map_err(|_| not_enqueued(&message.topic))?;
+        }
     }
 
     /// Refuses a message over `max_message_bytes` (when `enforce`).
@@ -675,10 +762,11 @@ mod tests {
             value: vec![],
             headers: Default::default(),
         };
+        let now = Instant::now();
         eprintln!(
             "attempt {} enqueue {} route {}",
-            std::mem::size_of_val(&p.attempt(&m, true)),
-            std::mem::size_of_val(&p.enqueue(&m, true, None)),
+            std::mem::size_of_val(&p.attempt(&m, true, now)),
+            std::mem::size_of_val(&p.enqueue(&m, true, None, now)),
             std::mem::size_of_val(&p.topics.route("x"))
         );
         let size = std::mem::size_of_val(&p.publish(m));

@@ -45,6 +45,7 @@ pub(crate) fn spawn(
         partition,
         Arc::clone(&producing.config),
         Arc::clone(&producing.counters),
+        producing.expiry.clone(),
     );
     let sender = Sender {
         topic_name: TopicName(StrBytes::from_string(queue.topic.clone())),
@@ -74,6 +75,8 @@ pub(crate) struct Producing {
     pub(crate) closing: tokio::sync::watch::Receiver<bool>,
     /// Each broker's produce round.
     pub(crate) rounds: super::rounds::Rounds,
+    /// Ends batches at their delivery deadline.
+    pub(crate) expiry: super::expiry::Expiry,
 }
 
 impl Producing {
@@ -224,7 +227,7 @@ impl Sender {
         Ok(Box::pin(async move {
             match answer.await {
                 Ok(resp) => base_offset(&resp, &topic, partition, &what),
-                Err(e) => Err(ProduceError::from_wire(&what, &e)),
+                Err(e) => Err(ProduceError::from_answer(&what, &e)),
             }
         }))
     }
@@ -384,11 +387,19 @@ fn base_offset(
             )
         })?;
     if let Some(e) = answer.error_code.err() {
+        // The broker's own timeout (replication took too long): the
+        // leader may have written the batch.
+        let maybe = matches!(
+            e,
+            kavari_wire::ResponseError::RequestTimedOut
+                | kavari_wire::ResponseError::NetworkException
+        );
         return Err(ProduceError::from_code(
             what,
             e,
             answer.error_message.as_ref().map(|m| m.as_str()),
-        ));
+        )
+        .with_maybe_written(maybe));
     }
     Ok(answer.base_offset)
 }

@@ -44,6 +44,9 @@ struct Pending {
     attempts: u32,
     /// Why its last attempt failed; `None` while it has not failed.
     error: Option<ProduceError>,
+    /// Whether an attempt was sent and not answered: if it is given up, it
+    /// may be in the log.
+    maybe_written: bool,
 }
 
 /// A batch's answer.
@@ -147,6 +150,7 @@ impl Sender {
             base_sequence: 0,
             attempts: 0,
             error: None,
+            maybe_written: false,
         });
         let current = match self.identity() {
             Some(ids) => ids.current().await,
@@ -306,6 +310,7 @@ impl Sender {
             .retry
             .delay(p.attempts.max(1))
             .unwrap_or(Duration::ZERO);
+        p.maybe_written |= e.maybe_written();
         p.error = Some(e);
         self.recover(flow, new_epoch, delay);
     }
@@ -348,7 +353,10 @@ impl Sender {
             });
             tracing::debug!(topic = %self.queue.topic, partition = self.queue.partition, attempts, error = %e, "batch given up");
             self.recycle(p.records);
-            self.settle_counted(p.sent, Err(e.after_attempts(attempts)), true);
+            let e = e
+                .with_maybe_written(p.maybe_written)
+                .after_attempts(attempts);
+            self.settle_counted(p.sent, Err(e), true);
         }
         flow.unacked = kept;
         if new_epoch || !self.is_current(flow.sequence.identity).await {
@@ -393,8 +401,16 @@ impl Sender {
     async fn give_up_all(&mut self, flow: &mut Flow) {
         // Answers still in flight: what landed is acknowledged.
         while let Some((id, result)) = flow.in_flight.next().await {
-            if let (Ok(offset), Some(at)) = (result, flow.unacked.iter().position(|p| p.id == id)) {
-                self.acknowledged(flow, at, offset);
+            let Some(at) = flow.unacked.iter().position(|p| p.id == id) else {
+                continue;
+            };
+            match result {
+                Ok(offset) => self.acknowledged(flow, at, offset),
+                Err(e) => {
+                    if let Some(p) = flow.unacked.get_mut(at) {
+                        p.maybe_written |= e.maybe_written();
+                    }
+                }
             }
         }
         flow.recovery = None;
@@ -407,7 +423,10 @@ impl Sender {
                 )
             });
             self.recycle(p.records);
-            self.settle_counted(p.sent, Err(e.after_attempts(p.attempts)), true);
+            let e = e
+                .with_maybe_written(p.maybe_written)
+                .after_attempts(p.attempts);
+            self.settle_counted(p.sent, Err(e), true);
         }
     }
 
