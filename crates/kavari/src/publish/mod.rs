@@ -698,16 +698,13 @@ impl Publisher {
             .config
             .partitioner
             .choose(key, partitions, &self.round_robin);
-        let sender = usize::try_from(partition)
-            .ok()
-            .and_then(|p| route.senders.get(p))
-            .ok_or_else(|| {
-                ProduceError::new(
-                    ProduceErrorKind::UnknownTopic,
-                    true,
-                    format!("partition {partition} of {topic} is not known"),
-                )
-            })?;
+        let sender = route.sender(partition).ok_or_else(|| {
+            ProduceError::new(
+                ProduceErrorKind::UnknownTopic,
+                true,
+                format!("partition {partition} of {topic} is not known"),
+            )
+        })?;
         Ok((partition, sender))
     }
 

@@ -1,19 +1,31 @@
 //! Partition counts per topic (cached, refreshed after errors) and the
-//! batcher of each partition.
+//! batcher of each partition, started when the partition is first
+//! published to.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::batcher::Batcher;
 use super::sender::Producing;
 use super::{ProduceError, ProduceErrorKind};
 use kavari_wire::cluster::TopicMetadata;
 
+/// The most partitions a topic may have here: a Metadata answer claiming
+/// more is not believed (Kafka's own guidance is thousands per broker; a
+/// partition costs a batcher once published to).
+pub(crate) const MAX_PARTITIONS: usize = 100_000;
+
 /// A topic's partition count and one batcher per partition.
 #[derive(Debug)]
 pub(crate) struct Route {
-    pub(crate) senders: Vec<Arc<Batcher>>,
+    topic: String,
+    /// Each partition's batcher, once published to: a topic of many
+    /// partitions costs a slot per partition, not a task.
+    senders: Vec<OnceLock<Arc<Batcher>>>,
+    /// Each partition's leader as the metadata named it, for its sender.
+    leaders: Vec<Option<i32>>,
+    producing: Arc<Producing>,
     /// Set after an unknown-topic error: the next publish asks the cluster
     /// again (partitions may have been added), keeping these batchers.
     stale: AtomicBool,
@@ -29,6 +41,21 @@ impl Route {
 
     pub(crate) fn partitions(&self) -> u32 {
         u32::try_from(self.senders.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The batcher of `partition`, its sender started on first use; `None`
+    /// for a partition the topic does not have.
+    pub(crate) fn sender(&self, partition: i32) -> Option<&Arc<Batcher>> {
+        let at = usize::try_from(partition).ok()?;
+        let slot = self.senders.get(at)?;
+        Some(slot.get_or_init(|| {
+            Arc::new(super::sender::spawn(
+                self.topic.clone(),
+                partition,
+                self.leaders.get(at).copied().flatten(),
+                Arc::clone(&self.producing),
+            ))
+        }))
     }
 }
 
@@ -135,16 +162,12 @@ impl Topics {
             Some(r) if r.senders.len() >= partitions && !r.stale.load(Ordering::Relaxed) => r,
             old => {
                 let mut senders = old.map(|r| r.senders.clone()).unwrap_or_default();
-                for p in &meta.partitions[senders.len()..] {
-                    senders.push(Arc::new(super::sender::spawn(
-                        topic.to_string(),
-                        p.partition,
-                        p.leader,
-                        Arc::clone(&self.producing),
-                    )));
-                }
+                senders.resize_with(partitions.max(senders.len()), OnceLock::new);
                 let r = Arc::new(Route {
+                    topic: topic.to_string(),
                     senders,
+                    leaders: meta.partitions.iter().map(|p| p.leader).collect(),
+                    producing: Arc::clone(&self.producing),
                     stale: AtomicBool::new(false),
                     used_in: AtomicU64::new(self.round.load(Ordering::Relaxed)),
                 });
@@ -215,6 +238,16 @@ impl Topics {
             .iter()
             .enumerate()
             .all(|(i, p)| usize::try_from(p.partition) == Ok(i));
+        if meta.partitions.len() > MAX_PARTITIONS {
+            return Err(ProduceError::new(
+                ProduceErrorKind::Broker,
+                true,
+                format!(
+                    "{what}: the cluster lists {} partitions, more than the {MAX_PARTITIONS} a topic may have here",
+                    meta.partitions.len()
+                ),
+            ));
+        }
         if meta.partitions.is_empty() || !dense {
             return Err(ProduceError::new(
                 ProduceErrorKind::UnknownTopic,
@@ -229,5 +262,52 @@ impl Topics {
             ));
         }
         Ok(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::publish::ProducerConfig;
+
+    /// A topic of the most partitions taken costs a slot per partition;
+    /// a partition gets its queue and sender task once published to, once.
+    #[tokio::test]
+    async fn a_partition_gets_a_sender_once_published_to() {
+        let cluster = Arc::new(kavari_wire::cluster::Cluster::new(
+            vec!["127.0.0.1:1".into()],
+            "kavari".into(),
+            Duration::from_secs(1),
+        ));
+        let (_closing, closing) = tokio::sync::watch::channel(false);
+        let producing = Arc::new(Producing {
+            cluster,
+            config: Arc::new(ProducerConfig::default()),
+            counters: Arc::default(),
+            retry: Arc::new(crate::NoRetry),
+            ids: None,
+            closing,
+            rounds: Default::default(),
+            expiry: super::super::expiry::Expiry::start(Duration::from_secs(1)),
+        });
+        let route = Route {
+            topic: "t".into(),
+            senders: (0..MAX_PARTITIONS).map(|_| OnceLock::new()).collect(),
+            leaders: vec![None; MAX_PARTITIONS],
+            producing,
+            stale: AtomicBool::new(false),
+            used_in: AtomicU64::new(0),
+        };
+        let started = || route.senders.iter().filter(|s| s.get().is_some()).count();
+        assert_eq!(started(), 0, "no sender before a publish");
+        let last = i32::try_from(MAX_PARTITIONS - 1).expect("fits");
+        for p in [7, 7, last] {
+            assert!(route.sender(p).is_some(), "partition {p}");
+        }
+        assert_eq!(started(), 2);
+        assert!(route.sender(last + 1).is_none(), "past the last partition");
+        assert!(route.sender(-1).is_none(), "a negative partition");
     }
 }
