@@ -280,3 +280,32 @@ fn a_batch_of_many_tiny_records_is_read_record_by_record() {
     }
     assert_eq!(read, RECORDS as i64);
 }
+
+/// A Metadata answer listing 600,000 brokers (7 MB, every length true) is
+/// refused before it is decoded, within the binary's 32 MiB: decoded it
+/// would take about 60 MB, as 4.5 million brokers once took 1.95 GB. One
+/// that lists as many brokers as a response may hold still reads.
+#[test]
+fn a_metadata_answer_listing_too_many_brokers_is_refused_before_decoding() {
+    use kavari_wire::response_shape::MAX_ELEMENTS;
+    plain_panics();
+    // Version 1, not flexible: brokers (node_id, host, port, rack), the
+    // controller id, no topics.
+    let body = |brokers: usize| {
+        let mut out = Vec::with_capacity(brokers * 12 + 16);
+        out.extend_from_slice(&i32::try_from(brokers).expect("fits").to_be_bytes());
+        for id in 0..brokers {
+            out.extend_from_slice(&i32::try_from(id).expect("fits").to_be_bytes());
+            out.extend_from_slice(&0i16.to_be_bytes()); // host ""
+            out.extend_from_slice(&9092i32.to_be_bytes());
+            out.extend_from_slice(&(-1i16).to_be_bytes()); // no rack
+        }
+        out.extend_from_slice(&0i32.to_be_bytes()); // controller_id
+        out.extend_from_slice(&0i32.to_be_bytes()); // topics
+        Bytes::from(out)
+    };
+    let err = decode_response::<MetadataRequest>(body(600_000), 1).expect_err("refused");
+    assert!(err.to_string().contains("600000 elements"), "{err}");
+    let read = decode_response::<MetadataRequest>(body(MAX_ELEMENTS / 4), 1).expect("reads");
+    assert_eq!(read.brokers.len(), MAX_ELEMENTS / 4);
+}

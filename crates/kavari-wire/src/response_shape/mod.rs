@@ -9,13 +9,26 @@
 //! tables in [`apis`], written from the protocol's message specs and
 //! checked against kafka-protocol at every version Kavari speaks), so once
 //! it passes, no array claims more elements than the bytes left could hold.
+//!
+//! Fitting the bytes is not enough where an element decodes to far more
+//! memory than it takes on the wire (a broker of 12 bytes becomes a
+//! structure of about a hundred): a response may hold at most
+//! [`MAX_ELEMENTS`] structures and strings in its arrays, so a 60 MB answer
+//! listing 4.5 million brokers is refused instead of decoded into gigabytes.
 
 pub mod apis;
+
+use std::cell::Cell;
 
 use bytes::Bytes;
 
 use crate::WireError;
 use crate::reader::Reader;
+
+/// The most structures, strings and byte strings a response's arrays may
+/// hold together: ample for a Metadata answer naming every partition of a
+/// cluster of 400,000, and each decodes to at most a few hundred bytes.
+pub const MAX_ELEMENTS: usize = 500_000;
 
 /// A field's wire type.
 #[derive(Debug)]
@@ -157,16 +170,19 @@ impl Shape {
         let walk = Walk {
             version,
             flexible: version >= self.flexible_since,
+            elements: Cell::new(MAX_ELEMENTS),
         };
         walk.structure(&mut r, &self.body)?;
         Ok(r.remaining())
     }
 }
 
-/// One walk's version.
+/// One walk's version, and how many more elements that decode to more
+/// than their bytes the response may hold.
 struct Walk {
     version: i16,
     flexible: bool,
+    elements: Cell<usize>,
 }
 
 impl Walk {
@@ -190,6 +206,14 @@ impl Walk {
             Ty::Array(element) => {
                 let min = element.min_size(self.version, self.flexible).max(1);
                 let n = r.len(self.flexible, min)?.unwrap_or(0);
+                if !matches!(element, Ty::I8 | Ty::Bool | Ty::I16 | Ty::I32 | Ty::I64) {
+                    let left = self.elements.get().checked_sub(n).ok_or_else(|| {
+                        r.error(format!(
+                            "an array of {n} elements passes the {MAX_ELEMENTS} a response may hold"
+                        ))
+                    })?;
+                    self.elements.set(left);
+                }
                 (0..n).try_for_each(|_| self.value(r, element))
             }
             Ty::Struct(s) => self.structure(r, s),
