@@ -83,7 +83,9 @@ macro_rules! request {
 }
 
 request!(ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0, 3, API_VERSIONS);
-request!(MetadataRequest => MetadataResponse, Metadata, 1, 12, METADATA);
+// v4 brings allow_auto_topic_creation: Kavari never creates a topic by
+// asking for its metadata, and before v4 a broker may.
+request!(MetadataRequest => MetadataResponse, Metadata, 4, 12, METADATA);
 request!(FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 0, 4, FIND_COORDINATOR);
 request!(JoinGroupRequest => JoinGroupResponse, JoinGroup, 1, 9, JOIN_GROUP);
 request!(SyncGroupRequest => SyncGroupResponse, SyncGroup, 0, 5, SYNC_GROUP);

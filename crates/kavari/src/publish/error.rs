@@ -105,6 +105,16 @@ impl ProduceError {
         }
     }
 
+    /// The error of an attempt after which `delivery_timeout` ran out
+    /// before another could be made.
+    pub(crate) fn then_out_of_time(self) -> Self {
+        let detail = format!("{}; then delivery_timeout ran out", self.detail);
+        Self {
+            detail: detail.into_boxed_str(),
+            ..self
+        }
+    }
+
     /// A failure of an answer to a produce request that was written: a
     /// timeout, a broken connection or an answer that does not read leaves
     /// the batch maybe written, as does the broker's own timeout; a broker

@@ -548,6 +548,16 @@ impl Publisher {
             attempts += 1;
             match self.attempt(&message, true, deadline).await {
                 Ok(delivery) => return Ok(delivery),
+                // The deadline cut this attempt short before it was sent:
+                // the cause to report is what failed before.
+                Err(e)
+                    if e.kind() == ProduceErrorKind::Timeout
+                        && !e.maybe_written()
+                        && err.kind() != ProduceErrorKind::Timeout
+                        && Instant::now() >= deadline =>
+                {
+                    break err.then_out_of_time();
+                }
                 Err(e) => err = e,
             }
         };
