@@ -1,4 +1,5 @@
-//! Envelope encode/decode and murmur2, per payload size.
+//! Envelope encode/decode and murmur2, per payload size; record batches
+//! read back record by record, per compression codec.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kavari::codec;
@@ -54,5 +55,54 @@ fn partitioner(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, envelope, partitioner);
+/// A fetched batch of 1,000 records of 100 bytes read record by record, as
+/// the consumer reads it, with each codec.
+fn batch_read(c: &mut Criterion) {
+    use kavari_wire::Compression;
+    use kavari_wire::record_batch::read::batches;
+    use kavari_wire::record_batch::write::{Record, RecordBatch};
+    let mut group = c.benchmark_group("batch_read");
+    let value: Vec<u8> = (0..100u8).map(|i| i % 7 + b'a').collect();
+    let headers: [(&str, &[u8]); 1] = [("msg_type", b"Payload")];
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let mut batch = RecordBatch::with_capacity(1 << 20);
+        for _ in 0..1000 {
+            batch.push(
+                &Record {
+                    key: Some(b"key"),
+                    value: &value,
+                    headers: &headers[..],
+                },
+                1,
+            );
+        }
+        let bytes = bytes::Bytes::from(batch.finish(codec).expect("finish"));
+        group.throughput(Throughput::Elements(1000));
+        group.bench_with_input(
+            BenchmarkId::new("records", codec.name()),
+            &bytes,
+            |b, bytes| {
+                b.iter(|| {
+                    let mut n = 0usize;
+                    for batch in batches(bytes.clone()) {
+                        let batch = batch.expect("batch");
+                        for record in batch.iter_records(64 << 20).expect("records") {
+                            n += record.expect("record").value.map_or(0, |v| v.len());
+                        }
+                    }
+                    n
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, envelope, partitioner, batch_read);
 criterion_main!(benches);

@@ -127,6 +127,29 @@ impl Compression {
         Ok(())
     }
 
+    /// A reader of `data` decompressed as it is read, so a batch's records
+    /// cost what is read at a time, not the whole batch: gzip, lz4 and zstd
+    /// stream; snappy (whose raw blocks decompress whole) is decompressed
+    /// at once, to at most `limit` bytes. The caller bounds the total read.
+    pub fn decoder<'a>(
+        self,
+        data: &'a [u8],
+        limit: usize,
+    ) -> Result<Box<dyn Read + Send + 'a>, CodecError> {
+        Ok(match self {
+            Self::None => Box::new(data),
+            Self::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
+            Self::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(data)),
+            Self::Zstd => Box::new(ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| {
+                CodecError::Corrupt {
+                    codec: self,
+                    detail: e.to_string(),
+                }
+            })?),
+            Self::Snappy => Box::new(std::io::Cursor::new(self.decompress(data, limit)?)),
+        })
+    }
+
     /// `data` decompressed; more than `limit` bytes is an error (a small
     /// batch must not expand into all of memory).
     pub fn decompress(self, data: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {

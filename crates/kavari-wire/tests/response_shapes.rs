@@ -309,3 +309,88 @@ fn a_metadata_answer_listing_too_many_brokers_is_refused_before_decoding() {
     let read = decode_response::<MetadataRequest>(body(MAX_ELEMENTS / 4), 1).expect("reads");
     assert_eq!(read.brokers.len(), MAX_ELEMENTS / 4);
 }
+
+/// A batch whose records decompress to about 35 MB (2 million records,
+/// gzip) is read record by record within the binary's 32 MiB: its records
+/// are decompressed a chunk at a time, not the whole batch at once (a
+/// batch of a few kilobytes once decompressed to 200 MiB before a record
+/// was read).
+#[test]
+fn a_compressed_batch_is_decompressed_as_its_records_are_read() {
+    use std::io::Write;
+
+    use kavari_wire::fetch::batch_records;
+    use kavari_wire::record_batch::read::batches;
+    plain_panics();
+    const RECORDS: i32 = 2_000_000;
+    const VALUE: [u8; 8] = *b"abcdefgh";
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut framed = Vec::with_capacity(40);
+    let mut record = Vec::with_capacity(32);
+    let mut decompressed = 0;
+    for delta in 0..RECORDS {
+        record.clear();
+        record.push(0); // attributes
+        record.push(0); // timestamp delta
+        zigzag(&mut record, i64::from(delta)); // offset delta
+        zigzag(&mut record, -1); // no key
+        zigzag(&mut record, VALUE.len() as i64);
+        record.extend_from_slice(&VALUE);
+        zigzag(&mut record, 0); // no headers
+        framed.clear();
+        zigzag(&mut framed, record.len() as i64);
+        framed.extend_from_slice(&record);
+        gzip.write_all(&framed).expect("compress");
+        decompressed += framed.len();
+    }
+    let compressed = gzip.finish().expect("finish");
+    // The batch: its header (magic 2, attributes saying gzip), then the
+    // records; the CRC covers the attributes onwards.
+    let mut batch = Vec::with_capacity(61 + compressed.len());
+    batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    let length = 49 + compressed.len();
+    batch.extend_from_slice(&i32::try_from(length).expect("fits").to_be_bytes());
+    batch.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+    batch.push(2); // magic
+    batch.extend_from_slice(&[0; 4]); // the CRC, below
+    batch.extend_from_slice(&1i16.to_be_bytes()); // attributes: gzip
+    batch.extend_from_slice(&(RECORDS - 1).to_be_bytes()); // last offset delta
+    batch.extend_from_slice(&1i64.to_be_bytes()); // base timestamp
+    batch.extend_from_slice(&1i64.to_be_bytes()); // max timestamp
+    batch.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    batch.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    batch.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    batch.extend_from_slice(&RECORDS.to_be_bytes());
+    batch.extend_from_slice(&compressed);
+    drop(compressed);
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    eprintln!(
+        "{decompressed} bytes of records in {} compressed",
+        batch.len()
+    );
+    assert!(decompressed > 32 << 20, "more than the binary may hold");
+
+    let batch = batches(Bytes::from(batch))
+        .next()
+        .expect("a batch")
+        .expect("it reads");
+    let mut read = 0;
+    for record in batch_records(&batch, 0, 64 << 20).expect("records") {
+        let record = record.expect("a record");
+        assert_eq!(record.offset, read);
+        assert_eq!(record.value.as_deref(), Some(&VALUE[..]));
+        read += 1;
+    }
+    assert_eq!(read, i64::from(RECORDS));
+}
+
+/// Appends `v` as a zigzag varint.
+fn zigzag(out: &mut Vec<u8>, v: i64) {
+    let mut u = ((v << 1) ^ (v >> 63)) as u64;
+    while u >= 0x80 {
+        out.push((u as u8) | 0x80);
+        u >>= 7;
+    }
+    out.push(u as u8);
+}

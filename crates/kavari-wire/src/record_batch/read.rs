@@ -1,9 +1,12 @@
 //! Reading record batches from a fetch response: split into whole batches
 //! (the broker may cut the last one short), check each CRC, decompress with
-//! any codec, and slice keys, values and headers out of the batch bytes
-//! without a copy per record.
+//! any codec as the records are read, and slice keys, values and headers
+//! out of the batch bytes (or out of each decompressed chunk) without a
+//! copy per record.
 
-use bytes::Bytes;
+use std::io::Read;
+
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::{CRC_FROM, HEADER_LEN};
 use crate::WireError;
@@ -281,7 +284,7 @@ fn next_batch(rest: &mut Bytes) -> Result<Option<Batch>, WireError> {
 #[derive(Debug)]
 pub struct Records<'a> {
     batch: &'a Batch,
-    reader: Reader,
+    source: Source<'a>,
     /// Records the header says are left.
     left: usize,
     /// The next record's offset is at least this.
@@ -297,7 +300,15 @@ impl Iterator for Records<'_> {
         }
         self.left -= 1;
         let batch = self.batch;
-        let record = batch.record(&mut self.reader).and_then(|record| {
+        let body = match &mut self.source {
+            Source::Plain(r) => match r.var_len() {
+                Ok(Some(len)) => r.bytes(len),
+                Ok(None) => Err(r.error("a record of length -1")),
+                Err(e) => Err(e),
+            },
+            Source::Decompressing(d) => d.next_record(batch.base_offset),
+        };
+        let record = body.and_then(|body| batch.record(body)).and_then(|record| {
             // In the batch, and each after the one before: a record is
             // never delivered twice or out of order.
             if record.offset < self.after || record.offset >= batch.next_offset {
@@ -320,9 +331,125 @@ impl Iterator for Records<'_> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         // Every record takes at least 7 bytes: never trust the count alone.
-        let room = self.reader.remaining() / 7 + 1;
-        (0, Some(self.left.min(room)))
+        let bytes = match &self.source {
+            Source::Plain(r) => r.remaining(),
+            Source::Decompressing(d) => d.pending.len() + d.limit.saturating_sub(d.read),
+        };
+        (0, Some(self.left.min(bytes / 7 + 1)))
     }
+}
+
+/// Where a batch's records are read from.
+#[derive(Debug)]
+enum Source<'a> {
+    /// The batch's own bytes (uncompressed).
+    Plain(Reader),
+    /// Its bytes decompressed chunk by chunk as records are taken.
+    Decompressing(Decompressing<'a>),
+}
+
+/// How much is decompressed at a time: records are sliced out of each
+/// chunk, so a batch costs about a chunk and its largest record, not its
+/// whole decompressed size.
+const CHUNK: usize = 64 * 1024;
+
+/// A compressed batch's records, decompressed a chunk at a time.
+struct Decompressing<'a> {
+    decoder: Box<dyn Read + Send + 'a>,
+    codec: Compression,
+    /// Decompressed bytes not yet taken as records.
+    pending: BytesMut,
+    /// Decompressed bytes so far, at most `limit`.
+    read: usize,
+    limit: usize,
+    eof: bool,
+}
+
+impl std::fmt::Debug for Decompressing<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decompressing")
+            .field("codec", &self.codec)
+            .field("pending", &self.pending.len())
+            .field("read", &self.read)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl Decompressing<'_> {
+    /// The next record's bytes (after its length).
+    fn next_record(&mut self, base_offset: i64) -> Result<Bytes, WireError> {
+        let malformed = |detail: String| WireError::Malformed {
+            what: "record batch",
+            detail: format!("batch at offset {base_offset}: {detail}"),
+        };
+        loop {
+            if let Some((at, len)) = record_length(&self.pending).map_err(malformed)? {
+                if len > self.limit {
+                    return Err(malformed(format!(
+                        "a record of {len} bytes, past the {} the batch may decompress to",
+                        self.limit
+                    )));
+                }
+                if self.pending.len() >= at + len {
+                    let mut record = self.pending.split_to(at + len);
+                    record.advance(at);
+                    return Ok(record.freeze());
+                }
+            }
+            if self.eof {
+                return Err(malformed(format!(
+                    "its {:?} records end inside a record",
+                    self.codec
+                )));
+            }
+            self.fill().map_err(malformed)?;
+        }
+    }
+
+    /// Decompresses up to another chunk onto `pending`.
+    fn fill(&mut self) -> Result<(), String> {
+        let start = self.pending.len();
+        self.pending.resize(start + CHUNK, 0);
+        let n = loop {
+            match self.decoder.read(&mut self.pending[start..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.pending.truncate(start);
+                    return Err(format!("{:?} records did not decompress: {e}", self.codec));
+                }
+            }
+        };
+        self.pending.truncate(start + n);
+        self.eof = n == 0;
+        self.read += n;
+        if self.read > self.limit {
+            return Err(format!(
+                "{:?} records decompress to more than {} bytes",
+                self.codec, self.limit
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A record's length at the start of `bytes` (a zigzag varint) and how
+/// many bytes it takes; `None` when `bytes` end inside it.
+fn record_length(bytes: &[u8]) -> Result<Option<(usize, usize)>, String> {
+    let mut v: u64 = 0;
+    for (i, b) in bytes.iter().take(10).enumerate() {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let n = ((v >> 1) as i64) ^ -((v & 1) as i64);
+            let len = usize::try_from(n).map_err(|_| format!("a record of length {n}"))?;
+            return Ok(Some((i + 1, len)));
+        }
+    }
+    if bytes.len() >= 10 {
+        return Err("a record length longer than 10 bytes".into());
+    }
+    Ok(None)
 }
 
 impl Batch {
@@ -346,34 +473,40 @@ impl Batch {
         self.iter_records(max_bytes)?.collect()
     }
 
-    /// The records, decompressed (to at most `max_bytes`) at once and
+    /// The records, decompressed (to at most `max_bytes` in all) and
     /// decoded one by one as they are taken: a batch claiming millions of
-    /// tiny records costs its decompressed bytes, not a record each. A
+    /// tiny records costs a chunk of its decompressed bytes at a time, not
+    /// its whole decompressed size, nor a record each. A
     /// record that does not decode, or is outside the batch or out of
     /// order, is an `Err` item, after which the iterator ends.
     pub fn iter_records(&self, max_bytes: usize) -> Result<Records<'_>, WireError> {
-        let body = match self.compression {
-            Compression::None => self.body.clone(),
-            codec => Bytes::from(codec.decompress(&self.body, max_bytes).map_err(|e| {
-                WireError::Malformed {
-                    what: "record batch",
-                    detail: format!("batch at offset {}: {e}", self.base_offset),
-                }
-            })?),
+        let source = match self.compression {
+            Compression::None => Source::Plain(Reader::new(self.body.clone(), "record")),
+            codec => Source::Decompressing(Decompressing {
+                decoder: codec.decoder(&self.body, max_bytes).map_err(|e| {
+                    WireError::Malformed {
+                        what: "record batch",
+                        detail: format!("batch at offset {}: {e}", self.base_offset),
+                    }
+                })?,
+                codec,
+                pending: BytesMut::new(),
+                read: 0,
+                limit: max_bytes,
+                eof: false,
+            }),
         };
         Ok(Records {
             batch: self,
-            reader: Reader::new(body, "record"),
+            source,
             left: self.count,
             after: self.base_offset,
         })
     }
 
-    fn record(&self, r: &mut Reader) -> Result<FetchedRecord, WireError> {
-        let len = r
-            .var_len()?
-            .ok_or_else(|| r.error("a record of length -1"))?;
-        let mut rec = Reader::new(r.bytes(len)?, "record");
+    /// A record from its bytes (after its length).
+    fn record(&self, body: Bytes) -> Result<FetchedRecord, WireError> {
+        let mut rec = Reader::new(body, "record");
         let _attributes = rec.i8()?;
         let timestamp_delta = rec.varlong()?;
         let offset_delta = rec.varlong()?;
