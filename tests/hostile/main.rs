@@ -8,9 +8,12 @@ mod broker;
 
 use std::time::Duration;
 
-use broker::{Lie, LyingBroker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use broker::{GroupLie, Lie, LyingBroker};
 use cap::Cap;
-use kavari::{KafkaMessage, Kavari, PublishError};
+use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler, PublishError};
 use serde::{Deserialize, Serialize};
 
 /// The memory every test of this binary shares, the lying broker's answers
@@ -28,7 +31,7 @@ struct Order {
 
 const SECONDS_10: Duration = Duration::from_secs(10);
 
-fn order(i: u32) -> Order {
+pub(crate) fn order(i: u32) -> Order {
     Order {
         id: format!("o-{i}"),
     }
@@ -113,5 +116,104 @@ async fn a_topic_of_many_partitions_costs_only_what_is_used() {
         r.expect("published");
     }
     assert_eq!(manager.publish_stats().records_acknowledged, 1000);
+    manager.shutdown().await.expect("shutdown");
+}
+
+/// Counts the orders handled.
+struct Count(Arc<AtomicUsize>);
+
+impl MessageHandler<Order> for Count {
+    async fn handle(&self, _: Order, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A member of a group on `broker`, with the cooperative-sticky assignor
+/// (the leader's costliest), counting what it handles.
+async fn member(broker: &LyingBroker) -> (Kavari, Arc<AtomicUsize>) {
+    kavari_tests::init_tracing();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let manager = Kavari::builder(broker.bootstrap())
+        .group_id("hostile")
+        .request_timeout(Duration::from_secs(5))
+        .session_timeout(Duration::from_secs(10))
+        .heartbeat_interval(Duration::from_millis(500))
+        .commit_interval(Duration::from_millis(200))
+        .assignors(vec![Arc::new(kavari::assignor::CooperativeStickyAssignor)])
+        .build()
+        .await
+        .expect("build");
+    manager
+        .subscribe::<Order, _>(Count(Arc::clone(&handled)))
+        .expect("subscribe");
+    manager.start().await.expect("start");
+    (manager, handled)
+}
+
+/// Waits until `done`, at most 30 s.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A SyncGroup assignment naming a million partitions of a topic that has
+/// one (4 MB on the wire; memory once grew to 4 GB): the member takes the
+/// one there is, and handles its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_of_a_million_partitions() {
+    let broker = LyingBroker::start().await;
+    broker.lie_in_group(GroupLie::Assignment(1_000_000));
+    let (manager, handled) = member(&broker).await;
+    until("the order", || handled.load(Ordering::Relaxed) == 1).await;
+    let partitions = manager.health().partitions;
+    assert_eq!(
+        partitions.len(),
+        1,
+        "cut to the topic's partitions: {partitions:?}"
+    );
+    manager.shutdown().await.expect("shutdown");
+}
+
+/// A SyncGroup assignment naming a topic of 32,767 bytes with 1.5 million
+/// partitions (6 MB; each partition once cloned the name): refused, the
+/// member joins again with a backoff, not a storm, and once the
+/// coordinator assigns what the leader did, the record is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_naming_a_topic_of_32767_bytes() {
+    let broker = LyingBroker::start().await;
+    broker.lie_in_group(GroupLie::LongTopicName(1_500_000));
+    let (manager, handled) = member(&broker).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(handled.load(Ordering::Relaxed), 0);
+    assert!(!manager.health().ready, "{:?}", manager.health());
+    let joins = broker.joins();
+    assert!((1..=10).contains(&joins), "{joins} JoinGroups in 5 s");
+    broker.lie_in_group(GroupLie::None);
+    until("the order", || handled.load(Ordering::Relaxed) == 1).await;
+    manager.shutdown().await.expect("shutdown");
+}
+
+/// The member leads 2,002 members (itself and 2,001 made up) over a topic
+/// of 100,000 partitions with cooperative-sticky (the assignor once asked
+/// for 3.3 GB): it assigns within the memory cap and takes its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_of_two_thousand_members_and_a_hundred_thousand_partitions() {
+    let broker = LyingBroker::start().await;
+    broker.lie(Lie::Partitions(100_000));
+    broker.lie_in_group(GroupLie::Members(2_002));
+    let (manager, _handled) = member(&broker).await;
+    until("an assignment", || !manager.health().partitions.is_empty()).await;
+    let share = manager.health().partitions.len();
+    assert!(
+        (49..=50).contains(&share),
+        "100,000 partitions over 2,002 members: {share}"
+    );
     manager.shutdown().await.expect("shutdown");
 }

@@ -10,7 +10,8 @@
 //! With equal subscriptions this ends balanced within one, and no member both
 //! gains and loses partitions.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::{
     Assignor, GroupAssignment, MemberSubscription, RebalanceProtocol, all_partitions,
@@ -91,12 +92,23 @@ impl Assignor for CooperativeStickyAssignor {
             .filter(|tp| !owned.contains(tp))
             .cloned()
             .collect();
+        // Per topic (they come in topic order), a heap of the members that
+        // subscribe to it by load: asking every member for every partition
+        // was members times partitions (27 s in a debug build for 2,002
+        // members and 100,000 partitions).
+        let mut topic: Option<String> = None;
+        let mut lightest: BinaryHeap<Reverse<(usize, usize)>> = BinaryHeap::new();
         for tp in unowned {
-            let target = (0..sorted.len())
-                .filter(|&i| subscribes(i, &tp))
-                .min_by_key(|&i| (sets[i].len(), i));
-            if let Some(i) = target {
+            if topic.as_deref() != Some(tp.topic.as_str()) {
+                lightest = (0..sorted.len())
+                    .filter(|&i| subscribes(i, &tp))
+                    .map(|i| Reverse((sets[i].len(), i)))
+                    .collect();
+                topic = Some(tp.topic.clone());
+            }
+            if let Some(Reverse((_, i))) = lightest.pop() {
                 sets[i].insert(tp);
+                lightest.push(Reverse((sets[i].len(), i)));
             }
         }
 
@@ -105,14 +117,23 @@ impl Assignor for CooperativeStickyAssignor {
         loop {
             let mut order: Vec<usize> = (0..sorted.len()).collect();
             order.sort_by_key(|&i| (std::cmp::Reverse(sets[i].len()), i));
-            let mv = order.iter().find_map(|&from| {
-                sets[from].iter().rev().find_map(|tp| {
-                    (0..sorted.len())
-                        .filter(|&to| subscribes(to, tp) && sets[to].len() + 1 < sets[from].len())
-                        .min_by_key(|&to| (sets[to].len(), to))
-                        .map(|to| (from, to, tp.clone()))
-                })
-            });
+            let least = order.last().map_or(0, |&i| sets[i].len());
+            // A member at most one above the least loaded has nothing to
+            // give, nor has any after it: stop there rather than ask every
+            // member about every partition.
+            let mv = order
+                .iter()
+                .take_while(|&&from| sets[from].len() > least + 1)
+                .find_map(|&from| {
+                    sets[from].iter().rev().find_map(|tp| {
+                        (0..sorted.len())
+                            .filter(|&to| {
+                                subscribes(to, tp) && sets[to].len() + 1 < sets[from].len()
+                            })
+                            .min_by_key(|&to| (sets[to].len(), to))
+                            .map(|to| (from, to, tp.clone()))
+                    })
+                });
             match mv {
                 Some((from, to, tp)) => {
                     sets[from].remove(&tp);

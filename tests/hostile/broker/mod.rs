@@ -1,8 +1,11 @@
 //! A broker that lies: it speaks just enough of the protocol for a
-//! publishing client (ApiVersions, Metadata v4, Produce v3), truthfully
-//! until told to lie, and then claims what no cluster has. Its lies are
-//! written as bytes, never built as structures: the broker must not spend
-//! the memory the test bounds.
+//! publishing client and a one-broker consumer group (ApiVersions,
+//! Metadata v4, Produce v3, the group's coordinator APIs, offsets, Fetch),
+//! truthfully until told to lie, and then claims what no cluster has. Its
+//! large lies are written as bytes, never built as structures: the broker
+//! must not spend the memory the test bounds.
+
+mod group;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,8 +15,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,10 +36,35 @@ pub enum Lie {
     Brokers(i32),
 }
 
+/// What the broker claims as the group's coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupLie {
+    /// The truth: the joining member alone, given what its leader assigned.
+    None,
+    /// The SyncGroup assignment names this many partitions of the topic.
+    Assignment(i32),
+    /// The SyncGroup assignment names a topic of 32,767 bytes with this
+    /// many partitions.
+    LongTopicName(i32),
+    /// The JoinGroup answer makes the member the leader of this many
+    /// members, all subscribed as it is.
+    Members(i32),
+}
+
+/// What the broker is told to claim, and what it saw.
+#[derive(Debug)]
+struct Script {
+    lie: Lie,
+    group: GroupLie,
+    /// The assignor the member's last JoinGroup chose.
+    protocol: String,
+    joins: usize,
+}
+
 /// A lying broker on a loopback port, serving until dropped.
 pub struct LyingBroker {
     address: SocketAddr,
-    lie: Arc<Mutex<Lie>>,
+    script: Arc<Mutex<Script>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,15 +79,24 @@ impl LyingBroker {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let lie = Arc::new(Mutex::new(Lie::None));
+        let script = Arc::new(Mutex::new(Script {
+            lie: Lie::None,
+            group: GroupLie::None,
+            protocol: String::new(),
+            joins: 0,
+        }));
         let offsets = Arc::new(AtomicI64::new(0));
-        let served = Arc::clone(&lie);
+        let served = Arc::clone(&script);
         let task = tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
                 tokio::spawn(serve(s, address, Arc::clone(&served), Arc::clone(&offsets)));
             }
         });
-        Self { address, lie, task }
+        Self {
+            address,
+            script,
+            task,
+        }
     }
 
     /// The address to bootstrap from.
@@ -65,16 +104,30 @@ impl LyingBroker {
         self.address.to_string()
     }
 
-    /// Lies from now on (or tells the truth again with [`Lie::None`]).
+    /// Lies in Metadata answers from now on (or tells the truth again
+    /// with [`Lie::None`]).
     pub fn lie(&self, lie: Lie) {
-        *self.lie.lock().expect("lie") = lie;
+        self.script.lock().expect("script").lie = lie;
+    }
+
+    /// Lies as the group's coordinator from now on.
+    pub fn lie_in_group(&self, lie: GroupLie) {
+        self.script.lock().expect("script").group = lie;
+    }
+
+    /// How many JoinGroup requests it answered.
+    pub fn joins(&self) -> usize {
+        self.script.lock().expect("script").joins
     }
 }
+
+/// The topic every consumer test subscribes to.
+pub const TOPIC: &str = "orders";
 
 async fn serve(
     mut s: TcpStream,
     address: SocketAddr,
-    lie: Arc<Mutex<Lie>>,
+    script: Arc<Mutex<Script>>,
     offsets: Arc<AtomicI64>,
 ) {
     loop {
@@ -101,6 +154,15 @@ async fn serve(
             ApiKey::ApiVersions => ApiVersionsRequest::header_version(version),
             ApiKey::Metadata => MetadataRequest::header_version(version),
             ApiKey::Produce => ProduceRequest::header_version(version),
+            ApiKey::FindCoordinator => FindCoordinatorRequest::header_version(version),
+            ApiKey::JoinGroup => JoinGroupRequest::header_version(version),
+            ApiKey::SyncGroup => SyncGroupRequest::header_version(version),
+            ApiKey::Heartbeat => HeartbeatRequest::header_version(version),
+            ApiKey::LeaveGroup => LeaveGroupRequest::header_version(version),
+            ApiKey::OffsetFetch => OffsetFetchRequest::header_version(version),
+            ApiKey::OffsetCommit => OffsetCommitRequest::header_version(version),
+            ApiKey::ListOffsets => ListOffsetsRequest::header_version(version),
+            ApiKey::Fetch => FetchRequest::header_version(version),
             _ => return, // nothing else is spoken here
         };
         let Ok(header) = RequestHeader::decode(&mut body, header_version) else {
@@ -113,6 +175,15 @@ async fn serve(
                     (ApiKey::ApiVersions, 0, 3),
                     (ApiKey::Metadata, 4, 4),
                     (ApiKey::Produce, 3, 3),
+                    (ApiKey::FindCoordinator, 0, 3),
+                    (ApiKey::JoinGroup, 0, 9),
+                    (ApiKey::SyncGroup, 0, 5),
+                    (ApiKey::Heartbeat, 0, 4),
+                    (ApiKey::LeaveGroup, 0, 5),
+                    (ApiKey::OffsetFetch, 0, 7),
+                    (ApiKey::OffsetCommit, 0, 8),
+                    (ApiKey::ListOffsets, 0, 7),
+                    (ApiKey::Fetch, 4, 12),
                 ];
                 let resp = ApiVersionsResponse::default().with_api_keys(
                     keys.iter()
@@ -136,7 +207,7 @@ async fn serve(
                     .into_iter()
                     .filter_map(|t| t.name.map(|n| n.0.to_string()))
                     .collect();
-                let lie = *lie.lock().expect("lie");
+                let lie = script.lock().expect("script").lie;
                 framed(id, 0, |b| metadata_v4(b, address, &topics, lie))
             }
             ApiKey::Produce => {
@@ -166,7 +237,10 @@ async fn serve(
                 let resp = ProduceResponse::default().with_responses(responses);
                 framed(id, 0, |b| resp.encode(b, version).expect("encode"))
             }
-            _ => return,
+            _ => match group::answer(api, version, id, body, address, &script).await {
+                Some(answer) => answer,
+                None => return,
+            },
         };
         if s.write_all(&answer).await.is_err() {
             return;
@@ -176,7 +250,11 @@ async fn serve(
 
 /// A response frame: its length, the header (version 0: the correlation
 /// id), and the body `write` writes.
-fn framed(correlation_id: i32, header_version: i16, write: impl FnOnce(&mut BytesMut)) -> Bytes {
+pub(crate) fn framed(
+    correlation_id: i32,
+    header_version: i16,
+    write: impl FnOnce(&mut BytesMut),
+) -> Bytes {
     let mut buf = BytesMut::new();
     buf.put_i32(0);
     ResponseHeader::default()
