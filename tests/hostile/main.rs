@@ -132,18 +132,24 @@ impl MessageHandler<Order> for Count {
 /// A member of a group on `broker`, with the cooperative-sticky assignor
 /// (the leader's costliest), counting what it handles.
 async fn member(broker: &LyingBroker) -> (Kavari, Arc<AtomicUsize>) {
+    member_with(broker, |b| b).await
+}
+
+/// [`member`], configured further by `configure`.
+async fn member_with(
+    broker: &LyingBroker,
+    configure: impl FnOnce(kavari::KavariBuilder) -> kavari::KavariBuilder,
+) -> (Kavari, Arc<AtomicUsize>) {
     kavari_tests::init_tracing();
     let handled = Arc::new(AtomicUsize::new(0));
-    let manager = Kavari::builder(broker.bootstrap())
+    let builder = Kavari::builder(broker.bootstrap())
         .group_id("hostile")
         .request_timeout(Duration::from_secs(5))
         .session_timeout(Duration::from_secs(10))
         .heartbeat_interval(Duration::from_millis(500))
         .commit_interval(Duration::from_millis(200))
-        .assignors(vec![Arc::new(kavari::assignor::CooperativeStickyAssignor)])
-        .build()
-        .await
-        .expect("build");
+        .assignors(vec![Arc::new(kavari::assignor::CooperativeStickyAssignor)]);
+    let manager = configure(builder).build().await.expect("build");
     manager
         .subscribe::<Order, _>(Count(Arc::clone(&handled)))
         .expect("subscribe");
@@ -216,4 +222,60 @@ async fn a_leader_of_two_thousand_members_and_a_hundred_thousand_partitions() {
         "100,000 partitions over 2,002 members: {share}"
     );
     manager.shutdown().await.expect("shutdown");
+}
+
+/// One gzip batch of 2 million minimal records (no type, so poison, each
+/// skipped by policy; 14 MB decompressed from 2.8 MB; a batch of
+/// 30 million once took 3.98 GB and 9.7 million log lines): read record by
+/// record within the cap, each skip counted, the position past the batch,
+/// and `shutdown()` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_of_two_million_records() {
+    use kavari_wire::Compression;
+    use kavari_wire::record_batch::write::{Record, RecordBatch};
+    const RECORDS: usize = 2_000_000;
+    let broker = LyingBroker::start().await;
+    let headers: [(&str, &[u8]); 0] = [];
+    let mut batch = RecordBatch::with_capacity(RECORDS * 8);
+    for _ in 0..RECORDS {
+        let record = Record {
+            key: None,
+            value: &[],
+            headers: &headers[..],
+        };
+        batch.push(&record, 1);
+    }
+    let batch = bytes::Bytes::from(batch.finish(Compression::Gzip).expect("compress"));
+    eprintln!("{RECORDS} records in {} bytes", batch.len());
+    broker.serve_batch(batch, RECORDS as i64);
+    let (manager, handled) =
+        member_with(&broker, |b| b.on_poison(kavari::FailurePolicy::Skip)).await;
+    let past = || {
+        manager
+            .health()
+            .partitions
+            .iter()
+            .any(|p| p.partition == 0 && p.position == Some(RECORDS as i64))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !past() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            manager.health()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = manager.health();
+    let p0 = health
+        .partitions
+        .iter()
+        .find(|p| p.partition == 0)
+        .expect("partition 0");
+    assert_eq!(p0.skipped, RECORDS as u64, "each counted: {p0:?}");
+    assert_eq!(handled.load(Ordering::Relaxed), 0);
+    tokio::time::timeout(Duration::from_secs(30), manager.shutdown())
+        .await
+        .expect("shutdown returns")
+        .expect("shutdown");
 }

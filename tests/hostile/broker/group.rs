@@ -204,6 +204,7 @@ pub(super) async fn answer(
         }
         ApiKey::Fetch => {
             let request = FetchRequest::decode(&mut body, version).ok()?;
+            let served = script.lock().expect("script").batch.clone();
             let mut any = false;
             let responses = request
                 .topics
@@ -214,9 +215,14 @@ pub(super) async fn answer(
                         .into_iter()
                         .map(|p| {
                             let (hw, records) = if p.partition == 0 {
-                                let records = (p.fetch_offset == 0).then(one_order);
+                                let (hw, records) = match &served {
+                                    Some((batch, n)) => {
+                                        (*n, (p.fetch_offset == 0).then(|| batch.clone()))
+                                    }
+                                    None => (1, (p.fetch_offset == 0).then(one_order)),
+                                };
                                 any |= records.is_some();
-                                (1, records)
+                                (hw, records)
                             } else {
                                 (0, None)
                             };

@@ -59,6 +59,9 @@ struct Script {
     /// The assignor the member's last JoinGroup chose.
     protocol: String,
     joins: usize,
+    /// What partition 0 holds instead of one order: a batch and how many
+    /// records it claims.
+    batch: Option<(Bytes, i64)>,
 }
 
 /// A lying broker on a loopback port, serving until dropped.
@@ -84,6 +87,7 @@ impl LyingBroker {
             group: GroupLie::None,
             protocol: String::new(),
             joins: 0,
+            batch: None,
         }));
         let offsets = Arc::new(AtomicI64::new(0));
         let served = Arc::clone(&script);
@@ -113,6 +117,11 @@ impl LyingBroker {
     /// Lies as the group's coordinator from now on.
     pub fn lie_in_group(&self, lie: GroupLie) {
         self.script.lock().expect("script").group = lie;
+    }
+
+    /// Partition 0 holds `batch`, of `records` records, from now on.
+    pub fn serve_batch(&self, batch: Bytes, records: i64) {
+        self.script.lock().expect("script").batch = Some((batch, records));
     }
 
     /// How many JoinGroup requests it answered.
