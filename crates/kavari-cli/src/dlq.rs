@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use kavari::codec::EncodedMessage;
+use kavari::codec::{CONTENT_TYPE_HEADER, EncodedMessage, MSG_TYPE_HEADER};
+use kavari::dead_letter::{ORIGINAL_ERROR_HEADER, ORIGINAL_TOPIC_HEADER, REPLAYED_FROM_HEADER};
 use kavari_group::admin::{ToolOffset, commit, committed};
 use kavari_wire::TopicPartition;
 use kavari_wire::cluster::Cluster;
@@ -58,9 +59,6 @@ pub(crate) enum Command {
     },
 }
 
-/// The header naming where a replayed record came from.
-const REPLAYED_FROM: &str = "kavari-replayed-from";
-
 /// One group of dead letters.
 #[derive(Debug, Default)]
 struct Group {
@@ -94,7 +92,7 @@ pub(crate) async fn run(
 /// dead-letter topic's name without the suffix (a publisher's dead letters
 /// do not carry it).
 fn original_topic<'a>(record: &'a FetchedRecord, dlq: &'a str) -> &'a str {
-    header(record, "original_topic").unwrap_or_else(|| dlq.strip_suffix(".dlq").unwrap_or(dlq))
+    header(record, ORIGINAL_TOPIC_HEADER).unwrap_or_else(|| dlq.strip_suffix(".dlq").unwrap_or(dlq))
 }
 
 /// An error's kind: its text with every word that holds a digit (an id, a
@@ -130,10 +128,10 @@ async fn list(cluster: &Cluster, topic: &str) -> Result<(), Failure> {
         for (partition, record) in
             records::poll(cluster, topic, &mut positions, Duration::from_millis(200)).await?
         {
-            let error = header(&record, "original_error").unwrap_or("");
+            let error = header(&record, ORIGINAL_ERROR_HEADER).unwrap_or("");
             let key = (
                 original_topic(&record, topic).to_string(),
-                header(&record, "msg_type").unwrap_or("").to_string(),
+                header(&record, MSG_TYPE_HEADER).unwrap_or("").to_string(),
                 error_kind(error),
             );
             let g = groups.entry(key).or_default();
@@ -314,13 +312,13 @@ fn republished(
     to: Option<&str>,
 ) -> EncodedMessage {
     let mut headers = BTreeMap::new();
-    for name in ["msg_type", "content-type"] {
+    for name in [MSG_TYPE_HEADER, CONTENT_TYPE_HEADER] {
         if let Some((_, Some(v))) = record.headers.iter().find(|(k, _)| *k == name.as_bytes()) {
             headers.insert(name.to_string(), v.to_vec());
         }
     }
     headers.insert(
-        REPLAYED_FROM.to_string(),
+        REPLAYED_FROM_HEADER.to_string(),
         format!("{dlq}/{partition}@{}", record.offset).into_bytes(),
     );
     EncodedMessage {

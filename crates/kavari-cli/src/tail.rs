@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use kavari::codec::MSG_TYPE_HEADER;
 use kavari_wire::cluster::Cluster;
 
 use crate::output::out;
@@ -40,7 +41,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> Result<(), Failure> {
         };
         for (partition, record) in round {
             if let Some(wanted) = &args.msg_type
-                && header(&record, "msg_type") != Some(wanted.as_str())
+                && header(&record, MSG_TYPE_HEADER) != Some(wanted.as_str())
             {
                 continue;
             }

@@ -38,6 +38,7 @@
 mod builder;
 pub mod codec;
 mod consume;
+pub mod dead_letter;
 mod env;
 mod handler;
 mod health;

@@ -228,7 +228,7 @@ impl Kavari {
             registry,
             config,
             Arc::clone(&kafka.cluster),
-            Arc::clone(&kafka.publisher),
+            Arc::clone(&kafka.publisher) as Arc<dyn crate::dead_letter::Writer>,
             &kafka.client_id,
         )?;
         if kafka.consumer.set(consumer).is_err() {

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{ConsumerConfig, FailurePolicy, Shared};
-use crate::codec::{CONTENT_TYPE_HEADER, DecodeError, EncodedMessage, MSG_TYPE_HEADER};
-use crate::publish::{ORIGINAL_ERROR_HEADER, ProduceError};
+use crate::codec::{DecodeError, EncodedMessage};
+use crate::publish::ProduceError;
 use crate::registry::{Outcome, Registry, Route};
 use crate::stop::until_stopped;
 use crate::{HandlerError, MessageContext};
@@ -66,7 +66,7 @@ impl Runtime for Shared {
     }
 
     fn dlq_suffix(&self) -> Option<&str> {
-        self.publisher.dlq_suffix()
+        self.dead_letters.suffix()
     }
 
     fn report_blocked(&self, tp: &TopicPartition, error: Option<String>) {
@@ -92,8 +92,8 @@ impl Runtime for Shared {
         stop: watch::Receiver<bool>,
         blocked: &(dyn Fn(Option<&ProduceError>) + Send + Sync),
     ) -> Result<(), ProduceError> {
-        self.publisher
-            .produce_until_written(message, source, stop, blocked)
+        self.dead_letters
+            .write_until_written(message, source, stop, blocked)
             .await
             .map(drop)
     }
@@ -448,27 +448,21 @@ async fn dead_letter<R: Runtime>(
         .await?;
         return Ok(());
     };
-    // The value goes unchanged: its type and encoding go with it.
-    let mut headers: BTreeMap<String, Vec<u8>> = letter
-        .headers
-        .iter()
-        .filter(|(k, _)| *k == MSG_TYPE_HEADER || *k == CONTENT_TYPE_HEADER)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut put = |k: &str, v: String| headers.insert(k.to_string(), v.into_bytes());
-    put(ORIGINAL_ERROR_HEADER, error.to_string());
-    put("original_topic", topic.to_string());
-    put("original_partition", partition.to_string());
-    put("original_offset", offset.to_string());
-    put("attempts", attempts.to_string());
-    put("group_id", shared.group_id().to_string());
-    let dlq = format!("{topic}{suffix}");
-    let message = EncodedMessage {
-        topic: dlq.clone().into(),
-        key: letter.key.map(<[u8]>::to_vec),
-        value: letter.value.to_vec(),
-        headers,
-    };
+    let message = crate::dead_letter::letter(
+        topic,
+        suffix,
+        letter.key,
+        letter.value,
+        letter.headers,
+        error,
+        Some(crate::dead_letter::Origin {
+            partition,
+            offset,
+            attempts,
+            group_id: shared.group_id(),
+        }),
+    );
+    let dlq = message.topic.to_string();
     let blocked = |e: Option<&crate::publish::ProduceError>| {
         let reason = e.map(|e| format!("the dead-letter write to {dlq} fails: {e}"));
         report_blocked(shared, letter, reason.as_deref());

@@ -27,7 +27,6 @@ pub use config::{FailurePolicy, OffsetReset};
 pub(crate) use dispatch::{Disposition, HandlerClock, POISON_LOG_EVERY, Runtime, deliver};
 
 use crate::health::{Health, HealthState, PartitionHealth};
-use crate::publish::Publisher;
 use crate::registry::Registry;
 
 /// Why `start()` failed.
@@ -52,7 +51,8 @@ pub(crate) struct Shared {
     pub(crate) config: ConsumerConfig,
     pub(crate) group_id: String,
     pub(crate) fetcher: Fetcher,
-    pub(crate) publisher: Arc<Publisher>,
+    /// Writes dead letters (the manager's publisher).
+    pub(crate) dead_letters: Arc<dyn crate::dead_letter::Writer>,
     pub(crate) member: GroupMember,
     partitions: Mutex<BTreeMap<TopicPartition, PartitionHealth>>,
     /// Poison records are logged once per partition and interval.
@@ -157,7 +157,7 @@ impl Consumer {
         registry: Registry,
         config: ConsumerConfig,
         cluster: Arc<Cluster>,
-        publisher: Arc<Publisher>,
+        dead_letters: Arc<dyn crate::dead_letter::Writer>,
         client_id: &str,
     ) -> Result<Self, StartError> {
         let group_id = config.group_id.clone().ok_or(StartError::NoGroupId)?;
@@ -185,7 +185,7 @@ impl Consumer {
             config,
             group_id,
             fetcher,
-            publisher,
+            dead_letters,
             member,
             partitions: Mutex::new(BTreeMap::new()),
             poison_log: LogRate::new(dispatch::POISON_LOG_EVERY),

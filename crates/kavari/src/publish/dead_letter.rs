@@ -10,29 +10,40 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Delivery, Failure, ProduceError, ProduceErrorKind, PublishError, Publisher};
-use crate::codec::{CONTENT_TYPE_HEADER, EncodedMessage, MSG_TYPE_HEADER};
-
-/// The header carrying why a message was dead-lettered.
-pub const ORIGINAL_ERROR_HEADER: &str = "original_error";
+use crate::codec::EncodedMessage;
 
 /// The dead letter of a message every attempt to publish failed for, on
-/// `<topic><suffix>`: its key and value unchanged (its type and encoding
-/// go with it), `msg_type`, `content-type`, and why in `original_error`.
+/// `<topic><suffix>`, saying `cause`.
 pub(crate) fn letter_of(
     message: &EncodedMessage,
     suffix: &str,
     cause: &ProduceError,
 ) -> EncodedMessage {
-    let mut letter = message.clone();
-    letter.topic = format!("{}{suffix}", message.topic).into();
-    letter
-        .headers
-        .retain(|k, _| k == MSG_TYPE_HEADER || k == CONTENT_TYPE_HEADER);
-    letter.headers.insert(
-        ORIGINAL_ERROR_HEADER.to_string(),
-        cause.to_string().into_bytes(),
-    );
-    letter
+    crate::dead_letter::letter(
+        &message.topic,
+        suffix,
+        message.key.as_deref(),
+        &message.value,
+        &message.headers,
+        &cause.to_string(),
+        None,
+    )
+}
+
+impl crate::dead_letter::Writer for Publisher {
+    fn suffix(&self) -> Option<&str> {
+        self.config.dlq_suffix.as_deref()
+    }
+
+    fn write_until_written<'a>(
+        &'a self,
+        letter: EncodedMessage,
+        source: &'a str,
+        stop: watch::Receiver<bool>,
+        blocked: &'a (dyn Fn(Option<&ProduceError>) + Send + Sync),
+    ) -> crate::dead_letter::Writing<'a> {
+        Box::pin(self.produce_until_written(letter, source, stop, blocked))
+    }
 }
 
 impl Publisher {
@@ -102,11 +113,6 @@ impl Publisher {
         }
     }
 
-    /// The dead-letter suffix, when dead letters are on.
-    pub(crate) fn dlq_suffix(&self) -> Option<&str> {
-        self.config.dlq_suffix.as_deref()
-    }
-
     /// Creates the dead-letter topic `dlq` of `source` (with `source`'s
     /// partition count) when configured to; true when it exists now.
     async fn create_dead_letter_topic(&self, source: &str, dlq: &str) -> bool {
@@ -162,7 +168,7 @@ impl Publisher {
     /// topic is created (when configured to); every failed attempt goes to
     /// `blocked` (the partition's health), and `None` once written after
     /// one.
-    pub(crate) async fn produce_until_written(
+    async fn produce_until_written(
         &self,
         message: EncodedMessage,
         source: &str,

@@ -39,7 +39,6 @@ use producer_ids::ProducerIds;
 use sender::Producing;
 use topics::Topics;
 
-pub use dead_letter::ORIGINAL_ERROR_HEADER;
 #[cfg(feature = "testing")]
 pub(crate) use dead_letter::letter_of;
 

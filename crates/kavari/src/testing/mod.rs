@@ -89,7 +89,10 @@ use kavari_group::TopicPartition;
 use kavari_wire::record_batch::read::FetchedRecord;
 
 use crate::codec::{self, DecodeError};
-use crate::publish::ORIGINAL_ERROR_HEADER;
+use crate::dead_letter::{
+    ATTEMPTS_HEADER, ORIGINAL_ERROR_HEADER, ORIGINAL_OFFSET_HEADER, ORIGINAL_PARTITION_HEADER,
+    ORIGINAL_TOPIC_HEADER,
+};
 use crate::{ConfigError, KafkaMessage, Kavari, KavariBuilder};
 
 pub(crate) use memory::Memory;
@@ -254,10 +257,10 @@ impl<M: KafkaMessage> DeadLetter<M> {
                 .header(ORIGINAL_ERROR_HEADER)
                 .unwrap_or_default()
                 .to_string(),
-            original_topic: record.header("original_topic").map(str::to_string),
-            original_partition: number(&record, "original_partition"),
-            original_offset: number(&record, "original_offset"),
-            attempts: number(&record, "attempts"),
+            original_topic: record.header(ORIGINAL_TOPIC_HEADER).map(str::to_string),
+            original_partition: number(&record, ORIGINAL_PARTITION_HEADER),
+            original_offset: number(&record, ORIGINAL_OFFSET_HEADER),
+            attempts: number(&record, ATTEMPTS_HEADER),
             record,
         })
     }
