@@ -14,7 +14,7 @@ use kavari::{
 };
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
 use kavari_tests::{
-    CapturedLogs, CrashJob, consumer, eventually, fetch_topic, header, init_tracing, prefixed_topic,
+    CrashJob, consumer, eventually, fetch_topic, header, init_tracing, prefixed_topic,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,5 +74,4 @@ mod restart;
 mod retries;
 mod shutdown;
 mod stuck;
-mod telemetry;
 mod topics;

@@ -1,8 +1,34 @@
 //! The spans of publishing and processing, with the OpenTelemetry
-//! messaging attributes, seen by a tracing subscriber.
+//! messaging attributes, seen by a tracing subscriber. A binary of its
+//! own: the spans are captured by a subscriber of the test's thread, and
+//! other tests setting and dropping subscribers on other threads of the
+//! same process made it miss lines now and then.
 
-use super::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kavari::{HandlerError, KafkaMessage, MessageContext, MessageHandler};
+use kavari_testcontainers::{shared_broker, unique_name};
+use kavari_tests::{CapturedLogs, consumer, eventually, prefixed_topic};
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::fmt::format::FmtSpan;
+
+/// A numbered event, on a topic of the test's own (a prefix).
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "numbered.events")]
+struct Numbered {
+    n: u32,
+}
+
+/// Records the numbers it handles.
+struct Numbers(Arc<Mutex<Vec<u32>>>);
+
+impl MessageHandler<Numbered> for Numbers {
+    async fn handle(&self, e: Numbered, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(e.n);
+        Ok(())
+    }
+}
 
 #[tokio::test]
 async fn publish_and_process_run_in_spans_with_messaging_attributes() {
