@@ -7,28 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kavari::{HandlerError, KafkaMessage, MessageContext, MessageHandler};
 use kavari_testcontainers::{shared_broker, unique_name};
-use kavari_tests::{CapturedLogs, consumer, eventually, prefixed_topic};
-use serde::{Deserialize, Serialize};
+use kavari_tests::{CapturedLogs, Numbered, Numbers, consumer, eventually, prefixed_topic};
 use tracing_subscriber::fmt::format::FmtSpan;
-
-/// A numbered event, on a topic of the test's own (a prefix).
-#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
-#[kavari(topic = "numbered.events")]
-struct Numbered {
-    n: u32,
-}
-
-/// Records the numbers it handles.
-struct Numbers(Arc<Mutex<Vec<u32>>>);
-
-impl MessageHandler<Numbered> for Numbers {
-    async fn handle(&self, e: Numbered, _: &MessageContext) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().push(e.n);
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn publish_and_process_run_in_spans_with_messaging_attributes() {

@@ -14,7 +14,8 @@ use kavari::{
 };
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
 use kavari_tests::{
-    CrashJob, consumer, eventually, fetch_topic, header, init_tracing, prefixed_topic,
+    CrashJob, Numbered, Numbers, consumer, eventually, fetch_topic, header, init_tracing,
+    prefixed_topic,
 };
 use serde::{Deserialize, Serialize};
 
@@ -45,22 +46,6 @@ async fn committed(
     }
     store.simulate_crash();
     out
-}
-
-/// A numbered event; tests give it a topic of their own with a prefix.
-#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
-#[kavari(topic = "numbered.events")]
-struct Numbered {
-    n: u32,
-}
-
-/// Records the numbers it handles, in order.
-struct Numbers(Arc<Mutex<Vec<u32>>>);
-impl MessageHandler<Numbered> for Numbers {
-    async fn handle(&self, e: Numbered, _: &MessageContext) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().push(e.n);
-        Ok(())
-    }
 }
 
 mod blocked;

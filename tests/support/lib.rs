@@ -104,6 +104,28 @@ pub fn header(headers: &BTreeMap<String, Vec<u8>>, name: &str) -> Option<String>
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// A numbered event; tests give it a topic of their own with a prefix.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, kavari::KafkaMessage)]
+#[kavari(topic = "numbered.events")]
+pub struct Numbered {
+    /// The number.
+    pub n: u32,
+}
+
+/// Records the numbers it handles, in order.
+pub struct Numbers(pub std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+impl kavari::MessageHandler<Numbered> for Numbers {
+    async fn handle(
+        &self,
+        e: Numbered,
+        _: &kavari::MessageContext,
+    ) -> Result<(), kavari::HandlerError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(e.n);
+        Ok(())
+    }
+}
+
 /// The message type of the crash test, shared with the consumer process.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, kavari::KafkaMessage)]
 #[kavari(topic = "kavari.crash")]
