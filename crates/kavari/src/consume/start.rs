@@ -6,15 +6,20 @@
 //! partition with a backlog.)
 //!
 //! A partition this does not place (a lookup failed, or it has no committed
-//! offset under `OffsetReset::Error`) starts on its own in its worker, which
-//! retries and reports.
+//! offset under `OffsetReset::Error`) is placed on its own by [`place`],
+//! which its worker calls: it retries with a backoff and reports why.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use kavari_group::TopicPartition;
+use kavari_wire::backoff::Backoff;
 use kavari_wire::fetcher::PartitionFeed;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::Shared;
+use crate::stop::until_stopped;
 
 /// Where a partition starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,4 +88,77 @@ pub(crate) async fn look_up(
         }
     }
     found
+}
+
+/// The position of `tp` alone, retried with a backoff until it is found or
+/// `stop` turns true; every failure goes to `report` (and to the log: the
+/// first, then every 30 s). `None` when stopped first, or when `tp` has no
+/// committed offset and `OffsetReset::Error` applies (reported and logged).
+pub(crate) async fn place(
+    shared: &Shared,
+    tp: &TopicPartition,
+    stop: &watch::Receiver<bool>,
+    report: impl Fn(String),
+) -> Option<Position> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut failures = 0u32;
+    let mut logged: Option<Instant> = None;
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        match position_of(shared, tp).await {
+            Ok(Some(position)) => return Some(position),
+            Ok(None) => {
+                let why = format!("{tp} has no committed offset and auto_offset_reset is Error");
+                tracing::error!(partition = %tp, "{why}");
+                report(why);
+                return None;
+            }
+            Err(e) => {
+                failures += 1;
+                if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                    logged = Some(Instant::now());
+                    tracing::warn!(partition = %tp, error = %e, attempts = failures, "cannot start the partition yet; retrying");
+                }
+                report(e);
+            }
+        }
+        let mut stop = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next()) => {}
+            _ = until_stopped(&mut stop) => return None,
+        }
+    }
+}
+
+/// The position of `tp`: its committed offset, else the reset policy's
+/// (`None` under `OffsetReset::Error`); `Err` says which lookup failed.
+async fn position_of(shared: &Shared, tp: &TopicPartition) -> Result<Option<Position>, String> {
+    let committed = shared
+        .member
+        .committed(std::slice::from_ref(tp))
+        .await
+        .map_err(|e| format!("reading the committed offset: {e}"))?
+        .get(tp)
+        .copied()
+        .flatten();
+    if let Some(offset) = committed {
+        return Ok(Some(Position {
+            committed,
+            start: offset,
+        }));
+    }
+    let Some(spec) = shared.config.auto_offset_reset.spec() else {
+        return Ok(None);
+    };
+    let start = shared
+        .fetcher
+        .offset_for(tp, spec)
+        .await
+        .map_err(|e| format!("looking up the {spec:?} offset of {tp}: {e}"))?;
+    Ok(Some(Position {
+        committed: None,
+        start,
+    }))
 }

@@ -322,67 +322,15 @@ impl Worker {
             self.started(position);
             return Some((position.start, feed));
         }
-        let start = self.start().await?;
-        Some((start, self.shared.fetcher.subscribe(self.tp.clone(), start)))
-    }
-
-    /// The committed offset, or the reset policy's; retried until stopped.
-    async fn start(&mut self) -> Option<i64> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut failures = 0u32;
-        let mut logged: Option<Instant> = None;
-        loop {
-            if self.stopping() {
-                return None;
-            }
-            match self.try_start().await {
-                Ok(Some(started)) => return Some(started),
-                Ok(None) => return None,
-                Err(e) => {
-                    failures += 1;
-                    // The first failure, then a reminder every 30 s.
-                    if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
-                        logged = Some(Instant::now());
-                        tracing::warn!(partition = %self.tp, error = %e, attempts = failures, "cannot start the partition yet; retrying");
-                    }
-                    self.update(|h| h.error = Some(e.clone()));
-                }
-            }
-            let mut stop = self.stop.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next()) => {}
-                _ = until_stopped(&mut stop) => return None,
-            }
-        }
-    }
-
-    async fn try_start(&mut self) -> Result<Option<i64>, String> {
-        let committed = self
-            .shared
-            .member
-            .committed(std::slice::from_ref(&self.tp))
-            .await
-            .map_err(|e| format!("reading the committed offset: {e}"))?
-            .get(&self.tp)
-            .copied()
-            .flatten();
-        let start = match committed {
-            Some(o) => o,
-            None => match reset_offset(&self.shared, &self.tp).await? {
-                Some(o) => o,
-                None => {
-                    let why = format!(
-                        "{} has no committed offset and auto_offset_reset is Error",
-                        self.tp
-                    );
-                    tracing::error!(partition = %self.tp, "{why}");
-                    self.update(|h| h.error = Some(why));
-                    return Ok(None);
-                }
-            },
-        };
-        self.started(Position { committed, start });
-        Ok(Some(start))
+        let report = |e: String| self.update(|h| h.error = Some(e));
+        let position = super::start::place(&self.shared, &self.tp, &self.stop, report).await?;
+        self.started(position);
+        Some((
+            position.start,
+            self.shared
+                .fetcher
+                .subscribe(self.tp.clone(), position.start),
+        ))
     }
 
     fn started(&mut self, position: Position) {
@@ -462,17 +410,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// The offset `auto_offset_reset` starts from; `None` for `Error`.
-async fn reset_offset(shared: &Shared, tp: &TopicPartition) -> Result<Option<i64>, String> {
-    let Some(spec) = shared.config.auto_offset_reset.spec() else {
-        return Ok(None);
-    };
-    shared
-        .fetcher
-        .offset_for(tp, spec)
-        .await
-        .map(Some)
-        .map_err(|e| format!("looking up the {spec:?} offset of {tp}: {e}"))
 }
