@@ -392,6 +392,19 @@ impl Worker {
             leader_epoch: self.epoch,
         };
         let offsets = BTreeMap::from([(self.tp.clone(), at)]);
+        // What is committed was handled: health shows the position at least
+        // there before the broker can show it committed (its own report
+        // follows the handling every REPORT_EVERY only).
+        self.update(|h| {
+            if h.position.is_none_or(|p| p < position) {
+                h.position = Some(position);
+                h.last_progress = Some(SystemTime::now());
+                if let Some(hw) = h.high_watermark {
+                    h.high_watermark = Some(hw.max(position));
+                    h.lag = Some(hw.max(position) - position);
+                }
+            }
+        });
         let started = Instant::now();
         let committed = self.shared.member.commit(&offsets).await;
         crate::metrics::committed(&self.shared.group_id, started.elapsed(), committed.is_ok());
