@@ -487,7 +487,7 @@ async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
     use kafka_protocol::messages::TopicName;
     use kafka_protocol::protocol::StrBytes;
     use kavari_wire::compression::Compression as Codec;
-    use kavari_wire::produce::PartitionProduce;
+    use kavari_wire::produce::{PartitionBatch, Produce};
     use kavari_wire::record_batch::write::{Record, RecordBatch};
     init_tracing();
     let broker = own_broker(KafkaBroker::builder().behind_proxy(), Ranged::TOPIC, 1).await;
@@ -520,12 +520,14 @@ async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
     records[12..16].copy_from_slice(&5i32.to_be_bytes());
     let cluster = Arc::new(Cluster::new(broker.bootstrap_list(), "t".into(), WAIT));
     let conn = kavari_tests::leader(&cluster, Ranged::TOPIC, 0).await;
-    conn.send_produce(PartitionProduce {
-        topic: TopicName(StrBytes::from_static_str(Ranged::TOPIC)),
-        partition: 0,
+    conn.send_produce(&Produce {
         acks: -1,
         timeout_ms: 10_000,
-        records: records.into(),
+        batches: vec![PartitionBatch {
+            topic: TopicName(StrBytes::from_static_str(Ranged::TOPIC)),
+            partition: 0,
+            records: records.into(),
+        }],
     })
     .await
     .expect("send")

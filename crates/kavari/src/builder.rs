@@ -277,7 +277,7 @@ impl KavariBuilder {
     /// carries a producer id and a sequence number, so a batch sent again
     /// after a lost answer is written once, and a failed batch is sent
     /// again before anything after it, keeping each partition's order. The
-    /// partition's sender retries failed batches itself (by the publishing
+    /// partition retries failed batches itself (by the publishing
     /// retry policy, within `delivery_timeout`); `acks` is all.
     ///
     /// Default: on where the cluster supports it (brokers since 0.11),

@@ -7,9 +7,8 @@
 //! SyncGroup, which the broker holds for a whole rebalance, on a connection
 //! of their own: answers behind them would wait as long.
 //!
-//! Produce batches are the exception to "as they come": batches handed to
-//! the connection while its writer is busy share the next request
-//! (`produce.rs`).
+//! A produce request is framed around its record batches and written from
+//! their own buffers (`produce.rs`).
 
 mod produce;
 
@@ -41,10 +40,7 @@ use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use produce::ProduceAnswer;
-
 use crate::WireError;
-use crate::produce::Gather;
 use crate::response_shape::{Shape, apis};
 use crate::segments::{Segment, Segments};
 use crate::stream::{ReadHalf, Transport, WriteHalf};
@@ -135,17 +131,11 @@ struct Shared {
     broken: AtomicBool,
     /// This connection in the open-connections gauge.
     open: crate::metrics::OpenConnection,
-    /// Produce batches waiting for the writer.
-    gather: std::sync::Mutex<Gather>,
 }
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn gather(&self) -> std::sync::MutexGuard<'_, Gather> {
-        self.gather.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Marks the connection broken (the first reason wins) and fails every
@@ -161,7 +151,6 @@ impl Shared {
         };
         self.open.closed();
         drop(waiting); // their receivers now fail
-        self.gather().clear();
     }
 
     fn why_broken(&self) -> String {

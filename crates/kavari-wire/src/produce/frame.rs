@@ -12,31 +12,31 @@ use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::{ProduceRequest, RequestHeader};
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
-use super::PartitionProduce;
+use super::{PartitionBatch, Produce};
 use crate::WireError;
 use crate::segments::Segment;
 
 /// The first flexible (compact, tagged) version of Produce.
 const FIRST_FLEXIBLE: i16 = 9;
 
-/// Frames one request of `batches` at `version` into `buf` (emptied
-/// first), all but their records: the frame's length counts them, and the
-/// returned segments say where each goes. The batches share the first one's
-/// `acks` and timeout and name a partition once; a topic's partitions are
-/// written together, in the order their topic first appears.
+/// Frames `request` at `version` into `buf` (emptied first), all but its
+/// records: the frame's length counts them, and the returned segments say
+/// where each batch goes. A topic's partitions are written together, in the
+/// order their topic first appears.
 pub(crate) fn frame<'a>(
     buf: &mut BytesMut,
     header: &RequestHeader,
-    batches: &[&'a PartitionProduce],
+    request: &'a Produce,
     version: i16,
 ) -> Result<Vec<Segment<'a>>, WireError> {
+    let batches: &[PartitionBatch] = &request.batches;
     let malformed = |detail: String| WireError::Malformed {
         what: "Produce",
         detail,
     };
-    let Some(first) = batches.first() else {
+    if batches.is_empty() {
         return Err(malformed("a request without batches".into()));
-    };
+    }
     let flexible = version >= FIRST_FLEXIBLE;
     buf.clear();
     buf.put_i32(0); // length, filled in below
@@ -48,8 +48,8 @@ pub(crate) fn frame<'a>(
     } else {
         buf.put_i16(-1); // transactional id: null string
     }
-    buf.put_i16(first.acks);
-    buf.put_i32(first.timeout_ms);
+    buf.put_i16(request.acks);
+    buf.put_i32(request.timeout_ms);
     // The batches of each topic, topics in order of first appearance.
     let mut topics: Vec<Vec<usize>> = Vec::new();
     for (i, b) in batches.iter().enumerate() {
@@ -77,7 +77,7 @@ pub(crate) fn frame<'a>(
             if n > 0 && flexible {
                 buf.put_u8(0); // the previous partition's tagged fields
             }
-            let b = batches[i];
+            let b = &batches[i];
             buf.put_i32(b.partition);
             let len = b.records.len();
             if flexible {
@@ -137,12 +137,10 @@ mod tests {
 
     use super::*;
 
-    fn batch(topic: &str, partition: i32, size: usize) -> PartitionProduce {
-        PartitionProduce {
+    fn batch(topic: &str, partition: i32, size: usize) -> PartitionBatch {
+        PartitionBatch {
             topic: TopicName(StrBytes::from_string(topic.to_string())),
             partition,
-            acks: -1,
-            timeout_ms: 30_000,
             records: (0..size)
                 .map(|i| (i % 251) as u8)
                 .collect::<Vec<u8>>()
@@ -152,9 +150,9 @@ mod tests {
 
     /// What kafka-protocol's encoder writes for the same request, topics
     /// grouped in order of first appearance.
-    fn reference(header: &RequestHeader, batches: &[&PartitionProduce], version: i16) -> Vec<u8> {
+    fn reference(header: &RequestHeader, request: &Produce, version: i16) -> Vec<u8> {
         let mut topics: Vec<TopicProduceData> = Vec::new();
-        for b in batches {
+        for b in &request.batches {
             let partition = PartitionProduceData::default()
                 .with_index(b.partition)
                 .with_records(Some(Bytes::clone(&b.records)));
@@ -168,8 +166,8 @@ mod tests {
             }
         }
         let req = ProduceRequest::default()
-            .with_acks(batches[0].acks)
-            .with_timeout_ms(batches[0].timeout_ms)
+            .with_acks(request.acks)
+            .with_timeout_ms(request.timeout_ms)
             .with_topic_data(topics);
         let mut body = BytesMut::new();
         header
@@ -182,9 +180,9 @@ mod tests {
     }
 
     /// The request as written: the frame's pieces with the records between.
-    fn framed(header: &RequestHeader, batches: &[&PartitionProduce], version: i16) -> Vec<u8> {
+    fn framed(header: &RequestHeader, request: &Produce, version: i16) -> Vec<u8> {
         let mut buf = BytesMut::new();
-        let pieces = frame(&mut buf, header, batches, version).expect("frame");
+        let pieces = frame(&mut buf, header, request, version).expect("frame");
         let mut out = Vec::new();
         for piece in pieces {
             match piece {
@@ -193,6 +191,14 @@ mod tests {
             }
         }
         out
+    }
+
+    fn request(batches: Vec<PartitionBatch>) -> Produce {
+        Produce {
+            acks: -1,
+            timeout_ms: 30_000,
+            batches,
+        }
     }
 
     fn header(version: i16) -> RequestHeader {
@@ -210,10 +216,10 @@ mod tests {
     fn one_batch_frames_as_the_protocol_encoder_writes() {
         for version in 3..=12 {
             for size in [0usize, 1, 126, 127, 300, 16_383, 16_384, 600_000] {
-                let b = batch("orders.placed", 7, size);
+                let r = request(vec![batch("orders.placed", 7, size)]);
                 assert_eq!(
-                    framed(&header(version), &[&b], version),
-                    reference(&header(version), &[&b], version),
+                    framed(&header(version), &r, version),
+                    reference(&header(version), &r, version),
                     "v{version}, {size} bytes of records"
                 );
             }
@@ -224,18 +230,17 @@ mod tests {
     /// each topic's partitions together.
     #[test]
     fn many_partitions_of_many_topics_frame_as_the_protocol_encoder_writes() {
-        let batches = [
+        let r = request(vec![
             batch("a", 0, 10),
             batch("bb", 3, 300),
             batch("a", 1, 16_384),
             batch("c", 0, 0),
             batch("bb", 0, 127),
-        ];
-        let batches: Vec<&PartitionProduce> = batches.iter().collect();
+        ]);
         for version in 3..=12 {
             assert_eq!(
-                framed(&header(version), &batches, version),
-                reference(&header(version), &batches, version),
+                framed(&header(version), &r, version),
+                reference(&header(version), &r, version),
                 "v{version}"
             );
         }
@@ -245,12 +250,13 @@ mod tests {
     /// not a wrapped length; so is a request without batches.
     #[test]
     fn an_overlong_topic_or_no_batch_is_an_error() {
-        let b = batch(&"t".repeat(40_000), 0, 0);
+        let long = request(vec![batch(&"t".repeat(40_000), 0, 0)]);
         let err =
-            frame(&mut BytesMut::new(), &RequestHeader::default(), &[&b], 8).expect_err("too long");
+            frame(&mut BytesMut::new(), &RequestHeader::default(), &long, 8).expect_err("too long");
         assert!(err.to_string().contains("topic name"), "{err}");
+        let empty = request(vec![]);
         let err =
-            frame(&mut BytesMut::new(), &RequestHeader::default(), &[], 8).expect_err("empty");
+            frame(&mut BytesMut::new(), &RequestHeader::default(), &empty, 8).expect_err("empty");
         assert!(err.to_string().contains("without batches"), "{err}");
     }
 }

@@ -1,13 +1,15 @@
-//! One queue per partition, and the handle publishers append through.
-//! Publishes append their record to the open batch under a short lock and
-//! wait for that batch's outcome; the partition's sender (`sender.rs`)
-//! wakes once per batch and takes it ([`next_batch`]) at most `linger`
-//! after its first record, once it holds `max_batch_bytes`, or when another
-//! partition of its broker has a batch due (`rounds.rs`).
+//! A partition's queue of unsent batches, and the handle publishers append
+//! through. Publishes append their record to the open batch under a short
+//! lock and wait for that batch's [`Outcome`]. The sink of the partition's
+//! leader (`sink.rs`) is woken by a batch's first record (and by a full
+//! batch, a flush or a close) and takes the batch ([`Queue::take`]) at most
+//! `linger` after its first record, once it holds `max_batch_bytes`, when
+//! flushed, or along with another partition's batch that is due.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kavari_wire::record_batch::write::{Headers, Record, RecordBatch};
 use tokio::sync::Notify;
@@ -16,6 +18,8 @@ use tokio::time::Instant;
 use super::ProduceError;
 use super::config::ProducerConfig;
 use super::expiry::Expiry;
+use super::outcome::Outcome;
+use super::partition::Partition;
 
 /// Batches a partition keeps in flight at once, as the Java
 /// producer's `max.in.flight.requests.per.connection` default: a batch fills
@@ -26,95 +30,23 @@ pub(super) const MAX_IN_FLIGHT: usize = 5;
 /// How long a partition keeps its spare batch buffer once it has nothing to
 /// send: a busy partition reuses it batch after batch; an idle one gives it
 /// back, so a producer of many partitions holds no buffers for quiet ones.
-const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const SPARE_IDLE: Duration = Duration::from_secs(1);
 
-/// Counters shared by every batcher of a publisher.
+/// Counters shared by every partition of a publisher.
 #[derive(Debug, Default)]
 pub(crate) struct ProduceCounters {
     pub(crate) requests: AtomicU64,
     pub(crate) batches: AtomicU64,
     pub(crate) records: AtomicU64,
     pub(crate) failed_requests: AtomicU64,
-    /// Records of batches a sender sent again (idempotent publishing).
+    /// Records of batches sent again (idempotent publishing).
     pub(crate) retried_records: AtomicU64,
     /// Bytes of unsent records in every partition of the manager, bounded
     /// by `buffer_memory`.
     pub(crate) queued_bytes: AtomicUsize,
 }
 
-/// What became of one batch: its base offset, or the error every record
-/// shares; and how far it got, so a publish whose time ran out knows
-/// whether its batch can still be stopped.
-#[derive(Debug, Default)]
-pub(crate) struct Outcome {
-    result: OnceLock<Result<i64, ProduceError>>,
-    done: Notify,
-    /// [`QUEUED`], [`TAKEN`] or [`EXPIRED`].
-    stage: AtomicU8,
-}
-
-/// In its partition's queue: a publish whose time ran out may expire it.
-const QUEUED: u8 = 0;
-/// Taken by its sender to be written: its outcome comes from the broker.
-const TAKEN: u8 = 1;
-/// Expired in the queue: never sent, its sender drops it.
-const EXPIRED: u8 = 2;
-
-impl Outcome {
-    pub(super) fn finish(&self, result: Result<i64, ProduceError>) {
-        let _ = self.result.set(result);
-        self.done.notify_waiters();
-    }
-
-    /// Ends the batch with `error` unless its sender took it already: true
-    /// when it will never be sent.
-    pub(crate) fn expire(&self, error: ProduceError) -> bool {
-        let expired = self
-            .stage
-            .compare_exchange(QUEUED, EXPIRED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if expired {
-            self.finish(Err(error));
-        }
-        expired
-    }
-
-    /// Claims the batch for sending: false when it expired first.
-    pub(super) fn take(&self) -> bool {
-        self.stage
-            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    fn is_expired(&self) -> bool {
-        self.stage.load(Ordering::Acquire) == EXPIRED
-    }
-
-    /// Whether the batch's publishes have their answer.
-    pub(super) fn is_finished(&self) -> bool {
-        self.result.get().is_some()
-    }
-
-    /// The offset of the record at `index` once the batch is answered.
-    pub(crate) async fn offset(&self, index: usize) -> Result<i64, ProduceError> {
-        loop {
-            // Registered before the check: a finish in between still wakes us.
-            let done = self.done.notified();
-            if let Some(result) = self.result.get() {
-                return match result {
-                    // A duplicate the broker had written already: it does
-                    // not say where (-1).
-                    Ok(base) if *base < 0 => Ok(-1),
-                    // Records of a batch take consecutive offsets.
-                    Ok(base) => Ok(base + i64::try_from(index).unwrap_or(i64::MAX)),
-                    Err(e) => Err(e.clone()),
-                };
-            }
-            done.await;
-        }
-    }
-}
-
+/// A batch being filled or waiting to be taken.
 #[derive(Debug)]
 pub(super) struct OpenBatch {
     pub(super) records: RecordBatch,
@@ -128,6 +60,49 @@ pub(super) struct OpenBatch {
     pub(super) outcome: Arc<Outcome>,
 }
 
+/// The list of partitions a sink should look at, and its wake-up.
+#[derive(Debug, Default)]
+pub(super) struct Signal {
+    slots: Mutex<Vec<usize>>,
+    notify: Notify,
+}
+
+impl Signal {
+    /// Puts `slot` on the list and wakes the sink.
+    fn raise(&self, slot: usize) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
+        self.notify.notify_one();
+    }
+
+    /// The slots raised since the last call.
+    pub(super) fn raised(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves at the next raise (or at once if one came since the last
+    /// wait).
+    pub(super) async fn wait(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// How a queue wakes the sink that drains it: its slot there and the
+/// sink's signal.
+#[derive(Debug, Clone)]
+pub(super) struct Waker {
+    pub(super) signal: Arc<Signal>,
+    pub(super) slot: usize,
+}
+
+impl Waker {
+    fn wake(&self) {
+        self.signal.raise(self.slot);
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Unsent batches, oldest first; publishes append to the last.
@@ -135,6 +110,9 @@ struct State {
     queued: usize,
     /// The unsent batches' bytes.
     queued_bytes: usize,
+    /// Publishers' handles ([`Batcher`]s) open on the queue: at none it is
+    /// closed, and its sink sends what is left.
+    handles: usize,
     closed: bool,
     /// Lowered after the broker refused a batch as too large.
     max_batch_bytes: usize,
@@ -143,8 +121,25 @@ struct State {
     last_batch_bytes: usize,
     /// The buffer of a batch already written, for the next batch.
     spare: Option<Vec<u8>>,
+    /// When a batch was last taken (the spare goes after [`SPARE_IDLE`]).
+    last_taken: Option<Instant>,
+    /// The sink draining the queue; `None` while its leader is looked up.
+    waker: Option<Waker>,
 }
 
+/// What [`Queue::take`] found.
+#[derive(Debug)]
+pub(super) enum Take {
+    /// The oldest batch, and whether it was due by itself (not only taken
+    /// along with another partition's).
+    Batch(OpenBatch, bool),
+    /// A batch lingering until then.
+    Later(Instant),
+    /// Nothing queued.
+    Empty,
+}
+
+/// A partition's unsent batches.
 #[derive(Debug)]
 pub(super) struct Queue {
     pub(super) topic: String,
@@ -152,13 +147,29 @@ pub(super) struct Queue {
     /// The manager's counters: the unsent bytes of all partitions.
     counters: Arc<ProduceCounters>,
     state: Mutex<State>,
-    /// Wakes the sender: a first record, a full batch, a close.
-    work: Notify,
     /// Wakes publishes waiting for room (backpressure).
     space: Notify,
 }
 
 impl Queue {
+    pub(super) fn new(
+        topic: String,
+        partition: i32,
+        config: &ProducerConfig,
+        counters: Arc<ProduceCounters>,
+    ) -> Self {
+        Self {
+            topic,
+            partition,
+            counters,
+            state: Mutex::new(State {
+                max_batch_bytes: config.max_batch_bytes,
+                ..State::default()
+            }),
+            space: Notify::new(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -169,65 +180,146 @@ impl Queue {
         self.lock().spare = Some(records);
     }
 
+    /// Gives the spare buffer back if no batch was taken for
+    /// [`SPARE_IDLE`] and none waits.
+    pub(super) fn drop_idle_spare(&self, now: Instant) {
+        let mut st = self.lock();
+        let idle = st
+            .last_taken
+            .is_none_or(|t| now.saturating_duration_since(t) >= SPARE_IDLE);
+        if idle && st.batches.is_empty() {
+            st.spare = None;
+        }
+    }
+
+    /// Whether a spare buffer is kept.
+    #[cfg(test)]
+    fn has_spare(&self) -> bool {
+        self.lock().spare.is_some()
+    }
+
     /// Closes batches at `bytes` from now on (or sooner, if already lower):
     /// the broker refused a batch as too large.
     pub(super) fn limit_batch_bytes(&self, bytes: usize) {
         let mut st = self.lock();
         st.max_batch_bytes = st.max_batch_bytes.min(bytes).max(1);
     }
+
+    /// Hands the queue to a sink (`Some`) or takes it away (`None`, while
+    /// the leader is looked up).
+    pub(super) fn set_waker(&self, waker: Option<Waker>) {
+        self.lock().waker = waker;
+    }
+
+    /// Wakes the queue's sink, if it has one.
+    pub(super) fn wake(&self) {
+        let waker = self.lock().waker.clone();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether nothing is queued.
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().batches.is_empty()
+    }
+
+    /// Whether no publisher holds the queue and nothing is left in it.
+    pub(super) fn is_done(&self) -> bool {
+        let st = self.lock();
+        st.closed && st.batches.is_empty()
+    }
+
+    /// Takes the oldest batch if it is due (full, lingered, flushed, with
+    /// another behind it, or the queue closed) or if `along` (another
+    /// partition's batch is due); a batch its publishes gave up (expired) is
+    /// dropped, never sent.
+    pub(super) fn take(&self, now: Instant, linger: Duration, along: bool) -> Take {
+        loop {
+            let mut st = self.lock();
+            let closed = st.closed;
+            let max = st.max_batch_bytes;
+            let many = st.batches.len() > 1;
+            let Some(front) = st.batches.front() else {
+                return Take::Empty;
+            };
+            let due_at = front.first_at + linger;
+            let due = many || closed || front.flush || front.records.size() >= max || now >= due_at;
+            if !due && !along {
+                return Take::Later(due_at);
+            }
+            let Some(b) = st.batches.pop_front() else {
+                return Take::Empty;
+            };
+            st.queued -= b.records.len();
+            st.queued_bytes = st.queued_bytes.saturating_sub(b.records.size());
+            sub_saturating(&self.counters.queued_bytes, b.records.size());
+            st.last_taken = Some(now);
+            let taken = b.outcome.take();
+            if taken {
+                st.last_batch_bytes = b.records.size();
+            }
+            drop(st);
+            self.space.notify_waiters();
+            if taken {
+                return Take::Batch(b, due);
+            }
+            // Its publishes gave it up: never sent.
+        }
+    }
+
+    /// Opens a publisher's handle on the queue (reopening it if the last
+    /// handle closed it and its sink has not finished it yet).
+    fn open_handle(&self) {
+        let mut st = self.lock();
+        st.handles += 1;
+        st.closed = false;
+    }
 }
 
 /// The publishers' handle on a partition's queue. Dropping the last handle
-/// closes the queue: the sender sends what is left, then ends.
+/// closes the queue: the sink sends what is left.
 #[derive(Debug)]
 pub(crate) struct Batcher {
-    queue: Arc<Queue>,
+    partition: Arc<Partition>,
     config: Arc<ProducerConfig>,
     expiry: Expiry,
 }
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        self.queue.lock().closed = true;
-        self.queue.work.notify_one();
+        let queue = &self.partition.queue;
+        let waker = {
+            let mut st = queue.lock();
+            st.handles = st.handles.saturating_sub(1);
+            st.closed = st.handles == 0;
+            st.waker.clone()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
 impl Batcher {
-    /// A partition's queue and its publishers' handle; its sender
-    /// (`sender.rs`) drains the queue.
+    /// A publishers' handle on `partition`'s queue.
     pub(super) fn new(
-        topic: String,
-        partition: i32,
+        partition: Arc<Partition>,
         config: Arc<ProducerConfig>,
-        counters: Arc<ProduceCounters>,
         expiry: Expiry,
-    ) -> (Self, Arc<Queue>) {
-        let queue = Arc::new(Queue {
-            topic,
+    ) -> Self {
+        partition.queue.open_handle();
+        Self {
             partition,
-            counters,
-            state: Mutex::new(State {
-                max_batch_bytes: config.max_batch_bytes,
-                ..State::default()
-            }),
-            work: Notify::new(),
-            space: Notify::new(),
-        });
-        (
-            Self {
-                queue: Arc::clone(&queue),
-                config,
-                expiry,
-            },
-            queue,
-        )
+            config,
+            expiry,
+        }
     }
 
     /// Resolves when a full partition may have room again: created before
     /// a [`try_append`](Self::try_append) that found none, awaited after.
     pub(crate) fn room(&self) -> tokio::sync::futures::Notified<'_> {
-        self.queue.space.notified()
+        self.partition.queue.space.notified()
     }
 
     /// Encodes `record`, due by `deadline`, into the open batch; returns
@@ -239,9 +331,10 @@ impl Batcher {
         record: &Record<'_, H>,
         deadline: Instant,
     ) -> Result<Option<(Arc<Outcome>, usize)>, ProduceError> {
+        let queue = &self.partition.queue;
         let bound = record.bound();
         let timestamp = now_ms();
-        let mut st = self.queue.lock();
+        let mut st = queue.lock();
         if st.closed {
             return Err(ProduceError::shutting_down());
         }
@@ -249,7 +342,7 @@ impl Batcher {
         // partition with nothing queued always takes one record, so the
         // manager-wide bound never starves a partition: its own sends free
         // the room it waits for).
-        let manager_bytes = self.queue.counters.queued_bytes.load(Ordering::Relaxed);
+        let manager_bytes = queue.counters.queued_bytes.load(Ordering::Relaxed);
         let no_room_for_bytes = st.queued > 0
             && (st.queued_bytes + bound > self.config.queue_capacity_bytes
                 || manager_bytes + bound > self.config.buffer_memory);
@@ -288,28 +381,34 @@ impl Batcher {
             batch.deadline = Some(deadline);
         }
         st.queued_bytes += grown;
-        self.queue
+        queue
             .counters
             .queued_bytes
             .fetch_add(grown, Ordering::Relaxed);
+        let waker = if wake { st.waker.clone() } else { None };
         drop(st);
         if sooner {
             self.expiry.watch(deadline, &outcome);
         }
-        if wake {
-            self.queue.work.notify_one();
+        if let Some(w) = waker {
+            w.wake();
         }
         Ok(Some((outcome, index)))
     }
-}
 
-impl Batcher {
     /// Sends the open batch without waiting out the linger.
     pub(crate) fn flush(&self) {
-        if let Some(open) = self.queue.lock().batches.back_mut() {
-            open.flush = true;
+        let queue = &self.partition.queue;
+        let waker = {
+            let mut st = queue.lock();
+            if let Some(open) = st.batches.back_mut() {
+                open.flush = true;
+            }
+            st.waker.clone()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
-        self.queue.work.notify_one();
     }
 }
 
@@ -318,88 +417,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The next batch to send: the oldest, once it is full, its linger is over,
-/// another batch waits behind it, or the queue is closing (then it is due,
-/// and the second of the pair is true), or once `round` calls for it
-/// (another partition of its broker has a batch due). `None` once the queue
-/// is closed and empty. Cancel-safe: it takes a batch only as it returns.
-pub(super) async fn next_batch(
-    queue: &Queue,
-    linger: std::time::Duration,
-    round: Option<&Notify>,
-) -> Option<(OpenBatch, bool)> {
-    let mut called = false;
-    loop {
-        let work = queue.work.notified();
-        // Registered before the check: a round called in between counts.
-        let mut next_round = std::pin::pin!(round.map(Notify::notified));
-        if let Some(n) = next_round.as_mut().as_pin_mut() {
-            n.enable();
-        }
-        let spare;
-        let deadline = {
-            let mut st = queue.lock();
-            spare = st.spare.is_some();
-            let closed = st.closed;
-            let max = st.max_batch_bytes;
-            let many = st.batches.len() > 1;
-            match st.batches.front() {
-                None if closed => return None,
-                None => None,
-                Some(front) => {
-                    let due_at = front.first_at + linger;
-                    let due = many
-                        || closed
-                        || front.flush
-                        || front.records.size() >= max
-                        || Instant::now() >= due_at;
-                    if due || called {
-                        if let Some(b) = st.batches.pop_front() {
-                            st.queued -= b.records.len();
-                            st.queued_bytes = st.queued_bytes.saturating_sub(b.records.size());
-                            sub_saturating(&queue.counters.queued_bytes, b.records.size());
-                            if !b.outcome.take() {
-                                // Its publishes gave it up: never sent.
-                                drop(st);
-                                drop(b);
-                                queue.space.notify_waiters();
-                                continue;
-                            }
-                            st.last_batch_bytes = b.records.size();
-                            drop(st);
-                            queue.space.notify_waiters();
-                            return Some((b, due));
-                        }
-                        None
-                    } else {
-                        Some(due_at)
-                    }
-                }
-            }
-        };
-        match deadline {
-            Some(due) => {
-                tokio::select! {
-                    _ = work => {}
-                    _ = tokio::time::sleep_until(due) => {}
-                    () = async {
-                        match next_round.as_mut().as_pin_mut() {
-                            Some(n) => n.await,
-                            None => std::future::pending().await,
-                        }
-                    } => called = true,
-                }
-            }
-            None if spare => {
-                if tokio::time::timeout(SPARE_IDLE, work).await.is_err() {
-                    queue.lock().spare = None;
-                }
-            }
-            None => work.await,
-        }
-    }
 }
 
 /// Takes `n` from `counter`, stopping at zero.
@@ -415,31 +432,15 @@ mod tests {
 
     /// A partition with nothing to send keeps its spare buffer for a
     /// moment (the next batch reuses it) and then gives it back.
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_partition_gives_its_spare_buffer_back() {
-        let queue = Arc::new(Queue {
-            counters: Arc::default(),
-            topic: "t".into(),
-            partition: 0,
-            state: Mutex::new(State {
-                spare: Some(Vec::with_capacity(512 * 1024)),
-                ..State::default()
-            }),
-            work: Notify::new(),
-            space: Notify::new(),
-        });
-        let q = Arc::clone(&queue);
-        let sender = tokio::spawn(async move {
-            next_batch(&q, std::time::Duration::from_millis(5), None)
-                .await
-                .is_none()
-        });
-        tokio::time::sleep(SPARE_IDLE / 2).await;
-        assert!(queue.lock().spare.is_some(), "kept while briefly idle");
-        tokio::time::sleep(SPARE_IDLE).await;
-        assert!(queue.lock().spare.is_none(), "given back once idle");
-        queue.lock().closed = true;
-        queue.work.notify_one();
-        assert!(sender.await.expect("sender"), "a closed, empty queue ends");
+    #[test]
+    fn an_idle_partition_gives_its_spare_buffer_back() {
+        let queue = Queue::new("t".into(), 0, &ProducerConfig::default(), Arc::default());
+        let start = Instant::now();
+        queue.lock().last_taken = Some(start);
+        queue.keep_spare(Vec::with_capacity(512 * 1024));
+        queue.drop_idle_spare(start + SPARE_IDLE / 2);
+        assert!(queue.has_spare(), "kept while briefly idle");
+        queue.drop_idle_spare(start + SPARE_IDLE);
+        assert!(!queue.has_spare(), "given back once idle");
     }
 }

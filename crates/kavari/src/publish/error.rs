@@ -57,9 +57,9 @@ pub struct ProduceError {
     detail: Box<str>,
     /// The broker's error code, when it gave one.
     code: Option<ResponseError>,
-    /// Set when the partition's sender already retried the batch (this
+    /// Set when the batch was retried already by its partition (this
     /// many attempts): the outcome is final.
-    sender_attempts: Option<u16>,
+    batch_attempts: Option<u16>,
     /// Whether an attempt was sent and got no answer (a timeout, a broken
     /// connection): its batch may be in the log.
     maybe_written: bool,
@@ -72,7 +72,7 @@ impl ProduceError {
             retriable,
             detail: detail.into().into_boxed_str(),
             code: None,
-            sender_attempts: None,
+            batch_attempts: None,
             maybe_written: false,
         }
     }
@@ -138,15 +138,15 @@ impl ProduceError {
         self.code
     }
 
-    /// Marks the error final after `attempts` by the partition's sender.
+    /// Marks the error final after `attempts` of its batch.
     pub(crate) fn after_attempts(mut self, attempts: u32) -> Self {
-        self.sender_attempts = Some(u16::try_from(attempts).unwrap_or(u16::MAX));
+        self.batch_attempts = Some(u16::try_from(attempts).unwrap_or(u16::MAX));
         self
     }
 
-    /// The attempts the partition's sender made, when it retried already.
-    pub(crate) fn sender_attempts(&self) -> Option<u32> {
-        self.sender_attempts.map(u32::from)
+    /// The attempts of the record's batch, when its partition retried it.
+    pub(crate) fn batch_attempts(&self) -> Option<u32> {
+        self.batch_attempts.map(u32::from)
     }
 
     pub(crate) fn shutting_down() -> Self {

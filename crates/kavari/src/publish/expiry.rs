@@ -4,7 +4,7 @@
 //! expired, never to be sent; one already taken to be sent gets the
 //! request timeout more for its answer, and is then ended as unconfirmed
 //! (it may be in the log). So `publish()` returns by its deadline whatever
-//! the broker or the partition's sender does, and a publish in flight
+//! the broker or the broker's sink does, and a publish in flight
 //! holds no timer of its own.
 
 use std::cmp::Reverse;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::batcher::Outcome;
+use super::outcome::Outcome;
 use super::{ProduceError, ProduceErrorKind};
 
 /// The publisher's handle on its expiry task. The task ends once every
@@ -171,7 +171,7 @@ mod tests {
         for o in [&queued, &taken, &answered] {
             expiry.watch(start + Duration::from_secs(8), o);
         }
-        assert!(taken.take(), "the sender takes it");
+        assert!(taken.take(), "its sink takes it");
         assert!(answered.take());
         answered.finish(Ok(41));
 
@@ -179,7 +179,7 @@ mod tests {
         let e = queued.offset(0).await.expect_err("expired");
         assert_eq!(e.kind(), ProduceErrorKind::Timeout);
         assert!(!e.maybe_written(), "never sent: {e}");
-        assert!(!queued.take(), "its sender drops it");
+        assert!(!queued.take(), "its partition drops it");
         assert!(!taken.is_finished(), "the answer has the grace");
 
         tokio::time::sleep(grace).await;

@@ -6,10 +6,12 @@ mod config;
 mod dead_letter;
 mod error;
 mod expiry;
+mod outcome;
+mod partition;
 mod producer_ids;
-mod rounds;
-mod sender;
-mod sequenced;
+mod producing;
+mod sink;
+mod sinks;
 mod topics;
 
 use std::borrow::Cow;
@@ -35,8 +37,7 @@ use batcher::ProduceCounters;
 use kavari_wire::cluster::Cluster;
 use kavari_wire::log_rate::LogRate;
 use kavari_wire::record_batch::write::Record;
-use producer_ids::ProducerIds;
-use sender::Producing;
+use producing::Producing;
 use topics::Topics;
 
 #[cfg(feature = "testing")]
@@ -121,10 +122,10 @@ impl Bulk {
         }
     }
 
-    /// Remembers `sender` to flush at the end of the call.
-    fn touch(&mut self, sender: &Arc<batcher::Batcher>) {
-        if !self.touched.iter().any(|t| Arc::ptr_eq(t, sender)) {
-            self.touched.push(Arc::clone(sender));
+    /// Remembers `batcher` to flush at the end of the call.
+    fn touch(&mut self, batcher: &Arc<batcher::Batcher>) {
+        if !self.touched.iter().any(|t| Arc::ptr_eq(t, batcher)) {
+            self.touched.push(Arc::clone(batcher));
         }
     }
 }
@@ -132,7 +133,7 @@ impl Bulk {
 /// A record appended to a batch, waiting for the batch's answer.
 struct Enqueued {
     partition: i32,
-    outcome: Arc<batcher::Outcome>,
+    outcome: Arc<outcome::Outcome>,
     index: usize,
 }
 
@@ -172,15 +173,15 @@ impl EncodedMessage {
 /// room now.
 fn append_now(
     message: &EncodedMessage,
-    (partition, sender): (i32, &Arc<batcher::Batcher>),
+    (partition, batcher): (i32, &Arc<batcher::Batcher>),
     bulk: Option<&mut Bulk>,
     deadline: Instant,
 ) -> Result<Option<Enqueued>, ProduceError> {
-    let Some((outcome, index)) = sender.try_append(&message.record(), deadline)? else {
+    let Some((outcome, index)) = batcher.try_append(&message.record(), deadline)? else {
         return Ok(None);
     };
     if let Some(b) = bulk {
-        b.touch(sender);
+        b.touch(batcher);
     }
     Ok(Some(Enqueued {
         partition,
@@ -232,16 +233,13 @@ impl Publisher {
         let counters = Arc::new(ProduceCounters::default());
         let (closing, closing_rx) = watch::channel(false);
         let grace = cluster.request_timeout();
-        let topics = Arc::new(Topics::new(Arc::new(Producing {
-            closing: closing_rx,
-            ids: ProducerIds::new(Arc::clone(&cluster), config.idempotence),
+        let topics = Arc::new(Topics::new(Arc::new(Producing::new(
             cluster,
-            config: Arc::clone(&config),
-            counters: Arc::clone(&counters),
-            retry: Arc::clone(&retry),
-            rounds: rounds::Rounds::default(),
-            expiry: expiry::Expiry::start(grace),
-        })));
+            Arc::clone(&config),
+            Arc::clone(&counters),
+            Arc::clone(&retry),
+            closing_rx,
+        ))));
         Topics::sweep_idle(Arc::downgrade(&topics), config.metadata_max_idle / 2);
         Self {
             topics,
@@ -369,18 +367,18 @@ impl Publisher {
             let placed = self
                 .check_size(record.size(), true)
                 .and_then(|()| self.place(route, topic, record.key));
-            let (partition, sender) = match placed {
+            let (partition, batcher) = match placed {
                 Ok(placed) => placed,
                 Err(e) => return FastPath::Failed(e),
             };
-            match sender.try_append(&record, deadline) {
+            match batcher.try_append(&record, deadline) {
                 Ok(Some((outcome, index))) => FastPath::Enqueued(
                     Enqueued {
                         partition,
                         outcome,
                         index,
                     },
-                    sender,
+                    batcher,
                 ),
                 Ok(None) => FastPath::Slow,
                 Err(e) => FastPath::Failed(e),
@@ -487,8 +485,8 @@ impl Publisher {
     ) -> Result<Result<Enqueued, ProduceError>, codec::EncodeError> {
         if let Some(route) = bulk.route(topic) {
             match self.try_enqueue(msg, &route, topic, trace, deadline)? {
-                FastPath::Enqueued(e, sender) => {
-                    bulk.touch(sender);
+                FastPath::Enqueued(e, batcher) => {
+                    bulk.touch(batcher);
                     return Ok(Ok(e));
                 }
                 FastPath::Failed(err) => return Ok(Err(err)),
@@ -516,9 +514,9 @@ impl Publisher {
             if err.kind() == ProduceErrorKind::UnknownTopic {
                 self.topics.refresh_later(&message.topic);
             }
-            // The partition's sender retried it already (idempotent
+            // Its partition retried the batch already (idempotent
             // publishing): another attempt would be a new record.
-            if let Some(n) = err.sender_attempts() {
+            if let Some(n) = err.batch_attempts() {
                 attempts += n.saturating_sub(1);
                 break err;
             }
@@ -707,14 +705,14 @@ impl Publisher {
             .config
             .partitioner
             .choose(key, partitions, &self.round_robin);
-        let sender = route.sender(partition).ok_or_else(|| {
+        let batcher = route.batcher(partition).ok_or_else(|| {
             ProduceError::new(
                 ProduceErrorKind::UnknownTopic,
                 true,
                 format!("partition {partition} of {topic} is not known"),
             )
         })?;
-        Ok((partition, sender))
+        Ok((partition, batcher))
     }
 
     /// Refuses new publishes, cuts retry waits short, and waits (at most

@@ -5,7 +5,7 @@
 //! the user did not ask for it, and fenced for good when the broker says so.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kavari_wire::ResponseError;
 use kavari_wire::cluster::Cluster;
@@ -45,19 +45,17 @@ pub(crate) struct PartitionSequence {
     pub(crate) acknowledged: i32,
 }
 
-/// A partition's sequence, held by the one sender numbering its batches.
-pub(crate) type SequenceSlot = Arc<tokio::sync::Mutex<PartitionSequence>>;
-
 /// The manager's producer identity.
 #[derive(Debug)]
 pub(crate) struct ProducerIds {
     cluster: Arc<Cluster>,
     required: bool,
-    state: tokio::sync::Mutex<State>,
-    /// Every partition's sequence, kept when its sender ends (an idle
-    /// topic's route is forgotten, then made again): a new sender goes on
-    /// where the last one stopped, once that one has finished.
-    sequences: std::sync::Mutex<HashMap<(String, i32), SequenceSlot>>,
+    state: Mutex<State>,
+    /// One InitProducerId request at a time.
+    asking: tokio::sync::Mutex<()>,
+    /// The sequence of each partition whose produce state ended (an idle
+    /// topic's route is forgotten, then made again): it goes on from here.
+    saved: Mutex<HashMap<(String, i32), PartitionSequence>>,
 }
 
 impl ProducerIds {
@@ -66,27 +64,42 @@ impl ProducerIds {
         (idempotence != Idempotence::Off).then(|| Self {
             cluster,
             required: idempotence == Idempotence::Required,
-            state: tokio::sync::Mutex::new(State::Unknown),
-            sequences: std::sync::Mutex::new(HashMap::new()),
+            state: Mutex::new(State::Unknown),
+            asking: tokio::sync::Mutex::new(()),
+            saved: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The sequence slot of `topic`/`partition`; a sender locks it for as
-    /// long as it runs.
-    pub(crate) fn sequence(&self, topic: &str, partition: i32) -> SequenceSlot {
-        let mut slots = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(slots.entry((topic.to_string(), partition)).or_default())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sequence `topic`/`partition` ended with, if its produce state
+    /// ended before.
+    pub(crate) fn saved(&self, topic: &str, partition: i32) -> PartitionSequence {
+        let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        saved
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Keeps the sequence of a partition whose produce state ends.
+    pub(crate) fn save(&self, topic: &str, partition: i32, sequence: PartitionSequence) {
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        saved.insert((topic.to_string(), partition), sequence);
     }
 
     /// The identity to stamp batches with; `None` when the cluster cannot
     /// do idempotent producing (and it was only preferred).
     pub(crate) async fn current(&self) -> Result<Option<ProducerIdentity>, ProduceError> {
-        let mut state = self.state.lock().await;
-        match &*state {
-            State::Active(id) => Ok(Some(*id)),
-            State::Unsupported => Ok(None),
-            State::Fenced(why) => Err(fenced(why)),
-            State::Unknown => self.ask(&mut state, None).await,
+        if let Some(known) = self.known(None) {
+            return known;
+        }
+        let _one = self.asking.lock().await;
+        match self.known(None) {
+            Some(known) => known,
+            None => self.ask(None).await,
         }
     }
 
@@ -97,37 +110,49 @@ impl ProducerIds {
         &self,
         stale: Option<ProducerIdentity>,
     ) -> Result<Option<ProducerIdentity>, ProduceError> {
-        let mut state = self.state.lock().await;
-        match &*state {
-            State::Active(id) if Some(*id) != stale => Ok(Some(*id)),
-            State::Active(_) | State::Unknown => self.ask(&mut state, stale).await,
-            State::Unsupported => Ok(None),
-            State::Fenced(why) => Err(fenced(why)),
+        if let Some(known) = self.known(Some(stale)) {
+            return known;
+        }
+        let _one = self.asking.lock().await;
+        match self.known(Some(stale)) {
+            Some(known) => known,
+            None => self.ask(stale).await,
+        }
+    }
+
+    /// The answer without asking the cluster, if there is one: the active
+    /// identity (unless it is `replacing`), or why there is none.
+    fn known(
+        &self,
+        replacing: Option<Option<ProducerIdentity>>,
+    ) -> Option<Result<Option<ProducerIdentity>, ProduceError>> {
+        match &*self.lock() {
+            State::Active(id) if replacing != Some(Some(*id)) => Some(Ok(Some(*id))),
+            State::Active(_) | State::Unknown => None,
+            State::Unsupported => Some(Ok(None)),
+            State::Fenced(why) => Some(Err(fenced(why))),
         }
     }
 
     /// Whether `identity` is the one in use now.
-    pub(crate) async fn is_current(&self, identity: Option<ProducerIdentity>) -> bool {
-        matches!(&*self.state.lock().await, State::Active(id) if Some(*id) == identity)
+    pub(crate) fn is_current(&self, identity: Option<ProducerIdentity>) -> bool {
+        matches!(&*self.lock(), State::Active(id) if Some(*id) == identity)
     }
 
     /// Stops the producer for good: the broker fenced it.
-    pub(crate) async fn fence(&self, why: String) -> ProduceError {
-        let e = fenced(&why);
-        *self.state.lock().await = State::Fenced(why);
-        e
+    pub(crate) fn fence(&self, why: String) {
+        *self.lock() = State::Fenced(why);
     }
 
     async fn ask(
         &self,
-        state: &mut State,
         current: Option<ProducerIdentity>,
     ) -> Result<Option<ProducerIdentity>, ProduceError> {
         let what = "asking for a producer id (idempotent publishing)";
         match init_producer_id(&self.cluster, current).await {
             Ok(id) => {
                 tracing::debug!(producer_id = id.id, epoch = id.epoch, "producer id");
-                *state = State::Active(id);
+                *self.lock() = State::Active(id);
                 Ok(Some(id))
             }
             Err(e) => {
@@ -150,7 +175,7 @@ impl ProducerIds {
                     ));
                 }
                 tracing::warn!(error = %e, "the cluster cannot do idempotent publishing: publishing at least once, without it");
-                *state = State::Unsupported;
+                *self.lock() = State::Unsupported;
                 Ok(None)
             }
         }

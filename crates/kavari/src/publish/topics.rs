@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::batcher::Batcher;
-use super::sender::Producing;
+use super::producing::Producing;
 use super::{ProduceError, ProduceErrorKind};
 use kavari_wire::cluster::TopicMetadata;
 
@@ -21,9 +21,9 @@ pub(crate) const MAX_PARTITIONS: usize = 100_000;
 pub(crate) struct Route {
     topic: String,
     /// Each partition's batcher, once published to: a topic of many
-    /// partitions costs a slot per partition, not a task.
-    senders: Vec<OnceLock<Arc<Batcher>>>,
-    /// Each partition's leader as the metadata named it, for its sender.
+    /// partitions costs a slot per partition until then.
+    batchers: Vec<OnceLock<Arc<Batcher>>>,
+    /// Each partition's leader as the metadata named it.
     leaders: Vec<Option<i32>>,
     producing: Arc<Producing>,
     /// Set after an unknown-topic error: the next publish asks the cluster
@@ -40,20 +40,19 @@ impl Route {
     }
 
     pub(crate) fn partitions(&self) -> u32 {
-        u32::try_from(self.senders.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.batchers.len()).unwrap_or(u32::MAX)
     }
 
-    /// The batcher of `partition`, its sender started on first use; `None`
-    /// for a partition the topic does not have.
-    pub(crate) fn sender(&self, partition: i32) -> Option<&Arc<Batcher>> {
+    /// The batcher of `partition`, made on first use; `None` for a
+    /// partition the topic does not have.
+    pub(crate) fn batcher(&self, partition: i32) -> Option<&Arc<Batcher>> {
         let at = usize::try_from(partition).ok()?;
-        let slot = self.senders.get(at)?;
+        let slot = self.batchers.get(at)?;
         Some(slot.get_or_init(|| {
-            Arc::new(super::sender::spawn(
-                self.topic.clone(),
+            Arc::new(self.producing.batcher(
+                &self.topic,
                 partition,
                 self.leaders.get(at).copied().flatten(),
-                Arc::clone(&self.producing),
             ))
         }))
     }
@@ -159,13 +158,13 @@ impl Topics {
         let existing = routes.get(topic).cloned();
         let route = match existing {
             // Another caller raced us here; keep its batchers.
-            Some(r) if r.senders.len() >= partitions && !r.stale.load(Ordering::Relaxed) => r,
+            Some(r) if r.batchers.len() >= partitions && !r.stale.load(Ordering::Relaxed) => r,
             old => {
-                let mut senders = old.map(|r| r.senders.clone()).unwrap_or_default();
-                senders.resize_with(partitions.max(senders.len()), OnceLock::new);
+                let mut batchers = old.map(|r| r.batchers.clone()).unwrap_or_default();
+                batchers.resize_with(partitions.max(batchers.len()), OnceLock::new);
                 let r = Arc::new(Route {
                     topic: topic.to_string(),
-                    senders,
+                    batchers,
                     leaders: meta.partitions.iter().map(|p| p.leader).collect(),
                     producing: Arc::clone(&self.producing),
                     stale: AtomicBool::new(false),
@@ -273,41 +272,38 @@ mod tests {
     use crate::publish::ProducerConfig;
 
     /// A topic of the most partitions taken costs a slot per partition;
-    /// a partition gets its queue and sender task once published to, once.
+    /// a partition gets its queue and produce state once published to, once.
     #[tokio::test]
-    async fn a_partition_gets_a_sender_once_published_to() {
+    async fn a_partition_gets_a_batcher_once_published_to() {
         let cluster = Arc::new(kavari_wire::cluster::Cluster::new(
             vec!["127.0.0.1:1".into()],
             "kavari".into(),
             Duration::from_secs(1),
         ));
         let (_closing, closing) = tokio::sync::watch::channel(false);
-        let producing = Arc::new(Producing {
+        let producing = Arc::new(Producing::new(
             cluster,
-            config: Arc::new(ProducerConfig::default()),
-            counters: Arc::default(),
-            retry: Arc::new(crate::NoRetry),
-            ids: None,
+            Arc::new(ProducerConfig::default()),
+            Arc::default(),
+            Arc::new(crate::NoRetry),
             closing,
-            rounds: Default::default(),
-            expiry: super::super::expiry::Expiry::start(Duration::from_secs(1)),
-        });
+        ));
         let route = Route {
             topic: "t".into(),
-            senders: (0..MAX_PARTITIONS).map(|_| OnceLock::new()).collect(),
+            batchers: (0..MAX_PARTITIONS).map(|_| OnceLock::new()).collect(),
             leaders: vec![None; MAX_PARTITIONS],
             producing,
             stale: AtomicBool::new(false),
             used_in: AtomicU64::new(0),
         };
-        let started = || route.senders.iter().filter(|s| s.get().is_some()).count();
-        assert_eq!(started(), 0, "no sender before a publish");
+        let started = || route.batchers.iter().filter(|s| s.get().is_some()).count();
+        assert_eq!(started(), 0, "no batcher before a publish");
         let last = i32::try_from(MAX_PARTITIONS - 1).expect("fits");
         for p in [7, 7, last] {
-            assert!(route.sender(p).is_some(), "partition {p}");
+            assert!(route.batcher(p).is_some(), "partition {p}");
         }
         assert_eq!(started(), 2);
-        assert!(route.sender(last + 1).is_none(), "past the last partition");
-        assert!(route.sender(-1).is_none(), "a negative partition");
+        assert!(route.batcher(last + 1).is_none(), "past the last partition");
+        assert!(route.batcher(-1).is_none(), "a negative partition");
     }
 }
