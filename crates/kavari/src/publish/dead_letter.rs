@@ -9,7 +9,8 @@ use kavari_wire::backoff::Backoff;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Delivery, Failure, ProduceError, ProduceErrorKind, PublishError, Publisher};
+use super::publisher::{Failure, Publisher};
+use super::{Delivery, ProduceError, ProduceErrorKind, PublishError};
 use crate::codec::EncodedMessage;
 
 /// The dead letter of a message every attempt to publish failed for, on
