@@ -97,7 +97,7 @@ struct Feed {
 }
 
 #[derive(Debug)]
-struct Shared {
+struct FetchState {
     cluster: Arc<Cluster>,
     config: FetcherConfig,
     feeds: Mutex<HashMap<TopicPartition, Feed>>,
@@ -112,7 +112,7 @@ struct Shared {
 /// How often one kind of retried fetch failure is logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
-impl Shared {
+impl FetchState {
     fn feeds(&self) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, Feed>> {
         self.feeds.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -122,7 +122,7 @@ impl Shared {
 /// close.
 #[derive(Debug)]
 pub struct Fetcher {
-    shared: Arc<Shared>,
+    shared: Arc<FetchState>,
     task: JoinHandle<()>,
 }
 
@@ -140,7 +140,7 @@ pub struct PartitionFeed {
     rx: mpsc::UnboundedReceiver<FetchEvent>,
     buffered: Arc<AtomicUsize>,
     high_watermark: Arc<AtomicI64>,
-    shared: Weak<Shared>,
+    shared: Weak<FetchState>,
 }
 
 impl PartitionFeed {
@@ -193,7 +193,7 @@ impl Drop for PartitionFeed {
 impl Fetcher {
     /// Starts the engine on `cluster`'s connections.
     pub fn new(cluster: Arc<Cluster>, config: FetcherConfig) -> Self {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(FetchState {
             cluster,
             config,
             feeds: Mutex::new(HashMap::new()),
@@ -302,7 +302,7 @@ impl Fetcher {
 }
 
 async fn offset_for(
-    shared: &Shared,
+    shared: &FetchState,
     partition: &TopicPartition,
     spec: OffsetSpec,
 ) -> Result<i64, WireError> {
@@ -313,7 +313,7 @@ async fn offset_for(
 }
 
 async fn offsets_for(
-    shared: &Shared,
+    shared: &FetchState,
     partitions: &[TopicPartition],
     spec: OffsetSpec,
 ) -> HashMap<TopicPartition, Result<i64, WireError>> {
@@ -375,7 +375,7 @@ fn no_leader(partition: &TopicPartition) -> WireError {
 type Leaders = HashMap<TopicPartition, (i32, i32)>;
 
 /// The engine's loop; it ends when the [`Fetcher`] is dropped (aborted).
-async fn run(shared: Arc<Shared>) {
+async fn run(shared: Arc<FetchState>) {
     let mut leaders: Leaders = HashMap::new();
     let mut stale = true;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -477,7 +477,7 @@ async fn run(shared: Arc<Shared>) {
                             .find(|p| p.partition == part.partition)
                             .map(|p| p.offset);
                         if let Some(asked) = asked {
-                            trouble |= deliver(&shared, part, asked, &mut stale).await;
+                            trouble |= hand_over(&shared, part, asked, &mut stale).await;
                         }
                     }
                 }
@@ -514,7 +514,7 @@ struct Ready {
     pending: bool,
 }
 
-fn ready(shared: &Shared) -> Ready {
+fn ready(shared: &FetchState) -> Ready {
     let config = &shared.config;
     if shared.buffered_total.load(Ordering::Acquire) >= config.total_buffer_bytes {
         return Ready {
@@ -540,7 +540,10 @@ fn ready(shared: &Shared) -> Ready {
     ready
 }
 
-async fn refresh(shared: &Shared, wanted: &[(TopicPartition, i64)]) -> Result<Leaders, WireError> {
+async fn refresh(
+    shared: &FetchState,
+    wanted: &[(TopicPartition, i64)],
+) -> Result<Leaders, WireError> {
     let mut topics: Vec<&str> = wanted.iter().map(|(tp, _)| tp.topic.as_str()).collect();
     topics.sort_unstable();
     topics.dedup();
@@ -560,7 +563,12 @@ async fn refresh(shared: &Shared, wanted: &[(TopicPartition, i64)]) -> Result<Le
 
 /// Hands one partition's answer to its feed; true when the answer calls
 /// for a pause (an error that a retry may clear).
-async fn deliver(shared: &Shared, part: PartitionResponse, asked: i64, stale: &mut bool) -> bool {
+async fn hand_over(
+    shared: &FetchState,
+    part: PartitionResponse,
+    asked: i64,
+    stale: &mut bool,
+) -> bool {
     let tp = part.partition.clone();
     let config = &shared.config;
     match part.error {

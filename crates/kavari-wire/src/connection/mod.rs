@@ -118,23 +118,23 @@ request!(SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate, 
 /// Requests written but not yet answered, oldest first, and why the
 /// connection broke once it has.
 #[derive(Debug, Default)]
-struct InFlight {
+struct Awaiting {
     waiting: VecDeque<(i32, oneshot::Sender<Bytes>)>,
     broken: Option<String>,
 }
 
 /// What the connection and its reader task share.
 #[derive(Debug, Default)]
-struct Shared {
-    in_flight: std::sync::Mutex<InFlight>,
+struct ConnectionState {
+    in_flight: std::sync::Mutex<Awaiting>,
     /// Mirrors `in_flight.broken.is_some()`, readable without the lock.
     broken: AtomicBool,
     /// This connection in the open-connections gauge.
     open: crate::metrics::OpenConnection,
 }
 
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
+impl ConnectionState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Awaiting> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -183,7 +183,7 @@ struct Answer {
 
 /// Marks the connection broken unless disarmed: a request abandoned halfway
 /// through its write leaves the stream out of step.
-struct WriteGuard<'a>(&'a Shared, bool);
+struct WriteGuard<'a>(&'a ConnectionState, bool);
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
@@ -202,7 +202,7 @@ pub struct Connection {
     address: String,
     client_id: StrBytes,
     writer: Mutex<Writer>,
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionState>,
     reader: JoinHandle<()>,
     next_correlation: AtomicI32,
     /// Broker's (min, max) per API key.
@@ -231,7 +231,7 @@ impl Connection {
         transport: Transport<'_>,
     ) -> Result<Self, WireError> {
         let (read, write) = crate::stream::open(address, transport, timeout).await?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(ConnectionState::default());
         let reader = tokio::spawn(read_responses(read, Arc::clone(&shared)));
         let mut conn = Self {
             address: address.to_string(),
@@ -692,7 +692,7 @@ fn read_failure(e: &std::io::Error) -> String {
 
 /// Reads responses in order and hands each to the request waiting first;
 /// any failure breaks the connection and fails every waiting request.
-async fn read_responses(mut read: ReadHalf, shared: Arc<Shared>) {
+async fn read_responses(mut read: ReadHalf, shared: Arc<ConnectionState>) {
     let why = loop {
         let mut len = [0u8; 4];
         if let Err(e) = read.read_exact(&mut len).await {

@@ -13,7 +13,7 @@ use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::{ConsumerConfig, FailurePolicy, Shared};
+use super::{ConsumeState, ConsumerConfig, FailurePolicy};
 use crate::codec::{DecodeError, EncodedMessage};
 use crate::publish::ProduceError;
 use crate::registry::{Outcome, Registry, Route};
@@ -52,7 +52,7 @@ pub(crate) trait Runtime: Send + Sync {
     ) -> impl Future<Output = Result<(), ProduceError>> + Send;
 }
 
-impl Runtime for Shared {
+impl Runtime for ConsumeState {
     fn registry(&self) -> &Registry {
         &self.registry
     }

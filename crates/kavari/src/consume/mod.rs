@@ -46,7 +46,7 @@ pub enum StartError {
 }
 
 /// Everything the runtime's tasks share.
-pub(crate) struct Shared {
+pub(crate) struct ConsumeState {
     pub(crate) registry: Registry,
     pub(crate) config: ConsumerConfig,
     pub(crate) group_id: String,
@@ -59,7 +59,7 @@ pub(crate) struct Shared {
     poison_log: LogRate<TopicPartition>,
 }
 
-impl Shared {
+impl ConsumeState {
     pub(crate) fn update_partition(
         &self,
         tp: &TopicPartition,
@@ -139,7 +139,7 @@ impl Drop for WorkerHandle {
 
 /// The running consumer, held by the manager.
 pub(crate) struct Consumer {
-    shared: Arc<Shared>,
+    shared: Arc<ConsumeState>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -180,7 +180,7 @@ impl Consumer {
         let (member, events) =
             GroupMember::start_on(group, Arc::clone(&cluster)).map_err(StartError::Group)?;
         let fetcher = Fetcher::new(cluster, fetcher_config(&config));
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ConsumeState {
             registry,
             config,
             group_id,
@@ -298,7 +298,7 @@ impl Drop for Consumer {
 }
 
 async fn runtime(
-    shared: Arc<Shared>,
+    shared: Arc<ConsumeState>,
     mut events: mpsc::UnboundedReceiver<GroupEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -366,7 +366,7 @@ async fn runtime(
 /// Hands the workers of `assignment` still waiting their start: those the
 /// lookup placed subscribe together; the others find their start themselves.
 fn begin(
-    shared: &Shared,
+    shared: &ConsumeState,
     workers: &mut HashMap<TopicPartition, WorkerHandle>,
     assignment: u64,
     mut found: HashMap<TopicPartition, start::Position>,
@@ -396,7 +396,7 @@ fn begin(
 /// commits. One that does not finish within `timeout` is aborted
 /// uncommitted (its messages come again to the next owner).
 async fn stop_workers(
-    shared: &Shared,
+    shared: &ConsumeState,
     workers: &mut HashMap<TopicPartition, WorkerHandle>,
     partitions: &[TopicPartition],
     timeout: Duration,

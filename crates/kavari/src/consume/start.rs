@@ -18,7 +18,7 @@ use kavari_wire::fetcher::PartitionFeed;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::Shared;
+use super::ConsumeState;
 use crate::stop::until_stopped;
 
 /// Where a partition starts.
@@ -39,7 +39,7 @@ pub(crate) struct Begin {
 
 /// The positions of `partitions`, as far as two requests tell them.
 pub(crate) async fn look_up(
-    shared: &Shared,
+    shared: &ConsumeState,
     partitions: &[TopicPartition],
 ) -> HashMap<TopicPartition, Position> {
     let committed = match shared.member.committed(partitions).await {
@@ -95,7 +95,7 @@ pub(crate) async fn look_up(
 /// first, then every 30 s). `None` when stopped first, or when `tp` has no
 /// committed offset and `OffsetReset::Error` applies (reported and logged).
 pub(crate) async fn place(
-    shared: &Shared,
+    shared: &ConsumeState,
     tp: &TopicPartition,
     stop: &watch::Receiver<bool>,
     report: impl Fn(String),
@@ -134,7 +134,10 @@ pub(crate) async fn place(
 
 /// The position of `tp`: its committed offset, else the reset policy's
 /// (`None` under `OffsetReset::Error`); `Err` says which lookup failed.
-async fn position_of(shared: &Shared, tp: &TopicPartition) -> Result<Option<Position>, String> {
+async fn position_of(
+    shared: &ConsumeState,
+    tp: &TopicPartition,
+) -> Result<Option<Position>, String> {
     let committed = shared
         .member
         .committed(std::slice::from_ref(tp))

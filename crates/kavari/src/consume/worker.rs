@@ -16,7 +16,7 @@ use kavari_wire::log_rate::LogRate;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::Shared;
+use super::ConsumeState;
 use super::dispatch::{Disposition, HandlerClock, deliver};
 use super::start::{Begin, Position};
 use crate::MessageContext;
@@ -40,7 +40,7 @@ const COMMIT_FAILURES_EVERY: Duration = Duration::from_secs(10);
 /// It starts where `begin` says, or (the sender dropped: its assignment's
 /// lookup did not place it) finds its start itself.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<ConsumeState>,
     tp: TopicPartition,
     stop: watch::Receiver<bool>,
     begin: oneshot::Receiver<Begin>,
@@ -57,7 +57,7 @@ pub(crate) async fn run(
 }
 
 struct Worker {
-    shared: Arc<Shared>,
+    shared: Arc<ConsumeState>,
     tp: TopicPartition,
     stop: watch::Receiver<bool>,
     committed: Option<i64>,

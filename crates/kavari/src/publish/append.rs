@@ -14,9 +14,9 @@ use kavari_wire::record_batch::write::{Headers, Record};
 use tokio::time::Instant;
 
 use super::batcher::Batcher;
-use super::outcome::Outcome;
+use super::outcome::BatchOutcome;
 use super::publisher::Publisher;
-use super::topics::Route;
+use super::topics::TopicRoute;
 use super::{ProduceError, ProduceErrorKind, PublishError};
 use crate::KafkaMessage;
 use crate::codec::{self, EncodedMessage};
@@ -135,7 +135,7 @@ impl<M: KafkaMessage> Source for Typed<'_, M> {
 /// A record appended to a batch, waiting for the batch's answer.
 pub(super) struct Enqueued {
     partition: i32,
-    outcome: Arc<Outcome>,
+    outcome: Arc<BatchOutcome>,
     index: usize,
 }
 
@@ -154,13 +154,13 @@ impl Enqueued {
 #[derive(Default)]
 pub(super) struct Bulk {
     /// The last topic's route: a bulk call is usually of one topic.
-    last_route: Option<(Cow<'static, str>, Arc<Route>)>,
+    last_route: Option<(Cow<'static, str>, Arc<TopicRoute>)>,
     /// The partitions appended to, to flush at the end.
     touched: Vec<Arc<Batcher>>,
 }
 
 impl Bulk {
-    fn route(&self, topic: &str) -> Option<Arc<Route>> {
+    fn route(&self, topic: &str) -> Option<Arc<TopicRoute>> {
         match &self.last_route {
             Some((t, route)) if t == topic && !route.is_stale() => Some(Arc::clone(route)),
             _ => None,
@@ -186,7 +186,7 @@ impl Bulk {
 /// Places a record and appends it if its partition has room now.
 struct Append<'a> {
     publisher: &'a Publisher,
-    route: &'a Route,
+    route: &'a TopicRoute,
     topic: &'a str,
     enforce_size: bool,
     deadline: Instant,

@@ -1,6 +1,6 @@
 //! A partition's queue of unsent batches, and the handle publishers append
 //! through. Publishes append their record to the open batch under a short
-//! lock and wait for that batch's [`Outcome`]. The sink of the partition's
+//! lock and wait for that batch's [`BatchOutcome`]. The sink of the partition's
 //! leader (`sink.rs`) is woken by a batch's first record (and by a full
 //! batch, a flush or a close) and takes the batch ([`Queue::take`]) at most
 //! `linger` after its first record, once it holds `max_batch_bytes`, when
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::ProduceError;
 use super::config::ProducerConfig;
 use super::expiry::Expiry;
-use super::outcome::Outcome;
+use super::outcome::BatchOutcome;
 use super::partition::Partition;
 
 /// Batches a partition keeps in flight at once, as the Java
@@ -57,7 +57,7 @@ pub(super) struct OpenBatch {
     /// The earliest delivery deadline of its records (`None` while it has
     /// none).
     deadline: Option<Instant>,
-    pub(super) outcome: Arc<Outcome>,
+    pub(super) outcome: Arc<BatchOutcome>,
 }
 
 /// The list of partitions a sink should look at, and its wake-up.
@@ -330,7 +330,7 @@ impl Batcher {
         &self,
         record: &Record<'_, H>,
         deadline: Instant,
-    ) -> Result<Option<(Arc<Outcome>, usize)>, ProduceError> {
+    ) -> Result<Option<(Arc<BatchOutcome>, usize)>, ProduceError> {
         let queue = &self.partition.queue;
         let bound = record.bound();
         let timestamp = now_ms();
@@ -361,7 +361,7 @@ impl Batcher {
                 first_at: Instant::now(),
                 flush: false,
                 deadline: None,
-                outcome: Arc::new(Outcome::default()),
+                outcome: Arc::new(BatchOutcome::default()),
             });
         }
         st.queued += 1;

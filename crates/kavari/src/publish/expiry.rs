@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::outcome::Outcome;
+use super::outcome::BatchOutcome;
 use super::{ProduceError, ProduceErrorKind};
 
 /// The publisher's handle on its expiry task. The task ends once every
@@ -32,7 +32,7 @@ struct Watched {
     /// Whether the batch was found taken at its deadline (then `at` is
     /// the end of its answer's grace).
     taken: bool,
-    outcome: Arc<Outcome>,
+    outcome: Arc<BatchOutcome>,
 }
 
 impl PartialEq for Watched {
@@ -65,7 +65,7 @@ impl Expiry {
     }
 
     /// Ends `outcome` at `at` unless it is answered by then.
-    pub(crate) fn watch(&self, at: Instant, outcome: &Arc<Outcome>) {
+    pub(crate) fn watch(&self, at: Instant, outcome: &Arc<BatchOutcome>) {
         let _ = self.watch.send(Watched {
             at,
             taken: false,
@@ -165,9 +165,9 @@ mod tests {
         let grace = Duration::from_secs(3);
         let expiry = Expiry::start(grace);
         let start = Instant::now();
-        let queued = Arc::new(Outcome::default());
-        let taken = Arc::new(Outcome::default());
-        let answered = Arc::new(Outcome::default());
+        let queued = Arc::new(BatchOutcome::default());
+        let taken = Arc::new(BatchOutcome::default());
+        let answered = Arc::new(BatchOutcome::default());
         for o in [&queued, &taken, &answered] {
             expiry.watch(start + Duration::from_secs(8), o);
         }

@@ -13,7 +13,7 @@ use super::ProduceError;
 /// shares; and how far it got, so a publish whose time ran out knows
 /// whether its batch can still be stopped.
 #[derive(Debug, Default)]
-pub(crate) struct Outcome {
+pub(crate) struct BatchOutcome {
     result: OnceLock<Result<i64, ProduceError>>,
     done: Notify,
     /// [`QUEUED`], [`TAKEN`] or [`EXPIRED`].
@@ -27,7 +27,7 @@ const TAKEN: u8 = 1;
 /// Expired in the queue: never sent, its partition drops it.
 const EXPIRED: u8 = 2;
 
-impl Outcome {
+impl BatchOutcome {
     pub(super) fn finish(&self, result: Result<i64, ProduceError>) {
         let _ = self.result.set(result);
         self.done.notify_waiters();

@@ -38,7 +38,7 @@ use kavari_wire::record_batch::write::stamp;
 use tokio::time::Instant;
 
 use super::batcher::{MAX_IN_FLIGHT, OpenBatch, Queue, Take};
-use super::outcome::Outcome;
+use super::outcome::BatchOutcome;
 use super::producer_ids::PartitionSequence;
 use super::producing::Producing;
 use super::{ProduceError, ProduceErrorKind};
@@ -65,7 +65,7 @@ pub(crate) struct Partition {
 struct Sent {
     count: usize,
     bytes: usize,
-    outcome: Arc<Outcome>,
+    outcome: Arc<BatchOutcome>,
     /// When its first record came: `delivery_timeout` counts from here.
     first_at: Instant,
 }

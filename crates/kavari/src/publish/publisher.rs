@@ -20,7 +20,7 @@ use super::batcher::{Batcher, ProduceCounters};
 use super::config::ProducerConfig;
 use super::producing::Producing;
 use super::stats::PublishStats;
-use super::topics::{Route, Topics};
+use super::topics::{TopicRoute, Topics};
 use super::{Delivery, ProduceError, ProduceErrorKind, PublishError};
 use crate::KafkaMessage;
 use crate::codec::EncodedMessage;
@@ -76,9 +76,9 @@ fn refused(cause: ProduceError, message: EncodedMessage) -> PublishError {
 }
 
 /// Counts a publish as in flight until dropped.
-struct InFlight<'a>(&'a Publisher);
+struct Admitted<'a>(&'a Publisher);
 
-impl Drop for InFlight<'_> {
+impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
@@ -137,12 +137,12 @@ impl Publisher {
 
     /// Refuses a publish once shutdown began; otherwise counts it in flight
     /// until the guard drops.
-    fn admit(&self) -> Result<InFlight<'_>, ProduceError> {
+    fn admit(&self) -> Result<Admitted<'_>, ProduceError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ProduceError::shutting_down());
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        Ok(InFlight(self))
+        Ok(Admitted(self))
     }
 
     /// Publishes one encoded message.
@@ -435,7 +435,7 @@ impl Publisher {
     /// The partition for `key` (`Partitioner::choose`) and its batcher.
     pub(super) fn place<'r>(
         &self,
-        route: &'r Route,
+        route: &'r TopicRoute,
         topic: &str,
         key: Option<&[u8]>,
     ) -> Result<(i32, &'r Arc<Batcher>), ProduceError> {

@@ -18,7 +18,7 @@ pub(crate) const MAX_PARTITIONS: usize = 100_000;
 
 /// A topic's partition count and one batcher per partition.
 #[derive(Debug)]
-pub(crate) struct Route {
+pub(crate) struct TopicRoute {
     topic: String,
     /// Each partition's batcher, once published to: a topic of many
     /// partitions costs a slot per partition until then.
@@ -33,7 +33,7 @@ pub(crate) struct Route {
     used_in: AtomicU64,
 }
 
-impl Route {
+impl TopicRoute {
     /// Whether the next publish should ask the cluster again.
     pub(crate) fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Relaxed)
@@ -61,7 +61,7 @@ impl Route {
 #[derive(Debug)]
 pub(crate) struct Topics {
     producing: Arc<Producing>,
-    routes: Mutex<HashMap<String, Arc<Route>>>,
+    routes: Mutex<HashMap<String, Arc<TopicRoute>>>,
     /// Counts sweeps for idle routes (every half `metadata_max_idle`).
     round: AtomicU64,
     /// One metadata lookup at a time: thousands of concurrent first
@@ -79,7 +79,7 @@ impl Topics {
         }
     }
 
-    fn cached(&self, topic: &str) -> Option<Arc<Route>> {
+    fn cached(&self, topic: &str) -> Option<Arc<TopicRoute>> {
         let route = self
             .routes
             .lock()
@@ -133,12 +133,12 @@ impl Topics {
     }
 
     /// The cached route for `topic`, unless it is stale.
-    pub(crate) fn fresh(&self, topic: &str) -> Option<Arc<Route>> {
+    pub(crate) fn fresh(&self, topic: &str) -> Option<Arc<TopicRoute>> {
         self.cached(topic).filter(|r| !r.is_stale())
     }
 
     /// The route for `topic`, from the cache or from a Metadata request.
-    pub(crate) async fn route(&self, topic: &str) -> Result<Arc<Route>, ProduceError> {
+    pub(crate) async fn route(&self, topic: &str) -> Result<Arc<TopicRoute>, ProduceError> {
         if let Some(r) = self.fresh(topic) {
             return Ok(r);
         }
@@ -147,7 +147,7 @@ impl Topics {
     }
 
     /// The cache-miss path of [`route`](Self::route).
-    async fn look_up(&self, topic: &str) -> Result<Arc<Route>, ProduceError> {
+    async fn look_up(&self, topic: &str) -> Result<Arc<TopicRoute>, ProduceError> {
         let _one_at_a_time = self.lookup.lock().await;
         if let Some(r) = self.fresh(topic) {
             return Ok(r); // looked up while we waited
@@ -162,7 +162,7 @@ impl Topics {
             old => {
                 let mut batchers = old.map(|r| r.batchers.clone()).unwrap_or_default();
                 batchers.resize_with(partitions.max(batchers.len()), OnceLock::new);
-                let r = Arc::new(Route {
+                let r = Arc::new(TopicRoute {
                     topic: topic.to_string(),
                     batchers,
                     leaders: meta.partitions.iter().map(|p| p.leader).collect(),
@@ -288,7 +288,7 @@ mod tests {
             Arc::new(crate::NoRetry),
             closing,
         ));
-        let route = Route {
+        let route = TopicRoute {
             topic: "t".into(),
             batchers: (0..MAX_PARTITIONS).map(|_| OnceLock::new()).collect(),
             leaders: vec![None; MAX_PARTITIONS],

@@ -23,17 +23,17 @@ use kavari_wire::log_rate::LogRate;
 
 /// The consumers started on a broker.
 #[derive(Debug, Default)]
-pub(crate) struct Consumers(Mutex<Vec<Weak<Consumer>>>);
+pub(crate) struct MemoryConsumers(Mutex<Vec<Weak<MemoryConsumer>>>);
 
-impl Consumers {
-    fn add(&self, consumer: &Arc<Consumer>) {
+impl MemoryConsumers {
+    fn add(&self, consumer: &Arc<MemoryConsumer>) {
         let mut consumers = self.0.lock().unwrap_or_else(|p| p.into_inner());
         consumers.retain(|c| c.strong_count() > 0);
         consumers.push(Arc::downgrade(consumer));
     }
 
     /// The running consumers subscribed to `topic`.
-    fn of(&self, topic: &str) -> Vec<Arc<Consumer>> {
+    fn of(&self, topic: &str) -> Vec<Arc<MemoryConsumer>> {
         let consumers = self.0.lock().unwrap_or_else(|p| p.into_inner());
         consumers
             .iter()
@@ -48,7 +48,7 @@ impl Consumers {
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub(crate) log: Arc<Log>,
-    pub(crate) consumers: Arc<Consumers>,
+    pub(crate) consumers: Arc<MemoryConsumers>,
     pub(crate) partitioner: Partitioner,
     pub(crate) round_robin: RoundRobin,
 }
@@ -76,7 +76,7 @@ tokio::task_local! {
     static DELIVERING: ();
 }
 
-pub(crate) struct Consumer {
+pub(crate) struct MemoryConsumer {
     registry: Registry,
     config: ConsumerConfig,
     group_id: String,
@@ -99,7 +99,7 @@ struct Notes {
     skipped: u64,
 }
 
-impl Consumer {
+impl MemoryConsumer {
     fn note(&self, tp: &TopicPartition, f: impl FnOnce(&mut Notes)) {
         let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
         f(notes.entry(tp.clone()).or_default());
@@ -114,10 +114,10 @@ impl Consumer {
         registry: Registry,
         config: ConsumerConfig,
         dlq_suffix: Option<String>,
-    ) -> Arc<Consumer> {
+    ) -> Arc<MemoryConsumer> {
         let group_id = config.group_id.clone().unwrap_or_default();
         let topics = registry.topics();
-        let consumer = Arc::new(Consumer {
+        let consumer = Arc::new(MemoryConsumer {
             registry,
             config,
             group_id,
@@ -267,7 +267,7 @@ impl Consumer {
     }
 }
 
-impl Runtime for Consumer {
+impl Runtime for MemoryConsumer {
     fn registry(&self) -> &Registry {
         &self.registry
     }

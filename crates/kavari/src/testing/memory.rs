@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::InMemoryBroker;
-use super::consumer::{Consumer, Writer};
+use super::consumer::{MemoryConsumer, Writer};
 use crate::KafkaMessage;
 use crate::codec::{self, EncodedMessage};
 use crate::consume::{ConsumerConfig, StartError};
@@ -19,7 +19,7 @@ use crate::registry::Registry;
 pub(crate) struct Memory {
     producer: ProducerConfig,
     writer: Arc<Writer>,
-    consumer: OnceLock<Arc<Consumer>>,
+    consumer: OnceLock<Arc<MemoryConsumer>>,
     closed: AtomicBool,
     published: AtomicU64,
     dead_lettered: AtomicU64,
@@ -107,7 +107,7 @@ impl Memory {
         if self.consumer.get().is_some() {
             return Err(StartError::AlreadyStarted);
         }
-        let consumer = Consumer::start(
+        let consumer = MemoryConsumer::start(
             &self.writer,
             registry,
             config,

@@ -101,7 +101,7 @@ pub(crate) use memory::Memory;
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryBroker {
     log: Arc<log::Log>,
-    consumers: Arc<consumer::Consumers>,
+    consumers: Arc<consumer::MemoryConsumers>,
 }
 
 impl InMemoryBroker {
