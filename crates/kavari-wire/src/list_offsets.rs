@@ -1,13 +1,16 @@
 //! ListOffsets: where a partition begins or ends, for a consumer with no
 //! committed offset or one whose offset fell out of the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use futures::future::join_all;
+use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::cluster::Cluster;
 use crate::connection::Connection;
 use crate::fetch::Isolation;
 use crate::{TopicPartition, WireError};
@@ -114,4 +117,67 @@ pub async fn list_offsets(
         .iter()
         .map(|tp| (tp.clone(), answer(tp)))
         .collect())
+}
+
+/// The offset `spec` names in each of `partitions`: one ListOffsets per
+/// leader, asked at once. Each partition has its own answer (one without a
+/// leader, or whose leader could not be asked, is an `Err`).
+pub async fn by_leader(
+    cluster: &Cluster,
+    partitions: &[TopicPartition],
+    spec: OffsetSpec,
+    isolation: Isolation,
+) -> HashMap<TopicPartition, Result<i64, WireError>> {
+    let mut topics: Vec<&str> = partitions.iter().map(|tp| tp.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let metadata = match cluster.topics(&topics).await {
+        Ok(m) => m,
+        Err(e) => {
+            return partitions
+                .iter()
+                .map(|tp| (tp.clone(), Err(e.clone())))
+                .collect();
+        }
+    };
+    let leader_of = |tp: &TopicPartition| {
+        metadata
+            .iter()
+            .filter(|t| t.name == tp.topic)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition == tp.partition)
+            .and_then(|p| p.leader)
+    };
+    let mut answers = HashMap::new();
+    let mut by_leader: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
+    for tp in partitions {
+        match leader_of(tp) {
+            Some(leader) => by_leader.entry(leader).or_default().push(tp.clone()),
+            None => {
+                answers.insert(tp.clone(), Err(no_leader(tp)));
+            }
+        }
+    }
+    let asked = by_leader.into_iter().map(|(leader, tps)| async move {
+        let answer = async {
+            let conn = cluster.broker(leader).await?;
+            list_offsets(&conn, &tps, spec, isolation).await
+        }
+        .await;
+        match answer {
+            Ok(each) => each,
+            Err(e) => tps.into_iter().map(|tp| (tp, Err(e.clone()))).collect(),
+        }
+    });
+    answers.extend(join_all(asked).await.into_iter().flatten());
+    answers
+}
+
+/// A partition the metadata names no leader for.
+pub(crate) fn no_leader(partition: &TopicPartition) -> WireError {
+    WireError::broker(
+        "Metadata",
+        ResponseError::LeaderNotAvailable,
+        Some(format!("no leader for {partition}")),
+    )
 }

@@ -1,6 +1,7 @@
 //! The state machine driven by scripted coordinator answers, on a paused
 //! clock: every error code DESIGN.md names, and what the member does next.
 
+use super::join::withhold_moving_partitions;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,6 +11,11 @@
 //! their own buffers (`produce.rs`).
 
 mod produce;
+mod reader;
+mod requests;
+
+use reader::{FOREIGN, TLS_ALERT, read_responses};
+pub use requests::Request;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,100 +25,19 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
-    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, ElectLeadersRequest, ElectLeadersResponse, FetchRequest, FetchResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
-    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest,
-    SyncGroupResponse,
-};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::WireError;
-use crate::response_shape::{Shape, apis};
 use crate::segments::{Segment, Segments};
-use crate::stream::{ReadHalf, Transport, WriteHalf};
+use crate::stream::{Transport, WriteHalf};
 
 /// The largest response frame accepted (a guard against corrupt lengths).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
-
-/// Pairs a request with its response and bounds the versions Kavari speaks
-/// (kafka-protocol's own `Request` trait needs its `broker` feature).
-pub trait Request: Encodable + HeaderVersion + Send + Sync {
-    /// The API key.
-    const KEY: ApiKey;
-    /// The API's name, for errors and logs.
-    const NAME: &'static str;
-    /// The lowest version Kavari can use.
-    const MIN: i16;
-    /// The highest version Kavari has code for.
-    const MAX: i16;
-    /// The response type.
-    type Response: Decodable + HeaderVersion + Send;
-    /// The response's wire shape, walked before it is decoded.
-    const SHAPE: &'static Shape;
-}
-
-macro_rules! request {
-    ($req:ty => $resp:ty, $key:ident, $min:expr, $max:expr, $shape:ident) => {
-        impl Request for $req {
-            const KEY: ApiKey = ApiKey::$key;
-            const NAME: &'static str = stringify!($key);
-            const MIN: i16 = $min;
-            const MAX: i16 = $max;
-            type Response = $resp;
-            const SHAPE: &'static Shape = &apis::$shape;
-        }
-    };
-}
-
-request!(ApiVersionsRequest => ApiVersionsResponse, ApiVersions, 0, 3, API_VERSIONS);
-// v4 brings allow_auto_topic_creation: Kavari never creates a topic by
-// asking for its metadata, and before v4 a broker may.
-request!(MetadataRequest => MetadataResponse, Metadata, 4, 12, METADATA);
-request!(FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, 0, 4, FIND_COORDINATOR);
-request!(JoinGroupRequest => JoinGroupResponse, JoinGroup, 1, 9, JOIN_GROUP);
-request!(SyncGroupRequest => SyncGroupResponse, SyncGroup, 0, 5, SYNC_GROUP);
-request!(HeartbeatRequest => HeartbeatResponse, Heartbeat, 0, 4, HEARTBEAT);
-request!(LeaveGroupRequest => LeaveGroupResponse, LeaveGroup, 0, 5, LEAVE_GROUP);
-request!(OffsetCommitRequest => OffsetCommitResponse, OffsetCommit, 2, 8, OFFSET_COMMIT);
-request!(OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, 1, 8, OFFSET_FETCH);
-// v3 is the first with record batches (magic 2); v12 is the last that names
-// topics (v13 identifies them by id).
-request!(ProduceRequest => ProduceResponse, Produce, 3, 12, PRODUCE);
-// v4 brings isolation levels and aborted transactions; v12 is the last that
-// names topics (v13 identifies them by id).
-request!(FetchRequest => FetchResponse, Fetch, 4, 12, FETCH);
-// v1 asks by timestamp; v2 brings the isolation level.
-request!(ListOffsetsRequest => ListOffsetsResponse, ListOffsets, 1, 7, LIST_OFFSETS);
-request!(CreateTopicsRequest => CreateTopicsResponse, CreateTopics, 2, 7, CREATE_TOPICS);
-request!(CreatePartitionsRequest => CreatePartitionsResponse, CreatePartitions, 0, 3, CREATE_PARTITIONS);
-// v1 brings the election type (preferred or unclean).
-request!(ElectLeadersRequest => ElectLeadersResponse, ElectLeaders, 1, 2, ELECT_LEADERS);
-// v2 is the first flexible version; v4 is the last before KIP-890's
-// transaction changes.
-request!(InitProducerIdRequest => InitProducerIdResponse, InitProducerId, 0, 4, INIT_PRODUCER_ID);
-request!(DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups, 0, 5, DESCRIBE_GROUPS);
-// v4 brings the group's state.
-request!(ListGroupsRequest => ListGroupsResponse, ListGroups, 0, 4, LIST_GROUPS);
-// v6 names topics by id.
-request!(DeleteTopicsRequest => DeleteTopicsResponse, DeleteTopics, 1, 5, DELETE_TOPICS);
-request!(DescribeConfigsRequest => DescribeConfigsResponse, DescribeConfigs, 1, 4, DESCRIBE_CONFIGS);
-// v1 carries the mechanism's bytes in SaslAuthenticate requests (v0 sent
-// them raw, outside the protocol).
-request!(SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake, 1, 1, SASL_HANDSHAKE);
-request!(SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate, 0, 2, SASL_AUTHENTICATE);
 
 /// Requests written but not yet answered, oldest first, and why the
 /// connection broke once it has.
@@ -639,178 +563,5 @@ pub fn decode_response<R: Request>(
     Ok(resp)
 }
 
-/// How a connection's broken reason begins when the broker ended the TLS
-/// session with an alert.
-const TLS_ALERT: &str = "the broker ended the TLS session with alert";
-
-/// How a connection's broken reason begins when the broker answered in
-/// another protocol than Kafka over the configured transport.
-const FOREIGN: &str = "answered in ";
-
-/// What a response frame's first four bytes say when they are no Kafka
-/// length: another protocol, and the setting that reaches it (a plaintext
-/// client reads a TLS listener's alert as a length of about 350 MB).
-fn foreign_protocol(first: [u8; 4]) -> Option<String> {
-    let speaks = match first {
-        // A TLS record: handshake, alert, change cipher spec or data, any
-        // version from SSL 3 to TLS 1.3.
-        [0x14..=0x17, 0x03, 0x00..=0x04, _] => {
-            "TLS, and this client connected in plaintext: set              KAVARI_SECURITY_PROTOCOL=SSL (or SASL_SSL), or Kavari::builder(…).tls(…),              or use the listener's plaintext port"
-        }
-        [b'H', b'T', b'T', b'P'] => {
-            "HTTP, not Kafka: this is a web server's port, not a Kafka listener's"
-        }
-        [b'S', b'S', b'H', b'-'] => "SSH, not Kafka: this is not a Kafka listener's port",
-        _ => return None,
-    };
-    Some(format!("{FOREIGN}{speaks}"))
-}
-
-/// Why a read failed, in words: a TLS alert from the broker says what it
-/// refused (a broker requiring a client certificate sends one after the
-/// TLS 1.3 handshake, when it reads the client's empty certificate).
-fn read_failure(e: &std::io::Error) -> String {
-    #[cfg(feature = "tls")]
-    if let Some(rustls::Error::AlertReceived(alert)) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        use rustls::AlertDescription as A;
-        let hint = match alert {
-            A::CertificateRequired | A::BadCertificate | A::HandshakeFailure => {
-                ": the broker requires a client certificate it trusts \
-                 (ssl.certificate.location and ssl.key.location)"
-            }
-            A::UnknownCA => ": the broker does not trust the client certificate's issuer",
-            A::CertificateExpired => ": the client certificate has expired",
-            _ => "",
-        };
-        return format!("{TLS_ALERT} {alert:?}{hint}");
-    }
-    format!("read: {e}")
-}
-
-/// Reads responses in order and hands each to the request waiting first;
-/// any failure breaks the connection and fails every waiting request.
-async fn read_responses(mut read: ReadHalf, shared: Arc<ConnectionState>) {
-    let why = loop {
-        let mut len = [0u8; 4];
-        if let Err(e) = read.read_exact(&mut len).await {
-            break read_failure(&e);
-        }
-        let len = i32::from_be_bytes(len);
-        let Some(len) = usize::try_from(len)
-            .ok()
-            .filter(|l| *l <= MAX_FRAME && *l >= 4)
-        else {
-            break foreign_protocol(len.to_be_bytes())
-                .unwrap_or_else(|| format!("malformed response frame length {len}"));
-        };
-        let mut body = vec![0u8; len];
-        if let Err(e) = read.read_exact(&mut body).await {
-            break read_failure(&e);
-        }
-        // Every response header begins with the correlation id.
-        let correlation_id = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-        let next = shared.lock().waiting.pop_front();
-        match next {
-            Some((expected, tx)) if expected == correlation_id => {
-                // The caller may have given up already; the stream stays in step.
-                let _ = tx.send(Bytes::from(body));
-            }
-            Some((expected, _)) => {
-                break format!(
-                    "answer with correlation id {correlation_id} for request {expected}"
-                );
-            }
-            None => break format!("unrequested answer with correlation id {correlation_id}"),
-        }
-    };
-    tracing::debug!(why, "broker connection closed");
-    shared.poison(&why);
-}
-
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn answers_in_other_protocols_are_named() {
-        // A TLS 1.2 alert, as a TLS listener answers a plaintext request.
-        let tls = foreign_protocol([0x15, 0x03, 0x03, 0x00]).expect("TLS");
-        assert!(tls.contains("KAVARI_SECURITY_PROTOCOL=SSL"), "{tls}");
-        let http = foreign_protocol(*b"HTTP").expect("HTTP");
-        assert!(http.contains("HTTP, not Kafka"), "{http}");
-        // A Kafka frame length, even a large one, is not another protocol.
-        assert_eq!(foreign_protocol(1_000_000i32.to_be_bytes()), None);
-        assert_eq!(foreign_protocol((-1i32).to_be_bytes()), None);
-    }
-
-    #[test]
-    fn sasl_sessions_are_renewed_well_before_they_end() {
-        let h = Duration::from_secs(3600);
-        assert_eq!(renew_within(h), h - h * 15 / 100);
-        // A minute before the end when 15 % is less.
-        let m = Duration::from_secs(300);
-        assert_eq!(renew_within(m), Duration::from_secs(240));
-        // Half of a session too short for a minute's margin.
-        let s = Duration::from_secs(10);
-        assert_eq!(renew_within(s), Duration::from_secs(5));
-    }
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    use super::*;
-
-    /// A peer that is not a sane broker: it reads the first request and
-    /// writes `answer`, then holds the connection open.
-    async fn peer(answer: Vec<u8>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut len = [0u8; 4];
-            s.read_exact(&mut len).await.unwrap();
-            let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-            s.read_exact(&mut body).await.unwrap();
-            s.write_all(&answer).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(30)).await;
-        });
-        address
-    }
-
-    async fn connect(answer: Vec<u8>) -> WireError {
-        let address = peer(answer).await;
-        Connection::connect(&address, "test", Duration::from_secs(2), Transport::Plain)
-            .await
-            .expect_err("a broken answer")
-    }
-
-    /// Garbage from the network is an error for the caller, never a panic or
-    /// a hang, and it says what was wrong.
-    #[tokio::test]
-    async fn broken_answers_are_errors_not_panics_or_hangs() {
-        // A frame length of -1, and one past the 64 MiB cap.
-        for len in [-1i32, i32::MAX] {
-            let e = connect(len.to_be_bytes().to_vec()).await;
-            assert!(e.to_string().contains("frame length"), "{e}");
-        }
-        // A frame too short to hold a correlation id.
-        let e = connect(2i32.to_be_bytes().iter().chain(&[0, 0]).copied().collect()).await;
-        assert!(e.to_string().contains("frame length"), "{e}");
-        // An answer to some other request (ApiVersions was correlation id 1).
-        let mut other = 8i32.to_be_bytes().to_vec();
-        other.extend(77i32.to_be_bytes());
-        other.extend([0, 0, 0, 0]);
-        let e = connect(other).await;
-        assert!(e.to_string().contains("correlation id 77"), "{e}");
-        // The right correlation id with a body that does not decode.
-        let mut garbage = 7i32.to_be_bytes().to_vec();
-        garbage.extend(1i32.to_be_bytes());
-        garbage.extend([0xff, 0xff, 0xff]);
-        let e = connect(garbage).await;
-        assert!(matches!(e, WireError::Malformed { .. }), "{e}");
-        // Half an answer, then silence: the timeout ends it.
-        let e = connect(100i32.to_be_bytes().to_vec()).await;
-        assert!(matches!(e, WireError::Timeout { .. }), "{e}");
-    }
-}
+mod tests;

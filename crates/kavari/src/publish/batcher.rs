@@ -7,7 +7,7 @@
 //! flushed, or along with another partition's batch that is due.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,15 +90,35 @@ impl Signal {
 }
 
 /// How a queue wakes the sink that drains it: its slot there and the
-/// sink's signal.
+/// sink's signal. A slot is raised once until the sink looks at it (a
+/// publish appending to a busy partition costs an atomic, not a lock).
 #[derive(Debug, Clone)]
 pub(super) struct Waker {
-    pub(super) signal: Arc<Signal>,
-    pub(super) slot: usize,
+    signal: Arc<Signal>,
+    slot: usize,
+    raised: Arc<AtomicBool>,
 }
 
 impl Waker {
-    fn wake(&self) {
+    pub(super) fn new(signal: Arc<Signal>, slot: usize) -> Self {
+        Self {
+            signal,
+            slot,
+            raised: Arc::default(),
+        }
+    }
+
+    /// The flag the sink lowers as it takes the slot from the signal.
+    pub(super) fn raised(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.raised)
+    }
+
+    /// A handle to raise the slot with, unless it is raised already.
+    fn to_raise(&self) -> Option<Waker> {
+        (!self.raised.swap(true, Ordering::AcqRel)).then(|| self.clone())
+    }
+
+    fn raise(self) {
         self.signal.raise(self.slot);
     }
 }
@@ -213,9 +233,9 @@ impl Queue {
 
     /// Wakes the queue's sink, if it has one.
     pub(super) fn wake(&self) {
-        let waker = self.lock().waker.clone();
+        let waker = self.lock().waker.as_ref().and_then(Waker::to_raise);
         if let Some(w) = waker {
-            w.wake();
+            w.raise();
         }
     }
 
@@ -293,10 +313,10 @@ impl Drop for Batcher {
             let mut st = queue.lock();
             st.handles = st.handles.saturating_sub(1);
             st.closed = st.handles == 0;
-            st.waker.clone()
+            st.waker.as_ref().and_then(Waker::to_raise)
         };
         if let Some(w) = waker {
-            w.wake();
+            w.raise();
         }
     }
 }
@@ -385,13 +405,16 @@ impl Batcher {
             .counters
             .queued_bytes
             .fetch_add(grown, Ordering::Relaxed);
-        let waker = if wake { st.waker.clone() } else { None };
+        let waker = match wake {
+            true => st.waker.as_ref().and_then(Waker::to_raise),
+            false => None,
+        };
         drop(st);
         if sooner {
             self.expiry.watch(deadline, &outcome);
         }
         if let Some(w) = waker {
-            w.wake();
+            w.raise();
         }
         Ok(Some((outcome, index)))
     }
@@ -404,10 +427,10 @@ impl Batcher {
             if let Some(open) = st.batches.back_mut() {
                 open.flush = true;
             }
-            st.waker.clone()
+            st.waker.as_ref().and_then(Waker::to_raise)
         };
         if let Some(w) = waker {
-            w.wake();
+            w.raise();
         }
     }
 }

@@ -157,8 +157,10 @@ impl ProduceError {
         )
     }
 
-    /// Classifies a broker's error code as the Java client does (its
-    /// `RetriableException`s), with the kinds Kavari's paths act on.
+    /// The kind of a broker's error code, for the paths that act on it;
+    /// whether a retry may help is kavari-wire's one classification
+    /// ([`kavari_wire::is_retriable_code`], as the Java client's
+    /// `RetriableException`s).
     pub(crate) fn from_code(context: &str, e: ResponseError, message: Option<&str>) -> Self {
         use ProduceErrorKind as K;
         use ResponseError as E;
@@ -166,42 +168,38 @@ impl ProduceError {
             Some(m) => format!("{context}: {e} ({m})"),
             None => format!("{context}: {e}"),
         };
-        let (kind, retriable) = match e {
-            E::UnknownTopicOrPartition | E::UnknownTopicId => (K::UnknownTopic, true),
-            E::MessageTooLarge | E::RecordListTooLarge => (K::MessageTooLarge, false),
+        let kind = match e {
+            E::UnknownTopicOrPartition | E::UnknownTopicId => K::UnknownTopic,
+            E::MessageTooLarge | E::RecordListTooLarge => K::MessageTooLarge,
             E::TopicAuthorizationFailed
             | E::ClusterAuthorizationFailed
-            | E::TransactionalIdAuthorizationFailed => (K::Authorization, false),
-            E::RequestTimedOut => (K::Timeout, true),
-            // A broker on its way down or up: the Java client retries too
-            // (it sees the disconnect rather than this code).
-            E::NetworkException | E::BrokerNotAvailable => (K::Connection, true),
-            other => (K::Broker, kavari_wire::is_retriable_code(other)),
+            | E::TransactionalIdAuthorizationFailed => K::Authorization,
+            E::RequestTimedOut => K::Timeout,
+            // A broker on its way down or up: the Java client sees the
+            // disconnect rather than this code.
+            E::NetworkException | E::BrokerNotAvailable => K::Connection,
+            _ => K::Broker,
         };
-        let mut error = Self::new(kind, retriable, detail);
+        let mut error = Self::new(kind, kavari_wire::is_retriable_code(e), detail);
         error.code = Some(e);
         error
     }
 
-    /// Classifies a failure of the connection layer.
+    /// Classifies a failure of the connection layer (retriable as
+    /// [`WireError::is_retriable`] says: a transport failure, where the
+    /// next attempt connects afresh, or a retriable code).
     pub(crate) fn from_wire(context: &str, e: &WireError) -> Self {
         use ProduceErrorKind as K;
-        match e {
-            WireError::Connection { .. } => {
-                Self::new(K::Connection, true, format!("{context}: {e}"))
-            }
-            WireError::Timeout { .. } => Self::new(K::Timeout, true, format!("{context}: {e}")),
-            e if e.is_authentication() => {
-                Self::new(K::Authentication, false, format!("{context}: {e}"))
-            }
+        let kind = match e {
+            WireError::Connection { .. } => K::Connection,
+            WireError::Timeout { .. } => K::Timeout,
+            e if e.is_authentication() => K::Authentication,
             WireError::Broker { error, message, .. } => {
-                Self::from_code(context, *error, message.as_deref())
+                return Self::from_code(context, *error, message.as_deref());
             }
-            // An answer we could not read: the connection is dropped and
-            // the next attempt starts afresh.
-            WireError::Malformed { .. } => Self::new(K::Broker, true, format!("{context}: {e}")),
-            _ => Self::new(K::Broker, false, format!("{context}: {e}")),
-        }
+            _ => K::Broker,
+        };
+        Self::new(kind, e.is_retriable(), format!("{context}: {e}"))
     }
 
     /// The class of failure.

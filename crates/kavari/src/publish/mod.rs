@@ -3,7 +3,7 @@
 //!
 //! A record's way, in the order it takes it:
 //!
-//! - `publisher.rs`: the [`Publisher`]'s steps of every publish (admit,
+//! - `publisher.rs`: the publisher's steps of every publish (admit,
 //!   append, await, retry, dead letter or hand-back);
 //! - `append.rs`: placing a record (`topics.rs`: each topic's partitions,
 //!   and `partitioner.rs`) and appending it to its partition's open batch;

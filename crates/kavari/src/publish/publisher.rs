@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kavari_wire::cluster::Cluster;
@@ -35,10 +35,8 @@ pub(crate) struct Publisher {
     pub(super) retry: Arc<dyn RetryPolicy>,
     pub(super) counters: Arc<ProduceCounters>,
     pub(super) round_robin: RoundRobin,
-    /// Set when shutdown begins: refuses new publishes (checked on every
-    /// publish, so an atomic rather than the watch below).
-    pub(super) closed: AtomicBool,
-    /// Turns true when shutdown begins: cuts retry waits short.
+    /// Turns true when shutdown begins: refuses new publishes, cuts
+    /// retry waits short, and tells the partitions to give up retries.
     pub(super) closing: watch::Sender<bool>,
     pub(super) in_flight: AtomicUsize,
     pub(super) idle: Notify,
@@ -110,7 +108,6 @@ impl Publisher {
             retry,
             counters,
             round_robin: RoundRobin::default(),
-            closed: AtomicBool::new(false),
             closing,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -138,7 +135,7 @@ impl Publisher {
     /// Refuses a publish once shutdown began; otherwise counts it in flight
     /// until the guard drops.
     fn admit(&self) -> Result<Admitted<'_>, ProduceError> {
-        if self.closed.load(Ordering::Acquire) {
+        if *self.closing.borrow() {
             return Err(ProduceError::shutting_down());
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -458,7 +455,6 @@ impl Publisher {
     /// `timeout`) until every publish in flight has returned. Returns how
     /// many were still in flight when the timeout ran out.
     pub(crate) async fn close(&self, timeout: Duration) -> usize {
-        self.closed.store(true, Ordering::Release);
         self.closing.send_replace(true);
         let wait = async {
             loop {

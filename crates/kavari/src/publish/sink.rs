@@ -9,7 +9,7 @@
 //! looks its leader up again (`sinks.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -42,6 +42,7 @@ pub(super) fn spawn(
         slots: Vec::new(),
         free: Vec::new(),
         held: 0,
+        raised: Vec::new(),
         active: Vec::new(),
         marked: Vec::new(),
         inbox,
@@ -70,6 +71,8 @@ struct Sink {
     free: Vec<usize>,
     /// How many slots hold a partition.
     held: usize,
+    /// Each slot's raised flag, lowered as the sink takes the slot.
+    raised: Vec<Arc<AtomicBool>>,
     /// The slots to look at in the next pass, once each.
     active: Vec<usize>,
     marked: Vec<bool>,
@@ -89,6 +92,9 @@ impl Sink {
                 self.register(p);
             }
             for slot in self.signal.raised() {
+                if let Some(raised) = self.raised.get(slot) {
+                    raised.store(false, Ordering::Release);
+                }
                 self.mark(slot);
             }
             let next = self.send().await;
@@ -128,6 +134,7 @@ impl Sink {
             None => {
                 self.slots.push(None);
                 self.marked.push(false);
+                self.raised.push(Arc::default());
                 self.slots.len() - 1
             }
         };
@@ -135,10 +142,9 @@ impl Sink {
             id: self.broker,
             slot,
         });
-        p.queue.set_waker(Some(Waker {
-            signal: Arc::clone(&self.signal),
-            slot,
-        }));
+        let waker = Waker::new(Arc::clone(&self.signal), slot);
+        self.raised[slot] = waker.raised();
+        p.queue.set_waker(Some(waker));
         self.slots[slot] = Some(p);
         self.held += 1;
         self.mark(slot);

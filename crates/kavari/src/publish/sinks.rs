@@ -4,6 +4,7 @@
 //! none, or a failure that may mean it moved), the lookup that finds it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,11 +65,10 @@ impl Producing {
     pub(super) fn locate(self: &Arc<Self>, p: Arc<Partition>) {
         p.set_leader(Leader::Unknown);
         let signal = Arc::new(Signal::default());
-        p.queue.set_waker(Some(Waker {
-            signal: Arc::clone(&signal),
-            slot: 0,
-        }));
-        tokio::spawn(locate(Arc::clone(self), p, signal));
+        let waker = Waker::new(Arc::clone(&signal), 0);
+        let raised = waker.raised();
+        p.queue.set_waker(Some(waker));
+        tokio::spawn(locate(Arc::clone(self), p, signal, raised));
     }
 
     /// The broker leading `p`, from a Metadata request.
@@ -100,7 +100,12 @@ impl Producing {
 /// Finds `p`'s leader once it has something to send, failing its batches
 /// as a write would fail while the lookup does; `signal` wakes it when a
 /// record comes.
-async fn locate(ctx: Arc<Producing>, p: Arc<Partition>, signal: Arc<Signal>) {
+async fn locate(
+    ctx: Arc<Producing>,
+    p: Arc<Partition>,
+    signal: Arc<Signal>,
+    raised: Arc<AtomicBool>,
+) {
     let mut backoff = LOOKUP_BACKOFF;
     loop {
         if p.is_finished() && ctx.retire(&p) {
@@ -109,6 +114,8 @@ async fn locate(ctx: Arc<Producing>, p: Arc<Partition>, signal: Arc<Signal>) {
         }
         if p.is_idle() {
             signal.wait().await;
+            signal.raised();
+            raised.store(false, Ordering::Release);
             continue;
         }
         match ctx.leader_of(&p).await {
