@@ -14,12 +14,13 @@ use kavari_wire::record_batch::write::{Headers, Record};
 use tokio::time::Instant;
 
 use super::batcher::Batcher;
+use super::config::ProducerConfig;
 use super::outcome::BatchOutcome;
-use super::publisher::Publisher;
-use super::topics::TopicRoute;
+use super::topics::{TopicRoute, Topics};
 use super::{ProduceError, ProduceErrorKind, PublishError};
 use crate::KafkaMessage;
 use crate::codec::{self, EncodedMessage};
+use crate::partitioner::RoundRobin;
 use crate::trace_context::TraceHeaders;
 
 /// What a publish appends: a record (written to the batch through a
@@ -30,13 +31,13 @@ pub(super) trait Source {
     type Error: Unencodable;
 
     /// The topic, as the manager maps it.
-    fn topic(&self, publisher: &Publisher) -> Cow<'static, str>;
+    fn topic(&self, config: &ProducerConfig) -> Cow<'static, str>;
 
     /// Hands the record to `visit`.
     fn visit<V: Visit>(&self, visit: V) -> Result<V::Out, Self::Error>;
 
     /// The record as an encoded message.
-    fn encoded(self, publisher: &Publisher) -> Result<EncodedMessage, codec::EncodeError>;
+    fn encoded(self, config: &ProducerConfig) -> Result<EncodedMessage, codec::EncodeError>;
 }
 
 /// A record that could not be made, as a publish's error.
@@ -76,7 +77,7 @@ impl EncodedMessage {
 impl Source for EncodedMessage {
     type Error = Infallible;
 
-    fn topic(&self, _: &Publisher) -> Cow<'static, str> {
+    fn topic(&self, _: &ProducerConfig) -> Cow<'static, str> {
         self.topic.clone()
     }
 
@@ -84,7 +85,7 @@ impl Source for EncodedMessage {
         Ok(visit.record(&self.record()))
     }
 
-    fn encoded(self, _: &Publisher) -> Result<EncodedMessage, codec::EncodeError> {
+    fn encoded(self, _: &ProducerConfig) -> Result<EncodedMessage, codec::EncodeError> {
         Ok(self)
     }
 }
@@ -101,8 +102,8 @@ pub(super) struct Typed<'m, M> {
 impl<M: KafkaMessage> Source for Typed<'_, M> {
     type Error = codec::EncodeError;
 
-    fn topic(&self, publisher: &Publisher) -> Cow<'static, str> {
-        publisher.topic_of::<M>()
+    fn topic(&self, config: &ProducerConfig) -> Cow<'static, str> {
+        config.topic_names.topic_of::<M>()
     }
 
     fn visit<V: Visit>(&self, visit: V) -> Result<V::Out, codec::EncodeError> {
@@ -124,9 +125,9 @@ impl<M: KafkaMessage> Source for Typed<'_, M> {
         })
     }
 
-    fn encoded(self, publisher: &Publisher) -> Result<EncodedMessage, codec::EncodeError> {
+    fn encoded(self, config: &ProducerConfig) -> Result<EncodedMessage, codec::EncodeError> {
         let mut message = codec::encode(self.msg)?;
-        message.topic = publisher.topic_of::<M>();
+        message.topic = config.topic_names.topic_of::<M>();
         self.trace.write_into(&mut message.headers);
         Ok(message)
     }
@@ -185,7 +186,7 @@ impl Bulk {
 
 /// Places a record and appends it if its partition has room now.
 struct Append<'a> {
-    publisher: &'a Publisher,
+    appender: &'a Appender<'a>,
     route: &'a TopicRoute,
     topic: &'a str,
     enforce_size: bool,
@@ -200,9 +201,9 @@ impl<'a> Visit for Append<'a> {
     type Out = Appended<'a>;
 
     fn record<H: Headers + ?Sized>(self, record: &Record<'_, H>) -> Appended<'a> {
-        let p = self.publisher;
-        p.config().check_size(record.size(), self.enforce_size)?;
-        let (partition, batcher) = p.place(self.route, self.topic, record.key)?;
+        let a = self.appender;
+        a.config.check_size(record.size(), self.enforce_size)?;
+        let (partition, batcher) = a.place(self.route, self.topic, record.key)?;
         let appended = batcher
             .try_append(record, self.deadline)?
             .map(|(outcome, index)| Enqueued {
@@ -215,13 +216,13 @@ impl<'a> Visit for Append<'a> {
 }
 
 /// Refuses a record over `max_message_bytes` (when `.1`).
-struct CheckSize<'a>(&'a Publisher, bool);
+struct CheckSize<'a>(&'a ProducerConfig, bool);
 
 impl Visit for CheckSize<'_> {
     type Out = Result<(), ProduceError>;
 
     fn record<H: Headers + ?Sized>(self, record: &Record<'_, H>) -> Self::Out {
-        self.0.config().check_size(record.size(), self.1)
+        self.0.check_size(record.size(), self.1)
     }
 }
 
@@ -237,7 +238,14 @@ fn not_enqueued(topic: &str) -> ProduceError {
     )
 }
 
-impl Publisher {
+/// What placing and appending a record needs of the publisher.
+pub(super) struct Appender<'a> {
+    pub(super) topics: &'a Topics,
+    pub(super) config: &'a ProducerConfig,
+    pub(super) round_robin: &'a RoundRobin,
+}
+
+impl Appender<'_> {
     /// Places `source`'s record and appends it to its partition's open
     /// batch, unless finding its partition or room there takes until
     /// `deadline`. In a bulk call, `bulk` keeps the last route and the
@@ -250,14 +258,14 @@ impl Publisher {
         mut bulk: Option<&mut Bulk>,
         deadline: Instant,
     ) -> Result<Result<Enqueued, ProduceError>, S::Error> {
-        let topic = source.topic(self);
+        let topic = source.topic(self.config);
         let cached = match bulk.as_deref_mut() {
             Some(b) => b.route(&topic),
-            None => self.topics().fresh(&topic),
+            None => self.topics.fresh(&topic),
         };
         if let Some(route) = cached {
             let append = Append {
-                publisher: self,
+                appender: self,
                 route: &route,
                 topic: &topic,
                 enforce_size,
@@ -290,10 +298,10 @@ impl Publisher {
         deadline: Instant,
     ) -> Result<Result<Enqueued, ProduceError>, S::Error> {
         // Too large is known before the topic is.
-        if let Err(e) = source.visit(CheckSize(self, enforce_size))? {
+        if let Err(e) = source.visit(CheckSize(self.config, enforce_size))? {
             return Ok(Err(e));
         }
-        let lookup = tokio::time::timeout_at(deadline, self.topics().route(&topic));
+        let lookup = tokio::time::timeout_at(deadline, self.topics.route(&topic));
         let route = match lookup.await {
             Ok(Ok(route)) => route,
             Ok(Err(e)) => return Ok(Err(e)),
@@ -308,7 +316,7 @@ impl Publisher {
         loop {
             let room = full.map(|b| b.room());
             let append = Append {
-                publisher: self,
+                appender: self,
                 route: &route,
                 topic: &topic,
                 enforce_size,
@@ -330,5 +338,27 @@ impl Publisher {
                 return Ok(Err(not_enqueued(&topic)));
             }
         }
+    }
+
+    /// The partition for `key` (`Partitioner::choose`) and its batcher.
+    fn place<'r>(
+        &self,
+        route: &'r TopicRoute,
+        topic: &str,
+        key: Option<&[u8]>,
+    ) -> Result<(i32, &'r Arc<Batcher>), ProduceError> {
+        let partitions = route.partitions();
+        let partition = self
+            .config
+            .partitioner
+            .choose(key, partitions, self.round_robin);
+        let batcher = route.batcher(partition).ok_or_else(|| {
+            ProduceError::new(
+                ProduceErrorKind::UnknownTopic,
+                true,
+                format!("partition {partition} of {topic} is not known"),
+            )
+        })?;
+        Ok((partition, batcher))
     }
 }

@@ -19,7 +19,6 @@ use super::ProduceError;
 use super::config::ProducerConfig;
 use super::expiry::Expiry;
 use super::outcome::BatchOutcome;
-use super::partition::Partition;
 
 /// Batches a partition keeps in flight at once, as the Java
 /// producer's `max.in.flight.requests.per.connection` default: a batch fills
@@ -301,16 +300,15 @@ impl Queue {
 /// closes the queue: the sink sends what is left.
 #[derive(Debug)]
 pub(crate) struct Batcher {
-    partition: Arc<Partition>,
+    queue: Arc<Queue>,
     config: Arc<ProducerConfig>,
     expiry: Expiry,
 }
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        let queue = &self.partition.queue;
         let waker = {
-            let mut st = queue.lock();
+            let mut st = self.queue.lock();
             st.handles = st.handles.saturating_sub(1);
             st.closed = st.handles == 0;
             st.waker.as_ref().and_then(Waker::to_raise)
@@ -322,15 +320,11 @@ impl Drop for Batcher {
 }
 
 impl Batcher {
-    /// A publishers' handle on `partition`'s queue.
-    pub(super) fn new(
-        partition: Arc<Partition>,
-        config: Arc<ProducerConfig>,
-        expiry: Expiry,
-    ) -> Self {
-        partition.queue.open_handle();
+    /// A publishers' handle on a partition's queue.
+    pub(super) fn new(queue: Arc<Queue>, config: Arc<ProducerConfig>, expiry: Expiry) -> Self {
+        queue.open_handle();
         Self {
-            partition,
+            queue,
             config,
             expiry,
         }
@@ -339,7 +333,7 @@ impl Batcher {
     /// Resolves when a full partition may have room again: created before
     /// a [`try_append`](Self::try_append) that found none, awaited after.
     pub(crate) fn room(&self) -> tokio::sync::futures::Notified<'_> {
-        self.partition.queue.space.notified()
+        self.queue.space.notified()
     }
 
     /// Encodes `record`, due by `deadline`, into the open batch; returns
@@ -351,7 +345,7 @@ impl Batcher {
         record: &Record<'_, H>,
         deadline: Instant,
     ) -> Result<Option<(Arc<BatchOutcome>, usize)>, ProduceError> {
-        let queue = &self.partition.queue;
+        let queue = &self.queue;
         let bound = record.bound();
         let timestamp = now_ms();
         let mut st = queue.lock();
@@ -421,7 +415,7 @@ impl Batcher {
 
     /// Sends the open batch without waiting out the linger.
     pub(crate) fn flush(&self) {
-        let queue = &self.partition.queue;
+        let queue = &self.queue;
         let waker = {
             let mut st = queue.lock();
             if let Some(open) = st.batches.back_mut() {

@@ -1,20 +1,17 @@
-//! What the publisher, its partitions and its sinks share, and each
-//! partition's produce state while a publisher's handle or unsent batches
-//! keep it.
+//! What the publisher, its partitions and its sinks share: the cluster,
+//! the settings, the counters, the retry policy, the producer identity, the
+//! shutdown signal and the delivery deadlines.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use kavari_wire::cluster::{Cluster, TopicMetadata};
 use tokio::sync::watch;
 
 use super::ProduceError;
-use super::batcher::{Batcher, ProduceCounters, Queue};
+use super::batcher::ProduceCounters;
 use super::config::ProducerConfig;
 use super::expiry::Expiry;
-use super::partition::Partition;
 use super::producer_ids::ProducerIds;
-use super::sinks::Sinks;
 use crate::retry::RetryPolicy;
 
 #[derive(Debug)]
@@ -32,11 +29,6 @@ pub(crate) struct Producing {
     pub(crate) closing: watch::Receiver<bool>,
     /// Ends batches at their delivery deadline.
     pub(crate) expiry: Expiry,
-    /// The sink of each broker led partitions are sent through.
-    pub(super) sinks: Sinks,
-    /// Each partition's state while it lives: a publisher's new handle on
-    /// a partition whose state is still sending reuses it.
-    partitions: Mutex<HashMap<(String, i32), Weak<Partition>>>,
 }
 
 impl Producing {
@@ -56,8 +48,6 @@ impl Producing {
             retry,
             closing,
             expiry: Expiry::start(grace),
-            sinks: Sinks::default(),
-            partitions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,65 +68,5 @@ impl Producing {
             .topic(topic)
             .await
             .map_err(|e| ProduceError::from_wire(what, &e))
-    }
-
-    /// A publishers' handle on `topic`/`partition`, whose leader the
-    /// metadata named (`None`: not known). Its produce state is made (and
-    /// handed to its leader's sink) unless it still lives.
-    pub(super) fn batcher(
-        self: &Arc<Self>,
-        topic: &str,
-        partition: i32,
-        leader: Option<i32>,
-    ) -> Batcher {
-        let mut live = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (topic.to_string(), partition);
-        if let Some(p) = live.get(&key).and_then(Weak::upgrade) {
-            return Batcher::new(p, Arc::clone(&self.config), self.expiry.clone());
-        }
-        let sequence = self
-            .ids
-            .as_ref()
-            .map(|ids| ids.saved(topic, partition))
-            .unwrap_or_default();
-        let queue = Queue::new(
-            topic.to_string(),
-            partition,
-            &self.config,
-            Arc::clone(&self.counters),
-        );
-        let p = Arc::new(Partition::new(queue, sequence));
-        live.insert(key, Arc::downgrade(&p));
-        let batcher = Batcher::new(
-            Arc::clone(&p),
-            Arc::clone(&self.config),
-            self.expiry.clone(),
-        );
-        drop(live);
-        match leader {
-            Some(id) => self.adopt(id, p),
-            None => self.locate(p),
-        }
-        batcher
-    }
-
-    /// Ends `p`'s state if nothing is left of it (no publisher's handle,
-    /// nothing unsent or unanswered); false when it goes on.
-    pub(super) fn retire(&self, p: &Arc<Partition>) -> bool {
-        let mut live = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        if !p.is_finished() {
-            return false;
-        }
-        let key = (p.queue.topic.clone(), p.queue.partition);
-        let ours = live
-            .get(&key)
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(p)));
-        if ours {
-            live.remove(&key);
-        }
-        if let Some(ids) = &self.ids {
-            ids.save(&p.queue.topic, p.queue.partition, p.sequence());
-        }
-        true
     }
 }

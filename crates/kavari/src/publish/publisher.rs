@@ -15,12 +15,12 @@ use kavari_wire::log_rate::LogRate;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::append::{Bulk, Enqueued, Source, Typed, Unencodable};
-use super::batcher::{Batcher, ProduceCounters};
+use super::append::{Appender, Bulk, Enqueued, Source, Typed, Unencodable};
+use super::batcher::ProduceCounters;
 use super::config::ProducerConfig;
 use super::producing::Producing;
 use super::stats::PublishStats;
-use super::topics::{TopicRoute, Topics};
+use super::topics::Topics;
 use super::{Delivery, ProduceError, ProduceErrorKind, PublishError};
 use crate::KafkaMessage;
 use crate::codec::EncodedMessage;
@@ -167,13 +167,13 @@ impl Publisher {
     async fn publish_one<S: Source>(&self, source: S) -> Result<Delivery, PublishError> {
         let _guard = match self.admit() {
             Ok(guard) => guard,
-            Err(cause) => return Err(refused(cause, source.encoded(self)?)),
+            Err(cause) => return Err(refused(cause, source.encoded(&self.config)?)),
         };
         let deadline = self.deadline(Instant::now());
         let err = match self.first_attempt(&source, deadline).await {
             Ok(Ok((partition, offset))) => {
                 return Ok(Delivery {
-                    topic: source.topic(self),
+                    topic: source.topic(&self.config),
                     partition,
                     offset,
                 });
@@ -181,7 +181,8 @@ impl Publisher {
             Ok(Err(err)) => err,
             Err(e) => return Err(e.into_error()),
         };
-        self.after_first(source.encoded(self)?, err, deadline).await
+        self.after_first(source.encoded(&self.config)?, err, deadline)
+            .await
     }
 
     /// [`after_failure`](Self::after_failure), boxed: the rare path should
@@ -202,7 +203,7 @@ impl Publisher {
         source: &S,
         deadline: Instant,
     ) -> Result<Result<(i32, i64), ProduceError>, S::Error> {
-        let enqueued = match self.append(source, true, None, deadline).await? {
+        let enqueued = match self.appender().append(source, true, None, deadline).await? {
             Ok(enqueued) => enqueued,
             Err(err) => return Ok(Err(err)),
         };
@@ -234,11 +235,15 @@ impl Publisher {
         for msg in msgs {
             let source = Typed { msg, trace };
             steps.push(match &guard {
-                Err(cause) => Step::Done(match source.encoded(self) {
+                Err(cause) => Step::Done(match source.encoded(&self.config) {
                     Ok(m) => Err(refused(cause.clone(), m)),
                     Err(e) => Err(e.into()),
                 }),
-                Ok(_) => match self.append(&source, true, Some(&mut bulk), deadline).await {
+                Ok(_) => match self
+                    .appender()
+                    .append(&source, true, Some(&mut bulk), deadline)
+                    .await
+                {
                     Ok(Ok(e)) => Step::Appended(e),
                     Ok(Err(err)) => Step::Failed(err),
                     Err(e) => Step::Done(Err(e.into())),
@@ -274,7 +279,7 @@ impl Publisher {
             }
         }
         let retried = failed.into_iter().map(|(i, msg, err)| async move {
-            let result = match (Typed { msg, trace }).encoded(self) {
+            let result = match (Typed { msg, trace }).encoded(&self.config) {
                 Ok(m) => self.after_failure(m, err, deadline).await,
                 Err(e) => Err(e.into()),
             };
@@ -408,7 +413,10 @@ impl Publisher {
     ) -> Result<Delivery, ProduceError> {
         // Two statements: the append's future is gone before the answer is
         // awaited.
-        let appended = self.append(message, enforce_size, None, deadline).await;
+        let appended = self
+            .appender()
+            .append(message, enforce_size, None, deadline)
+            .await;
         let enqueued = match appended {
             Ok(appended) => appended?,
             Err(never) => match never {},
@@ -421,34 +429,13 @@ impl Publisher {
         })
     }
 
-    pub(super) fn config(&self) -> &ProducerConfig {
-        &self.config
-    }
-
-    pub(super) fn topics(&self) -> &Topics {
-        &self.topics
-    }
-
-    /// The partition for `key` (`Partitioner::choose`) and its batcher.
-    pub(super) fn place<'r>(
-        &self,
-        route: &'r TopicRoute,
-        topic: &str,
-        key: Option<&[u8]>,
-    ) -> Result<(i32, &'r Arc<Batcher>), ProduceError> {
-        let partitions = route.partitions();
-        let partition = self
-            .config
-            .partitioner
-            .choose(key, partitions, &self.round_robin);
-        let batcher = route.batcher(partition).ok_or_else(|| {
-            ProduceError::new(
-                ProduceErrorKind::UnknownTopic,
-                true,
-                format!("partition {partition} of {topic} is not known"),
-            )
-        })?;
-        Ok((partition, batcher))
+    /// What placing and appending a record needs.
+    fn appender(&self) -> Appender<'_> {
+        Appender {
+            topics: &self.topics,
+            config: &self.config,
+            round_robin: &self.round_robin,
+        }
     }
 
     /// Refuses new publishes, cuts retry waits short, and waits (at most
@@ -505,7 +492,7 @@ mod tests {
         eprintln!(
             "attempt {} append {} route {}",
             std::mem::size_of_val(&p.attempt(&m, true, now)),
-            std::mem::size_of_val(&p.append(&m, true, None, now)),
+            std::mem::size_of_val(&p.appender().append(&m, true, None, now)),
             std::mem::size_of_val(&p.topics.route("x"))
         );
 

@@ -29,15 +29,35 @@ use super::batcher::{SPARE_IDLE, Signal, Waker};
 use super::partition::{Leader, Partition, Step};
 use super::producing::Producing;
 
+/// What a sink asks of whoever places partitions (`sinks.rs`).
+pub(super) trait Placement: Send + Sync + std::fmt::Debug {
+    /// Ends `p`'s state if nothing is left of it (no publisher's handle,
+    /// nothing unsent or unanswered); false when it goes on.
+    fn retire(&self, p: &Arc<Partition>) -> bool;
+
+    /// Looks `p`'s leader up again (it left its sink).
+    fn relocate(self: Arc<Self>, p: Arc<Partition>);
+
+    /// Ends the sink of broker `id` unless a partition came in meanwhile
+    /// (then returns it, and the sink goes on).
+    fn sink_ends(
+        &self,
+        id: i32,
+        inbox: &mut mpsc::UnboundedReceiver<Arc<Partition>>,
+    ) -> Result<(), Arc<Partition>>;
+}
+
 /// Starts the sink of broker `id`; partitions come through `inbox`.
 pub(super) fn spawn(
     ctx: Arc<Producing>,
+    placement: Arc<dyn Placement>,
     broker: i32,
     inbox: mpsc::UnboundedReceiver<Arc<Partition>>,
 ) {
     let sink = Sink {
         broker,
         ctx,
+        placement,
         signal: Arc::new(Signal::default()),
         slots: Vec::new(),
         free: Vec::new(),
@@ -64,6 +84,7 @@ type Taken = (Arc<Partition>, u64, Bytes);
 struct Sink {
     broker: i32,
     ctx: Arc<Producing>,
+    placement: Arc<dyn Placement>,
     /// Raised by the partitions' queues (a record, a close) and answers.
     signal: Arc<Signal>,
     /// The partitions the broker leads; a partition's slot is its place.
@@ -99,7 +120,7 @@ impl Sink {
             }
             let next = self.send().await;
             if self.held == 0 && self.answers.is_empty() {
-                match self.ctx.sink_ends(self.broker, &mut self.inbox) {
+                match self.placement.sink_ends(self.broker, &mut self.inbox) {
                     Ok(()) => return,
                     Err(p) => {
                         self.register(p);
@@ -207,7 +228,7 @@ impl Sink {
                     }
                     Step::Idle => {}
                     Step::Done => {
-                        if self.ctx.retire(&p) {
+                        if self.placement.retire(&p) {
                             p.queue.set_waker(None);
                             self.release(slot);
                         } else {
@@ -342,7 +363,7 @@ impl Sink {
             .and_then(Option::as_ref)
             .is_some_and(|held| Arc::ptr_eq(held, p));
         if ours && let Some(p) = self.release(slot) {
-            self.ctx.locate(p);
+            Arc::clone(&self.placement).relocate(p);
         }
     }
 

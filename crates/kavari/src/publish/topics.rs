@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::batcher::Batcher;
 use super::producing::Producing;
+use super::sinks::Sinks;
 use super::{ProduceError, ProduceErrorKind};
 use kavari_wire::cluster::TopicMetadata;
 
@@ -25,7 +26,7 @@ pub(crate) struct TopicRoute {
     batchers: Vec<OnceLock<Arc<Batcher>>>,
     /// Each partition's leader as the metadata named it.
     leaders: Vec<Option<i32>>,
-    producing: Arc<Producing>,
+    sinks: Arc<Sinks>,
     /// Set after an unknown-topic error: the next publish asks the cluster
     /// again (partitions may have been added), keeping these batchers.
     stale: AtomicBool,
@@ -49,7 +50,7 @@ impl TopicRoute {
         let at = usize::try_from(partition).ok()?;
         let slot = self.batchers.get(at)?;
         Some(slot.get_or_init(|| {
-            Arc::new(self.producing.batcher(
+            Arc::new(self.sinks.batcher(
                 &self.topic,
                 partition,
                 self.leaders.get(at).copied().flatten(),
@@ -61,6 +62,7 @@ impl TopicRoute {
 #[derive(Debug)]
 pub(crate) struct Topics {
     producing: Arc<Producing>,
+    sinks: Arc<Sinks>,
     routes: Mutex<HashMap<String, Arc<TopicRoute>>>,
     /// Counts sweeps for idle routes (every half `metadata_max_idle`).
     round: AtomicU64,
@@ -72,6 +74,7 @@ pub(crate) struct Topics {
 impl Topics {
     pub(crate) fn new(producing: Arc<Producing>) -> Self {
         Self {
+            sinks: Arc::new(Sinks::new(Arc::clone(&producing))),
             producing,
             routes: Mutex::new(HashMap::new()),
             round: AtomicU64::new(0),
@@ -166,7 +169,7 @@ impl Topics {
                     topic: topic.to_string(),
                     batchers,
                     leaders: meta.partitions.iter().map(|p| p.leader).collect(),
-                    producing: Arc::clone(&self.producing),
+                    sinks: Arc::clone(&self.sinks),
                     stale: AtomicBool::new(false),
                     used_in: AtomicU64::new(self.round.load(Ordering::Relaxed)),
                 });
@@ -292,7 +295,7 @@ mod tests {
             topic: "t".into(),
             batchers: (0..MAX_PARTITIONS).map(|_| OnceLock::new()).collect(),
             leaders: vec![None; MAX_PARTITIONS],
-            producing,
+            sinks: Arc::new(Sinks::new(producing)),
             stale: AtomicBool::new(false),
             used_in: AtomicU64::new(0),
         };

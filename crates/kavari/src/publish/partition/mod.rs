@@ -58,7 +58,7 @@ pub(super) enum Leader {
 /// One partition's produce state.
 #[derive(Debug)]
 pub(crate) struct Partition {
-    pub(super) queue: Queue,
+    pub(super) queue: Arc<Queue>,
     pub(super) topic_name: TopicName,
     flow: Mutex<Flow>,
 }
@@ -134,7 +134,7 @@ pub(super) enum Step {
 
 impl Partition {
     /// A partition's state, its sequence going on from `sequence`.
-    pub(super) fn new(queue: Queue, sequence: PartitionSequence) -> Self {
+    pub(super) fn new(queue: Arc<Queue>, sequence: PartitionSequence) -> Self {
         let topic_name = TopicName(StrBytes::from_string(queue.topic.clone()));
         Self {
             queue,
