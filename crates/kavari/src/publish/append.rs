@@ -184,20 +184,22 @@ impl Bulk {
     }
 }
 
-/// Places a record and appends it if its partition has room now.
-struct Append<'a> {
+/// Places a record and appends it if its partition has room now (a bulk
+/// call's `bulk` remembers the partition to flush).
+struct Append<'a, 'b> {
     appender: &'a Appender<'a>,
     route: &'a TopicRoute,
     topic: &'a str,
     enforce_size: bool,
     deadline: Instant,
+    bulk: Option<&'b mut Bulk>,
 }
 
 /// A record appended, or `None` when its partition is full; with the
 /// partition's batcher.
 type Appended<'r> = Result<(Option<Enqueued>, &'r Arc<Batcher>), ProduceError>;
 
-impl<'a> Visit for Append<'a> {
+impl<'a> Visit for Append<'a, '_> {
     type Out = Appended<'a>;
 
     fn record<H: Headers + ?Sized>(self, record: &Record<'_, H>) -> Appended<'a> {
@@ -211,6 +213,9 @@ impl<'a> Visit for Append<'a> {
                 outcome,
                 index,
             });
+        if let (Some(_), Some(b)) = (&appended, self.bulk) {
+            b.touch(batcher);
+        }
         Ok((appended, batcher))
     }
 }
@@ -264,20 +269,9 @@ impl Appender<'_> {
             None => self.topics.fresh(&topic),
         };
         if let Some(route) = cached {
-            let append = Append {
-                appender: self,
-                route: &route,
-                topic: &topic,
-                enforce_size,
-                deadline,
-            };
+            let append = self.to(&route, &topic, enforce_size, deadline, bulk.as_deref_mut());
             match source.visit(append)? {
-                Ok((Some(enqueued), batcher)) => {
-                    if let Some(b) = bulk {
-                        b.touch(batcher);
-                    }
-                    return Ok(Ok(enqueued));
-                }
+                Ok((Some(enqueued), _)) => return Ok(Ok(enqueued)),
                 Ok((None, _)) => {}
                 Err(e) => return Ok(Err(e)),
             }
@@ -315,20 +309,9 @@ impl Appender<'_> {
         let mut full: Option<&Arc<Batcher>> = None;
         loop {
             let room = full.map(|b| b.room());
-            let append = Append {
-                appender: self,
-                route: &route,
-                topic: &topic,
-                enforce_size,
-                deadline,
-            };
+            let append = self.to(&route, &topic, enforce_size, deadline, bulk.as_deref_mut());
             match source.visit(append)? {
-                Ok((Some(enqueued), batcher)) => {
-                    if let Some(b) = bulk.as_deref_mut() {
-                        b.touch(batcher);
-                    }
-                    return Ok(Ok(enqueued));
-                }
+                Ok((Some(enqueued), _)) => return Ok(Ok(enqueued)),
                 Ok((None, batcher)) => full = Some(batcher),
                 Err(e) => return Ok(Err(e)),
             }
@@ -337,6 +320,25 @@ impl Appender<'_> {
             {
                 return Ok(Err(not_enqueued(&topic)));
             }
+        }
+    }
+
+    /// The append of one record to `route`'s partitions.
+    fn to<'a, 'b>(
+        &'a self,
+        route: &'a TopicRoute,
+        topic: &'a str,
+        enforce_size: bool,
+        deadline: Instant,
+        bulk: Option<&'b mut Bulk>,
+    ) -> Append<'a, 'b> {
+        Append {
+            appender: self,
+            route,
+            topic,
+            enforce_size,
+            deadline,
+            bulk,
         }
     }
 
