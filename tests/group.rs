@@ -118,7 +118,7 @@ async fn crashed_member_partitions_move_after_the_session_timeout() {
 
     // No LeaveGroup: the coordinator only notices when the session expires.
     let crashed_at = std::time::Instant::now();
-    b.simulate_crash();
+    b.abort();
     let split = settled(&[&a], &topic, 4).await;
     assert_eq!(split[0].len(), 4);
     let moved_after = crashed_at.elapsed();

@@ -44,7 +44,7 @@ async fn committed(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    store.simulate_crash();
+    store.abort();
     out
 }
 

@@ -26,4 +26,4 @@ pub use error::GroupError;
 pub use events::{Generation, GroupEvent, MemberPhase, MemberState, RevokeAck};
 pub use kavari_wire::{ResponseError, TopicPartition};
 pub use member::GroupMember;
-pub use offsets::{KafkaOffsetStore, MemoryOffsetStore, OffsetStore};
+pub use offsets::{KafkaOffsetStore, OffsetStore};

@@ -176,10 +176,10 @@ impl GroupMember {
 
 impl GroupMember {
     /// Stops the member at once, as a killed process would: no revocation,
-    /// no LeaveGroup; its connections close. The coordinator drops it after
-    /// the session timeout. For tests of crash recovery.
-    #[doc(hidden)]
-    pub fn simulate_crash(&self) {
+    /// no LeaveGroup, no commit; its connections close. The coordinator
+    /// drops it after the session timeout. A shutdown that ran out of time
+    /// ends the member so; tests of crash recovery do too.
+    pub fn abort(&self) {
         self.task.abort();
     }
 }

@@ -1,10 +1,8 @@
 //! The offset commit store: where a group's progress lives.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-
-use kafka_protocol::ResponseError;
+use std::sync::Arc;
 
 use crate::api::{GroupApi, KafkaGroupApi};
 use crate::{CommitOffset, Generation, GroupError, TopicPartition};
@@ -57,74 +55,79 @@ impl OffsetStore for KafkaOffsetStore {
     }
 }
 
-/// An in-memory store for tests: it knows the group's current generation and
-/// refuses commits from any other, as the coordinator does.
-#[derive(Debug, Default, Clone)]
-pub struct MemoryOffsetStore {
-    inner: Arc<Mutex<MemoryInner>>,
-}
-
-#[derive(Debug, Default)]
-struct MemoryInner {
-    offsets: HashMap<TopicPartition, i64>,
-    generation: Option<Generation>,
-}
-
-impl MemoryOffsetStore {
-    /// Sets the generation commits must carry (`None`: accept any).
-    pub fn set_generation(&self, generation: Option<Generation>) {
-        self.lock().generation = generation;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl OffsetStore for MemoryOffsetStore {
-    async fn commit(
-        &self,
-        offsets: &BTreeMap<TopicPartition, CommitOffset>,
-        generation: &Generation,
-    ) -> Result<(), GroupError> {
-        let mut inner = self.lock();
-        if let Some(current) = &inner.generation {
-            if current.member_id != generation.member_id {
-                return Err(GroupError::broker(
-                    "OffsetCommit",
-                    ResponseError::UnknownMemberId,
-                    None,
-                ));
-            }
-            if current.generation_id != generation.generation_id {
-                return Err(GroupError::broker(
-                    "OffsetCommit",
-                    ResponseError::IllegalGeneration,
-                    None,
-                ));
-            }
-        }
-        for (tp, o) in offsets {
-            inner.offsets.insert(tp.clone(), o.offset);
-        }
-        Ok(())
-    }
-
-    async fn committed(
-        &self,
-        partitions: &[TopicPartition],
-    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
-        let inner = self.lock();
-        Ok(partitions
-            .iter()
-            .map(|tp| (tp.clone(), inner.offsets.get(tp).copied()))
-            .collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use kafka_protocol::ResponseError;
+
     use super::*;
+
+    /// An in-memory store for tests: it knows the group's current generation and
+    /// refuses commits from any other, as the coordinator does.
+    #[derive(Debug, Default, Clone)]
+    struct MemoryOffsetStore {
+        inner: Arc<Mutex<MemoryInner>>,
+    }
+
+    #[derive(Debug, Default)]
+    struct MemoryInner {
+        offsets: HashMap<TopicPartition, i64>,
+        generation: Option<Generation>,
+    }
+
+    impl MemoryOffsetStore {
+        /// Sets the generation commits must carry (`None`: accept any).
+        fn set_generation(&self, generation: Option<Generation>) {
+            self.lock().generation = generation;
+        }
+
+        fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+            self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        }
+    }
+
+    impl OffsetStore for MemoryOffsetStore {
+        async fn commit(
+            &self,
+            offsets: &BTreeMap<TopicPartition, CommitOffset>,
+            generation: &Generation,
+        ) -> Result<(), GroupError> {
+            let mut inner = self.lock();
+            if let Some(current) = &inner.generation {
+                if current.member_id != generation.member_id {
+                    return Err(GroupError::broker(
+                        "OffsetCommit",
+                        ResponseError::UnknownMemberId,
+                        None,
+                    ));
+                }
+                if current.generation_id != generation.generation_id {
+                    return Err(GroupError::broker(
+                        "OffsetCommit",
+                        ResponseError::IllegalGeneration,
+                        None,
+                    ));
+                }
+            }
+            for (tp, o) in offsets {
+                inner.offsets.insert(tp.clone(), o.offset);
+            }
+            Ok(())
+        }
+
+        async fn committed(
+            &self,
+            partitions: &[TopicPartition],
+        ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
+            let inner = self.lock();
+            Ok(partitions
+                .iter()
+                .map(|tp| (tp.clone(), inner.offsets.get(tp).copied()))
+                .collect())
+        }
+    }
 
     #[tokio::test]
     async fn memory_store_round_trips_and_refuses_stale_generations() {

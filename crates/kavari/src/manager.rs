@@ -56,8 +56,17 @@ pub struct Kavari {
 struct Inner {
     backend: Backend,
     consumer_config: ConsumerConfig,
-    /// Subscriptions until `start()` takes them.
-    registry: Mutex<Option<Registry>>,
+    lifecycle: Mutex<Lifecycle>,
+}
+
+/// Where a manager is in its life; `start()` moves it on once, the one
+/// place that says `AlreadyStarted`.
+enum Lifecycle {
+    /// Taking subscriptions.
+    Subscribing(Registry),
+    /// `start()` took them: the consumer runs (or there was nothing to
+    /// consume).
+    Started,
 }
 
 /// Where messages go.
@@ -143,9 +152,16 @@ impl Kavari {
             inner: Arc::new(Inner {
                 backend,
                 consumer_config,
-                registry: Mutex::new(Some(Registry::default())),
+                lifecycle: Mutex::new(Lifecycle::Subscribing(Registry::default())),
             }),
         }
+    }
+
+    fn lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
+        self.inner
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// `M`'s topic as this manager maps it.
@@ -195,14 +211,10 @@ impl Kavari {
             return Err(SubscribeError::NoGroupId);
         }
         let topic = self.topic_of::<M>();
-        let mut registry = self
-            .inner
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match registry.as_mut() {
-            Some(r) => r.add::<M, H, F>(&topic, provider),
-            None => Err(SubscribeError::AlreadyStarted),
+        let mut lifecycle = self.lifecycle();
+        match &mut *lifecycle {
+            Lifecycle::Subscribing(r) => r.add::<M, H, F>(&topic, provider),
+            Lifecycle::Started => Err(SubscribeError::AlreadyStarted),
         }
     }
 
@@ -212,13 +224,10 @@ impl Kavari {
     /// [`health`](Self::health) says when it is ready. Without subscriptions
     /// it does nothing.
     pub async fn start(&self) -> Result<(), StartError> {
-        let registry = self
-            .inner
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or(StartError::AlreadyStarted)?;
+        let taken = std::mem::replace(&mut *self.lifecycle(), Lifecycle::Started);
+        let Lifecycle::Subscribing(registry) = taken else {
+            return Err(StartError::AlreadyStarted);
+        };
         if registry.is_empty() {
             return Ok(());
         }
@@ -231,9 +240,8 @@ impl Kavari {
             Arc::clone(&kafka.publisher) as Arc<dyn crate::dead_letter::Writer>,
             &kafka.client_id,
         )?;
-        if kafka.consumer.set(consumer).is_err() {
-            return Err(StartError::AlreadyStarted);
-        }
+        // Set once: the lifecycle let one start() through.
+        let _ = kafka.consumer.set(consumer);
         Ok(())
     }
 

@@ -19,7 +19,7 @@ pub use requests::Request;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -39,20 +39,20 @@ use crate::stream::{Transport, WriteHalf};
 /// The largest response frame accepted (a guard against corrupt lengths).
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 
-/// Requests written but not yet answered, oldest first, and why the
-/// connection broke once it has.
+/// Requests written but not yet answered, oldest first.
 #[derive(Debug, Default)]
 struct Awaiting {
     waiting: VecDeque<(i32, oneshot::Sender<Bytes>)>,
-    broken: Option<String>,
 }
 
 /// What the connection and its reader task share.
 #[derive(Debug, Default)]
 struct ConnectionState {
     in_flight: std::sync::Mutex<Awaiting>,
-    /// Mirrors `in_flight.broken.is_some()`, readable without the lock.
-    broken: AtomicBool,
+    /// Why the connection broke, once it has (the first reason; set with
+    /// `in_flight` locked, so a request is either waiting when it breaks or
+    /// refused after; read without the lock).
+    broken: std::sync::OnceLock<String>,
     /// This connection in the open-connections gauge.
     open: crate::metrics::OpenConnection,
 }
@@ -67,10 +67,7 @@ impl ConnectionState {
     fn poison(&self, why: &str) {
         let waiting = {
             let mut st = self.lock();
-            if st.broken.is_none() {
-                st.broken = Some(why.to_string());
-            }
-            self.broken.store(true, Ordering::Relaxed);
+            let _ = self.broken.set(why.to_string());
             std::mem::take(&mut st.waiting)
         };
         self.open.closed();
@@ -78,10 +75,14 @@ impl ConnectionState {
     }
 
     fn why_broken(&self) -> String {
-        self.lock()
-            .broken
-            .clone()
+        self.broken
+            .get()
+            .cloned()
             .unwrap_or_else(|| "connection closed".into())
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.get().is_some()
     }
 }
 
@@ -192,8 +193,7 @@ impl Connection {
     /// every further request fails), or its SASL session is about to end
     /// (requests already sent still get their answers).
     pub fn is_broken(&self) -> bool {
-        self.shared.broken.load(Ordering::Relaxed)
-            || self.renew_at.is_some_and(|at| Instant::now() >= at)
+        self.shared.is_broken() || self.renew_at.is_some_and(|at| Instant::now() >= at)
     }
 
     async fn negotiate(&mut self) -> Result<(), WireError> {
@@ -288,7 +288,7 @@ impl Connection {
         timeout: Duration,
         deadline: Instant,
     ) -> Result<Answer, WireError> {
-        if self.shared.broken.load(Ordering::Relaxed) {
+        if self.shared.is_broken() {
             return Err(self.conn_err(self.shared.why_broken()));
         }
         let write = async {
@@ -330,7 +330,7 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.shared.lock();
-            if let Some(why) = &st.broken {
+            if let Some(why) = self.shared.broken.get() {
                 return Err(self.conn_err(why.clone()));
             }
             st.waiting.push_back((correlation_id, tx));

@@ -214,7 +214,7 @@ impl Consumer {
                 );
                 // The member first, so no commit goes out; then the runtime,
                 // whose workers are aborted as it drops them.
-                self.shared.member.simulate_crash();
+                self.shared.member.abort();
                 task.abort();
                 let _ = task.await;
                 false

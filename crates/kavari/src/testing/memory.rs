@@ -104,9 +104,6 @@ impl Memory {
         registry: Registry,
         config: ConsumerConfig,
     ) -> Result<(), StartError> {
-        if self.consumer.get().is_some() {
-            return Err(StartError::AlreadyStarted);
-        }
         let consumer = MemoryConsumer::start(
             &self.writer,
             registry,
@@ -114,6 +111,7 @@ impl Memory {
             self.producer.dlq_suffix.clone(),
         )
         .await;
+        // Set once: the manager's lifecycle let one start() through.
         let _ = self.consumer.set(consumer);
         Ok(())
     }
