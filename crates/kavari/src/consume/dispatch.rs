@@ -299,10 +299,8 @@ async fn route_and_handle<R: Runtime>(
                         topic, partition, offset, handler = handler.name(),
                         attempt, retry_in = ?wait, error = %why, "handler failed; the partition waits at the record (on_handler_failure is Block)"
                     );
-                    let mut stop = stop.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = until_stopped(&mut stop) => return Err(Undelivered),
+                    if !crate::stop::pause(wait, &mut stop.clone()).await {
+                        return Err(Undelivered);
                     }
                     attempt += 1;
                 }

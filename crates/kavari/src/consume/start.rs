@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::ConsumeState;
-use crate::stop::until_stopped;
 
 /// Where a partition starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,10 +123,8 @@ pub(crate) async fn place(
                 report(e);
             }
         }
-        let mut stop = stop.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next()) => {}
-            _ = until_stopped(&mut stop) => return None,
+        if !crate::stop::pause(backoff.next(), &mut stop.clone()).await {
+            return None;
         }
     }
 }

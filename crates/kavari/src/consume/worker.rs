@@ -302,11 +302,7 @@ impl Worker {
         );
         tracing::error!(partition = %self.tp, offset = position, error = %e, retry_in = ?wait, "the partition cannot go on; fetching it again after a wait");
         self.update(|h| h.error = Some(why));
-        let mut stop = self.stop.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => !self.stopping(),
-            _ = until_stopped(&mut stop) => false,
-        }
+        crate::stop::pause(wait, &mut self.stop.clone()).await && !self.stopping()
     }
 
     /// The start and the feed, from the assignment's lookup or else found

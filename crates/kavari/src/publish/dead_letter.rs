@@ -211,9 +211,8 @@ impl Publisher {
             if *stop.borrow() {
                 return Err(err);
             }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = crate::stop::until_stopped(&mut stop) => return Err(err),
+            if !crate::stop::pause(delay, &mut stop).await {
+                return Err(err);
             }
         }
     }

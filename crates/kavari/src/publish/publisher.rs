@@ -337,7 +337,7 @@ impl Publisher {
                     failures = n, "publish failed; retrying"
                 );
             }
-            if self.wait_to_retry(delay).await.is_err() {
+            if !self.wait_to_retry(delay).await {
                 break err;
             }
             attempts += 1;
@@ -392,15 +392,11 @@ impl Publisher {
         self.log.admit((topic.to_string(), err.kind(), what))
     }
 
-    /// Waits `delay` before another attempt; `Err` when the publisher began
-    /// to shut down meanwhile: the message goes to the dead-letter path or
-    /// back to the caller now.
-    async fn wait_to_retry(&self, delay: Duration) -> Result<(), ()> {
-        let mut closing = self.closing.subscribe();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => Ok(()),
-            _ = crate::stop::until_stopped(&mut closing) => Err(()),
-        }
+    /// Waits `delay` before another attempt; false when the publisher
+    /// began to shut down meanwhile: the message goes to the dead-letter
+    /// path or back to the caller now.
+    async fn wait_to_retry(&self, delay: Duration) -> bool {
+        crate::stop::pause(delay, &mut self.closing.subscribe()).await
     }
 
     /// One produce attempt of `message`, ended at `deadline` if not sent
