@@ -73,3 +73,43 @@ async fn publish_and_process_run_in_spans_with_messaging_attributes() {
         assert!(process.contains(&field), "{field} not in {process}");
     }
 }
+
+/// A bulk publish runs in one send span naming its topic and how many
+/// messages it carried.
+#[tokio::test]
+async fn a_bulk_publish_runs_in_one_span_with_its_message_count() {
+    let broker = shared_broker().await.expect("broker");
+    let (prefix, topic) = prefixed_topic::<Numbered>(broker, 1).await;
+    let captured = CapturedLogs::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("kavari=debug")
+        .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let manager = kavari::Kavari::builder(broker.bootstrap_servers())
+        .topic_prefix(&prefix)
+        .build()
+        .await
+        .expect("build");
+    let batch: Vec<Numbered> = (0..3).map(|n| Numbered { n }).collect();
+    for r in manager.publish_batch(&batch).await {
+        r.expect("publish_batch");
+    }
+    manager.shutdown().await.expect("shutdown");
+    let lines = captured.lines();
+    let publish = lines
+        .iter()
+        .find(|l| l.contains("publish{") && l.contains("close"))
+        .unwrap_or_else(|| panic!("no closed publish span in {lines:#?}"));
+    for field in [
+        "messaging.operation.type=\"send\"".to_string(),
+        format!("messaging.destination.name={topic}"),
+        "messaging.batch.message_count=3".to_string(),
+        "otel.kind=\"producer\"".to_string(),
+    ] {
+        assert!(publish.contains(&field), "{field} not in {publish}");
+    }
+}

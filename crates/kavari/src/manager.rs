@@ -340,7 +340,9 @@ impl Kavari {
     /// any answer is awaited, so they travel in as few requests as the batch
     /// size allows, without a future per message; those whose first attempt
     /// failed are retried and dead-lettered as [`publish`](Self::publish)
-    /// does.
+    /// does. It runs in one `publish` span (with
+    /// `messaging.batch.message_count`) whose trace context every message
+    /// carries.
     pub async fn publish_batch<M: KafkaMessage>(
         &self,
         msgs: &[M],
@@ -352,8 +354,15 @@ impl Kavari {
             }
             delivered
         });
-        let trace = TraceHeaders::of(&tracing::Span::none());
-        let delivered = kafka.publisher.publish_all(msgs, &trace).await;
+        let publisher = &kafka.publisher;
+        let delivered = if telemetry::enabled() {
+            let span = telemetry::publish_batch_span(&publisher.topic_of::<M>(), msgs.len());
+            let trace = TraceHeaders::of(&span);
+            publisher.publish_all(msgs, &trace).instrument(span).await
+        } else {
+            let trace = TraceHeaders::of(&tracing::Span::none());
+            publisher.publish_all(msgs, &trace).await
+        };
         for d in &delivered {
             metrics::published(d, || kafka.publisher.topic_of::<M>());
         }

@@ -48,6 +48,19 @@ pub(crate) fn publish_span(topic: &str) -> Span {
     )
 }
 
+/// The span of one bulk publish of `count` messages to `topic`: one send
+/// of a batch, as the messaging conventions name it; the messages carry
+/// its trace context.
+pub(crate) fn publish_batch_span(topic: &str, count: usize) -> Span {
+    messaging_span!(
+        "publish",
+        "send",
+        "producer",
+        topic,
+        messaging.batch.message_count = count,
+    )
+}
+
 /// Records where a publish landed.
 pub(crate) fn published(span: &Span, key: Option<&str>, partition: i32, offset: i64) {
     if span.is_disabled() {
