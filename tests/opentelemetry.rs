@@ -123,12 +123,27 @@ async fn a_handler_span_continues_the_publishers_trace() {
     provider.force_flush().expect("flush");
     let spans = exporter.get_finished_spans().expect("spans");
 
-    // The single publish: send span in the request's trace, its context in
-    // the record's header, the handler's process span its child.
-    let send = named(&spans, &format!("send {topic}"));
-    assert_eq!(send.len(), 1, "one send span: {send:?}");
-    let send = send[0];
-    assert_eq!(send.span_context.trace_id(), request_trace);
+    // A send span per publish call: the single publish's in the request's
+    // trace, the bulk publish's in the bulk request's, naming its count.
+    let sends = named(&spans, &format!("send {topic}"));
+    assert_eq!(sends.len(), 2, "one send span per publish call: {sends:?}");
+    let in_trace = |trace| {
+        sends
+            .iter()
+            .copied()
+            .find(|s| s.span_context.trace_id() == trace)
+            .unwrap_or_else(|| panic!("no send span in trace {trace}: {sends:?}"))
+    };
+    let batch = in_trace(bulk_trace);
+    assert!(
+        batch.attributes.iter().any(
+            |kv| kv.key.as_str() == "messaging.batch.message_count" && kv.value.as_str() == "2"
+        ),
+        "the bulk send names its count: {batch:?}"
+    );
+    // The single publish: its send span, its context in the record's
+    // header, the handler's process span its child.
+    let send = in_trace(request_trace);
     let mut seen = seen.0.lock().unwrap().clone();
     seen.sort_by(|a, b| a.0.cmp(&b.0));
     let (_, traceparent, handler_trace) = &seen[0];
