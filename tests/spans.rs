@@ -11,12 +11,10 @@ use kavari_testcontainers::{shared_broker, unique_name};
 use kavari_tests::{CapturedLogs, Numbered, Numbers, consumer, eventually, prefixed_topic};
 use tracing_subscriber::fmt::format::FmtSpan;
 
-#[tokio::test]
-async fn publish_and_process_run_in_spans_with_messaging_attributes() {
-    let broker = shared_broker().await.expect("broker");
-    let (prefix, topic) = prefixed_topic::<Numbered>(broker, 1).await;
-    // Spans closed with their fields, on this thread (a #[tokio::test]
-    // runtime is single-threaded, so Kavari's tasks log here).
+/// Kavari's spans as they close, with their fields, captured on this
+/// thread (a #[tokio::test] runtime is single-threaded, so Kavari's tasks
+/// log here) while the guard lives.
+fn capture_spans() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
     let captured = CapturedLogs::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -25,7 +23,14 @@ async fn publish_and_process_run_in_spans_with_messaging_attributes() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn publish_and_process_run_in_spans_with_messaging_attributes() {
+    let broker = shared_broker().await.expect("broker");
+    let (prefix, topic) = prefixed_topic::<Numbered>(broker, 1).await;
+    let (captured, _guard) = capture_spans();
     let group = unique_name("spans");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let manager = consumer(broker, &group)
@@ -80,15 +85,7 @@ async fn publish_and_process_run_in_spans_with_messaging_attributes() {
 async fn a_bulk_publish_runs_in_one_span_with_its_message_count() {
     let broker = shared_broker().await.expect("broker");
     let (prefix, topic) = prefixed_topic::<Numbered>(broker, 1).await;
-    let captured = CapturedLogs::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("kavari=debug")
-        .with_span_events(FmtSpan::CLOSE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_spans();
     let manager = kavari::Kavari::builder(broker.bootstrap_servers())
         .topic_prefix(&prefix)
         .build()
