@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use kavari_group::TopicPartition;
-use kavari_wire::backoff::Backoff;
+use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::log_rate::LogRate;
 use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
@@ -204,7 +204,7 @@ async fn route_and_handle<R: Runtime>(
     for (i, handler) in entry.handlers().enumerate() {
         let mut attempt = 1;
         // Set while the partition waits at this record (`Block`).
-        let mut blocked: Option<Backoff> = None;
+        let mut blocked: Option<Retrying> = None;
         loop {
             ctx.attempt = attempt;
             // Handlers usually finish within their first poll: the clock is
@@ -290,10 +290,14 @@ async fn route_and_handle<R: Runtime>(
                         // No retry can fix it: wait for the partition to move.
                         return block(shared, &letter, &reason, stop).await;
                     }
-                    let backoff = blocked.get_or_insert_with(|| {
-                        Backoff::new(Duration::from_millis(100), BLOCKED_RETRY_MAX)
+                    // Every try is logged: a blocked partition is news.
+                    let retrying = blocked.get_or_insert_with(|| {
+                        Retrying::new(
+                            Backoff::new(Duration::from_millis(100), BLOCKED_RETRY_MAX),
+                            Duration::ZERO,
+                        )
                     });
-                    let wait = backoff.next();
+                    let wait = retrying.failed().wait;
                     report_blocked(shared, &letter, Some(&reason));
                     tracing::warn!(
                         topic, partition, offset, handler = handler.name(),

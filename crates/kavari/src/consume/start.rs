@@ -13,10 +13,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kavari_group::TopicPartition;
-use kavari_wire::backoff::Backoff;
+use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::fetcher::PartitionFeed;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::ConsumeState;
 
@@ -99,9 +98,10 @@ pub(crate) async fn place(
     stop: &watch::Receiver<bool>,
     report: impl Fn(String),
 ) -> Option<Position> {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut failures = 0u32;
-    let mut logged: Option<Instant> = None;
+    let mut retrying = Retrying::new(
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        Duration::from_secs(30),
+    );
     loop {
         if *stop.borrow() {
             return None;
@@ -115,16 +115,15 @@ pub(crate) async fn place(
                 return None;
             }
             Err(e) => {
-                failures += 1;
-                if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
-                    logged = Some(Instant::now());
-                    tracing::warn!(partition = %tp, error = %e, attempts = failures, "cannot start the partition yet; retrying");
+                let failed = retrying.failed();
+                if failed.log.is_some() {
+                    tracing::warn!(partition = %tp, error = %e, attempts = failed.failures, retry_in = ?failed.wait, "cannot start the partition yet; retrying");
                 }
                 report(e);
+                if !crate::stop::pause(failed.wait, &mut stop.clone()).await {
+                    return None;
+                }
             }
-        }
-        if !crate::stop::pause(backoff.next(), &mut stop.clone()).await {
-            return None;
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use kavari_group::{CommitOffset, TopicPartition};
 use kavari_wire::WireError;
-use kavari_wire::backoff::Backoff;
+use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::fetch::batch_records;
 use kavari_wire::fetcher::{FetchEvent, PartitionFeed};
 use kavari_wire::log_rate::LogRate;
@@ -112,8 +112,8 @@ impl Worker {
             self.shared.config.commit_interval
         };
         // The offset of the last fault that stopped fetching, and the
-        // backoff before fetching from it again; cleared once past it.
-        let mut faults: Option<(i64, Backoff)> = None;
+        // retries from it; cleared once past it.
+        let mut faults: Option<(i64, Retrying)> = None;
         'partition: loop {
             let mut stop = self.stop.clone();
             let next = tokio::select! {
@@ -286,16 +286,20 @@ impl Worker {
         &self,
         position: i64,
         e: &WireError,
-        faults: &mut Option<(i64, Backoff)>,
+        faults: &mut Option<(i64, Retrying)>,
     ) -> bool {
-        let backoff = match faults {
-            Some((at, backoff)) if *at == position => backoff,
+        let retrying = match faults {
+            Some((at, retrying)) if *at == position => retrying,
             _ => {
-                let fresh = Backoff::new(FAULT_RETRY_FIRST, FAULT_RETRY_MAX);
+                // Every fault is logged: the waits are long already.
+                let fresh = Retrying::new(
+                    Backoff::new(FAULT_RETRY_FIRST, FAULT_RETRY_MAX),
+                    Duration::ZERO,
+                );
                 &mut faults.insert((position, fresh)).1
             }
         };
-        let wait = backoff.next();
+        let wait = retrying.failed().wait;
         let why = format!(
             "{}: {e}; fetching again from offset {position} in {wait:?}",
             self.tp
