@@ -48,10 +48,10 @@ fn rmp_serde_ser(
 fn partitioner(c: &mut Criterion) {
     let key = b"order-1234567890";
     c.bench_function("murmur2/16B", |b| {
-        b.iter(|| kavari::murmur2(std::hint::black_box(key)))
+        b.iter(|| kavari::Partitioner::murmur2(std::hint::black_box(key)))
     });
     c.bench_function("crc32/16B", |b| {
-        b.iter(|| kavari::crc32(std::hint::black_box(key)))
+        b.iter(|| kavari::Partitioner::crc32(std::hint::black_box(key)))
     });
 }
 

@@ -185,10 +185,14 @@ impl Publishing {
                         let d = manager.publish(&ticket).await.unwrap_or_else(|e| {
                             panic!("{key} #{seq}: a publish failed across a leader change: {e}")
                         });
-                        acked
-                            .lock()
-                            .unwrap()
-                            .insert((key.clone(), seq), (d.partition, d.offset, Instant::now()));
+                        acked.lock().unwrap().insert(
+                            (key.clone(), seq),
+                            (
+                                d.partition,
+                                d.offset.get().expect("an offset"),
+                                Instant::now(),
+                            ),
+                        );
                         seq += 1;
                     }
                 })

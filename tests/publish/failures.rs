@@ -80,7 +80,7 @@ async fn outage_retries_by_policy_then_returns_the_record_and_recovers() {
         .publish_encoded(msg)
         .await
         .expect("publish after healing");
-    assert_eq!(d.offset, 1);
+    assert_eq!(d.offset, Offset::At(1));
     // After healing the bulk path lands them all, in order.
     batch_in_order(&manager, &batch).await;
 }
@@ -146,10 +146,7 @@ async fn too_large_message_goes_to_the_dead_letter_topic_at_once() {
         panic!("expected DeadLettered, got {err:?}");
     };
     assert_eq!(dlq.topic, format!("{topic}.dlq"));
-    assert_eq!(
-        cause.kind(),
-        kavari::publish::ProduceErrorKind::MessageTooLarge
-    );
+    assert_eq!(cause.kind(), kavari::ProduceErrorKind::MessageTooLarge);
 
     let letters = fetch_topic(broker, &dlq.topic, 1).await;
     assert_eq!(letters.len(), 1);
@@ -223,10 +220,7 @@ async fn typed_publish_failures_dead_letter_or_hand_the_record_back() {
     let PublishError::DeadLettered { dlq, cause } = err else {
         panic!("expected DeadLettered, got {err:?}");
     };
-    assert_eq!(
-        cause.kind(),
-        kavari::publish::ProduceErrorKind::MessageTooLarge
-    );
+    assert_eq!(cause.kind(), kavari::ProduceErrorKind::MessageTooLarge);
     let letters = fetch_topic(broker, &dlq.topic, 1).await;
     let letter = delivered(&letters, 0, dlq.offset);
     let encoded = kavari::codec::encode(&big).expect("encode");
@@ -240,10 +234,7 @@ async fn typed_publish_failures_dead_letter_or_hand_the_record_back() {
     manager.shutdown().await.expect("shutdown");
     match manager.publish(&small).await {
         Err(PublishError::Failed { cause, message, .. }) => {
-            assert_eq!(
-                cause.kind(),
-                kavari::publish::ProduceErrorKind::ShuttingDown
-            );
+            assert_eq!(cause.kind(), kavari::ProduceErrorKind::ShuttingDown);
             assert_eq!(*message, kavari::codec::encode(&small).expect("encode"));
         }
         other => panic!("expected Failed after shutdown, got {other:?}"),
@@ -297,7 +288,7 @@ async fn publishes_keep_trying_for_the_delivery_timeout() {
     };
     let (landed, ()) = tokio::join!(patient.publish_encoded(to_topic(&order(1), &topic)), healer);
     let d = landed.expect("landed after the outage, within the delivery timeout");
-    assert_eq!(d.offset, 1);
+    assert_eq!(d.offset, Offset::At(1));
     assert_eq!(patient.publish_stats().dead_lettered, 0);
 
     let hasty = Kavari::builder(broker.bootstrap_servers())

@@ -30,7 +30,7 @@ async fn typed_messages_land_where_java_would_put_them() {
     let records = fetch_topic(broker, &topic, 3).await;
     assert_eq!(records.len(), 40);
     for (delivery, key, msg_type) in &sent {
-        let java_partition = (murmur2(key.as_bytes()) & 0x7fff_ffff) % 3;
+        let java_partition = (Partitioner::murmur2(key.as_bytes()) & 0x7fff_ffff) % 3;
         assert_eq!(delivery.partition, java_partition, "key {key}");
         let r = delivered(&records, delivery.partition, delivery.offset);
         assert_eq!(r.key.as_deref(), Some(key.as_bytes()));

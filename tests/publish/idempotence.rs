@@ -4,7 +4,7 @@
 //! real traffic by the fault proxy.
 
 use super::*;
-use kavari::publish::ProduceErrorKind;
+use kavari::ProduceErrorKind;
 use kavari_wire::ResponseError;
 
 /// The encoded values of `order(i)` for `range`, as the log holds them.
@@ -103,12 +103,12 @@ async fn a_duplicate_sequence_is_a_success() {
         .publish_encoded(to_topic(&order(1), &topic))
         .await
         .expect("a duplicate is a success");
-    assert_eq!(d.offset, -1, "the broker does not say where");
+    assert_eq!(d.offset, Offset::Duplicate, "the broker does not say where");
     let d = manager
         .publish_encoded(to_topic(&order(2), &topic))
         .await
         .expect("the next publish");
-    assert_eq!(d.offset, 2);
+    assert_eq!(d.offset, Offset::At(2));
     let logged: Vec<Vec<u8>> = logged_records(&broker, &topic, 0)
         .await
         .into_iter()

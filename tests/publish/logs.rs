@@ -23,10 +23,7 @@ async fn a_publish_storm_to_a_missing_topic_logs_a_bounded_number_of_lines() {
             shown.contains(&format!("topic {topic} does not exist")),
             "{shown}"
         );
-        assert_eq!(
-            e.kind(),
-            Some(kavari::publish::ProduceErrorKind::UnknownTopic)
-        );
+        assert_eq!(e.kind(), Some(kavari::ProduceErrorKind::UnknownTopic));
     }
     manager.shutdown().await.expect("shutdown");
     let lines = captured.lines();

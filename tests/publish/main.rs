@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use kavari::codec::EncodedMessage;
 use kavari::{
-    FibonacciRetryPolicy, KafkaMessage, Kavari, KavariBuilder, NoRetry, PublishError, murmur2,
+    FibonacciRetryPolicy, KafkaMessage, Kavari, KavariBuilder, NoRetry, Offset, Partitioner,
+    PublishError,
 };
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
 use kavari_tests::{CapturedLogs, fetch_topic, header, init_tracing, logged_records, own_broker};
@@ -111,7 +112,7 @@ async fn batch_in_order<M: KafkaMessage>(manager: &Kavari, msgs: &[M]) -> Vec<i6
         .publish_batch(msgs)
         .await
         .into_iter()
-        .map(|r| r.expect("publish_batch").offset)
+        .map(|r| r.expect("publish_batch").offset.get().expect("an offset"))
         .collect();
     assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
     offsets
@@ -121,11 +122,11 @@ async fn batch_in_order<M: KafkaMessage>(manager: &Kavari, msgs: &[M]) -> Vec<i6
 fn delivered(
     records: &[(i32, rskafka::record::RecordAndOffset)],
     partition: i32,
-    offset: i64,
+    offset: Offset,
 ) -> &rskafka::record::Record {
     records
         .iter()
-        .find(|(p, r)| *p == partition && r.offset == offset)
+        .find(|(p, r)| *p == partition && Offset::At(r.offset) == offset)
         .map(|(_, r)| &r.record)
         .expect("the delivered record is in its topic")
 }

@@ -36,10 +36,7 @@ async fn shutdown_waits_for_publishes_in_flight_and_drops_none() {
     // After shutdown, publishes are refused with the record handed back.
     match manager.publish_encoded(to_topic(&order(999), &topic)).await {
         Err(PublishError::Failed { cause, .. }) => {
-            assert_eq!(
-                cause.kind(),
-                kavari::publish::ProduceErrorKind::ShuttingDown
-            );
+            assert_eq!(cause.kind(), kavari::ProduceErrorKind::ShuttingDown);
         }
         other => panic!("expected Failed after shutdown, got {other:?}"),
     }

@@ -9,7 +9,7 @@ mod tls;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kavari::publish::ProduceErrorKind;
+use kavari::ProduceErrorKind;
 use kavari::{
     HandlerError, HealthState, KafkaMessage, Kavari, MessageContext, MessageHandler, PublishError,
     Sasl, Tls,

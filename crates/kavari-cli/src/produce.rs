@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-use kavari::Codec;
+use kavari::codec::Codec;
 use kavari::codec::{CONTENT_TYPE_HEADER, EncodedMessage, MSG_TYPE_HEADER};
 use serde_json::Value;
 

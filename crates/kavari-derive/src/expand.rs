@@ -64,10 +64,10 @@ pub(crate) fn expand(message: &Message<'_>) -> TokenStream {
     let codec = match message.codec {
         Codec::MessagePack => quote! {},
         Codec::Json => quote! {
-            const CODEC: ::kavari::Codec = ::kavari::Codec::Json;
+            const CODEC: ::kavari::codec::Codec = ::kavari::codec::Codec::Json;
         },
         Codec::Text => quote! {
-            const CODEC: ::kavari::Codec = ::kavari::Codec::Text;
+            const CODEC: ::kavari::codec::Codec = ::kavari::codec::Codec::Text;
             fn write_text(
                 &self,
                 out: &mut ::kavari::__private::Vec<u8>,

@@ -42,7 +42,7 @@ async fn place(
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
     match kavari.publish(&order).await {
         Ok(d) => Ok(Json(serde_json::json!({
-            "topic": d.topic, "partition": d.partition, "offset": d.offset
+            "topic": d.topic, "partition": d.partition, "offset": d.offset.get()
         }))),
         Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }

@@ -110,8 +110,8 @@ impl MessageContext {
 /// Like `anyhow::Error`, it is not itself a `std::error::Error` (the
 /// conversion from every error could not exist if it were), but it derefs to
 /// one: `err.source()`, `err.to_string()` and `&*err` work as on the error it
-/// holds; [`into_error`](Self::into_error) makes it a concrete
-/// `std::error::Error` ([`HandlerFailure`]) and
+/// holds; [`into_std_error`](Self::into_std_error) makes it a concrete
+/// `std::error::Error` ([`StdHandlerError`]) and
 /// [`into_boxed`](Self::into_boxed) hands the error it holds over. Its
 /// alternate form `{:#}` prints the whole chain, `outer: cause: root`, as
 /// the dead-letter record's `original_error` header does.
@@ -152,11 +152,11 @@ impl HandlerError {
         self.error
     }
 
-    /// This error as a [`HandlerFailure`]: a concrete `std::error::Error`
+    /// This error as a [`StdHandlerError`]: a concrete `std::error::Error`
     /// value, for an API that takes `E: Error` (a `#[source]` field, a
     /// generic error parameter).
-    pub fn into_error(self) -> HandlerFailure {
-        HandlerFailure(self)
+    pub fn into_std_error(self) -> StdHandlerError {
+        StdHandlerError(self)
     }
 
     /// The error and its causes, outermost first.
@@ -167,25 +167,25 @@ impl HandlerError {
 }
 
 /// A [`HandlerError`] as a `std::error::Error`
-/// ([`HandlerError::into_error`]): shows the same message, with the same
+/// ([`HandlerError::into_std_error`]): shows the same message, with the same
 /// causes behind `source()`, and keeps whether it is retriable.
 #[derive(Debug)]
-pub struct HandlerFailure(HandlerError);
+pub struct StdHandlerError(HandlerError);
 
-impl HandlerFailure {
+impl StdHandlerError {
     /// Whether the delivery retry policy applied to the error.
     pub fn is_retriable(&self) -> bool {
         self.0.retriable
     }
 }
 
-impl fmt::Display for HandlerFailure {
+impl fmt::Display for StdHandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
     }
 }
 
-impl std::error::Error for HandlerFailure {
+impl std::error::Error for StdHandlerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.error.source()
     }
@@ -302,7 +302,7 @@ mod tests {
 
     /// Where a concrete `std::error::Error` is required.
     #[test]
-    fn into_error_is_a_std_error_with_the_same_chain() {
+    fn into_std_error_is_a_std_error_with_the_same_chain() {
         fn takes_an_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> String {
             let mut out = e.to_string();
             let mut cause = e.source();
@@ -314,7 +314,7 @@ mod tests {
             out
         }
         let e = HandlerError::from(Outer(std::io::Error::other("disk gone"))).no_retry();
-        let failure = e.into_error();
+        let failure = e.into_std_error();
         assert!(!failure.is_retriable());
         assert_eq!(takes_an_error(failure), "reading the order <- disk gone");
     }

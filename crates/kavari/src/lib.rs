@@ -46,9 +46,9 @@ mod manager;
 mod message;
 mod metrics;
 mod partitioner;
-pub mod publish;
+mod publish;
 mod registry;
-pub mod retry;
+mod retry;
 mod stop;
 mod telemetry;
 #[cfg(feature = "testing")]
@@ -58,9 +58,8 @@ mod topic_names;
 mod trace_context;
 
 pub use builder::{ConfigError, KavariBuilder};
-pub use codec::Codec;
 pub use consume::{FailurePolicy, OffsetReset, StartError};
-pub use handler::{HandlerError, HandlerFailure, MessageContext, MessageHandler};
+pub use handler::{HandlerError, MessageContext, MessageHandler, StdHandlerError};
 pub use health::{Health, HealthState, PartitionHealth};
 /// Derives [`KafkaMessage`](trait@KafkaMessage): a type's topic, its
 /// `msg_type` name and its partition key, from `#[kavari(...)]`
@@ -102,10 +101,11 @@ pub use health::{Health, HealthState, PartitionHealth};
 ///   tuple struct with one field, that field's `Display` output, read back
 ///   with `FromStr` (the Python library's `str`, `int` and `float`
 ///   payloads). Whatever it says, consumers decode each record by its own
-///   `content-type` ([`Codec`]).
+///   `content-type` ([`Codec`](codec::Codec)).
 ///
 /// ```
-/// use kavari::{Codec, KafkaMessage};
+/// use kavari::KafkaMessage;
+/// use kavari::codec::Codec;
 ///
 /// #[derive(serde::Serialize, serde::Deserialize, KafkaMessage)]
 /// #[kavari(topic = "greetings", codec = "text")]
@@ -179,16 +179,18 @@ pub use kavari_wire::tls::{Tls, TlsBuilder, TlsConfigError};
 /// The partition assignors a consumer group can use
 /// ([`KavariBuilder::assignors`]), with the Java client's names.
 pub mod assignor {
-    pub use kavari_group::TopicPartition;
     pub use kavari_group::assignor::{
         Assignor, CooperativeStickyAssignor, GroupAssignment, MemberSubscription, RangeAssignor,
         RebalanceProtocol, RoundRobinAssignor,
     };
 }
+pub use kavari_group::TopicPartition;
 pub use manager::{Kavari, ShutdownError};
 pub use message::KafkaMessage;
-pub use partitioner::{Partitioner, crc32, murmur2};
-pub use publish::{Compression, Delivery, ProduceError, ProduceErrorKind, PublishError};
+pub use partitioner::Partitioner;
+pub use publish::{
+    Compression, Delivery, Offset, ProduceError, ProduceErrorKind, PublishError, PublishStats,
+};
 pub use registry::SubscribeError;
 pub use retry::{ExponentialRetryPolicy, FibonacciRetryPolicy, NoRetry, RetryPolicy};
 

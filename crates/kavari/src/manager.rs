@@ -301,8 +301,8 @@ impl Kavari {
     /// ([`enable_idempotence`](KavariBuilder::enable_idempotence)): a
     /// successful publish is in the log once, and publishes to one
     /// partition land in the order they were appended, retries included
-    /// (the offset is -1 when the broker reports the batch as a duplicate
-    /// it already holds). Across a process restart delivery is at least
+    /// (the offset is [`Offset::Duplicate`](crate::Offset::Duplicate) when
+    /// the broker reports the batch as one it already holds). Across a process restart delivery is at least
     /// once. With idempotence off, a publish whose answer was lost is
     /// retried and may land twice, after those that succeeded meanwhile.
     ///

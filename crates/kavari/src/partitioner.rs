@@ -38,8 +38,8 @@ impl Partitioner {
     pub fn partition_for_key(self, key: &[u8], partitions: u32) -> i32 {
         let partitions = partitions.max(1);
         let hash = match self {
-            Partitioner::Murmur2 => (murmur2(key) & 0x7fff_ffff) as u32,
-            Partitioner::Crc32 => crc32(key),
+            Partitioner::Murmur2 => (Self::murmur2(key) & 0x7fff_ffff) as u32,
+            Partitioner::Crc32 => Self::crc32(key),
         };
         // partitions <= i32::MAX on the wire, so the remainder fits.
         (hash % partitions) as i32
@@ -63,65 +63,69 @@ impl RoundRobin {
     }
 }
 
-/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), as a
-/// signed 32-bit value like the Java method returns.
-pub fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let len = data.len();
-    // The Java code mixes the length in as a 32-bit int.
-    let mut h = SEED ^ (len as u32);
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let tail = chunks.remainder();
-    if tail.len() >= 3 {
-        h ^= u32::from(tail[2]) << 16;
-    }
-    if tail.len() >= 2 {
-        h ^= u32::from(tail[1]) << 8;
-    }
-    if !tail.is_empty() {
-        h ^= u32::from(tail[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
-/// CRC-32 (IEEE 802.3, reflected, as zlib and librdkafka's `rd_crc32`).
-pub fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
+impl Partitioner {
+    /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), as a
+    /// signed 32-bit value like the Java method returns: the hash of
+    /// [`Murmur2`](Self::Murmur2).
+    pub fn murmur2(data: &[u8]) -> i32 {
+        const SEED: u32 = 0x9747_b28c;
+        const M: u32 = 0x5bd1_e995;
+        const R: u32 = 24;
+        let len = data.len();
+        // The Java code mixes the length in as a 32-bit int.
+        let mut h = SEED ^ (len as u32);
+        let mut chunks = data.chunks_exact(4);
+        for chunk in &mut chunks {
+            let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            k = k.wrapping_mul(M);
+            k ^= k >> R;
+            k = k.wrapping_mul(M);
+            h = h.wrapping_mul(M);
+            h ^= k;
         }
-        table
-    };
-    !data.iter().fold(!0u32, |c, &b| {
-        TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
-    })
+        let tail = chunks.remainder();
+        if tail.len() >= 3 {
+            h ^= u32::from(tail[2]) << 16;
+        }
+        if tail.len() >= 2 {
+            h ^= u32::from(tail[1]) << 8;
+        }
+        if !tail.is_empty() {
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        h ^= h >> 13;
+        h = h.wrapping_mul(M);
+        h ^= h >> 15;
+        h as i32
+    }
+
+    /// CRC-32 (IEEE 802.3, reflected, as zlib and librdkafka's `rd_crc32`):
+    /// the hash of [`Crc32`](Self::Crc32).
+    pub fn crc32(data: &[u8]) -> u32 {
+        const TABLE: [u32; 256] = {
+            let mut table = [0u32; 256];
+            let mut i = 0;
+            while i < 256 {
+                let mut c = i as u32;
+                let mut k = 0;
+                while k < 8 {
+                    c = if c & 1 != 0 {
+                        0xedb8_8320 ^ (c >> 1)
+                    } else {
+                        c >> 1
+                    };
+                    k += 1;
+                }
+                table[i] = c;
+                i += 1;
+            }
+            table
+        };
+        !data.iter().fold(!0u32, |c, &b| {
+            TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -143,7 +147,12 @@ mod tests {
             (b"abc", 479_470_107),
         ];
         for (key, want) in cases {
-            assert_eq!(murmur2(key), want, "{}", String::from_utf8_lossy(key));
+            assert_eq!(
+                Partitioner::murmur2(key),
+                want,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 
@@ -160,8 +169,8 @@ mod tests {
     #[test]
     fn crc32_matches_zlib() {
         // The standard check value of CRC-32/ISO-HDLC.
-        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        assert_eq!(crc32(b""), 0);
+        assert_eq!(Partitioner::crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(Partitioner::crc32(b""), 0);
         assert_eq!(
             Partitioner::Crc32.partition_for_key(b"123456789", 10),
             (0xcbf4_3926u32 % 10) as i32
@@ -184,7 +193,7 @@ mod tests {
         let k = Some(&b"order-7"[..]);
         assert_eq!(
             Partitioner::Crc32.choose(k, 8, &rr),
-            (crc32(b"order-7") % 8) as i32
+            (Partitioner::crc32(b"order-7") % 8) as i32
         );
         // Murmur2 as the Java client: an empty key is hashed, a null key
         // spread round robin.

@@ -9,6 +9,8 @@
 //! check; enable them with `kavari=debug` (or a per-layer filter).
 
 use tracing::Span;
+
+use crate::publish::Offset;
 use tracing::field::Empty;
 
 /// Whether the spans are wanted: checked first, so a publish with them
@@ -62,12 +64,14 @@ pub(crate) fn publish_batch_span(topic: &str, count: usize) -> Span {
 }
 
 /// Records where a publish landed.
-pub(crate) fn published(span: &Span, key: Option<&str>, partition: i32, offset: i64) {
+pub(crate) fn published(span: &Span, key: Option<&str>, partition: i32, offset: Offset) {
     if span.is_disabled() {
         return;
     }
     span.record("messaging.destination.partition.id", partition);
-    span.record("messaging.kafka.offset", offset);
+    if let Some(offset) = offset.get() {
+        span.record("messaging.kafka.offset", offset);
+    }
     if let Some(key) = key {
         span.record("messaging.kafka.message.key", key);
     }

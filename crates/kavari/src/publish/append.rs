@@ -17,7 +17,7 @@ use super::batcher::Batcher;
 use super::config::ProducerConfig;
 use super::outcome::BatchOutcome;
 use super::topics::{TopicRoute, Topics};
-use super::{ProduceError, ProduceErrorKind, PublishError};
+use super::{Offset, ProduceError, ProduceErrorKind, PublishError};
 use crate::KafkaMessage;
 use crate::codec::{self, EncodedMessage};
 use crate::partitioner::RoundRobin;
@@ -145,7 +145,7 @@ impl Enqueued {
     /// the caller's: this future is in every publish in flight, so it holds
     /// no more than it must.) The batch is answered by its deadline
     /// (`expiry.rs`).
-    pub(super) async fn landed(self) -> Result<(i32, i64), ProduceError> {
+    pub(super) async fn landed(self) -> Result<(i32, Offset), ProduceError> {
         let offset = self.outcome.offset(self.index).await?;
         Ok((self.partition, offset))
     }

@@ -86,7 +86,7 @@ impl Publisher {
                 self.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 if let Some(n) = self.admit_log(&message.topic, &cause, Failure::DeadLettered) {
                     tracing::error!(
-                        topic = %message.topic, dlq = %dlq.topic, offset = dlq.offset, error = %cause,
+                        topic = %message.topic, dlq = %dlq.topic, offset = %dlq.offset, error = %cause,
                         records = n, "publish failed; message dead-lettered"
                     );
                 }

@@ -14,7 +14,46 @@ pub struct Delivery {
     /// The partition written.
     pub partition: i32,
     /// The record's offset in that partition.
-    pub offset: i64,
+    pub offset: Offset,
+}
+
+/// Where an acknowledged record is in its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Offset {
+    /// The broker wrote it at this offset.
+    At(i64),
+    /// The broker already held it: an idempotent retry of a batch whose
+    /// first answer was lost (`DUPLICATE_SEQUENCE_NUMBER`). It is in the
+    /// log once, at an offset the broker does not repeat.
+    Duplicate,
+}
+
+impl Offset {
+    /// The offset, when the broker said it.
+    pub fn get(self) -> Option<i64> {
+        match self {
+            Offset::At(offset) => Some(offset),
+            Offset::Duplicate => None,
+        }
+    }
+
+    /// From the broker's base offset plus the record's place in its batch;
+    /// a negative base offset is the broker's way to say "a duplicate".
+    pub(crate) fn in_batch(base: i64, index: usize) -> Self {
+        match i64::try_from(index) {
+            Ok(index) if base >= 0 => Offset::At(base.saturating_add(index)),
+            _ => Offset::Duplicate,
+        }
+    }
+}
+
+impl std::fmt::Display for Offset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Offset::At(offset) => write!(f, "{offset}"),
+            Offset::Duplicate => f.write_str("duplicate"),
+        }
+    }
 }
 
 /// The broad class of a produce failure.
@@ -232,7 +271,7 @@ impl std::error::Error for ProduceError {}
 ///
 /// ```
 /// use kavari::PublishError;
-/// use kavari::publish::ProduceErrorKind;
+/// use kavari::ProduceErrorKind;
 ///
 /// fn advice(e: &PublishError) -> &'static str {
 ///     match e.kind() {
@@ -478,7 +517,7 @@ mod tests {
                     dlq: Delivery {
                         topic: "shop.dlq".into(),
                         partition: 0,
-                        offset: 7,
+                        offset: Offset::At(7),
                     },
                     cause: ProduceError::new(
                         ProduceErrorKind::MessageTooLarge,

@@ -156,6 +156,7 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::Offset;
 
     /// A batch still queued at its deadline is never sent; one taken is
     /// answered within the grace or ends unconfirmed; one answered in time
@@ -185,7 +186,7 @@ mod tests {
         tokio::time::sleep(grace).await;
         let e = taken.offset(0).await.expect_err("unanswered");
         assert!(e.maybe_written(), "sent, not answered: {e}");
-        assert_eq!(answered.offset(1).await.expect("answered"), 42);
+        assert_eq!(answered.offset(1).await.expect("answered"), Offset::At(42));
         taken.finish(Ok(7));
         assert!(
             taken.offset(0).await.is_err(),

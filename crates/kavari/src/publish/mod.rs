@@ -34,7 +34,7 @@ mod stats;
 mod topics;
 
 pub(crate) use config::ProducerConfig;
-pub use error::{Delivery, ProduceError, ProduceErrorKind, PublishError};
+pub use error::{Delivery, Offset, ProduceError, ProduceErrorKind, PublishError};
 pub use kavari_wire::Compression;
 pub(crate) use producer_ids::Idempotence;
 pub(crate) use publisher::Publisher;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::Notify;
 
-use super::ProduceError;
+use super::{Offset, ProduceError};
 
 /// What became of one batch: its base offset, or the error every record
 /// shares; and how far it got, so a publish whose time ran out knows
@@ -63,17 +63,13 @@ impl BatchOutcome {
     }
 
     /// The offset of the record at `index` once the batch is answered.
-    pub(crate) async fn offset(&self, index: usize) -> Result<i64, ProduceError> {
+    pub(crate) async fn offset(&self, index: usize) -> Result<Offset, ProduceError> {
         loop {
             // Registered before the check: a finish in between still wakes us.
             let done = self.done.notified();
             if let Some(result) = self.result.get() {
                 return match result {
-                    // A duplicate the broker had written already: it does
-                    // not say where (-1).
-                    Ok(base) if *base < 0 => Ok(-1),
-                    // Records of a batch take consecutive offsets.
-                    Ok(base) => Ok(base + i64::try_from(index).unwrap_or(i64::MAX)),
+                    Ok(base) => Ok(Offset::in_batch(*base, index)),
                     Err(e) => Err(e.clone()),
                 };
             }

@@ -21,7 +21,7 @@ use super::config::ProducerConfig;
 use super::producing::Producing;
 use super::stats::PublishStats;
 use super::topics::Topics;
-use super::{Delivery, ProduceError, ProduceErrorKind, PublishError};
+use super::{Delivery, Offset, ProduceError, ProduceErrorKind, PublishError};
 use crate::KafkaMessage;
 use crate::codec::EncodedMessage;
 use crate::partitioner::RoundRobin;
@@ -202,7 +202,7 @@ impl Publisher {
         &self,
         source: &S,
         deadline: Instant,
-    ) -> Result<Result<(i32, i64), ProduceError>, S::Error> {
+    ) -> Result<Result<(i32, Offset), ProduceError>, S::Error> {
         let enqueued = match self.appender().append(source, true, None, deadline).await? {
             Ok(enqueued) => enqueued,
             Err(err) => return Ok(Err(err)),

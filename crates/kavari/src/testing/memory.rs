@@ -12,7 +12,7 @@ use crate::codec::{self, EncodedMessage};
 use crate::consume::{ConsumerConfig, StartError};
 use crate::health::{Health, HealthState};
 use crate::partitioner::RoundRobin;
-use crate::publish::{Delivery, ProduceError, ProducerConfig, PublishError, PublishStats};
+use crate::publish::{Delivery, Offset, ProduceError, ProducerConfig, PublishError, PublishStats};
 use crate::registry::Registry;
 
 /// The test kit's backend of one manager.
@@ -84,7 +84,7 @@ impl Memory {
                 dlq: Delivery {
                     topic,
                     partition,
-                    offset,
+                    offset: Offset::At(offset),
                 },
                 cause,
             });
@@ -95,7 +95,7 @@ impl Memory {
         Ok(Delivery {
             topic,
             partition,
-            offset,
+            offset: Offset::At(offset),
         })
     }
 
