@@ -18,7 +18,7 @@ impl<A: GroupApi> Coordinator<A> {
             topics: self.config.topics.clone(),
             user_data: None,
             owned_partitions: self.owned.iter().cloned().collect(),
-            generation: self.generation.as_ref().map_or(-1, |g| g.generation_id),
+            generation: self.membership.generation_id(),
             rack_id: None,
         }
         .encode();
@@ -33,7 +33,7 @@ impl<A: GroupApi> Coordinator<A> {
             attempt += 1;
             let api = Arc::clone(&self.api);
             let request = api.join_group(JoinParams {
-                member_id: self.member_id.clone(),
+                member_id: self.membership.member_id().to_string(),
                 group_instance_id: self.config.group_instance_id.clone(),
                 session_timeout: self.config.session_timeout,
                 rebalance_timeout: self.config.rebalance_timeout,
@@ -47,10 +47,10 @@ impl<A: GroupApi> Coordinator<A> {
                 None => break resp,
                 Some(ResponseError::MemberIdRequired) if attempt < 3 => {
                     tracing::debug!(group = %self.group(), member = %resp.member_id, "rejoining with the member id the coordinator gave");
-                    self.member_id = resp.member_id;
+                    self.membership.identified(resp.member_id);
                 }
                 Some(ResponseError::UnknownMemberId) => {
-                    self.member_id.clear();
+                    self.membership.forget();
                     return Err(GroupError::broker(
                         "JoinGroup",
                         ResponseError::UnknownMemberId,
@@ -60,7 +60,7 @@ impl<A: GroupApi> Coordinator<A> {
                 Some(e) => return Err(GroupError::broker("JoinGroup", e, None)),
             }
         };
-        self.member_id = joined.member_id.clone();
+        self.membership.identified(joined.member_id.clone());
         let generation = Generation {
             generation_id: joined.generation,
             member_id: joined.member_id.clone(),
@@ -102,7 +102,7 @@ impl<A: GroupApi> Coordinator<A> {
             .map_err(|e| GroupError::malformed("SyncGroup assignment", e.to_string()))?;
         let new = self.within_metadata(assignment.partitions).await;
         self.protocol = assignor.rebalance_protocol();
-        self.generation = Some(generation.clone());
+        self.membership.enter(generation.clone());
         self.last_heartbeat_ok = Instant::now();
         self.joins += 1;
         let revoked: Vec<_> = self.owned.difference(&new).cloned().collect();

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use kavari_wire::backoff::Backoff;
+use membership::Membership;
 
 use crate::api::{GroupApi, JoinParams, SyncParams};
 use crate::assignor::{Assignor, MemberSubscription, RebalanceProtocol};
@@ -75,8 +76,7 @@ const UNREACHABLE_REMINDER: std::time::Duration = std::time::Duration::from_secs
 pub(crate) struct Coordinator<A: GroupApi> {
     api: Arc<A>,
     config: Arc<GroupConfig>,
-    member_id: String,
-    generation: Option<Generation>,
+    membership: Membership,
     owned: BTreeSet<TopicPartition>,
     protocol: RebalanceProtocol,
     events: mpsc::UnboundedSender<GroupEvent>,
@@ -119,8 +119,7 @@ impl<A: GroupApi> Coordinator<A> {
         Self {
             api,
             config,
-            member_id: String::new(),
-            generation: None,
+            membership: Membership::New,
             owned: BTreeSet::new(),
             protocol: RebalanceProtocol::Eager,
             events,
@@ -189,7 +188,7 @@ impl<A: GroupApi> Coordinator<A> {
     fn set_phase(&self, phase: MemberPhase) {
         let state = MemberState {
             phase,
-            generation: self.generation.clone(),
+            generation: self.membership.generation().cloned(),
             assignment: self.owned.iter().cloned().collect(),
             joins: self.joins,
         };
@@ -319,9 +318,9 @@ impl<A: GroupApi> Coordinator<A> {
                 Ok(false)
             }
             Some(ResponseError::UnknownMemberId) => {
-                tracing::warn!(%group, member = %self.member_id, why = "unknown member id", "rejoining as a new member");
+                tracing::warn!(%group, member = %self.membership.member_id(), why = "unknown member id", "rejoining as a new member");
                 self.lose("the coordinator forgot this member");
-                self.member_id.clear();
+                self.membership.forget();
                 self.rejoin_for("unknown member id".into());
                 Ok(false)
             }
@@ -337,7 +336,7 @@ impl<A: GroupApi> Coordinator<A> {
             }
             _ => {
                 tracing::warn!(%group, error = %e, "group request failed; backing off");
-                if self.generation.is_none() {
+                if self.membership.generation().is_none() {
                     self.rejoin_for(format!("after error: {e}"));
                 }
                 Ok(true)
@@ -388,7 +387,7 @@ impl<A: GroupApi> Coordinator<A> {
     /// that is still this member's generation; `None` for a commit of a
     /// generation already replaced (logged, then ignored).
     fn stale_commit_rejoin(&self, generation: i32, reason: String) -> Option<String> {
-        let current = self.generation.as_ref().map(|g| g.generation_id);
+        let current = self.membership.generation().map(|g| g.generation_id);
         if current == Some(generation) {
             return Some(reason);
         }
@@ -403,7 +402,7 @@ impl<A: GroupApi> Coordinator<A> {
     /// coordinator has dropped this member: its partitions are someone
     /// else's now.
     fn expire_session_if_silent(&mut self) {
-        if self.generation.is_some()
+        if self.membership.generation().is_some()
             && self.last_heartbeat_ok.elapsed() >= self.config.session_timeout
         {
             tracing::warn!(group = %self.group(), why = "session timeout without a heartbeat", "partitions lost");
@@ -414,7 +413,7 @@ impl<A: GroupApi> Coordinator<A> {
 
     fn lose(&mut self, why: &str) {
         let partitions: Vec<_> = std::mem::take(&mut self.owned).into_iter().collect();
-        self.generation = None;
+        self.membership.leave_generation();
         if !partitions.is_empty() {
             tracing::warn!(group = %self.group(), why, count = partitions.len(), "partitions lost");
             self.emit(GroupEvent::Lost { partitions });
@@ -444,7 +443,7 @@ impl<A: GroupApi> Coordinator<A> {
                     return;
                 }
                 _ = tokio::time::sleep_until(beat) => {
-                    if let Some(g) = self.generation.clone() {
+                    if let Some(g) = self.membership.generation().cloned() {
                         // Errors (a rebalance in progress) are expected here.
                         let _ = self.heartbeat_within_session(&g).await;
                     }
@@ -491,7 +490,7 @@ impl<A: GroupApi> Coordinator<A> {
                     }
                 }
                 _ = tokio::time::sleep_until(next) => {
-                    let Some(g) = self.generation.clone() else {
+                    let Some(g) = self.membership.generation().cloned() else {
                         return StableExit::Rejoin("no generation".into());
                     };
                     match self.heartbeat_within_session(&g).await {
@@ -531,7 +530,7 @@ impl<A: GroupApi> Coordinator<A> {
     /// to other members now, and joins again as a new member.
     async fn step_aside(&mut self, reason: String) {
         tracing::warn!(group = %self.group(), why = %reason, "leaving the group so the partitions move");
-        let generation = self.generation.clone();
+        let generation = self.membership.generation().cloned();
         self.lose(&reason);
         if let Some(g) = generation
             && self.config.group_instance_id.is_none()
@@ -539,7 +538,7 @@ impl<A: GroupApi> Coordinator<A> {
         {
             tracing::warn!(group = %self.group(), error = %e, "LeaveGroup failed; the coordinator drops the member after the session timeout");
         }
-        self.member_id.clear();
+        self.membership.forget();
         self.state = State::Join {
             reason: format!("rejoining after stepping aside: {reason}"),
         };
@@ -554,17 +553,18 @@ impl<A: GroupApi> Coordinator<A> {
     ) -> Result<(), GroupError> {
         let owned: Vec<_> = self.owned.iter().cloned().collect();
         self.revoke(owned).await;
-        if self.config.group_instance_id.is_none() && !self.member_id.is_empty() && coordinator {
+        let member_id = self.membership.member_id();
+        if self.config.group_instance_id.is_none() && !member_id.is_empty() && coordinator {
             let g = Generation {
-                generation_id: self.generation.as_ref().map_or(-1, |g| g.generation_id),
-                member_id: self.member_id.clone(),
+                generation_id: self.membership.generation_id(),
+                member_id: member_id.to_string(),
                 group_instance_id: None,
             };
             if let Err(e) = self.api.leave_group(&g).await {
                 tracing::warn!(group = %self.group(), error = %e, "LeaveGroup failed; the coordinator drops the member after the session timeout");
             }
         }
-        self.generation = None;
+        self.membership.leave_generation();
         if let Some(done) = done {
             let _ = done.send(());
         }
@@ -581,6 +581,7 @@ async fn until(deadline: Option<Instant>) {
 }
 
 mod join;
+mod membership;
 #[cfg(test)]
 mod scripted;
 #[cfg(test)]
