@@ -95,6 +95,19 @@ pub struct Health {
     pub partitions: Vec<PartitionHealth>,
 }
 
+impl Health {
+    /// A manager whose consumer has not started (or has nothing to
+    /// consume): ready, with no partitions.
+    pub(crate) fn not_started() -> Self {
+        Health {
+            state: HealthState::NotStarted,
+            ready: true,
+            generation: None,
+            partitions: Vec::new(),
+        }
+    }
+}
+
 fn rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.serialize_str(

@@ -5,7 +5,6 @@
 //! A typed publish, an encoded one and each message of a bulk call take
 //! these same steps.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -229,7 +228,7 @@ impl Publisher {
         }
         let guard = self.admit();
         let deadline = self.deadline(Instant::now());
-        let topic = self.topic_of::<M>();
+        let topic = self.config.topic_names.topic_of::<M>();
         let mut bulk = Bulk::default();
         let mut steps = Vec::with_capacity(msgs.len());
         for msg in msgs {
@@ -381,9 +380,9 @@ impl Publisher {
         started + self.config.delivery_timeout
     }
 
-    /// `M`'s topic as this manager maps it.
-    pub(crate) fn topic_of<M: KafkaMessage>(&self) -> Cow<'static, str> {
-        self.config.topic_names.topic_of::<M>()
+    /// How this publisher names each message type's topic.
+    pub(crate) fn topic_names(&self) -> &crate::topic_names::TopicNames {
+        &self.config.topic_names
     }
 
     /// Counts a failure of `topic` for the log: `Some(n)` when a line is

@@ -1,19 +1,23 @@
 //! A manager's in-memory side: publishing onto the broker's log, and the
 //! consumer once started.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
 use super::InMemoryBroker;
 use super::consumer::{MemoryConsumer, Writer};
-use crate::KafkaMessage;
-use crate::codec::{self, EncodedMessage};
+use crate::ShutdownError;
+use crate::codec::EncodedMessage;
 use crate::consume::{ConsumerConfig, StartError};
-use crate::health::{Health, HealthState};
+use crate::health::Health;
+use crate::manager::Backend;
 use crate::partitioner::RoundRobin;
 use crate::publish::{Delivery, Offset, ProduceError, ProducerConfig, PublishError, PublishStats};
 use crate::registry::Registry;
+use crate::topic_names::TopicNames;
 
 /// The test kit's backend of one manager.
 pub(crate) struct Memory {
@@ -42,20 +46,7 @@ impl Memory {
         }
     }
 
-    pub(crate) fn topic_of<M: KafkaMessage>(&self) -> Cow<'static, str> {
-        self.producer.topic_names.topic_of::<M>()
-    }
-
-    pub(crate) async fn publish_typed<M: KafkaMessage>(
-        &self,
-        msg: &M,
-    ) -> Result<Delivery, PublishError> {
-        let mut message = codec::encode(msg)?;
-        message.topic = self.topic_of::<M>();
-        self.publish(message).await
-    }
-
-    pub(crate) async fn publish(&self, message: EncodedMessage) -> Result<Delivery, PublishError> {
+    async fn append(&self, message: EncodedMessage) -> Result<Delivery, PublishError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::Failed {
                 cause: ProduceError::shutting_down(),
@@ -99,11 +90,7 @@ impl Memory {
         })
     }
 
-    pub(crate) async fn start(
-        &self,
-        registry: Registry,
-        config: ConsumerConfig,
-    ) -> Result<(), StartError> {
+    async fn start_consumer(&self, registry: Registry, config: ConsumerConfig) {
         let consumer = MemoryConsumer::start(
             &self.writer,
             registry,
@@ -113,28 +100,25 @@ impl Memory {
         .await;
         // Set once: the manager's lifecycle let one start() through.
         let _ = self.consumer.set(consumer);
-        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kavari").field("in_memory", &true).finish()
+    }
+}
+
+impl Backend for Memory {
+    fn topic_names(&self) -> &TopicNames {
+        &self.producer.topic_names
     }
 
-    pub(crate) async fn wait(&self) {
-        if let Some(consumer) = self.consumer.get() {
-            consumer.stopped().await;
-        }
+    fn publish(&self, message: EncodedMessage) -> BoxFuture<'_, Result<Delivery, PublishError>> {
+        self.append(message).boxed()
     }
 
-    pub(crate) fn health(&self) -> Health {
-        match self.consumer.get() {
-            Some(consumer) => consumer.health(),
-            None => Health {
-                state: HealthState::NotStarted,
-                ready: true,
-                generation: None,
-                partitions: Vec::new(),
-            },
-        }
-    }
-
-    pub(crate) fn stats(&self) -> PublishStats {
+    fn publish_stats(&self) -> PublishStats {
         PublishStats {
             records_acknowledged: self.published.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
@@ -142,10 +126,39 @@ impl Memory {
         }
     }
 
-    pub(crate) fn shutdown(&self) {
+    fn start(
+        &self,
+        registry: Registry,
+        config: ConsumerConfig,
+    ) -> BoxFuture<'_, Result<(), StartError>> {
+        self.start_consumer(registry, config).map(Ok).boxed()
+    }
+
+    fn wait(&self) -> BoxFuture<'_, Result<(), ShutdownError>> {
+        async move {
+            if let Some(consumer) = self.consumer.get() {
+                consumer.stopped().await;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn health(&self) -> Health {
+        self.consumer
+            .get()
+            .map_or_else(Health::not_started, |c| c.health())
+    }
+
+    fn bootstrap_servers(&self) -> &[String] {
+        &[]
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), ShutdownError>> {
         self.closed.store(true, Ordering::Release);
         if let Some(consumer) = self.consumer.get() {
             consumer.stop();
         }
+        futures::future::ready(Ok(())).boxed()
     }
 }

@@ -1,21 +1,21 @@
 //! [`Kavari`]: the manager a service holds to publish (and subscribe).
 
-use std::sync::{Arc, Mutex, OnceLock};
+mod backend;
+mod kafka;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kavari_wire::cluster::Cluster;
-
-use tracing::Instrument;
+pub(crate) use backend::Backend;
+pub(crate) use kafka::Kafka;
 
 use crate::builder::KavariBuilder;
 use crate::codec;
-use crate::consume::{Consumer, ConsumerConfig, StartError};
-use crate::health::{Health, HealthState};
-use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
+use crate::consume::{ConsumerConfig, StartError};
+use crate::health::Health;
+use crate::publish::{Delivery, PublishError, PublishStats};
 use crate::registry::{Registry, SubscribeError};
-use crate::trace_context::TraceHeaders;
 use crate::{KafkaMessage, MessageHandler};
-use crate::{metrics, telemetry};
 
 /// Why `shutdown()` did not finish cleanly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,13 +48,13 @@ pub enum ShutdownError {
 }
 
 /// The Kavari manager: cheap to clone, shared by every part of a service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Kavari {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    backend: Backend,
+    backend: Box<dyn Backend>,
     consumer_config: ConsumerConfig,
     lifecycle: Mutex<Lifecycle>,
 }
@@ -69,49 +69,10 @@ enum Lifecycle {
     Started,
 }
 
-/// Where messages go.
-enum Backend {
-    Kafka(Kafka),
-    /// No broker: the test kit's, in this process.
-    #[cfg(feature = "testing")]
-    Memory(crate::testing::Memory),
-}
-
-/// A manager's parts over Kafka.
-struct Kafka {
-    cluster: Arc<Cluster>,
-    publisher: Arc<Publisher>,
-    client_id: String,
-    shutdown_timeout: Duration,
-    consumer: OnceLock<Consumer>,
-}
-
-impl std::fmt::Debug for Inner {
+impl std::fmt::Debug for Kavari {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.backend {
-            Backend::Kafka(kafka) => f
-                .debug_struct("Kavari")
-                .field("bootstrap", &kafka.cluster.bootstrap())
-                .field("consumer", &kafka.consumer.get())
-                .finish_non_exhaustive(),
-            #[cfg(feature = "testing")]
-            Backend::Memory(_) => f.debug_struct("Kavari").field("in_memory", &true).finish(),
-        }
+        self.inner.backend.fmt(f)
     }
-}
-
-/// Binds `$kafka` to the Kafka parts of `$manager`; on the test kit's
-/// backend (bound to `$m`), returns `$memory` from the calling function.
-macro_rules! kafka_or {
-    ($kafka:ident = $manager:expr, |$m:ident| $memory:expr) => {
-        // One arm without the `testing` feature.
-        #[allow(clippy::infallible_destructuring_match)]
-        let $kafka = match &$manager.inner.backend {
-            Backend::Kafka(kafka) => kafka,
-            #[cfg(feature = "testing")]
-            Backend::Memory($m) => return $memory,
-        };
-    };
 }
 
 impl Kavari {
@@ -121,33 +82,8 @@ impl Kavari {
         KavariBuilder::new(bootstrap_servers)
     }
 
-    pub(crate) fn from_parts(
-        cluster: Arc<Cluster>,
-        publisher: Arc<Publisher>,
-        consumer_config: ConsumerConfig,
-        client_id: String,
-        shutdown_timeout: Duration,
-    ) -> Self {
-        let kafka = Kafka {
-            cluster,
-            publisher,
-            client_id,
-            shutdown_timeout,
-            consumer: OnceLock::new(),
-        };
-        Self::with_backend(Backend::Kafka(kafka), consumer_config)
-    }
-
-    /// A manager on the test kit's in-process broker.
-    #[cfg(feature = "testing")]
-    pub(crate) fn in_memory(
-        memory: crate::testing::Memory,
-        consumer_config: ConsumerConfig,
-    ) -> Self {
-        Self::with_backend(Backend::Memory(memory), consumer_config)
-    }
-
-    fn with_backend(backend: Backend, consumer_config: ConsumerConfig) -> Self {
+    /// A manager on `backend`.
+    pub(crate) fn new(backend: Box<dyn Backend>, consumer_config: ConsumerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 backend,
@@ -155,6 +91,10 @@ impl Kavari {
                 lifecycle: Mutex::new(Lifecycle::Subscribing(Registry::default())),
             }),
         }
+    }
+
+    fn backend(&self) -> &dyn Backend {
+        &*self.inner.backend
     }
 
     fn lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
@@ -166,8 +106,7 @@ impl Kavari {
 
     /// `M`'s topic as this manager maps it.
     fn topic_of<M: KafkaMessage>(&self) -> std::borrow::Cow<'static, str> {
-        kafka_or!(kafka = self, |m| m.topic_of::<M>());
-        kafka.publisher.topic_of::<M>()
+        self.backend().topic_names().topic_of::<M>()
     }
 
     /// Has `handler` receive every `M` on `M::TOPIC` (as mapped by
@@ -232,56 +171,26 @@ impl Kavari {
             return Ok(());
         }
         let config = self.inner.consumer_config.clone();
-        kafka_or!(kafka = self, |m| m.start(registry, config).await);
-        let consumer = Consumer::start(
-            registry,
-            config,
-            Arc::clone(&kafka.cluster),
-            Arc::clone(&kafka.publisher) as Arc<dyn crate::dead_letter::Writer>,
-            &kafka.client_id,
-        )?;
-        // Set once: the lifecycle let one start() through.
-        let _ = kafka.consumer.set(consumer);
-        Ok(())
+        self.backend().start(registry, config).await
     }
 
     /// Waits until the consumer runtime stops: `Ok` after `shutdown()`, the
     /// reason when it failed (a fatal group error, or `give_up_after`). With
     /// no consumer started it returns at once.
     pub async fn wait(&self) -> Result<(), ShutdownError> {
-        kafka_or!(kafka = self, |m| {
-            m.wait().await;
-            Ok(())
-        });
-        match kafka.consumer.get() {
-            Some(c) => c
-                .stopped()
-                .await
-                .map_err(|reason| ShutdownError::ConsumerFailed { reason }),
-            None => Ok(()),
-        }
+        self.backend().wait().await
     }
 
     /// A snapshot for readiness probes: the overall state and, per assigned
     /// partition, committed offset, position, high watermark, lag and last
     /// progress.
     pub fn health(&self) -> Health {
-        kafka_or!(kafka = self, |m| m.health());
-        match kafka.consumer.get() {
-            Some(c) => c.health(),
-            None => Health {
-                state: HealthState::NotStarted,
-                ready: true,
-                generation: None,
-                partitions: Vec::new(),
-            },
-        }
+        self.backend().health()
     }
 
     /// The bootstrap servers this manager connects to.
     pub fn bootstrap_servers(&self) -> &[String] {
-        kafka_or!(kafka = self, |_m| &[]);
-        kafka.cluster.bootstrap()
+        self.backend().bootstrap_servers()
     }
 
     /// Publishes `msg` to `M::TOPIC` (as mapped by the builder's
@@ -314,25 +223,17 @@ impl Kavari {
     /// holds `max_queued_per_partition` unsent records) or its first attempt
     /// failed (retries, the dead letter and the hand-back need it).
     pub async fn publish<M: KafkaMessage>(&self, msg: &M) -> Result<Delivery, PublishError> {
-        kafka_or!(kafka = self, |m| m.publish_typed(msg).await);
-        let publisher = &kafka.publisher;
-        let delivered = if telemetry::enabled() {
-            let span = telemetry::publish_span(&publisher.topic_of::<M>());
-            let trace = TraceHeaders::of(&span);
-            let delivered = publisher
-                .publish_typed(msg, &trace)
-                .instrument(span.clone())
-                .await;
-            if let Ok(d) = &delivered {
-                telemetry::published(&span, msg.key().as_deref(), d.partition, d.offset);
-            }
-            delivered
-        } else {
-            let trace = TraceHeaders::of(&tracing::Span::none());
-            publisher.publish_typed(msg, &trace).await
-        };
-        metrics::published(&delivered, || publisher.topic_of::<M>());
-        delivered
+        match self.backend().direct() {
+            Some(kafka) => kafka.publish_typed(msg).await,
+            None => self.publish_encoded(self.encode(msg)?).await,
+        }
+    }
+
+    /// `msg` encoded for its topic as this manager maps it.
+    fn encode<M: KafkaMessage>(&self, msg: &M) -> Result<codec::EncodedMessage, PublishError> {
+        let mut message = codec::encode(msg)?;
+        message.topic = self.topic_of::<M>();
+        Ok(message)
     }
 
     /// Publishes every message and returns each one's result, in order:
@@ -347,24 +248,12 @@ impl Kavari {
         &self,
         msgs: &[M],
     ) -> Vec<Result<Delivery, PublishError>> {
-        kafka_or!(kafka = self, |m| {
-            let mut delivered = Vec::with_capacity(msgs.len());
-            for msg in msgs {
-                delivered.push(m.publish_typed(msg).await);
-            }
-            delivered
-        });
-        let publisher = &kafka.publisher;
-        let delivered = if telemetry::enabled() {
-            let span = telemetry::publish_batch_span(&publisher.topic_of::<M>(), msgs.len());
-            let trace = TraceHeaders::of(&span);
-            publisher.publish_all(msgs, &trace).instrument(span).await
-        } else {
-            let trace = TraceHeaders::of(&tracing::Span::none());
-            publisher.publish_all(msgs, &trace).await
-        };
-        for d in &delivered {
-            metrics::published(d, || kafka.publisher.topic_of::<M>());
+        if let Some(kafka) = self.backend().direct() {
+            return kafka.publish_batch(msgs).await;
+        }
+        let mut delivered = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            delivered.push(self.publish(msg).await);
         }
         delivered
     }
@@ -375,65 +264,18 @@ impl Kavari {
         &self,
         message: codec::EncodedMessage,
     ) -> Result<Delivery, PublishError> {
-        kafka_or!(kafka = self, |m| m.publish(message).await);
-        let mut message = message;
-        let topic = message.topic.clone();
-        let delivered = if telemetry::enabled() {
-            let span = telemetry::publish_span(&message.topic);
-            TraceHeaders::of(&span).write_into(&mut message.headers);
-            let key = message
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned());
-            let delivered = kafka
-                .publisher
-                .publish(message)
-                .instrument(span.clone())
-                .await;
-            if let Ok(d) = &delivered {
-                telemetry::published(&span, key.as_deref(), d.partition, d.offset);
-            }
-            delivered
-        } else {
-            TraceHeaders::of(&tracing::Span::none()).write_into(&mut message.headers);
-            kafka.publisher.publish(message).await
-        };
-        metrics::published(&delivered, || topic);
-        delivered
+        self.backend().publish(message).await
     }
 
     /// The publisher's counters.
     pub fn publish_stats(&self) -> PublishStats {
-        kafka_or!(kafka = self, |m| m.stats());
-        kafka.publisher.stats()
+        self.backend().publish_stats()
     }
 
     /// Shuts down: stops fetching, lets handlers in flight finish, commits,
     /// leaves the group, then refuses new publishes and flushes the ones in
     /// flight; each step bounded by the shutdown timeout. Idempotent.
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
-        kafka_or!(kafka = self, |m| {
-            m.shutdown();
-            Ok(())
-        });
-        let timeout = kafka.shutdown_timeout;
-        if let Some(consumer) = kafka.consumer.get() {
-            let failure = consumer.failure();
-            if !consumer.shutdown(timeout).await {
-                kafka.publisher.close(timeout).await;
-                return Err(ShutdownError::HandlersInFlight { timeout });
-            }
-            if let Some(reason) = failure {
-                kafka.publisher.close(timeout).await;
-                return Err(ShutdownError::ConsumerFailed { reason });
-            }
-        }
-        match kafka.publisher.close(timeout).await {
-            0 => {
-                tracing::info!("kavari shut down");
-                Ok(())
-            }
-            in_flight => Err(ShutdownError::PublishesInFlight { in_flight, timeout }),
-        }
+        self.backend().shutdown().await
     }
 }

@@ -1,20 +1,22 @@
-//! [`KavariBuilder`]: every option in one place, checked by `build()`.
+//! [`KavariBuilder`]: every option in one place, checked by `build()`
+//! (`build.rs`).
+
+mod build;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Partitioner;
 use crate::consume::{ConsumerConfig, OffsetReset};
-use crate::publish::{Compression, ProducerConfig, Publisher};
+use crate::publish::{Compression, ProducerConfig};
 use crate::retry::{ExponentialRetryPolicy, RetryPolicy};
-use crate::{Kavari, Partitioner};
-use kavari_wire::cluster::Cluster;
 
 /// A configuration `build()` refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid Kavari configuration: {0}")]
 pub struct ConfigError(pub String);
 
-/// Builds a [`Kavari`] manager. Start with [`Kavari::builder`].
+/// Builds a [`Kavari`](crate::Kavari) manager. Start with [`Kavari::builder`](crate::Kavari::builder).
 #[derive(Debug, Clone)]
 pub struct KavariBuilder {
     bootstrap: String,
@@ -185,7 +187,7 @@ impl KavariBuilder {
     }
 
     /// Give up when Kafka has been unreachable for this long: the consumer
-    /// stops, `health()` says `Failed(reason)`, and [`Kavari::wait`] and
+    /// stops, `health()` says `Failed(reason)`, and [`Kavari::wait`](crate::Kavari::wait) and
     /// `shutdown()` return the reason. Default: none (keep trying, with
     /// backoff capped at 10 s).
     pub fn give_up_after(mut self, limit: Duration) -> Self {
@@ -455,187 +457,5 @@ impl KavariBuilder {
     pub fn metadata_max_idle(mut self, idle: Duration) -> Self {
         self.producer.metadata_max_idle = idle;
         self
-    }
-
-    pub(crate) fn validate(&self) -> Result<Vec<String>, ConfigError> {
-        let bootstrap: Vec<String> = self
-            .bootstrap
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if bootstrap.is_empty() {
-            return Err(ConfigError("bootstrap servers are empty".into()));
-        }
-        if let Some(bad) = bootstrap.iter().find(|b| !b.contains(':')) {
-            return Err(ConfigError(format!(
-                "bootstrap server {bad:?} has no port (expected host:port)"
-            )));
-        }
-        self.check_options()?;
-        Ok(bootstrap)
-    }
-
-    /// Checks every option but the bootstrap servers.
-    pub(crate) fn check_options(&self) -> Result<(), ConfigError> {
-        if self.request_timeout.is_zero() {
-            return Err(ConfigError("request_timeout must be above zero".into()));
-        }
-        if self.producer.metadata_max_idle < Duration::from_millis(2) {
-            return Err(ConfigError(
-                "metadata_max_idle must be at least 2 ms".into(),
-            ));
-        }
-        if self.producer.delivery_timeout.is_zero() {
-            return Err(ConfigError("delivery_timeout must be above zero".into()));
-        }
-        if self.producer.max_batch_bytes == 0 || self.producer.max_message_bytes == 0 {
-            return Err(ConfigError(
-                "max_batch_bytes and max_message_bytes must be above zero".into(),
-            ));
-        }
-        if self.producer.queue_capacity == 0
-            || self.producer.queue_capacity_bytes == 0
-            || self.producer.buffer_memory == 0
-        {
-            return Err(ConfigError(
-                "max_queued_per_partition, max_queued_bytes_per_partition and buffer_memory must be above zero"
-                    .into(),
-            ));
-        }
-        if self.consumer.heartbeat_interval.is_zero()
-            || self.consumer.heartbeat_interval >= self.consumer.session_timeout
-        {
-            return Err(ConfigError(
-                "heartbeat_interval must be above zero and below session_timeout".into(),
-            ));
-        }
-        if self.consumer.fetch_max_bytes <= 0
-            || self.consumer.max_partition_fetch_bytes <= 0
-            || self.consumer.fetch_min_bytes < 0
-            || self.consumer.queued_max_bytes == 0
-        {
-            return Err(ConfigError(
-                "fetch_max_bytes, max_partition_fetch_bytes and queued_max_bytes must be above zero, fetch_min_bytes not below"
-                    .into(),
-            ));
-        }
-        if self.consumer.max_handler_time.is_zero() {
-            return Err(ConfigError("max_handler_time must be above zero".into()));
-        }
-        if self.consumer.metadata_max_age.is_zero() {
-            return Err(ConfigError("metadata_max_age must be above zero".into()));
-        }
-        if self.consumer.group_id.as_deref() == Some("") {
-            return Err(ConfigError("group_id is empty".into()));
-        }
-        let dead_letters_wanted = [self.consumer.on_handler_failure, self.consumer.on_poison]
-            .contains(&crate::FailurePolicy::DeadLetter);
-        if self.consumer.group_id.is_some()
-            && self.producer.dlq_suffix.is_none()
-            && dead_letters_wanted
-        {
-            return Err(ConfigError(
-                "dead letters are off (dead_letter_suffix(None)) but a consumer failure policy is DeadLetter: choose Block or Skip with on_handler_failure / on_poison, or keep a suffix".into(),
-            ));
-        }
-        if let Some(s) = &self.producer.dlq_suffix
-            && s.is_empty()
-        {
-            return Err(ConfigError(
-                "the dead-letter suffix is empty: dead letters would go back to the topic itself"
-                    .into(),
-            ));
-        }
-        self.producer.topic_names.validate()
-    }
-
-    /// Checks the options (the bootstrap servers aside) and creates a
-    /// manager on the test kit's in-memory broker.
-    #[cfg(feature = "testing")]
-    pub(crate) fn build_in_memory(
-        self,
-        broker: &crate::testing::InMemoryBroker,
-    ) -> Result<Kavari, ConfigError> {
-        self.check_options()?;
-        Ok(Kavari::in_memory(
-            crate::testing::Memory::new(broker, self.producer),
-            self.consumer,
-        ))
-    }
-
-    /// Checks the options and creates the manager. It does not need Kafka to
-    /// be up: it tries to connect once, and a failure only logs, because
-    /// every publish (re)connects as needed.
-    pub async fn build(self) -> Result<Kavari, ConfigError> {
-        let bootstrap = self.validate()?;
-        // One connection pool for the publisher, the fetcher and the group
-        // member.
-        let cluster = Arc::new(
-            Cluster::new(bootstrap, self.client_id.clone(), self.request_timeout)
-                .with_security(self.security.clone()),
-        );
-        match cluster.any_broker().await {
-            Ok(_) => {}
-            // Refused, not unreachable: no retry changes that.
-            Err(e) if e.is_authentication() => {
-                tracing::error!(error = %e, "Kafka refuses this client's configuration; publishes fail and the consumer turns Failed until it changes");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Kafka is not reachable yet; Kavari will keep trying");
-            }
-        }
-        let publisher = Arc::new(Publisher::new(
-            Arc::clone(&cluster),
-            self.producer.clone(),
-            Arc::clone(&self.publishing_retry),
-        ));
-        Ok(Kavari::from_parts(
-            cluster,
-            publisher,
-            self.consumer,
-            self.client_id,
-            self.shutdown_timeout,
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::FailurePolicy;
-
-    /// Dead letters off must not mean "skip" for a consumer: the builder
-    /// asks for an explicit policy instead.
-    #[test]
-    fn a_consumer_without_dead_letters_must_choose_another_policy() {
-        let base = || {
-            KavariBuilder::new("127.0.0.1:9092")
-                .group_id("g")
-                .dead_letter_suffix(None)
-        };
-        let e = base().validate().unwrap_err();
-        assert!(e.0.contains("on_handler_failure"), "{e}");
-        assert!(
-            base()
-                .on_handler_failure(FailurePolicy::Block)
-                .on_poison(FailurePolicy::Skip)
-                .validate()
-                .is_ok()
-        );
-        // Poison is dead-lettered by default too.
-        assert!(
-            base()
-                .on_handler_failure(FailurePolicy::Skip)
-                .validate()
-                .is_err()
-        );
-        // A publish-only manager hands failed records back: fine.
-        assert!(
-            KavariBuilder::new("127.0.0.1:9092")
-                .dead_letter_suffix(None)
-                .validate()
-                .is_ok()
-        );
     }
 }
