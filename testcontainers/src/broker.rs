@@ -5,158 +5,10 @@ use rskafka::client::{Client, ClientBuilder};
 
 use crate::access::Access;
 use crate::nisshi::NisshiBroker;
-use crate::{Error, FaultProxy, KafkaCluster};
-
-/// Which broker the tests run against when `KAVARI_BROKERS` names none:
-/// `KAVARI_TEST_BROKER=kafka` (the default) or `nisshi`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TestBroker {
-    /// Apache Kafka, a cluster of three KRaft nodes ([`KafkaCluster`]).
-    Kafka,
-    /// nisshi, one process: fast to start, built from crates.io.
-    Nisshi,
-}
-
-impl TestBroker {
-    /// The broker `KAVARI_TEST_BROKER` names (default: Kafka). An unknown
-    /// name is an error that lists the known ones.
-    pub fn from_env() -> Result<Self, Error> {
-        match std::env::var("KAVARI_TEST_BROKER") {
-            Err(_) => Ok(Self::Kafka),
-            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "" | "kafka" => Ok(Self::Kafka),
-                "nisshi" => Ok(Self::Nisshi),
-                other => Err(Error::UnknownTestBroker(other.to_string())),
-            },
-        }
-    }
-
-    /// Whether the tests run against Apache Kafka (`KAVARI_TEST_BROKER`
-    /// unset or `kafka`).
-    pub fn is_kafka() -> bool {
-        matches!(Self::from_env(), Ok(Self::Kafka))
-    }
-}
-
-/// Where a local broker keeps its data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Storage {
-    /// In memory: fast, gone when the process stops (the default). Apache
-    /// Kafka always keeps its logs on disk, in the cluster's temporary
-    /// directory.
-    #[default]
-    Memory,
-    /// On file: records and committed offsets survive
-    /// [`KafkaBroker::kill`] + [`KafkaBroker::restart`].
-    File,
-}
-
-/// Options for [`KafkaBroker`]; [`KafkaBroker::start`] uses the defaults.
-#[derive(Debug, Clone)]
-pub struct BrokerBuilder {
-    pub(crate) storage: Storage,
-    pub(crate) proxy: bool,
-    pub(crate) ready_timeout: Duration,
-    pub(crate) tls_names: Option<Vec<String>>,
-    pub(crate) users: Vec<(String, String)>,
-    pub(crate) mechanisms: Vec<String>,
-    pub(crate) client_certificates: bool,
-    pub(crate) reauthenticate_after: Option<Duration>,
-    pub(crate) nodes: usize,
-}
-
-impl Default for BrokerBuilder {
-    fn default() -> Self {
-        Self {
-            storage: Storage::Memory,
-            proxy: false,
-            ready_timeout: Duration::from_secs(120),
-            tls_names: None,
-            users: Vec::new(),
-            mechanisms: Vec::new(),
-            client_certificates: false,
-            reauthenticate_after: None,
-            nodes: 3,
-        }
-    }
-}
+use crate::ready::wait_ready;
+use crate::{BrokerBuilder, Error, FaultProxy, KafkaCluster, TestBroker};
 
 impl BrokerBuilder {
-    /// Storage of a local nisshi broker. Default: [`Storage::Memory`].
-    /// Kafka keeps everything on disk whatever this says.
-    pub fn storage(mut self, storage: Storage) -> Self {
-        self.storage = storage;
-        self
-    }
-
-    /// Put a [`FaultProxy`] in front of the broker (in front of every node
-    /// of a Kafka cluster) and advertise the proxy's addresses, so every
-    /// client connection (bootstrap and after Metadata) goes through it.
-    /// Needs a local broker. Default: off.
-    pub fn behind_proxy(mut self) -> Self {
-        self.proxy = true;
-        self
-    }
-
-    /// Serve TLS only, with a certificate for `names` (host names or IP
-    /// addresses) issued by a CA of the test's own
-    /// ([`KafkaBroker::tls_ca_file`]). Made with the `openssl` command.
-    /// Needs a local broker. Default: plaintext.
-    pub fn tls(mut self, names: &[&str]) -> Self {
-        self.tls_names = Some(names.iter().map(|n| n.to_string()).collect());
-        self
-    }
-
-    /// Require SASL authentication, with `name` known by `password` for
-    /// SCRAM-SHA-256 and SCRAM-SHA-512 (and PLAIN on Kafka; call again for
-    /// more users). The first user is the test kit's own
-    /// ([`KafkaBroker::sasl`]). nisshi then stores on file: it keeps SCRAM
-    /// users only there. Needs a local broker. Default: no authentication.
-    pub fn sasl_user(mut self, name: &str, password: &str) -> Self {
-        self.users.push((name.to_string(), password.to_string()));
-        self
-    }
-
-    /// With [`sasl_user`](Self::sasl_user): offer only `mechanisms`
-    /// (Kafka's names) on Kafka. nisshi offers SCRAM-SHA-256 and
-    /// SCRAM-SHA-512 whatever this says. Default: every mechanism the
-    /// broker has.
-    pub fn sasl_mechanisms(mut self, mechanisms: &[&str]) -> Self {
-        self.mechanisms = mechanisms.iter().map(|m| m.to_string()).collect();
-        self
-    }
-
-    /// With [`tls`](Self::tls): clients must present a certificate issued
-    /// by the test CA (`ssl.client.auth=required`); the test kit's own is
-    /// [`KafkaBroker::client_certificate`]. Kafka only. Default: not
-    /// asked.
-    pub fn require_client_certificates(mut self) -> Self {
-        self.client_certificates = true;
-        self
-    }
-
-    /// Authenticated sessions last `after` (`connections.max.reauth.ms`,
-    /// KIP-368): a client re-authenticates or is disconnected. Kafka only.
-    /// Default: forever.
-    pub fn reauthenticate_after(mut self, after: Duration) -> Self {
-        self.reauthenticate_after = Some(after);
-        self
-    }
-
-    /// How many nodes a Kafka cluster has (nisshi is always one).
-    /// Default: 3.
-    pub fn nodes(mut self, nodes: usize) -> Self {
-        self.nodes = nodes.max(1);
-        self
-    }
-
-    /// How long to wait for the broker to answer Metadata. Default: 120 s.
-    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
-        self
-    }
-
     /// Starts the broker (or connects to `KAVARI_BROKERS`) and returns once it
     /// serves Metadata: a Kafka cluster, or nisshi, as `KAVARI_TEST_BROKER`
     /// says ([`TestBroker`]).
@@ -259,29 +111,6 @@ enum Running {
     Nisshi(NisshiBroker),
     /// An Apache Kafka cluster.
     Kafka(KafkaCluster),
-}
-
-/// Waits until `access` answers Metadata; after `timeout`, an error with
-/// the broker's log (`log`).
-pub(crate) async fn wait_ready(
-    access: &Access,
-    timeout: Duration,
-    log: impl Fn() -> String,
-) -> Result<(), Error> {
-    let started = Instant::now();
-    loop {
-        if access.answers(access.bootstrap.clone()).await? {
-            return Ok(());
-        }
-        if started.elapsed() >= timeout {
-            return Err(Error::NotReady {
-                address: access.bootstrap_servers(),
-                waited: started.elapsed(),
-                log: log(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A Kafka-protocol broker for tests: an Apache Kafka cluster or a nisshi
@@ -525,7 +354,7 @@ impl KafkaBroker {
     }
 
     /// Starts the broker again on the same addresses and data (nisshi with
-    /// [`Storage::Memory`] starts empty), killing it first if it runs, and
+    /// [`Storage::Memory`](crate::Storage::Memory) starts empty), killing it first if it runs, and
     /// waits until it serves Metadata.
     pub async fn restart(&self) -> Result<(), Error> {
         match &self.running {
@@ -619,59 +448,4 @@ impl KafkaBroker {
 pub async fn shared_broker() -> Result<&'static KafkaBroker, Error> {
     static SHARED: tokio::sync::OnceCell<KafkaBroker> = tokio::sync::OnceCell::const_new();
     SHARED.get_or_try_init(KafkaBroker::start).await
-}
-
-/// `n` distinct free loopback ports, none handed out before by this
-/// process, all below the kernel's ephemeral range: a port from that range
-/// can be taken by any outgoing connection (a client's, a proxy's) between
-/// the moment it is found free and the moment the broker binds it. The
-/// search starts at an offset drawn from the process id and the clock, so
-/// test processes side by side rarely try the same ports.
-pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
-    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    const LOWEST: u16 = 10_000;
-    let highest = ephemeral_start().saturating_sub(1).max(LOWEST + 1_000);
-    let span = u32::from(highest - LOWEST);
-    let seed = std::process::id()
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-    let mut ports = Vec::with_capacity(n);
-    for i in 0..span {
-        if ports.len() == n {
-            break;
-        }
-        let port = LOWEST + u16::try_from((seed.wrapping_add(i)) % span).unwrap_or(0);
-        if handed.contains(&port) {
-            continue;
-        }
-        // Free now: nothing listens there, and the kernel hands it to no
-        // outgoing connection.
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed.insert(port);
-            ports.push(port);
-        }
-    }
-    if ports.len() < n {
-        return Err(Error::Io {
-            action: "finding a free port",
-            source: std::io::Error::other(format!(
-                "found {} of {n} free ports between {LOWEST} and {highest}",
-                ports.len()
-            )),
-        });
-    }
-    Ok(ports)
-}
-
-/// The first port of the kernel's ephemeral range (Linux's
-/// `ip_local_port_range`; 32768 where it cannot be read).
-fn ephemeral_start() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
 }

@@ -36,14 +36,18 @@ mod error;
 mod install;
 mod kafka;
 mod nisshi;
+mod options;
+mod ports;
 mod process;
 mod proxy;
+mod ready;
 
-pub(crate) use broker::free_ports;
-pub use broker::{BrokerBuilder, KafkaBroker, Storage, TestBroker, shared_broker};
+pub use broker::{KafkaBroker, shared_broker};
 pub use error::Error;
 pub use install::{broker_binary, ensure_broker_installed};
 pub use kafka::{KAFKA_VERSION, KafkaCluster};
+pub use options::{BrokerBuilder, Storage, TestBroker};
+pub(crate) use ports::free_ports;
 pub use proxy::{FaultMode, FaultProxy};
 
 /// A topic or group name unique to this process and call, so tests sharing a

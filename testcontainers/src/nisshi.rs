@@ -78,7 +78,7 @@ impl NisshiBroker {
                 bootstrap: vec![format!("127.0.0.1:{port}")],
                 ..Access::default()
             };
-            crate::broker::wait_ready(&plain, options.ready_timeout, || local.log_tail()).await?;
+            crate::ready::wait_ready(&plain, options.ready_timeout, || local.log_tail()).await?;
             for (name, password) in &options.users {
                 local.create_user(name, password)?;
             }
