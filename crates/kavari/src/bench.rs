@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::handler::MessageContext;
+use crate::handler::MessageHandler;
+use crate::message::KafkaMessage;
 use crate::registry::{Outcome, Registry, Route};
-use crate::{KafkaMessage, MessageContext, MessageHandler};
 
 /// A registry of handlers, routed and called as the consumer does.
 #[derive(Default)]

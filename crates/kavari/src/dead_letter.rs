@@ -9,13 +9,7 @@
 //! [`ORIGINAL_ERROR_HEADER`], and, for a record that was consumed, where it
 //! came from and how often its handler was tried.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use tokio::sync::watch;
-
 use crate::codec::{CONTENT_TYPE_HEADER, EncodedMessage, MSG_TYPE_HEADER};
-use crate::publish::{Delivery, ProduceError};
 
 /// Why the record was dead-lettered: the last error, as text.
 pub const ORIGINAL_ERROR_HEADER: &str = "original_error";
@@ -74,29 +68,6 @@ pub(crate) fn letter<'h>(
         value: value.to_vec(),
         headers: kept,
     }
-}
-
-/// A dead-letter write to come.
-pub(crate) type Writing<'a> =
-    Pin<Box<dyn Future<Output = Result<Delivery, ProduceError>> + Send + 'a>>;
-
-/// What writes the consumer's dead letters (the manager hands it the
-/// publisher; the test kit its in-memory log).
-pub(crate) trait Writer: Send + Sync {
-    /// The dead-letter suffix; `None` when dead letters are off.
-    fn suffix(&self) -> Option<&str>;
-
-    /// Writes `letter` (of a record of `source`) until it is written or
-    /// `stop` turns true: a record must not be committed before its dead
-    /// letter exists. Every failed attempt goes to `blocked`, and `None`
-    /// once written after one.
-    fn write_until_written<'a>(
-        &'a self,
-        letter: EncodedMessage,
-        source: &'a str,
-        stop: watch::Receiver<bool>,
-        blocked: &'a (dyn Fn(Option<&ProduceError>) + Send + Sync),
-    ) -> Writing<'a>;
 }
 
 #[cfg(test)]

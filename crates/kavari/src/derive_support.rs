@@ -7,7 +7,7 @@ pub use std::string::String;
 pub use std::vec::Vec;
 
 /// The key `write_key` writes, as a `String`: the derive's `key()`.
-pub fn written_key<M: crate::KafkaMessage>(msg: &M) -> Option<String> {
+pub fn written_key<M: crate::message::KafkaMessage>(msg: &M) -> Option<String> {
     let mut out = Vec::new();
     if msg.write_key(&mut out) {
         // Display output is UTF-8.

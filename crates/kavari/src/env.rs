@@ -5,10 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
-use crate::{
-    Compression, ConfigError, FailurePolicy, Kavari, KavariBuilder, OffsetReset, Partitioner,
+use kavari_group::assignor::{
+    Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor,
 };
+use kavari_wire::Compression;
+
+use crate::builder::{ConfigError, KavariBuilder};
+use crate::consume::{FailurePolicy, OffsetReset};
+use crate::manager::Kavari;
+use crate::partitioner::Partitioner;
 
 /// The prefix of every variable `from_env` reads.
 const PREFIX: &str = "KAVARI_";

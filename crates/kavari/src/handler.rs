@@ -6,7 +6,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::KafkaMessage;
+use crate::message::KafkaMessage;
 
 /// Handles every message of type `M` on `M::TOPIC`.
 ///

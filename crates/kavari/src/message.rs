@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::Codec;
+use crate::codec::format::Codec;
 
 /// A message type Kavari can publish and deliver.
 ///

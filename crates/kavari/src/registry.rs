@@ -10,7 +10,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::codec::{self, DecodeError};
-use crate::{HandlerError, KafkaMessage, MessageContext, MessageHandler};
+use crate::handler::HandlerError;
+use crate::handler::MessageContext;
+use crate::handler::MessageHandler;
+use crate::message::KafkaMessage;
 
 /// Why `subscribe` refused a handler.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::any::TypeId;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::{ConfigError, KafkaMessage};
+use crate::message::KafkaMessage;
 
 /// The longest topic name Kafka accepts.
 const MAX_TOPIC_LEN: usize = 249;
@@ -46,20 +46,20 @@ impl TopicNames {
     }
 
     /// Checks the prefix and every renamed topic against Kafka's rule for
-    /// topic names.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// topic names; the error says which breaks it.
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if !self.prefix.is_empty() && !legal_chars(&self.prefix) {
-            return Err(ConfigError(format!(
+            return Err(format!(
                 "topic prefix {:?} may hold only [a-zA-Z0-9._-]",
                 self.prefix
-            )));
+            ));
         }
         for (rust_type, topic) in self.renames.values() {
             let full = format!("{}{topic}", self.prefix);
             if !valid_topic(&full) {
-                return Err(ConfigError(format!(
+                return Err(format!(
                     "topic {full:?} for {rust_type} is not a Kafka topic name: 1 to {MAX_TOPIC_LEN} characters of [a-zA-Z0-9._-], not \".\" or \"..\""
-                )));
+                ));
             }
         }
         Ok(())
@@ -119,7 +119,7 @@ mod tests {
         let mut names = TopicNames::default();
         names.rename::<Placed>("..".into());
         let e = names.validate().unwrap_err();
-        assert!(e.0.contains("Placed"), "{e}");
+        assert!(e.contains("Placed"), "{e}");
         names.rename::<Placed>("x".repeat(250));
         assert!(names.validate().is_err());
     }

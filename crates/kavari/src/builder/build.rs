@@ -7,7 +7,7 @@ use std::time::Duration;
 use kavari_wire::cluster::Cluster;
 
 use super::{ConfigError, KavariBuilder};
-use crate::Kavari;
+use crate::manager::Kavari;
 use crate::publish::Publisher;
 
 impl KavariBuilder {
@@ -84,7 +84,7 @@ impl KavariBuilder {
             return Err(ConfigError("group_id is empty".into()));
         }
         let dead_letters_wanted = [self.consumer.on_handler_failure, self.consumer.on_poison]
-            .contains(&crate::FailurePolicy::DeadLetter);
+            .contains(&crate::consume::FailurePolicy::DeadLetter);
         if self.consumer.group_id.is_some()
             && self.producer.dlq_suffix.is_none()
             && dead_letters_wanted
@@ -101,21 +101,24 @@ impl KavariBuilder {
                     .into(),
             ));
         }
-        self.producer.topic_names.validate()
+        self.producer.topic_names.validate().map_err(ConfigError)
     }
 
-    /// Checks the options (the bootstrap servers aside) and creates a
-    /// manager on the test kit's in-memory broker.
+    /// Checks the options (the bootstrap servers aside) and hands over the
+    /// publishing and consuming settings, for a manager on the test kit's
+    /// in-memory broker.
     #[cfg(feature = "testing")]
-    pub(crate) fn build_in_memory(
+    pub(crate) fn into_checked_configs(
         self,
-        broker: &crate::testing::InMemoryBroker,
-    ) -> Result<Kavari, ConfigError> {
+    ) -> Result<
+        (
+            crate::publish::ProducerConfig,
+            crate::consume::ConsumerConfig,
+        ),
+        ConfigError,
+    > {
         self.check_options()?;
-        Ok(Kavari::new(
-            Box::new(crate::testing::Memory::new(broker, self.producer)),
-            self.consumer,
-        ))
+        Ok((self.producer, self.consumer))
     }
 
     /// Checks the options and creates the manager. It does not need Kafka to
@@ -153,7 +156,7 @@ impl KavariBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FailurePolicy;
+    use crate::consume::FailurePolicy;
 
     /// Dead letters off must not mean "skip" for a consumer: the builder
     /// asks for an explicit policy instead.

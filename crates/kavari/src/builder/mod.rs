@@ -6,8 +6,9 @@ mod build;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Partitioner;
 use crate::consume::{ConsumerConfig, OffsetReset};
+use crate::manager::Kavari;
+use crate::partitioner::Partitioner;
 use crate::publish::{Compression, ProducerConfig};
 use crate::retry::{ExponentialRetryPolicy, RetryPolicy};
 
@@ -27,6 +28,14 @@ pub struct KavariBuilder {
     publishing_retry: Arc<dyn RetryPolicy>,
     producer: ProducerConfig,
     consumer: ConsumerConfig,
+}
+
+impl Kavari {
+    /// Starts configuring a manager for `bootstrap_servers`
+    /// (`host:port[,host:port…]`).
+    pub fn builder(bootstrap_servers: impl Into<String>) -> KavariBuilder {
+        KavariBuilder::new(bootstrap_servers)
+    }
 }
 
 impl KavariBuilder {
@@ -81,7 +90,7 @@ impl KavariBuilder {
     /// [`FailurePolicy::DeadLetter`](crate::FailurePolicy::DeadLetter); [`FailurePolicy::Skip`](crate::FailurePolicy::Skip) loses the
     /// record and is only for those who ask for it. `KAVARI_ON_FAILURE` sets
     /// it from the environment.
-    pub fn on_handler_failure(mut self, policy: crate::FailurePolicy) -> Self {
+    pub fn on_handler_failure(mut self, policy: crate::consume::FailurePolicy) -> Self {
         self.consumer.on_handler_failure = policy;
         self
     }
@@ -94,7 +103,7 @@ impl KavariBuilder {
     /// carries types this service ignores on purpose: each skip is logged
     /// and counted (`health()`'s `skipped`, `kavari_skipped_total`).
     /// `KAVARI_ON_POISON` sets it from the environment.
-    pub fn on_poison(mut self, policy: crate::FailurePolicy) -> Self {
+    pub fn on_poison(mut self, policy: crate::consume::FailurePolicy) -> Self {
         self.consumer.on_poison = policy;
         self
     }
@@ -155,7 +164,7 @@ impl KavariBuilder {
     /// [`Isolation::ReadCommitted`](crate::Isolation::ReadCommitted), as
     /// librdkafka and Kafka's own tools: records of aborted transactions
     /// are never delivered.
-    pub fn isolation_level(mut self, isolation: crate::Isolation) -> Self {
+    pub fn isolation_level(mut self, isolation: kavari_wire::fetch::Isolation) -> Self {
         self.consumer.isolation = isolation;
         self
     }
@@ -232,7 +241,7 @@ impl KavariBuilder {
     ///     // Incremental rebalances: partitions that stay are not revoked.
     ///     .assignors(vec![Arc::new(CooperativeStickyAssignor)]);
     /// ```
-    pub fn assignors(mut self, assignors: Vec<Arc<dyn crate::assignor::Assignor>>) -> Self {
+    pub fn assignors(mut self, assignors: Vec<Arc<dyn kavari_group::assignor::Assignor>>) -> Self {
         self.consumer.assignors = Some(assignors);
         self
     }
@@ -258,7 +267,7 @@ impl KavariBuilder {
     /// and turns a consumer's health `Failed`; it is not retried as a
     /// network fault. Default: plaintext.
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: crate::Tls) -> Self {
+    pub fn tls(mut self, tls: kavari_wire::tls::Tls) -> Self {
         self.security = self.security.with_tls(tls);
         self
     }
@@ -270,7 +279,7 @@ impl KavariBuilder {
     /// [`ProduceErrorKind::Authentication`](crate::publish::ProduceErrorKind::Authentication)
     /// and turn a consumer's health `Failed`; the error names the broker
     /// and the mechanism, never the password. Default: none.
-    pub fn sasl(mut self, sasl: crate::Sasl) -> Self {
+    pub fn sasl(mut self, sasl: kavari_wire::sasl::Sasl) -> Self {
         self.security = self.security.with_sasl(sasl);
         self
     }
@@ -299,7 +308,7 @@ impl KavariBuilder {
     /// TLS and SASL at once, as [`Security::from_vars`](crate::Security::from_vars)
     /// reads them from `KAVARI_*` variables (tools that take the library's
     /// connection settings use this). Default: plaintext.
-    pub fn security(mut self, security: crate::Security) -> Self {
+    pub fn security(mut self, security: kavari_wire::Security) -> Self {
         self.security = security;
         self
     }
@@ -420,7 +429,7 @@ impl KavariBuilder {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn topic_for<M: crate::KafkaMessage>(mut self, topic: impl Into<String>) -> Self {
+    pub fn topic_for<M: crate::message::KafkaMessage>(mut self, topic: impl Into<String>) -> Self {
         self.producer.topic_names.rename::<M>(topic.into());
         self
     }

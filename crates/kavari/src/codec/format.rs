@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use crate::KafkaMessage;
-
 /// A value's encoding on the wire. A message type publishes with its own
 /// (`#[kavari(codec = "...")]`, MessagePack by default); a consumer decodes
 /// each record by what the record says it is (its `content-type` header,
@@ -69,31 +67,6 @@ impl Codec {
                 b'{' => Some(Codec::Json),
                 _ => None,
             },
-        }
-    }
-
-    /// Appends `msg`'s value in this encoding to `out`.
-    pub(crate) fn encode_into<M: KafkaMessage>(
-        self,
-        msg: &M,
-        out: &mut Vec<u8>,
-    ) -> Result<(), BoxError> {
-        match self {
-            Codec::MessagePack => rmp_serde::encode::write_named(out, msg).map_err(Into::into),
-            Codec::Json => serde_json::to_writer(out, msg).map_err(Into::into),
-            Codec::Text => msg.write_text(out).map_err(Into::into),
-        }
-    }
-
-    /// Decodes `value` from this encoding into `M`.
-    pub(crate) fn decode<M: KafkaMessage>(self, value: &[u8]) -> Result<M, BoxError> {
-        match self {
-            Codec::MessagePack => rmp_serde::from_slice(value).map_err(Into::into),
-            Codec::Json => serde_json::from_slice(value).map_err(Into::into),
-            Codec::Text => {
-                let text = std::str::from_utf8(value)?;
-                M::read_text(text).map_err(Into::into)
-            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! named fields by default, JSON, or text), `msg_type` and `content-type`
 //! headers, UTF-8 key.
 
-mod format;
+pub(crate) mod format;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -10,7 +10,36 @@ use std::collections::BTreeMap;
 use format::BoxError;
 pub use format::Codec;
 
-use crate::KafkaMessage;
+use crate::message::KafkaMessage;
+
+/// Encoding and decoding a message type's value (the codec itself, in
+/// `format.rs`, knows no message type).
+impl Codec {
+    /// Appends `msg`'s value in this encoding to `out`.
+    pub(crate) fn encode_into<M: KafkaMessage>(
+        self,
+        msg: &M,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BoxError> {
+        match self {
+            Codec::MessagePack => rmp_serde::encode::write_named(out, msg).map_err(Into::into),
+            Codec::Json => serde_json::to_writer(out, msg).map_err(Into::into),
+            Codec::Text => msg.write_text(out).map_err(Into::into),
+        }
+    }
+
+    /// Decodes `value` from this encoding into `M`.
+    pub(crate) fn decode<M: KafkaMessage>(self, value: &[u8]) -> Result<M, BoxError> {
+        match self {
+            Codec::MessagePack => rmp_serde::from_slice(value).map_err(Into::into),
+            Codec::Json => serde_json::from_slice(value).map_err(Into::into),
+            Codec::Text => {
+                let text = std::str::from_utf8(value)?;
+                M::read_text(text).map_err(Into::into)
+            }
+        }
+    }
+}
 
 /// Header naming the message type.
 pub const MSG_TYPE_HEADER: &str = "msg_type";

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use kavari_group::assignor::Assignor;
 
-use crate::RetryPolicy;
 use crate::retry::FibonacciRetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// Where a partition with no committed offset starts (Kafka's
 /// `auto.offset.reset`).

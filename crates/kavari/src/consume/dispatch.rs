@@ -15,10 +15,11 @@ use tracing::Instrument;
 
 use super::{ConsumeState, ConsumerConfig, FailurePolicy};
 use crate::codec::{DecodeError, EncodedMessage};
+use crate::handler::HandlerError;
+use crate::handler::MessageContext;
 use crate::publish::ProduceError;
 use crate::registry::{Outcome, Registry, Route};
 use crate::stop::until_stopped;
-use crate::{HandlerError, MessageContext};
 
 /// What delivering a record needs from the runtime around it: the
 /// consumer's, over Kafka, or the in-memory test kit's. Routing, retries,

@@ -6,6 +6,7 @@ mod config;
 mod dispatch;
 mod start;
 mod worker;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ pub(crate) use config::ConsumerConfig;
 pub use config::{FailurePolicy, OffsetReset};
 #[cfg(feature = "testing")]
 pub(crate) use dispatch::{Disposition, HandlerClock, POISON_LOG_EVERY, Runtime, deliver};
+pub(crate) use writer::{Writer, Writing};
 
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::registry::Registry;
@@ -52,7 +54,7 @@ pub(crate) struct ConsumeState {
     pub(crate) group_id: String,
     pub(crate) fetcher: Fetcher,
     /// Writes dead letters (the manager's publisher).
-    pub(crate) dead_letters: Arc<dyn crate::dead_letter::Writer>,
+    pub(crate) dead_letters: Arc<dyn Writer>,
     pub(crate) member: GroupMember,
     partitions: Mutex<BTreeMap<TopicPartition, PartitionHealth>>,
     /// Poison records are logged once per partition and interval.
@@ -157,7 +159,7 @@ impl Consumer {
         registry: Registry,
         config: ConsumerConfig,
         cluster: Arc<Cluster>,
-        dead_letters: Arc<dyn crate::dead_letter::Writer>,
+        dead_letters: Arc<dyn Writer>,
         client_id: &str,
     ) -> Result<Self, StartError> {
         let group_id = config.group_id.clone().ok_or(StartError::NoGroupId)?;

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::ConsumeState;
 use super::dispatch::{Disposition, HandlerClock, deliver};
 use super::start::{Begin, Position};
-use crate::MessageContext;
+use crate::handler::MessageContext;
 use crate::stop::until_stopped;
 
 /// Records handled between two releases of their bytes to the engine.
@@ -74,7 +74,7 @@ impl Worker {
         *self.stop.borrow()
     }
 
-    fn update(&self, f: impl FnOnce(&mut crate::PartitionHealth)) {
+    fn update(&self, f: impl FnOnce(&mut crate::health::PartitionHealth)) {
         self.shared.update_partition(&self.tp, f);
     }
 

@@ -1,5 +1,5 @@
-//! [`Backend`]: what a manager runs on. Kafka's ([`Kafka`](super::kafka::Kafka))
-//! in production; the test kit's broker in this process under the
+//! [`Backend`]: what a manager runs on. Kafka's (`kafka.rs`) in
+//! production; the test kit's broker in this process under the
 //! `testing` feature. The manager is written against this trait alone.
 
 use std::fmt::Debug;
@@ -7,11 +7,10 @@ use std::fmt::Debug;
 use futures::future::BoxFuture;
 
 use super::ShutdownError;
-use super::kafka::Kafka;
 use crate::codec::EncodedMessage;
 use crate::consume::{ConsumerConfig, StartError};
 use crate::health::Health;
-use crate::publish::{Delivery, PublishError, PublishStats};
+use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
 
@@ -21,13 +20,13 @@ pub(crate) trait Backend: Debug + Send + Sync + 'static {
     /// How this manager names each message type's topic.
     fn topic_names(&self) -> &TopicNames;
 
-    /// The backend that publishes a typed message without encoding it
+    /// The publisher that takes a typed message without encoding it
     /// first (Kafka's copies it straight into its partition's batch).
     /// `None`: a typed message is encoded and goes through
     /// [`publish`](Self::publish). (A trait object cannot take the
     /// message's type, and boxing every publish's future would be an
     /// allocation on the hot path.)
-    fn direct(&self) -> Option<&Kafka> {
+    fn direct(&self) -> Option<&Publisher> {
         None
     }
 

@@ -1,5 +1,5 @@
 //! [`Kafka`]: the manager's backend over a Kafka cluster: the publisher
-//! (with its spans and metrics) and the consumer once started.
+//! and the consumer once started.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -7,18 +7,16 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kavari_wire::cluster::Cluster;
-use tracing::Instrument;
+use tokio::sync::watch;
 
-use super::ShutdownError;
 use super::backend::Backend;
+use super::{ShutdownError, traced};
 use crate::codec::EncodedMessage;
-use crate::consume::{Consumer, ConsumerConfig, StartError};
+use crate::consume::{Consumer, ConsumerConfig, StartError, Writer, Writing};
 use crate::health::Health;
-use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
+use crate::publish::{Delivery, ProduceError, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
-use crate::trace_context::TraceHeaders;
-use crate::{KafkaMessage, metrics, telemetry};
 
 /// A manager's parts over Kafka.
 pub(crate) struct Kafka {
@@ -43,79 +41,6 @@ impl Kafka {
             shutdown_timeout,
             consumer: OnceLock::new(),
         }
-    }
-
-    /// A typed publish, copied straight into its partition's batch, in a
-    /// `publish` span when tracing is on.
-    pub(super) async fn publish_typed<M: KafkaMessage>(
-        &self,
-        msg: &M,
-    ) -> Result<Delivery, PublishError> {
-        let publisher = &self.publisher;
-        let delivered = if telemetry::enabled() {
-            let span = telemetry::publish_span(&publisher.topic_names().topic_of::<M>());
-            let trace = TraceHeaders::of(&span);
-            let delivered = publisher
-                .publish_typed(msg, &trace)
-                .instrument(span.clone())
-                .await;
-            if let Ok(d) = &delivered {
-                telemetry::published(&span, msg.key().as_deref(), d.partition, d.offset);
-            }
-            delivered
-        } else {
-            let trace = TraceHeaders::of(&tracing::Span::none());
-            publisher.publish_typed(msg, &trace).await
-        };
-        metrics::published(&delivered, || publisher.topic_names().topic_of::<M>());
-        delivered
-    }
-
-    /// The bulk path, in one `publish` span naming its count.
-    pub(super) async fn publish_batch<M: KafkaMessage>(
-        &self,
-        msgs: &[M],
-    ) -> Vec<Result<Delivery, PublishError>> {
-        let publisher = &self.publisher;
-        let delivered = if telemetry::enabled() {
-            let topic = publisher.topic_names().topic_of::<M>();
-            let span = telemetry::publish_batch_span(&topic, msgs.len());
-            let trace = TraceHeaders::of(&span);
-            publisher.publish_all(msgs, &trace).instrument(span).await
-        } else {
-            let trace = TraceHeaders::of(&tracing::Span::none());
-            publisher.publish_all(msgs, &trace).await
-        };
-        for d in &delivered {
-            metrics::published(d, || publisher.topic_names().topic_of::<M>());
-        }
-        delivered
-    }
-
-    async fn publish_encoded(&self, mut message: EncodedMessage) -> Result<Delivery, PublishError> {
-        let topic = message.topic.clone();
-        let delivered = if telemetry::enabled() {
-            let span = telemetry::publish_span(&message.topic);
-            TraceHeaders::of(&span).write_into(&mut message.headers);
-            let key = message
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned());
-            let delivered = self
-                .publisher
-                .publish(message)
-                .instrument(span.clone())
-                .await;
-            if let Ok(d) = &delivered {
-                telemetry::published(&span, key.as_deref(), d.partition, d.offset);
-            }
-            delivered
-        } else {
-            TraceHeaders::of(&tracing::Span::none()).write_into(&mut message.headers);
-            self.publisher.publish(message).await
-        };
-        metrics::published(&delivered, || topic);
-        delivered
     }
 
     async fn shutdown_now(&self) -> Result<(), ShutdownError> {
@@ -155,12 +80,12 @@ impl Backend for Kafka {
         self.publisher.topic_names()
     }
 
-    fn direct(&self) -> Option<&Kafka> {
-        Some(self)
+    fn direct(&self) -> Option<&Publisher> {
+        Some(&self.publisher)
     }
 
     fn publish(&self, message: EncodedMessage) -> BoxFuture<'_, Result<Delivery, PublishError>> {
-        self.publish_encoded(message).boxed()
+        traced::publish_encoded(&self.publisher, message).boxed()
     }
 
     fn publish_stats(&self) -> PublishStats {
@@ -176,7 +101,7 @@ impl Backend for Kafka {
             registry,
             config,
             Arc::clone(&self.cluster),
-            Arc::clone(&self.publisher) as Arc<dyn crate::dead_letter::Writer>,
+            Arc::new(DeadLetters(Arc::clone(&self.publisher))),
             &self.client_id,
         )
         .map(|consumer| {
@@ -211,5 +136,24 @@ impl Backend for Kafka {
 
     fn shutdown(&self) -> BoxFuture<'_, Result<(), ShutdownError>> {
         self.shutdown_now().boxed()
+    }
+}
+
+/// The consumer's dead letters, written by the publisher.
+struct DeadLetters(Arc<Publisher>);
+
+impl Writer for DeadLetters {
+    fn suffix(&self) -> Option<&str> {
+        self.0.dlq_suffix()
+    }
+
+    fn write_until_written<'a>(
+        &'a self,
+        letter: EncodedMessage,
+        source: &'a str,
+        stop: watch::Receiver<bool>,
+        blocked: &'a (dyn Fn(Option<&ProduceError>) + Send + Sync),
+    ) -> Writing<'a> {
+        Box::pin(self.0.produce_until_written(letter, source, stop, blocked))
     }
 }

@@ -2,6 +2,7 @@
 
 mod backend;
 mod kafka;
+mod traced;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,13 +10,13 @@ use std::time::Duration;
 pub(crate) use backend::Backend;
 pub(crate) use kafka::Kafka;
 
-use crate::builder::KavariBuilder;
 use crate::codec;
 use crate::consume::{ConsumerConfig, StartError};
+use crate::handler::MessageHandler;
 use crate::health::Health;
+use crate::message::KafkaMessage;
 use crate::publish::{Delivery, PublishError, PublishStats};
 use crate::registry::{Registry, SubscribeError};
-use crate::{KafkaMessage, MessageHandler};
 
 /// Why `shutdown()` did not finish cleanly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,12 +77,6 @@ impl std::fmt::Debug for Kavari {
 }
 
 impl Kavari {
-    /// Starts configuring a manager for `bootstrap_servers`
-    /// (`host:port[,host:port…]`).
-    pub fn builder(bootstrap_servers: impl Into<String>) -> KavariBuilder {
-        KavariBuilder::new(bootstrap_servers)
-    }
-
     /// A manager on `backend`.
     pub(crate) fn new(backend: Box<dyn Backend>, consumer_config: ConsumerConfig) -> Self {
         Self {
@@ -110,8 +105,8 @@ impl Kavari {
     }
 
     /// Has `handler` receive every `M` on `M::TOPIC` (as mapped by
-    /// [`topic_prefix`](KavariBuilder::topic_prefix) and
-    /// [`topic_for`](KavariBuilder::topic_for)) once the consumer
+    /// [`topic_prefix`](crate::KavariBuilder::topic_prefix) and
+    /// [`topic_for`](crate::KavariBuilder::topic_for)) once the consumer
     /// starts. Several handlers may take one type, and several types may
     /// share a topic (the `msg_type` header picks the type). Subscribing the
     /// same handler type twice for `M`, a type whose `msg_type` name
@@ -194,20 +189,20 @@ impl Kavari {
     }
 
     /// Publishes `msg` to `M::TOPIC` (as mapped by the builder's
-    /// [`topic_prefix`](KavariBuilder::topic_prefix) and
-    /// [`topic_for`](KavariBuilder::topic_for)), keyed by its partition key, with the
+    /// [`topic_prefix`](crate::KavariBuilder::topic_prefix) and
+    /// [`topic_for`](crate::KavariBuilder::topic_for)), keyed by its partition key, with the
     /// `msg_type` and `content-type` headers. Concurrent publishes to one
     /// partition share a produce request. On failure it retries by the
     /// publishing retry policy, then writes the message to the dead-letter
     /// topic ([`PublishError::DeadLettered`]), and when that fails too, hands
     /// the encoded record back ([`PublishError::Failed`]). It returns by
-    /// [`delivery_timeout`](KavariBuilder::delivery_timeout) plus the request
+    /// [`delivery_timeout`](crate::KavariBuilder::delivery_timeout) plus the request
     /// timeout whatever the brokers do; a record sent and never answered
     /// may be in the topic, and is handed back as
     /// [`PublishError::Unconfirmed`] rather than dead-lettered.
     ///
     /// Publishing is idempotent by default
-    /// ([`enable_idempotence`](KavariBuilder::enable_idempotence)): a
+    /// ([`enable_idempotence`](crate::KavariBuilder::enable_idempotence)): a
     /// successful publish is in the log once, and publishes to one
     /// partition land in the order they were appended, retries included
     /// (the offset is [`Offset::Duplicate`](crate::Offset::Duplicate) when
@@ -224,7 +219,7 @@ impl Kavari {
     /// failed (retries, the dead letter and the hand-back need it).
     pub async fn publish<M: KafkaMessage>(&self, msg: &M) -> Result<Delivery, PublishError> {
         match self.backend().direct() {
-            Some(kafka) => kafka.publish_typed(msg).await,
+            Some(publisher) => traced::publish_typed(publisher, msg).await,
             None => self.publish_encoded(self.encode(msg)?).await,
         }
     }
@@ -248,8 +243,8 @@ impl Kavari {
         &self,
         msgs: &[M],
     ) -> Vec<Result<Delivery, PublishError>> {
-        if let Some(kafka) = self.backend().direct() {
-            return kafka.publish_batch(msgs).await;
+        if let Some(publisher) = self.backend().direct() {
+            return traced::publish_batch(publisher, msgs).await;
         }
         let mut delivered = Vec::with_capacity(msgs.len());
         for msg in msgs {

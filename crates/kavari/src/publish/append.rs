@@ -18,8 +18,8 @@ use super::config::ProducerConfig;
 use super::outcome::BatchOutcome;
 use super::topics::{TopicRoute, Topics};
 use super::{Offset, ProduceError, ProduceErrorKind, PublishError};
-use crate::KafkaMessage;
 use crate::codec::{self, EncodedMessage};
+use crate::message::KafkaMessage;
 use crate::partitioner::RoundRobin;
 use crate::trace_context::TraceHeaders;
 

@@ -20,7 +20,7 @@ pub(crate) struct ProducerConfig {
     pub(crate) metadata_max_idle: Duration,
     pub(crate) dlq_suffix: Option<String>,
     pub(crate) create_dead_letter_topics: bool,
-    pub(crate) partitioner: crate::Partitioner,
+    pub(crate) partitioner: crate::partitioner::Partitioner,
     pub(crate) topic_names: crate::topic_names::TopicNames,
     pub(crate) idempotence: super::producer_ids::Idempotence,
 }
@@ -39,7 +39,7 @@ impl Default for ProducerConfig {
             metadata_max_idle: Duration::from_secs(300),
             dlq_suffix: Some(".dlq".to_string()),
             create_dead_letter_topics: true,
-            partitioner: crate::Partitioner::Murmur2,
+            partitioner: crate::partitioner::Partitioner::Murmur2,
             topic_names: Default::default(),
             idempotence: Default::default(),
         }

@@ -31,22 +31,6 @@ pub(crate) fn letter_of(
     )
 }
 
-impl crate::dead_letter::Writer for Publisher {
-    fn suffix(&self) -> Option<&str> {
-        self.config.dlq_suffix.as_deref()
-    }
-
-    fn write_until_written<'a>(
-        &'a self,
-        letter: EncodedMessage,
-        source: &'a str,
-        stop: watch::Receiver<bool>,
-        blocked: &'a (dyn Fn(Option<&ProduceError>) + Send + Sync),
-    ) -> crate::dead_letter::Writing<'a> {
-        Box::pin(self.produce_until_written(letter, source, stop, blocked))
-    }
-}
-
 impl Publisher {
     /// Writes `message` to its dead-letter topic after `attempts` failed
     /// with `cause`, by `deadline`; hands it back when there is no
@@ -169,7 +153,7 @@ impl Publisher {
     /// topic is created (when configured to); every failed attempt goes to
     /// `blocked` (the partition's health), and `None` once written after
     /// one.
-    async fn produce_until_written(
+    pub(crate) async fn produce_until_written(
         &self,
         message: EncodedMessage,
         source: &str,

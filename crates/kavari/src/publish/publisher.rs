@@ -21,8 +21,8 @@ use super::producing::Producing;
 use super::stats::PublishStats;
 use super::topics::Topics;
 use super::{Delivery, Offset, ProduceError, ProduceErrorKind, PublishError};
-use crate::KafkaMessage;
 use crate::codec::EncodedMessage;
+use crate::message::KafkaMessage;
 use crate::partitioner::RoundRobin;
 use crate::retry::RetryPolicy;
 use crate::trace_context::TraceHeaders;
@@ -380,6 +380,11 @@ impl Publisher {
         started + self.config.delivery_timeout
     }
 
+    /// The dead-letter suffix; `None` when dead letters are off.
+    pub(crate) fn dlq_suffix(&self) -> Option<&str> {
+        self.config.dlq_suffix.as_deref()
+    }
+
     /// How this publisher names each message type's topic.
     pub(crate) fn topic_names(&self) -> &crate::topic_names::TopicNames {
         &self.config.topic_names
@@ -476,7 +481,11 @@ mod tests {
             "kavari".into(),
             Duration::from_secs(1),
         ));
-        let p = Publisher::new(cluster, ProducerConfig::default(), Arc::new(crate::NoRetry));
+        let p = Publisher::new(
+            cluster,
+            ProducerConfig::default(),
+            Arc::new(crate::retry::NoRetry),
+        );
         let m = EncodedMessage {
             topic: "".into(),
             key: None,

@@ -288,7 +288,7 @@ mod tests {
             cluster,
             Arc::new(ProducerConfig::default()),
             Arc::default(),
-            Arc::new(crate::NoRetry),
+            Arc::new(crate::retry::NoRetry),
             closing,
         ));
         let route = TopicRoute {

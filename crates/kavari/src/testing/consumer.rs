@@ -14,11 +14,12 @@ use crate::codec::EncodedMessage;
 use crate::consume::{
     ConsumerConfig, Disposition, HandlerClock, OffsetReset, POISON_LOG_EVERY, Runtime, deliver,
 };
+use crate::handler::MessageContext;
 use crate::health::{Health, HealthState, PartitionHealth};
+use crate::partitioner::Partitioner;
 use crate::partitioner::RoundRobin;
 use crate::publish::ProduceError;
 use crate::registry::Registry;
-use crate::{MessageContext, Partitioner};
 use kavari_wire::log_rate::LogRate;
 
 /// The consumers started on a broker.
@@ -46,14 +47,14 @@ impl MemoryConsumers {
 /// Where a manager writes: the broker's log and consumers, and how it
 /// places records on partitions.
 #[derive(Debug)]
-pub(crate) struct Writer {
+pub(crate) struct Destination {
     pub(crate) log: Arc<Log>,
     pub(crate) consumers: Arc<MemoryConsumers>,
     pub(crate) partitioner: Partitioner,
     pub(crate) round_robin: RoundRobin,
 }
 
-impl Writer {
+impl Destination {
     /// Appends `message` to the partition its key picks, then delivers the
     /// partition to every consumer subscribed to the topic.
     pub(crate) async fn append_and_deliver(&self, message: EncodedMessage) -> (i32, i64) {
@@ -84,7 +85,7 @@ pub(crate) struct MemoryConsumer {
     topics: Vec<String>,
     log: Arc<Log>,
     /// Where dead letters go.
-    writer: Arc<Writer>,
+    destination: Arc<Destination>,
     stop: watch::Sender<bool>,
     notes: Mutex<BTreeMap<TopicPartition, Notes>>,
     poison_log: LogRate<TopicPartition>,
@@ -110,7 +111,7 @@ impl MemoryConsumer {
     /// `auto_offset_reset` says; what is there already is delivered before
     /// this returns.
     pub(crate) async fn start(
-        writer: &Arc<Writer>,
+        destination: &Arc<Destination>,
         registry: Registry,
         config: ConsumerConfig,
         dlq_suffix: Option<String>,
@@ -123,13 +124,13 @@ impl MemoryConsumer {
             group_id,
             dlq_suffix,
             topics,
-            log: Arc::clone(&writer.log),
-            writer: Arc::clone(writer),
+            log: Arc::clone(&destination.log),
+            destination: Arc::clone(destination),
             stop: watch::channel(false).0,
             notes: Mutex::default(),
             poison_log: LogRate::new(POISON_LOG_EVERY),
         });
-        writer.consumers.add(&consumer);
+        destination.consumers.add(&consumer);
         for tp in consumer.partitions() {
             consumer.cursor(&tp);
         }
@@ -309,7 +310,7 @@ impl Runtime for MemoryConsumer {
     ) -> Result<(), ProduceError> {
         // As the publisher creates it: with its source's partitions.
         self.log.create(&message.topic, self.log.partitions(source));
-        self.writer.append_and_deliver(message).await;
+        self.destination.append_and_deliver(message).await;
         Ok(())
     }
 }

@@ -8,12 +8,12 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::InMemoryBroker;
-use super::consumer::{MemoryConsumer, Writer};
-use crate::ShutdownError;
+use super::consumer::{Destination, MemoryConsumer};
 use crate::codec::EncodedMessage;
 use crate::consume::{ConsumerConfig, StartError};
 use crate::health::Health;
 use crate::manager::Backend;
+use crate::manager::ShutdownError;
 use crate::partitioner::RoundRobin;
 use crate::publish::{Delivery, Offset, ProduceError, ProducerConfig, PublishError, PublishStats};
 use crate::registry::Registry;
@@ -22,7 +22,7 @@ use crate::topic_names::TopicNames;
 /// The test kit's backend of one manager.
 pub(crate) struct Memory {
     producer: ProducerConfig,
-    writer: Arc<Writer>,
+    destination: Arc<Destination>,
     consumer: OnceLock<Arc<MemoryConsumer>>,
     closed: AtomicBool,
     published: AtomicU64,
@@ -32,7 +32,7 @@ pub(crate) struct Memory {
 impl Memory {
     pub(crate) fn new(broker: &InMemoryBroker, producer: ProducerConfig) -> Self {
         Self {
-            writer: Arc::new(Writer {
+            destination: Arc::new(Destination {
                 log: Arc::clone(&broker.log),
                 consumers: Arc::clone(&broker.consumers),
                 partitioner: producer.partitioner,
@@ -66,10 +66,10 @@ impl Memory {
                 });
             };
             let letter = crate::publish::letter_of(&message, suffix, &cause);
-            let log = &self.writer.log;
+            let log = &self.destination.log;
             log.create(&letter.topic, log.partitions(&message.topic));
             let topic = letter.topic.clone();
-            let (partition, offset) = self.writer.append_and_deliver(letter).await;
+            let (partition, offset) = self.destination.append_and_deliver(letter).await;
             self.dead_lettered.fetch_add(1, Ordering::Relaxed);
             return Err(PublishError::DeadLettered {
                 dlq: Delivery {
@@ -81,7 +81,7 @@ impl Memory {
             });
         }
         let topic = message.topic.clone();
-        let (partition, offset) = self.writer.append_and_deliver(message).await;
+        let (partition, offset) = self.destination.append_and_deliver(message).await;
         self.published.fetch_add(1, Ordering::Relaxed);
         Ok(Delivery {
             topic,
@@ -92,7 +92,7 @@ impl Memory {
 
     async fn start_consumer(&self, registry: Registry, config: ConsumerConfig) {
         let consumer = MemoryConsumer::start(
-            &self.writer,
+            &self.destination,
             registry,
             config,
             self.producer.dlq_suffix.clone(),

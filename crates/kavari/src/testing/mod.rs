@@ -88,12 +88,15 @@ use chrono::{DateTime, Utc};
 use kavari_group::TopicPartition;
 use kavari_wire::record_batch::read::FetchedRecord;
 
+use crate::builder::ConfigError;
+use crate::builder::KavariBuilder;
 use crate::codec::{self, DecodeError};
 use crate::dead_letter::{
     ATTEMPTS_HEADER, ORIGINAL_ERROR_HEADER, ORIGINAL_OFFSET_HEADER, ORIGINAL_PARTITION_HEADER,
     ORIGINAL_TOPIC_HEADER,
 };
-use crate::{ConfigError, KafkaMessage, Kavari, KavariBuilder};
+use crate::manager::Kavari;
+use crate::message::KafkaMessage;
 
 pub(crate) use memory::Memory;
 
@@ -115,7 +118,8 @@ impl InMemoryBroker {
     /// partitioner, `max_message_bytes`; the connection settings are not
     /// used). Its options are checked as `build()` checks them.
     pub fn manager(&self, builder: KavariBuilder) -> Result<Kavari, ConfigError> {
-        builder.build_in_memory(self)
+        let (producer, consumer) = builder.into_checked_configs()?;
+        Ok(Kavari::new(Box::new(Memory::new(self, producer)), consumer))
     }
 
     /// Creates `topic` with `partitions` (at least one); false when it
