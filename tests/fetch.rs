@@ -1,6 +1,7 @@
 //! Kavari's fetch engine against a real broker: batches librdkafka wrote
 //! with every codec, Kavari's lz4 and zstd batches read by librdkafka, 64
-//! partitions started together and fetched with one Fetch per round, a
+//! partitions started together and fetched with one Fetch per round (in
+//! incremental fetch sessions, whose recovery is shown too), a
 //! backlog in large answers beside a caught-up partition, leader epochs in
 //! commits, starting offsets and offsets out of range with each reset
 //! policy, and no fetch work left behind. (The test
@@ -19,7 +20,7 @@ use kavari_group::TopicPartition;
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
 use kavari_tests::{consumer, eventually, init_tracing, kept_request, own_broker, started};
 use kavari_wire::cluster::Cluster;
-use kavari_wire::fetch::{FetchLimits, FetchPosition, Isolation, fetch};
+use kavari_wire::fetch::{FetchLimits, FetchPosition, FetchSession, Isolation, fetch};
 use kavari_wire::fetcher::{FetchEvent, Fetcher, FetcherConfig};
 use kavari_wire::list_offsets::OffsetSpec;
 use kavari_wire::record_batch::read::batches;
@@ -390,6 +391,22 @@ async fn a_member_with_64_partitions_starts_them_together_and_sends_one_fetch_pe
         fetches < bound,
         "{fetches} fetches in 2 s for 64 partitions on {leaders} leader(s)"
     );
+    // Request bytes per round (frames as sent, headers included): the
+    // first round names every partition; an idle round in a fetch session
+    // (KIP-227) names none.
+    let kept = proxy.kept_requests(FETCH);
+    let round_bytes = |frames: &[Vec<u8>]| frames.iter().map(Vec::len).sum::<usize>();
+    let full = round_bytes(&kept[..leaders]);
+    let idle = round_bytes(&kept[kept.len() - leaders..]);
+    eprintln!(
+        "Fetch request bytes per round, 64 partitions on {leaders} leader(s): first {full}, idle {idle}"
+    );
+    if kavari_testcontainers::TestBroker::is_kafka() {
+        assert!(
+            idle * 5 < full,
+            "first round {full} bytes, idle round {idle} bytes"
+        );
+    }
     m.shutdown().await.expect("shutdown");
 }
 
@@ -888,4 +905,206 @@ async fn revoked_partitions_and_a_dropped_engine_leave_nothing_behind() {
         metrics.num_alive_tasks() <= baseline
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// Incremental fetch sessions (KIP-227).
+
+/// Writes `values` to `partition` of `topic` with rskafka.
+async fn write_values(broker: &KafkaBroker, topic: &str, partition: i32, values: &[u8]) {
+    let client = broker.client().await.expect("rskafka");
+    let pc = client
+        .partition_client(
+            topic.to_string(),
+            partition,
+            rskafka::client::partition::UnknownTopicHandling::Retry,
+        )
+        .await
+        .expect("partition client");
+    let records: Vec<_> = values
+        .iter()
+        .map(|v| rskafka::record::Record {
+            key: None,
+            value: Some(vec![*v]),
+            headers: Default::default(),
+            timestamp: chrono::Utc::now(),
+        })
+        .collect();
+    pc.produce(
+        records,
+        rskafka::client::partition::Compression::NoCompression,
+    )
+    .await
+    .expect("produce");
+}
+
+/// Fetches in `session` until `want` values arrived per partition, moving
+/// each position past what came: the values by partition, in order.
+async fn fetch_until(
+    session: &mut FetchSession,
+    conn: &kavari_wire::connection::Connection,
+    positions: &mut [FetchPosition],
+    want: &BTreeMap<i32, usize>,
+) -> BTreeMap<i32, Vec<u8>> {
+    let mut got: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while want
+        .iter()
+        .any(|(p, n)| got.get(p).map_or(0, Vec::len) < *n)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "got {got:?}");
+        let answer = session
+            .fetch(conn, positions, &limits(100, 64 * 1024))
+            .await
+            .expect("fetch in the session");
+        for part in answer {
+            assert_eq!(part.error, None, "{part:?}");
+            let p = positions
+                .iter_mut()
+                .find(|p| p.partition == part.partition)
+                .expect("an answer for a partition asked");
+            let ex = part
+                .extract(p.offset, Isolation::ReadCommitted)
+                .expect("records");
+            for b in &ex.batches {
+                for r in kavari_wire::fetch::batch_records(b, ex.from, 1 << 20).expect("batch") {
+                    let r = r.expect("record");
+                    got.entry(p.partition.partition)
+                        .or_default()
+                        .extend(r.value.expect("value").iter());
+                }
+            }
+            p.offset = ex.next_offset;
+        }
+    }
+    got
+}
+
+/// One broker's share of 64 partitions fetched in one session: the first
+/// Fetch names them all, later ones only what changed (an idle round names
+/// nothing and gets nothing back), records come once and in order, and a
+/// session the broker no longer knows (closed from outside, as a restarted
+/// or evicting broker loses it) or whose epoch moved on ends in a full
+/// Fetch and a new session, without losing a record.
+#[tokio::test]
+async fn an_incremental_fetch_session_sends_what_changed_and_recovers_when_the_broker_forgets_it() {
+    init_tracing();
+    if !kavari_testcontainers::TestBroker::is_kafka() {
+        // nisshi grants no sessions: every Fetch is full there.
+        return;
+    }
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("fetch.sessions");
+    broker.create_topic(&topic, 64).await.expect("topic");
+    let cluster = Cluster::new(broker.bootstrap_list(), "t".into(), WAIT);
+    let meta = cluster
+        .topic(&topic)
+        .await
+        .expect("metadata")
+        .expect("the topic");
+    let leader = meta.partitions[0].leader.expect("a leader");
+    let mut positions: Vec<FetchPosition> = meta
+        .partitions
+        .iter()
+        .filter(|p| p.leader == Some(leader))
+        .map(|p| FetchPosition {
+            partition: TopicPartition::new(&topic, p.partition),
+            offset: 0,
+            leader_epoch: p.leader_epoch,
+        })
+        .collect();
+    assert!(positions.len() >= 2, "{positions:?}");
+    let conn = cluster.broker(leader).await.expect("the leader");
+    let mut session = FetchSession::new();
+
+    // The first Fetch names every partition and opens a session.
+    session
+        .fetch(&conn, &positions, &limits(100, 64 * 1024))
+        .await
+        .expect("first fetch");
+    let full = session.last_request_bytes();
+    let first_id = session.id();
+    assert_ne!(first_id, 0, "the broker grants a session");
+    // An idle round names no partition, and nothing comes back.
+    let idle_answer = session
+        .fetch(&conn, &positions, &limits(100, 64 * 1024))
+        .await
+        .expect("idle fetch");
+    let idle = session.last_request_bytes();
+    assert!(idle_answer.is_empty(), "no news, yet {idle_answer:?}");
+    eprintln!(
+        "Fetch request bytes for {} partitions: full {full}, incremental idle {idle}",
+        positions.len()
+    );
+    assert!(idle * 10 < full, "full {full} bytes, idle {idle} bytes");
+
+    // Records on two partitions come back once, in order.
+    let (a, b) = (
+        positions[0].partition.partition,
+        positions[1].partition.partition,
+    );
+    write_values(broker, &topic, a, &[1, 2, 3]).await;
+    write_values(broker, &topic, b, &[4, 5]).await;
+    let got = fetch_until(
+        &mut session,
+        &conn,
+        &mut positions,
+        &BTreeMap::from([(a, 3), (b, 2)]),
+    )
+    .await;
+    assert_eq!(got, BTreeMap::from([(a, vec![1, 2, 3]), (b, vec![4, 5])]));
+    assert_eq!(session.id(), first_id, "still the first session");
+
+    // Closed from outside: the broker answers FETCH_SESSION_ID_NOT_FOUND,
+    // and the session starts over with a full Fetch.
+    let version = conn
+        .version::<kafka_protocol::messages::FetchRequest>()
+        .expect("a Fetch version");
+    let close = kafka_protocol::messages::FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(0)
+        .with_session_id(session.id())
+        .with_session_epoch(-1);
+    conn.send_raw(&close, version, WAIT)
+        .await
+        .expect("closing the session");
+    write_values(broker, &topic, a, &[6]).await;
+    let got = fetch_until(
+        &mut session,
+        &conn,
+        &mut positions,
+        &BTreeMap::from([(a, 1)]),
+    )
+    .await;
+    assert_eq!(got, BTreeMap::from([(a, vec![6])]));
+    let second_id = session.id();
+    assert!(
+        second_id != 0 && second_id != first_id,
+        "a new session: {first_id} then {second_id}"
+    );
+
+    // Another Fetch in the session moved its epoch on: the broker answers
+    // INVALID_FETCH_SESSION_EPOCH to this one's next, which starts over.
+    let skew = kafka_protocol::messages::FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(0)
+        .with_session_id(session.id())
+        .with_session_epoch(session.epoch());
+    conn.send_raw(&skew, version, WAIT)
+        .await
+        .expect("a fetch of another in the session");
+    write_values(broker, &topic, b, &[7, 8]).await;
+    let got = fetch_until(
+        &mut session,
+        &conn,
+        &mut positions,
+        &BTreeMap::from([(b, 2)]),
+    )
+    .await;
+    assert_eq!(got, BTreeMap::from([(b, vec![7, 8])]));
+    assert!(
+        session.id() != 0 && session.id() != second_id,
+        "a third session after {second_id}: {}",
+        session.id()
+    );
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -87,15 +87,32 @@ pub struct PartitionResponse {
     pub records: Bytes,
 }
 
-/// Sends one Fetch for `positions` (all led by the broker behind `conn`)
-/// and reads its answer. Throttling and partition errors are in the
-/// answer; a request-level error is an `Err`.
+/// Sends one full Fetch for `positions` (all led by the broker behind
+/// `conn`), outside any session, and reads its answer. Throttling and
+/// partition errors are in the answer; a request-level error is an `Err`.
+/// A consumer fetching again and again keeps a [`FetchSession`] instead.
 pub async fn fetch(
     conn: &Connection,
     positions: &[FetchPosition],
     limits: &FetchLimits,
 ) -> Result<Vec<PartitionResponse>, WireError> {
     let version = conn.version::<FetchRequest>()?;
+    // Session id 0 and epoch -1: no session (KIP-227).
+    let request = fetch_request(positions.iter(), &[], limits, 0, -1);
+    Ok(send_fetch(conn, &request, version, limits)
+        .await?
+        .partitions)
+}
+
+/// A Fetch request for `positions`, dropping `forget` from the session
+/// `session_id` at `epoch`.
+fn fetch_request<'a>(
+    positions: impl Iterator<Item = &'a FetchPosition>,
+    forget: &[&TopicPartition],
+    limits: &FetchLimits,
+    session_id: i32,
+    epoch: i32,
+) -> FetchRequest {
     let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
     for p in positions {
         topics.entry(&p.partition.topic).or_default().push(
@@ -107,31 +124,66 @@ pub async fn fetch(
                 .with_partition_max_bytes(limits.partition_max_bytes),
         );
     }
+    let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in forget {
+        forgotten.entry(&tp.topic).or_default().push(tp.partition);
+    }
     let max_wait_ms = i32::try_from(limits.max_wait.as_millis()).unwrap_or(i32::MAX);
-    let req = FetchRequest::default()
+    FetchRequest::default()
         .with_replica_id((-1).into())
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(limits.min_bytes)
         .with_max_bytes(limits.max_bytes)
         .with_isolation_level(limits.isolation.level())
-        // No fetch session (KIP-227): every request is a full one.
-        .with_session_id(0)
-        .with_session_epoch(-1)
+        .with_session_id(session_id)
+        .with_session_epoch(epoch)
         .with_topics(
             topics
                 .into_iter()
                 .map(|(t, ps)| {
                     FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_topic(topic_name(t))
                         .with_partitions(ps)
                 })
                 .collect(),
-        );
+        )
+        .with_forgotten_topics_data(
+            forgotten
+                .into_iter()
+                .map(|(t, ps)| {
+                    ForgottenTopic::default()
+                        .with_topic(topic_name(t))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+}
+
+fn topic_name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+/// A Fetch answer: the session it belongs to and the partitions in it.
+#[derive(Debug, Clone)]
+pub struct FetchAnswer {
+    /// The broker's session id (0: none).
+    pub session_id: i32,
+    /// The partitions answered.
+    pub partitions: Vec<PartitionResponse>,
+}
+
+/// Sends `request` and reads its answer.
+async fn send_fetch(
+    conn: &Connection,
+    request: &FetchRequest,
+    version: i16,
+    limits: &FetchLimits,
+) -> Result<FetchAnswer, WireError> {
     // The broker may hold the request for max_wait before answering.
     let body = conn
-        .send_raw(&req, version, conn.timeout() + limits.max_wait)
+        .send_raw(request, version, conn.timeout() + limits.max_wait)
         .await?;
-    parse_response(body, version).map_err(|e| match e {
+    parse_answer(body, version).map_err(|e| match e {
         WireError::Malformed { what, detail } => {
             conn.malformed(what, format!("v{version} response: {detail}"))
         }
@@ -139,14 +191,22 @@ pub async fn fetch(
     })
 }
 
-/// Reads a Fetch response body (after its header), versions 4 to 12.
+/// Reads a Fetch response body (after its header), versions 4 to 12: its
+/// partitions.
 pub fn parse_response(body: Bytes, version: i16) -> Result<Vec<PartitionResponse>, WireError> {
+    parse_answer(body, version).map(|a| a.partitions)
+}
+
+/// Reads a Fetch response body (after its header), versions 4 to 12: the
+/// session and the partitions.
+pub fn parse_answer(body: Bytes, version: i16) -> Result<FetchAnswer, WireError> {
     let flexible = version >= 12;
     let mut r = Reader::new(body, "Fetch response");
     let _throttle_ms = r.i32()?;
+    let mut session_id = 0;
     if version >= 7 {
         let error = r.i16()?;
-        let _session = r.i32()?;
+        session_id = r.i32()?;
         if let Some(e) = error.err() {
             return Err(WireError::broker("Fetch", e, None));
         }
@@ -194,7 +254,10 @@ pub fn parse_response(body: Bytes, version: i16) -> Result<Vec<PartitionResponse
     if flexible {
         r.skip_tagged_fields()?;
     }
-    Ok(out)
+    Ok(FetchAnswer {
+        session_id,
+        partitions: out,
+    })
 }
 
 /// A partition's answer as its consumer should see it, and where its next
@@ -311,5 +374,8 @@ impl PartitionResponse {
     }
 }
 
+mod session;
 #[cfg(test)]
 mod tests;
+
+pub use session::FetchSession;

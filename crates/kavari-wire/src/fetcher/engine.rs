@@ -12,6 +12,8 @@ pub(super) async fn run(shared: Arc<FetchState>) {
     let mut leaders: Leaders = HashMap::new();
     let mut stale = true;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    // One incremental fetch session per broker (KIP-227).
+    let mut sessions: HashMap<i32, FetchSession> = HashMap::new();
     // While a partition is left out for its full buffer and will soon want
     // fetching again, partitions at their end are
     // not long-polled: the broker would hold the request for max_wait, and
@@ -83,25 +85,29 @@ pub(super) async fn run(shared: Arc<FetchState>) {
         }
         let rounds = by_broker.into_iter().map(|(broker, positions)| {
             let shared = Arc::clone(&shared);
+            let mut session = sessions.remove(&broker).unwrap_or_default();
             async move {
                 let started = std::time::Instant::now();
                 let answer = async {
                     let conn = shared.cluster.broker_on(broker, Lane::Fetch).await?;
-                    fetch(&conn, &positions, &limits).await
+                    session.fetch(&conn, &positions, &limits).await
                 }
                 .await;
                 tracing::trace!(
                     broker,
                     partitions = positions.len(),
+                    session = session.id(),
+                    request_bytes = session.last_request_bytes(),
                     took = ?started.elapsed(),
                     bytes = answer.as_ref().map_or(0, |ps| ps.iter().map(|p| p.records.len()).sum::<usize>()),
                     "fetch round"
                 );
-                (broker, positions, answer)
+                (broker, positions, answer, session)
             }
         });
         let mut trouble = false;
-        for (broker, positions, answer) in join_all(rounds).await {
+        for (broker, positions, answer, session) in join_all(rounds).await {
+            sessions.insert(broker, session);
             match answer {
                 Ok(parts) => {
                     for part in parts {

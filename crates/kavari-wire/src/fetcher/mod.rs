@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::cluster::{Cluster, Lane};
-use crate::fetch::{FetchLimits, FetchPosition, Isolation, PartitionResponse, fetch};
+use crate::fetch::{FetchLimits, FetchPosition, FetchSession, Isolation, PartitionResponse};
 use crate::list_offsets::{OffsetSpec, by_leader, no_leader};
 use crate::log_rate::LogRate;
 use crate::record_batch::read::Batch;
