@@ -21,7 +21,7 @@ use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
 use kavari_tests::{consumer, eventually, init_tracing, kept_request, own_broker, started};
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::{FetchLimits, FetchPosition, FetchSession, Isolation, fetch};
-use kavari_wire::fetcher::{FetchEvent, Fetcher, FetcherConfig};
+use kavari_wire::fetcher::{FetchEvent, Fetcher, FetcherConfig, ResetCause};
 use kavari_wire::list_offsets::OffsetSpec;
 use kavari_wire::record_batch::read::batches;
 use serde::{Deserialize, Serialize};
@@ -753,7 +753,11 @@ async fn an_offset_out_of_range_applies_the_reset_policy() {
             .await
             .expect("an event")
         {
-            Some(FetchEvent::Reset { from: -5, to: got }) => assert_eq!(got, to, "{reset:?}"),
+            Some(FetchEvent::Reset {
+                from: -5,
+                to: got,
+                cause: ResetCause::OutOfRange,
+            }) => assert_eq!(got, to, "{reset:?}"),
             other => panic!("{reset:?}: {other:?}"),
         }
         if to == 0 {

@@ -157,7 +157,7 @@ async fn offsets_commit_and_fetch_round_trip() {
         .committed(&[p0.clone(), p1.clone()])
         .await
         .expect("committed");
-    assert_eq!(after[&p0], Some(42));
+    assert_eq!(after[&p0], Some(42.into()));
     assert_eq!(after[&p1], None);
     a.close().await;
 
@@ -168,7 +168,7 @@ async fn offsets_commit_and_fetch_round_trip() {
         b.committed(std::slice::from_ref(&p0))
             .await
             .expect("committed")[&p0],
-        Some(42)
+        Some(42.into())
     );
     b.close().await;
 }

@@ -13,6 +13,7 @@ mod leader_moves;
 mod new_partitions;
 mod rolling_restart;
 mod transactions;
+mod truncation;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

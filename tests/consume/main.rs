@@ -38,7 +38,7 @@ async fn committed(
     for _ in 0..100 {
         if let Ok(c) = store.committed(&tps).await {
             for (tp, o) in c {
-                out.insert(tp.partition, o);
+                out.insert(tp.partition, o.map(|c| c.offset));
             }
             break;
         }

@@ -82,7 +82,7 @@ pub(crate) trait GroupApi: Send + Sync + 'static {
     fn offset_fetch(
         &self,
         partitions: &[TopicPartition],
-    ) -> impl Future<Output = Result<BTreeMap<TopicPartition, Option<i64>>, GroupError>> + Send;
+    ) -> impl Future<Output = Result<BTreeMap<TopicPartition, Option<CommitOffset>>, GroupError>> + Send;
 }
 
 /// The two connections to the coordinator: one for JoinGroup/SyncGroup,
@@ -310,7 +310,7 @@ impl GroupApi for KafkaGroupApi {
     async fn offset_fetch(
         &self,
         partitions: &[TopicPartition],
-    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
+    ) -> Result<BTreeMap<TopicPartition, Option<CommitOffset>>, GroupError> {
         let link = self.link().await?;
         let version = link.control.version::<OffsetFetchRequest>()?;
         let by_topic = crate::protocol::by_topic(partitions);
@@ -344,14 +344,9 @@ impl GroupApi for KafkaGroupApi {
                 ))
         };
         let resp = self.on_error(link.control.send(&req).await).await?;
-        let mut out: BTreeMap<TopicPartition, Option<i64>> =
+        let mut out: BTreeMap<TopicPartition, Option<CommitOffset>> =
             partitions.iter().map(|tp| (tp.clone(), None)).collect();
-        let committed = self.on_error(committed_offsets(&resp, version)).await?;
-        out.extend(
-            committed
-                .into_iter()
-                .map(|(tp, c)| (tp, c.map(|c| c.offset))),
-        );
+        out.extend(self.on_error(committed_offsets(&resp, version)).await?);
         Ok(out)
     }
 }

@@ -141,12 +141,12 @@ impl GroupMember {
         result
     }
 
-    /// The group's committed offsets for `partitions` (`None`: nothing
-    /// committed).
+    /// The group's committed offsets for `partitions`, with their leader
+    /// epochs (`None`: nothing committed).
     pub async fn committed(
         &self,
         partitions: &[TopicPartition],
-    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
+    ) -> Result<BTreeMap<TopicPartition, Option<CommitOffset>>, GroupError> {
         self.store.committed(partitions).await
     }
 

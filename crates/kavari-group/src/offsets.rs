@@ -18,12 +18,13 @@ pub trait OffsetStore: Send + Sync {
         generation: &Generation,
     ) -> impl Future<Output = Result<(), GroupError>> + Send;
 
-    /// The committed offset of each partition; `None` when the group has
-    /// committed nothing there (apply `auto.offset.reset`).
+    /// The committed offset of each partition, with the leader epoch
+    /// committed with it; `None` when the group has committed nothing
+    /// there (apply `auto.offset.reset`).
     fn committed(
         &self,
         partitions: &[TopicPartition],
-    ) -> impl Future<Output = Result<BTreeMap<TopicPartition, Option<i64>>, GroupError>> + Send;
+    ) -> impl Future<Output = Result<BTreeMap<TopicPartition, Option<CommitOffset>>, GroupError>> + Send;
 }
 
 /// Offsets in Kafka's `__consumer_offsets`, through the group coordinator.
@@ -47,7 +48,7 @@ impl OffsetStore for KafkaOffsetStore {
     async fn committed(
         &self,
         partitions: &[TopicPartition],
-    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
+    ) -> Result<BTreeMap<TopicPartition, Option<CommitOffset>>, GroupError> {
         if partitions.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -120,11 +121,11 @@ mod tests {
         async fn committed(
             &self,
             partitions: &[TopicPartition],
-        ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
+        ) -> Result<BTreeMap<TopicPartition, Option<CommitOffset>>, GroupError> {
             let inner = self.lock();
             Ok(partitions
                 .iter()
-                .map(|tp| (tp.clone(), inner.offsets.get(tp).copied()))
+                .map(|tp| (tp.clone(), inner.offsets.get(tp).map(|o| (*o).into())))
                 .collect())
         }
     }
@@ -149,7 +150,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             store.committed(std::slice::from_ref(&tp)).await.unwrap()[&tp],
-            Some(5)
+            Some(5.into())
         );
         let stale = Generation {
             generation_id: 0,
@@ -162,7 +163,7 @@ mod tests {
         assert!(err.needs_rejoin(), "{err}");
         assert_eq!(
             store.committed(std::slice::from_ref(&tp)).await.unwrap()[&tp],
-            Some(5)
+            Some(5.into())
         );
     }
 }

@@ -84,6 +84,21 @@ pub enum WireError {
         /// Kavari's highest.
         max: i16,
     },
+    /// The partition's log was truncated under the consumer's position
+    /// (an unclean leader election: records it read are gone), and no
+    /// reset policy lets it go on.
+    #[error(
+        "the log of {partition} was truncated under offset {offset}{}; auto_offset_reset is Error",
+        diverged_at.map(|d| format!(" (the new log diverges at {d})")).unwrap_or_default()
+    )]
+    LogTruncated {
+        /// The partition.
+        partition: String,
+        /// The consumer's position.
+        offset: i64,
+        /// Where the new log diverges, when the leader said.
+        diverged_at: Option<i64>,
+    },
     /// A response or record batch did not decode.
     #[error("malformed {what}: {detail}")]
     Malformed {

@@ -18,6 +18,7 @@ pub mod connection;
 mod error;
 pub mod fetch;
 pub mod fetcher;
+pub mod leader_epoch;
 pub mod list_offsets;
 pub mod log_rate;
 mod metrics;

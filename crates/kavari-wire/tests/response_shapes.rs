@@ -10,8 +10,8 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, DescribeGroupsRequest, ElectLeadersRequest, FetchRequest,
     FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
     LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
-    SyncGroupRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Encodable;
 use kavari_wire::connection::{Request, decode_response};
@@ -237,6 +237,7 @@ every_response! {
     produce: ProduceRequest,
     fetch: FetchRequest,
     list_offsets: ListOffsetsRequest,
+    offset_for_leader_epoch: OffsetForLeaderEpochRequest,
     create_topics: CreateTopicsRequest,
     sasl_handshake: SaslHandshakeRequest,
     sasl_authenticate: SaslAuthenticateRequest,

@@ -127,7 +127,7 @@ impl GroupApi for ScriptedApi {
     async fn offset_fetch(
         &self,
         _: &[TopicPartition],
-    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, GroupError> {
+    ) -> Result<BTreeMap<TopicPartition, Option<CommitOffset>>, GroupError> {
         Ok(BTreeMap::new())
     }
 }

@@ -53,6 +53,8 @@ request!(ProduceRequest => ProduceResponse, Produce, 3, 12, PRODUCE);
 // v4 brings isolation levels and aborted transactions; v12 is the last that
 // names topics (v13 identifies them by id).
 request!(FetchRequest => FetchResponse, Fetch, 4, 12, FETCH);
+// v2 brings the current leader epoch (a stale one is fenced).
+request!(OffsetForLeaderEpochRequest => OffsetForLeaderEpochResponse, OffsetForLeaderEpoch, 2, 4, OFFSET_FOR_LEADER_EPOCH);
 // v1 asks by timestamp; v2 brings the isolation level.
 request!(ListOffsetsRequest => ListOffsetsResponse, ListOffsets, 1, 7, LIST_OFFSETS);
 request!(CreateTopicsRequest => CreateTopicsResponse, CreateTopics, 2, 7, CREATE_TOPICS);

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::backoff::Backoff;
 use crate::cluster::{Cluster, Lane};
 use crate::fetch::{FetchLimits, FetchPosition, FetchSession, Isolation, PartitionResponse};
+use crate::leader_epoch::{EpochCheck, EpochEnd, epoch_ends};
 use crate::list_offsets::{OffsetSpec, by_leader, no_leader};
 use crate::log_rate::LogRate;
 use crate::record_batch::read::Batch;
@@ -67,16 +68,31 @@ pub enum FetchEvent {
         /// The partition's high watermark.
         high_watermark: i64,
     },
-    /// The offset was out of range and the reset policy moved it.
+    /// The position moved: out of range and the reset policy moved it,
+    /// or the log was truncated under it.
     Reset {
         /// The offset asked for.
         from: i64,
         /// Where fetching goes on.
         to: i64,
+        /// Why.
+        cause: ResetCause,
     },
     /// The partition cannot go on: a batch did not decode, the offset is out
     /// of range with no reset policy, or the broker refused for good.
     Failed(WireError),
+}
+
+/// Why a partition's position moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResetCause {
+    /// The offset fell out of the log (retention): `auto_offset_reset`.
+    OutOfRange,
+    /// The log was truncated under the position (an unclean leader
+    /// election, KIP-320): fetching goes on where the new log diverges,
+    /// or by `auto_offset_reset` when the leader cannot say where.
+    Truncated,
 }
 
 /// A subscribed partition's state in the engine.
@@ -94,6 +110,12 @@ struct Feed {
     /// offset under `ReadCommitted`, the high watermark otherwise (-1
     /// before the first answer).
     end: i64,
+    /// The leader epoch of the last record batch handed over (-1: none):
+    /// what the new leader is asked about after a leader change (KIP-320).
+    epoch: i32,
+    /// The leader epoch (from metadata) the position was last fetched or
+    /// checked under (-1: not yet).
+    checked_under: i32,
 }
 
 #[derive(Debug)]
@@ -223,23 +245,36 @@ impl Fetcher {
     /// Fetches `partition` from `offset` until the feed is dropped; a feed
     /// of the same partition made before is replaced.
     pub fn subscribe(&self, partition: TopicPartition, offset: i64) -> PartitionFeed {
-        let feed = self.feed(&mut self.shared.feeds(), partition, offset);
+        self.subscribe_at(partition, offset, None)
+    }
+
+    /// [`subscribe`](Self::subscribe), knowing the leader epoch of the
+    /// record before `offset` (a committed offset's): the position is
+    /// checked with the leader before the first Fetch, so a log truncated
+    /// under it meanwhile is found (KIP-320).
+    pub fn subscribe_at(
+        &self,
+        partition: TopicPartition,
+        offset: i64,
+        leader_epoch: Option<i32>,
+    ) -> PartitionFeed {
+        let feed = self.feed(&mut self.shared.feeds(), partition, offset, leader_epoch);
         self.shared.wake.notify_one();
         feed
     }
 
-    /// [`subscribe`](Self::subscribe) for several partitions at once: the
-    /// next Fetch covers all of them (subscribed one by one, the first
-    /// could start a round that the others then wait out).
+    /// [`subscribe_at`](Self::subscribe_at) for several partitions at
+    /// once: the next Fetch covers all of them (subscribed one by one, the
+    /// first could start a round that the others then wait out).
     pub fn subscribe_all(
         &self,
-        partitions: impl IntoIterator<Item = (TopicPartition, i64)>,
+        partitions: impl IntoIterator<Item = (TopicPartition, i64, Option<i32>)>,
     ) -> Vec<PartitionFeed> {
         let made = {
             let mut feeds = self.shared.feeds();
             partitions
                 .into_iter()
-                .map(|(partition, offset)| self.feed(&mut feeds, partition, offset))
+                .map(|(partition, offset, epoch)| self.feed(&mut feeds, partition, offset, epoch))
                 .collect()
         };
         self.shared.wake.notify_one();
@@ -251,6 +286,7 @@ impl Fetcher {
         feeds: &mut HashMap<TopicPartition, Feed>,
         partition: TopicPartition,
         offset: i64,
+        leader_epoch: Option<i32>,
     ) -> PartitionFeed {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -266,6 +302,8 @@ impl Fetcher {
                 stopped: false,
                 high_watermark: Arc::clone(&high_watermark),
                 end: -1,
+                epoch: leader_epoch.unwrap_or(-1),
+                checked_under: -1,
             },
         );
         PartitionFeed {

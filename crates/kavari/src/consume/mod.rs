@@ -385,9 +385,11 @@ fn begin(
             placed.push((tp.clone(), position, begin));
         }
     }
-    let feeds = shared
-        .fetcher
-        .subscribe_all(placed.iter().map(|(tp, p, _)| (tp.clone(), p.start)));
+    let feeds = shared.fetcher.subscribe_all(
+        placed
+            .iter()
+            .map(|(tp, p, _)| (tp.clone(), p.start, p.leader_epoch)),
+    );
     for ((_, position, begin), feed) in placed.into_iter().zip(feeds) {
         // A worker already gone drops its feed, which unsubscribes it.
         let _ = begin.send(start::Begin { position, feed });

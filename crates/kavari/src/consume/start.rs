@@ -24,6 +24,9 @@ use super::ConsumeState;
 pub(crate) struct Position {
     /// The group's committed offset, if it has one.
     pub(crate) committed: Option<i64>,
+    /// The leader epoch committed with it, when known: the fetcher checks
+    /// the position with the leader before fetching (KIP-320).
+    pub(crate) leader_epoch: Option<i32>,
     /// The first offset to handle: the committed one, or the reset
     /// policy's.
     pub(crate) start: i64,
@@ -51,12 +54,13 @@ pub(crate) async fn look_up(
     let mut unplaced = Vec::new();
     for tp in partitions {
         match committed.get(tp).copied().flatten() {
-            Some(offset) => {
+            Some(c) => {
                 found.insert(
                     tp.clone(),
                     Position {
-                        committed: Some(offset),
-                        start: offset,
+                        committed: Some(c.offset),
+                        leader_epoch: c.leader_epoch,
+                        start: c.offset,
                     },
                 );
             }
@@ -76,6 +80,7 @@ pub(crate) async fn look_up(
                     tp,
                     Position {
                         committed: None,
+                        leader_epoch: None,
                         start,
                     },
                 );
@@ -142,10 +147,11 @@ async fn position_of(
         .get(tp)
         .copied()
         .flatten();
-    if let Some(offset) = committed {
+    if let Some(c) = committed {
         return Ok(Some(Position {
-            committed,
-            start: offset,
+            committed: Some(c.offset),
+            leader_epoch: c.leader_epoch,
+            start: c.offset,
         }));
     }
     let Some(spec) = shared.config.auto_offset_reset.spec() else {
@@ -158,6 +164,7 @@ async fn position_of(
         .map_err(|e| format!("looking up the {spec:?} offset of {tp}: {e}"))?;
     Ok(Some(Position {
         committed: None,
+        leader_epoch: None,
         start,
     }))
 }

@@ -11,7 +11,7 @@ use kavari_group::{CommitOffset, TopicPartition};
 use kavari_wire::WireError;
 use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::fetch::batch_records;
-use kavari_wire::fetcher::{FetchEvent, PartitionFeed};
+use kavari_wire::fetcher::{FetchEvent, PartitionFeed, ResetCause};
 use kavari_wire::log_rate::LogRate;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -133,17 +133,37 @@ impl Worker {
                     bytes,
                     ..
                 }) => (batches, from, bytes),
-                Some(FetchEvent::Reset { from, to }) => {
-                    tracing::warn!(partition = %self.tp, from, to, "offset out of range (retention?); auto_offset_reset moved it");
+                Some(FetchEvent::Reset { from, to, cause }) => {
+                    match cause {
+                        ResetCause::Truncated => {
+                            tracing::warn!(partition = %self.tp, from, to, "the log was truncated under this partition's position (an unclean leader election?); going on from the new log")
+                        }
+                        _ => {
+                            tracing::warn!(partition = %self.tp, from, to, "offset out of range (retention?); auto_offset_reset moved it")
+                        }
+                    }
                     position = to;
                     self.update(|h| h.position = Some(to));
                     continue;
+                }
+                Some(FetchEvent::Failed(e @ WireError::LogTruncated { .. })) => {
+                    // No retry can fix it: fetching at the position again
+                    // would read whatever the new log holds there as if
+                    // nothing happened. The partition waits for its
+                    // offset to be reset (`kavari group reset-offsets`).
+                    tracing::error!(partition = %self.tp, offset = position, error = %e, "the partition stops until its offset is reset");
+                    self.update(|h| h.error = Some(format!("{}: {e}", self.tp)));
+                    until_stopped(&mut self.stop.clone()).await;
+                    break;
                 }
                 Some(FetchEvent::Failed(e)) => {
                     if !self.wait_out_fault(position, &e, &mut faults).await {
                         break;
                     }
-                    feed = self.shared.fetcher.subscribe(self.tp.clone(), position);
+                    feed = self
+                        .shared
+                        .fetcher
+                        .subscribe_at(self.tp.clone(), position, self.epoch);
                     continue;
                 }
                 Some(_) => continue,
@@ -262,7 +282,10 @@ impl Worker {
                 if !self.wait_out_fault(position, &e, &mut faults).await {
                     break;
                 }
-                feed = self.shared.fetcher.subscribe(self.tp.clone(), position);
+                feed = self
+                    .shared
+                    .fetcher
+                    .subscribe_at(self.tp.clone(), position, self.epoch);
                 continue;
             }
             feed.release(bytes.saturating_sub(released));
@@ -327,15 +350,22 @@ impl Worker {
         self.started(position);
         Some((
             position.start,
-            self.shared
-                .fetcher
-                .subscribe(self.tp.clone(), position.start),
+            self.shared.fetcher.subscribe_at(
+                self.tp.clone(),
+                position.start,
+                position.leader_epoch,
+            ),
         ))
     }
 
     fn started(&mut self, position: Position) {
-        let Position { committed, start } = position;
+        let Position {
+            committed,
+            leader_epoch,
+            start,
+        } = position;
         self.committed = committed;
+        self.epoch = leader_epoch;
         self.update(|h| {
             h.committed = committed;
             h.position = Some(start);

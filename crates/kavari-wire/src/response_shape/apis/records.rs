@@ -1,4 +1,5 @@
-//! Records: Produce, Fetch, ListOffsets, and the producer id.
+//! Records: Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, and the
+//! producer id.
 
 use crate::response_shape::Ty::{Array, Bytes, I16, I32, I64, Str, Struct as S, Uuid};
 use crate::response_shape::{Shape, Struct, Tag, all, since, until};
@@ -140,6 +141,29 @@ pub static LIST_OFFSETS: Shape = Shape {
                     // offset, leader_epoch
                     all(Array(&S(&Struct {
                         fields: &[all(I32), all(I16), all(I64), all(I64), since(4, I32)],
+                        tags: &[],
+                    }))),
+                ],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};
+
+/// OffsetForLeaderEpoch: flexible from v4.
+pub static OFFSET_FOR_LEADER_EPOCH: Shape = Shape {
+    flexible_since: 4,
+    body: Struct {
+        fields: &[
+            since(2, I32), // throttle_time_ms
+            all(Array(&S(&Struct {
+                fields: &[
+                    all(Str), // topic
+                    // partitions: error_code, partition, leader_epoch,
+                    // end_offset
+                    all(Array(&S(&Struct {
+                        fields: &[all(I16), all(I32), since(1, I32), all(I64)],
                         tags: &[],
                     }))),
                 ],
