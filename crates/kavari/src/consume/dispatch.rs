@@ -13,7 +13,8 @@ use kavari_wire::record_batch::read::{FetchedRecord, RecordHeaders};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::{ConsumeState, ConsumerConfig, FailurePolicy};
+use super::config::{ConsumerConfig, FailurePolicy};
+use super::state::ConsumeState;
 use crate::codec::{DecodeError, EncodedMessage};
 use crate::handler::HandlerError;
 use crate::handler::MessageContext;

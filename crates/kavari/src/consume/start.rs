@@ -17,7 +17,7 @@ use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::fetcher::PartitionFeed;
 use tokio::sync::watch;
 
-use super::ConsumeState;
+use super::state::ConsumeState;
 
 /// Where a partition starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

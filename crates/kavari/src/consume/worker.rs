@@ -16,9 +16,9 @@ use kavari_wire::log_rate::LogRate;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::ConsumeState;
 use super::dispatch::{Disposition, HandlerClock, deliver};
 use super::start::{Begin, Position};
+use super::state::ConsumeState;
 use crate::handler::MessageContext;
 use crate::stop::until_stopped;
 
