@@ -540,7 +540,9 @@ async fn a_broker_outage_under_a_consumer_logs_a_bounded_number_of_lines() {
 /// good, TOPIC_AUTHORIZATION_FAILED, on a real answer) stops the partition
 /// with the reason in health, then the partition is fetched again after a
 /// wait: once the broker answers well, the rest is handled and health
-/// clears, with no restart and no rebalance.
+/// clears, with no restart and no rebalance. (The refusal is put on the
+/// answer that brings the next records: in a fetch session, an answer
+/// with no news names no partition to refuse.)
 #[tokio::test]
 async fn a_partition_stopped_by_a_bad_answer_is_fetched_again() {
     const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
@@ -558,6 +560,9 @@ async fn a_partition_stopped_by_a_bad_answer_is_fetched_again() {
     })
     .await;
     proxy.answer_fetch_with(TOPIC_AUTHORIZATION_FAILED, 1);
+    for seq in 5..10 {
+        m.publish(&job(seq)).await.expect("publish");
+    }
     eventually(
         Duration::from_secs(30),
         "the partition shows the fault",
@@ -571,9 +576,6 @@ async fn a_partition_stopped_by_a_bad_answer_is_fetched_again() {
     )
     .await;
     let acknowledged: BTreeSet<u64> = (0..10).collect();
-    for seq in 5..10 {
-        m.publish(&job(seq)).await.expect("publish");
-    }
     expect_all_handled(&handled, &acknowledged, "refetched").await;
     eventually(Duration::from_secs(30), "health clears", || {
         m.health().partitions.iter().all(|p| p.error.is_none())

@@ -277,6 +277,10 @@ pub struct Extracted {
     /// The batches' bytes as fetched (compressed when they are): what they
     /// count against the fetch buffers.
     pub bytes: usize,
+    /// The leader epoch of the last whole batch, shown or not (-1: none):
+    /// the epoch of the record before `next_offset`, which a consumer asks
+    /// a new leader about (KIP-320).
+    pub last_epoch: i32,
 }
 
 impl Extracted {
@@ -325,6 +329,7 @@ impl PartitionResponse {
             from: offset,
             next_offset: offset,
             bytes: 0,
+            last_epoch: -1,
         };
         let mut previous_end = i64::MIN;
         for batch in batches(self.records.clone()) {
@@ -358,6 +363,7 @@ impl PartitionResponse {
                 }
             }
             out.next_offset = out.next_offset.max(batch.next_offset);
+            out.last_epoch = batch.partition_leader_epoch;
             if batch.is_control {
                 if committed && batch.control_type()? == ControlType::Abort {
                     aborting.remove(&batch.producer_id);

@@ -228,12 +228,22 @@ fn aborted_transactions_are_dropped_and_markers_skipped() {
 
 #[test]
 fn a_response_of_only_a_marker_or_a_gap_still_advances() {
-    let only_marker = encode(&[vec![marker(41, 9, true)]], KpCompression::None);
+    // A marker written under a later leader epoch than the records before
+    // it: the epoch of the record before the next offset is the marker's,
+    // what a new leader is asked about (KIP-320).
+    let only_marker = encode(
+        &[vec![Record {
+            partition_leader_epoch: 4,
+            ..marker(41, 9, true)
+        }]],
+        KpCompression::None,
+    );
     let e = response(only_marker, vec![])
         .extract(41, RC)
         .expect("extract");
     assert!(records(&e).is_empty());
     assert_eq!(e.next_offset, 42);
+    assert_eq!(e.last_epoch, 4, "a hidden batch's epoch counts");
     // Compaction left offsets 10-19 out: the position jumps the gap.
     let gap = encode(
         &[

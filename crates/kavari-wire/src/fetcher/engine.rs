@@ -290,9 +290,9 @@ async fn hand_over(
     };
     feed.checked_under = under;
     if let Ok(ex) = &extracted
-        && let Some(last) = ex.batches.last()
+        && ex.last_epoch >= 0
     {
-        feed.epoch = last.partition_leader_epoch;
+        feed.epoch = ex.last_epoch;
     }
     feed.end = match config.limits.isolation {
         Isolation::ReadCommitted if part.last_stable_offset >= 0 => part.last_stable_offset,
