@@ -357,5 +357,6 @@ impl Fetcher {
 mod engine;
 #[cfg(test)]
 mod tests;
+mod truncation;
 
 use engine::run;
