@@ -18,7 +18,10 @@ use kavari::{
 };
 use kavari_group::TopicPartition;
 use kavari_testcontainers::{KafkaBroker, shared_broker, unique_name};
-use kavari_tests::{consumer, eventually, init_tracing, kept_request, own_broker, started};
+use kavari_tests::{
+    consumer, eventually, init_tracing, kept_request, own_broker, started, value_record,
+    write_records,
+};
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::{FetchLimits, FetchPosition, FetchSession, Isolation, fetch};
 use kavari_wire::fetcher::{FetchEvent, Fetcher, FetcherConfig, ResetCause};
@@ -688,29 +691,8 @@ async fn a_partition_without_a_committed_offset_applies_each_reset_policy() {
 /// Writes five records (values 0 to 4) to partition 0 of `topic` with
 /// rskafka, the independent client.
 async fn write_five(broker: &KafkaBroker, topic: &str) {
-    let client = broker.client().await.expect("rskafka");
-    let pc = client
-        .partition_client(
-            topic.to_string(),
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Retry,
-        )
-        .await
-        .expect("partition client");
-    let records: Vec<_> = (0..5)
-        .map(|i| rskafka::record::Record {
-            key: None,
-            value: Some(vec![i]),
-            headers: Default::default(),
-            timestamp: chrono::Utc::now(),
-        })
-        .collect();
-    pc.produce(
-        records,
-        rskafka::client::partition::Compression::NoCompression,
-    )
-    .await
-    .expect("produce");
+    let records = (0..5).map(|i| value_record(vec![i])).collect();
+    write_records(broker, topic, 0, records).await;
 }
 
 fn engine(broker: &KafkaBroker, reset: Option<OffsetSpec>) -> Fetcher {
@@ -916,30 +898,8 @@ async fn revoked_partitions_and_a_dropped_engine_leave_nothing_behind() {
 
 /// Writes `values` to `partition` of `topic` with rskafka.
 async fn write_values(broker: &KafkaBroker, topic: &str, partition: i32, values: &[u8]) {
-    let client = broker.client().await.expect("rskafka");
-    let pc = client
-        .partition_client(
-            topic.to_string(),
-            partition,
-            rskafka::client::partition::UnknownTopicHandling::Retry,
-        )
-        .await
-        .expect("partition client");
-    let records: Vec<_> = values
-        .iter()
-        .map(|v| rskafka::record::Record {
-            key: None,
-            value: Some(vec![*v]),
-            headers: Default::default(),
-            timestamp: chrono::Utc::now(),
-        })
-        .collect();
-    pc.produce(
-        records,
-        rskafka::client::partition::Compression::NoCompression,
-    )
-    .await
-    .expect("produce");
+    let records = values.iter().map(|v| value_record(vec![*v])).collect();
+    write_records(broker, topic, partition, records).await;
 }
 
 /// Fetches in `session` until `want` values arrived per partition, moving

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use kavari::{KafkaMessage, OffsetReset};
 use kavari_testcontainers::{KafkaBroker, unique_name};
-use kavari_tests::{consumer, eventually, init_tracing, started};
+use kavari_tests::{consumer, eventually, init_tracing, started, write_records};
 use kavari_wire::admin::{Election, NewTopic};
 use kavari_wire::cluster::Cluster;
 use kavari_wire::fetch::{FetchLimits, Isolation, batch_records};
@@ -51,23 +51,14 @@ fn engine(broker: &KafkaBroker, reset: Option<OffsetSpec>) -> Fetcher {
 /// Writes the tickets `seqs` to partition 0 with rskafka (acks all), as
 /// Kavari encodes them.
 async fn write(broker: &KafkaBroker, topic: &str, seqs: &[u64]) {
-    let client = broker.client().await.expect("rskafka");
-    let pc = client
-        .partition_client(
-            topic.to_string(),
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Retry,
-        )
-        .await
-        .expect("partition client");
     let records = seqs
         .iter()
-        .map(|seq| Ticket {
-            key: format!("k{seq}"),
-            seq: *seq,
-        })
-        .map(|t| {
-            let m = kavari::codec::encode(&t).expect("encode");
+        .map(|seq| {
+            let m = kavari::codec::encode(&Ticket {
+                key: format!("k{seq}"),
+                seq: *seq,
+            })
+            .expect("encode");
             rskafka::record::Record {
                 key: m.key,
                 value: Some(m.value),
@@ -76,12 +67,7 @@ async fn write(broker: &KafkaBroker, topic: &str, seqs: &[u64]) {
             }
         })
         .collect();
-    pc.produce(
-        records,
-        rskafka::client::partition::Compression::NoCompression,
-    )
-    .await
-    .expect("produce");
+    write_records(broker, topic, 0, records).await;
 }
 
 /// The next event of `feed` that is not an empty answer.

@@ -30,6 +30,37 @@ where
     manager
 }
 
+/// Writes `records` to `topic`/`partition` with rskafka, the independent
+/// client (acks all).
+pub async fn write_records(
+    broker: &KafkaBroker,
+    topic: &str,
+    partition: i32,
+    records: Vec<rskafka::record::Record>,
+) {
+    let client = broker.client().await.expect("rskafka");
+    let pc = client
+        .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client");
+    pc.produce(
+        records,
+        rskafka::client::partition::Compression::NoCompression,
+    )
+    .await
+    .expect("produce");
+}
+
+/// A record of `value` alone (no key, no headers), stamped now.
+pub fn value_record(value: Vec<u8>) -> rskafka::record::Record {
+    rskafka::record::Record {
+        key: None,
+        value: Some(value),
+        headers: Default::default(),
+        timestamp: chrono::Utc::now(),
+    }
+}
+
 /// Every record of `topic`/`partition` from offset 0 up to the high
 /// watermark, read with a plain rskafka fetch loop.
 pub async fn fetch_all(client: &Client, topic: &str, partition: i32) -> Vec<RecordAndOffset> {

@@ -13,6 +13,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::answers::part_of;
 use crate::connection::Connection;
 use crate::{TopicPartition, WireError};
 
@@ -70,18 +71,11 @@ pub async fn epoch_ends(
         );
     let resp = conn.send(&req).await?;
     let answer = |tp: &TopicPartition| {
-        let Some(p) = resp
+        let topics = resp
             .topics
             .iter()
-            .filter(|t| t.topic.0.as_str() == tp.topic)
-            .flat_map(|t| &t.partitions)
-            .find(|p| p.partition == tp.partition)
-        else {
-            return Err(WireError::Malformed {
-                what: "OffsetForLeaderEpoch response",
-                detail: format!("no answer for {tp}"),
-            });
-        };
+            .map(|t| (t.topic.0.as_str(), t.partitions.as_slice()));
+        let p = part_of("OffsetForLeaderEpoch response", topics, tp, |p| p.partition)?;
         match p.error_code.err() {
             Some(e) => Err(WireError::broker(
                 "OffsetForLeaderEpoch",

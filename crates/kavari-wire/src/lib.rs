@@ -11,6 +11,7 @@
 //! on it; it knows neither.
 
 pub mod admin;
+mod answers;
 pub mod backoff;
 pub mod cluster;
 pub mod compression;

@@ -10,6 +10,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::answers::part_of;
 use crate::cluster::Cluster;
 use crate::connection::Connection;
 use crate::fetch::Isolation;
@@ -96,18 +97,11 @@ pub async fn list_offsets(
         );
     let resp = conn.send(&req).await?;
     let answer = |tp: &TopicPartition| {
-        let Some(p) = resp
+        let topics = resp
             .topics
             .iter()
-            .filter(|t| t.name.0.as_str() == tp.topic)
-            .flat_map(|t| &t.partitions)
-            .find(|p| p.partition_index == tp.partition)
-        else {
-            return Err(WireError::Malformed {
-                what: "ListOffsets response",
-                detail: format!("no answer for {tp}"),
-            });
-        };
+            .map(|t| (t.name.0.as_str(), t.partitions.as_slice()));
+        let p = part_of("ListOffsets response", topics, tp, |p| p.partition_index)?;
         match p.error_code.err() {
             Some(e) => Err(WireError::broker("ListOffsets", e, Some(format!("{tp}")))),
             None => Ok(p.offset),
