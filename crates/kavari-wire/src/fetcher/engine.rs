@@ -2,6 +2,8 @@
 //! buffers, one Fetch per leader, and each partition's answer handed over
 //! to its feed.
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// Partitions' leaders and epochs, from the last metadata answer.
@@ -25,6 +27,7 @@ pub(super) async fn run(shared: Arc<FetchState>) {
     loop {
         let Ready {
             wanted,
+            at_end,
             caught_up,
             pending,
         } = ready(&shared);
@@ -92,9 +95,24 @@ pub(super) async fn run(shared: Arc<FetchState>) {
             tokio::time::sleep(backoff.next()).await;
             continue;
         }
+        // A round ends when every broker answered: a broker whose
+        // partitions are all at their end would hold its request for
+        // max_wait, and the brokers with records to fetch with it. It is
+        // asked without a wait while another broker has records.
+        let idle =
+            |positions: &[FetchPosition]| positions.iter().all(|p| at_end.contains(&p.partition));
+        let busy = by_broker.values().any(|positions| !idle(positions));
         let rounds = by_broker.into_iter().map(|(broker, positions)| {
             let shared = Arc::clone(&shared);
             let mut session = sessions.remove(&broker).unwrap_or_default();
+            let limits = if busy && idle(&positions) {
+                FetchLimits {
+                    max_wait: Duration::ZERO,
+                    ..limits
+                }
+            } else {
+                limits
+            };
             async move {
                 let started = std::time::Instant::now();
                 let answer = async {
@@ -154,6 +172,9 @@ struct Ready {
     /// Partitions to fetch now, with their offsets: subscribed, not
     /// stopped, with room in their buffer, while the total has room.
     wanted: Vec<(TopicPartition, i64)>,
+    /// The wanted partitions at their end (as far as their last answer
+    /// told).
+    at_end: HashSet<TopicPartition>,
     /// Every wanted partition is at its end (as far as its last answer
     /// told): the broker would hold the request.
     caught_up: bool,
@@ -167,6 +188,7 @@ fn ready(shared: &FetchState) -> Ready {
     if shared.buffered_total.load(Ordering::Acquire) >= config.total_buffer_bytes {
         return Ready {
             wanted: Vec::new(),
+            at_end: HashSet::new(),
             caught_up: false,
             pending: true,
         };
@@ -174,13 +196,18 @@ fn ready(shared: &FetchState) -> Ready {
     let feeds = shared.feeds();
     let mut ready = Ready {
         wanted: Vec::new(),
+        at_end: HashSet::new(),
         caught_up: true,
         pending: false,
     };
     for (tp, f) in feeds.iter().filter(|(_, f)| !f.stopped) {
         if f.buffered.load(Ordering::Acquire) < config.partition_buffer_bytes {
             ready.wanted.push((tp.clone(), f.offset));
-            ready.caught_up &= f.end >= 0 && f.offset >= f.end;
+            let at_end = f.end >= 0 && f.offset >= f.end;
+            if at_end {
+                ready.at_end.insert(tp.clone());
+            }
+            ready.caught_up &= at_end;
         } else {
             ready.pending |= f.end > f.offset;
         }
