@@ -1072,3 +1072,94 @@ async fn an_incremental_fetch_session_sends_what_changed_and_recovers_when_the_b
         session.id()
     );
 }
+
+/// A round waits on no broker whose partitions are at their end while
+/// another broker has records: the idle broker is asked without a wait,
+/// so a backlog on one leader is read at the pace of its answers, not one
+/// `max_wait` (here 2 s) a round. (One nisshi broker leads everything:
+/// one request a round, which the broker answers as soon as any partition
+/// has records.)
+#[tokio::test]
+async fn a_broker_at_its_end_is_not_long_polled_while_another_has_records() {
+    init_tracing();
+    if !kavari_testcontainers::TestBroker::is_kafka() {
+        return;
+    }
+    let topic = unique_name("fetch.idle");
+    let broker = own_broker(KafkaBroker::builder().behind_proxy(), &topic, 3).await;
+    let proxy = broker.proxy().expect("proxy");
+    let cluster = Arc::new(Cluster::new(broker.bootstrap_list(), "t".into(), WAIT));
+    let meta = cluster
+        .topic(&topic)
+        .await
+        .expect("metadata")
+        .expect("the topic");
+    let leader_of = |p: i32| {
+        meta.partitions
+            .iter()
+            .find(|m| m.partition == p)
+            .and_then(|m| m.leader)
+    };
+    let busy_leader = leader_of(0).expect("a leader");
+    let idle: Vec<i32> = (1..3)
+        .filter(|p| leader_of(*p) != Some(busy_leader))
+        .collect();
+    assert!(!idle.is_empty(), "three partitions on one leader: {meta:?}");
+    // A backlog on partition 0 that takes many rounds of 16 KiB: twenty
+    // batches of 10 KB.
+    for batch in 0..20u32 {
+        let records = (0..100u32)
+            .map(|i| value_record((batch * 100 + i).to_be_bytes().repeat(25)))
+            .collect();
+        write_records(&broker, &topic, 0, records).await;
+    }
+    proxy.keep_requests(FETCH);
+    let fetcher = Fetcher::new(
+        cluster,
+        FetcherConfig {
+            limits: limits(2_000, 16 * 1024),
+            reset: None,
+            partition_buffer_bytes: 16 * 1024,
+            total_buffer_bytes: 1 << 20,
+            max_batch_bytes: 1 << 20,
+        },
+    );
+    let mut feeds =
+        fetcher.subscribe_all((0..3).map(|p| (TopicPartition::new(&topic, p), 0, None)));
+    let started = std::time::Instant::now();
+    let mut read = 0;
+    while read < 2000 {
+        match tokio::time::timeout(WAIT, feeds[0].recv())
+            .await
+            .expect("records in time")
+        {
+            Some(FetchEvent::Records {
+                batches,
+                from,
+                bytes,
+                ..
+            }) => {
+                for b in &batches {
+                    read += kavari_wire::fetch::batch_records(b, from, 1 << 20)
+                        .expect("records")
+                        .count();
+                }
+                feeds[0].release(bytes);
+            }
+            other => panic!("records expected: {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    let waitless = proxy
+        .kept_requests(FETCH)
+        .iter()
+        .filter(|f| kept_request::<kafka_protocol::messages::FetchRequest>(f).max_wait_ms == 0)
+        .count();
+    eprintln!(
+        "2,000 records of one leader read in {took:?}; {waitless} Fetches without a wait to the idle leaders"
+    );
+    assert!(waitless > 0, "the idle leaders were asked without a wait");
+    // The first round waits once (the idle partitions' ends are not known
+    // yet); a long poll every round would take 2 s each, tens of seconds.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
