@@ -54,6 +54,7 @@ mod dispatch;
 mod latest;
 mod lifecycle;
 mod new_topics;
+mod ordering;
 mod poison;
 mod restart;
 mod retries;

@@ -71,6 +71,16 @@ pub struct PartitionHealth {
     /// this member got the partition (each also logged, and counted in
     /// `kavari_skipped_total`).
     pub skipped: u64,
+    /// Records of the partition being handled now: under a concurrent
+    /// [`ProcessingOrder`](crate::ProcessingOrder), those taken and not
+    /// finished (running, or waiting for an earlier record of their key);
+    /// one at a time, 1 while a record has taken longer than a commit
+    /// interval. Followed with the position, every 200 ms or so.
+    pub in_flight: usize,
+    /// When the oldest of them was taken (RFC 3339 in UTC, milliseconds,
+    /// when serialized): how long the partition has waited on a record.
+    #[serde(serialize_with = "rfc3339")]
+    pub in_flight_since: Option<SystemTime>,
     /// Why the partition cannot move on, if it cannot: `blocked at offset
     /// N: …` while it waits at a record (a dead letter that cannot be
     /// written, a `Block` policy), or the fault that stopped fetching it (a
@@ -140,6 +150,8 @@ mod tests {
                 last_progress: Some(at),
                 dead_lettered: 2,
                 skipped: 0,
+                in_flight: 3,
+                in_flight_since: Some(at),
                 error: None,
             }],
         };
@@ -154,7 +166,9 @@ mod tests {
                     "topic": "orders", "partition": 0, "committed": 42, "position": 43,
                     "high_watermark": 50, "lag": 7,
                     "last_progress": "2026-11-18T11:06:40.123Z",
-                    "dead_lettered": 2, "skipped": 0, "error": null
+                    "dead_lettered": 2, "skipped": 0,
+                    "in_flight": 3, "in_flight_since": "2026-11-18T11:06:40.123Z",
+                    "error": null
                 }]
             })
         );

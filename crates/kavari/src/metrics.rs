@@ -144,6 +144,18 @@ pub(crate) fn lag(topic: &str, partition: i32, lag: i64) {
     let _ = (topic, partition, lag);
 }
 
+/// Records of a partition being handled now:
+/// `kavari_in_flight{topic, partition}`.
+pub(crate) fn in_flight(topic: &str, partition: i32, records: usize) {
+    #[cfg(feature = "metrics")]
+    ::metrics::gauge!(
+        "kavari_in_flight", "topic" => topic.to_string(), "partition" => partition.to_string()
+    )
+    .set(records as f64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (topic, partition, records);
+}
+
 /// The group gave this member a new assignment:
 /// `kavari_rebalances_total{group}`.
 pub(crate) fn rebalanced(group: &str) {

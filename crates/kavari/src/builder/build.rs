@@ -10,6 +10,10 @@ use super::{ConfigError, KavariBuilder};
 use crate::manager::Kavari;
 use crate::publish::Publisher;
 
+/// The most records a partition may have in flight under a concurrent
+/// processing order: a window of records is held in memory per partition.
+const MAX_IN_FLIGHT: usize = 10_000;
+
 impl KavariBuilder {
     pub(crate) fn validate(&self) -> Result<Vec<String>, ConfigError> {
         let bootstrap: Vec<String> = self
@@ -76,6 +80,13 @@ impl KavariBuilder {
         }
         if self.consumer.max_handler_time.is_zero() {
             return Err(ConfigError("max_handler_time must be above zero".into()));
+        }
+        if let Some((_, limit)) = self.consumer.order.window()
+            && !(1..=MAX_IN_FLIGHT).contains(&limit)
+        {
+            return Err(ConfigError(format!(
+                "processing_order: max_in_flight is {limit}; it must be 1 to {MAX_IN_FLIGHT}"
+            )));
         }
         if self.consumer.metadata_max_age.is_zero() {
             return Err(ConfigError("metadata_max_age must be above zero".into()));

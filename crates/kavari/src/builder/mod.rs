@@ -215,6 +215,26 @@ impl KavariBuilder {
         self
     }
 
+    /// How each partition's records are handed to the handlers: one at a
+    /// time in offset order ([`ProcessingOrder::Partition`], the default),
+    /// by key ([`ProcessingOrder::Key`]: records with different keys run
+    /// side by side, each key's in offset order), or in no order
+    /// ([`ProcessingOrder::Unordered`]). A handler that waits on I/O (a
+    /// database, an HTTP call, a publish) handles as many records at once
+    /// as the window allows.
+    ///
+    /// ```
+    /// use kavari::{Kavari, ProcessingOrder};
+    ///
+    /// let builder = Kavari::builder("127.0.0.1:9092")
+    ///     .group_id("billing")
+    ///     .processing_order(ProcessingOrder::Key { max_in_flight: 64 });
+    /// ```
+    pub fn processing_order(mut self, order: crate::ProcessingOrder) -> Self {
+        self.consumer.order = order;
+        self
+    }
+
     /// Kafka's `metadata.max.age.ms`: how often the group's leader looks the
     /// subscribed topics up again and rebalances when partitions were added
     /// or a subscribed topic was created since the last assignment.

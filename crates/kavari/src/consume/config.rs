@@ -56,6 +56,49 @@ pub enum FailurePolicy {
     Skip,
 }
 
+/// How the records of one partition are handed to the handlers. Whatever
+/// the order, a partition's commit covers only a contiguous run of
+/// finished records, and retries, dead letters, `max_handler_time` and the
+/// failure policies apply to each record as they do one at a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProcessingOrder {
+    /// One record at a time, in offset order (the default): what a Kafka
+    /// consumer loop does.
+    #[default]
+    Partition,
+    /// Records with the same key one at a time in offset order; records
+    /// with different keys side by side. Records without a key keep their
+    /// offset order among themselves. At most `max_in_flight` records of a
+    /// partition, counted from the oldest unfinished one, are taken at a
+    /// time (running, or waiting for an earlier record of their key): a
+    /// partition whose window is full is not fetched further, and a crash
+    /// handles at most that many records of it again.
+    Key {
+        /// Records of one partition taken and not finished, at most.
+        max_in_flight: usize,
+    },
+    /// Any records of a partition side by side, in no order, at most
+    /// `max_in_flight` of them counted from the oldest unfinished one.
+    Unordered {
+        /// Records of one partition taken and not finished, at most.
+        max_in_flight: usize,
+    },
+}
+
+impl ProcessingOrder {
+    /// The concurrent window this order asks for: which records may
+    /// overlap and how many are taken at most; `None` for one at a time.
+    pub(crate) fn window(self) -> Option<(super::window::Overlap, usize)> {
+        use super::window::Overlap;
+        match self {
+            Self::Partition => None,
+            Self::Key { max_in_flight } => Some((Overlap::Keys, max_in_flight)),
+            Self::Unordered { max_in_flight } => Some((Overlap::Any, max_in_flight)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerConfig {
     pub(crate) group_id: Option<String>,
@@ -78,6 +121,7 @@ pub(crate) struct ConsumerConfig {
     pub(crate) give_up_after: Option<Duration>,
     pub(crate) metadata_max_age: Duration,
     pub(crate) max_handler_time: Duration,
+    pub(crate) order: ProcessingOrder,
 }
 
 impl Default for ConsumerConfig {
@@ -103,6 +147,7 @@ impl Default for ConsumerConfig {
             give_up_after: None,
             metadata_max_age: Duration::from_secs(300),
             max_handler_time: Duration::from_secs(300),
+            order: ProcessingOrder::Partition,
         }
     }
 }

@@ -2,16 +2,18 @@
 //! per assigned partition, and commits only what was handled or
 //! dead-lettered.
 
+mod concurrent;
 mod config;
 mod consumer;
 mod dispatch;
 mod start;
 mod state;
+mod window;
 mod worker;
 mod writer;
 
 pub(crate) use config::ConsumerConfig;
-pub use config::{FailurePolicy, OffsetReset};
+pub use config::{FailurePolicy, OffsetReset, ProcessingOrder};
 pub(crate) use consumer::Consumer;
 pub use consumer::StartError;
 #[cfg(feature = "testing")]

@@ -46,11 +46,17 @@ impl ConsumeState {
             last_progress: None,
             dead_lettered: 0,
             skipped: 0,
+            in_flight: 0,
+            in_flight_since: None,
             error: None,
         });
+        let in_flight = entry.in_flight;
         f(entry);
         if let Some(lag) = entry.lag {
             crate::metrics::lag(&tp.topic, tp.partition, lag);
+        }
+        if entry.in_flight != in_flight {
+            crate::metrics::in_flight(&tp.topic, tp.partition, entry.in_flight);
         }
     }
 

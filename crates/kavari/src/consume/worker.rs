@@ -13,6 +13,7 @@ use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::fetch::batch_records;
 use kavari_wire::fetcher::{FetchEvent, PartitionFeed, ResetCause};
 use kavari_wire::log_rate::LogRate;
+use kavari_wire::record_batch::read::Batch;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
@@ -26,7 +27,7 @@ use crate::stop::until_stopped;
 const RELEASE_EVERY: usize = 1024;
 
 /// How often health follows a partition while its records are handled.
-const REPORT_EVERY: Duration = Duration::from_millis(200);
+pub(super) const REPORT_EVERY: Duration = Duration::from_millis(200);
 
 /// The first wait before a partition stopped by a fault is fetched again,
 /// and the longest.
@@ -56,32 +57,53 @@ pub(crate) async fn run(
     worker.run(begin).await;
 }
 
-struct Worker {
-    shared: Arc<ConsumeState>,
-    tp: TopicPartition,
-    stop: watch::Receiver<bool>,
+/// What a fetch event asks of a partition's worker.
+pub(super) enum Turn {
+    /// Records to hand to the handlers: the batches of one answer, read
+    /// from `from`, holding `bytes` of the partition's buffer.
+    Records {
+        batches: Vec<Batch>,
+        from: i64,
+        bytes: usize,
+    },
+    /// The position moved to this offset (out of range, or truncated).
+    Reset(i64),
+    /// Fetching failed; the partition is fetched again after a wait.
+    Fault(WireError),
+    /// The log was truncated under the position: the partition stops.
+    Halt(WireError),
+    /// Nothing for the handlers.
+    Nothing,
+    /// The engine dropped the partition.
+    End,
+}
+
+pub(super) struct Worker {
+    pub(super) shared: Arc<ConsumeState>,
+    pub(super) tp: TopicPartition,
+    pub(super) stop: watch::Receiver<bool>,
     committed: Option<i64>,
     /// The leader epoch of the last record handled, committed with the
     /// offset after it (KIP-320).
-    epoch: Option<i32>,
+    pub(super) epoch: Option<i32>,
     /// Failed commits are tried again every tick: one line per interval
     /// while the coordinator stays away, not one per tick.
     commit_failures: LogRate<()>,
 }
 
 impl Worker {
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
 
-    fn update(&self, f: impl FnOnce(&mut crate::health::PartitionHealth)) {
+    pub(super) fn update(&self, f: impl FnOnce(&mut crate::health::PartitionHealth)) {
         self.shared.update_partition(&self.tp, f);
     }
 
     async fn run(&mut self, begin: oneshot::Receiver<Begin>) {
         // The engine fetches ahead into this partition's buffer, bounded in
         // bytes; released bytes let it fetch the partition again.
-        let Some((start, mut feed)) = self.begin(begin).await else {
+        let Some((start, feed)) = self.begin(begin).await else {
             return;
         };
         // A position from `auto_offset_reset` is committed at once, before
@@ -92,6 +114,16 @@ impl Worker {
         if self.committed.is_none() {
             self.commit(start).await;
         }
+        let position = match self.shared.config.order.window() {
+            None => self.run_in_order(start, feed).await,
+            Some((overlap, limit)) => self.run_concurrent(start, feed, overlap, limit).await,
+        };
+        self.commit(position).await;
+    }
+
+    /// Hands the records to the handlers one at a time, in offset order,
+    /// until the partition stops; returns the position to commit.
+    async fn run_in_order(&mut self, start: i64, mut feed: PartitionFeed) -> i64 {
         let mut position = start;
         // One context for the partition's records, refilled for each.
         let mut ctx = MessageContext::new(self.tp.topic.clone(), self.tp.partition, start);
@@ -126,48 +158,29 @@ impl Worker {
                     continue;
                 }
             };
-            let (batches, from, bytes) = match next {
-                Some(FetchEvent::Records {
+            let (batches, from, bytes) = match self.turn(next) {
+                Turn::Records {
                     batches,
                     from,
                     bytes,
-                    ..
-                }) => (batches, from, bytes),
-                Some(FetchEvent::Reset { from, to, cause }) => {
-                    match cause {
-                        ResetCause::Truncated => {
-                            tracing::warn!(partition = %self.tp, from, to, "the log was truncated under this partition's position (an unclean leader election?); going on from the new log")
-                        }
-                        _ => {
-                            tracing::warn!(partition = %self.tp, from, to, "offset out of range (retention?); auto_offset_reset moved it")
-                        }
-                    }
+                } => (batches, from, bytes),
+                Turn::Reset(to) => {
                     position = to;
                     self.update(|h| h.position = Some(to));
                     continue;
                 }
-                Some(FetchEvent::Failed(e @ WireError::LogTruncated { .. })) => {
-                    // No retry can fix it: fetching at the position again
-                    // would read whatever the new log holds there as if
-                    // nothing happened. The partition waits for its
-                    // offset to be reset (`kavari group reset-offsets`).
-                    tracing::error!(partition = %self.tp, offset = position, error = %e, "the partition stops until its offset is reset");
-                    self.update(|h| h.error = Some(format!("{}: {e}", self.tp)));
-                    until_stopped(&mut self.stop.clone()).await;
+                Turn::Halt(e) => {
+                    self.halt(position, &e).await;
                     break;
                 }
-                Some(FetchEvent::Failed(e)) => {
-                    if !self.wait_out_fault(position, &e, &mut faults).await {
+                Turn::Fault(e) => {
+                    if !self.refetch(position, &e, &mut faults, &mut feed).await {
                         break;
                     }
-                    feed = self
-                        .shared
-                        .fetcher
-                        .subscribe_at(self.tp.clone(), position, self.epoch);
                     continue;
                 }
-                Some(_) => continue,
-                None => break,
+                Turn::Nothing => continue,
+                Turn::End => break,
             };
             // The backlog these records belong to shows before they are
             // handled, not after.
@@ -234,7 +247,11 @@ impl Worker {
                             // A handler running past `max_handler_time` makes
                             // the member step aside (once): the partitions move.
                             let mut stepped_aside = false;
-                            loop {
+                            // Health shows the record in flight from the
+                            // first tick it outlasts.
+                            let taken = SystemTime::now();
+                            let mut shown = false;
+                            let outcome = loop {
                                 tokio::select! {
                                     biased;
                                     outcome = &mut delivery => break outcome,
@@ -243,6 +260,13 @@ impl Worker {
                                         last_commit = Instant::now();
                                         self.report_progress(position, &feed, &mut reported);
                                         last_report = Instant::now();
+                                        if !shown {
+                                            shown = true;
+                                            self.update(|h| {
+                                                h.in_flight = 1;
+                                                h.in_flight_since = Some(taken);
+                                            });
+                                        }
                                         let max = self.shared.config.max_handler_time;
                                         if !stepped_aside && clock.running_for().is_some_and(|t| t >= max) {
                                             stepped_aside = true;
@@ -250,7 +274,14 @@ impl Worker {
                                         }
                                     }
                                 }
+                            };
+                            if shown {
+                                self.update(|h| {
+                                    h.in_flight = 0;
+                                    h.in_flight_since = None;
+                                });
                             }
+                            outcome
                         }
                     };
                     match outcome {
@@ -279,25 +310,86 @@ impl Worker {
             if let Some(e) = fault {
                 // What was handled stays committed; the rest is fetched
                 // again from the position, after a wait.
-                if !self.wait_out_fault(position, &e, &mut faults).await {
+                if !self.refetch(position, &e, &mut faults, &mut feed).await {
                     break;
                 }
-                feed = self
-                    .shared
-                    .fetcher
-                    .subscribe_at(self.tp.clone(), position, self.epoch);
                 continue;
             }
             feed.release(bytes.saturating_sub(released));
-            if faults.as_ref().is_some_and(|(at, _)| position > *at) {
-                // Past the fault: the partition is well again.
-                faults = None;
-                self.update(|h| h.error = None);
-            }
+            self.past_fault(position, &mut faults);
             self.report_progress(position, &feed, &mut reported);
         }
-        drop(feed);
-        self.commit(position).await;
+        position
+    }
+
+    /// What a fetch event asks of the partition; a reset is logged here.
+    pub(super) fn turn(&self, event: Option<FetchEvent>) -> Turn {
+        match event {
+            Some(FetchEvent::Records {
+                batches,
+                from,
+                bytes,
+                ..
+            }) => Turn::Records {
+                batches,
+                from,
+                bytes,
+            },
+            Some(FetchEvent::Reset { from, to, cause }) => {
+                match cause {
+                    ResetCause::Truncated => {
+                        tracing::warn!(partition = %self.tp, from, to, "the log was truncated under this partition's position (an unclean leader election?); going on from the new log")
+                    }
+                    _ => {
+                        tracing::warn!(partition = %self.tp, from, to, "offset out of range (retention?); auto_offset_reset moved it")
+                    }
+                }
+                Turn::Reset(to)
+            }
+            Some(FetchEvent::Failed(e @ WireError::LogTruncated { .. })) => Turn::Halt(e),
+            Some(FetchEvent::Failed(e)) => Turn::Fault(e),
+            Some(_) => Turn::Nothing,
+            None => Turn::End,
+        }
+    }
+
+    /// The log was truncated under `position`. No retry can fix it:
+    /// fetching at the position again would read whatever the new log
+    /// holds there as if nothing happened. The partition waits for its
+    /// offset to be reset (`kavari group reset-offsets`), until it stops.
+    pub(super) async fn halt(&self, position: i64, e: &WireError) {
+        tracing::error!(partition = %self.tp, offset = position, error = %e, "the partition stops until its offset is reset");
+        self.update(|h| h.error = Some(format!("{}: {e}", self.tp)));
+        until_stopped(&mut self.stop.clone()).await;
+    }
+
+    /// Waits out a fault at `position` (see [`Self::wait_out_fault`]), then
+    /// fetches the partition again from there. False when the partition
+    /// stopped meanwhile.
+    pub(super) async fn refetch(
+        &self,
+        position: i64,
+        e: &WireError,
+        faults: &mut Option<(i64, Retrying)>,
+        feed: &mut PartitionFeed,
+    ) -> bool {
+        if !self.wait_out_fault(position, e, faults).await {
+            return false;
+        }
+        *feed = self
+            .shared
+            .fetcher
+            .subscribe_at(self.tp.clone(), position, self.epoch);
+        true
+    }
+
+    /// Once the position is past the last fault, the partition is well
+    /// again.
+    pub(super) fn past_fault(&self, position: i64, faults: &mut Option<(i64, Retrying)>) {
+        if faults.as_ref().is_some_and(|(at, _)| position > *at) {
+            *faults = None;
+            self.update(|h| h.error = None);
+        }
     }
 
     /// A batch that cannot be read, or a refusal, at `position`: shown in
@@ -378,7 +470,7 @@ impl Worker {
     /// shows as stuck, and the member leaves the group so its partitions
     /// move to other members (its workers, this one included, are stopped
     /// without a commit past what was handled); it then joins again.
-    fn step_aside(&self, offset: i64, max: Duration) {
+    pub(super) fn step_aside(&self, offset: i64, max: Duration) {
         let why = format!(
             "stuck at offset {offset}: a handler has run longer than max_handler_time ({max:?}); leaving the group so the partitions move"
         );
@@ -393,7 +485,7 @@ impl Worker {
     /// batch, every [`REPORT_EVERY`] while its records are handled and per
     /// commit tick while one record takes long. The high watermark is never
     /// shown older than the position.
-    fn report_progress(&self, position: i64, feed: &PartitionFeed, reported: &mut i64) {
+    pub(super) fn report_progress(&self, position: i64, feed: &PartitionFeed, reported: &mut i64) {
         let latest = feed.high_watermark().map(|hw| hw.max(position));
         let now = (position != *reported).then(SystemTime::now);
         *reported = position;
@@ -412,7 +504,7 @@ impl Worker {
         });
     }
 
-    async fn commit(&mut self, position: i64) {
+    pub(super) async fn commit(&mut self, position: i64) {
         // Nothing new handled: nothing to commit.
         if self.committed == Some(position) {
             return;

@@ -241,6 +241,8 @@ impl MemoryConsumer {
                     high_watermark: Some(end),
                     lag: position.map(|p| (end - p).max(0)),
                     last_progress: None,
+                    in_flight: 0,
+                    in_flight_since: None,
                 }
             })
             .collect::<Vec<_>>();
