@@ -1,8 +1,11 @@
-//! A Kavari consumer process for the crash-safety test: handles `CrashJob`s
-//! slowly and prints `BEGIN seq` / `DONE seq` around each handler run, and
-//! `OWNS n` whenever the number of partitions it owns changes.
+//! A Kavari consumer process for the crash-safety tests: handles
+//! `CrashJob`s slowly and prints `BEGIN seq offset` / `DONE seq offset`
+//! around each handler run, and `OWNS n` whenever the number of partitions
+//! it owns changes.
 //!
-//! Usage: kavari-test-consumer BOOTSTRAP GROUP
+//! Usage: kavari-test-consumer BOOTSTRAP GROUP [KAVARI_VAR=value …]
+//! (settings as `Kavari::from_vars` reads them, e.g.
+//! `KAVARI_PROCESSING_ORDER=key:64`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,10 +16,10 @@ use kavari_tests::CrashJob;
 struct Slow;
 
 impl MessageHandler<CrashJob> for Slow {
-    async fn handle(&self, job: CrashJob, _: &MessageContext) -> Result<(), HandlerError> {
-        say(&format!("BEGIN {}", job.seq));
-        tokio::time::sleep(CrashJob::TIME).await;
-        say(&format!("DONE {}", job.seq));
+    async fn handle(&self, job: CrashJob, ctx: &MessageContext) -> Result<(), HandlerError> {
+        say(&format!("BEGIN {} {}", job.seq, ctx.offset));
+        tokio::time::sleep(job.time()).await;
+        say(&format!("DONE {} {}", job.seq, ctx.offset));
         Ok(())
     }
 }
@@ -30,16 +33,27 @@ fn say(line: &str) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let (bootstrap, group) = match args.as_slice() {
-        [_, b, g] => (b.clone(), g.clone()),
-        _ => return Err("usage: kavari-test-consumer BOOTSTRAP GROUP".into()),
+    let (bootstrap, group, settings) = match args.as_slice() {
+        [_, b, g, settings @ ..] => (b.clone(), g.clone(), settings),
+        _ => return Err("usage: kavari-test-consumer BOOTSTRAP GROUP [KAVARI_VAR=value …]".into()),
     };
-    let manager = Kavari::builder(bootstrap)
+    let mut vars = vec![("KAVARI_BROKERS".to_string(), bootstrap)];
+    for setting in settings {
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("{setting}: expected KAVARI_VAR=value"))?;
+        vars.push((name.to_string(), value.to_string()));
+    }
+    const COMMITS: &str = "KAVARI_AUTO_COMMIT_INTERVAL_MS";
+    if !vars.iter().any(|(name, _)| name == COMMITS) {
+        let every = CrashJob::COMMIT_INTERVAL.as_millis().to_string();
+        vars.push((COMMITS.to_string(), every));
+    }
+    let manager = Kavari::from_vars(vars)?
         .group_id(group)
         .session_timeout(Duration::from_secs(6))
         .heartbeat_interval(Duration::from_millis(500))
         .rebalance_timeout(Duration::from_secs(10))
-        .commit_interval(CrashJob::COMMIT_INTERVAL)
         .build()
         .await?;
     manager.subscribe::<CrashJob, _>(Slow)?;

@@ -11,7 +11,7 @@ use kavari_group::assignor::{
 use kavari_wire::Compression;
 
 use crate::builder::{ConfigError, KavariBuilder};
-use crate::consume::{FailurePolicy, OffsetReset};
+use crate::consume::{FailurePolicy, OffsetReset, ProcessingOrder};
 use crate::manager::Kavari;
 use crate::partitioner::Partitioner;
 
@@ -61,6 +61,7 @@ impl Kavari {
     /// | `KAVARI_TOPIC_PREFIX` | (none) | `topic_prefix` |
     /// | `KAVARI_ON_POISON` | (none: `dead_letter`, `block`, `skip`) | `on_poison` |
     /// | `KAVARI_ON_FAILURE` | (none: `dead_letter`, `block`, `skip`) | `on_handler_failure` |
+    /// | `KAVARI_PROCESSING_ORDER` | (none: `partition`, `key:N`, `unordered:N` with N records in flight) | `processing_order` |
     /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) | `tls`, `sasl` |
     /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`; OAUTHBEARER is `Sasl::oauthbearer` in code) | `sasl` |
     /// | `KAVARI_SASL_USERNAME`, `KAVARI_SASL_PASSWORD` | `sasl.username`, `sasl.password` | `sasl` |
@@ -189,6 +190,9 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
         "KAVARI_TOPIC_PREFIX" => b.topic_prefix(value),
         "KAVARI_ON_POISON" => b.on_poison(policy(value).ok_or_else(|| bad(POLICIES))?),
         "KAVARI_ON_FAILURE" => b.on_handler_failure(policy(value).ok_or_else(|| bad(POLICIES))?),
+        "KAVARI_PROCESSING_ORDER" => {
+            b.processing_order(processing_order(value).ok_or_else(|| bad(ORDERS))?)
+        }
         _ => {
             return Err(ConfigError(format!(
                 "unknown variable {name} (Kavari reads KAVARI_BROKERS, KAVARI_CLIENT_ID, KAVARI_GROUP_ID, … see Kavari::from_vars)"
@@ -206,6 +210,24 @@ fn policy(value: &str) -> Option<FailurePolicy> {
         "dead_letter" | "deadletter" | "dlq" => Some(FailurePolicy::DeadLetter),
         "block" => Some(FailurePolicy::Block),
         "skip" => Some(FailurePolicy::Skip),
+        _ => None,
+    }
+}
+
+/// The values of the processing order's variable.
+const ORDERS: &str = "partition, key:N or unordered:N (N records in flight)";
+
+/// A processing order by name: `partition`, `key:64`, `unordered:16`.
+fn processing_order(value: &str) -> Option<ProcessingOrder> {
+    let value = value.trim().to_ascii_lowercase();
+    let (name, in_flight) = match value.split_once(':') {
+        Some((name, n)) => (name, Some(n.trim().parse::<usize>().ok()?)),
+        None => (value.as_str(), None),
+    };
+    match (name.trim(), in_flight) {
+        ("partition", None) => Some(ProcessingOrder::Partition),
+        ("key", Some(max_in_flight)) => Some(ProcessingOrder::Key { max_in_flight }),
+        ("unordered", Some(max_in_flight)) => Some(ProcessingOrder::Unordered { max_in_flight }),
         _ => None,
     }
 }
@@ -250,6 +272,7 @@ mod tests {
             ("KAVARI_TOPIC_PREFIX", "staging."),
             ("KAVARI_ON_POISON", "block"),
             ("KAVARI_ON_FAILURE", "skip"),
+            ("KAVARI_PROCESSING_ORDER", "key:64"),
             ("KAVARI_SECURITY_PROTOCOL", "plaintext"),
             ("HOME", "/root"),
             ("KAVARI_CHAOS_SECS", "5"),
@@ -274,6 +297,7 @@ mod tests {
             "prefix: \"staging.\"",
             "on_poison: Block",
             "on_handler_failure: Skip",
+            "order: Key { max_in_flight: 64 }",
             "CooperativeStickyAssignor",
         ] {
             assert!(shown.contains(part), "{part} not in {shown}");
@@ -312,7 +336,7 @@ mod tests {
 
     #[test]
     fn unknown_variables_and_bad_values_are_named() {
-        let cases: [(&[(&str, &str)], &str); 19] = [
+        let cases: [(&[(&str, &str)], &str); 21] = [
             (&[], "KAVARI_BROKERS is not set"),
             (&[("KAVARI_GROUPID", "g")], "KAVARI_GROUPID"),
             (
@@ -410,6 +434,14 @@ mod tests {
             (
                 &[("KAVARI_PARTITIONER", "random")],
                 "KAVARI_PARTITIONER=\"random\": expected murmur2",
+            ),
+            (
+                &[("KAVARI_PROCESSING_ORDER", "key")],
+                "KAVARI_PROCESSING_ORDER=\"key\": expected partition, key:N",
+            ),
+            (
+                &[("KAVARI_PROCESSING_ORDER", "partition:3")],
+                "KAVARI_PROCESSING_ORDER=\"partition:3\": expected",
             ),
         ];
         for (extra, expected) in cases {
