@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use kavari::codec::EncodedMessage;
 use kavari::testing::InMemoryBroker;
+use kavari::{ControlError, Offset, ProduceErrorKind, SeekTo};
 use kavari::{
     FailurePolicy, FibonacciRetryPolicy, HandlerError, HealthState, KafkaMessage, Kavari,
     KavariBuilder, MessageContext, MessageHandler, NoRetry, OffsetReset, PublishError,
 };
-use kavari::{Offset, ProduceErrorKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KafkaMessage)]
@@ -514,4 +514,54 @@ async fn a_manager_without_group_cannot_subscribe_and_options_are_checked() {
     );
     assert_eq!(m.health().state, HealthState::NotStarted);
     assert!(m.bootstrap_servers().is_empty());
+}
+
+#[tokio::test]
+async fn pause_holds_a_partition_and_seek_moves_it() {
+    let broker = InMemoryBroker::new();
+    let handled = orders();
+    let m = consumer(&broker, builder("billing"), &handled).await;
+    m.publish(&placed("a", 5)).await.expect("publish");
+    m.pause("orders", &[0]).expect("pause");
+    assert!(m.health().partitions[0].paused);
+    m.publish(&placed("b", 5)).await.expect("publish");
+    assert_eq!(ids(&handled.seen, "placed"), ["a"], "held while paused");
+    assert_eq!(m.health().partitions[0].committed, Some(1));
+
+    // What a resume frees is delivered by a task of its own.
+    m.resume("orders", &[0]).expect("resume");
+    for _ in 0..100 {
+        if ids(&handled.seen, "placed").len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ids(&handled.seen, "placed"), ["a", "b"]);
+
+    // A seek delivers from its offset before it returns.
+    assert_eq!(
+        m.seek("orders", 0, SeekTo::Offset(0)).await.expect("seek"),
+        0
+    );
+    assert_eq!(ids(&handled.seen, "placed"), ["a", "b", "a", "b"]);
+    assert_eq!(m.seek("orders", 0, SeekTo::Latest).await.expect("seek"), 2);
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    assert_eq!(
+        m.seek("orders", 0, SeekTo::Time(later))
+            .await
+            .expect("seek"),
+        2
+    );
+    assert_eq!(
+        m.seek("orders", 0, SeekTo::Time(std::time::SystemTime::UNIX_EPOCH))
+            .await
+            .expect("seek"),
+        0
+    );
+    assert_eq!(ids(&handled.seen, "placed").len(), 6);
+    assert!(matches!(
+        m.pause("orders", &[1]),
+        Err(ControlError::NotOwned(_))
+    ));
+    m.shutdown().await.expect("shutdown");
 }

@@ -55,6 +55,7 @@ mod latest;
 mod lifecycle;
 mod new_topics;
 mod ordering;
+mod pause;
 mod poison;
 mod restart;
 mod retries;

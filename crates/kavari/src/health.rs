@@ -71,6 +71,9 @@ pub struct PartitionHealth {
     /// this member got the partition (each also logged, and counted in
     /// `kavari_skipped_total`).
     pub skipped: u64,
+    /// The application paused the partition ([`Kavari::pause`](crate::Kavari::pause)):
+    /// no record of it is handed to handlers until it is resumed.
+    pub paused: bool,
     /// Records of the partition being handled now: under a concurrent
     /// [`ProcessingOrder`](crate::ProcessingOrder), those taken and not
     /// finished (running, or waiting for an earlier record of their key);
@@ -150,6 +153,7 @@ mod tests {
                 last_progress: Some(at),
                 dead_lettered: 2,
                 skipped: 0,
+                paused: true,
                 in_flight: 3,
                 in_flight_since: Some(at),
                 error: None,
@@ -166,7 +170,7 @@ mod tests {
                     "topic": "orders", "partition": 0, "committed": 42, "position": 43,
                     "high_watermark": 50, "lag": 7,
                     "last_progress": "2026-11-18T11:06:40.123Z",
-                    "dead_lettered": 2, "skipped": 0,
+                    "dead_lettered": 2, "skipped": 0, "paused": true,
                     "in_flight": 3, "in_flight_since": "2026-11-18T11:06:40.123Z",
                     "error": null
                 }]

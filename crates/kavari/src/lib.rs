@@ -58,7 +58,7 @@ mod topic_names;
 mod trace_context;
 
 pub use builder::{ConfigError, KavariBuilder};
-pub use consume::{FailurePolicy, OffsetReset, ProcessingOrder, StartError};
+pub use consume::{ControlError, FailurePolicy, OffsetReset, ProcessingOrder, SeekTo, StartError};
 pub use handler::{HandlerError, MessageContext, MessageHandler, StdHandlerError};
 pub use health::{Health, HealthState, PartitionHealth};
 /// Derives [`KafkaMessage`](trait@KafkaMessage): a type's topic, its

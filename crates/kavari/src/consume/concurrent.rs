@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::dispatch::{Disposition, HandlerClock, Undelivered, deliver};
 use super::state::ConsumeState;
+use super::steering::orders;
 use super::window::{Overlap, Window};
 use super::worker::{REPORT_EVERY, Turn, Worker};
 use crate::handler::MessageContext;
@@ -113,8 +114,29 @@ impl Worker {
         let mut last_commit = Instant::now();
         let mut last_report = Instant::now();
         let mut stepped_aside = false;
+        // Pause and seek. A seek waits for the records running to finish;
+        // records a finished one frees while paused wait in `held`.
+        let mut steer = self.shared.steering.subscribe();
+        let first = orders(&self.shared.steering, &mut steer, &self.tp);
+        let (mut paused, mut sought) = (first.paused, first.seek);
+        let mut held: Vec<FetchedRecord> = Vec::new();
         loop {
-            while !window.is_full() && !self.stopping() {
+            if let Some(to) = sought
+                && running.is_empty()
+            {
+                sought = None;
+                pending.clear();
+                if unreleased > 0 {
+                    feed.release(unreleased);
+                    unreleased = 0;
+                }
+                fault = None;
+                window = Window::new(overlap, limit, to);
+                self.move_to(to, &mut position, &mut feed);
+                continue;
+            }
+            let taking = !paused && sought.is_none();
+            while taking && !window.is_full() && !self.stopping() {
                 let Some(record) = pending.pop_front() else {
                     break;
                 };
@@ -141,11 +163,30 @@ impl Worker {
                     _ => {}
                 }
             }
-            let more = pending.is_empty() && fault.is_none() && !window.is_full();
+            let more = taking && pending.is_empty() && fault.is_none() && !window.is_full();
             let mut stop = self.stop.clone();
             tokio::select! {
                 biased;
                 _ = until_stopped(&mut stop) => break,
+                Ok(()) = steer.changed() => {
+                    let now = orders(&self.shared.steering, &mut steer, &self.tp);
+                    if now.paused != paused {
+                        tracing::info!(partition = %self.tp, offset = position, paused = now.paused, "{}", if now.paused { "paused" } else { "resumed" });
+                    }
+                    paused = now.paused;
+                    if now.seek.is_some() {
+                        sought = now.seek;
+                        // Records waiting for their key are dropped: the
+                        // seek decides what comes next.
+                        window.drop_waiting();
+                        held.clear();
+                    }
+                    if !paused {
+                        for record in held.drain(..) {
+                            launch(record, &mut running, &mut clocks);
+                        }
+                    }
+                }
                 Some(done) = running.next(), if !running.is_empty() => {
                     clocks.remove(&done.offset);
                     match done.outcome {
@@ -154,9 +195,15 @@ impl Worker {
                         Err(Undelivered) => break,
                     }
                     if let Some(next) = window.finish(done.offset, &done.key) {
-                        launch(next, &mut running, &mut clocks);
+                        if paused {
+                            held.push(next);
+                        } else {
+                            launch(next, &mut running, &mut clocks);
+                        }
                     }
-                    if let Some((to, epoch)) = window.advance() {
+                    if let Some((to, epoch)) = window.advance()
+                        && sought.is_none()
+                    {
                         position = to;
                         self.epoch = epoch.or(self.epoch);
                         self.past_fault(position, &mut faults);

@@ -12,12 +12,14 @@ use kavari_group::{GroupConfig, GroupEvent, GroupMember, MemberPhase, TopicParti
 use kavari_wire::cluster::Cluster;
 
 use kavari_wire::fetcher::Fetcher;
+use kavari_wire::list_offsets::OffsetSpec;
 use kavari_wire::log_rate::LogRate;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::config::ConsumerConfig;
 use super::state::{ConsumeState, fetcher_config};
+use super::steering::{ControlError, SeekTo, Steering, Target};
 use super::writer::Writer;
 use super::{dispatch, start, worker};
 use crate::health::{Health, HealthState, PartitionHealth};
@@ -109,6 +111,7 @@ impl Consumer {
             member,
             partitions: Mutex::new(BTreeMap::new()),
             poison_log: LogRate::new(dispatch::POISON_LOG_EVERY),
+            steering: watch::Sender::new(Steering::default()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(runtime(Arc::clone(&shared), events, shutdown_rx));
@@ -164,6 +167,79 @@ impl Consumer {
         }
     }
 
+    /// Pauses (or resumes) `partitions`: their workers hand no record to
+    /// handlers until resumed. Every partition must be owned now.
+    pub(crate) fn pause(
+        &self,
+        partitions: &[TopicPartition],
+        paused: bool,
+    ) -> Result<(), ControlError> {
+        self.owned(partitions)?;
+        self.shared.steering.send_if_modified(|s| {
+            let mut changed = false;
+            for tp in partitions {
+                changed |= if paused {
+                    s.paused.insert(tp.clone())
+                } else {
+                    s.paused.remove(tp)
+                };
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    /// Moves `partition`'s position: its worker goes on from there once the
+    /// records it is handling finish. Returns the offset it moves to.
+    pub(crate) async fn seek(
+        &self,
+        partition: &TopicPartition,
+        to: SeekTo,
+    ) -> Result<i64, ControlError> {
+        self.owned(std::slice::from_ref(partition))?;
+        let offset = match to.target()? {
+            Target::At(offset) => offset,
+            Target::Find(spec) => {
+                let lookup = |source| ControlError::Lookup {
+                    partition: partition.clone(),
+                    source,
+                };
+                let fetcher = &self.shared.fetcher;
+                match fetcher.offset_for(partition, spec).await.map_err(lookup)? {
+                    // No record that late: the log end.
+                    -1 => fetcher
+                        .offset_for(partition, OffsetSpec::Latest)
+                        .await
+                        .map_err(lookup)?,
+                    found => found,
+                }
+            }
+        };
+        // Owned still: the lookup took a while.
+        self.owned(std::slice::from_ref(partition))?;
+        self.shared.steering.send_modify(|s| {
+            s.seeks.insert(partition.clone(), offset);
+        });
+        tracing::info!(%partition, offset, ?to, "seeking");
+        Ok(offset)
+    }
+
+    /// Refuses partitions this member does not own now.
+    fn owned(&self, partitions: &[TopicPartition]) -> Result<(), ControlError> {
+        if *self.shutdown.borrow() {
+            return Err(ControlError::NotRunning);
+        }
+        let owned = self
+            .shared
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match partitions.iter().find(|tp| !owned.contains_key(*tp)) {
+            Some(tp) => Err(ControlError::NotOwned(tp.clone())),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn health(&self) -> Health {
         let member = self.shared.member.state();
         let state = match &member.phase {
@@ -187,13 +263,17 @@ impl Consumer {
         } else {
             state
         };
+        let paused = &self.shared.steering.borrow().paused;
         let partitions: Vec<PartitionHealth> = self
             .shared
             .partitions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
+            .iter()
+            .map(|(tp, h)| PartitionHealth {
+                paused: paused.contains(tp),
+                ..h.clone()
+            })
             .collect();
         // A partition that cannot move on (a batch that does not decode, an
         // offset out of range with no reset) makes the manager not ready.
@@ -247,6 +327,14 @@ async fn runtime(
                         // A worker this replaces is aborted as it drops.
                         workers.insert(tp.clone(), WorkerHandle { stop, task, assignment: assignments, begin: Some(begin) });
                     }
+                    // A pause stays on the partitions this member keeps.
+                    let owned: Vec<TopicPartition> = shared.partitions.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+                    shared.steering.send_if_modified(|s| {
+                        let before = s.paused.len();
+                        s.paused.retain(|tp| owned.contains(tp));
+                        s.seeks.retain(|tp, _| owned.contains(tp));
+                        s.paused.len() != before
+                    });
                     let shared = Arc::clone(&shared);
                     let assignment = assignments;
                     lookups.push(async move { (assignment, start::look_up(&shared, &added).await) });

@@ -8,6 +8,7 @@ mod consumer;
 mod dispatch;
 mod start;
 mod state;
+mod steering;
 mod window;
 mod worker;
 mod writer;
@@ -18,4 +19,7 @@ pub(crate) use consumer::Consumer;
 pub use consumer::StartError;
 #[cfg(feature = "testing")]
 pub(crate) use dispatch::{Disposition, HandlerClock, POISON_LOG_EVERY, Runtime, deliver};
+pub use steering::{ControlError, SeekTo};
+#[cfg(feature = "testing")]
+pub(crate) use steering::{Orders, Steering, Target};
 pub(crate) use writer::{Writer, Writing};

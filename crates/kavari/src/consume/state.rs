@@ -11,6 +11,7 @@ use kavari_wire::fetcher::{Fetcher, FetcherConfig};
 use kavari_wire::log_rate::LogRate;
 
 use super::config::ConsumerConfig;
+use super::steering::Steering;
 use super::writer::Writer;
 use crate::health::PartitionHealth;
 use crate::registry::Registry;
@@ -27,6 +28,8 @@ pub(crate) struct ConsumeState {
     pub(super) partitions: Mutex<BTreeMap<TopicPartition, PartitionHealth>>,
     /// Poison records are logged once per partition and interval.
     pub(super) poison_log: LogRate<TopicPartition>,
+    /// What the application asked of the partitions (pause, seek).
+    pub(super) steering: tokio::sync::watch::Sender<Steering>,
 }
 
 impl ConsumeState {
@@ -46,6 +49,7 @@ impl ConsumeState {
             last_progress: None,
             dead_lettered: 0,
             skipped: 0,
+            paused: false,
             in_flight: 0,
             in_flight_since: None,
             error: None,

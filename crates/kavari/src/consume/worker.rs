@@ -146,11 +146,18 @@ impl Worker {
         // The offset of the last fault that stopped fetching, and the
         // retries from it; cleared once past it.
         let mut faults: Option<(i64, Retrying)> = None;
+        // Pause and seek; a pause kept through a rebalance holds at once.
+        let mut steer = self.shared.steering.subscribe();
+        self.steer(&mut steer, &mut position, &mut feed, tick).await;
         'partition: loop {
             let mut stop = self.stop.clone();
             let next = tokio::select! {
                 biased;
                 _ = until_stopped(&mut stop) => break,
+                Ok(()) = steer.changed() => {
+                    self.steer(&mut steer, &mut position, &mut feed, tick).await;
+                    continue;
+                }
                 r = feed.recv() => r,
                 _ = tokio::time::sleep(tick) => {
                     self.commit(position).await;
@@ -191,6 +198,9 @@ impl Worker {
             // records are fetched while the last of these are handled.
             let mut released = 0;
             let mut fault = None;
+            // A seek asked while these records are handled: the rest of
+            // them is dropped.
+            let mut sought = None;
             'batches: for batch in batches {
                 let records = match batch_records(&batch, from, max_batch_bytes) {
                     Ok(records) => records,
@@ -204,6 +214,15 @@ impl Worker {
                 for (i, rec) in records.enumerate() {
                     if self.stopping() {
                         break 'partition; // the rest is not handled, nor committed
+                    }
+                    if steer.has_changed().unwrap_or(false) {
+                        sought = self.obey(&mut steer, position, tick).await;
+                        if sought.is_some() {
+                            break 'batches;
+                        }
+                        if self.stopping() {
+                            break 'partition;
+                        }
                     }
                     let rec = match rec {
                         Ok(rec) => rec,
@@ -306,6 +325,11 @@ impl Worker {
                 }
                 feed.release(size - handed);
                 released += size;
+            }
+            if let Some(to) = sought {
+                self.move_to(to, &mut position, &mut feed);
+                self.steer(&mut steer, &mut position, &mut feed, tick).await;
+                continue;
             }
             if let Some(e) = fault {
                 // What was handled stays committed; the rest is fetched

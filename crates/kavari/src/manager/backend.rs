@@ -8,11 +8,12 @@ use futures::future::BoxFuture;
 
 use super::ShutdownError;
 use crate::codec::EncodedMessage;
-use crate::consume::{ConsumerConfig, StartError};
+use crate::consume::{ConsumerConfig, ControlError, SeekTo, StartError};
 use crate::health::Health;
 use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
+use kavari_group::TopicPartition;
 
 /// Publishing, the consumer's life and the manager's reports, as one
 /// backend does them. Its `Debug` is the manager's.
@@ -49,6 +50,16 @@ pub(crate) trait Backend: Debug + Send + Sync + 'static {
 
     /// The consumer's health ([`Health::not_started`] before it starts).
     fn health(&self) -> Health;
+
+    /// Pauses (`true`) or resumes partitions this member owns.
+    fn pause(&self, partitions: &[TopicPartition], paused: bool) -> Result<(), ControlError>;
+
+    /// Moves a partition's position; returns the offset it moves to.
+    fn seek(
+        &self,
+        partition: TopicPartition,
+        to: SeekTo,
+    ) -> BoxFuture<'_, Result<i64, ControlError>>;
 
     /// The bootstrap servers (none for a broker in this process).
     fn bootstrap_servers(&self) -> &[String];

@@ -11,12 +11,13 @@ pub(crate) use backend::Backend;
 pub(crate) use kafka::Kafka;
 
 use crate::codec;
-use crate::consume::{ConsumerConfig, StartError};
+use crate::consume::{ConsumerConfig, ControlError, SeekTo, StartError};
 use crate::handler::MessageHandler;
 use crate::health::Health;
 use crate::message::KafkaMessage;
 use crate::publish::{Delivery, PublishError, PublishStats};
 use crate::registry::{Registry, SubscribeError};
+use kavari_group::TopicPartition;
 
 /// Why `shutdown()` did not finish cleanly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -183,6 +184,45 @@ impl Kavari {
         self.backend().health()
     }
 
+    /// Stops handing records of `topic`'s `partitions` to handlers, as
+    /// Kafka's `pause`: a record being handled finishes, the next waits
+    /// until [`resume`](Self::resume) (fetching stops once the partition's
+    /// buffer is full). Meanwhile the member stays in its group, commits
+    /// what was handled, and a rebalance keeps the pause on the partitions
+    /// this member keeps. `topic` is the topic's name on the cluster (as
+    /// `health()` lists it, after any [`topic_prefix`](crate::KavariBuilder::topic_prefix)).
+    /// A partition this member does not own now is refused
+    /// ([`ControlError::NotOwned`](crate::ControlError::NotOwned)), and so is
+    /// the whole call.
+    pub fn pause(&self, topic: &str, partitions: &[i32]) -> Result<(), ControlError> {
+        self.backend()
+            .pause(&partitions_of(topic, partitions), true)
+    }
+
+    /// Hands records of paused partitions to handlers again, from where
+    /// they stopped. Resuming a partition that is not paused does nothing.
+    pub fn resume(&self, topic: &str, partitions: &[i32]) -> Result<(), ControlError> {
+        self.backend()
+            .pause(&partitions_of(topic, partitions), false)
+    }
+
+    /// Moves the position of a partition this member owns, as Kafka's
+    /// `seek`: to an offset, to the first record at or after a time
+    /// (ListOffsets by timestamp; the log end when none is that late), or
+    /// to either end. Records being handled finish first (under a
+    /// concurrent [`ProcessingOrder`](crate::ProcessingOrder), those
+    /// waiting for their key are dropped), then handling goes on from the
+    /// new position, which the next commit records: a seek back handles
+    /// records again, a seek forward skips them for the group. A paused
+    /// partition stays paused. Returns the offset it moved to.
+    ///
+    /// Offline, with the group stopped, `kavari group reset-offsets` does
+    /// the same for every partition of a topic.
+    pub async fn seek(&self, topic: &str, partition: i32, to: SeekTo) -> Result<i64, ControlError> {
+        let tp = TopicPartition::new(topic, partition);
+        self.backend().seek(tp, to).await
+    }
+
     /// The bootstrap servers this manager connects to.
     pub fn bootstrap_servers(&self) -> &[String] {
         self.backend().bootstrap_servers()
@@ -273,4 +313,12 @@ impl Kavari {
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
         self.backend().shutdown().await
     }
+}
+
+/// `topic`'s `partitions`, as the group names them.
+fn partitions_of(topic: &str, partitions: &[i32]) -> Vec<TopicPartition> {
+    partitions
+        .iter()
+        .map(|p| TopicPartition::new(topic, *p))
+        .collect()
 }

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use super::log::Log;
 use crate::codec::EncodedMessage;
 use crate::consume::{
-    ConsumerConfig, Disposition, HandlerClock, OffsetReset, POISON_LOG_EVERY, Runtime, deliver,
+    ConsumerConfig, ControlError, Disposition, HandlerClock, OffsetReset, Orders, POISON_LOG_EVERY,
+    Runtime, SeekTo, Steering, Target, deliver,
 };
 use crate::handler::MessageContext;
 use crate::health::{Health, HealthState, PartitionHealth};
@@ -20,6 +21,7 @@ use crate::partitioner::Partitioner;
 use crate::partitioner::RoundRobin;
 use crate::publish::ProduceError;
 use crate::registry::Registry;
+use kavari_wire::list_offsets::OffsetSpec;
 use kavari_wire::log_rate::LogRate;
 
 /// The consumers started on a broker.
@@ -89,6 +91,8 @@ pub(crate) struct MemoryConsumer {
     stop: watch::Sender<bool>,
     notes: Mutex<BTreeMap<TopicPartition, Notes>>,
     poison_log: LogRate<TopicPartition>,
+    /// What the application asked of the partitions (pause, seek).
+    steering: Mutex<Steering>,
 }
 
 /// What health shows of a partition besides its offsets.
@@ -129,6 +133,7 @@ impl MemoryConsumer {
             stop: watch::channel(false).0,
             notes: Mutex::default(),
             poison_log: LogRate::new(POISON_LOG_EVERY),
+            steering: Mutex::default(),
         });
         destination.consumers.add(&consumer);
         for tp in consumer.partitions() {
@@ -185,6 +190,13 @@ impl MemoryConsumer {
                     if *stop.borrow() {
                         return;
                     }
+                    let orders = self.orders(&tp);
+                    if let Some(to) = orders.seek {
+                        cursor.advance(to);
+                    }
+                    if orders.paused {
+                        return;
+                    }
                     let next = cursor.next();
                     let Some(record) = self.log.record(&tp, next) else {
                         break;
@@ -205,6 +217,8 @@ impl MemoryConsumer {
                         )
                         .await;
                     match delivered {
+                        // A seek asked meanwhile is carried out above.
+                        Ok(_) if self.seeking(&tp) => {}
                         Ok(_) => cursor.advance(next + 1),
                         // Stopping: the record stays uncommitted.
                         Err(_) => return,
@@ -213,11 +227,99 @@ impl MemoryConsumer {
                 drop(guard);
                 // A record appended by a publish that found the partition
                 // held, after this delivery's last look, is delivered now.
-                if cursor.next() >= self.log.end(&tp) || *stop.borrow() {
+                if cursor.next() >= self.log.end(&tp)
+                    || *stop.borrow()
+                    || self.orders_for(&tp).paused
+                {
                     return;
                 }
             }
         })
+    }
+
+    /// The orders for `tp`, taking its seek out.
+    fn orders(&self, tp: &TopicPartition) -> Orders {
+        let mut steering = self.steering.lock().unwrap_or_else(|p| p.into_inner());
+        Orders {
+            seek: steering.seeks.remove(tp),
+            paused: steering.paused.contains(tp),
+        }
+    }
+
+    /// The orders for `tp`, leaving its seek for the delivery to carry out.
+    fn orders_for(&self, tp: &TopicPartition) -> Orders {
+        let steering = self.steering.lock().unwrap_or_else(|p| p.into_inner());
+        Orders {
+            seek: steering.seeks.get(tp).copied(),
+            paused: steering.paused.contains(tp),
+        }
+    }
+
+    fn seeking(&self, tp: &TopicPartition) -> bool {
+        self.orders_for(tp).seek.is_some()
+    }
+
+    /// Refuses partitions the consumer does not deliver.
+    fn owned(&self, partitions: &[TopicPartition]) -> Result<(), ControlError> {
+        if *self.stop.borrow() {
+            return Err(ControlError::NotRunning);
+        }
+        let owned = self.partitions();
+        match partitions.iter().find(|tp| !owned.contains(tp)) {
+            Some(tp) => Err(ControlError::NotOwned(tp.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Pauses or resumes `partitions`; what a resume frees is delivered by
+    /// a task of its own.
+    pub(crate) fn pause(
+        self: &Arc<Self>,
+        partitions: &[TopicPartition],
+        paused: bool,
+    ) -> Result<(), ControlError> {
+        self.owned(partitions)?;
+        let mut steering = self.steering.lock().unwrap_or_else(|p| p.into_inner());
+        for tp in partitions {
+            if paused {
+                steering.paused.insert(tp.clone());
+            } else if steering.paused.remove(tp)
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                runtime.spawn(Arc::clone(self).catch_up(tp.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `tp`'s position, then delivers from there (unless paused or
+    /// delivered by a handler up the stack, which goes on from there).
+    pub(crate) async fn seek(
+        self: Arc<Self>,
+        tp: TopicPartition,
+        to: SeekTo,
+    ) -> Result<i64, ControlError> {
+        self.owned(std::slice::from_ref(&tp))?;
+        let end = self.log.end(&tp);
+        let offset = match to.target()? {
+            Target::At(offset) => offset,
+            Target::Find(OffsetSpec::Earliest) => 0,
+            Target::Find(OffsetSpec::Latest) => end,
+            Target::Find(OffsetSpec::Time(ms)) => (0..end)
+                .find(|o| {
+                    self.log
+                        .record(&tp, *o)
+                        .is_some_and(|r| r.timestamp_ms >= ms)
+                })
+                .unwrap_or(end),
+        };
+        self.steering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seeks
+            .insert(tp.clone(), offset);
+        Arc::clone(&self).catch_up(tp).await;
+        Ok(offset)
     }
 
     pub(crate) fn health(&self) -> Health {
@@ -230,6 +332,7 @@ impl MemoryConsumer {
                 let position = self.log.committed(&self.group_id, &tp);
                 let end = self.log.end(&tp);
                 let note = notes.get(&tp).cloned().unwrap_or_default();
+                let paused = self.orders_for(&tp).paused;
                 PartitionHealth {
                     error: note.blocked,
                     dead_lettered: note.dead_lettered,
@@ -241,6 +344,7 @@ impl MemoryConsumer {
                     high_watermark: Some(end),
                     lag: position.map(|p| (end - p).max(0)),
                     last_progress: None,
+                    paused,
                     in_flight: 0,
                     in_flight_since: None,
                 }

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use super::InMemoryBroker;
 use super::consumer::{Destination, MemoryConsumer};
 use crate::codec::EncodedMessage;
-use crate::consume::{ConsumerConfig, StartError};
+use crate::consume::{ConsumerConfig, ControlError, SeekTo, StartError};
 use crate::health::Health;
 use crate::manager::Backend;
 use crate::manager::ShutdownError;
@@ -18,6 +18,7 @@ use crate::partitioner::RoundRobin;
 use crate::publish::{Delivery, Offset, ProduceError, ProducerConfig, PublishError, PublishStats};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
+use kavari_group::TopicPartition;
 
 /// The test kit's backend of one manager.
 pub(crate) struct Memory {
@@ -148,6 +149,25 @@ impl Backend for Memory {
         self.consumer
             .get()
             .map_or_else(Health::not_started, |c| c.health())
+    }
+
+    fn pause(&self, partitions: &[TopicPartition], paused: bool) -> Result<(), ControlError> {
+        self.consumer
+            .get()
+            .ok_or(ControlError::NotRunning)?
+            .pause(partitions, paused)
+    }
+
+    fn seek(
+        &self,
+        partition: TopicPartition,
+        to: SeekTo,
+    ) -> BoxFuture<'_, Result<i64, ControlError>> {
+        async move {
+            let consumer = self.consumer.get().ok_or(ControlError::NotRunning)?;
+            Arc::clone(consumer).seek(partition, to).await
+        }
+        .boxed()
     }
 
     fn bootstrap_servers(&self) -> &[String] {
