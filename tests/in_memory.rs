@@ -565,3 +565,57 @@ async fn pause_holds_a_partition_and_seek_moves_it() {
     ));
     m.shutdown().await.expect("shutdown");
 }
+
+/// Inserts orders in batches; refuses the ones of 99 cents.
+struct BulkOrders(Arc<Mutex<Vec<Vec<String>>>>);
+
+impl kavari::BatchHandler<OrderPlaced> for BulkOrders {
+    async fn handle(
+        &self,
+        batch: Vec<(OrderPlaced, MessageContext)>,
+    ) -> Result<(), kavari::BatchError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(batch.iter().map(|(o, _)| o.id.clone()).collect());
+        let mut failed = kavari::BatchError::none();
+        for (i, (o, _)) in batch.iter().enumerate() {
+            if o.cents == 99 {
+                failed = failed.failed(i, HandlerError::permanent("refused"));
+            }
+        }
+        failed.into_result()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_handler_gets_what_is_there_and_its_rejects_are_dead_lettered() {
+    let broker = InMemoryBroker::new();
+    let batches: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let m = broker.manager(builder("billing")).expect("manager");
+    m.subscribe_batch::<OrderPlaced, _>(
+        10,
+        Duration::from_secs(1),
+        BulkOrders(Arc::clone(&batches)),
+    )
+    .expect("subscribe");
+    let publisher = broker
+        .manager(Kavari::builder("kafka:9092"))
+        .expect("manager");
+    for (id, cents) in [("a", 5), ("b", 99), ("c", 5)] {
+        publisher
+            .publish(&placed(id, cents))
+            .await
+            .expect("publish");
+    }
+    // What was there at start() is one batch; what comes later is handed
+    // over as it comes.
+    m.start().await.expect("start");
+    publisher.publish(&placed("d", 5)).await.expect("publish");
+    assert_eq!(*batches.lock().unwrap(), [vec!["a", "b", "c"], vec!["d"]]);
+    let dead = broker.records("orders.dlq");
+    assert_eq!(dead.len(), 1, "the refused order is dead-lettered");
+    assert_eq!(m.health().partitions[0].dead_lettered, 1);
+    assert_eq!(m.health().partitions[0].committed, Some(4));
+    m.shutdown().await.expect("shutdown");
+}

@@ -48,6 +48,7 @@ async fn committed(
     out
 }
 
+mod batches;
 mod blocked;
 mod crash;
 mod dispatch;

@@ -35,6 +35,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod batch;
 mod builder;
 pub mod codec;
 mod consume;
@@ -57,6 +58,7 @@ pub mod testing;
 mod topic_names;
 mod trace_context;
 
+pub use batch::{BatchError, BatchHandler};
 pub use builder::{ConfigError, KavariBuilder};
 pub use consume::{ControlError, FailurePolicy, OffsetReset, ProcessingOrder, SeekTo, StartError};
 pub use handler::{HandlerError, MessageContext, MessageHandler, StdHandlerError};

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use crate::batch::{BatchError, BatchHandler, BatchLimits};
 use crate::codec::{self, DecodeError};
 use crate::handler::HandlerError;
 use crate::handler::MessageContext;
 use crate::handler::MessageHandler;
 use crate::message::KafkaMessage;
+use kavari_wire::record_batch::read::FetchedRecord;
 
 /// Why `subscribe` refused a handler.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,6 +44,29 @@ pub enum SubscribeError {
     /// Subscriptions are fixed once the consumer has started.
     #[error("subscribe after start: subscribe every handler before calling start()")]
     AlreadyStarted,
+    /// A message type takes either record handlers or one batch handler,
+    /// not both (its records would be committed twice over).
+    #[error(
+        "{msg_type} on topic {topic} has {has}; a type takes record handlers or one batch handler"
+    )]
+    BatchAndRecordHandlers {
+        /// The topic.
+        topic: String,
+        /// The message type's name.
+        msg_type: &'static str,
+        /// What it has already.
+        has: &'static str,
+    },
+    /// Batch handlers need `ProcessingOrder::Partition`: a batch is the
+    /// unit that runs, in offset order.
+    #[error("subscribe_batch needs ProcessingOrder::Partition (the builder sets {order})")]
+    BatchNeedsPartitionOrder {
+        /// The order the builder sets.
+        order: String,
+    },
+    /// `subscribe_batch` with `max_records` 0 or a zero `max_wait`.
+    #[error("subscribe_batch needs max_records and max_wait above zero")]
+    EmptyBatch,
     /// Subscribed handlers run in a consumer group, and the builder has no
     /// `group_id`.
     #[error("subscribe needs a consumer group: set group_id on the builder")]
@@ -113,16 +138,124 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// What a batch handler run ended in, for one record handed to it.
+pub(crate) enum ItemOutcome {
+    Ok,
+    /// The value is not a valid `M`: poison; it never reached the handler.
+    Undecodable(DecodeError),
+    Failed(HandlerError),
+}
+
+/// A batch handler, its message type erased.
+pub(crate) trait ErasedBatchHandler: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Decodes the records' values and hands the decodable ones over in
+    /// one batch; one outcome per record, in order.
+    fn call<'a>(
+        &'a self,
+        items: Vec<(&'a [u8], MessageContext)>,
+    ) -> BoxFuture<'a, Vec<ItemOutcome>>;
+}
+
+struct TypedBatch<M, H> {
+    handler: Arc<H>,
+    handler_name: &'static str,
+    _m: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M, H> ErasedBatchHandler for TypedBatch<M, H>
+where
+    M: KafkaMessage,
+    H: BatchHandler<M>,
+{
+    fn name(&self) -> &'static str {
+        self.handler_name
+    }
+
+    fn call<'a>(
+        &'a self,
+        items: Vec<(&'a [u8], MessageContext)>,
+    ) -> BoxFuture<'a, Vec<ItemOutcome>> {
+        async move {
+            let mut outcomes: Vec<ItemOutcome> = Vec::with_capacity(items.len());
+            // Which record each message of the batch is.
+            let mut index = Vec::with_capacity(items.len());
+            let mut batch = Vec::with_capacity(items.len());
+            for (i, (value, ctx)) in items.into_iter().enumerate() {
+                let content_type = ctx.headers.get(codec::CONTENT_TYPE_HEADER);
+                match codec::decode_with_content_type::<M>(content_type.map(Vec::as_slice), value) {
+                    Ok(m) => {
+                        outcomes.push(ItemOutcome::Ok);
+                        index.push(i);
+                        batch.push((m, ctx));
+                    }
+                    Err(e) => outcomes.push(ItemOutcome::Undecodable(e)),
+                }
+            }
+            if batch.is_empty() {
+                return outcomes;
+            }
+            let run = std::panic::AssertUnwindSafe(self.handler.handle(batch)).catch_unwind();
+            let error = match run.await {
+                Ok(Ok(())) => return outcomes,
+                Ok(Err(e)) => e,
+                Err(panic) => BatchError::all(panic_message(&*panic)),
+            };
+            match error.all {
+                Some(e) => {
+                    // Each record's dead letter tells the one error.
+                    let why = format!("{e:#}");
+                    for &i in &index {
+                        let each = HandlerError::new(why.clone());
+                        outcomes[i] = ItemOutcome::Failed(if e.is_retriable() {
+                            each
+                        } else {
+                            each.no_retry()
+                        });
+                    }
+                }
+                None => {
+                    for (at, e) in error.failed {
+                        match index.get(at) {
+                            Some(&i) => outcomes[i] = ItemOutcome::Failed(e),
+                            None => tracing::warn!(
+                                handler = self.handler_name,
+                                index = at,
+                                batch = index.len(),
+                                "a batch handler named a record past its batch; ignored"
+                            ),
+                        }
+                    }
+                }
+            }
+            outcomes
+        }
+        .boxed()
+    }
+}
+
+/// A batch subscription: the handler and how its batches are collected.
+pub(crate) struct BatchSubscription {
+    pub(crate) handler: Arc<dyn ErasedBatchHandler>,
+    pub(crate) limits: BatchLimits,
+}
+
 /// The handlers of one message type on one topic.
 pub(crate) struct TypeEntry {
     rust_type: TypeId,
     rust_name: &'static str,
     handlers: Vec<(TypeId, Arc<dyn ErasedHandler>)>,
+    batch: Option<BatchSubscription>,
 }
 
 impl TypeEntry {
     pub(crate) fn handlers(&self) -> impl Iterator<Item = &Arc<dyn ErasedHandler>> {
         self.handlers.iter().map(|(_, h)| h)
+    }
+
+    /// The batch handler, for a type subscribed in batches.
+    pub(crate) fn batch(&self) -> Option<&BatchSubscription> {
+        self.batch.as_ref()
     }
 }
 
@@ -138,17 +271,14 @@ pub(crate) enum Route<'a> {
 #[derive(Default)]
 pub(crate) struct Registry {
     topics: BTreeMap<String, BTreeMap<&'static str, TypeEntry>>,
+    /// Some type is subscribed in batches.
+    batches: bool,
 }
 
 impl Registry {
-    /// Subscribes a handler to `M` on `topic` (`M::TOPIC` as the manager
-    /// maps it).
-    pub(crate) fn add<M, H, F>(&mut self, topic: &str, provider: F) -> Result<(), SubscribeError>
-    where
-        M: KafkaMessage,
-        H: MessageHandler<M>,
-        F: Fn() -> Arc<H> + Send + Sync + 'static,
-    {
+    /// The entry of `M` on `topic`, made when missing; refused when another
+    /// Rust type has `M`'s name there.
+    fn entry<M: KafkaMessage>(&mut self, topic: &str) -> Result<&mut TypeEntry, SubscribeError> {
         let by_name = self.topics.entry(topic.to_string()).or_default();
         let entry = match by_name.entry(M::NAME) {
             Entry::Occupied(o) => o.into_mut(),
@@ -156,6 +286,7 @@ impl Registry {
                 rust_type: TypeId::of::<M>(),
                 rust_name: std::any::type_name::<M>(),
                 handlers: Vec::new(),
+                batch: None,
             }),
         };
         if entry.rust_type != TypeId::of::<M>() {
@@ -164,6 +295,88 @@ impl Registry {
                 msg_type: M::NAME,
                 rust_type: std::any::type_name::<M>(),
                 other: entry.rust_name,
+            });
+        }
+        Ok(entry)
+    }
+
+    /// Subscribes a batch handler to `M` on `topic`.
+    pub(crate) fn add_batch<M, H>(
+        &mut self,
+        topic: &str,
+        handler: H,
+        limits: BatchLimits,
+    ) -> Result<(), SubscribeError>
+    where
+        M: KafkaMessage,
+        H: BatchHandler<M>,
+    {
+        if limits.max_records == 0 || limits.max_wait.is_zero() {
+            return Err(SubscribeError::EmptyBatch);
+        }
+        let entry = self.entry::<M>(topic)?;
+        let has = if entry.batch.is_some() {
+            "a batch handler"
+        } else if !entry.handlers.is_empty() {
+            "record handlers"
+        } else {
+            ""
+        };
+        if !has.is_empty() {
+            return Err(SubscribeError::BatchAndRecordHandlers {
+                topic: topic.to_string(),
+                msg_type: M::NAME,
+                has,
+            });
+        }
+        entry.batch = Some(BatchSubscription {
+            handler: Arc::new(TypedBatch::<M, H> {
+                handler: Arc::new(handler),
+                handler_name: std::any::type_name::<H>(),
+                _m: std::marker::PhantomData,
+            }),
+            limits,
+        });
+        self.batches = true;
+        Ok(())
+    }
+
+    /// Whether some type is subscribed in batches.
+    pub(crate) fn has_batches(&self) -> bool {
+        self.batches
+    }
+
+    /// The batch subscription a record of `topic` belongs to (by its
+    /// `msg_type` header, the last when repeated), if any.
+    pub(crate) fn batch_of(&self, topic: &str, record: &FetchedRecord) -> Option<&TypeEntry> {
+        if !self.batches {
+            return None;
+        }
+        let msg_type = record
+            .headers
+            .iter()
+            .filter(|(name, _)| *name == codec::MSG_TYPE_HEADER.as_bytes())
+            .last()
+            .and_then(|(_, value)| value);
+        let name = std::str::from_utf8(msg_type?).ok()?;
+        let entry = self.topics.get(topic)?.get(name)?;
+        entry.batch.is_some().then_some(entry)
+    }
+
+    /// Subscribes a handler to `M` on `topic` (`M::TOPIC` as the manager
+    /// maps it).
+    pub(crate) fn add<M, H, F>(&mut self, topic: &str, provider: F) -> Result<(), SubscribeError>
+    where
+        M: KafkaMessage,
+        H: MessageHandler<M>,
+        F: Fn() -> Arc<H> + Send + Sync + 'static,
+    {
+        let entry = self.entry::<M>(topic)?;
+        if entry.batch.is_some() {
+            return Err(SubscribeError::BatchAndRecordHandlers {
+                topic: topic.to_string(),
+                msg_type: M::NAME,
+                has: "a batch handler",
             });
         }
         let handler_type = TypeId::of::<H>();

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -22,7 +22,7 @@ use super::dispatch::{Disposition, HandlerClock, Undelivered, deliver};
 use super::state::ConsumeState;
 use super::steering::orders;
 use super::window::{Overlap, Window};
-use super::worker::{REPORT_EVERY, Turn, Worker};
+use super::worker::{Pace, REPORT_EVERY, Turn, Worker};
 use crate::handler::MessageContext;
 use crate::stop::until_stopped;
 
@@ -99,20 +99,12 @@ impl Worker {
         let mut pending: VecDeque<FetchedRecord> = VecDeque::new();
         let mut unreleased = 0;
         let mut position = start;
-        let mut reported = start;
         // A fault met while fetching or reading: acted on once every record
         // before it is finished.
         let mut fault: Option<Turn> = None;
         let mut faults: Option<(i64, Retrying)> = None;
-        let every_message = self.shared.config.commit_interval.is_zero();
-        let tick = if every_message {
-            Duration::from_millis(500)
-        } else {
-            self.shared.config.commit_interval
-        };
+        let mut pace = Pace::new(&self.shared.config, start);
         let max_batch_bytes = self.shared.fetcher.max_batch_bytes();
-        let mut last_commit = Instant::now();
-        let mut last_report = Instant::now();
         let mut stepped_aside = false;
         // Pause and seek. A seek waits for the records running to finish;
         // records a finished one frees while paused wait in `held`.
@@ -208,13 +200,12 @@ impl Worker {
                         self.epoch = epoch.or(self.epoch);
                         self.past_fault(position, &mut faults);
                     }
-                    if every_message || last_commit.elapsed() >= self.shared.config.commit_interval {
+                    if pace.commit_due() {
                         self.commit(position).await;
-                        last_commit = Instant::now();
+                        pace.committed();
                     }
-                    if last_report.elapsed() >= REPORT_EVERY {
-                        self.report_window(position, &feed, &mut reported, &window);
-                        last_report = Instant::now();
+                    if pace.last_report.elapsed() >= REPORT_EVERY {
+                        self.report_window(position, &feed, &mut pace, &window);
                     }
                 }
                 event = feed.recv(), if more => match self.turn(event) {
@@ -233,8 +224,7 @@ impl Worker {
                                 break;
                             }
                         }
-                        self.report_window(position, &feed, &mut reported, &window);
-                        last_report = Instant::now();
+                        self.report_window(position, &feed, &mut pace, &window);
                     }
                     Turn::Reset(to) => {
                         window.skip_to(to, Instant::now());
@@ -247,11 +237,10 @@ impl Worker {
                     Turn::Nothing => {}
                     Turn::End => break,
                 },
-                _ = tokio::time::sleep_until(last_commit + tick) => {
+                _ = tokio::time::sleep_until(pace.last_commit + pace.tick) => {
                     self.commit(position).await;
-                    last_commit = Instant::now();
-                    self.report_window(position, &feed, &mut reported, &window);
-                    last_report = Instant::now();
+                    pace.committed();
+                    self.report_window(position, &feed, &mut pace, &window);
                     let max = self.shared.config.max_handler_time;
                     let stuck = clocks
                         .iter()
@@ -286,14 +275,9 @@ impl Worker {
     }
 
     /// [`Worker::report_progress`], with the window's records in flight.
-    fn report_window(
-        &self,
-        position: i64,
-        feed: &PartitionFeed,
-        reported: &mut i64,
-        window: &Window,
-    ) {
-        self.report_progress(position, feed, reported);
+    fn report_window(&self, position: i64, feed: &PartitionFeed, pace: &mut Pace, window: &Window) {
+        self.report_progress(position, feed, &mut pace.reported);
+        pace.reported_now();
         let since = window
             .oldest()
             .and_then(|t| SystemTime::now().checked_sub(t.elapsed()));

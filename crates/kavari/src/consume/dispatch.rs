@@ -121,7 +121,7 @@ pub(crate) struct Undelivered;
 pub(crate) struct HandlerClock(std::sync::Mutex<Option<tokio::time::Instant>>);
 
 impl HandlerClock {
-    fn set(&self, started: Option<tokio::time::Instant>) {
+    pub(super) fn set(&self, started: Option<tokio::time::Instant>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = started;
     }
 
@@ -135,13 +135,13 @@ impl HandlerClock {
 }
 
 /// What a dead letter is made of.
-struct Letter<'a> {
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    key: Option<&'a [u8]>,
-    value: &'a [u8],
-    headers: &'a BTreeMap<String, Vec<u8>>,
+pub(super) struct Letter<'a> {
+    pub(super) topic: &'a str,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) key: Option<&'a [u8]>,
+    pub(super) value: &'a [u8],
+    pub(super) headers: &'a BTreeMap<String, Vec<u8>>,
 }
 
 /// Routes and handles one record, and counts it in health when it was
@@ -176,12 +176,12 @@ async fn route_and_handle<R: Runtime>(
     let FetchedRecord {
         offset,
         timestamp_ms,
-        key,
-        value: record_value,
-        headers,
+        ref key,
+        value: ref record_value,
+        ref headers,
         ..
     } = record;
-    refill(ctx, offset, timestamp_ms, key.as_deref(), &headers);
+    refill(ctx, offset, timestamp_ms, key.as_deref(), headers);
     let value = record_value.as_deref().unwrap_or_default();
     let key = key.as_deref();
     let letter = |headers| Letter {
@@ -202,6 +202,14 @@ async fn route_and_handle<R: Runtime>(
             return poison(shared, &letter, &reason, stop).await;
         }
     };
+    if let Some(subscription) = entry.batch() {
+        // A record of a batch subscription met one at a time: a batch of
+        // one (its dispositions are counted there).
+        let batch = vec![record.clone()];
+        super::batches::deliver_batch(shared, topic, partition, subscription, batch, stop, clock)
+            .await?;
+        return Ok(Disposition::Handled);
+    }
     let mut disposition = Disposition::Handled;
     for (i, handler) in entry.handlers().enumerate() {
         let mut attempt = 1;
@@ -325,11 +333,11 @@ async fn route_and_handle<R: Runtime>(
 pub(crate) const POISON_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The longest wait between two tries of a blocked record's handler.
-const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(10);
+pub(super) const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Shows the partition as blocked at `letter`'s record with `reason`, or
 /// not blocked any more (`None`).
-fn report_blocked<R: Runtime>(shared: &R, letter: &Letter<'_>, reason: Option<&str>) {
+pub(super) fn report_blocked<R: Runtime>(shared: &R, letter: &Letter<'_>, reason: Option<&str>) {
     let tp = TopicPartition::new(letter.topic, letter.partition);
     let error = reason.map(|r| format!("blocked at offset {}: {r}", letter.offset));
     shared.report_blocked(&tp, error);
@@ -337,7 +345,7 @@ fn report_blocked<R: Runtime>(shared: &R, letter: &Letter<'_>, reason: Option<&s
 
 /// Waits at a record no retry can move past, until the partition stops:
 /// it is not committed, and its next owner meets it again.
-async fn block<R: Runtime>(
+pub(super) async fn block<R: Runtime>(
     shared: &R,
     letter: &Letter<'_>,
     reason: &str,
@@ -403,7 +411,7 @@ pub(crate) fn refill(
 }
 
 /// A record that cannot be handled (poison), by `on_poison`.
-async fn poison<R: Runtime>(
+pub(super) async fn poison<R: Runtime>(
     shared: &R,
     letter: &Letter<'_>,
     reason: &DecodeError,
@@ -433,7 +441,7 @@ async fn poison<R: Runtime>(
 /// Writes the record to `<topic><suffix>` with its provenance, retrying
 /// until it is written or the partition stops; the partition shows as
 /// blocked while the write fails.
-async fn dead_letter<R: Runtime>(
+pub(super) async fn dead_letter<R: Runtime>(
     shared: &R,
     letter: &Letter<'_>,
     error: &str,

@@ -2,6 +2,7 @@
 //! per assigned partition, and commits only what was handled or
 //! dead-lettered.
 
+mod batches;
 mod concurrent;
 mod config;
 mod consumer;
@@ -13,6 +14,8 @@ mod window;
 mod worker;
 mod writer;
 
+#[cfg(feature = "testing")]
+pub(crate) use batches::deliver_batch;
 pub(crate) use config::ConsumerConfig;
 pub use config::{FailurePolicy, OffsetReset, ProcessingOrder};
 pub(crate) use consumer::Consumer;

@@ -13,14 +13,17 @@ use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::fetch::batch_records;
 use kavari_wire::fetcher::{FetchEvent, PartitionFeed, ResetCause};
 use kavari_wire::log_rate::LogRate;
-use kavari_wire::record_batch::read::Batch;
+use kavari_wire::record_batch::read::{Batch, FetchedRecord};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::batches::deliver_batch;
 use super::dispatch::{Disposition, HandlerClock, deliver};
 use super::start::{Begin, Position};
 use super::state::ConsumeState;
+use crate::batch::BatchLimits;
 use crate::handler::MessageContext;
+use crate::registry::TypeEntry;
 use crate::stop::until_stopped;
 
 /// Records handled between two releases of their bytes to the engine.
@@ -55,6 +58,86 @@ pub(crate) async fn run(
         commit_failures: LogRate::new(COMMIT_FAILURES_EVERY),
     };
     worker.run(begin).await;
+}
+
+/// When a partition in order last committed and reported, and how often
+/// it commits.
+pub(super) struct Pace {
+    pub(super) last_commit: Instant,
+    pub(super) last_report: Instant,
+    /// The position health shows; moving it stamps `last_progress`.
+    pub(super) reported: i64,
+    /// `commit_interval`; zero commits after every record.
+    interval: Duration,
+    every_message: bool,
+    /// How often a partition waiting on something commits.
+    pub(super) tick: Duration,
+}
+
+impl Pace {
+    pub(super) fn new(config: &super::config::ConsumerConfig, start: i64) -> Self {
+        let every_message = config.commit_interval.is_zero();
+        Self {
+            last_commit: Instant::now(),
+            last_report: Instant::now(),
+            reported: start,
+            interval: config.commit_interval,
+            every_message,
+            tick: if every_message {
+                Duration::from_millis(500)
+            } else {
+                config.commit_interval
+            },
+        }
+    }
+
+    /// A commit is due after a record handled.
+    pub(super) fn commit_due(&self) -> bool {
+        self.every_message || self.last_commit.elapsed() >= self.interval
+    }
+
+    pub(super) fn committed(&mut self) {
+        self.last_commit = Instant::now();
+    }
+
+    pub(super) fn reported_now(&mut self) {
+        self.last_report = Instant::now();
+    }
+}
+
+/// Records of one batch subscription waiting for their batch to fill.
+struct Gathered<'a> {
+    entry: &'a TypeEntry,
+    records: Vec<FetchedRecord>,
+    since: Instant,
+}
+
+impl<'a> Gathered<'a> {
+    fn new(entry: &'a TypeEntry) -> Self {
+        Self {
+            entry,
+            records: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+
+    fn is(&self, entry: &TypeEntry) -> bool {
+        std::ptr::eq(self.entry, entry)
+    }
+
+    fn limits(&self) -> Option<BatchLimits> {
+        self.entry.batch().map(|b| b.limits)
+    }
+
+    fn is_full(&self) -> bool {
+        self.limits()
+            .is_none_or(|l| self.records.len() >= l.max_records)
+    }
+
+    /// When it goes to its handler however full.
+    fn due(&self) -> Instant {
+        self.since + self.limits().map_or(Duration::ZERO, |l| l.max_wait)
+    }
 }
 
 /// What a fetch event asks of a partition's worker.
@@ -121,28 +204,24 @@ impl Worker {
         self.commit(position).await;
     }
 
-    /// Hands the records to the handlers one at a time, in offset order,
-    /// until the partition stops; returns the position to commit.
+    /// Hands the records to the handlers one at a time, in offset order
+    /// (the records of a batch subscription gathered into batches), until
+    /// the partition stops; returns the position to commit.
     async fn run_in_order(&mut self, start: i64, mut feed: PartitionFeed) -> i64 {
         let mut position = start;
         // One context for the partition's records, refilled for each.
         let mut ctx = MessageContext::new(self.tp.topic.clone(), self.tp.partition, start);
-        let mut last_commit = Instant::now();
-        // When health last followed the partition (set per fetched batch).
-        let mut last_report;
         // Owned apart from `self`, which commits while a record is delivered.
+        let shared = Arc::clone(&self.shared);
         let topic = self.tp.topic.clone();
         // When the running handler began, for `max_handler_time`.
         let clock = HandlerClock::default();
-        // The position health shows; moving it stamps `last_progress`.
-        let mut reported = start;
-        let every_message = self.shared.config.commit_interval.is_zero();
+        let mut pace = Pace::new(&self.shared.config, start);
+        let tick = pace.tick;
         let max_batch_bytes = self.shared.fetcher.max_batch_bytes();
-        let tick = if every_message {
-            Duration::from_millis(500)
-        } else {
-            self.shared.config.commit_interval
-        };
+        // Records of a batch subscription waiting for their batch to fill.
+        let batching = shared.registry.has_batches();
+        let mut gathered: Option<Gathered<'_>> = None;
         // The offset of the last fault that stopped fetching, and the
         // retries from it; cleared once past it.
         let mut faults: Option<(i64, Retrying)> = None;
@@ -151,6 +230,7 @@ impl Worker {
         self.steer(&mut steer, &mut position, &mut feed, tick).await;
         'partition: loop {
             let mut stop = self.stop.clone();
+            let batch_due = gathered.as_ref().map_or_else(Instant::now, Gathered::due);
             let next = tokio::select! {
                 biased;
                 _ = until_stopped(&mut stop) => break,
@@ -159,13 +239,32 @@ impl Worker {
                     continue;
                 }
                 r = feed.recv() => r,
+                _ = tokio::time::sleep_until(batch_due), if gathered.is_some() => {
+                    let batch = gathered.take();
+                    if !self.flush(batch, &mut position, &feed, &clock, &mut pace).await {
+                        break;
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep(tick) => {
                     self.commit(position).await;
-                    last_commit = Instant::now();
+                    pace.committed();
                     continue;
                 }
             };
-            let (batches, from, bytes) = match self.turn(next) {
+            let turn = self.turn(next);
+            if matches!(turn, Turn::Reset(_) | Turn::Fault(_)) {
+                // What was gathered was read well: handled before the
+                // position moves or the partition is fetched again.
+                let batch = gathered.take();
+                if !self
+                    .flush(batch, &mut position, &feed, &clock, &mut pace)
+                    .await
+                {
+                    break;
+                }
+            }
+            let (batches, from, bytes) = match turn {
                 Turn::Records {
                     batches,
                     from,
@@ -191,8 +290,8 @@ impl Worker {
             };
             // The backlog these records belong to shows before they are
             // handled, not after.
-            self.report_progress(position, &feed, &mut reported);
-            last_report = Instant::now();
+            self.report_progress(position, &feed, &mut pace.reported);
+            pace.reported_now();
             // Each batch is decoded as its turn comes, and its bytes go back
             // to the engine as it is worked through, so the partition's next
             // records are fetched while the last of these are handled.
@@ -240,11 +339,40 @@ impl Worker {
                         // other partitions run between runs of records.
                         tokio::task::yield_now().await;
                     }
+                    if batching {
+                        let of = shared.registry.batch_of(&topic, &rec);
+                        // A record of another kind closes the batch before it.
+                        if gathered
+                            .as_ref()
+                            .is_some_and(|g| !of.is_some_and(|e| g.is(e)))
+                        {
+                            let batch = gathered.take();
+                            if !self
+                                .flush(batch, &mut position, &feed, &clock, &mut pace)
+                                .await
+                            {
+                                break 'partition;
+                            }
+                        }
+                        if let Some(entry) = of {
+                            let g = gathered.get_or_insert_with(|| Gathered::new(entry));
+                            g.records.push(rec);
+                            if g.is_full() {
+                                let batch = gathered.take();
+                                if !self
+                                    .flush(batch, &mut position, &feed, &clock, &mut pace)
+                                    .await
+                                {
+                                    break 'partition;
+                                }
+                            }
+                            continue;
+                        }
+                    }
                     // A handler runs to its end even when a stop arrives
                     // meanwhile: the shutdown waits for it (bounded), commits it.
                     let offset = rec.offset;
                     let epoch = (rec.leader_epoch >= 0).then_some(rec.leader_epoch);
-                    let shared = Arc::clone(&self.shared);
                     let stop = self.stop.clone();
                     let delivery = deliver(
                         shared.as_ref(),
@@ -255,55 +383,10 @@ impl Worker {
                         &stop,
                         &clock,
                     );
-                    let mut delivery = std::pin::pin!(delivery);
-                    // Usually ready at once; a record that takes longer (slow
-                    // handler, retries, a dead letter that cannot be written
-                    // yet) must not hold back the commit of what came before.
-                    // (Polled once first: no timer is set up for the common case.)
-                    let outcome = match (&mut delivery).now_or_never() {
-                        Some(outcome) => outcome,
-                        None => {
-                            // A handler running past `max_handler_time` makes
-                            // the member step aside (once): the partitions move.
-                            let mut stepped_aside = false;
-                            // Health shows the record in flight from the
-                            // first tick it outlasts.
-                            let taken = SystemTime::now();
-                            let mut shown = false;
-                            let outcome = loop {
-                                tokio::select! {
-                                    biased;
-                                    outcome = &mut delivery => break outcome,
-                                    _ = tokio::time::sleep_until(last_commit + tick) => {
-                                        self.commit(position).await;
-                                        last_commit = Instant::now();
-                                        self.report_progress(position, &feed, &mut reported);
-                                        last_report = Instant::now();
-                                        if !shown {
-                                            shown = true;
-                                            self.update(|h| {
-                                                h.in_flight = 1;
-                                                h.in_flight_since = Some(taken);
-                                            });
-                                        }
-                                        let max = self.shared.config.max_handler_time;
-                                        if !stepped_aside && clock.running_for().is_some_and(|t| t >= max) {
-                                            stepped_aside = true;
-                                            self.step_aside(offset, max);
-                                        }
-                                    }
-                                }
-                            };
-                            if shown {
-                                self.update(|h| {
-                                    h.in_flight = 0;
-                                    h.in_flight_since = None;
-                                });
-                            }
-                            outcome
-                        }
-                    };
-                    match outcome {
+                    match self
+                        .drive(delivery, offset, position, &feed, &clock, &mut pace)
+                        .await
+                    {
                         Ok(d) => {
                             position = offset + 1;
                             self.epoch = epoch;
@@ -313,37 +396,153 @@ impl Worker {
                         }
                         Err(_undelivered) => break 'partition,
                     }
-                    if every_message || last_commit.elapsed() >= self.shared.config.commit_interval
-                    {
-                        self.commit(position).await;
-                        last_commit = Instant::now();
-                    }
-                    if last_report.elapsed() >= REPORT_EVERY {
-                        self.report_progress(position, &feed, &mut reported);
-                        last_report = Instant::now();
-                    }
+                    self.handled(position, &feed, &mut pace).await;
                 }
                 feed.release(size - handed);
                 released += size;
             }
             if let Some(to) = sought {
+                gathered = None;
                 self.move_to(to, &mut position, &mut feed);
                 self.steer(&mut steer, &mut position, &mut feed, tick).await;
                 continue;
             }
             if let Some(e) = fault {
-                // What was handled stays committed; the rest is fetched
-                // again from the position, after a wait.
-                if !self.refetch(position, &e, &mut faults, &mut feed).await {
+                // What was handled stays committed (and what was gathered
+                // is handled); the rest is fetched again from the
+                // position, after a wait.
+                let batch = gathered.take();
+                if !self
+                    .flush(batch, &mut position, &feed, &clock, &mut pace)
+                    .await
+                    || !self.refetch(position, &e, &mut faults, &mut feed).await
+                {
                     break;
                 }
                 continue;
             }
             feed.release(bytes.saturating_sub(released));
             self.past_fault(position, &mut faults);
-            self.report_progress(position, &feed, &mut reported);
+            self.report_progress(position, &feed, &mut pace.reported);
         }
         position
+    }
+
+    /// Awaits a delivery of the records from `offset` on. Usually it is
+    /// ready at once; one that takes longer (a slow handler, retries, a dead
+    /// letter that cannot be written yet) must not hold back the commit of
+    /// what came before: `position` is committed and the progress followed
+    /// every tick meanwhile, and a handler running past `max_handler_time`
+    /// makes the member step aside (once), so the partitions move. (Polled
+    /// once first: no timer is set up for the common case.)
+    async fn drive<T>(
+        &mut self,
+        delivery: impl Future<Output = T>,
+        offset: i64,
+        position: i64,
+        feed: &PartitionFeed,
+        clock: &HandlerClock,
+        pace: &mut Pace,
+    ) -> T {
+        let mut delivery = std::pin::pin!(delivery);
+        if let Some(outcome) = (&mut delivery).now_or_never() {
+            return outcome;
+        }
+        let mut stepped_aside = false;
+        // Health shows the record in flight from the first tick it
+        // outlasts.
+        let taken = SystemTime::now();
+        let mut shown = false;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                outcome = &mut delivery => break outcome,
+                _ = tokio::time::sleep_until(pace.last_commit + pace.tick) => {
+                    self.commit(position).await;
+                    pace.committed();
+                    self.report_progress(position, feed, &mut pace.reported);
+                    pace.reported_now();
+                    if !shown {
+                        shown = true;
+                        self.update(|h| {
+                            h.in_flight = 1;
+                            h.in_flight_since = Some(taken);
+                        });
+                    }
+                    let max = self.shared.config.max_handler_time;
+                    if !stepped_aside && clock.running_for().is_some_and(|t| t >= max) {
+                        stepped_aside = true;
+                        self.step_aside(offset, max);
+                    }
+                }
+            }
+        };
+        if shown {
+            self.update(|h| {
+                h.in_flight = 0;
+                h.in_flight_since = None;
+            });
+        }
+        outcome
+    }
+
+    /// After a record or batch was handled up to `position`: commits when
+    /// due, and follows the progress every [`REPORT_EVERY`].
+    async fn handled(&mut self, position: i64, feed: &PartitionFeed, pace: &mut Pace) {
+        if pace.commit_due() {
+            self.commit(position).await;
+            pace.committed();
+        }
+        if pace.last_report.elapsed() >= REPORT_EVERY {
+            self.report_progress(position, feed, &mut pace.reported);
+            pace.reported_now();
+        }
+    }
+
+    /// Hands a gathered batch (if any) to its batch handler; false when the
+    /// partition stops before it is done (it is not committed).
+    async fn flush(
+        &mut self,
+        gathered: Option<Gathered<'_>>,
+        position: &mut i64,
+        feed: &PartitionFeed,
+        clock: &HandlerClock,
+        pace: &mut Pace,
+    ) -> bool {
+        let Some(Gathered { entry, records, .. }) = gathered else {
+            return true;
+        };
+        let Some(subscription) = entry.batch() else {
+            return true;
+        };
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return true;
+        };
+        let (offset, next) = (first.offset, last.offset + 1);
+        let epoch = (last.leader_epoch >= 0).then_some(last.leader_epoch);
+        let shared = Arc::clone(&self.shared);
+        let (stop, tp) = (self.stop.clone(), self.tp.clone());
+        let delivery = deliver_batch(
+            shared.as_ref(),
+            &tp.topic,
+            tp.partition,
+            subscription,
+            records,
+            &stop,
+            clock,
+        );
+        match self
+            .drive(delivery, offset, *position, feed, clock, pace)
+            .await
+        {
+            Ok(()) => {
+                *position = next;
+                self.epoch = epoch.or(self.epoch);
+                self.handled(*position, feed, pace).await;
+                true
+            }
+            Err(_undelivered) => false,
+        }
     }
 
     /// What a fetch event asks of the partition; a reset is logged here.

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub(crate) use backend::Backend;
 pub(crate) use kafka::Kafka;
 
+use crate::ProcessingOrder;
+use crate::batch::{BatchHandler, BatchLimits};
 use crate::codec;
 use crate::consume::{ConsumerConfig, ControlError, SeekTo, StartError};
 use crate::handler::MessageHandler;
@@ -136,19 +138,67 @@ impl Kavari {
         self.register::<M, H, _>(move || Arc::new(provider()))
     }
 
+    /// Has `handler` receive the `M`s of each partition of `M::TOPIC` in
+    /// batches, for bulk work (one insert of many rows): up to
+    /// `max_records` consecutive records of one partition, or as many as
+    /// came within `max_wait` of the first. A record of another type
+    /// closes the batch before it, so records stay in offset order. The
+    /// batch is committed as a whole once handled; the records a
+    /// [`BatchError`](crate::BatchError) names are retried in a batch of
+    /// their own by the delivery retry policy, then dead-lettered, skipped
+    /// or blocked on one by one, by `on_handler_failure`: the others are
+    /// not handled again. A type takes one batch handler and no record
+    /// handlers; batches need [`ProcessingOrder::Partition`](crate::ProcessingOrder::Partition).
+    pub fn subscribe_batch<M, H>(
+        &self,
+        max_records: usize,
+        max_wait: Duration,
+        handler: H,
+    ) -> Result<(), SubscribeError>
+    where
+        M: KafkaMessage,
+        H: BatchHandler<M>,
+    {
+        let order = self.inner.consumer_config.order;
+        if order != ProcessingOrder::Partition {
+            return Err(SubscribeError::BatchNeedsPartitionOrder {
+                order: format!("{order:?}"),
+            });
+        }
+        let limits = BatchLimits {
+            max_records,
+            max_wait,
+        };
+        self.with_registry(
+            |r, topic| r.add_batch::<M, H>(topic, handler, limits),
+            &self.topic_of::<M>(),
+        )
+    }
+
     fn register<M, H, F>(&self, provider: F) -> Result<(), SubscribeError>
     where
         M: KafkaMessage,
         H: MessageHandler<M>,
         F: Fn() -> Arc<H> + Send + Sync + 'static,
     {
+        self.with_registry(
+            |r, topic| r.add::<M, H, F>(topic, provider),
+            &self.topic_of::<M>(),
+        )
+    }
+
+    /// Adds to the subscriptions, before the consumer starts.
+    fn with_registry(
+        &self,
+        add: impl FnOnce(&mut Registry, &str) -> Result<(), SubscribeError>,
+        topic: &str,
+    ) -> Result<(), SubscribeError> {
         if self.inner.consumer_config.group_id.is_none() {
             return Err(SubscribeError::NoGroupId);
         }
-        let topic = self.topic_of::<M>();
         let mut lifecycle = self.lifecycle();
         match &mut *lifecycle {
-            Lifecycle::Subscribing(r) => r.add::<M, H, F>(&topic, provider),
+            Lifecycle::Subscribing(r) => add(r, topic),
             Lifecycle::Started => Err(SubscribeError::AlreadyStarted),
         }
     }

@@ -13,7 +13,7 @@ use super::log::Log;
 use crate::codec::EncodedMessage;
 use crate::consume::{
     ConsumerConfig, ControlError, Disposition, HandlerClock, OffsetReset, Orders, POISON_LOG_EVERY,
-    Runtime, SeekTo, Steering, Target, deliver,
+    Runtime, SeekTo, Steering, Target, deliver, deliver_batch,
 };
 use crate::handler::MessageContext;
 use crate::health::{Health, HealthState, PartitionHealth};
@@ -201,6 +201,47 @@ impl MemoryConsumer {
                     let Some(record) = self.log.record(&tp, next) else {
                         break;
                     };
+                    if let Some(entry) = self.registry.batch_of(&tp.topic, &record)
+                        && let Some(subscription) = entry.batch()
+                    {
+                        // What is there now, without waiting for more.
+                        let mut batch = vec![record];
+                        while batch.len() < subscription.limits.max_records {
+                            let at = next + batch.len() as i64;
+                            match self.log.record(&tp, at) {
+                                Some(r)
+                                    if self
+                                        .registry
+                                        .batch_of(&tp.topic, &r)
+                                        .is_some_and(|e| std::ptr::eq(e, entry)) =>
+                                {
+                                    batch.push(r)
+                                }
+                                _ => break,
+                            }
+                        }
+                        let after = next + batch.len() as i64;
+                        let delivered = DELIVERING
+                            .scope(
+                                (),
+                                deliver_batch(
+                                    self.as_ref(),
+                                    &tp.topic,
+                                    tp.partition,
+                                    subscription,
+                                    batch,
+                                    &stop,
+                                    &clock,
+                                ),
+                            )
+                            .await;
+                        match delivered {
+                            Ok(()) if self.seeking(&tp) => {}
+                            Ok(()) => cursor.advance(after),
+                            Err(_) => return,
+                        }
+                        continue;
+                    }
                     let mut ctx = MessageContext::new(tp.topic.clone(), tp.partition, next);
                     let delivered = DELIVERING
                         .scope(

@@ -1,0 +1,168 @@
+//! Delivering a batch of records to a batch handler: the records that fail
+//! are retried in a batch of their own, then dead-lettered (or skipped, or
+//! blocked on) one by one; poison never reaches the handler.
+
+use std::time::Duration;
+
+use kavari_group::TopicPartition;
+use kavari_wire::backoff::{Backoff, Retrying};
+use kavari_wire::record_batch::read::FetchedRecord;
+use tokio::sync::watch;
+
+use super::config::FailurePolicy;
+use super::dispatch::{
+    BLOCKED_RETRY_MAX, Disposition, HandlerClock, Letter, Runtime, Undelivered, block, dead_letter,
+    poison, refill, report_blocked,
+};
+use crate::handler::{HandlerError, MessageContext};
+use crate::registry::{BatchSubscription, ItemOutcome};
+
+/// Hands `records` (of one partition, in offset order) to the batch
+/// handler; returns once each was handled, dead-lettered or skipped, or
+/// [`Undelivered`] when the partition stops first (nothing of the batch
+/// may be committed then).
+pub(crate) async fn deliver_batch<R: Runtime>(
+    shared: &R,
+    topic: &str,
+    partition: i32,
+    subscription: &BatchSubscription,
+    records: Vec<FetchedRecord>,
+    stop: &watch::Receiver<bool>,
+    clock: &HandlerClock,
+) -> Result<(), Undelivered> {
+    let handler = subscription.handler.as_ref();
+    let tp = TopicPartition::new(topic, partition);
+    let contexts: Vec<MessageContext> = records
+        .iter()
+        .map(|r| {
+            let mut ctx = MessageContext::new(topic, partition, r.offset);
+            refill(
+                &mut ctx,
+                r.offset,
+                r.timestamp_ms,
+                r.key.as_deref(),
+                &r.headers,
+            );
+            ctx
+        })
+        .collect();
+    let letter = |i: usize| Letter {
+        topic,
+        partition,
+        offset: records[i].offset,
+        key: records[i].key.as_deref(),
+        value: records[i].value.as_deref().unwrap_or_default(),
+        headers: &contexts[i].headers,
+    };
+    // The records still to handle, by index.
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut attempt = 1;
+    // Set while the partition waits at failing records (`Block`).
+    let mut blocked: Option<Retrying> = None;
+    loop {
+        let items = pending
+            .iter()
+            .map(|&i| {
+                let mut ctx = contexts[i].clone();
+                ctx.attempt = attempt;
+                (records[i].value.as_deref().unwrap_or_default(), ctx)
+            })
+            .collect();
+        let started = crate::metrics::clock();
+        clock.set(Some(tokio::time::Instant::now()));
+        let outcomes = handler.call(items).await;
+        clock.set(None);
+        let mut failed: Vec<(usize, HandlerError)> = Vec::new();
+        for (&i, outcome) in pending.iter().zip(outcomes) {
+            match outcome {
+                ItemOutcome::Ok => {}
+                ItemOutcome::Undecodable(reason) => {
+                    let d = poison(shared, &letter(i), &reason, stop).await?;
+                    if d != Disposition::Handled {
+                        shared.count_unhandled(&tp, d);
+                    }
+                }
+                ItemOutcome::Failed(e) => failed.push((i, e)),
+            }
+        }
+        crate::metrics::handler_ran(topic, handler.name(), started, failed.is_empty());
+        if failed.is_empty() {
+            if blocked.is_some()
+                && let Some(&i) = pending.first()
+            {
+                report_blocked(shared, &letter(i), None);
+            }
+            return Ok(());
+        }
+        let delay = if blocked.is_none() {
+            shared.config().delivery_retry.delay(attempt)
+        } else {
+            None
+        };
+        let mut again = Vec::new();
+        for (i, error) in failed {
+            let offset = records[i].offset;
+            if error.is_retriable()
+                && let Some(d) = delay
+            {
+                tracing::warn!(
+                    topic, partition, offset, handler = handler.name(), attempt,
+                    retry_in = ?d, error = %format_args!("{error:#}"), "batch handler failed for a record; retrying it"
+                );
+                again.push(i);
+                continue;
+            }
+            let why = format!("{}: {error:#}", handler.name());
+            match shared.config().on_handler_failure {
+                FailurePolicy::DeadLetter => {
+                    tracing::error!(
+                        topic, partition, offset, handler = handler.name(),
+                        attempts = attempt, error = %why, "batch handler failed for good; dead-lettering the record"
+                    );
+                    dead_letter(shared, &letter(i), &why, attempt, stop).await?;
+                    shared.count_unhandled(&tp, Disposition::DeadLettered);
+                }
+                FailurePolicy::Skip => {
+                    tracing::error!(
+                        topic, partition, offset, handler = handler.name(),
+                        attempts = attempt, error = %why, "batch handler failed for good; the record is skipped (on_handler_failure is Skip)"
+                    );
+                    crate::metrics::skipped(topic, "handler_failure");
+                    shared.count_unhandled(&tp, Disposition::Skipped);
+                }
+                FailurePolicy::Block if !error.is_retriable() => {
+                    // No retry can fix it: wait for the partition to move.
+                    return block(shared, &letter(i), &format!("handler {why}"), stop)
+                        .await
+                        .map(drop);
+                }
+                FailurePolicy::Block => {
+                    report_blocked(shared, &letter(i), Some(&format!("handler {why}")));
+                    again.push(i);
+                }
+            }
+        }
+        if again.is_empty() {
+            return Ok(());
+        }
+        let wait = match delay {
+            Some(d) => d,
+            None => {
+                blocked
+                    .get_or_insert_with(|| {
+                        Retrying::new(
+                            Backoff::new(Duration::from_millis(100), BLOCKED_RETRY_MAX),
+                            Duration::ZERO,
+                        )
+                    })
+                    .failed()
+                    .wait
+            }
+        };
+        if !crate::stop::pause(wait, &mut stop.clone()).await {
+            return Err(Undelivered);
+        }
+        attempt += 1;
+        pending = again;
+    }
+}
