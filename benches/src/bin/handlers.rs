@@ -1,0 +1,271 @@
+//! `kavari-handlers`: records handled per second by handlers that wait on
+//! I/O, by processing order: one at a time (partition order), by key with
+//! 16, 64 and 256 records in flight, and a batch handler of 100.
+//!
+//! ```sh
+//! cargo run --release -p kavari-benches --bin kavari-handlers -- \
+//!     [--partitions 3] [--records 60000] [--seconds 5] [--out target/kavari-handlers.md]
+//! ```
+//!
+//! Two handlers: one that waits 20 ms (a database call; the batch handler
+//! waits 20 ms per batch, a bulk insert), and one that publishes one
+//! message per record and waits for its acknowledgement (the batch handler
+//! publishes the batch's messages together). The records are written
+//! first, with distinct keys; each row is a new consumer group reading
+//! them for `--seconds` (or to the end), and the rate counts records from
+//! the first handled to the last. It starts the test cluster through
+//! kavari-testcontainers unless `KAVARI_BROKERS` is set.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kavari::{
+    BatchError, BatchHandler, HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler,
+    ProcessingOrder,
+};
+use kavari_testcontainers::{KafkaBroker, unique_name};
+use serde::{Deserialize, Serialize};
+
+/// A job to handle.
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "kavari-handlers.jobs")]
+struct Job {
+    #[kavari(key)]
+    id: String,
+    n: u64,
+}
+
+/// What the publishing handler writes per job.
+#[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
+#[kavari(topic = "kavari-handlers.done")]
+struct JobDone {
+    #[kavari(key)]
+    id: String,
+}
+
+/// How long the waiting handler waits per call.
+const WAIT: Duration = Duration::from_millis(20);
+
+/// Counts handled records, stamping the first and the last.
+#[derive(Default)]
+struct Count {
+    handled: AtomicU64,
+    first: std::sync::Mutex<Option<Instant>>,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Count {
+    fn add(&self, n: u64) {
+        let now = Instant::now();
+        self.first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(now);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+        self.handled.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn rate(&self) -> f64 {
+        let first = *self.first.lock().unwrap_or_else(|p| p.into_inner());
+        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match (first, last) {
+            (Some(a), Some(b)) if b > a => {
+                self.handled.load(Ordering::Relaxed) as f64 / (b - a).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// What a handler does per record (or per batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    /// Waits 20 ms.
+    Sleep,
+    /// Publishes a message per record and waits for it.
+    Publish,
+}
+
+struct Handler {
+    count: Arc<Count>,
+    work: Work,
+    out: Kavari,
+}
+
+impl MessageHandler<Job> for Handler {
+    async fn handle(&self, job: Job, _: &MessageContext) -> Result<(), HandlerError> {
+        match self.work {
+            Work::Sleep => tokio::time::sleep(WAIT).await,
+            Work::Publish => {
+                self.out.publish(&JobDone { id: job.id }).await?;
+            }
+        }
+        self.count.add(1);
+        Ok(())
+    }
+}
+
+impl BatchHandler<Job> for Handler {
+    async fn handle(&self, batch: Vec<(Job, MessageContext)>) -> Result<(), BatchError> {
+        let n = batch.len() as u64;
+        match self.work {
+            Work::Sleep => tokio::time::sleep(WAIT).await,
+            Work::Publish => {
+                let done: Vec<JobDone> = batch
+                    .into_iter()
+                    .map(|(job, _)| JobDone { id: job.id })
+                    .collect();
+                for r in self.out.publish_batch(&done).await {
+                    r?;
+                }
+            }
+        }
+        self.count.add(n);
+        Ok(())
+    }
+}
+
+struct Opts {
+    partitions: i32,
+    records: u64,
+    seconds: u64,
+    out: String,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    Opts {
+        partitions: get("--partitions")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+        records: get("--records")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60_000),
+        seconds: get("--seconds").and_then(|v| v.parse().ok()).unwrap_or(5),
+        out: get("--out").unwrap_or_else(|| "target/kavari-handlers.md".into()),
+    }
+}
+
+/// One row of the table: how records are handed over.
+#[derive(Clone, Copy)]
+enum Row {
+    Order(ProcessingOrder),
+    Batch(usize),
+}
+
+impl Row {
+    fn label(self) -> String {
+        match self {
+            Row::Order(ProcessingOrder::Partition) => "partition order (one at a time)".into(),
+            Row::Order(ProcessingOrder::Key { max_in_flight }) => {
+                format!("key order, {max_in_flight} in flight")
+            }
+            Row::Order(o) => format!("{o:?}"),
+            Row::Batch(n) => format!("batch handler of {n}"),
+        }
+    }
+}
+
+/// Handles the jobs with a new group for `seconds` (or until all are
+/// handled); returns records per second.
+async fn measure(broker: &str, o: &Opts, row: Row, work: Work, out: &Kavari) -> f64 {
+    let order = match row {
+        Row::Order(order) => order,
+        Row::Batch(_) => ProcessingOrder::Partition,
+    };
+    let m = Kavari::builder(broker)
+        .group_id(unique_name("handlers"))
+        .processing_order(order)
+        .build()
+        .await
+        .expect("build");
+    let count = Arc::new(Count::default());
+    let handler = Handler {
+        count: Arc::clone(&count),
+        work,
+        out: out.clone(),
+    };
+    match row {
+        Row::Order(_) => m.subscribe::<Job, _>(handler),
+        Row::Batch(n) => m.subscribe_batch::<Job, _>(n, Duration::from_millis(100), handler),
+    }
+    .expect("subscribe");
+    m.start().await.expect("start");
+    let deadline = Instant::now() + Duration::from_secs(o.seconds) + Duration::from_secs(10);
+    // The clock starts with the first record handled (after the join).
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = *count.first.lock().unwrap_or_else(|p| p.into_inner());
+        let done = count.handled.load(Ordering::Relaxed) >= o.records;
+        if done || started.is_some_and(|t| t.elapsed() >= Duration::from_secs(o.seconds)) {
+            break;
+        }
+    }
+    let rate = count.rate();
+    let _ = tokio::time::timeout(Duration::from_secs(30), m.shutdown()).await;
+    rate
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    let cluster = KafkaBroker::start().await.expect("broker");
+    let broker = cluster.bootstrap_servers().to_string();
+    let out = Kavari::builder(broker.clone())
+        .build()
+        .await
+        .expect("build");
+    for topic in [Job::TOPIC, JobDone::TOPIC] {
+        cluster.create_topic(topic, o.partitions).await.ok();
+    }
+    let jobs: Vec<Job> = (0..o.records)
+        .map(|n| Job {
+            id: format!("job-{n}"),
+            n,
+        })
+        .collect();
+    for chunk in jobs.chunks(10_000) {
+        for r in out.publish_batch(chunk).await {
+            r.expect("publish");
+        }
+    }
+    let rows = [
+        Row::Order(ProcessingOrder::Partition),
+        Row::Order(ProcessingOrder::Key { max_in_flight: 16 }),
+        Row::Order(ProcessingOrder::Key { max_in_flight: 64 }),
+        Row::Order(ProcessingOrder::Key { max_in_flight: 256 }),
+        Row::Batch(100),
+    ];
+    let mut table = format!(
+        "Records handled per second, {} partitions, {} records with distinct keys (at most {} s per row):\n\n\
+         | | waits 20 ms | publishes one message |\n| --- | ---: | ---: |\n",
+        o.partitions, o.records, o.seconds
+    );
+    let mut base: Option<(f64, f64)> = None;
+    for row in rows {
+        let sleep = measure(&broker, &o, row, Work::Sleep, &out).await;
+        let publish = measure(&broker, &o, row, Work::Publish, &out).await;
+        let (s0, p0) = *base.get_or_insert((sleep, publish));
+        let line = format!(
+            "| {} | {sleep:.0} ({:.1}x) | {publish:.0} ({:.1}x) |\n",
+            row.label(),
+            sleep / s0.max(1e-9),
+            publish / p0.max(1e-9)
+        );
+        eprint!("{line}");
+        table.push_str(&line);
+    }
+    let _ = out.shutdown().await;
+    if let Some(dir) = std::path::Path::new(&o.out).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&o.out, &table).expect("write the table");
+    print!("{table}");
+}
