@@ -56,24 +56,30 @@ fn spawn(
     child
 }
 
+/// Waits until every one of the `n` jobs was handled by some process.
+async fn all_handled(printed: &Arc<Mutex<Printed>>, n: u64) {
+    eventually(
+        Duration::from_secs(120),
+        "every job handled by someone",
+        || {
+            let printed = printed.lock().unwrap();
+            let handled: BTreeSet<u64> = printed.done.iter().map(|d| d.1).collect();
+            handled.len() as u64 == n
+        },
+    )
+    .await;
+}
+
 /// Publishes `n` jobs with keys `k{seq % keys}` at once, so each process
 /// has a backlog to be caught in the middle of.
 async fn publish_jobs(broker: &KafkaBroker, prefix: &str, n: u64, keys: u64) {
-    let publisher = Kavari::builder(broker.bootstrap_servers())
-        .topic_prefix(prefix)
-        .build()
-        .await
-        .expect("build");
     let jobs: Vec<CrashJob> = (0..n)
         .map(|seq| CrashJob {
             key: format!("k{}", seq % keys),
             seq,
         })
         .collect();
-    for r in publisher.publish_batch(&jobs).await {
-        r.expect("publish");
-    }
-    publisher.shutdown().await.expect("shutdown");
+    publish_all(broker, prefix, &jobs).await;
 }
 
 #[tokio::test]
@@ -116,16 +122,7 @@ async fn a_consumer_killed_mid_handler_loses_nothing() {
     children[0].start_kill().expect("SIGKILL");
     let _ = children[0].wait().await;
 
-    eventually(
-        Duration::from_secs(120),
-        "every job handled by someone",
-        || {
-            let printed = printed.lock().unwrap();
-            let handled: BTreeSet<u64> = printed.done.iter().map(|d| d.1).collect();
-            handled.len() as u64 == N
-        },
-    )
-    .await;
+    all_handled(&printed, N).await;
     for child in &mut children[1..] {
         drop(child.stdin.take());
         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
@@ -201,16 +198,7 @@ async fn a_consumer_killed_with_a_window_in_flight_loses_nothing() {
     kill(&mut first).await;
     let done_at_kill = printed.lock().unwrap().done.len();
     let mut second = spawn(broker, &group, 1, &settings, &printed);
-    eventually(
-        Duration::from_secs(120),
-        "every job handled by someone",
-        || {
-            let printed = printed.lock().unwrap();
-            let handled: BTreeSet<u64> = printed.done.iter().map(|d| d.1).collect();
-            handled.len() as u64 == N
-        },
-    )
-    .await;
+    all_handled(&printed, N).await;
     drop(second.stdin.take());
     let _ = tokio::time::timeout(Duration::from_secs(30), second.wait()).await;
     reader.abort();

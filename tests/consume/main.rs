@@ -48,6 +48,20 @@ async fn committed(
     out
 }
 
+/// Publishes `messages` all at once (under `prefix`) through a manager of
+/// its own, so a consumer meets them as a backlog.
+async fn publish_all<M: KafkaMessage>(broker: &KafkaBroker, prefix: &str, messages: &[M]) {
+    let publisher = Kavari::builder(broker.bootstrap_servers())
+        .topic_prefix(prefix)
+        .build()
+        .await
+        .expect("build");
+    for r in publisher.publish_batch(messages).await {
+        r.expect("publish");
+    }
+    publisher.shutdown().await.expect("shutdown");
+}
+
 mod batches;
 mod blocked;
 mod crash;

@@ -106,21 +106,13 @@ async fn key_order_runs_keys_side_by_side_and_each_key_in_offset_order() {
     let (prefix, topic) = prefixed_topic::<KeyedJob>(broker, 1).await;
     const N: u64 = 2_000;
     const KEYS: u64 = 200;
-    let publisher = Kavari::builder(broker.bootstrap_servers())
-        .topic_prefix(&prefix)
-        .build()
-        .await
-        .expect("build");
     let jobs: Vec<KeyedJob> = (0..N)
         .map(|seq| KeyedJob {
             key: format!("k{}", seq % KEYS),
             seq,
         })
         .collect();
-    for r in publisher.publish_batch(&jobs).await {
-        r.expect("publish");
-    }
-    publisher.shutdown().await.expect("shutdown");
+    publish_all(broker, &prefix, &jobs).await;
 
     let by_key = handle(
         broker,
@@ -175,11 +167,6 @@ async fn unordered_runs_any_records_side_by_side_within_the_window() {
     let broker = shared_broker().await.expect("broker");
     let (prefix, topic) = prefixed_topic::<KeyedJob>(broker, 1).await;
     const N: u64 = 300;
-    let publisher = Kavari::builder(broker.bootstrap_servers())
-        .topic_prefix(&prefix)
-        .build()
-        .await
-        .expect("build");
     // One key: key order would run them one at a time.
     let jobs: Vec<KeyedJob> = (0..N)
         .map(|seq| KeyedJob {
@@ -187,10 +174,7 @@ async fn unordered_runs_any_records_side_by_side_within_the_window() {
             seq,
         })
         .collect();
-    for r in publisher.publish_batch(&jobs).await {
-        r.expect("publish");
-    }
-    publisher.shutdown().await.expect("shutdown");
+    publish_all(broker, &prefix, &jobs).await;
     let seen = handle(
         broker,
         &prefix,

@@ -9,9 +9,8 @@ use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::record_batch::read::FetchedRecord;
 use tokio::sync::watch;
 
-use super::config::FailurePolicy;
 use super::dispatch::{
-    BLOCKED_RETRY_MAX, Disposition, HandlerClock, Letter, Runtime, Undelivered, block, dead_letter,
+    BLOCKED_RETRY_MAX, Disposition, HandlerClock, Letter, Runtime, Undelivered, block, give_up,
     poison, refill, report_blocked,
 };
 use crate::handler::{HandlerError, MessageContext};
@@ -113,33 +112,18 @@ pub(crate) async fn deliver_batch<R: Runtime>(
                 continue;
             }
             let why = format!("{}: {error:#}", handler.name());
-            match shared.config().on_handler_failure {
-                FailurePolicy::DeadLetter => {
-                    tracing::error!(
-                        topic, partition, offset, handler = handler.name(),
-                        attempts = attempt, error = %why, "batch handler failed for good; dead-lettering the record"
-                    );
-                    dead_letter(shared, &letter(i), &why, attempt, stop).await?;
-                    shared.count_unhandled(&tp, Disposition::DeadLettered);
-                }
-                FailurePolicy::Skip => {
-                    tracing::error!(
-                        topic, partition, offset, handler = handler.name(),
-                        attempts = attempt, error = %why, "batch handler failed for good; the record is skipped (on_handler_failure is Skip)"
-                    );
-                    crate::metrics::skipped(topic, "handler_failure");
-                    shared.count_unhandled(&tp, Disposition::Skipped);
-                }
-                FailurePolicy::Block if !error.is_retriable() => {
-                    // No retry can fix it: wait for the partition to move.
-                    return block(shared, &letter(i), &format!("handler {why}"), stop)
-                        .await
-                        .map(drop);
-                }
-                FailurePolicy::Block => {
-                    report_blocked(shared, &letter(i), Some(&format!("handler {why}")));
-                    again.push(i);
-                }
+            let failed = letter(i);
+            if let Some(d) = give_up(shared, &failed, handler.name(), &why, attempt, stop).await? {
+                shared.count_unhandled(&tp, d);
+            } else if error.is_retriable() {
+                // Block: the partition waits at the record.
+                report_blocked(shared, &letter(i), Some(&format!("handler {why}")));
+                again.push(i);
+            } else {
+                // No retry can fix it: wait for the partition to move.
+                return block(shared, &letter(i), &format!("handler {why}"), stop)
+                    .await
+                    .map(drop);
             }
         }
         if again.is_empty() {

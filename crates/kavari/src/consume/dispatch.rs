@@ -273,58 +273,75 @@ async fn route_and_handle<R: Runtime>(
                 continue;
             }
             let why = format!("{}: {error:#}", handler.name());
-            match shared.config().on_handler_failure {
-                FailurePolicy::DeadLetter => {
-                    tracing::error!(
-                        topic, partition, offset, handler = handler.name(),
-                        attempts = attempt, error = %why, "handler failed for good; dead-lettering"
-                    );
-                    let letter = letter(&ctx.headers);
-                    dead_letter(shared, &letter, &why, attempt, stop).await?;
-                    disposition = Disposition::DeadLettered;
-                    break;
-                }
-                FailurePolicy::Skip => {
-                    tracing::error!(
-                        topic, partition, offset, handler = handler.name(),
-                        attempts = attempt, error = %why, "handler failed for good; skipped (on_handler_failure is Skip)"
-                    );
-                    crate::metrics::skipped(topic, "handler_failure");
-                    disposition = Disposition::Skipped;
-                    break;
-                }
-                FailurePolicy::Block => {
-                    let letter = letter(&ctx.headers);
-                    let reason = format!("handler {why}");
-                    if !error.is_retriable() {
-                        // No retry can fix it: wait for the partition to move.
-                        return block(shared, &letter, &reason, stop).await;
-                    }
-                    // Every try is logged: a blocked partition is news.
-                    let retrying = blocked.get_or_insert_with(|| {
-                        Retrying::new(
-                            Backoff::new(Duration::from_millis(100), BLOCKED_RETRY_MAX),
-                            Duration::ZERO,
-                        )
-                    });
-                    let wait = retrying.failed().wait;
-                    report_blocked(shared, &letter, Some(&reason));
-                    tracing::warn!(
-                        topic, partition, offset, handler = handler.name(),
-                        attempt, retry_in = ?wait, error = %why, "handler failed; the partition waits at the record (on_handler_failure is Block)"
-                    );
-                    if !crate::stop::pause(wait, &mut stop.clone()).await {
-                        return Err(Undelivered);
-                    }
-                    attempt += 1;
-                }
+            let failed = letter(&ctx.headers);
+            let given_up = give_up(shared, &failed, handler.name(), &why, attempt, stop);
+            if let Some(d) = given_up.await? {
+                disposition = d;
+                break;
             }
+            // Block: the partition waits at the record.
+            let letter = letter(&ctx.headers);
+            let reason = format!("handler {why}");
+            if !error.is_retriable() {
+                // No retry can fix it: wait for the partition to move.
+                return block(shared, &letter, &reason, stop).await;
+            }
+            // Every try is logged: a blocked partition is news.
+            let retrying = blocked.get_or_insert_with(|| {
+                Retrying::new(
+                    Backoff::new(Duration::from_millis(100), BLOCKED_RETRY_MAX),
+                    Duration::ZERO,
+                )
+            });
+            let wait = retrying.failed().wait;
+            report_blocked(shared, &letter, Some(&reason));
+            tracing::warn!(
+                topic, partition, offset, handler = handler.name(),
+                attempt, retry_in = ?wait, error = %why, "handler failed; the partition waits at the record (on_handler_failure is Block)"
+            );
+            if !crate::stop::pause(wait, &mut stop.clone()).await {
+                return Err(Undelivered);
+            }
+            attempt += 1;
         }
         if blocked.is_some() {
             report_blocked(shared, &letter(&ctx.headers), None);
         }
     }
     Ok(disposition)
+}
+
+/// A record a handler failed for good (`why`, after `attempts`), by
+/// `on_handler_failure`: dead-lettered or skipped; `None` under `Block`,
+/// where the caller waits at the record.
+pub(super) async fn give_up<R: Runtime>(
+    shared: &R,
+    letter: &Letter<'_>,
+    handler: &str,
+    why: &str,
+    attempts: u32,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<Disposition>, Undelivered> {
+    let (topic, partition, offset) = (letter.topic, letter.partition, letter.offset);
+    match shared.config().on_handler_failure {
+        FailurePolicy::DeadLetter => {
+            tracing::error!(
+                topic, partition, offset, handler, attempts, error = %why,
+                "handler failed for good; dead-lettering"
+            );
+            dead_letter(shared, letter, why, attempts, stop).await?;
+            Ok(Some(Disposition::DeadLettered))
+        }
+        FailurePolicy::Skip => {
+            tracing::error!(
+                topic, partition, offset, handler, attempts, error = %why,
+                "handler failed for good; skipped (on_handler_failure is Skip)"
+            );
+            crate::metrics::skipped(topic, "handler_failure");
+            Ok(Some(Disposition::Skipped))
+        }
+        FailurePolicy::Block => Ok(None),
+    }
 }
 
 /// At most one "record cannot be handled" line per partition and this
