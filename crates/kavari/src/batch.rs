@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-use crate::handler::{HandlerError, MessageContext};
+use crate::context::MessageContext;
+use crate::handler::HandlerError;
 use crate::message::KafkaMessage;
 
 /// Handles messages of type `M` on `M::TOPIC` several at a time: up to

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::handler::MessageContext;
+use crate::context::MessageContext;
 use crate::handler::MessageHandler;
 use crate::message::KafkaMessage;
 use crate::registry::{Outcome, Registry, Route};

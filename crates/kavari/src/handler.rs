@@ -1,11 +1,9 @@
 //! Typed handlers: what a service implements to receive messages.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
-
+use crate::context::MessageContext;
 use crate::message::KafkaMessage;
 
 /// Handles every message of type `M` on `M::TOPIC`.
@@ -38,42 +36,6 @@ pub trait MessageHandler<M: KafkaMessage>: Send + Sync + 'static {
         msg: M,
         ctx: &MessageContext,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
-}
-
-/// Where a message came from, and which attempt this is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageContext {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-    /// The offset.
-    pub offset: i64,
-    /// The key, when it is UTF-8.
-    pub key: Option<String>,
-    /// Every record header.
-    pub headers: BTreeMap<String, Vec<u8>>,
-    /// The record's timestamp.
-    pub timestamp: DateTime<Utc>,
-    /// 1 on the first delivery to this handler, then 2, 3, … on retries.
-    pub attempt: u32,
-}
-
-impl MessageContext {
-    /// A context for `topic`/`partition` at `offset`: no key, no headers,
-    /// stamped now, first attempt. For calling a handler in its own unit
-    /// tests; set the public fields for anything else.
-    pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-            offset,
-            key: None,
-            headers: BTreeMap::new(),
-            timestamp: Utc::now(),
-            attempt: 1,
-        }
-    }
 }
 
 /// A handler's failure: an error (with its chain of causes) and whether the

@@ -39,6 +39,7 @@ mod batch;
 mod builder;
 pub mod codec;
 mod consume;
+mod context;
 pub mod dead_letter;
 mod env;
 mod handler;
@@ -61,7 +62,8 @@ mod trace_context;
 pub use batch::{BatchError, BatchHandler};
 pub use builder::{ConfigError, KavariBuilder};
 pub use consume::{ControlError, FailurePolicy, OffsetReset, ProcessingOrder, SeekTo, StartError};
-pub use handler::{HandlerError, MessageContext, MessageHandler, StdHandlerError};
+pub use context::MessageContext;
+pub use handler::{HandlerError, MessageHandler, StdHandlerError};
 pub use health::{Health, HealthState, PartitionHealth};
 /// Derives [`KafkaMessage`](trait@KafkaMessage): a type's topic, its
 /// `msg_type` name and its partition key, from `#[kavari(...)]`

@@ -11,8 +11,8 @@ use futures::future::BoxFuture;
 
 use crate::batch::{BatchError, BatchHandler, BatchLimits};
 use crate::codec::{self, DecodeError};
+use crate::context::MessageContext;
 use crate::handler::HandlerError;
-use crate::handler::MessageContext;
 use crate::handler::MessageHandler;
 use crate::message::KafkaMessage;
 use kavari_wire::record_batch::read::FetchedRecord;

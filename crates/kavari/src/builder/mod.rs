@@ -230,7 +230,7 @@ impl KavariBuilder {
     ///     .group_id("billing")
     ///     .processing_order(ProcessingOrder::Key { max_in_flight: 64 });
     /// ```
-    pub fn processing_order(mut self, order: crate::ProcessingOrder) -> Self {
+    pub fn processing_order(mut self, order: crate::consume::ProcessingOrder) -> Self {
         self.consumer.order = order;
         self
     }

@@ -9,11 +9,10 @@ use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::record_batch::read::FetchedRecord;
 use tokio::sync::watch;
 
-use super::dispatch::{
-    BLOCKED_RETRY_MAX, Disposition, HandlerClock, Letter, Runtime, Undelivered, block, give_up,
-    poison, refill, report_blocked,
-};
-use crate::handler::{HandlerError, MessageContext};
+use super::disposal::{BLOCKED_RETRY_MAX, Letter, block, give_up, poison, report_blocked};
+use super::runtime::{Disposition, HandlerClock, Runtime, Undelivered};
+use crate::context::MessageContext;
+use crate::handler::HandlerError;
 use crate::registry::{BatchSubscription, ItemOutcome};
 
 /// Hands `records` (of one partition, in offset order) to the batch
@@ -35,13 +34,7 @@ pub(crate) async fn deliver_batch<R: Runtime>(
         .iter()
         .map(|r| {
             let mut ctx = MessageContext::new(topic, partition, r.offset);
-            refill(
-                &mut ctx,
-                r.offset,
-                r.timestamp_ms,
-                r.key.as_deref(),
-                &r.headers,
-            );
+            ctx.refill(r);
             ctx
         })
         .collect();

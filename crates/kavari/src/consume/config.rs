@@ -89,14 +89,22 @@ pub enum ProcessingOrder {
 impl ProcessingOrder {
     /// The concurrent window this order asks for: which records may
     /// overlap and how many are taken at most; `None` for one at a time.
-    pub(crate) fn window(self) -> Option<(super::window::Overlap, usize)> {
-        use super::window::Overlap;
+    pub(crate) fn window(self) -> Option<(Overlap, usize)> {
         match self {
             Self::Partition => None,
             Self::Key { max_in_flight } => Some((Overlap::Keys, max_in_flight)),
             Self::Unordered { max_in_flight } => Some((Overlap::Any, max_in_flight)),
         }
     }
+}
+
+/// Which records of a window may run side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overlap {
+    /// Records with different keys.
+    Keys,
+    /// Any two records.
+    Any,
 }
 
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use super::config::ConsumerConfig;
 use super::state::{ConsumeState, fetcher_config};
 use super::steering::{ControlError, SeekTo, Steering, Target};
 use super::writer::Writer;
-use super::{dispatch, start, worker};
+use super::{runtime, start, worker};
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::registry::Registry;
 
@@ -110,7 +110,7 @@ impl Consumer {
             dead_letters,
             member,
             partitions: Mutex::new(BTreeMap::new()),
-            poison_log: LogRate::new(dispatch::POISON_LOG_EVERY),
+            poison_log: LogRate::new(runtime::POISON_LOG_EVERY),
             steering: watch::Sender::new(Steering::default()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -3,14 +3,14 @@
 //! dead-lettered.
 
 mod batches;
-mod concurrent;
 mod config;
 mod consumer;
 mod dispatch;
+mod disposal;
+mod runtime;
 mod start;
 mod state;
 mod steering;
-mod window;
 mod worker;
 mod writer;
 
@@ -21,7 +21,9 @@ pub use config::{FailurePolicy, OffsetReset, ProcessingOrder};
 pub(crate) use consumer::Consumer;
 pub use consumer::StartError;
 #[cfg(feature = "testing")]
-pub(crate) use dispatch::{Disposition, HandlerClock, POISON_LOG_EVERY, Runtime, deliver};
+pub(crate) use dispatch::deliver;
+#[cfg(feature = "testing")]
+pub(crate) use runtime::{Disposition, HandlerClock, POISON_LOG_EVERY, Runtime};
 pub use steering::{ControlError, SeekTo};
 #[cfg(feature = "testing")]
 pub(crate) use steering::{Orders, Steering, Target};

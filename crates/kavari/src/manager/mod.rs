@@ -10,9 +10,9 @@ use std::time::Duration;
 pub(crate) use backend::Backend;
 pub(crate) use kafka::Kafka;
 
-use crate::ProcessingOrder;
 use crate::batch::{BatchHandler, BatchLimits};
 use crate::codec;
+use crate::consume::ProcessingOrder;
 use crate::consume::{ConsumerConfig, ControlError, SeekTo, StartError};
 use crate::handler::MessageHandler;
 use crate::health::Health;

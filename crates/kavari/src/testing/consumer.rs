@@ -15,7 +15,7 @@ use crate::consume::{
     ConsumerConfig, ControlError, Disposition, HandlerClock, OffsetReset, Orders, POISON_LOG_EVERY,
     Runtime, SeekTo, Steering, Target, deliver, deliver_batch,
 };
-use crate::handler::MessageContext;
+use crate::context::MessageContext;
 use crate::health::{Health, HealthState, PartitionHealth};
 use crate::partitioner::Partitioner;
 use crate::partitioner::RoundRobin;

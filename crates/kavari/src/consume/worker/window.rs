@@ -17,14 +17,7 @@ use bytes::Bytes;
 use kavari_wire::record_batch::read::FetchedRecord;
 use tokio::time::Instant;
 
-/// Which records of a window may run side by side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Overlap {
-    /// Records with different keys.
-    Keys,
-    /// Any two records.
-    Any,
-}
+pub(crate) use crate::consume::config::Overlap;
 
 /// A record taken into the window.
 #[derive(Debug)]

@@ -18,12 +18,15 @@ use kavari_wire::record_batch::read::FetchedRecord;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::dispatch::{Disposition, HandlerClock, Undelivered, deliver};
-use super::state::ConsumeState;
-use super::steering::orders;
-use super::window::{Overlap, Window};
-use super::worker::{Pace, REPORT_EVERY, Turn, Worker};
-use crate::handler::MessageContext;
+use super::in_order::Pace;
+use super::window::Window;
+use super::{REPORT_EVERY, Turn, Worker};
+use crate::consume::config::Overlap;
+use crate::consume::dispatch::deliver;
+use crate::consume::runtime::{Disposition, HandlerClock, Undelivered};
+use crate::consume::state::ConsumeState;
+use crate::consume::steering::orders;
+use crate::context::MessageContext;
 use crate::stop::until_stopped;
 
 /// A record's delivery, finished.
