@@ -28,6 +28,10 @@ struct Seen {
     overlaps: Vec<(String, i64)>,
     finished: Vec<Instant>,
     most_at_once: usize,
+    /// The most records health showed in flight, and whether it said
+    /// since when.
+    most_shown: usize,
+    shown_since: bool,
 }
 
 struct Slow(Arc<Mutex<Seen>>);
@@ -84,7 +88,12 @@ async fn handle(
         .expect("subscribe");
     m.start().await.expect("start");
     eventually(WAIT, "the records handled", || {
-        seen.lock().unwrap().finished.len() as u64 >= n
+        let mut seen = seen.lock().unwrap();
+        if let Some(p) = m.health().partitions.first() {
+            seen.most_shown = seen.most_shown.max(p.in_flight);
+            seen.shown_since |= p.in_flight > 0 && p.in_flight_since.is_some();
+        }
+        seen.finished.len() as u64 >= n
     })
     .await;
     m.shutdown().await.expect("shutdown");
@@ -148,6 +157,11 @@ async fn key_order_runs_keys_side_by_side_and_each_key_in_offset_order() {
         by_key.most_at_once > 1 && by_key.most_at_once <= 64,
         "at most the window runs at once: {}",
         by_key.most_at_once
+    );
+    assert!(
+        by_key.most_shown > 1 && by_key.most_shown <= 64 && by_key.shown_since,
+        "health shows the records in flight and since when: at most {}",
+        by_key.most_shown
     );
     let (fast, slow) = (rate(&by_key.finished), rate(&in_order.finished));
     eprintln!(

@@ -59,3 +59,52 @@ async fn a_stuck_handler_makes_the_member_step_aside_and_the_partition_move_on()
     assert!(m.health().generation.unwrap_or(0) >= 2, "{:?}", m.health());
     m.shutdown().await.expect("shutdown");
 }
+
+/// Handled side by side, a stuck record makes the member step aside all
+/// the same: the records beside it finish, the commit stays before the
+/// stuck one, and after the move the partition goes on past it.
+#[tokio::test]
+async fn a_stuck_handler_among_concurrent_ones_makes_the_member_step_aside() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let (prefix, _) = prefixed_topic::<Numbered>(broker, 1).await;
+    let m = consumer(broker, &unique_name("stuck-concurrent"))
+        .topic_prefix(&prefix)
+        .max_handler_time(Duration::from_secs(2))
+        .processing_order(kavari::ProcessingOrder::Unordered { max_in_flight: 8 })
+        .build()
+        .await
+        .expect("build");
+    for n in 0..2 {
+        m.publish(&Numbered { n }).await.expect("publish");
+    }
+    let handler = HangsOnce::default();
+    m.subscribe::<Numbered, _>(handler.clone())
+        .expect("subscribe");
+    m.start().await.expect("start");
+    eventually(WAIT, "record 1 handled beside the stuck 0", || {
+        handler.done.lock().unwrap().first() == Some(&1)
+    })
+    .await;
+    assert_eq!(
+        m.health().partitions[0].committed,
+        Some(0),
+        "nothing past the stuck record is committed"
+    );
+    eventually(WAIT, "record 0 handled after the move", || {
+        handler.done.lock().unwrap().contains(&0)
+    })
+    .await;
+    eventually(WAIT, "the commit past both", || {
+        m.health().partitions.first().and_then(|p| p.committed) == Some(2)
+    })
+    .await;
+    let calls = handler.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.iter().filter(|n| **n == 0).count(),
+        2,
+        "record 0 again after the move: {calls:?}"
+    );
+    assert!(m.health().generation.unwrap_or(0) >= 2, "{:?}", m.health());
+    m.shutdown().await.expect("shutdown");
+}
