@@ -541,6 +541,7 @@ async fn commits_carry_the_leader_epoch_of_the_last_record_handled() {
     let cluster = Arc::new(Cluster::new(broker.bootstrap_list(), "t".into(), WAIT));
     let conn = kavari_tests::leader(&cluster, Ranged::TOPIC, 0).await;
     conn.send_produce(&Produce {
+        transactional_id: None,
         acks: -1,
         timeout_ms: 10_000,
         batches: vec![PartitionBatch {

@@ -2,9 +2,11 @@
 //! (kafka-clients 4.4, `tests/peers/JavaTransactions.java`) commits and
 //! aborts on the cluster: a Kavari member (read_committed, the default)
 //! handles exactly the committed records; one reading uncommitted handles
-//! the aborted ones too, so the log really holds them.
+//! the aborted ones too, so the log really holds them. And Kavari's own
+//! transaction calls (kavari-wire's `transaction`), read the same way.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kavari::Isolation;
@@ -73,6 +75,153 @@ async fn read_committed_handles_only_what_a_java_transaction_committed() {
     // is final.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(committed_only.seqs(), committed);
+    reader.shutdown().await.expect("shutdown");
+    uncommitted.shutdown().await.expect("shutdown");
+}
+
+/// Produces `seqs` as Tickets in one transactional batch of `producer`
+/// (from `base_sequence`) to partition 0's leader.
+async fn produce_in_transaction(
+    cluster: &kavari_wire::cluster::Cluster,
+    transactional_id: &str,
+    producer: kavari_wire::producer_id::ProducerIdentity,
+    topic: &str,
+    base_sequence: i32,
+    seqs: std::ops::Range<u64>,
+) -> Result<(), kavari_wire::WireError> {
+    use kavari_wire::Compression;
+    use kavari_wire::produce::{PartitionBatch, Produce};
+    use kavari_wire::record_batch::write::{Record, RecordBatch, mark_transactional, stamp};
+
+    let mut batch = RecordBatch::with_capacity(1024);
+    for t in crate::tickets(seqs) {
+        let m = kavari::codec::encode(&t).expect("encode");
+        let record = Record {
+            key: m.key.as_deref(),
+            value: &m.value,
+            headers: &m.headers,
+        };
+        batch.push(&record, chrono::Utc::now().timestamp_millis());
+    }
+    let mut bytes = batch.finish(Compression::None).expect("finish");
+    assert!(stamp(
+        &mut bytes,
+        producer.id,
+        producer.epoch,
+        base_sequence
+    ));
+    assert!(mark_transactional(&mut bytes));
+    let request = Produce {
+        transactional_id: Some(transactional_id.to_string()),
+        acks: -1,
+        timeout_ms: 30_000,
+        batches: vec![PartitionBatch {
+            topic: kafka_protocol::messages::TopicName(topic.to_string().into()),
+            partition: 0,
+            records: bytes.into(),
+        }],
+    };
+    let conn = kavari_tests::leader(cluster, topic, 0).await;
+    let answer = conn.send_produce(&request).await?.await?;
+    for t in &answer.responses {
+        for p in &t.partition_responses {
+            if let Some(e) = kafka_protocol::error::ParseResponseErrorCode::err(p.error_code) {
+                return Err(kavari_wire::WireError::broker("Produce", e, None));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Kavari's transaction calls on the cluster: an aborted transaction's
+/// records are never read_committed, a committed one's are; a newer
+/// instance of the transactional id fences the older, whose transaction
+/// calls and batches are refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_id_aborts_commits_and_fences_on_the_wire() {
+    use kavari_wire::transaction::TransactionCoordinator;
+
+    let setup = Setup::start("txn-wire", KafkaBroker::builder(), 1).await;
+    let topic = setup.topic.clone();
+    let cluster = Arc::new(kavari_wire::cluster::Cluster::new(
+        setup.broker.bootstrap_list(),
+        "t".into(),
+        Duration::from_secs(30),
+    ));
+    let id = kavari_testcontainers::unique_name("txn-wire");
+    let coordinator = |id: &str| {
+        TransactionCoordinator::new(
+            Arc::clone(&cluster),
+            id,
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        )
+    };
+    let old = coordinator(&id);
+    let first = old.init().await.expect("init");
+    let here = [(topic.as_str(), 0)];
+
+    old.add_partitions(first, &here).await.expect("add");
+    produce_in_transaction(&cluster, &id, first, &topic, 0, 0..3)
+        .await
+        .expect("produce");
+    old.end(first, false).await.expect("abort");
+
+    old.add_partitions(first, &here).await.expect("add");
+    produce_in_transaction(&cluster, &id, first, &topic, 3, 3..6)
+        .await
+        .expect("produce");
+    old.end(first, true).await.expect("commit");
+
+    // A newer instance: the older one is fenced.
+    let new = coordinator(&id);
+    let second = new.init().await.expect("init again");
+    assert!(
+        second.id != first.id || second.epoch > first.epoch,
+        "a new epoch: {first:?} then {second:?}"
+    );
+    let fenced = old.add_partitions(first, &here).await.expect_err("fenced");
+    assert!(fenced.is_fenced(), "{fenced}");
+    let fenced = produce_in_transaction(&cluster, &id, first, &topic, 6, 100..101)
+        .await
+        .expect_err("a zombie's batch is refused");
+    assert!(fenced.is_fenced(), "{fenced}");
+
+    new.add_partitions(second, &here).await.expect("add");
+    produce_in_transaction(&cluster, &id, second, &topic, 0, 6..9)
+        .await
+        .expect("produce");
+    new.end(second, true).await.expect("commit");
+
+    let (committed_only, all) = (Seen::default(), Seen::default());
+    let reader = setup
+        .member(
+            &kavari_testcontainers::unique_name("txn-wire"),
+            &committed_only,
+            |b| b,
+        )
+        .await;
+    let uncommitted = setup
+        .member(&kavari_testcontainers::unique_name("txn-wire"), &all, |b| {
+            b.isolation_level(Isolation::ReadUncommitted)
+        })
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "every record read uncommitted",
+        || all.seqs() == (0..9).collect::<BTreeSet<u64>>(),
+    )
+    .await;
+    eventually(Duration::from_secs(60), "the committed records", || {
+        committed_only.seqs().len() >= 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        committed_only.seqs(),
+        (3..9).collect::<BTreeSet<u64>>(),
+        "the aborted records and the zombie's are never read_committed"
+    );
     reader.shutdown().await.expect("shutdown");
     uncommitted.shutdown().await.expect("shutdown");
 }

@@ -10,10 +10,10 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
-    join_group_request::JoinGroupRequestProtocol, leave_group_request::MemberIdentity,
-    offset_commit_request, offset_fetch_request, sync_group_request::SyncGroupRequestAssignment,
+    GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
+    OffsetFetchRequest, SyncGroupRequest, TopicName, join_group_request::JoinGroupRequestProtocol,
+    leave_group_request::MemberIdentity, offset_commit_request, offset_fetch_request,
+    sync_group_request::SyncGroupRequestAssignment,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
@@ -405,35 +405,8 @@ pub(crate) async fn coordinator_address(
     cluster: &Cluster,
     group_id: &str,
 ) -> Result<String, GroupError> {
-    let broker = cluster.any_broker().await?;
-    let version = broker.version::<FindCoordinatorRequest>()?;
-    let req = if version >= 4 {
-        FindCoordinatorRequest::default().with_coordinator_keys(vec![s(group_id)])
-    } else {
-        FindCoordinatorRequest::default().with_key(s(group_id))
-    };
-    let resp = match broker.send(&req).await {
-        Ok(r) => r,
-        Err(e) => {
-            cluster.forget_any_broker().await;
-            return Err(e.into());
-        }
-    };
-    let (host, port) = if version >= 4 {
-        let c = resp.coordinators.first().ok_or_else(|| {
-            GroupError::malformed("FindCoordinator", "no coordinator in the response")
-        })?;
-        check("FindCoordinator", c.error_code, c.error_message.as_ref())?;
-        (c.host.as_str().to_string(), c.port)
-    } else {
-        check(
-            "FindCoordinator",
-            resp.error_code,
-            resp.error_message.as_ref(),
-        )?;
-        (resp.host.as_str().to_string(), resp.port)
-    };
-    Ok(format!("{host}:{port}"))
+    use kavari_wire::coordinator::{CoordinatorOf, coordinator_address};
+    Ok(coordinator_address(cluster, CoordinatorOf::Group, group_id).await?)
 }
 
 /// The committed offsets in an OffsetFetch answer of `version` (`None`:

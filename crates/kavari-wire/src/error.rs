@@ -151,6 +151,16 @@ impl WireError {
         )
     }
 
+    /// Whether a newer instance of this transactional (or idempotent)
+    /// producer took its place: this one must never write again.
+    pub fn is_fenced(&self) -> bool {
+        use ResponseError as E;
+        matches!(
+            self.response_error(),
+            Some(E::ProducerFenced | E::InvalidProducerEpoch)
+        )
+    }
+
     /// Whether another attempt may succeed: a transport failure, or a broker
     /// code the protocol marks retriable.
     pub fn is_retriable(&self) -> bool {

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod cluster;
 pub mod compression;
 pub mod connection;
+pub mod coordinator;
 mod error;
 pub mod fetch;
 pub mod fetcher;
@@ -34,6 +35,7 @@ mod segments;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod transaction;
 
 use std::fmt;
 

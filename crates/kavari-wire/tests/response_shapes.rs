@@ -6,12 +6,13 @@
 use bytes::{Bytes, BytesMut};
 use cap::Cap;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, ElectLeadersRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, SaslAuthenticateRequest,
-    SaslHandshakeRequest, SyncGroupRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiVersionsRequest, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    ElectLeadersRequest, EndTxnRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+    SyncGroupRequest, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::Encodable;
 use kavari_wire::connection::{Request, decode_response};
@@ -248,6 +249,10 @@ every_response! {
     list_groups: ListGroupsRequest,
     delete_topics: DeleteTopicsRequest,
     describe_configs: DescribeConfigsRequest,
+    add_partitions_to_txn: AddPartitionsToTxnRequest,
+    add_offsets_to_txn: AddOffsetsToTxnRequest,
+    end_txn: EndTxnRequest,
+    txn_offset_commit: TxnOffsetCommitRequest,
 }
 
 /// A batch of 600,000 tiny records (5 MB) is read one record at a time,

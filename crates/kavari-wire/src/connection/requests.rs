@@ -64,6 +64,15 @@ request!(ElectLeadersRequest => ElectLeadersResponse, ElectLeaders, 1, 2, ELECT_
 // v2 is the first flexible version; v4 is the last before KIP-890's
 // transaction changes.
 request!(InitProducerIdRequest => InitProducerIdResponse, InitProducerId, 0, 4, INIT_PRODUCER_ID);
+// Transactions: v3 and below are the clients' versions of
+// AddPartitionsToTxn (v4+ batch transactions, for brokers); EndTxn v5,
+// AddOffsetsToTxn v4 and TxnOffsetCommit v4+ belong to KIP-890's second
+// transaction version, where every transaction bumps the epoch.
+request!(AddPartitionsToTxnRequest => AddPartitionsToTxnResponse, AddPartitionsToTxn, 0, 3, ADD_PARTITIONS_TO_TXN);
+request!(AddOffsetsToTxnRequest => AddOffsetsToTxnResponse, AddOffsetsToTxn, 0, 3, ADD_OFFSETS_TO_TXN);
+request!(EndTxnRequest => EndTxnResponse, EndTxn, 0, 4, END_TXN);
+// v3 brings the group's generation, member id and instance id (KIP-447).
+request!(TxnOffsetCommitRequest => TxnOffsetCommitResponse, TxnOffsetCommit, 0, 3, TXN_OFFSET_COMMIT);
 request!(DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups, 0, 5, DESCRIBE_GROUPS);
 // v4 brings the group's state.
 request!(ListGroupsRequest => ListGroupsResponse, ListGroups, 0, 4, LIST_GROUPS);

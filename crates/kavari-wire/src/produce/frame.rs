@@ -43,10 +43,19 @@ pub(crate) fn frame<'a>(
     header
         .encode(buf, ProduceRequest::header_version(version))
         .map_err(|e| malformed(format!("cannot encode v{version} request header: {e}")))?;
-    if flexible {
-        buf.put_u8(0); // transactional id: null compact string
-    } else {
-        buf.put_i16(-1); // transactional id: null string
+    match request.transactional_id.as_deref().map(str::as_bytes) {
+        None if flexible => buf.put_u8(0), // null compact string
+        None => buf.put_i16(-1),           // null string
+        Some(id) if flexible => {
+            put_uvarint(buf, id.len() + 1);
+            buf.put_slice(id);
+        }
+        Some(id) => {
+            let len = i16::try_from(id.len())
+                .map_err(|_| malformed(format!("transactional id of {} bytes", id.len())))?;
+            buf.put_i16(len);
+            buf.put_slice(id);
+        }
     }
     buf.put_i16(request.acks);
     buf.put_i32(request.timeout_ms);
@@ -195,6 +204,7 @@ mod tests {
 
     fn request(batches: Vec<PartitionBatch>) -> Produce {
         Produce {
+            transactional_id: None,
             acks: -1,
             timeout_ms: 30_000,
             batches,

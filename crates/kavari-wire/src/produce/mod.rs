@@ -17,6 +17,8 @@ use kafka_protocol::messages::TopicName;
 /// One produce request: a record batch for each partition it names.
 #[derive(Debug, Clone)]
 pub struct Produce {
+    /// The transactional id, for a transaction's batches; `None` otherwise.
+    pub transactional_id: Option<String>,
     /// Acknowledgements required: -1 (all in-sync replicas), 1 or 0.
     pub acks: i16,
     /// How long the broker may wait for the acknowledgements.

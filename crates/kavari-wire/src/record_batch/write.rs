@@ -218,6 +218,22 @@ pub fn stamp(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32)
     true
 }
 
+/// Marks a finished batch as part of a transaction (attribute bit 4) and
+/// sets its CRC again; `false` for bytes too short to be a batch.
+pub fn mark_transactional(batch: &mut [u8]) -> bool {
+    let Some(attributes) = batch.get_mut(CRC_FROM..CRC_FROM + 2) else {
+        return false;
+    };
+    let value = u16::from_be_bytes([attributes[0], attributes[1]]) | TRANSACTIONAL;
+    attributes.copy_from_slice(&value.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_FROM..]);
+    batch[CRC_FROM - 4..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
+    true
+}
+
+/// The batch attribute of a transaction's batches.
+const TRANSACTIONAL: u16 = 0x10;
+
 /// A length (or count) as a zigzag varint.
 fn put_varlen(buf: &mut Vec<u8>, len: usize) {
     put_varlong(buf, i64::try_from(len).unwrap_or(i64::MAX));

@@ -275,6 +275,7 @@ impl Sink {
         let timeout = self.ctx.cluster.request_timeout();
         let mut batches = Vec::with_capacity(taken.len());
         let mut request = Produce {
+            transactional_id: None,
             acks: -1,
             timeout_ms: i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX),
             batches: Vec::with_capacity(taken.len()),

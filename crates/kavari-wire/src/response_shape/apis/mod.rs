@@ -7,8 +7,10 @@ mod admin;
 mod connection;
 mod group;
 mod records;
+mod transactions;
 
 pub use admin::*;
 pub use connection::*;
 pub use group::*;
 pub use records::*;
+pub use transactions::*;
