@@ -225,3 +225,172 @@ async fn a_transactional_id_aborts_commits_and_fences_on_the_wire() {
     reader.shutdown().await.expect("shutdown");
     uncommitted.shutdown().await.expect("shutdown");
 }
+
+/// Reads the setup's topic read_committed and read_uncommitted until the
+/// second has `all`; returns what each saw.
+async fn read_both(setup: &Setup, all: &BTreeSet<u64>) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    let (committed_only, everything) = (Seen::default(), Seen::default());
+    let name = || kavari_testcontainers::unique_name("txn-read");
+    let reader = setup.member(&name(), &committed_only, |b| b).await;
+    let uncommitted = setup
+        .member(&name(), &everything, |b| {
+            b.isolation_level(Isolation::ReadUncommitted)
+        })
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "every record read uncommitted",
+        || &everything.seqs() == all,
+    )
+    .await;
+    // Both are at the end of the log once the uncommitted reader is: give
+    // the committed reader the same rounds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    reader.shutdown().await.expect("shutdown");
+    uncommitted.shutdown().await.expect("shutdown");
+    (committed_only.seqs(), everything.seqs())
+}
+
+/// A manager publishing in transactions of its own.
+async fn transactional(setup: &Setup, id: &str) -> kavari::Kavari {
+    kavari::Kavari::builder(setup.broker.bootstrap_servers())
+        .topic_prefix(&setup.prefix)
+        .transactional_id(id)
+        .build()
+        .await
+        .expect("build")
+}
+
+/// `Kavari::transaction` commits what its body published when the body
+/// returns `Ok`, and aborts it when the body returns `Err` or panics (the
+/// panic goes on); a manager without a transactional id refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_commits_on_ok_and_aborts_on_err_or_panic() {
+    use crate::{Ticket, tickets};
+    use kavari::TransactionError;
+
+    let setup = Setup::start("txn-scope", KafkaBroker::builder(), 3).await;
+    let m = transactional(&setup, &kavari_testcontainers::unique_name("txn-scope")).await;
+    let publish_all = |seqs: std::ops::Range<u64>| {
+        let m = m.clone();
+        async move {
+            m.transaction(|tx| async move {
+                for t in tickets(seqs) {
+                    tx.publish(&t).await?;
+                }
+                Ok(())
+            })
+            .await
+        }
+    };
+    publish_all(0..3).await.expect("committed");
+
+    let refused = m
+        .transaction(|tx| async move {
+            for t in tickets(3..5) {
+                tx.publish(&t).await?;
+            }
+            Err::<(), _>(kavari::HandlerError::new("the order is refused"))
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(TransactionError::Aborted { cause }) if cause.to_string() == "the order is refused"),
+        "{refused:?}"
+    );
+
+    let panicking = m.clone();
+    let panicked = tokio::spawn(async move {
+        panicking
+            .transaction(|tx| async move {
+                tx.publish(&Ticket {
+                    key: "k5".into(),
+                    seq: 5,
+                })
+                .await?;
+                if tx
+                    .publish(&Ticket {
+                        key: "k6".into(),
+                        seq: 6,
+                    })
+                    .await
+                    .is_ok()
+                {
+                    panic!("a handler bug");
+                }
+                Ok::<(), kavari::HandlerError>(())
+            })
+            .await
+    })
+    .await;
+    assert!(panicked.is_err_and(|e| e.is_panic()), "the panic goes on");
+
+    let answer = m
+        .transaction(|tx| async move {
+            for t in tickets(7..9) {
+                tx.publish(&t).await?;
+            }
+            Ok(42)
+        })
+        .await
+        .expect("committed after an abort and a panic");
+    assert_eq!(answer, 42, "the body's value comes back");
+
+    let plain = kavari::Kavari::builder(setup.broker.bootstrap_servers())
+        .build()
+        .await
+        .expect("build");
+    assert!(matches!(
+        plain.transaction(|_| async { Ok(()) }).await,
+        Err(TransactionError::NotTransactional)
+    ));
+
+    let (committed, all) = read_both(&setup, &(0..9).collect()).await;
+    assert_eq!(
+        committed,
+        [0, 1, 2, 7, 8].into_iter().collect::<BTreeSet<u64>>(),
+        "only the committed transactions are read_committed"
+    );
+    assert_eq!(all.len(), 9, "the aborted records are in the log");
+    m.shutdown().await.expect("shutdown");
+}
+
+/// Two managers with one transactional id: the newer fences the older,
+/// whose transactions fail as fenced from then on; nothing the older
+/// writes afterwards is read_committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_instance_of_a_transactional_id_fences_the_older() {
+    use crate::tickets;
+    use kavari::TransactionError;
+
+    let setup = Setup::start("txn-fence", KafkaBroker::builder(), 3).await;
+    let id = kavari_testcontainers::unique_name("txn-fence");
+    let old = transactional(&setup, &id).await;
+    let publish = |m: &kavari::Kavari, seqs: std::ops::Range<u64>| {
+        let m = m.clone();
+        async move {
+            m.transaction(|tx| async move {
+                for t in tickets(seqs) {
+                    tx.publish(&t).await?;
+                }
+                Ok(())
+            })
+            .await
+        }
+    };
+    publish(&old, 0..2).await.expect("committed");
+    let new = transactional(&setup, &id).await;
+    publish(&new, 10..12).await.expect("the newer commits");
+    for attempt in 0..2 {
+        let fenced = publish(&old, 20..22).await;
+        assert!(
+            matches!(&fenced, Err(TransactionError::Fenced { transactional_id, .. }) if *transactional_id == id),
+            "attempt {attempt}: {fenced:?}"
+        );
+    }
+    publish(&new, 12..13).await.expect("the newer goes on");
+
+    let (committed, all) = read_both(&setup, &[0, 1, 10, 11, 12].into_iter().collect()).await;
+    assert_eq!(committed, all, "nothing of the older's after the fence");
+    old.shutdown().await.expect("shutdown");
+    new.shutdown().await.expect("shutdown");
+}

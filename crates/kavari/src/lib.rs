@@ -58,6 +58,7 @@ mod telemetry;
 pub mod testing;
 mod topic_names;
 mod trace_context;
+mod transaction;
 
 pub use batch::{BatchError, BatchHandler};
 pub use builder::{ConfigError, KavariBuilder};
@@ -179,6 +180,7 @@ pub use kavari_wire::sasl::{OAuthToken, Sasl, TokenError, TokenProvider};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use kavari_wire::tls::{Tls, TlsBuilder, TlsConfigError};
+pub use transaction::{Transaction, TransactionError};
 
 /// The partition assignors a consumer group can use
 /// ([`KavariBuilder::assignors`]), with the Java client's names.

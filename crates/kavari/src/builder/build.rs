@@ -88,6 +88,16 @@ impl KavariBuilder {
                 "processing_order: max_in_flight is {limit}; it must be 1 to {MAX_IN_FLIGHT}"
             )));
         }
+        if let Some(t) = &self.transactions {
+            if t.transactional_id.is_empty() {
+                return Err(ConfigError(
+                    "transaction_timeout without a transactional_id (or an empty one)".into(),
+                ));
+            }
+            if t.timeout.is_zero() {
+                return Err(ConfigError("transaction_timeout must be above zero".into()));
+            }
+        }
         if self.consumer.metadata_max_age.is_zero() {
             return Err(ConfigError("metadata_max_age must be above zero".into()));
         }
@@ -158,8 +168,20 @@ impl KavariBuilder {
             self.producer.clone(),
             Arc::clone(&self.publishing_retry),
         ));
-        let kafka =
-            crate::manager::Kafka::new(cluster, publisher, self.client_id, self.shutdown_timeout);
+        let transactions = self.transactions.as_ref().map(|settings| {
+            Arc::new(crate::transaction::TransactionalProducer::new(
+                Arc::clone(&cluster),
+                settings,
+                self.producer.clone(),
+            ))
+        });
+        let kafka = crate::manager::Kafka::new(
+            cluster,
+            publisher,
+            transactions,
+            self.client_id,
+            self.shutdown_timeout,
+        );
         Ok(Kavari::new(Box::new(kafka), self.consumer))
     }
 }

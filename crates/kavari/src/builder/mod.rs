@@ -28,6 +28,7 @@ pub struct KavariBuilder {
     publishing_retry: Arc<dyn RetryPolicy>,
     producer: ProducerConfig,
     consumer: ConsumerConfig,
+    transactions: Option<crate::transaction::TransactionSettings>,
 }
 
 impl Kavari {
@@ -53,7 +54,40 @@ impl KavariBuilder {
             ),
             producer: ProducerConfig::default(),
             consumer: ConsumerConfig::default(),
+            transactions: None,
         }
+    }
+
+    /// Kafka's `transactional.id`: lets [`Kavari::transaction`](crate::Kavari::transaction)
+    /// publish in transactions. One instance of an id writes at a time:
+    /// the newest fences the others (give each replica its own, stable
+    /// across its restarts, e.g. the pod's name). Default: none.
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        let timeout = self
+            .transactions
+            .as_ref()
+            .map_or(Duration::from_secs(60), |t| t.timeout);
+        self.transactions = Some(crate::transaction::TransactionSettings {
+            transactional_id: id.into(),
+            timeout,
+        });
+        self
+    }
+
+    /// Kafka's `transaction.timeout.ms`: how long a transaction may stay
+    /// open before its coordinator aborts it (within the broker's
+    /// `transaction.max.timeout.ms`). Applies with a `transactional_id`.
+    /// Default: 60 s.
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(t) = &mut self.transactions {
+            t.timeout = timeout;
+        } else {
+            self.transactions = Some(crate::transaction::TransactionSettings {
+                transactional_id: String::new(),
+                timeout,
+            });
+        }
+        self
     }
 
     /// The consumer group subscribed handlers join (Kafka's `group.id`).

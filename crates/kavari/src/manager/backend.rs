@@ -13,6 +13,7 @@ use crate::health::Health;
 use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
+use crate::transaction::TransactionalProducer;
 use kavari_group::TopicPartition;
 
 /// Publishing, the consumer's life and the manager's reports, as one
@@ -60,6 +61,12 @@ pub(crate) trait Backend: Debug + Send + Sync + 'static {
         partition: TopicPartition,
         to: SeekTo,
     ) -> BoxFuture<'_, Result<i64, ControlError>>;
+
+    /// The transactional producer, when the builder set a
+    /// `transactional_id` (Kafka's backend only).
+    fn transactions(&self) -> Option<&std::sync::Arc<TransactionalProducer>> {
+        None
+    }
 
     /// The bootstrap servers (none for a broker in this process).
     fn bootstrap_servers(&self) -> &[String];

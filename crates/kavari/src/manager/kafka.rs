@@ -17,12 +17,14 @@ use crate::health::Health;
 use crate::publish::{Delivery, ProduceError, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
+use crate::transaction::TransactionalProducer;
 use kavari_group::TopicPartition;
 
 /// A manager's parts over Kafka.
 pub(crate) struct Kafka {
     cluster: Arc<Cluster>,
     publisher: Arc<Publisher>,
+    transactions: Option<Arc<TransactionalProducer>>,
     client_id: String,
     shutdown_timeout: Duration,
     consumer: OnceLock<Consumer>,
@@ -32,12 +34,14 @@ impl Kafka {
     pub(crate) fn new(
         cluster: Arc<Cluster>,
         publisher: Arc<Publisher>,
+        transactions: Option<Arc<TransactionalProducer>>,
         client_id: String,
         shutdown_timeout: Duration,
     ) -> Self {
         Self {
             cluster,
             publisher,
+            transactions,
             client_id,
             shutdown_timeout,
             consumer: OnceLock::new(),
@@ -148,6 +152,10 @@ impl Backend for Kafka {
             consumer.seek(&partition, to).await
         }
         .boxed()
+    }
+
+    fn transactions(&self) -> Option<&Arc<TransactionalProducer>> {
+        self.transactions.as_ref()
     }
 
     fn bootstrap_servers(&self) -> &[String] {

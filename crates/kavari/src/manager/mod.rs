@@ -14,11 +14,13 @@ use crate::batch::{BatchHandler, BatchLimits};
 use crate::codec;
 use crate::consume::ProcessingOrder;
 use crate::consume::{ConsumerConfig, ControlError, SeekTo, StartError};
+use crate::handler::HandlerError;
 use crate::handler::MessageHandler;
 use crate::health::Health;
 use crate::message::KafkaMessage;
 use crate::publish::{Delivery, PublishError, PublishStats};
 use crate::registry::{Registry, SubscribeError};
+use crate::transaction::{Transaction, TransactionError};
 use kavari_group::TopicPartition;
 
 /// Why `shutdown()` did not finish cleanly.
@@ -271,6 +273,39 @@ impl Kavari {
     pub async fn seek(&self, topic: &str, partition: i32, to: SeekTo) -> Result<i64, ControlError> {
         let tp = TopicPartition::new(topic, partition);
         self.backend().seek(tp, to).await
+    }
+
+    /// Runs `body` in a transaction (the builder's `transactional_id`):
+    /// what it publishes through the [`Transaction`](crate::Transaction) it
+    /// gets lands together when it returns `Ok`, and is aborted when it
+    /// returns `Err` or panics (the panic goes on after the abort):
+    /// read_committed readers (Kavari's default) see all of it or none.
+    /// Transactions of one manager run one after another.
+    ///
+    /// ```no_run
+    /// # use kavari::{Kavari, KafkaMessage};
+    /// # #[derive(serde::Serialize, serde::Deserialize, KafkaMessage)]
+    /// # #[kavari(topic = "orders")]
+    /// # struct OrderBilled { #[kavari(key)] id: String }
+    /// # async fn run(manager: Kavari) -> Result<(), kavari::TransactionError> {
+    /// manager
+    ///     .transaction(|tx| async move {
+    ///         tx.publish(&OrderBilled { id: "o-1".into() }).await?;
+    ///         tx.publish(&OrderBilled { id: "o-2".into() }).await?;
+    ///         Ok(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<T, F, Fut>(&self, body: F) -> Result<T, TransactionError>
+    where
+        F: FnOnce(Transaction) -> Fut,
+        Fut: Future<Output = Result<T, HandlerError>>,
+    {
+        match self.backend().transactions() {
+            Some(producer) => producer.run(body).await,
+            None => Err(TransactionError::NotTransactional),
+        }
     }
 
     /// The bootstrap servers this manager connects to.

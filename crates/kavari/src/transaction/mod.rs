@@ -1,0 +1,92 @@
+//! Transactional publishing: [`Kavari::transaction`](crate::Kavari::transaction)
+//! runs a body whose publishes land together (committed when it returns
+//! `Ok`) or not at all (aborted on `Err` or a panic), for read_committed
+//! readers. One transaction runs at a time per manager; its transactional
+//! id fences every older instance of the same id.
+
+mod producer;
+
+use std::time::Duration;
+
+use kavari_wire::WireError;
+
+pub(crate) use producer::TransactionalProducer;
+
+use crate::codec::{self, EncodeError};
+use crate::handler::HandlerError;
+use crate::message::KafkaMessage;
+use crate::publish::Delivery;
+
+/// A transaction's settings: its id, and how long the coordinator lets it
+/// stay open before aborting it (Kafka's `transaction.timeout.ms`).
+#[derive(Debug, Clone)]
+pub(crate) struct TransactionSettings {
+    pub(crate) transactional_id: String,
+    pub(crate) timeout: Duration,
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransactionError {
+    /// The builder set no `transactional_id`.
+    #[error("transactions need a transactional_id on the builder (Kafka's transactional.id)")]
+    NotTransactional,
+    /// The body returned this error (or a publish in it failed): the
+    /// transaction was aborted, and nothing it published is visible to
+    /// read_committed readers.
+    #[error("the transaction was aborted: {cause:#}")]
+    Aborted {
+        /// What the body returned.
+        cause: HandlerError,
+    },
+    /// Another instance with this transactional id started: this manager's
+    /// transactions are refused from now on (a zombie never writes again).
+    /// Build a new manager to take the id back.
+    #[error(
+        "fenced: another producer with transactional id {transactional_id:?} took over ({source})"
+    )]
+    Fenced {
+        /// The transactional id.
+        transactional_id: String,
+        /// The broker's refusal.
+        #[source]
+        source: WireError,
+    },
+    /// A message did not encode.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The cluster did not answer as needed (coordinator or leader
+    /// unreachable past the delivery timeout, a refusal): nothing of the
+    /// transaction is visible to read_committed readers.
+    #[error("the transaction failed and was not committed: {0}")]
+    Failed(#[source] WireError),
+}
+
+/// The handle of an open transaction, handed to the body of
+/// [`Kavari::transaction`](crate::Kavari::transaction). Cheap to clone;
+/// publishes through it are sent one after another.
+#[derive(Clone)]
+pub struct Transaction {
+    open: std::sync::Arc<producer::Open>,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("transactional_id", &self.open.transactional_id())
+            .finish()
+    }
+}
+
+impl Transaction {
+    /// Publishes `msg` in the transaction, as [`Kavari::publish`](crate::Kavari::publish)
+    /// writes it (topic mapping, key, headers, codec, partitioner), and
+    /// returns once the partition's leader has it. It is visible to
+    /// read_committed readers when the transaction commits.
+    pub async fn publish<M: KafkaMessage>(&self, msg: &M) -> Result<Delivery, TransactionError> {
+        let mut message = codec::encode(msg)?;
+        message.topic = self.open.topic_of::<M>();
+        self.open.publish(message).await
+    }
+}

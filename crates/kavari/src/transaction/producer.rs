@@ -1,0 +1,375 @@
+//! [`TransactionalProducer`]: a manager's transactional id, its producer id
+//! and epoch, its sequence numbers, and one open transaction at a time
+//! ([`Open`]), whose records go to their leaders as transactional batches.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+use kavari_wire::WireError;
+use kavari_wire::backoff::Backoff;
+use kavari_wire::cluster::Cluster;
+use kavari_wire::produce::{PartitionBatch, Produce};
+use kavari_wire::producer_id::ProducerIdentity;
+use kavari_wire::record_batch::write::{RecordBatch, mark_transactional, stamp};
+use kavari_wire::transaction::TransactionCoordinator;
+use tokio::time::Instant;
+
+use super::{TransactionError, TransactionSettings};
+use crate::codec::EncodedMessage;
+use crate::message::KafkaMessage;
+use crate::partitioner::RoundRobin;
+use crate::publish::{Delivery, Offset, ProducerConfig};
+
+/// A manager's transactional producer.
+#[derive(Debug)]
+pub(crate) struct TransactionalProducer {
+    cluster: Arc<Cluster>,
+    coordinator: TransactionCoordinator,
+    config: ProducerConfig,
+    round_robin: RoundRobin,
+    /// Held for a whole transaction: one at a time.
+    state: tokio::sync::Mutex<State>,
+}
+
+/// What lasts from one transaction to the next.
+#[derive(Debug, Default)]
+struct State {
+    /// `None` until the first transaction, and after an abort (the next
+    /// one asks again: a new epoch starts the sequences afresh).
+    identity: Option<ProducerIdentity>,
+    /// The next sequence number of each partition written under it.
+    sequences: HashMap<(String, i32), i32>,
+    /// Set for good once another instance fenced this one.
+    fenced: Option<WireError>,
+}
+
+impl TransactionalProducer {
+    pub(crate) fn new(
+        cluster: Arc<Cluster>,
+        settings: &TransactionSettings,
+        config: ProducerConfig,
+    ) -> Self {
+        let coordinator = TransactionCoordinator::new(
+            Arc::clone(&cluster),
+            settings.transactional_id.clone(),
+            settings.timeout,
+            config.delivery_timeout,
+        );
+        Self {
+            cluster,
+            coordinator,
+            config,
+            round_robin: RoundRobin::default(),
+            state: tokio::sync::Mutex::new(State::default()),
+        }
+    }
+
+    fn fenced(&self, source: WireError) -> TransactionError {
+        TransactionError::Fenced {
+            transactional_id: self.coordinator.transactional_id().to_string(),
+            source,
+        }
+    }
+
+    /// Runs `body` in a transaction: commits when it returns `Ok`, aborts
+    /// when it returns `Err` or panics (the panic goes on after the
+    /// abort).
+    pub(crate) async fn run<T, F, Fut>(self: &Arc<Self>, body: F) -> Result<T, TransactionError>
+    where
+        F: FnOnce(super::Transaction) -> Fut,
+        Fut: Future<Output = Result<T, crate::handler::HandlerError>>,
+    {
+        use futures::FutureExt;
+
+        let mut state = self.state.lock().await;
+        if let Some(e) = &state.fenced {
+            return Err(self.fenced(e.clone()));
+        }
+        let identity = match state.identity {
+            Some(identity) => identity,
+            None => {
+                let identity = self
+                    .coordinator
+                    .init()
+                    .await
+                    .map_err(|e| self.failed(&mut state, e))?;
+                state.sequences.clear();
+                *state.identity.insert(identity)
+            }
+        };
+        let open = Arc::new(Open {
+            producer: Arc::clone(self),
+            identity,
+            inner: tokio::sync::Mutex::new(Inner {
+                added: BTreeSet::new(),
+                sequences: std::mem::take(&mut state.sequences),
+                metadata: HashMap::new(),
+                broken: None,
+            }),
+        });
+        let handle = super::Transaction {
+            open: Arc::clone(&open),
+        };
+        let outcome = std::panic::AssertUnwindSafe(body(handle))
+            .catch_unwind()
+            .await;
+        let inner = std::mem::replace(
+            &mut *open.inner.lock().await,
+            Inner {
+                added: BTreeSet::new(),
+                sequences: HashMap::new(),
+                metadata: HashMap::new(),
+                broken: None,
+            },
+        );
+        state.sequences = inner.sequences;
+        let commit = matches!(outcome, Ok(Ok(_))) && inner.broken.is_none();
+        let ended = if inner.added.is_empty() {
+            // Nothing was written: nothing to end.
+            Ok(())
+        } else {
+            self.coordinator.end(identity, commit).await
+        };
+        if !commit {
+            // The next transaction starts with a new epoch: a batch whose
+            // answer was lost leaves no gap in its sequences.
+            state.identity = None;
+        }
+        if let Err(e) = ended {
+            return Err(self.failed(&mut state, e));
+        }
+        match outcome {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(Ok(t)) => match inner.broken {
+                None => Ok(t),
+                Some(e) => Err(self.failed(&mut state, e)),
+            },
+            Ok(Err(cause)) => match inner.broken {
+                Some(e) if e.is_fenced() => Err(self.failed(&mut state, e)),
+                _ => Err(TransactionError::Aborted { cause }),
+            },
+        }
+    }
+
+    /// The error of `e`, remembering a fencing for good.
+    fn failed(&self, state: &mut State, e: WireError) -> TransactionError {
+        state.identity = None;
+        if e.is_fenced() {
+            tracing::error!(transactional_id = %self.coordinator.transactional_id(), error = %e, "fenced: another producer with this transactional id took over; this one never writes again");
+            state.fenced = Some(e.clone());
+            return self.fenced(e);
+        }
+        TransactionError::Failed(e)
+    }
+}
+
+/// An open transaction.
+#[derive(Debug)]
+pub(crate) struct Open {
+    producer: Arc<TransactionalProducer>,
+    identity: ProducerIdentity,
+    /// Held for each publish: a partition's batches go in sequence order.
+    inner: tokio::sync::Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The partitions added to the transaction.
+    added: BTreeSet<(String, i32)>,
+    sequences: HashMap<(String, i32), i32>,
+    /// Per topic: partition count and leaders, as last looked up.
+    metadata: HashMap<String, Vec<Option<i32>>>,
+    /// A publish failed: the transaction can only abort.
+    broken: Option<WireError>,
+}
+
+impl Open {
+    pub(crate) fn transactional_id(&self) -> &str {
+        self.producer.coordinator.transactional_id()
+    }
+
+    pub(crate) fn topic_of<M: KafkaMessage>(&self) -> Cow<'static, str> {
+        self.producer.config.topic_names.topic_of::<M>()
+    }
+
+    /// Writes `message` to its partition in the transaction.
+    pub(crate) async fn publish(
+        &self,
+        message: EncodedMessage,
+    ) -> Result<Delivery, TransactionError> {
+        let mut inner = self.inner.lock().await;
+        if let Some(e) = &inner.broken {
+            return Err(TransactionError::Failed(e.clone()));
+        }
+        let written = self.write(&mut inner, &message).await;
+        match written {
+            Ok(delivery) => Ok(delivery),
+            Err(e) => {
+                inner.broken = Some(e.clone());
+                Err(if e.is_fenced() {
+                    self.producer.fenced(e)
+                } else {
+                    TransactionError::Failed(e)
+                })
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        inner: &mut Inner,
+        message: &EncodedMessage,
+    ) -> Result<Delivery, WireError> {
+        let producer = &self.producer;
+        let config = &producer.config;
+        let topic = message.topic.to_string();
+        config
+            .check_size(message.value.len(), true)
+            .map_err(|e| WireError::Malformed {
+                what: "record",
+                detail: e.to_string(),
+            })?;
+        let leaders = self.leaders(inner, &topic, false).await?;
+        let count = u32::try_from(leaders.len()).unwrap_or(u32::MAX).max(1);
+        let partition =
+            config
+                .partitioner
+                .choose(message.key.as_deref(), count, &producer.round_robin);
+        let tp = (topic.clone(), partition);
+        if !inner.added.contains(&tp) {
+            producer
+                .coordinator
+                .add_partitions(self.identity, &[(topic.as_str(), partition)])
+                .await?;
+            inner.added.insert(tp.clone());
+        }
+        let sequence = inner.sequences.get(&tp).copied().unwrap_or(0);
+        let mut batch = RecordBatch::with_capacity(message.value.len() + 256);
+        batch.push(&message.record(), chrono::Utc::now().timestamp_millis());
+        let mut bytes = batch
+            .finish(config.compression)
+            .map_err(|e| WireError::Malformed {
+                what: "record batch",
+                detail: e.to_string(),
+            })?;
+        if !stamp(&mut bytes, self.identity.id, self.identity.epoch, sequence)
+            || !mark_transactional(&mut bytes)
+        {
+            return Err(WireError::Malformed {
+                what: "record batch",
+                detail: "shorter than a batch header".into(),
+            });
+        }
+        let request = Produce {
+            transactional_id: Some(self.transactional_id().to_string()),
+            acks: -1,
+            timeout_ms: i32::try_from(producer.cluster.request_timeout().as_millis())
+                .unwrap_or(i32::MAX),
+            batches: vec![PartitionBatch {
+                topic: TopicName(StrBytes::from_string(topic.clone())),
+                partition,
+                records: bytes.into(),
+            }],
+        };
+        let deadline = Instant::now() + config.delivery_timeout;
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            let leaders = self.leaders(inner, &topic, false).await?;
+            let sent = match leaders.get(usize::try_from(partition).unwrap_or(usize::MAX)) {
+                Some(Some(leader)) => match producer.cluster.broker(*leader).await {
+                    Ok(conn) => match conn.send_produce(&request).await {
+                        Ok(answer) => answer.await.and_then(|r| answer_of(&r, &topic, partition)),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
+                _ => Err(WireError::broker(
+                    "Produce",
+                    ResponseError::LeaderNotAvailable,
+                    None,
+                )),
+            };
+            let error = match sent {
+                Ok(offset) => {
+                    inner.sequences.insert(tp, sequence.wrapping_add(1));
+                    return Ok(Delivery {
+                        topic: message.topic.clone(),
+                        partition,
+                        offset,
+                    });
+                }
+                Err(e) => e,
+            };
+            if !error.is_retriable() || error.is_fenced() {
+                return Err(error);
+            }
+            let wait = backoff.next();
+            if Instant::now() + wait >= deadline {
+                return Err(error);
+            }
+            tracing::debug!(topic, partition, error = %error, retry_in = ?wait, "transactional batch not written; retrying");
+            tokio::time::sleep(wait).await;
+            if error
+                .response_error()
+                .is_none_or(kavari_wire::needs_metadata_refresh)
+            {
+                self.leaders(inner, &topic, true).await?;
+            }
+        }
+    }
+
+    /// The leader of each partition of `topic` (looked up again when
+    /// `refresh`).
+    async fn leaders(
+        &self,
+        inner: &mut Inner,
+        topic: &str,
+        refresh: bool,
+    ) -> Result<Vec<Option<i32>>, WireError> {
+        if !refresh && let Some(known) = inner.metadata.get(topic) {
+            return Ok(known.clone());
+        }
+        let meta = self.producer.cluster.topic(topic).await?.ok_or_else(|| {
+            WireError::broker(
+                "Metadata",
+                ResponseError::UnknownTopicOrPartition,
+                Some(format!("topic {topic} does not exist")),
+            )
+        })?;
+        let leaders: Vec<Option<i32>> = meta.partitions.iter().map(|p| p.leader).collect();
+        inner.metadata.insert(topic.to_string(), leaders.clone());
+        Ok(leaders)
+    }
+}
+
+/// The offset a Produce answer gives the batch, or its error.
+fn answer_of(
+    resp: &kafka_protocol::messages::ProduceResponse,
+    topic: &str,
+    partition: i32,
+) -> Result<Offset, WireError> {
+    let p = resp
+        .responses
+        .iter()
+        .filter(|t| t.name.0.as_str() == topic)
+        .flat_map(|t| &t.partition_responses)
+        .find(|p| p.index == partition)
+        .ok_or_else(|| WireError::Malformed {
+            what: "Produce response",
+            detail: format!("no answer for {topic}/{partition}"),
+        })?;
+    match p.error_code.err() {
+        None => Ok(Offset::At(p.base_offset)),
+        Some(ResponseError::DuplicateSequenceNumber) => Ok(Offset::Duplicate),
+        Some(e) => Err(WireError::broker(
+            "Produce",
+            e,
+            p.error_message.as_ref().map(|m| m.as_str().to_string()),
+        )),
+    }
+}
