@@ -12,6 +12,7 @@ use kavari::dead_letter::{ORIGINAL_ERROR_HEADER, ORIGINAL_TOPIC_HEADER, REPLAYED
 use kavari_group::admin::{ToolOffset, commit, committed};
 use kavari_wire::TopicPartition;
 use kavari_wire::cluster::Cluster;
+use kavari_wire::fetch::Isolation;
 use kavari_wire::record_batch::read::FetchedRecord;
 use serde_json::json;
 
@@ -121,12 +122,19 @@ fn unread(positions: &[Position], ends: &BTreeMap<i32, i64>) -> bool {
 }
 
 async fn list(cluster: &Cluster, topic: &str) -> Result<(), Failure> {
-    let mut positions = records::start(cluster, topic, None, true).await?;
+    let mut positions =
+        records::start(cluster, topic, None, true, Isolation::ReadCommitted).await?;
     let ends = records::ends(cluster, topic, &positions).await?;
     let mut groups: BTreeMap<(String, String, String), Group> = BTreeMap::new();
     while unread(&positions, &ends) {
-        for (partition, record) in
-            records::poll(cluster, topic, &mut positions, Duration::from_millis(200)).await?
+        for (partition, record) in records::poll(
+            cluster,
+            topic,
+            &mut positions,
+            Duration::from_millis(200),
+            Isolation::ReadCommitted,
+        )
+        .await?
         {
             let error = header(&record, ORIGINAL_ERROR_HEADER).unwrap_or("");
             let key = (
@@ -174,7 +182,7 @@ fn progress_group(dlq: &str) -> String {
 /// letter, no filter remembered.
 async fn reset_replay(cluster: &Cluster, dlq: &str) -> Result<(), Failure> {
     let group = progress_group(dlq);
-    let positions = records::start(cluster, dlq, None, true).await?;
+    let positions = records::start(cluster, dlq, None, true, Isolation::ReadCommitted).await?;
     let offsets = positions
         .iter()
         .map(|p| (TopicPartition::new(dlq, p.partition), p.offset.into()))
@@ -194,7 +202,8 @@ async fn replay(
 ) -> Result<(), Failure> {
     let group = progress_group(topic);
     let mut done = committed(cluster, &group).await?;
-    let mut positions = records::start(cluster, topic, None, true).await?;
+    let mut positions =
+        records::start(cluster, topic, None, true, Isolation::ReadCommitted).await?;
     let mut runs = BTreeMap::new();
     let mut earlier = 0;
     for p in &mut positions {
@@ -226,8 +235,14 @@ async fn replay(
     let progress = !dry_run && std::io::stderr().is_terminal();
     let (mut seen, mut replayed, mut passed_over) = (0u64, 0u64, 0u64);
     while unread(&positions, &ends) {
-        let round =
-            records::poll(cluster, topic, &mut positions, Duration::from_millis(200)).await?;
+        let round = records::poll(
+            cluster,
+            topic,
+            &mut positions,
+            Duration::from_millis(200),
+            Isolation::ReadCommitted,
+        )
+        .await?;
         for (partition, record) in &round {
             if record.offset >= ends.get(partition).copied().unwrap_or(0) {
                 continue; // written after the replay began: the next run's

@@ -28,6 +28,7 @@ pub(crate) async fn start(
     topic: &str,
     partition: Option<i32>,
     from_beginning: bool,
+    isolation: Isolation,
 ) -> Result<Vec<Position>, Failure> {
     let meta = cluster
         .topic(topic)
@@ -49,7 +50,7 @@ pub(crate) async fn start(
             .ok_or_else(|| Failure(format!("{topic}/{} has no leader", p.partition)))?;
         let conn = cluster.broker(leader).await?;
         let tp = TopicPartition::new(topic, p.partition);
-        let offset = list_offset(&conn, &tp, spec, Isolation::ReadCommitted).await?;
+        let offset = list_offset(&conn, &tp, spec, isolation).await?;
         out.push(Position {
             partition: p.partition,
             offset,
@@ -83,19 +84,20 @@ pub(crate) async fn ends(
 }
 
 /// One round: the records after each position (waiting up to `wait` when
-/// there are none), positions moved past them.
+/// there are none) as `isolation` shows them, positions moved past them.
 pub(crate) async fn poll(
     cluster: &Cluster,
     topic: &str,
     positions: &mut [Position],
     wait: Duration,
+    isolation: Isolation,
 ) -> Result<Vec<(i32, FetchedRecord)>, Failure> {
     let limits = FetchLimits {
         max_wait: wait,
         min_bytes: 1,
         max_bytes: 16 << 20,
         partition_max_bytes: 4 << 20,
-        isolation: Isolation::ReadCommitted,
+        isolation,
     };
     let mut by_leader: BTreeMap<i32, Vec<FetchPosition>> = BTreeMap::new();
     for p in positions.iter() {
@@ -118,7 +120,7 @@ pub(crate) async fn poll(
             if let Some(e) = answer.error {
                 return Err(Failure(format!("fetching {}: {e:?}", answer.partition)));
             }
-            let extracted = answer.extract(position.offset, Isolation::ReadCommitted)?;
+            let extracted = answer.extract(position.offset, isolation)?;
             position.offset = extracted.next_offset;
             out.extend(
                 extracted

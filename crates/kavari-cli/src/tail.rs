@@ -28,15 +28,45 @@ pub(crate) struct Args {
     /// Only records whose `msg_type` header is this.
     #[arg(long = "type")]
     msg_type: Option<String>,
+    /// Which records of transactions show: only committed ones (the
+    /// default), or also those of open and aborted transactions.
+    #[arg(long, value_enum, default_value_t = Isolation::ReadCommitted)]
+    isolation: Isolation,
+}
+
+/// Kafka's `isolation.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum Isolation {
+    /// Records of committed transactions, and records outside any.
+    ReadCommitted,
+    /// Every record written, aborted transactions' too.
+    ReadUncommitted,
+}
+
+impl From<Isolation> for kavari_wire::fetch::Isolation {
+    fn from(i: Isolation) -> Self {
+        match i {
+            Isolation::ReadCommitted => Self::ReadCommitted,
+            Isolation::ReadUncommitted => Self::ReadUncommitted,
+        }
+    }
 }
 
 pub(crate) async fn run(cluster: &Cluster, args: Args) -> Result<(), Failure> {
-    let mut positions =
-        records::start(cluster, &args.topic, args.partition, args.from_beginning).await?;
+    let isolation = args.isolation.into();
+    let mut positions = records::start(
+        cluster,
+        &args.topic,
+        args.partition,
+        args.from_beginning,
+        isolation,
+    )
+    .await?;
     let mut printed = 0u64;
     loop {
         let round = tokio::select! {
-            round = records::poll(cluster, &args.topic, &mut positions, Duration::from_millis(500)) => round?,
+            round = records::poll(cluster, &args.topic, &mut positions, Duration::from_millis(500), isolation) => round?,
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         for (partition, record) in round {

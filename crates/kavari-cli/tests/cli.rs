@@ -477,3 +477,76 @@ async fn the_commands_against_a_real_broker() {
     let unreachable = kavari("127.0.0.1:1", &["topic", "list"]);
     assert_eq!(unreachable.status.code(), Some(1));
 }
+
+/// `tail --isolation`: read_committed (the default) shows a committed
+/// transaction's records and not an aborted one's; read_uncommitted shows
+/// both. (Kafka only: the single-node test broker keeps no aborted
+/// transactions apart.)
+#[tokio::test]
+async fn tail_shows_aborted_transactions_only_read_uncommitted() {
+    if !TestBroker::is_kafka() {
+        return;
+    }
+    let broker = shared_broker().await.expect("broker");
+    let brokers = broker.bootstrap_servers().to_string();
+    let prefix = format!("{}.", unique_name("cli-txn"));
+    let topic = format!("{prefix}{}", OrderPlaced::TOPIC);
+    broker.create_topic(&topic, 1).await.expect("topic");
+    let m = Kavari::builder(brokers.clone())
+        .topic_prefix(&prefix)
+        .transactional_id(unique_name("cli-txn"))
+        .build()
+        .await
+        .expect("build");
+    let order = |id: &str| OrderPlaced {
+        id: id.into(),
+        cents: 1,
+    };
+    m.transaction(|tx| async move {
+        tx.publish(&order("committed")).await?;
+        Ok(())
+    })
+    .await
+    .expect("commit");
+    let aborted = m
+        .transaction(|tx| async move {
+            tx.publish(&order("aborted")).await?;
+            Err::<(), _>(HandlerError::new("changed my mind"))
+        })
+        .await;
+    assert!(aborted.is_err());
+    m.transaction(|tx| async move {
+        tx.publish(&order("later")).await?;
+        Ok(())
+    })
+    .await
+    .expect("commit");
+    m.shutdown().await.expect("shutdown");
+
+    let keys = |args: &[&str]| -> Vec<String> {
+        json_lines(&stdout(&kavari(&brokers, args)))
+            .iter()
+            .map(|l| l["key"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let base = ["tail", topic.as_str(), "--from-beginning", "--count"];
+    assert_eq!(
+        keys(&[&base[..], &["2"]].concat()),
+        ["committed", "later"],
+        "read_committed by default"
+    );
+    assert_eq!(
+        keys(&[&base[..], &["3", "--isolation", "read_uncommitted"]].concat()),
+        ["committed", "aborted", "later"]
+    );
+    assert_eq!(
+        kavari(
+            &brokers,
+            &[&base[..], &["1", "--isolation", "dirty"]].concat()
+        )
+        .status
+        .code(),
+        Some(2),
+        "an unknown isolation is a usage error"
+    );
+}
