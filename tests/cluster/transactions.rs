@@ -394,3 +394,61 @@ async fn a_newer_instance_of_a_transactional_id_fences_the_older() {
     old.shutdown().await.expect("shutdown");
     new.shutdown().await.expect("shutdown");
 }
+
+/// librdkafka (confluent-kafka, read_committed by default) as an
+/// independent reader of Kavari's transactions: it reads the committed
+/// records and skips the aborted ones between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_reads_only_what_kavari_transactions_committed() {
+    use crate::tickets;
+
+    let setup = Setup::start("txn-rdkafka", KafkaBroker::builder(), 1).await;
+    let m = transactional(&setup, &kavari_testcontainers::unique_name("txn-rdkafka")).await;
+    let run = |seqs: std::ops::Range<u64>, commit: bool| {
+        let m = m.clone();
+        async move {
+            m.transaction(|tx| async move {
+                for t in tickets(seqs) {
+                    tx.publish(&t).await?;
+                }
+                if commit {
+                    Ok(())
+                } else {
+                    Err(kavari::HandlerError::new("abort"))
+                }
+            })
+            .await
+        }
+    };
+    run(0..2, true).await.expect("commit");
+    run(2..4, false).await.expect_err("abort");
+    run(4..6, true).await.expect("commit");
+    m.shutdown().await.expect("shutdown");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/rdkafka_codecs.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([
+            "read",
+            &setup.broker.bootstrap_servers(),
+            &setup.topic,
+            "1",
+            "4",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("the librdkafka peer (run `bash testcontainers/setup.sh`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("RECORD "))
+        .filter_map(|l| l.split(' ').nth(2))
+        .collect();
+    assert_eq!(keys, ["k0", "k1", "k4", "k5"], "{stdout}");
+}
