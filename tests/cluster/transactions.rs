@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::error::ResponseError;
 use kavari::Isolation;
 use kavari_testcontainers::KafkaBroker;
 use kavari_tests::eventually;
@@ -158,7 +159,7 @@ async fn a_transactional_id_aborts_commits_and_fences_on_the_wire() {
         )
     };
     let old = coordinator(&id);
-    let first = old.init().await.expect("init");
+    let first = old.init(None).await.expect("init");
     let here = [(topic.as_str(), 0)];
 
     old.add_partitions(first, &here).await.expect("add");
@@ -175,16 +176,25 @@ async fn a_transactional_id_aborts_commits_and_fences_on_the_wire() {
 
     // A newer instance: the older one is fenced.
     let new = coordinator(&id);
-    let second = new.init().await.expect("init again");
+    let second = new.init(None).await.expect("init again");
     assert!(
         second.id != first.id || second.epoch > first.epoch,
         "a new epoch: {first:?} then {second:?}"
     );
     let fenced = old.add_partitions(first, &here).await.expect_err("fenced");
     assert!(fenced.is_fenced(), "{fenced}");
-    let fenced = produce_in_transaction(&cluster, &id, first, &topic, 6, 100..101)
+    let stale = produce_in_transaction(&cluster, &id, first, &topic, 6, 100..101)
         .await
         .expect_err("a zombie's batch is refused");
+    assert!(
+        matches!(
+            stale.response_error(),
+            Some(ResponseError::InvalidProducerEpoch | ResponseError::ProducerFenced)
+        ),
+        "{stale}"
+    );
+    // Asking for the id again with its old epoch does not steal it back.
+    let fenced = old.init(Some(first)).await.expect_err("fenced for good");
     assert!(fenced.is_fenced(), "{fenced}");
 
     new.add_partitions(second, &here).await.expect("add");
@@ -451,4 +461,48 @@ async fn librdkafka_reads_only_what_kavari_transactions_committed() {
         .filter_map(|l| l.split(' ').nth(2))
         .collect();
     assert_eq!(keys, ["k0", "k1", "k4", "k5"], "{stdout}");
+}
+
+/// A transaction left open past its timeout is aborted by the coordinator:
+/// its commit fails, nothing of it is read_committed, and the producer's
+/// next transaction commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_its_timeout_is_aborted_and_the_next_commits() {
+    use crate::{Ticket, tickets};
+    use kavari::TransactionError;
+
+    let setup = Setup::start("txn-timeout", KafkaBroker::builder(), 1).await;
+    let m = kavari::Kavari::builder(setup.broker.bootstrap_servers())
+        .topic_prefix(&setup.prefix)
+        .transactional_id(kavari_testcontainers::unique_name("txn-timeout"))
+        .transaction_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("build");
+    let late = m
+        .transaction(|tx| async move {
+            tx.publish(&Ticket {
+                key: "k0".into(),
+                seq: 0,
+            })
+            .await?;
+            // The coordinator aborts it meanwhile (checked every second
+            // on the test cluster).
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            Ok(())
+        })
+        .await;
+    assert!(matches!(late, Err(TransactionError::Failed(_))), "{late:?}");
+    m.transaction(|tx| async move {
+        for t in tickets(1..3) {
+            tx.publish(&t).await?;
+        }
+        Ok(())
+    })
+    .await
+    .expect("the next transaction commits");
+    let (committed, all) = read_both(&setup, &(0..3).collect()).await;
+    assert_eq!(committed, [1, 2].into_iter().collect::<BTreeSet<u64>>());
+    assert_eq!(all.len(), 3);
+    m.shutdown().await.expect("shutdown");
 }

@@ -151,14 +151,13 @@ impl WireError {
         )
     }
 
-    /// Whether a newer instance of this transactional (or idempotent)
-    /// producer took its place: this one must never write again.
+    /// Whether a newer instance of this transactional producer took its
+    /// place (`PRODUCER_FENCED`): this one must never write again. (A
+    /// stale epoch alone, `INVALID_PRODUCER_EPOCH`, may be the producer's
+    /// own transaction timing out: asking for its id again with its
+    /// current epoch tells which.)
     pub fn is_fenced(&self) -> bool {
-        use ResponseError as E;
-        matches!(
-            self.response_error(),
-            Some(E::ProducerFenced | E::InvalidProducerEpoch)
-        )
+        self.response_error() == Some(ResponseError::ProducerFenced)
     }
 
     /// Whether another attempt may succeed: a transport failure, or a broker

@@ -69,12 +69,23 @@ impl TransactionCoordinator {
     /// The producer id and epoch of the transactional id: a new epoch,
     /// which fences every older instance (their writes and transaction
     /// ends are refused from now on) and aborts a transaction one left
-    /// open.
-    pub async fn init(&self) -> Result<ProducerIdentity, WireError> {
+    /// open. An instance that has an identity passes it as `current`
+    /// (KIP-360, KIP-588): it gets the next epoch only while it still
+    /// owns the id (after its own transaction timed out, say), and is
+    /// refused as fenced once a newer instance took the id over.
+    pub async fn init(
+        &self,
+        current: Option<ProducerIdentity>,
+    ) -> Result<ProducerIdentity, WireError> {
         let timeout_ms = i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX);
-        let req = InitProducerIdRequest::default()
+        let mut req = InitProducerIdRequest::default()
             .with_transactional_id(Some(TransactionalId(self.id_str())))
             .with_transaction_timeout_ms(timeout_ms);
+        if let Some(c) = current {
+            req = req
+                .with_producer_id(ProducerId(c.id))
+                .with_producer_epoch(c.epoch);
+        }
         self.call("InitProducerId", &req, |r| {
             r.error_code.err().map_or(
                 Ok(ProducerIdentity {

@@ -127,6 +127,12 @@ impl NodeConfig<'_> {
         line("transaction.state.log.replication.factor", &copies);
         line("transaction.state.log.min.isr", &in_sync);
         line("transaction.state.log.num.partitions", &5);
+        // A transaction past its timeout is aborted within a second, not
+        // ten.
+        line(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            &1000,
+        );
         line("share.coordinator.state.topic.replication.factor", &copies);
         line("share.coordinator.state.topic.min.isr", &in_sync);
         // Tests join groups at once and use sessions shorter than Kafka's

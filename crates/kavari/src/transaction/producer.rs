@@ -39,9 +39,12 @@ pub(crate) struct TransactionalProducer {
 /// What lasts from one transaction to the next.
 #[derive(Debug, Default)]
 struct State {
-    /// `None` until the first transaction, and after an abort (the next
-    /// one asks again: a new epoch starts the sequences afresh).
+    /// `None` until the first transaction.
     identity: Option<ProducerIdentity>,
+    /// The identity must be bumped before it writes again (a transaction
+    /// ended without a clean EndTxn): asked with it as the current one, so
+    /// a newer instance's id is never taken back.
+    stale: bool,
     /// The next sequence number of each partition written under it.
     sequences: HashMap<(String, i32), i32>,
     /// Set for good once another instance fenced this one.
@@ -91,26 +94,13 @@ impl TransactionalProducer {
             return Err(self.fenced(e.clone()));
         }
         let identity = match state.identity {
-            Some(identity) => identity,
-            None => {
-                let identity = self
-                    .coordinator
-                    .init()
-                    .await
-                    .map_err(|e| self.failed(&mut state, e))?;
-                state.sequences.clear();
-                *state.identity.insert(identity)
-            }
+            Some(identity) if !state.stale => identity,
+            current => self.bump(&mut state, current).await?,
         };
         let open = Arc::new(Open {
             producer: Arc::clone(self),
             identity,
-            inner: tokio::sync::Mutex::new(Inner {
-                added: BTreeSet::new(),
-                sequences: std::mem::take(&mut state.sequences),
-                metadata: HashMap::new(),
-                broken: None,
-            }),
+            inner: tokio::sync::Mutex::new(Inner::new(std::mem::take(&mut state.sequences))),
         });
         let handle = super::Transaction {
             open: Arc::clone(&open),
@@ -118,47 +108,74 @@ impl TransactionalProducer {
         let outcome = std::panic::AssertUnwindSafe(body(handle))
             .catch_unwind()
             .await;
-        let inner = std::mem::replace(
-            &mut *open.inner.lock().await,
-            Inner {
-                added: BTreeSet::new(),
-                sequences: HashMap::new(),
-                metadata: HashMap::new(),
-                broken: None,
-            },
-        );
+        // A handle kept past the body publishes nothing more.
+        let inner = std::mem::replace(&mut *open.inner.lock().await, Inner::ended());
         state.sequences = inner.sequences;
         let commit = matches!(outcome, Ok(Ok(_))) && inner.broken.is_none();
-        let ended = if inner.added.is_empty() {
+        let ended = if inner.broken.is_some() {
+            // A batch failed (its answer may be lost, or the epoch went
+            // stale, as when the transaction timed out): a new epoch aborts
+            // the transaction and starts the sequences afresh.
+            self.bump(&mut state, Some(identity)).await.map(drop)
+        } else if inner.added.is_empty() {
             // Nothing was written: nothing to end.
             Ok(())
         } else {
-            self.coordinator.end(identity, commit).await
+            match self.coordinator.end(identity, commit).await {
+                Ok(()) => Ok(()),
+                // Fenced, or the coordinator aborted the transaction when it
+                // timed out and bumped the epoch: asking for the id again
+                // with this epoch tells which (KIP-588).
+                Err(e) if e.is_fenced() => match self.bump(&mut state, Some(identity)).await {
+                    Ok(_) => Err(TransactionError::Failed(e)),
+                    Err(fenced) => Err(fenced),
+                },
+                Err(e) => {
+                    // The transaction's outcome is the coordinator's now
+                    // (it aborts it at the latest when it times out); the
+                    // next one bumps the epoch first.
+                    state.stale = true;
+                    Err(self.failed(&mut state, e))
+                }
+            }
         };
-        if !commit {
-            // The next transaction starts with a new epoch: a batch whose
-            // answer was lost leaves no gap in its sequences.
-            state.identity = None;
-        }
-        if let Err(e) = ended {
-            return Err(self.failed(&mut state, e));
-        }
-        match outcome {
+        let outcome = match outcome {
             Err(panic) => std::panic::resume_unwind(panic),
-            Ok(Ok(t)) => match inner.broken {
+            Ok(outcome) => outcome,
+        };
+        ended?;
+        match outcome {
+            Ok(t) => match inner.broken {
                 None => Ok(t),
                 Some(e) => Err(self.failed(&mut state, e)),
             },
-            Ok(Err(cause)) => match inner.broken {
-                Some(e) if e.is_fenced() => Err(self.failed(&mut state, e)),
-                _ => Err(TransactionError::Aborted { cause }),
-            },
+            Err(cause) => Err(TransactionError::Aborted { cause }),
+        }
+    }
+
+    /// Asks for the next epoch of the transactional id (a first one when
+    /// `current` is `None`): the sequences start afresh.
+    async fn bump(
+        &self,
+        state: &mut State,
+        current: Option<ProducerIdentity>,
+    ) -> Result<ProducerIdentity, TransactionError> {
+        match self.coordinator.init(current).await {
+            Ok(identity) => {
+                state.sequences.clear();
+                state.identity = Some(identity);
+                state.stale = false;
+                Ok(identity)
+            }
+            Err(e) => {
+                state.stale = true;
+                Err(self.failed(state, e))
+            }
         }
     }
 
     /// The error of `e`, remembering a fencing for good.
     fn failed(&self, state: &mut State, e: WireError) -> TransactionError {
-        state.identity = None;
         if e.is_fenced() {
             tracing::error!(transactional_id = %self.coordinator.transactional_id(), error = %e, "fenced: another producer with this transactional id took over; this one never writes again");
             state.fenced = Some(e.clone());
@@ -175,6 +192,28 @@ pub(crate) struct Open {
     identity: ProducerIdentity,
     /// Held for each publish: a partition's batches go in sequence order.
     inner: tokio::sync::Mutex<Inner>,
+}
+
+impl Inner {
+    fn new(sequences: HashMap<(String, i32), i32>) -> Self {
+        Self {
+            added: BTreeSet::new(),
+            sequences,
+            metadata: HashMap::new(),
+            broken: None,
+        }
+    }
+
+    /// After the transaction's end.
+    fn ended() -> Self {
+        Self {
+            broken: Some(WireError::Malformed {
+                what: "transaction",
+                detail: "publish after the transaction's body returned".into(),
+            }),
+            ..Self::new(HashMap::new())
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -210,12 +249,9 @@ impl Open {
         match written {
             Ok(delivery) => Ok(delivery),
             Err(e) => {
+                // Fenced or timed out: the end of the transaction tells.
                 inner.broken = Some(e.clone());
-                Err(if e.is_fenced() {
-                    self.producer.fenced(e)
-                } else {
-                    TransactionError::Failed(e)
-                })
+                Err(TransactionError::Failed(e))
             }
         }
     }
