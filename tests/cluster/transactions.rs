@@ -354,13 +354,25 @@ async fn a_transaction_commits_on_ok_and_aborts_on_err_or_panic() {
         Err(TransactionError::NotTransactional)
     ));
 
-    let (committed, all) = read_both(&setup, &(0..9).collect()).await;
+    // A batch: one produce per partition, every record its own offset.
+    let delivered = m
+        .transaction(|tx| async move { Ok(tx.publish_batch(&tickets(9..40)).await?) })
+        .await
+        .expect("a batch committed");
+    let places: BTreeSet<(i32, String)> = delivered
+        .iter()
+        .map(|d| (d.partition, format!("{:?}", d.offset)))
+        .collect();
+    assert_eq!(places.len(), 31, "{delivered:?}");
+
+    let (committed, all) = read_both(&setup, &(0..40).collect()).await;
+    let mut expected: BTreeSet<u64> = [0, 1, 2, 7, 8].into_iter().collect();
+    expected.extend(9..40);
     assert_eq!(
-        committed,
-        [0, 1, 2, 7, 8].into_iter().collect::<BTreeSet<u64>>(),
+        committed, expected,
         "only the committed transactions are read_committed"
     );
-    assert_eq!(all.len(), 9, "the aborted records are in the log");
+    assert_eq!(all.len(), 40, "the aborted records are in the log");
     m.shutdown().await.expect("shutdown");
 }
 

@@ -85,8 +85,32 @@ impl Transaction {
     /// returns once the partition's leader has it. It is visible to
     /// read_committed readers when the transaction commits.
     pub async fn publish<M: KafkaMessage>(&self, msg: &M) -> Result<Delivery, TransactionError> {
-        let mut message = codec::encode(msg)?;
-        message.topic = self.open.topic_of::<M>();
-        self.open.publish(message).await
+        let mut delivered = self.publish_batch(std::slice::from_ref(msg)).await?;
+        delivered.pop().ok_or_else(|| {
+            TransactionError::Failed(WireError::Malformed {
+                what: "transaction",
+                detail: "no delivery for the record".into(),
+            })
+        })
+    }
+
+    /// Publishes `msgs` in the transaction, one batch per partition (a
+    /// round trip per partition, not per message), and returns their
+    /// deliveries in order.
+    pub async fn publish_batch<M: KafkaMessage>(
+        &self,
+        msgs: &[M],
+    ) -> Result<Vec<Delivery>, TransactionError> {
+        let topic = self.open.topic_of::<M>();
+        let messages = msgs
+            .iter()
+            .map(|m| {
+                codec::encode(m).map(|mut e| {
+                    e.topic = topic.clone();
+                    e
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.open.publish(messages).await
     }
 }

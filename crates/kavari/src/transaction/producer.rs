@@ -236,18 +236,19 @@ impl Open {
         self.producer.config.topic_names.topic_of::<M>()
     }
 
-    /// Writes `message` to its partition in the transaction.
+    /// Writes `messages` in the transaction: one batch per partition,
+    /// partitions added to the transaction first. The deliveries are in
+    /// the order of `messages`.
     pub(crate) async fn publish(
         &self,
-        message: EncodedMessage,
-    ) -> Result<Delivery, TransactionError> {
+        messages: Vec<EncodedMessage>,
+    ) -> Result<Vec<Delivery>, TransactionError> {
         let mut inner = self.inner.lock().await;
         if let Some(e) = &inner.broken {
             return Err(TransactionError::Failed(e.clone()));
         }
-        let written = self.write(&mut inner, &message).await;
-        match written {
-            Ok(delivery) => Ok(delivery),
+        match self.write(&mut inner, &messages).await {
+            Ok(deliveries) => Ok(deliveries),
             Err(e) => {
                 // Fenced or timed out: the end of the transaction tells.
                 inner.broken = Some(e.clone());
@@ -259,34 +260,103 @@ impl Open {
     async fn write(
         &self,
         inner: &mut Inner,
-        message: &EncodedMessage,
-    ) -> Result<Delivery, WireError> {
+        messages: &[EncodedMessage],
+    ) -> Result<Vec<Delivery>, WireError> {
         let producer = &self.producer;
         let config = &producer.config;
-        let topic = message.topic.to_string();
-        config
-            .check_size(message.value.len(), true)
-            .map_err(|e| WireError::Malformed {
-                what: "record",
-                detail: e.to_string(),
-            })?;
-        let leaders = self.leaders(inner, &topic, false).await?;
-        let count = u32::try_from(leaders.len()).unwrap_or(u32::MAX).max(1);
-        let partition =
+        // Each message's partition.
+        let mut placed: Vec<(String, i32)> = Vec::with_capacity(messages.len());
+        for m in messages {
             config
-                .partitioner
-                .choose(message.key.as_deref(), count, &producer.round_robin);
-        let tp = (topic.clone(), partition);
-        if !inner.added.contains(&tp) {
+                .check_size(m.value.len(), true)
+                .map_err(|e| WireError::Malformed {
+                    what: "record",
+                    detail: e.to_string(),
+                })?;
+            let topic = m.topic.to_string();
+            let leaders = self.leaders(inner, &topic, false).await?;
+            let count = u32::try_from(leaders.len()).unwrap_or(u32::MAX).max(1);
+            let partition =
+                config
+                    .partitioner
+                    .choose(m.key.as_deref(), count, &producer.round_robin);
+            placed.push((topic, partition));
+        }
+        let mut partitions = placed.clone();
+        partitions.sort();
+        partitions.dedup();
+        let new: Vec<(&str, i32)> = partitions
+            .iter()
+            .filter(|tp| !inner.added.contains(*tp))
+            .map(|(t, p)| (t.as_str(), *p))
+            .collect();
+        if !new.is_empty() {
             producer
                 .coordinator
-                .add_partitions(self.identity, &[(topic.as_str(), partition)])
+                .add_partitions(self.identity, &new)
                 .await?;
-            inner.added.insert(tp.clone());
+            inner.added.extend(partitions.iter().cloned());
         }
-        let sequence = inner.sequences.get(&tp).copied().unwrap_or(0);
-        let mut batch = RecordBatch::with_capacity(message.value.len() + 256);
-        batch.push(&message.record(), chrono::Utc::now().timestamp_millis());
+        let mut offsets: Vec<Offset> = vec![Offset::Duplicate; messages.len()];
+        for tp in &partitions {
+            // The partition's messages in order, in batches of at most
+            // `max_batch_bytes` (a record larger goes alone).
+            let mine: Vec<usize> = (0..messages.len()).filter(|&i| placed[i] == *tp).collect();
+            let mut start = 0;
+            while start < mine.len() {
+                let mut end = start + 1;
+                let mut bytes = messages[mine[start]].value.len();
+                while end < mine.len() {
+                    bytes += messages[mine[end]].value.len();
+                    if bytes > config.max_batch_bytes {
+                        break;
+                    }
+                    end += 1;
+                }
+                let chunk = &mine[start..end];
+                let first = self
+                    .send(inner, tp, chunk.iter().map(|&i| &messages[i]))
+                    .await?;
+                for (n, &i) in chunk.iter().enumerate() {
+                    offsets[i] = match first {
+                        Offset::At(o) => Offset::At(o + n as i64),
+                        Offset::Duplicate => Offset::Duplicate,
+                    };
+                }
+                start = end;
+            }
+        }
+        Ok(messages
+            .iter()
+            .zip(placed)
+            .zip(offsets)
+            .map(|((m, (_, partition)), offset)| Delivery {
+                topic: m.topic.clone(),
+                partition,
+                offset,
+            })
+            .collect())
+    }
+
+    /// Sends `records` to `tp` as one transactional batch under its next
+    /// sequence, retrying what may pass within the delivery timeout;
+    /// returns the offset of the first record.
+    async fn send<'m>(
+        &self,
+        inner: &mut Inner,
+        tp: &(String, i32),
+        records: impl Iterator<Item = &'m EncodedMessage>,
+    ) -> Result<Offset, WireError> {
+        let producer = &self.producer;
+        let config = &producer.config;
+        let (topic, partition) = (tp.0.as_str(), tp.1);
+        let sequence = inner.sequences.get(tp).copied().unwrap_or(0);
+        let mut batch = RecordBatch::with_capacity(4096);
+        let now = chrono::Utc::now().timestamp_millis();
+        for m in records {
+            batch.push(&m.record(), now);
+        }
+        let count = i32::try_from(batch.len()).unwrap_or(i32::MAX);
         let mut bytes = batch
             .finish(config.compression)
             .map_err(|e| WireError::Malformed {
@@ -307,7 +377,7 @@ impl Open {
             timeout_ms: i32::try_from(producer.cluster.request_timeout().as_millis())
                 .unwrap_or(i32::MAX),
             batches: vec![PartitionBatch {
-                topic: TopicName(StrBytes::from_string(topic.clone())),
+                topic: TopicName(StrBytes::from_string(topic.to_string())),
                 partition,
                 records: bytes.into(),
             }],
@@ -315,11 +385,11 @@ impl Open {
         let deadline = Instant::now() + config.delivery_timeout;
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
-            let leaders = self.leaders(inner, &topic, false).await?;
+            let leaders = self.leaders(inner, topic, false).await?;
             let sent = match leaders.get(usize::try_from(partition).unwrap_or(usize::MAX)) {
                 Some(Some(leader)) => match producer.cluster.broker(*leader).await {
                     Ok(conn) => match conn.send_produce(&request).await {
-                        Ok(answer) => answer.await.and_then(|r| answer_of(&r, &topic, partition)),
+                        Ok(answer) => answer.await.and_then(|r| answer_of(&r, topic, partition)),
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),
@@ -332,16 +402,14 @@ impl Open {
             };
             let error = match sent {
                 Ok(offset) => {
-                    inner.sequences.insert(tp, sequence.wrapping_add(1));
-                    return Ok(Delivery {
-                        topic: message.topic.clone(),
-                        partition,
-                        offset,
-                    });
+                    inner
+                        .sequences
+                        .insert(tp.clone(), sequence.wrapping_add(count));
+                    return Ok(offset);
                 }
                 Err(e) => e,
             };
-            if !error.is_retriable() || error.is_fenced() {
+            if !error.is_retriable() {
                 return Err(error);
             }
             let wait = backoff.next();
@@ -354,7 +422,7 @@ impl Open {
                 .response_error()
                 .is_none_or(kavari_wire::needs_metadata_refresh)
             {
-                self.leaders(inner, &topic, true).await?;
+                self.leaders(inner, topic, true).await?;
             }
         }
     }
