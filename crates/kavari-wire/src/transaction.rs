@@ -223,7 +223,14 @@ impl TransactionCoordinator {
                 Retry::Elsewhere => self.forget_coordinator().await,
                 Retry::Same => {}
             }
-            let wait = backoff.next();
+            // The last transaction's markers are still being written: that
+            // takes a few milliseconds, so ask again soon (a backoff made
+            // every transaction after the first wait 60 ms).
+            let wait = if error.response_error() == Some(ResponseError::ConcurrentTransactions) {
+                CONCURRENT_RETRY
+            } else {
+                backoff.next()
+            };
             if Instant::now() + wait >= deadline {
                 return Err(error);
             }
@@ -232,6 +239,10 @@ impl TransactionCoordinator {
         }
     }
 }
+
+/// How soon a request refused because the last transaction is still
+/// ending (`CONCURRENT_TRANSACTIONS`) is sent again.
+const CONCURRENT_RETRY: Duration = Duration::from_millis(5);
 
 /// Whether a failed transaction request may pass if sent again.
 #[derive(Debug, PartialEq, Eq)]
