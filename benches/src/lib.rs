@@ -271,3 +271,13 @@ pub async fn consume_rate(count: &std::sync::atomic::AtomicU64, n: u64) -> f64 {
     }
     n.saturating_sub(at_start) as f64 / started.elapsed().as_secs_f64()
 }
+
+/// The value after `name` on the command line (`--records 3000`), parsed;
+/// `None` when absent or not a `T`.
+pub fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}

@@ -261,6 +261,26 @@ async fn read_both(setup: &Setup, all: &BTreeSet<u64>) -> (BTreeSet<u64>, BTreeS
     (committed_only.seqs(), everything.seqs())
 }
 
+/// Publishes `seqs` as Tickets, one by one, in one transaction of `m`
+/// that commits when `commit`, and aborts otherwise.
+async fn in_transaction(
+    m: &kavari::Kavari,
+    seqs: std::ops::Range<u64>,
+    commit: bool,
+) -> Result<(), kavari::TransactionError> {
+    m.transaction(|tx| async move {
+        for t in crate::tickets(seqs) {
+            tx.publish(&t).await?;
+        }
+        if commit {
+            Ok(())
+        } else {
+            Err(kavari::HandlerError::new("the order is refused"))
+        }
+    })
+    .await
+}
+
 /// A manager publishing in transactions of its own.
 async fn transactional(setup: &Setup, id: &str) -> kavari::Kavari {
     kavari::Kavari::builder(setup.broker.bootstrap_servers())
@@ -281,28 +301,8 @@ async fn a_transaction_commits_on_ok_and_aborts_on_err_or_panic() {
 
     let setup = Setup::start("txn-scope", KafkaBroker::builder(), 3).await;
     let m = transactional(&setup, &kavari_testcontainers::unique_name("txn-scope")).await;
-    let publish_all = |seqs: std::ops::Range<u64>| {
-        let m = m.clone();
-        async move {
-            m.transaction(|tx| async move {
-                for t in tickets(seqs) {
-                    tx.publish(&t).await?;
-                }
-                Ok(())
-            })
-            .await
-        }
-    };
-    publish_all(0..3).await.expect("committed");
-
-    let refused = m
-        .transaction(|tx| async move {
-            for t in tickets(3..5) {
-                tx.publish(&t).await?;
-            }
-            Err::<(), _>(kavari::HandlerError::new("the order is refused"))
-        })
-        .await;
+    in_transaction(&m, 0..3, true).await.expect("committed");
+    let refused = in_transaction(&m, 3..5, false).await;
     assert!(
         matches!(&refused, Err(TransactionError::Aborted { cause }) if cause.to_string() == "the order is refused"),
         "{refused:?}"
@@ -381,35 +381,26 @@ async fn a_transaction_commits_on_ok_and_aborts_on_err_or_panic() {
 /// writes afterwards is read_committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_instance_of_a_transactional_id_fences_the_older() {
-    use crate::tickets;
     use kavari::TransactionError;
 
     let setup = Setup::start("txn-fence", KafkaBroker::builder(), 3).await;
     let id = kavari_testcontainers::unique_name("txn-fence");
     let old = transactional(&setup, &id).await;
-    let publish = |m: &kavari::Kavari, seqs: std::ops::Range<u64>| {
-        let m = m.clone();
-        async move {
-            m.transaction(|tx| async move {
-                for t in tickets(seqs) {
-                    tx.publish(&t).await?;
-                }
-                Ok(())
-            })
-            .await
-        }
-    };
-    publish(&old, 0..2).await.expect("committed");
+    in_transaction(&old, 0..2, true).await.expect("committed");
     let new = transactional(&setup, &id).await;
-    publish(&new, 10..12).await.expect("the newer commits");
+    in_transaction(&new, 10..12, true)
+        .await
+        .expect("the newer commits");
     for attempt in 0..2 {
-        let fenced = publish(&old, 20..22).await;
+        let fenced = in_transaction(&old, 20..22, true).await;
         assert!(
             matches!(&fenced, Err(TransactionError::Fenced { transactional_id, .. }) if *transactional_id == id),
             "attempt {attempt}: {fenced:?}"
         );
     }
-    publish(&new, 12..13).await.expect("the newer goes on");
+    in_transaction(&new, 12..13, true)
+        .await
+        .expect("the newer goes on");
 
     let (committed, all) = read_both(&setup, &[0, 1, 10, 11, 12].into_iter().collect()).await;
     assert_eq!(committed, all, "nothing of the older's after the fence");
@@ -422,29 +413,11 @@ async fn a_newer_instance_of_a_transactional_id_fences_the_older() {
 /// records and skips the aborted ones between them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn librdkafka_reads_only_what_kavari_transactions_committed() {
-    use crate::tickets;
-
     let setup = Setup::start("txn-rdkafka", KafkaBroker::builder(), 1).await;
     let m = transactional(&setup, &kavari_testcontainers::unique_name("txn-rdkafka")).await;
-    let run = |seqs: std::ops::Range<u64>, commit: bool| {
-        let m = m.clone();
-        async move {
-            m.transaction(|tx| async move {
-                for t in tickets(seqs) {
-                    tx.publish(&t).await?;
-                }
-                if commit {
-                    Ok(())
-                } else {
-                    Err(kavari::HandlerError::new("abort"))
-                }
-            })
-            .await
-        }
-    };
-    run(0..2, true).await.expect("commit");
-    run(2..4, false).await.expect_err("abort");
-    run(4..6, true).await.expect("commit");
+    in_transaction(&m, 0..2, true).await.expect("commit");
+    in_transaction(&m, 2..4, false).await.expect_err("abort");
+    in_transaction(&m, 4..6, true).await.expect("commit");
     m.shutdown().await.expect("shutdown");
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/rdkafka_codecs.py");

@@ -81,27 +81,16 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
+    use kavari_benches::arg;
     Opts {
-        messages: get("--messages")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100_000),
-        size: get("--size").and_then(|v| v.parse().ok()).unwrap_or(100),
-        partitions: get("--partitions")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3),
-        rate: get("--rate").and_then(|v| v.parse().ok()).unwrap_or(1_000),
-        seconds: get("--seconds").and_then(|v| v.parse().ok()).unwrap_or(5),
-        repeat: get("--repeat").and_then(|v| v.parse().ok()).unwrap_or(1),
-        tls: args.iter().any(|a| a == "--tls"),
-        out: get("--out")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "target/kavari-load.md".into()),
+        messages: arg("--messages").unwrap_or(100_000),
+        size: arg("--size").unwrap_or(100),
+        partitions: arg("--partitions").unwrap_or(3),
+        rate: arg("--rate").unwrap_or(1_000),
+        seconds: arg("--seconds").unwrap_or(5),
+        repeat: arg("--repeat").unwrap_or(1),
+        tls: std::env::args().any(|a| a == "--tls"),
+        out: arg("--out").unwrap_or_else(|| "target/kavari-load.md".into()),
     }
 }
 

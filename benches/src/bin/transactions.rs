@@ -35,21 +35,11 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    use kavari_benches::arg;
     Opts {
-        partitions: get("--partitions")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3),
-        records: get("--records")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3_000),
-        out: get("--out").unwrap_or_else(|| "target/kavari-transactions.md".into()),
+        partitions: arg("--partitions").unwrap_or(3),
+        records: arg("--records").unwrap_or(3_000),
+        out: arg("--out").unwrap_or_else(|| "target/kavari-transactions.md".into()),
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 use kavari_wire::WireError;
 use kavari_wire::cluster::Cluster;
 use kavari_wire::connection::Connection;
+use kavari_wire::topic_name;
 
 use crate::{CommitOffset, Generation, GroupError, TopicPartition};
 
@@ -103,10 +104,6 @@ pub(crate) struct KafkaGroupApi {
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-fn topic_name(v: &str) -> TopicName {
-    TopicName(s(v))
 }
 
 fn check(api: &'static str, code: i16, message: Option<&StrBytes>) -> Result<(), WireError> {

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
-    consumer_protocol_assignment, consumer_protocol_subscription,
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, consumer_protocol_assignment,
+    consumer_protocol_subscription,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kavari_wire::WireError;
@@ -140,7 +140,7 @@ impl Subscription {
             .into_iter()
             .map(|(t, ps)| {
                 consumer_protocol_subscription::TopicPartition::default()
-                    .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                    .with_topic(kavari_wire::topic_name(t))
                     .with_partitions(ps)
             })
             .collect();
@@ -201,7 +201,7 @@ impl Assignment {
             .into_iter()
             .map(|(t, ps)| {
                 consumer_protocol_assignment::TopicPartition::default()
-                    .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                    .with_topic(kavari_wire::topic_name(t))
                     .with_partitions(ps)
             })
             .collect();

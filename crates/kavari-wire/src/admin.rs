@@ -5,12 +5,13 @@
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::CreateTopicsRequest;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::WireError;
 use crate::cluster::Cluster;
+use crate::topic_name;
 
 /// A connection to the controller, and the request timeout in
 /// milliseconds, which admin requests hand the broker to wait within.
@@ -46,7 +47,7 @@ pub async fn create_topic(cluster: &Cluster, topic: &NewTopic<'_>) -> Result<boo
         .with_timeout_ms(timeout_ms)
         .with_topics(vec![
             CreatableTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic.name.to_string())))
+                .with_name(topic_name(topic.name))
                 .with_num_partitions(topic.partitions)
                 .with_replication_factor(topic.replication_factor)
                 .with_configs(
@@ -99,7 +100,7 @@ pub async fn create_partitions(
         .with_timeout_ms(timeout_ms)
         .with_topics(vec![
             CreatePartitionsTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_name(topic_name(topic))
                 .with_count(total)
                 // The broker places the new partitions (an empty list would
                 // ask for none).
@@ -160,7 +161,7 @@ pub async fn elect_leaders(
         .with_timeout_ms(timeout_ms)
         .with_topic_partitions(Some(vec![
             TopicPartitions::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_topic(topic_name(topic))
                 .with_partitions(partitions.to_vec()),
         ]));
     let resp: ElectLeadersResponse = conn.send(&req).await?;
@@ -197,7 +198,7 @@ pub async fn delete_topic(cluster: &Cluster, topic: &str) -> Result<bool, WireEr
     let (conn, timeout_ms) = controller(cluster).await?;
     let req = DeleteTopicsRequest::default()
         .with_timeout_ms(timeout_ms)
-        .with_topic_names(vec![TopicName(StrBytes::from_string(topic.to_string()))]);
+        .with_topic_names(vec![topic_name(topic)]);
     let resp: DeleteTopicsResponse = conn.send(&req).await?;
     let result = resp
         .responses

@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::MetadataRequest;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{MetadataRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
 
 use crate::Security;
 use crate::WireError;
 use crate::connection::Connection;
+use crate::topic_name;
 
 /// A topic's partitions as the cluster described them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,10 +219,7 @@ impl Cluster {
             .with_topics(topics.map(|topics| {
                 topics
                     .iter()
-                    .map(|t| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string((*t).to_string()))))
-                    })
+                    .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
                     .collect()
             }))
             .with_allow_auto_topic_creation(false);

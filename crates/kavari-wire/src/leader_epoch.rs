@@ -7,14 +7,14 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::OffsetForLeaderEpochRequest;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{OffsetForLeaderEpochRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 
 use crate::answers::part_of;
 use crate::connection::Connection;
+use crate::topic_name;
 use crate::{TopicPartition, WireError};
 
 /// A position to check: the epoch of the last record read, asked under
@@ -64,7 +64,7 @@ pub async fn epoch_ends(
                 .into_iter()
                 .map(|(topic, partitions)| {
                     OffsetForLeaderTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_topic(topic_name(topic))
                         .with_partitions(partitions)
                 })
                 .collect(),

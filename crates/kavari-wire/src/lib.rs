@@ -39,6 +39,13 @@ pub mod transaction;
 
 use std::fmt;
 
+/// A topic's name as the protocol's messages carry it.
+pub fn topic_name(topic: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        topic.to_string(),
+    ))
+}
+
 pub use compression::Compression;
 pub use error::{WireError, is_retriable_code, needs_metadata_refresh};
 pub use kafka_protocol::ResponseError;

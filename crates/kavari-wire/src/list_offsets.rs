@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::ListOffsetsRequest;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 
 use crate::answers::part_of;
 use crate::cluster::Cluster;
 use crate::connection::Connection;
 use crate::fetch::Isolation;
+use crate::topic_name;
 use crate::{TopicPartition, WireError};
 
 /// Which end of a partition.
@@ -90,7 +90,7 @@ pub async fn list_offsets(
                 .into_iter()
                 .map(|(topic, partitions)| {
                     ListOffsetsTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_name(topic_name(topic))
                         .with_partitions(partitions)
                 })
                 .collect(),

@@ -17,7 +17,7 @@ use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, GroupId,
-    InitProducerIdRequest, ProducerId, TopicName, TransactionalId,
+    InitProducerIdRequest, ProducerId, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
@@ -28,6 +28,7 @@ use crate::cluster::Cluster;
 use crate::connection::{Connection, Request};
 use crate::coordinator::{CoordinatorOf, coordinator_address};
 use crate::producer_id::ProducerIdentity;
+use crate::topic_name;
 
 /// A transactional id and its coordinator.
 #[derive(Debug)]
@@ -111,7 +112,7 @@ impl TransactionCoordinator {
                 Some(t) => t.partitions.push(partition),
                 None => topics.push(
                     AddPartitionsToTxnTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_name(topic_name(topic))
                         .with_partitions(vec![partition]),
                 ),
             }

@@ -11,13 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
-use kafka_protocol::messages::{FetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 
 use crate::connection::Connection;
 use crate::reader::Reader;
 use crate::record_batch::read::{Batch, ControlType, FetchedRecord, batches};
+use crate::topic_name;
 use crate::{TopicPartition, WireError};
 
 /// Which records a consumer sees (Kafka's `isolation.level`).
@@ -157,10 +157,6 @@ fn fetch_request<'a>(
                 })
                 .collect(),
         )
-}
-
-fn topic_name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_string()))
 }
 
 /// A Fetch answer: the session it belongs to and the partitions in it.

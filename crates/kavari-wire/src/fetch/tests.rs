@@ -1,10 +1,10 @@
 use bytes::BytesMut;
 use indexmap::IndexMap;
-use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::messages::{FetchResponse, TopicName};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression as KpCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };

@@ -140,15 +140,15 @@ fn put_uvarint(buf: &mut BytesMut, mut v: usize) {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use kafka_protocol::messages::TopicName;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::protocol::StrBytes;
 
     use super::*;
+    use crate::topic_name;
 
     fn batch(topic: &str, partition: i32, size: usize) -> PartitionBatch {
         PartitionBatch {
-            topic: TopicName(StrBytes::from_string(topic.to_string())),
+            topic: topic_name(topic),
             partition,
             records: (0..size)
                 .map(|i| (i % 251) as u8)

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
-use kafka_protocol::messages::TopicName;
-use kafka_protocol::protocol::StrBytes;
 use kavari_wire::WireError;
 use kavari_wire::backoff::Backoff;
 use kavari_wire::cluster::Cluster;
@@ -377,7 +375,7 @@ impl Open {
             timeout_ms: i32::try_from(producer.cluster.request_timeout().as_millis())
                 .unwrap_or(i32::MAX),
             batches: vec![PartitionBatch {
-                topic: TopicName(StrBytes::from_string(topic.to_string())),
+                topic: kavari_wire::topic_name(topic),
                 partition,
                 records: bytes.into(),
             }],

@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::TopicName;
-use kafka_protocol::protocol::StrBytes;
 use kavari_wire::ResponseError;
 use kavari_wire::producer_id::ProducerIdentity;
 use tokio::time::Instant;
@@ -135,7 +134,7 @@ pub(super) enum Step {
 impl Partition {
     /// A partition's state, its sequence going on from `sequence`.
     pub(super) fn new(queue: Arc<Queue>, sequence: PartitionSequence) -> Self {
-        let topic_name = TopicName(StrBytes::from_string(queue.topic.clone()));
+        let topic_name = kavari_wire::topic_name(&queue.topic);
         Self {
             queue,
             topic_name,
