@@ -491,3 +491,96 @@ async fn a_transaction_past_its_timeout_is_aborted_and_the_next_commits() {
     assert_eq!(all.len(), 3);
     m.shutdown().await.expect("shutdown");
 }
+
+/// The group's half of exactly-once: offsets committed in a transaction
+/// (AddOffsetsToTxn, then TxnOffsetCommit with the member's generation,
+/// KIP-447) take effect when the transaction commits, and never when it
+/// aborts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_committed_in_a_transaction_land_only_with_it() {
+    use kavari_group::{
+        CommitOffset, GroupConfig, GroupEvent, GroupMember, MemberPhase, TopicPartition,
+    };
+    use kavari_wire::transaction::TransactionCoordinator;
+
+    let setup = Setup::start("txn-offsets", KafkaBroker::builder(), 1).await;
+    let group = kavari_testcontainers::unique_name("txn-offsets");
+    let mut config = GroupConfig::new(setup.broker.bootstrap_list(), &group, [&setup.topic]);
+    config.session_timeout = Duration::from_secs(6);
+    config.heartbeat_interval = Duration::from_millis(500);
+    let (member, mut events) = GroupMember::start(config).expect("member");
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let GroupEvent::Revoking { ack, .. } = e {
+                ack.done();
+            }
+        }
+    });
+    member
+        .wait_for(Duration::from_secs(60), |s| s.phase == MemberPhase::Stable)
+        .await
+        .expect("the member joined");
+
+    let cluster = Arc::new(kavari_wire::cluster::Cluster::new(
+        setup.broker.bootstrap_list(),
+        "t".into(),
+        Duration::from_secs(30),
+    ));
+    let id = kavari_testcontainers::unique_name("txn-offsets");
+    let coordinator = TransactionCoordinator::new(
+        Arc::clone(&cluster),
+        &id,
+        Duration::from_secs(60),
+        Duration::from_secs(30),
+    );
+    let producer = coordinator.init(None).await.expect("init");
+    let tp = TopicPartition::new(&setup.topic, 0);
+    let at = |offset| {
+        std::collections::BTreeMap::from([(
+            tp.clone(),
+            CommitOffset {
+                offset,
+                leader_epoch: None,
+            },
+        )])
+    };
+    for (offset, commit) in [(5, true), (9, false)] {
+        coordinator
+            .add_offsets(producer, &group)
+            .await
+            .expect("add offsets");
+        member
+            .commit_in_transaction(&id, producer, &at(offset))
+            .await
+            .expect("offsets in the transaction");
+        coordinator.end(producer, commit).await.expect("end");
+    }
+    // The transaction's markers land shortly after its end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = member.committed(std::slice::from_ref(&tp)).await;
+        let offset = committed
+            .ok()
+            .and_then(|c| c.get(&tp).copied().flatten())
+            .map(|c| c.offset);
+        if offset == Some(5) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the committed transaction's offset: {offset:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let committed = member
+        .committed(std::slice::from_ref(&tp))
+        .await
+        .expect("committed");
+    assert_eq!(
+        committed[&tp].map(|c| c.offset),
+        Some(5),
+        "the aborted transaction's offset never lands"
+    );
+    member.close().await;
+}

@@ -118,6 +118,64 @@ fn check(api: &'static str, code: i16, message: Option<&StrBytes>) -> Result<(),
 }
 
 impl KafkaGroupApi {
+    /// Commits `offsets` in the open transaction of `producer` under
+    /// `transactional_id` (TxnOffsetCommit, to the group's coordinator),
+    /// with the generation's member id and instance id (KIP-447): a member
+    /// the group has moved past is refused, so a zombie's transaction
+    /// cannot commit.
+    pub(crate) async fn txn_offset_commit(
+        &self,
+        g: &Generation,
+        transactional_id: &str,
+        producer: kavari_wire::producer_id::ProducerIdentity,
+        offsets: &BTreeMap<TopicPartition, CommitOffset>,
+    ) -> Result<(), GroupError> {
+        use kafka_protocol::messages::txn_offset_commit_request::{
+            TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::{ProducerId, TransactionalId, TxnOffsetCommitRequest};
+
+        let link = self.link().await?;
+        let mut topics: BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> = BTreeMap::new();
+        for (tp, o) in offsets {
+            topics.entry(tp.topic.as_str()).or_default().push(
+                TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(tp.partition)
+                    .with_committed_offset(o.offset)
+                    .with_committed_leader_epoch(o.leader_epoch.unwrap_or(-1)),
+            );
+        }
+        let version = link.control.version::<TxnOffsetCommitRequest>()?;
+        let mut req = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s(transactional_id)))
+            .with_group_id(self.group())
+            .with_producer_id(ProducerId(producer.id))
+            .with_producer_epoch(producer.epoch)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        TxnOffsetCommitRequestTopic::default()
+                            .with_name(topic_name(t))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        if version >= 3 {
+            req = req
+                .with_generation_id(g.generation_id)
+                .with_member_id(s(&g.member_id))
+                .with_group_instance_id(g.group_instance_id.as_deref().map(s));
+        }
+        let resp = self.on_error(link.control.send(&req).await).await?;
+        let refused = resp
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .try_for_each(|p| check("TxnOffsetCommit", p.error_code, None));
+        self.on_error(refused).await
+    }
+
     pub(crate) fn new(group_id: String, cluster: Arc<Cluster>) -> Self {
         Self {
             group_id,

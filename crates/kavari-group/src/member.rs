@@ -141,6 +141,33 @@ impl GroupMember {
         result
     }
 
+    /// Commits `offsets` in the open transaction of `producer` (its
+    /// transactional id's coordinator must have the group added first:
+    /// AddOffsetsToTxn), under the current generation: they take effect
+    /// when the transaction commits, and never when it aborts. A member the
+    /// group moved past is refused (KIP-447), as by [`commit`](Self::commit).
+    pub async fn commit_in_transaction(
+        &self,
+        transactional_id: &str,
+        producer: kavari_wire::producer_id::ProducerIdentity,
+        offsets: &BTreeMap<TopicPartition, CommitOffset>,
+    ) -> Result<(), GroupError> {
+        let generation = {
+            let state = self.state.borrow();
+            match &state.generation {
+                Some(g) => g.clone(),
+                None => return Err(GroupError::NotInGeneration(phase_name(&state.phase))),
+            }
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .api
+            .txn_offset_commit(&generation, transactional_id, producer, offsets)
+            .await
+    }
+
     /// The group's committed offsets for `partitions`, with their leader
     /// epochs (`None`: nothing committed).
     pub async fn committed(
