@@ -250,10 +250,10 @@ impl KavariBuilder {
     }
 
     /// How each partition's records are handed to the handlers: one at a
-    /// time in offset order ([`ProcessingOrder::Partition`], the default),
-    /// by key ([`ProcessingOrder::Key`]: records with different keys run
+    /// time in offset order ([`ProcessingOrder::Partition`](crate::ProcessingOrder::Partition), the default),
+    /// by key ([`ProcessingOrder::Key`](crate::ProcessingOrder::Key): records with different keys run
     /// side by side, each key's in offset order), or in no order
-    /// ([`ProcessingOrder::Unordered`]). A handler that waits on I/O (a
+    /// ([`ProcessingOrder::Unordered`](crate::ProcessingOrder::Unordered)). A handler that waits on I/O (a
     /// database, an HTTP call, a publish) handles as many records at once
     /// as the window allows.
     ///
