@@ -40,6 +40,10 @@ const APIS: &[Decode] = &[
     decode::<DescribeConfigsRequest>,
     decode::<SaslHandshakeRequest>,
     decode::<SaslAuthenticateRequest>,
+    decode::<AddPartitionsToTxnRequest>,
+    decode::<AddOffsetsToTxnRequest>,
+    decode::<EndTxnRequest>,
+    decode::<TxnOffsetCommitRequest>,
 ];
 
 fuzz_target!(|data: &[u8]| {
