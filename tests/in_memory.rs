@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kavari::codec::EncodedMessage;
 use kavari::testing::InMemoryBroker;
-use kavari::{ControlError, Offset, ProduceErrorKind, SeekTo};
+use kavari::{ControlError, Offset, ProduceErrorKind, SeekTo, TransactionError};
 use kavari::{
     FailurePolicy, FibonacciRetryPolicy, HandlerError, HealthState, KafkaMessage, Kavari,
     KavariBuilder, MessageContext, MessageHandler, NoRetry, OffsetReset, PublishError,
@@ -618,4 +618,72 @@ async fn a_batch_handler_gets_what_is_there_and_its_rejects_are_dead_lettered() 
     assert_eq!(m.health().partitions[0].dead_lettered, 1);
     assert_eq!(m.health().partitions[0].committed, Some(4));
     m.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn transactions_deliver_on_commit_drop_on_abort_and_fence_older_managers() {
+    let broker = InMemoryBroker::new();
+    let handled = orders();
+    let _consumer = consumer(&broker, builder("billing"), &handled).await;
+    let m = broker
+        .manager(Kavari::builder("kafka:9092").transactional_id("billing-0"))
+        .expect("manager");
+
+    let delivered = m
+        .transaction(|tx| async move {
+            let a = tx.publish(&placed("a", 5)).await?;
+            let b = tx.publish(&placed("b", 5)).await?;
+            Ok((a, b))
+        })
+        .await
+        .expect("committed");
+    assert_eq!(
+        ids(&handled.seen, "placed"),
+        ["a", "b"],
+        "delivered at the commit"
+    );
+    assert_eq!(
+        (delivered.0.offset, delivered.1.offset),
+        (Offset::At(0), Offset::At(1))
+    );
+
+    let aborted = m
+        .transaction(|tx| async move {
+            tx.publish(&placed("c", 5)).await?;
+            Err::<(), _>(HandlerError::new("refused"))
+        })
+        .await;
+    assert!(
+        matches!(aborted, Err(TransactionError::Aborted { .. })),
+        "{aborted:?}"
+    );
+    assert_eq!(
+        ids(&handled.seen, "placed"),
+        ["a", "b"],
+        "nothing of an aborted one"
+    );
+    assert_eq!(broker.published::<OrderPlaced>().expect("decode").len(), 2);
+
+    // A newer manager with the id fences this one.
+    let newer = broker
+        .manager(Kavari::builder("kafka:9092").transactional_id("billing-0"))
+        .expect("manager");
+    let fenced = m
+        .transaction(|tx| async move {
+            tx.publish(&placed("d", 5)).await?;
+            Ok(())
+        })
+        .await;
+    assert!(
+        matches!(fenced, Err(TransactionError::Fenced { .. })),
+        "{fenced:?}"
+    );
+    newer
+        .transaction(|tx| async move {
+            tx.publish(&placed("e", 5)).await?;
+            Ok(())
+        })
+        .await
+        .expect("the newer commits");
+    assert_eq!(ids(&handled.seen, "placed"), ["a", "b", "e"]);
 }

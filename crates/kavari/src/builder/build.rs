@@ -135,11 +135,12 @@ impl KavariBuilder {
         (
             crate::publish::ProducerConfig,
             crate::consume::ConsumerConfig,
+            Option<crate::transaction::TransactionSettings>,
         ),
         ConfigError,
     > {
         self.check_options()?;
-        Ok((self.producer, self.consumer))
+        Ok((self.producer, self.consumer, self.transactions))
     }
 
     /// Checks the options and creates the manager. It does not need Kafka to

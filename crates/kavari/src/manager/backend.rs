@@ -13,7 +13,7 @@ use crate::health::Health;
 use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
-use crate::transaction::TransactionalProducer;
+use crate::transaction::Transactions;
 use kavari_group::TopicPartition;
 
 /// Publishing, the consumer's life and the manager's reports, as one
@@ -64,7 +64,7 @@ pub(crate) trait Backend: Debug + Send + Sync + 'static {
 
     /// The transactional producer, when the builder set a
     /// `transactional_id` (Kafka's backend only).
-    fn transactions(&self) -> Option<&std::sync::Arc<TransactionalProducer>> {
+    fn transactions(&self) -> Option<&dyn Transactions> {
         None
     }
 

@@ -17,7 +17,7 @@ use crate::health::Health;
 use crate::publish::{Delivery, ProduceError, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
-use crate::transaction::TransactionalProducer;
+use crate::transaction::{TransactionalProducer, Transactions};
 use kavari_group::TopicPartition;
 
 /// A manager's parts over Kafka.
@@ -154,8 +154,8 @@ impl Backend for Kafka {
         .boxed()
     }
 
-    fn transactions(&self) -> Option<&Arc<TransactionalProducer>> {
-        self.transactions.as_ref()
+    fn transactions(&self) -> Option<&dyn Transactions> {
+        self.transactions.as_deref().map(|t| t as &dyn Transactions)
     }
 
     fn bootstrap_servers(&self) -> &[String] {

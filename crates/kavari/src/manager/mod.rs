@@ -302,8 +302,11 @@ impl Kavari {
         F: FnOnce(Transaction) -> Fut,
         Fut: Future<Output = Result<T, HandlerError>>,
     {
-        match self.backend().transactions() {
-            Some(producer) => producer.run(body).await,
+        let backend = self.backend();
+        match backend.transactions() {
+            Some(transactions) => {
+                crate::transaction::run(transactions, backend.topic_names(), body).await
+            }
             None => Err(TransactionError::NotTransactional),
         }
     }

@@ -60,16 +60,27 @@ impl Destination {
     /// Appends `message` to the partition its key picks, then delivers the
     /// partition to every consumer subscribed to the topic.
     pub(crate) async fn append_and_deliver(&self, message: EncodedMessage) -> (i32, i64) {
+        let partition = self.place(&message);
+        let offset = self.append_to(message, partition).await;
+        (partition, offset)
+    }
+
+    /// The partition `message`'s key picks.
+    pub(crate) fn place(&self, message: &EncodedMessage) -> i32 {
         let partitions = u32::try_from(self.log.partitions(&message.topic)).unwrap_or(1);
-        let partition =
-            self.partitioner
-                .choose(message.key.as_deref(), partitions, &self.round_robin);
+        self.partitioner
+            .choose(message.key.as_deref(), partitions, &self.round_robin)
+    }
+
+    /// Appends `message` to `partition`, then delivers the partition to
+    /// every consumer subscribed to the topic; returns its offset.
+    pub(crate) async fn append_to(&self, message: EncodedMessage, partition: i32) -> i64 {
         let offset = self.log.append(&message, partition);
         let tp = TopicPartition::new(message.topic.as_ref(), partition);
         for consumer in self.consumers.of(&message.topic) {
             consumer.catch_up(tp.clone()).await;
         }
-        (partition, offset)
+        offset
     }
 }
 

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 
 use super::InMemoryBroker;
 use super::consumer::{Destination, MemoryConsumer};
+use super::transactions::MemoryTransactions;
 use crate::codec::EncodedMessage;
 use crate::consume::{ConsumerConfig, ControlError, SeekTo, StartError};
 use crate::health::Health;
@@ -18,12 +19,14 @@ use crate::partitioner::RoundRobin;
 use crate::publish::{Delivery, Offset, ProduceError, ProducerConfig, PublishError, PublishStats};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
+use crate::transaction::{TransactionSettings, Transactions};
 use kavari_group::TopicPartition;
 
 /// The test kit's backend of one manager.
 pub(crate) struct Memory {
     producer: ProducerConfig,
     destination: Arc<Destination>,
+    transactions: Option<MemoryTransactions>,
     consumer: OnceLock<Arc<MemoryConsumer>>,
     closed: AtomicBool,
     published: AtomicU64,
@@ -31,14 +34,27 @@ pub(crate) struct Memory {
 }
 
 impl Memory {
-    pub(crate) fn new(broker: &InMemoryBroker, producer: ProducerConfig) -> Self {
+    pub(crate) fn new(
+        broker: &InMemoryBroker,
+        producer: ProducerConfig,
+        transactions: Option<TransactionSettings>,
+    ) -> Self {
+        let destination = Arc::new(Destination {
+            log: Arc::clone(&broker.log),
+            consumers: Arc::clone(&broker.consumers),
+            partitioner: producer.partitioner,
+            round_robin: RoundRobin::default(),
+        });
+        let transactions = transactions.map(|t| {
+            MemoryTransactions::new(
+                Arc::clone(&destination),
+                t.transactional_id,
+                Arc::clone(&broker.transactional_ids),
+            )
+        });
         Self {
-            destination: Arc::new(Destination {
-                log: Arc::clone(&broker.log),
-                consumers: Arc::clone(&broker.consumers),
-                partitioner: producer.partitioner,
-                round_robin: RoundRobin::default(),
-            }),
+            destination,
+            transactions,
             producer,
             consumer: OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -168,6 +184,10 @@ impl Backend for Memory {
             Arc::clone(consumer).seek(partition, to).await
         }
         .boxed()
+    }
+
+    fn transactions(&self) -> Option<&dyn Transactions> {
+        self.transactions.as_ref().map(|t| t as &dyn Transactions)
     }
 
     fn bootstrap_servers(&self) -> &[String] {

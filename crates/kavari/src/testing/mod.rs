@@ -80,6 +80,7 @@
 mod consumer;
 mod log;
 mod memory;
+mod transactions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,6 +106,8 @@ pub(crate) use memory::Memory;
 pub struct InMemoryBroker {
     log: Arc<log::Log>,
     consumers: Arc<consumer::MemoryConsumers>,
+    /// The newest epoch of each transactional id.
+    transactional_ids: transactions::Epochs,
 }
 
 impl InMemoryBroker {
@@ -118,8 +121,9 @@ impl InMemoryBroker {
     /// partitioner, `max_message_bytes`; the connection settings are not
     /// used). Its options are checked as `build()` checks them.
     pub fn manager(&self, builder: KavariBuilder) -> Result<Kavari, ConfigError> {
-        let (producer, consumer) = builder.into_checked_configs()?;
-        Ok(Kavari::new(Box::new(Memory::new(self, producer)), consumer))
+        let (producer, consumer, transactions) = builder.into_checked_configs()?;
+        let memory = Memory::new(self, producer, transactions);
+        Ok(Kavari::new(Box::new(memory), consumer))
     }
 
     /// Creates `topic` with `partitions` (at least one); false when it

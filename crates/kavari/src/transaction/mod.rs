@@ -6,16 +6,19 @@
 
 mod producer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use kavari_wire::WireError;
 
 pub(crate) use producer::TransactionalProducer;
 
-use crate::codec::{self, EncodeError};
+use crate::codec::{self, EncodeError, EncodedMessage};
 use crate::handler::HandlerError;
 use crate::message::KafkaMessage;
 use crate::publish::Delivery;
+use crate::topic_names::TopicNames;
 
 /// A transaction's settings: its id, and how long the coordinator lets it
 /// stay open before aborting it (Kafka's `transaction.timeout.ms`).
@@ -63,18 +66,75 @@ pub enum TransactionError {
     Failed(#[source] WireError),
 }
 
+/// What runs a manager's transactions: Kafka's transactional producer, or
+/// the test kit's broker.
+pub(crate) trait Transactions: Send + Sync {
+    /// Opens a transaction; the session holds the manager's turn (one
+    /// transaction at a time) until it ends.
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn Session>, TransactionError>>;
+}
+
+/// An open transaction.
+pub(crate) trait Session: Send + Sync {
+    fn transactional_id(&self) -> &str;
+
+    /// Writes `messages` in the transaction; the deliveries in order.
+    fn publish(
+        &self,
+        messages: Vec<EncodedMessage>,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, TransactionError>>;
+
+    /// Ends the transaction: committed when `commit` and nothing it wrote
+    /// failed, else aborted. `Err` when a commit was asked and did not
+    /// happen, or when the transactional id was fenced. Publishes after
+    /// the end fail.
+    fn end(&self, commit: bool) -> BoxFuture<'_, Result<(), TransactionError>>;
+}
+
+/// Runs `body` in a transaction of `transactions`: commits when it returns
+/// `Ok`, aborts when it returns `Err` or panics (the panic goes on after
+/// the abort).
+pub(crate) async fn run<T, F, Fut>(
+    transactions: &dyn Transactions,
+    names: &TopicNames,
+    body: F,
+) -> Result<T, TransactionError>
+where
+    F: FnOnce(Transaction) -> Fut,
+    Fut: Future<Output = Result<T, HandlerError>>,
+{
+    use futures::FutureExt;
+
+    let session: Arc<dyn Session> = Arc::from(transactions.begin().await?);
+    let handle = Transaction {
+        session: Arc::clone(&session),
+        names: names.clone(),
+    };
+    let outcome = std::panic::AssertUnwindSafe(body(handle))
+        .catch_unwind()
+        .await;
+    let ended = session.end(matches!(outcome, Ok(Ok(_)))).await;
+    let outcome = match outcome {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(outcome) => outcome,
+    };
+    ended?;
+    outcome.map_err(|cause| TransactionError::Aborted { cause })
+}
+
 /// The handle of an open transaction, handed to the body of
 /// [`Kavari::transaction`](crate::Kavari::transaction). Cheap to clone;
 /// publishes through it are sent one after another.
 #[derive(Clone)]
 pub struct Transaction {
-    open: std::sync::Arc<producer::Open>,
+    session: Arc<dyn Session>,
+    names: TopicNames,
 }
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
-            .field("transactional_id", &self.open.transactional_id())
+            .field("transactional_id", &self.session.transactional_id())
             .finish()
     }
 }
@@ -101,7 +161,7 @@ impl Transaction {
         &self,
         msgs: &[M],
     ) -> Result<Vec<Delivery>, TransactionError> {
-        let topic = self.open.topic_of::<M>();
+        let topic = self.names.topic_of::<M>();
         let messages = msgs
             .iter()
             .map(|m| {
@@ -111,6 +171,6 @@ impl Transaction {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.open.publish(messages).await
+        self.session.publish(messages).await
     }
 }

@@ -1,8 +1,8 @@
 //! [`TransactionalProducer`]: a manager's transactional id, its producer id
 //! and epoch, its sequence numbers, and one open transaction at a time
-//! ([`Open`]), whose records go to their leaders as transactional batches.
+//! (`Open`, its [`Session`]), whose records go to their leaders as
+//! transactional batches.
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,21 +17,26 @@ use kavari_wire::record_batch::write::{RecordBatch, mark_transactional, stamp};
 use kavari_wire::transaction::TransactionCoordinator;
 use tokio::time::Instant;
 
-use super::{TransactionError, TransactionSettings};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{Session, TransactionError, TransactionSettings, Transactions};
 use crate::codec::EncodedMessage;
-use crate::message::KafkaMessage;
 use crate::partitioner::RoundRobin;
 use crate::publish::{Delivery, Offset, ProducerConfig};
 
 /// A manager's transactional producer.
 #[derive(Debug)]
-pub(crate) struct TransactionalProducer {
+pub(crate) struct TransactionalProducer(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
     cluster: Arc<Cluster>,
     coordinator: TransactionCoordinator,
     config: ProducerConfig,
     round_robin: RoundRobin,
     /// Held for a whole transaction: one at a time.
-    state: tokio::sync::Mutex<State>,
+    state: Arc<tokio::sync::Mutex<State>>,
 }
 
 /// What lasts from one transaction to the next.
@@ -61,93 +66,45 @@ impl TransactionalProducer {
             settings.timeout,
             config.delivery_timeout,
         );
-        Self {
+        Self(Arc::new(Shared {
             cluster,
             coordinator,
             config,
             round_robin: RoundRobin::default(),
-            state: tokio::sync::Mutex::new(State::default()),
-        }
+            state: Arc::default(),
+        }))
     }
+}
 
+impl Transactions for TransactionalProducer {
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn Session>, TransactionError>> {
+        let shared = Arc::clone(&self.0);
+        async move {
+            let mut state = Arc::clone(&shared.state).lock_owned().await;
+            if let Some(e) = &state.fenced {
+                return Err(shared.fenced(e.clone()));
+            }
+            let identity = match state.identity {
+                Some(identity) if !state.stale => identity,
+                current => shared.bump(&mut state, current).await?,
+            };
+            let sequences = std::mem::take(&mut state.sequences);
+            Ok(Box::new(Open {
+                producer: shared,
+                identity,
+                turn: tokio::sync::Mutex::new(Some(state)),
+                inner: tokio::sync::Mutex::new(Inner::new(sequences)),
+            }) as Box<dyn Session>)
+        }
+        .boxed()
+    }
+}
+
+impl Shared {
     fn fenced(&self, source: WireError) -> TransactionError {
         TransactionError::Fenced {
             transactional_id: self.coordinator.transactional_id().to_string(),
             source,
-        }
-    }
-
-    /// Runs `body` in a transaction: commits when it returns `Ok`, aborts
-    /// when it returns `Err` or panics (the panic goes on after the
-    /// abort).
-    pub(crate) async fn run<T, F, Fut>(self: &Arc<Self>, body: F) -> Result<T, TransactionError>
-    where
-        F: FnOnce(super::Transaction) -> Fut,
-        Fut: Future<Output = Result<T, crate::handler::HandlerError>>,
-    {
-        use futures::FutureExt;
-
-        let mut state = self.state.lock().await;
-        if let Some(e) = &state.fenced {
-            return Err(self.fenced(e.clone()));
-        }
-        let identity = match state.identity {
-            Some(identity) if !state.stale => identity,
-            current => self.bump(&mut state, current).await?,
-        };
-        let open = Arc::new(Open {
-            producer: Arc::clone(self),
-            identity,
-            inner: tokio::sync::Mutex::new(Inner::new(std::mem::take(&mut state.sequences))),
-        });
-        let handle = super::Transaction {
-            open: Arc::clone(&open),
-        };
-        let outcome = std::panic::AssertUnwindSafe(body(handle))
-            .catch_unwind()
-            .await;
-        // A handle kept past the body publishes nothing more.
-        let inner = std::mem::replace(&mut *open.inner.lock().await, Inner::ended());
-        state.sequences = inner.sequences;
-        let commit = matches!(outcome, Ok(Ok(_))) && inner.broken.is_none();
-        let ended = if inner.broken.is_some() {
-            // A batch failed (its answer may be lost, or the epoch went
-            // stale, as when the transaction timed out): a new epoch aborts
-            // the transaction and starts the sequences afresh.
-            self.bump(&mut state, Some(identity)).await.map(drop)
-        } else if inner.added.is_empty() {
-            // Nothing was written: nothing to end.
-            Ok(())
-        } else {
-            match self.coordinator.end(identity, commit).await {
-                Ok(()) => Ok(()),
-                // Fenced, or the coordinator aborted the transaction when it
-                // timed out and bumped the epoch: asking for the id again
-                // with this epoch tells which (KIP-588).
-                Err(e) if e.is_fenced() => match self.bump(&mut state, Some(identity)).await {
-                    Ok(_) => Err(TransactionError::Failed(e)),
-                    Err(fenced) => Err(fenced),
-                },
-                Err(e) => {
-                    // The transaction's outcome is the coordinator's now
-                    // (it aborts it at the latest when it times out); the
-                    // next one bumps the epoch first.
-                    state.stale = true;
-                    Err(self.failed(&mut state, e))
-                }
-            }
-        };
-        let outcome = match outcome {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(outcome) => outcome,
-        };
-        ended?;
-        match outcome {
-            Ok(t) => match inner.broken {
-                None => Ok(t),
-                Some(e) => Err(self.failed(&mut state, e)),
-            },
-            Err(cause) => Err(TransactionError::Aborted { cause }),
         }
     }
 
@@ -181,15 +138,88 @@ impl TransactionalProducer {
         }
         TransactionError::Failed(e)
     }
+
+    /// Ends the transaction of `identity` whose writes are `inner`:
+    /// committed when asked and nothing failed, else aborted.
+    async fn end(
+        &self,
+        state: &mut State,
+        identity: ProducerIdentity,
+        inner: Inner,
+        commit: bool,
+    ) -> Result<(), TransactionError> {
+        state.sequences = inner.sequences;
+        if let Some(broken) = inner.broken {
+            // A batch failed (its answer may be lost, or the epoch went
+            // stale, as when the transaction timed out): a new epoch aborts
+            // the transaction and starts the sequences afresh.
+            self.bump(state, Some(identity)).await?;
+            return if commit {
+                Err(self.failed(state, broken))
+            } else {
+                Ok(())
+            };
+        }
+        if inner.added.is_empty() {
+            // Nothing was written: nothing to end.
+            return Ok(());
+        }
+        match self.coordinator.end(identity, commit).await {
+            Ok(()) => Ok(()),
+            // Fenced, or the coordinator aborted the transaction when it
+            // timed out and bumped the epoch: asking for the id again with
+            // this epoch tells which (KIP-588).
+            Err(e) if e.is_fenced() => {
+                self.bump(state, Some(identity)).await?;
+                Err(TransactionError::Failed(e))
+            }
+            Err(e) => {
+                // The transaction's outcome is the coordinator's now (it
+                // aborts it at the latest when it times out); the next one
+                // bumps the epoch first.
+                state.stale = true;
+                Err(self.failed(state, e))
+            }
+        }
+    }
 }
 
 /// An open transaction.
 #[derive(Debug)]
-pub(crate) struct Open {
-    producer: Arc<TransactionalProducer>,
+struct Open {
+    producer: Arc<Shared>,
     identity: ProducerIdentity,
+    /// The producer's turn, held until the transaction ends.
+    turn: tokio::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<State>>>,
     /// Held for each publish: a partition's batches go in sequence order.
     inner: tokio::sync::Mutex<Inner>,
+}
+
+impl Session for Open {
+    fn transactional_id(&self) -> &str {
+        self.producer.coordinator.transactional_id()
+    }
+
+    fn publish(
+        &self,
+        messages: Vec<EncodedMessage>,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, TransactionError>> {
+        self.publish_now(messages).boxed()
+    }
+
+    fn end(&self, commit: bool) -> BoxFuture<'_, Result<(), TransactionError>> {
+        async move {
+            // A handle kept past the end publishes nothing more.
+            let inner = std::mem::replace(&mut *self.inner.lock().await, Inner::ended());
+            let Some(mut state) = self.turn.lock().await.take() else {
+                return Ok(());
+            };
+            self.producer
+                .end(&mut state, self.identity, inner, commit)
+                .await
+        }
+        .boxed()
+    }
 }
 
 impl Inner {
@@ -226,18 +256,14 @@ struct Inner {
 }
 
 impl Open {
-    pub(crate) fn transactional_id(&self) -> &str {
+    fn transactional_id(&self) -> &str {
         self.producer.coordinator.transactional_id()
-    }
-
-    pub(crate) fn topic_of<M: KafkaMessage>(&self) -> Cow<'static, str> {
-        self.producer.config.topic_names.topic_of::<M>()
     }
 
     /// Writes `messages` in the transaction: one batch per partition,
     /// partitions added to the transaction first. The deliveries are in
     /// the order of `messages`.
-    pub(crate) async fn publish(
+    async fn publish_now(
         &self,
         messages: Vec<EncodedMessage>,
     ) -> Result<Vec<Delivery>, TransactionError> {
