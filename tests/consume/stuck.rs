@@ -23,18 +23,16 @@ impl MessageHandler<Numbered> for HangsOnce {
     }
 }
 
-/// A handler that runs past `max_handler_time` makes the member leave the
-/// group so its partitions move, and join again: the stuck record is
-/// delivered again (to whoever owns the partition now) and the partition
-/// goes on, instead of being held for good.
-#[tokio::test]
-async fn a_stuck_handler_makes_the_member_step_aside_and_the_partition_move_on() {
+/// A started member with a 2 s `max_handler_time` and `order`, whose
+/// handler hangs on its first call, over records 0 and 1.
+async fn hanging_member(order: kavari::ProcessingOrder) -> (Kavari, HangsOnce) {
     init_tracing();
     let broker = shared_broker().await.expect("broker");
     let (prefix, _) = prefixed_topic::<Numbered>(broker, 1).await;
     let m = consumer(broker, &unique_name("stuck"))
         .topic_prefix(&prefix)
         .max_handler_time(Duration::from_secs(2))
+        .processing_order(order)
         .build()
         .await
         .expect("build");
@@ -45,6 +43,16 @@ async fn a_stuck_handler_makes_the_member_step_aside_and_the_partition_move_on()
     m.subscribe::<Numbered, _>(handler.clone())
         .expect("subscribe");
     m.start().await.expect("start");
+    (m, handler)
+}
+
+/// A handler that runs past `max_handler_time` makes the member leave the
+/// group so its partitions move, and join again: the stuck record is
+/// delivered again (to whoever owns the partition now) and the partition
+/// goes on, instead of being held for good.
+#[tokio::test]
+async fn a_stuck_handler_makes_the_member_step_aside_and_the_partition_move_on() {
+    let (m, handler) = hanging_member(kavari::ProcessingOrder::Partition).await;
     eventually(
         WAIT,
         "both records handled after the stuck one moved",
@@ -65,23 +73,8 @@ async fn a_stuck_handler_makes_the_member_step_aside_and_the_partition_move_on()
 /// stuck one, and after the move the partition goes on past it.
 #[tokio::test]
 async fn a_stuck_handler_among_concurrent_ones_makes_the_member_step_aside() {
-    init_tracing();
-    let broker = shared_broker().await.expect("broker");
-    let (prefix, _) = prefixed_topic::<Numbered>(broker, 1).await;
-    let m = consumer(broker, &unique_name("stuck-concurrent"))
-        .topic_prefix(&prefix)
-        .max_handler_time(Duration::from_secs(2))
-        .processing_order(kavari::ProcessingOrder::Unordered { max_in_flight: 8 })
-        .build()
-        .await
-        .expect("build");
-    for n in 0..2 {
-        m.publish(&Numbered { n }).await.expect("publish");
-    }
-    let handler = HangsOnce::default();
-    m.subscribe::<Numbered, _>(handler.clone())
-        .expect("subscribe");
-    m.start().await.expect("start");
+    let order = kavari::ProcessingOrder::Unordered { max_in_flight: 8 };
+    let (m, handler) = hanging_member(order).await;
     eventually(WAIT, "record 1 handled beside the stuck 0", || {
         handler.done.lock().unwrap().first() == Some(&1)
     })

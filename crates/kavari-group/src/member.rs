@@ -12,7 +12,8 @@ use crate::api::KafkaGroupApi;
 use crate::coordinator::{Command, Coordinator};
 use crate::offsets::{KafkaOffsetStore, OffsetStore};
 use crate::{
-    CommitOffset, GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState, TopicPartition,
+    CommitOffset, Generation, GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState,
+    TopicPartition,
 };
 
 /// A member of a Kafka consumer group. Its membership runs on a task of its
@@ -105,6 +106,15 @@ impl GroupMember {
         .flatten()
     }
 
+    /// The generation the member is in now; refused between generations.
+    fn generation(&self) -> Result<Generation, GroupError> {
+        let state = self.state.borrow();
+        match &state.generation {
+            Some(g) => Ok(g.clone()),
+            None => Err(GroupError::NotInGeneration(phase_name(&state.phase))),
+        }
+    }
+
     /// The group's offset store.
     pub fn offsets(&self) -> &KafkaOffsetStore {
         &self.store
@@ -121,13 +131,7 @@ impl GroupMember {
         &self,
         offsets: &BTreeMap<TopicPartition, CommitOffset>,
     ) -> Result<(), GroupError> {
-        let generation = {
-            let state = self.state.borrow();
-            match &state.generation {
-                Some(g) => g.clone(),
-                None => return Err(GroupError::NotInGeneration(phase_name(&state.phase))),
-            }
-        };
+        let generation = self.generation()?;
         let result = self.store.commit(offsets, &generation).await;
         if let Err(e) = &result
             && e.needs_rejoin()
@@ -152,13 +156,7 @@ impl GroupMember {
         producer: kavari_wire::producer_id::ProducerIdentity,
         offsets: &BTreeMap<TopicPartition, CommitOffset>,
     ) -> Result<(), GroupError> {
-        let generation = {
-            let state = self.state.borrow();
-            match &state.generation {
-                Some(g) => g.clone(),
-                None => return Err(GroupError::NotInGeneration(phase_name(&state.phase))),
-            }
-        };
+        let generation = self.generation()?;
         if offsets.is_empty() {
             return Ok(());
         }
