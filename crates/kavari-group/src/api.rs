@@ -369,23 +369,29 @@ impl GroupApi for KafkaGroupApi {
         let link = self.link().await?;
         let version = link.control.version::<OffsetFetchRequest>()?;
         let by_topic = crate::protocol::by_topic(partitions);
+        // Offsets a transaction is committing wait for its end (KIP-447):
+        // the broker answers UNSTABLE_OFFSET_COMMIT, retriable, meanwhile,
+        // so a partition's next owner never starts from before them.
         let req = if version >= 8 {
-            OffsetFetchRequest::default().with_groups(vec![
-                offset_fetch_request::OffsetFetchRequestGroup::default()
-                    .with_group_id(self.group())
-                    .with_topics(Some(
-                        by_topic
-                            .iter()
-                            .map(|(t, ps)| {
-                                offset_fetch_request::OffsetFetchRequestTopics::default()
-                                    .with_name(topic_name(t))
-                                    .with_partition_indexes(ps.clone())
-                            })
-                            .collect(),
-                    )),
-            ])
+            OffsetFetchRequest::default()
+                .with_require_stable(true)
+                .with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(self.group())
+                        .with_topics(Some(
+                            by_topic
+                                .iter()
+                                .map(|(t, ps)| {
+                                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                                        .with_name(topic_name(t))
+                                        .with_partition_indexes(ps.clone())
+                                })
+                                .collect(),
+                        )),
+                ])
         } else {
             OffsetFetchRequest::default()
+                .with_require_stable(version >= 7)
                 .with_group_id(self.group())
                 .with_topics(Some(
                     by_topic

@@ -22,6 +22,9 @@ pub struct MessageContext {
     pub timestamp: DateTime<Utc>,
     /// 1 on the first delivery to this handler, then 2, 3, … on retries.
     pub attempt: u32,
+    /// The transaction the record is handled in, under exactly-once
+    /// handling: see [`transaction`](Self::transaction).
+    pub(crate) transaction: Option<crate::transaction::Transaction>,
 }
 
 impl MessageContext {
@@ -37,7 +40,17 @@ impl MessageContext {
             headers: BTreeMap::new(),
             timestamp: Utc::now(),
             attempt: 1,
+            transaction: None,
         }
+    }
+
+    /// Under exactly-once handling (the builder's `exactly_once`), the
+    /// transaction this attempt runs in: what the handler publishes
+    /// through it lands together with the record's offset commit, or not
+    /// at all (a failed attempt's publishes are aborted before the retry).
+    /// `None` otherwise.
+    pub fn transaction(&self) -> Option<&crate::transaction::Transaction> {
+        self.transaction.as_ref()
     }
 
     /// Fills this (a partition's reusable) context with `record`'s fields,

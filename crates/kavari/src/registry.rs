@@ -64,6 +64,16 @@ pub enum SubscribeError {
         /// The order the builder sets.
         order: String,
     },
+    /// Under exactly-once handling a record's transaction holds one
+    /// handler's publishes: a type takes one record handler, and no batch
+    /// handler.
+    #[error("exactly_once takes one record handler per message type ({msg_type} has {has})")]
+    ExactlyOnceOneHandler {
+        /// The message type's name.
+        msg_type: &'static str,
+        /// What it has already, or asked for.
+        has: &'static str,
+    },
     /// `subscribe_batch` with `max_records` 0 or a zero `max_wait`.
     #[error("subscribe_batch needs max_records and max_wait above zero")]
     EmptyBatch,
@@ -339,6 +349,14 @@ impl Registry {
         });
         self.batches = true;
         Ok(())
+    }
+
+    /// Whether `msg_type` has handlers on `topic` already.
+    pub(crate) fn has_handlers(&self, topic: &str, msg_type: &str) -> bool {
+        self.topics
+            .get(topic)
+            .and_then(|t| t.get(msg_type))
+            .is_some_and(|e| !e.handlers.is_empty() || e.batch.is_some())
     }
 
     /// Whether some type is subscribed in batches.

@@ -88,14 +88,22 @@ impl KavariBuilder {
                 "processing_order: max_in_flight is {limit}; it must be 1 to {MAX_IN_FLIGHT}"
             )));
         }
-        if let Some(t) = &self.transactions {
-            if t.transactional_id.is_empty() {
+        if self.transactional_id.as_deref() == Some("") {
+            return Err(ConfigError("the transactional_id is empty".into()));
+        }
+        if self.transaction_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError("transaction_timeout must be above zero".into()));
+        }
+        if let Some(prefix) = &self.consumer.exactly_once {
+            if prefix.is_empty() {
                 return Err(ConfigError(
-                    "transaction_timeout without a transactional_id (or an empty one)".into(),
+                    "exactly_once needs a transactional id prefix".into(),
                 ));
             }
-            if t.timeout.is_zero() {
-                return Err(ConfigError("transaction_timeout must be above zero".into()));
+            if self.consumer.order != crate::consume::ProcessingOrder::Partition {
+                return Err(ConfigError(
+                    "exactly_once needs ProcessingOrder::Partition: each record is a transaction of its own, in offset order".into(),
+                ));
             }
         }
         if self.consumer.metadata_max_age.is_zero() {
@@ -140,7 +148,8 @@ impl KavariBuilder {
         ConfigError,
     > {
         self.check_options()?;
-        Ok((self.producer, self.consumer, self.transactions))
+        let transactions = self.transaction_settings();
+        Ok((self.producer, self.consumer, transactions))
     }
 
     /// Checks the options and creates the manager. It does not need Kafka to
@@ -169,10 +178,26 @@ impl KavariBuilder {
             self.producer.clone(),
             Arc::clone(&self.publishing_retry),
         ));
-        let transactions = self.transactions.as_ref().map(|settings| {
+        let transactions = self.transaction_settings().map(|settings| {
             Arc::new(crate::transaction::TransactionalProducer::new(
                 Arc::clone(&cluster),
-                settings,
+                &settings,
+                self.producer.clone(),
+            ))
+        });
+        let exactly_once = self.consumer.exactly_once.as_ref().map(|prefix| {
+            let settings = crate::transaction::TransactionSettings {
+                transactional_id: exactly_once_id(
+                    prefix,
+                    self.consumer.group_instance_id.as_deref(),
+                ),
+                // A killed member's open transaction holds its partitions'
+                // next owner back this long at most: Kafka Streams' 10 s.
+                timeout: self.transaction_timeout.unwrap_or(Duration::from_secs(10)),
+            };
+            Arc::new(crate::transaction::TransactionalProducer::new(
+                Arc::clone(&cluster),
+                &settings,
                 self.producer.clone(),
             ))
         });
@@ -180,10 +205,32 @@ impl KavariBuilder {
             cluster,
             publisher,
             transactions,
+            exactly_once,
             self.client_id,
             self.shutdown_timeout,
         );
         Ok(Kavari::new(Box::new(kafka), self.consumer))
+    }
+}
+
+impl KavariBuilder {
+    /// The settings of `Kavari::transaction`, with a transactional id.
+    fn transaction_settings(&self) -> Option<crate::transaction::TransactionSettings> {
+        self.transactional_id
+            .as_ref()
+            .map(|id| crate::transaction::TransactionSettings {
+                transactional_id: id.clone(),
+                timeout: self.transaction_timeout.unwrap_or(Duration::from_secs(60)),
+            })
+    }
+}
+
+/// The transactional id of a member's exactly-once handling: `prefix-`
+/// and its `group.instance.id`, or a random suffix for a dynamic member.
+fn exactly_once_id(prefix: &str, instance: Option<&str>) -> String {
+    match instance {
+        Some(instance) => format!("{prefix}-{instance}"),
+        None => format!("{prefix}-{:016x}", rand::random::<u64>()),
     }
 }
 

@@ -28,7 +28,8 @@ pub struct KavariBuilder {
     publishing_retry: Arc<dyn RetryPolicy>,
     producer: ProducerConfig,
     consumer: ConsumerConfig,
-    transactions: Option<crate::transaction::TransactionSettings>,
+    transactional_id: Option<String>,
+    transaction_timeout: Option<Duration>,
 }
 
 impl Kavari {
@@ -54,8 +55,29 @@ impl KavariBuilder {
             ),
             producer: ProducerConfig::default(),
             consumer: ConsumerConfig::default(),
-            transactions: None,
+            transactional_id: None,
+            transaction_timeout: None,
         }
+    }
+
+    /// Exactly-once handling: each record is handled in a transaction of
+    /// its own, whose publishes (through [`MessageContext::transaction`](crate::MessageContext::transaction))
+    /// and the record's offset commit land together, or not at all; a
+    /// failed attempt's publishes are aborted before the retry, and a dead
+    /// letter lands with the commit too. Readers at read_committed see
+    /// each result once, even when a member dies mid-record. The
+    /// transactional id is `prefix-` followed by the `group_instance_id`
+    /// (stable: a restarted member fences its predecessor) or a random
+    /// one; the group's generation fences a member the group has moved
+    /// past (KIP-447). A killed member's open transaction holds its
+    /// partitions' next owner back until it is fenced, or at most the
+    /// [`transaction_timeout`](Self::transaction_timeout) (10 s by default
+    /// here). Needs [`ProcessingOrder::Partition`](crate::ProcessingOrder::Partition)
+    /// and record handlers (not batch handlers); the test kit handles
+    /// at-least-once. Default: off.
+    pub fn exactly_once(mut self, transactional_id_prefix: impl Into<String>) -> Self {
+        self.consumer.exactly_once = Some(transactional_id_prefix.into());
+        self
     }
 
     /// Kafka's `transactional.id`: lets [`Kavari::transaction`](crate::Kavari::transaction)
@@ -63,30 +85,17 @@ impl KavariBuilder {
     /// the newest fences the others (give each replica its own, stable
     /// across its restarts, e.g. the pod's name). Default: none.
     pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
-        let timeout = self
-            .transactions
-            .as_ref()
-            .map_or(Duration::from_secs(60), |t| t.timeout);
-        self.transactions = Some(crate::transaction::TransactionSettings {
-            transactional_id: id.into(),
-            timeout,
-        });
+        self.transactional_id = Some(id.into());
         self
     }
 
     /// Kafka's `transaction.timeout.ms`: how long a transaction may stay
     /// open before its coordinator aborts it (within the broker's
-    /// `transaction.max.timeout.ms`). Applies with a `transactional_id`.
-    /// Default: 60 s.
+    /// `transaction.max.timeout.ms`). Default: 60 s for
+    /// [`transaction`](crate::Kavari::transaction), 10 s under
+    /// [`exactly_once`](Self::exactly_once).
     pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(t) = &mut self.transactions {
-            t.timeout = timeout;
-        } else {
-            self.transactions = Some(crate::transaction::TransactionSettings {
-                transactional_id: String::new(),
-                timeout,
-            });
-        }
+        self.transaction_timeout = Some(timeout);
         self
     }
 

@@ -45,6 +45,8 @@ pub(crate) async fn deliver_batch<R: Runtime>(
         key: records[i].key.as_deref(),
         value: records[i].value.as_deref().unwrap_or_default(),
         headers: &contexts[i].headers,
+        // Batches are not handled exactly once.
+        transaction: None,
     };
     // The records still to handle, by index.
     let mut pending: Vec<usize> = (0..records.len()).collect();

@@ -130,6 +130,8 @@ pub(crate) struct ConsumerConfig {
     pub(crate) metadata_max_age: Duration,
     pub(crate) max_handler_time: Duration,
     pub(crate) order: ProcessingOrder,
+    /// The transactional id prefix of exactly-once handling, when on.
+    pub(crate) exactly_once: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -156,6 +158,7 @@ impl Default for ConsumerConfig {
             metadata_max_age: Duration::from_secs(300),
             max_handler_time: Duration::from_secs(300),
             order: ProcessingOrder::Partition,
+            exactly_once: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::config::ConsumerConfig;
-use super::state::{ConsumeState, fetcher_config};
+use super::state::{ConsumeState, ExactlyOnce, fetcher_config};
 use super::steering::{ControlError, SeekTo, Steering, Target};
 use super::writer::Writer;
 use super::{runtime, start, worker};
@@ -80,6 +80,7 @@ impl Consumer {
         config: ConsumerConfig,
         cluster: Arc<Cluster>,
         dead_letters: Arc<dyn Writer>,
+        exactly_once: Option<ExactlyOnce>,
         client_id: &str,
     ) -> Result<Self, StartError> {
         let group_id = config.group_id.clone().ok_or(StartError::NoGroupId)?;
@@ -112,6 +113,7 @@ impl Consumer {
             partitions: Mutex::new(BTreeMap::new()),
             poison_log: LogRate::new(runtime::POISON_LOG_EVERY),
             steering: watch::Sender::new(Steering::default()),
+            exactly_once,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(runtime(Arc::clone(&shared), events, shutdown_rx));

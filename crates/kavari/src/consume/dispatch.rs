@@ -35,6 +35,29 @@ pub(crate) async fn deliver<R: Runtime>(
     Ok(disposition)
 }
 
+/// Where a record came from, for its dead letter.
+struct Source<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    key: Option<&'a [u8]>,
+    value: &'a [u8],
+}
+
+impl Source<'_> {
+    fn letter<'b>(&'b self, ctx: &'b MessageContext) -> Letter<'b> {
+        Letter {
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key,
+            value: self.value,
+            headers: &ctx.headers,
+            transaction: ctx.transaction.as_ref(),
+        }
+    }
+}
+
 /// [`deliver`] without the counting.
 async fn route_and_handle<R: Runtime>(
     shared: &R,
@@ -54,13 +77,12 @@ async fn route_and_handle<R: Runtime>(
     } = record;
     let value = record_value.as_deref().unwrap_or_default();
     let key = key.as_deref();
-    let letter = |headers| Letter {
+    let source = Source {
         topic,
         partition,
         offset,
         key,
         value,
-        headers,
     };
     let entry = match shared
         .registry()
@@ -68,7 +90,7 @@ async fn route_and_handle<R: Runtime>(
     {
         Route::Handlers(entry) => entry,
         Route::Poison(reason) => {
-            let letter = letter(&ctx.headers);
+            let letter = source.letter(ctx);
             return poison(shared, &letter, &reason, stop).await;
         }
     };
@@ -86,6 +108,11 @@ async fn route_and_handle<R: Runtime>(
         // Set while the partition waits at this record (`Block`).
         let mut blocked: Option<Retrying> = None;
         loop {
+            if attempt > 1 {
+                // Under exactly-once handling, the failed attempt's
+                // publishes are aborted before the next.
+                shared.restart_transaction(ctx).await?;
+            }
             ctx.attempt = attempt;
             // Handlers usually finish within their first poll: the clock is
             // set only for one that does not.
@@ -109,18 +136,19 @@ async fn route_and_handle<R: Runtime>(
                 Some(outcome) => outcome,
                 None => {
                     clock.set(Some(tokio::time::Instant::now()));
-                    let outcome = call.await;
+                    let outcome = (&mut call).await;
                     clock.set(None);
                     outcome
                 }
             };
+            drop(call);
             let ok = matches!(outcome, Outcome::Ok);
             crate::metrics::handler_ran(topic, handler.name(), started, ok);
             let error = match outcome {
                 Outcome::Ok => break,
                 Outcome::Undecodable(reason) if i == 0 => {
                     // Every handler of the type would fail alike: poison.
-                    let letter = letter(&ctx.headers);
+                    let letter = source.letter(ctx);
                     return poison(shared, &letter, &reason, stop).await;
                 }
                 Outcome::Undecodable(reason) => HandlerError::permanent(reason.to_string()),
@@ -143,14 +171,16 @@ async fn route_and_handle<R: Runtime>(
                 continue;
             }
             let why = format!("{}: {error:#}", handler.name());
-            let failed = letter(&ctx.headers);
+            // The failed attempt's publishes never land with the record.
+            shared.restart_transaction(ctx).await?;
+            let failed = source.letter(ctx);
             let given_up = give_up(shared, &failed, handler.name(), &why, attempt, stop);
             if let Some(d) = given_up.await? {
                 disposition = d;
                 break;
             }
             // Block: the partition waits at the record.
-            let letter = letter(&ctx.headers);
+            let letter = source.letter(ctx);
             let reason = format!("handler {why}");
             if !error.is_retriable() {
                 // No retry can fix it: wait for the partition to move.
@@ -175,7 +205,7 @@ async fn route_and_handle<R: Runtime>(
             attempt += 1;
         }
         if blocked.is_some() {
-            report_blocked(shared, &letter(&ctx.headers), None);
+            report_blocked(shared, &source.letter(ctx), None);
         }
     }
     Ok(disposition)

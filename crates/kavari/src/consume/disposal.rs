@@ -20,6 +20,9 @@ pub(super) struct Letter<'a> {
     pub(super) key: Option<&'a [u8]>,
     pub(super) value: &'a [u8],
     pub(super) headers: &'a BTreeMap<String, Vec<u8>>,
+    /// The record's transaction, under exactly-once handling: the dead
+    /// letter is written in it, and lands with the record's commit.
+    pub(super) transaction: Option<&'a crate::transaction::Transaction>,
 }
 
 /// A record a handler failed for good (`why`, after `attempts`), by
@@ -151,6 +154,20 @@ pub(super) async fn dead_letter<R: Runtime>(
             group_id: shared.group_id(),
         }),
     );
+    if let Some(tx) = letter.transaction {
+        // A write that fails breaks the transaction: its commit fails, and
+        // the record is handled again.
+        return match tx.session().publish(vec![message]).await {
+            Ok(_) => {
+                crate::metrics::dead_lettered(topic, "consume");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(topic, partition, offset, error = %e, "dead-letter write failed in the record's transaction; the record is handled again");
+                Ok(())
+            }
+        };
+    }
     let dlq = message.topic.to_string();
     let blocked = |e: Option<&crate::publish::ProduceError>| {
         let reason = e.map(|e| format!("the dead-letter write to {dlq} fails: {e}"));

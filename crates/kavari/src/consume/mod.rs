@@ -24,6 +24,7 @@ pub use consumer::StartError;
 pub(crate) use dispatch::deliver;
 #[cfg(feature = "testing")]
 pub(crate) use runtime::{Disposition, HandlerClock, POISON_LOG_EVERY, Runtime};
+pub(crate) use state::ExactlyOnce;
 pub use steering::{ControlError, SeekTo};
 #[cfg(feature = "testing")]
 pub(crate) use steering::{Orders, Steering, Target};

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::config::ConsumerConfig;
 use super::state::ConsumeState;
 use crate::codec::EncodedMessage;
+use crate::context::MessageContext;
 use crate::publish::ProduceError;
 use crate::registry::Registry;
 
@@ -34,6 +35,18 @@ pub(crate) trait Runtime: Send + Sync {
     /// How often poison records are logged: once per partition and
     /// [`POISON_LOG_EVERY`], with how many the line stands for.
     fn poison_log(&self) -> &LogRate<TopicPartition>;
+    /// Under exactly-once handling, aborts the transaction of `ctx`'s
+    /// attempt (nothing it published lands) and opens the next one in
+    /// `ctx`; nothing otherwise. `Err` when no transaction can be opened:
+    /// the record stays uncommitted.
+    fn restart_transaction(
+        &self,
+        ctx: &mut MessageContext,
+    ) -> impl Future<Output = Result<(), Undelivered>> + Send {
+        let _ = ctx;
+        std::future::ready(Ok(()))
+    }
+
     /// Writes a dead letter of a record of `source`, retrying until it is
     /// written or `stop` turns true; every failed attempt goes to
     /// `blocked`, and `None` once written after one.
@@ -77,6 +90,25 @@ impl Runtime for ConsumeState {
             Disposition::Skipped => h.skipped += 1,
             Disposition::Handled => {}
         });
+    }
+
+    async fn restart_transaction(&self, ctx: &mut MessageContext) -> Result<(), Undelivered> {
+        let (Some(exactly_once), Some(attempt)) = (&self.exactly_once, ctx.transaction.take())
+        else {
+            return Ok(());
+        };
+        // Aborted: its outcome is not this record's any more.
+        let _ = attempt.session().end(false).await;
+        match exactly_once.begin().await {
+            Ok(next) => {
+                ctx.transaction = Some(next);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset, error = %e, "no transaction for the record's next attempt; it stays uncommitted");
+                Err(Undelivered)
+            }
+        }
     }
 
     async fn write_dead_letter(

@@ -30,6 +30,28 @@ pub(crate) struct ConsumeState {
     pub(super) poison_log: LogRate<TopicPartition>,
     /// What the application asked of the partitions (pause, seek).
     pub(super) steering: tokio::sync::watch::Sender<Steering>,
+    /// Exactly-once handling, when on: a transaction per record.
+    pub(super) exactly_once: Option<ExactlyOnce>,
+}
+
+/// Exactly-once handling's transactions.
+pub(crate) struct ExactlyOnce {
+    pub(crate) transactions: std::sync::Arc<dyn crate::transaction::Transactions>,
+    /// How topics are named, for the handlers' publishes.
+    pub(crate) names: crate::topic_names::TopicNames,
+}
+
+impl ExactlyOnce {
+    /// Opens the next record's transaction.
+    pub(super) async fn begin(
+        &self,
+    ) -> Result<crate::transaction::Transaction, crate::transaction::TransactionError> {
+        let session = self.transactions.begin().await?;
+        Ok(crate::transaction::Transaction::new(
+            session,
+            self.names.clone(),
+        ))
+    }
 }
 
 impl ConsumeState {

@@ -12,7 +12,9 @@ use tokio::sync::watch;
 use super::backend::Backend;
 use super::{ShutdownError, traced};
 use crate::codec::EncodedMessage;
-use crate::consume::{Consumer, ConsumerConfig, ControlError, SeekTo, StartError, Writer, Writing};
+use crate::consume::{
+    Consumer, ConsumerConfig, ControlError, ExactlyOnce, SeekTo, StartError, Writer, Writing,
+};
 use crate::health::Health;
 use crate::publish::{Delivery, ProduceError, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
@@ -25,6 +27,8 @@ pub(crate) struct Kafka {
     cluster: Arc<Cluster>,
     publisher: Arc<Publisher>,
     transactions: Option<Arc<TransactionalProducer>>,
+    /// Exactly-once handling's transactional producer, when on.
+    exactly_once: Option<Arc<TransactionalProducer>>,
     client_id: String,
     shutdown_timeout: Duration,
     consumer: OnceLock<Consumer>,
@@ -35,6 +39,7 @@ impl Kafka {
         cluster: Arc<Cluster>,
         publisher: Arc<Publisher>,
         transactions: Option<Arc<TransactionalProducer>>,
+        exactly_once: Option<Arc<TransactionalProducer>>,
         client_id: String,
         shutdown_timeout: Duration,
     ) -> Self {
@@ -42,6 +47,7 @@ impl Kafka {
             cluster,
             publisher,
             transactions,
+            exactly_once,
             client_id,
             shutdown_timeout,
             consumer: OnceLock::new(),
@@ -102,11 +108,16 @@ impl Backend for Kafka {
         registry: Registry,
         config: ConsumerConfig,
     ) -> BoxFuture<'_, Result<(), StartError>> {
+        let exactly_once = self.exactly_once.as_ref().map(|t| ExactlyOnce {
+            transactions: Arc::clone(t) as Arc<dyn Transactions>,
+            names: self.publisher.topic_names().clone(),
+        });
         let started = Consumer::start(
             registry,
             config,
             Arc::clone(&self.cluster),
             Arc::new(DeadLetters(Arc::clone(&self.publisher))),
+            exactly_once,
             &self.client_id,
         )
         .map(|consumer| {

@@ -161,6 +161,12 @@ impl Kavari {
         M: KafkaMessage,
         H: BatchHandler<M>,
     {
+        if self.inner.consumer_config.exactly_once.is_some() {
+            return Err(SubscribeError::ExactlyOnceOneHandler {
+                msg_type: M::NAME,
+                has: "a batch handler asked for",
+            });
+        }
         let order = self.inner.consumer_config.order;
         if order != ProcessingOrder::Partition {
             return Err(SubscribeError::BatchNeedsPartitionOrder {
@@ -183,10 +189,17 @@ impl Kavari {
         H: MessageHandler<M>,
         F: Fn() -> Arc<H> + Send + Sync + 'static,
     {
-        self.with_registry(
-            |r, topic| r.add::<M, H, F>(topic, provider),
-            &self.topic_of::<M>(),
-        )
+        let exactly_once = self.inner.consumer_config.exactly_once.is_some();
+        let add = |r: &mut Registry, topic: &str| {
+            if exactly_once && r.has_handlers(topic, M::NAME) {
+                return Err(SubscribeError::ExactlyOnceOneHandler {
+                    msg_type: M::NAME,
+                    has: "a handler already",
+                });
+            }
+            r.add::<M, H, F>(topic, provider)
+        };
+        self.with_registry(add, &self.topic_of::<M>())
     }
 
     /// Adds to the subscriptions, before the consumer starts.

@@ -140,6 +140,23 @@ impl Session for MemorySession {
         futures::future::ready(published).boxed()
     }
 
+    fn commit_offsets<'a>(
+        &'a self,
+        _member: &'a kavari_group::GroupMember,
+        _group_id: &'a str,
+        _offsets: &'a std::collections::BTreeMap<
+            kavari_group::TopicPartition,
+            kavari_group::CommitOffset,
+        >,
+    ) -> BoxFuture<'a, Result<(), TransactionError>> {
+        // The test kit's consumers have no group members to commit for.
+        futures::future::ready(Err(TransactionError::Failed(WireError::Malformed {
+            what: "transaction",
+            detail: "the test kit commits no consumer offsets in transactions".into(),
+        })))
+        .boxed()
+    }
+
     fn end(&self, commit: bool) -> BoxFuture<'_, Result<(), TransactionError>> {
         async move {
             let pending = self

@@ -84,6 +84,19 @@ pub(crate) trait Session: Send + Sync {
         messages: Vec<EncodedMessage>,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, TransactionError>>;
 
+    /// Commits `offsets` of the consumer group that `member` belongs to in
+    /// the transaction (AddOffsetsToTxn, then TxnOffsetCommit under the
+    /// member's generation): they land when it commits.
+    fn commit_offsets<'a>(
+        &'a self,
+        member: &'a kavari_group::GroupMember,
+        group_id: &'a str,
+        offsets: &'a std::collections::BTreeMap<
+            kavari_group::TopicPartition,
+            kavari_group::CommitOffset,
+        >,
+    ) -> BoxFuture<'a, Result<(), TransactionError>>;
+
     /// Ends the transaction: committed when `commit` and nothing it wrote
     /// failed, else aborted. `Err` when a commit was asked and did not
     /// happen, or when the transactional id was fenced. Publishes after
@@ -130,6 +143,28 @@ pub struct Transaction {
     session: Arc<dyn Session>,
     names: TopicNames,
 }
+
+impl Transaction {
+    pub(crate) fn new(session: Box<dyn Session>, names: TopicNames) -> Self {
+        Self {
+            session: Arc::from(session),
+            names,
+        }
+    }
+
+    pub(crate) fn session(&self) -> &dyn Session {
+        self.session.as_ref()
+    }
+}
+
+/// The same transaction.
+impl PartialEq for Transaction {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.session, &other.session)
+    }
+}
+
+impl Eq for Transaction {}
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

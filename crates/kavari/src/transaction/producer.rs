@@ -160,7 +160,7 @@ impl Shared {
                 Ok(())
             };
         }
-        if inner.added.is_empty() {
+        if inner.added.is_empty() && inner.groups.is_empty() {
             // Nothing was written: nothing to end.
             return Ok(());
         }
@@ -195,6 +195,17 @@ struct Open {
     inner: tokio::sync::Mutex<Inner>,
 }
 
+/// A transaction dropped without its end (its task aborted): the next
+/// transaction bumps the epoch first, which aborts this one, rather than
+/// going on with it.
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(state) = self.turn.get_mut().as_mut() {
+            state.stale = true;
+        }
+    }
+}
+
 impl Session for Open {
     fn transactional_id(&self) -> &str {
         self.producer.coordinator.transactional_id()
@@ -205,6 +216,48 @@ impl Session for Open {
         messages: Vec<EncodedMessage>,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, TransactionError>> {
         self.publish_now(messages).boxed()
+    }
+
+    fn commit_offsets<'a>(
+        &'a self,
+        member: &'a kavari_group::GroupMember,
+        group_id: &'a str,
+        offsets: &'a std::collections::BTreeMap<
+            kavari_group::TopicPartition,
+            kavari_group::CommitOffset,
+        >,
+    ) -> BoxFuture<'a, Result<(), TransactionError>> {
+        async move {
+            let mut inner = self.inner.lock().await;
+            if let Some(e) = &inner.broken {
+                return Err(TransactionError::Failed(e.clone()));
+            }
+            let coordinator = &self.producer.coordinator;
+            let mut committed = Ok(());
+            if !inner.groups.contains(group_id) {
+                committed = coordinator.add_offsets(self.identity, group_id).await;
+                if committed.is_ok() {
+                    inner.groups.insert(group_id.to_string());
+                }
+            }
+            if committed.is_ok() {
+                committed = member
+                    .commit_in_transaction(coordinator.transactional_id(), self.identity, offsets)
+                    .await
+                    .map_err(|e| match e {
+                        kavari_group::GroupError::Wire(w) => w,
+                        other => WireError::Malformed {
+                            what: "TxnOffsetCommit",
+                            detail: other.to_string(),
+                        },
+                    });
+            }
+            committed.map_err(|e| {
+                inner.broken = Some(e.clone());
+                TransactionError::Failed(e)
+            })
+        }
+        .boxed()
     }
 
     fn end(&self, commit: bool) -> BoxFuture<'_, Result<(), TransactionError>> {
@@ -226,6 +279,7 @@ impl Inner {
     fn new(sequences: HashMap<(String, i32), i32>) -> Self {
         Self {
             added: BTreeSet::new(),
+            groups: BTreeSet::new(),
             sequences,
             metadata: HashMap::new(),
             broken: None,
@@ -248,6 +302,8 @@ impl Inner {
 struct Inner {
     /// The partitions added to the transaction.
     added: BTreeSet<(String, i32)>,
+    /// The consumer groups whose offsets it commits.
+    groups: BTreeSet<String>,
     sequences: HashMap<(String, i32), i32>,
     /// Per topic: partition count and leaders, as last looked up.
     metadata: HashMap<String, Vec<Option<i32>>>,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
+use kavari_wire::WireError;
 use kavari_wire::backoff::Retrying;
 use kavari_wire::fetch::batch_records;
 use kavari_wire::fetcher::PartitionFeed;
@@ -20,6 +21,19 @@ use crate::consume::runtime::{Disposition, HandlerClock};
 use crate::context::MessageContext;
 use crate::registry::TypeEntry;
 use crate::stop::until_stopped;
+use crate::transaction::{Transaction, TransactionError};
+
+/// The wire error behind a transaction's failure, for the partition's
+/// fault handling.
+fn wire_error(e: TransactionError) -> WireError {
+    match e {
+        TransactionError::Failed(w) | TransactionError::Fenced { source: w, .. } => w,
+        other => WireError::Malformed {
+            what: "transaction",
+            detail: other.to_string(),
+        },
+    }
+}
 
 /// When a partition in order last committed and reported, and how often
 /// it commits.
@@ -271,6 +285,16 @@ impl Worker {
                     // meanwhile: the shutdown waits for it (bounded), commits it.
                     let offset = rec.offset;
                     let epoch = (rec.leader_epoch >= 0).then_some(rec.leader_epoch);
+                    // Under exactly-once handling, the record's transaction.
+                    if let Some(exactly_once) = &shared.exactly_once {
+                        match exactly_once.begin().await {
+                            Ok(tx) => ctx.transaction = Some(tx),
+                            Err(e) => {
+                                fault = Some(wire_error(e));
+                                break 'batches;
+                            }
+                        }
+                    }
                     let stop = self.stop.clone();
                     let delivery = deliver(
                         shared.as_ref(),
@@ -281,18 +305,32 @@ impl Worker {
                         &stop,
                         &clock,
                     );
-                    match self
+                    let delivered = self
                         .drive(delivery, offset, position, &feed, &clock, &mut pace)
-                        .await
-                    {
+                        .await;
+                    let transaction = ctx.transaction.take();
+                    match delivered {
                         Ok(d) => {
+                            if let Some(tx) = transaction
+                                && let Err(e) = self.commit_in(&tx, offset + 1, epoch).await
+                            {
+                                // Not committed: the record is handled again,
+                                // in a new transaction, after a wait.
+                                fault = Some(wire_error(e));
+                                break 'batches;
+                            }
                             position = offset + 1;
                             self.epoch = epoch;
                             if d != Disposition::Handled {
                                 tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
                             }
                         }
-                        Err(_undelivered) => break 'partition,
+                        Err(_undelivered) => {
+                            if let Some(tx) = transaction {
+                                let _ = tx.session().end(false).await;
+                            }
+                            break 'partition;
+                        }
                     }
                     self.handled(position, &feed, &mut pace).await;
                 }
@@ -395,6 +433,40 @@ impl Worker {
             self.report_progress(position, feed, &mut pace.reported);
             pace.reported_now();
         }
+    }
+
+    /// Commits the offset after a record (`next`, with its leader epoch) in
+    /// the record's transaction, then the transaction: its publishes and
+    /// the offset land together.
+    async fn commit_in(
+        &mut self,
+        tx: &Transaction,
+        next: i64,
+        epoch: Option<i32>,
+    ) -> Result<(), TransactionError> {
+        let offsets = std::collections::BTreeMap::from([(
+            self.tp.clone(),
+            kavari_group::CommitOffset {
+                offset: next,
+                leader_epoch: epoch,
+            },
+        )]);
+        let session = tx.session();
+        let committed = match session
+            .commit_offsets(&self.shared.member, &self.shared.group_id, &offsets)
+            .await
+        {
+            Ok(()) => session.end(true).await,
+            Err(e) => {
+                let _ = session.end(false).await;
+                Err(e)
+            }
+        };
+        if committed.is_ok() {
+            self.committed = Some(next);
+            self.update(|h| h.committed = Some(next));
+        }
+        committed
     }
 
     /// Hands a gathered batch (if any) to its batch handler; false when the

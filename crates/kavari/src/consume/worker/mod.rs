@@ -83,7 +83,7 @@ pub(super) struct Worker {
     pub(super) shared: Arc<ConsumeState>,
     pub(super) tp: TopicPartition,
     pub(super) stop: watch::Receiver<bool>,
-    committed: Option<i64>,
+    pub(super) committed: Option<i64>,
     /// The leader epoch of the last record handled, committed with the
     /// offset after it (KIP-320).
     pub(super) epoch: Option<i32>,
@@ -305,8 +305,9 @@ impl Worker {
     }
 
     pub(super) async fn commit(&mut self, position: i64) {
-        // Nothing new handled: nothing to commit.
-        if self.committed == Some(position) {
+        // Nothing new handled: nothing to commit. Under exactly-once
+        // handling each record's transaction commits its offset.
+        if self.committed == Some(position) || self.shared.exactly_once.is_some() {
             return;
         }
         let at = CommitOffset {
