@@ -11,7 +11,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use kavari::{HandlerError, Kavari, MessageContext, MessageHandler};
-use kavari_tests::CrashJob;
+use kavari_tests::{CrashJob, CrashJobDone};
 
 struct Slow;
 
@@ -19,6 +19,15 @@ impl MessageHandler<CrashJob> for Slow {
     async fn handle(&self, job: CrashJob, ctx: &MessageContext) -> Result<(), HandlerError> {
         say(&format!("BEGIN {} {}", job.seq, ctx.offset));
         tokio::time::sleep(job.time()).await;
+        // Under exactly-once handling (KAVARI_EXACTLY_ONCE), a result per
+        // job, in the job's transaction.
+        if let Some(tx) = ctx.transaction() {
+            tx.publish(&CrashJobDone {
+                key: job.key.clone(),
+                seq: job.seq,
+            })
+            .await?;
+        }
         say(&format!("DONE {} {}", job.seq, ctx.offset));
         Ok(())
     }

@@ -220,3 +220,120 @@ impl MessageHandler<Ticket> for SecondTicketHandler {
         Ok(())
     }
 }
+
+/// Counts each job's results.
+#[derive(Clone, Default)]
+struct Results(Arc<Mutex<BTreeMap<u64, usize>>>);
+
+impl MessageHandler<kavari_tests::CrashJobDone> for Results {
+    async fn handle(
+        &self,
+        done: kavari_tests::CrashJobDone,
+        _: &MessageContext,
+    ) -> Result<(), HandlerError> {
+        *self.0.lock().unwrap().entry(done.seq).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// Three consumer processes handling jobs exactly once, two of them
+/// SIGKILLed mid-stream one after the other (each replaced): jobs in
+/// flight at a kill are handled again by the partition's next owner, yet
+/// read_committed shows exactly one result per job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_killed_mid_stream_leave_one_result_per_job() {
+    use kavari_tests::{CrashJob, CrashJobDone, Printed, spawn_consumer};
+    const N: u64 = 600;
+    let setup = Setup::start("eos-kill", KafkaBroker::builder(), 1).await;
+    for topic in [CrashJob::TOPIC, CrashJobDone::TOPIC] {
+        let topic = format!("{}{topic}", setup.prefix);
+        setup.broker.create_topic(&topic, 6).await.expect("topic");
+    }
+    let group = kavari_testcontainers::unique_name("eos-kill");
+    let settings = [
+        format!("KAVARI_TOPIC_PREFIX={}", setup.prefix),
+        "KAVARI_EXACTLY_ONCE=crash".to_string(),
+    ];
+    let bin = env!("CARGO_BIN_EXE_kavari-test-consumer");
+    let bootstrap = setup.broker.bootstrap_servers();
+    let printed: Arc<Mutex<Printed>> = Arc::default();
+    let spawn = |i| spawn_consumer(bin, &bootstrap, &group, i, &settings, &printed);
+    let mut children: Vec<_> = (0..3).map(spawn).collect();
+    eventually(Duration::from_secs(60), "the partitions split", || {
+        let owns = printed.lock().unwrap().owns;
+        owns.iter().all(|n| *n > 0) && owns.iter().sum::<usize>() == 6
+    })
+    .await;
+    let publisher = setup.publisher().await;
+    let jobs: Vec<CrashJob> = (0..N)
+        .map(|seq| CrashJob {
+            key: format!("k{seq}"),
+            seq,
+        })
+        .collect();
+    for r in publisher.publish_batch(&jobs).await {
+        r.expect("publish");
+    }
+    for (victim, after) in [(0, N / 4), (1, N / 2)] {
+        // Inside a handler: it began a job it has not finished.
+        eventually(
+            Duration::from_secs(120),
+            "the victim inside a handler",
+            || {
+                let printed = printed.lock().unwrap();
+                let begun = printed.begun.iter().filter(|b| b.0 == victim).count();
+                let done = printed.done.iter().filter(|d| d.0 == victim).count();
+                printed.done.len() as u64 > after && begun > done
+            },
+        )
+        .await;
+        children[victim].start_kill().expect("SIGKILL");
+        let _ = children[victim].wait().await;
+        children[victim] = spawn(victim);
+    }
+
+    let results = Results::default();
+    let reader = consumer(
+        &setup.broker,
+        &kavari_testcontainers::unique_name("eos-results"),
+    )
+    .topic_prefix(&setup.prefix)
+    .build()
+    .await
+    .expect("build");
+    reader
+        .subscribe::<CrashJobDone, _>(results.clone())
+        .expect("subscribe");
+    reader.start().await.expect("start");
+    eventually(Duration::from_secs(180), "a result for every job", || {
+        results.0.lock().unwrap().len() as u64 == N
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (handled, begun) = {
+        let printed = printed.lock().unwrap();
+        (printed.done.len(), printed.begun.len())
+    };
+    let twice: Vec<(u64, usize)> = results
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| **n != 1)
+        .map(|(s, n)| (*s, *n))
+        .collect();
+    eprintln!(
+        "exactly-once crash test: {N} jobs, begun {begun} times, handled {handled} times, results twice: {twice:?}"
+    );
+    assert!(twice.is_empty(), "one result per job: {twice:?}");
+    assert!(
+        begun as u64 > N,
+        "the jobs in flight at the kills were begun again"
+    );
+    for child in &mut children {
+        drop(child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+    reader.shutdown().await.expect("shutdown");
+    publisher.shutdown().await.expect("shutdown");
+}

@@ -3,22 +3,10 @@
 
 use std::time::Instant;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use kavari_tests::{Printed, spawn_consumer};
 
 use super::*;
 
-/// What the consumer processes printed: jobs begun and done (by process,
-/// with the record's offset and when the line arrived) and how many
-/// partitions each owns now.
-#[derive(Default)]
-struct Printed {
-    begun: Vec<(usize, u64)>,
-    done: Vec<(usize, u64, i64, Instant)>,
-    owns: [usize; 3],
-}
-
-/// Starts consumer process `i` of `group` with `settings` (`KAVARI_…=…`);
-/// its lines go to `printed`.
 fn spawn(
     broker: &KafkaBroker,
     group: &str,
@@ -27,33 +15,14 @@ fn spawn(
     printed: &Arc<Mutex<Printed>>,
 ) -> tokio::process::Child {
     let bin = env!("CARGO_BIN_EXE_kavari-test-consumer");
-    let mut child = tokio::process::Command::new(bin)
-        .args([broker.bootstrap_servers(), group.to_string()])
-        .args(settings)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn consumer");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let printed = Arc::clone(printed);
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut words = line.split(' ');
-            let what = words.next().unwrap_or_default();
-            let mut number = || words.next().and_then(|w| w.parse::<i64>().ok());
-            let mut printed = printed.lock().unwrap();
-            match (what, number(), number()) {
-                ("DONE", Some(seq), Some(offset)) => {
-                    printed.done.push((i, seq as u64, offset, Instant::now()))
-                }
-                ("BEGIN", Some(seq), Some(_)) => printed.begun.push((i, seq as u64)),
-                ("OWNS", Some(n), None) => printed.owns[i] = n as usize,
-                _ => {}
-            }
-        }
-    });
-    child
+    spawn_consumer(
+        bin,
+        &broker.bootstrap_servers(),
+        group,
+        i,
+        settings,
+        printed,
+    )
 }
 
 /// Waits until every one of the `n` jobs was handled by some process.

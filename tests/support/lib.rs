@@ -168,6 +168,18 @@ pub struct CrashJob {
     pub seq: u64,
 }
 
+/// What the crash test's consumer publishes per job under exactly-once
+/// handling.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, kavari::KafkaMessage)]
+#[kavari(topic = "kavari.crash.done")]
+pub struct CrashJobDone {
+    /// The job's key.
+    #[kavari(key)]
+    pub key: String,
+    /// The job's sequence number.
+    pub seq: u64,
+}
+
 impl CrashJob {
     /// How long the crash test's consumer takes per job, at least.
     pub const TIME: Duration = Duration::from_millis(20);
@@ -184,6 +196,63 @@ impl CrashJob {
     }
     /// The crash test's consumer's commit interval.
     pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+}
+
+/// What the consumer processes printed: jobs begun and done (by process,
+/// with the record's offset and when the line arrived) and how many
+/// partitions each owns now.
+#[derive(Default)]
+pub struct Printed {
+    /// (process, seq) of each job begun.
+    pub begun: Vec<(usize, u64)>,
+    /// (process, seq, offset, when the line arrived) of each job done.
+    pub done: Vec<(usize, u64, i64, std::time::Instant)>,
+    /// How many partitions each process owns now.
+    pub owns: [usize; 3],
+}
+
+/// Starts consumer process `i` of `group` (the test consumer binary at
+/// `bin`: `env!("CARGO_BIN_EXE_kavari-test-consumer")`) with `settings`
+/// (`KAVARI_…=…`); its lines go to `printed`.
+pub fn spawn_consumer(
+    bin: &str,
+    bootstrap: &str,
+    group: &str,
+    i: usize,
+    settings: &[String],
+    printed: &std::sync::Arc<std::sync::Mutex<Printed>>,
+) -> tokio::process::Child {
+    let mut child = tokio::process::Command::new(bin)
+        .args([bootstrap, group])
+        .args(settings)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn consumer");
+    use tokio::io::AsyncBufReadExt;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let printed = std::sync::Arc::clone(printed);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut words = line.split(' ');
+            let what = words.next().unwrap_or_default();
+            let mut number = || words.next().and_then(|w| w.parse::<i64>().ok());
+            let mut printed = printed.lock().unwrap();
+            match (what, number(), number()) {
+                ("DONE", Some(seq), Some(offset)) => {
+                    printed
+                        .done
+                        .push((i, seq as u64, offset, std::time::Instant::now()))
+                }
+                ("BEGIN", Some(seq), Some(_)) => printed.begun.push((i, seq as u64)),
+                ("OWNS", Some(n), None) => printed.owns[i] = n as usize,
+                _ => {}
+            }
+        }
+    });
+    child
 }
 
 /// Waits until `done()` holds, polling; panics with `what` after `timeout`.

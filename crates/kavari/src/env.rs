@@ -62,6 +62,9 @@ impl Kavari {
     /// | `KAVARI_ON_POISON` | (none: `dead_letter`, `block`, `skip`) | `on_poison` |
     /// | `KAVARI_ON_FAILURE` | (none: `dead_letter`, `block`, `skip`) | `on_handler_failure` |
     /// | `KAVARI_PROCESSING_ORDER` | (none: `partition`, `key:N`, `unordered:N` with N records in flight) | `processing_order` |
+    /// | `KAVARI_TRANSACTIONAL_ID` | `transactional.id` | `transactional_id` |
+    /// | `KAVARI_TRANSACTION_TIMEOUT_MS` | `transaction.timeout.ms` | `transaction_timeout` |
+    /// | `KAVARI_EXACTLY_ONCE` | (none: the transactional id prefix of exactly-once handling) | `exactly_once` |
     /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) | `tls`, `sasl` |
     /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`; OAUTHBEARER is `Sasl::oauthbearer` in code) | `sasl` |
     /// | `KAVARI_SASL_USERNAME`, `KAVARI_SASL_PASSWORD` | `sasl.username`, `sasl.password` | `sasl` |
@@ -190,6 +193,9 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
         "KAVARI_TOPIC_PREFIX" => b.topic_prefix(value),
         "KAVARI_ON_POISON" => b.on_poison(policy(value).ok_or_else(|| bad(POLICIES))?),
         "KAVARI_ON_FAILURE" => b.on_handler_failure(policy(value).ok_or_else(|| bad(POLICIES))?),
+        "KAVARI_TRANSACTIONAL_ID" => b.transactional_id(value),
+        "KAVARI_TRANSACTION_TIMEOUT_MS" => b.transaction_timeout(ms()?),
+        "KAVARI_EXACTLY_ONCE" => b.exactly_once(value),
         "KAVARI_PROCESSING_ORDER" => {
             b.processing_order(processing_order(value).ok_or_else(|| bad(ORDERS))?)
         }
@@ -273,6 +279,8 @@ mod tests {
             ("KAVARI_ON_POISON", "block"),
             ("KAVARI_ON_FAILURE", "skip"),
             ("KAVARI_PROCESSING_ORDER", "key:64"),
+            ("KAVARI_TRANSACTIONAL_ID", "billing-0"),
+            ("KAVARI_TRANSACTION_TIMEOUT_MS", "15000"),
             ("KAVARI_SECURITY_PROTOCOL", "plaintext"),
             ("HOME", "/root"),
             ("KAVARI_CHAOS_SECS", "5"),
@@ -298,6 +306,8 @@ mod tests {
             "on_poison: Block",
             "on_handler_failure: Skip",
             "order: Key { max_in_flight: 64 }",
+            "transactional_id: Some(\"billing-0\")",
+            "transaction_timeout: Some(15s)",
             "CooperativeStickyAssignor",
         ] {
             assert!(shown.contains(part), "{part} not in {shown}");
