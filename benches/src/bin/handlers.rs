@@ -94,12 +94,18 @@ struct Handler {
 }
 
 impl MessageHandler<Job> for Handler {
-    async fn handle(&self, job: Job, _: &MessageContext) -> Result<(), HandlerError> {
+    async fn handle(&self, job: Job, ctx: &MessageContext) -> Result<(), HandlerError> {
         match self.work {
             Work::Sleep => tokio::time::sleep(WAIT).await,
-            Work::Publish => {
-                self.out.publish(&JobDone { id: job.id }).await?;
-            }
+            Work::Publish => match ctx.transaction() {
+                // Exactly once: in the record's transaction.
+                Some(tx) => {
+                    tx.publish(&JobDone { id: job.id }).await?;
+                }
+                None => {
+                    self.out.publish(&JobDone { id: job.id }).await?;
+                }
+            },
         }
         self.count.add(1);
         Ok(())
@@ -148,6 +154,8 @@ fn opts() -> Opts {
 enum Row {
     Order(ProcessingOrder),
     Batch(usize),
+    /// Partition order, a transaction per record.
+    ExactlyOnce,
 }
 
 impl Row {
@@ -159,6 +167,7 @@ impl Row {
             }
             Row::Order(o) => format!("{o:?}"),
             Row::Batch(n) => format!("batch handler of {n}"),
+            Row::ExactlyOnce => "exactly once (partition order, a transaction per record)".into(),
         }
     }
 }
@@ -168,14 +177,15 @@ impl Row {
 async fn measure(broker: &str, o: &Opts, row: Row, work: Work, out: &Kavari) -> f64 {
     let order = match row {
         Row::Order(order) => order,
-        Row::Batch(_) => ProcessingOrder::Partition,
+        Row::Batch(_) | Row::ExactlyOnce => ProcessingOrder::Partition,
     };
-    let m = Kavari::builder(broker)
+    let mut builder = Kavari::builder(broker)
         .group_id(unique_name("handlers"))
-        .processing_order(order)
-        .build()
-        .await
-        .expect("build");
+        .processing_order(order);
+    if let Row::ExactlyOnce = row {
+        builder = builder.exactly_once(unique_name("handlers"));
+    }
+    let m = builder.build().await.expect("build");
     let count = Arc::new(Count::default());
     let handler = Handler {
         count: Arc::clone(&count),
@@ -183,7 +193,7 @@ async fn measure(broker: &str, o: &Opts, row: Row, work: Work, out: &Kavari) -> 
         out: out.clone(),
     };
     match row {
-        Row::Order(_) => m.subscribe::<Job, _>(handler),
+        Row::Order(_) | Row::ExactlyOnce => m.subscribe::<Job, _>(handler),
         Row::Batch(n) => m.subscribe_batch::<Job, _>(n, Duration::from_millis(100), handler),
     }
     .expect("subscribe");
@@ -232,6 +242,7 @@ async fn main() {
         Row::Order(ProcessingOrder::Key { max_in_flight: 64 }),
         Row::Order(ProcessingOrder::Key { max_in_flight: 256 }),
         Row::Batch(100),
+        Row::ExactlyOnce,
     ];
     let mut table = format!(
         "Records handled per second, {} partitions, {} records with distinct keys (at most {} s per row):\n\n\
