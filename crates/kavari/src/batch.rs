@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use crate::context::MessageContext;
-use crate::handler::HandlerError;
+use crate::handler_error::HandlerError;
 use crate::message::KafkaMessage;
 
 /// Handles messages of type `M` on `M::TOPIC` several at a time: up to

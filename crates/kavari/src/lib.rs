@@ -43,6 +43,7 @@ mod context;
 pub mod dead_letter;
 mod env;
 mod handler;
+mod handler_error;
 mod health;
 mod manager;
 mod message;
@@ -64,7 +65,8 @@ pub use batch::{BatchError, BatchHandler};
 pub use builder::{ConfigError, KavariBuilder};
 pub use consume::{ControlError, FailurePolicy, OffsetReset, ProcessingOrder, SeekTo, StartError};
 pub use context::MessageContext;
-pub use handler::{HandlerError, MessageHandler, StdHandlerError};
+pub use handler::MessageHandler;
+pub use handler_error::{HandlerError, StdHandlerError};
 pub use health::{Health, HealthState, PartitionHealth};
 /// Derives [`KafkaMessage`](trait@KafkaMessage): a type's topic, its
 /// `msg_type` name and its partition key, from `#[kavari(...)]`

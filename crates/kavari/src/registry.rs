@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 use crate::batch::{BatchError, BatchHandler, BatchLimits};
 use crate::codec::{self, DecodeError};
 use crate::context::MessageContext;
-use crate::handler::HandlerError;
 use crate::handler::MessageHandler;
+use crate::handler_error::HandlerError;
 use crate::message::KafkaMessage;
 use kavari_wire::record_batch::read::FetchedRecord;
 

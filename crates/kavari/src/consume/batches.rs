@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::disposal::{BLOCKED_RETRY_MAX, Letter, block, give_up, poison, report_blocked};
 use super::runtime::{Disposition, HandlerClock, Runtime, Undelivered};
 use crate::context::MessageContext;
-use crate::handler::HandlerError;
+use crate::handler_error::HandlerError;
 use crate::registry::{BatchSubscription, ItemOutcome};
 
 /// Hands `records` (of one partition, in offset order) to the batch

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::disposal::{BLOCKED_RETRY_MAX, Letter, block, give_up, poison, report_blocked};
 use super::runtime::{Disposition, HandlerClock, Runtime, Undelivered};
 use crate::context::MessageContext;
-use crate::handler::HandlerError;
+use crate::handler_error::HandlerError;
 use crate::registry::{Outcome, Route};
 
 /// Routes and handles one record, and counts it in health when it was

@@ -15,7 +15,7 @@ use kavari_wire::WireError;
 pub(crate) use producer::TransactionalProducer;
 
 use crate::codec::{self, EncodeError, EncodedMessage};
-use crate::handler::HandlerError;
+use crate::handler_error::HandlerError;
 use crate::message::KafkaMessage;
 use crate::publish::Delivery;
 use crate::topic_names::TopicNames;
