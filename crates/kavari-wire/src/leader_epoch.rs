@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::OffsetForLeaderEpochRequest;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -75,18 +74,17 @@ pub async fn epoch_ends(
             .topics
             .iter()
             .map(|t| (t.topic.0.as_str(), t.partitions.as_slice()));
-        let p = part_of("OffsetForLeaderEpoch response", topics, tp, |p| p.partition)?;
-        match p.error_code.err() {
-            Some(e) => Err(WireError::broker(
-                "OffsetForLeaderEpoch",
-                e,
-                Some(tp.to_string()),
-            )),
-            None => Ok(EpochEnd {
-                leader_epoch: p.leader_epoch,
-                end_offset: p.end_offset,
-            }),
-        }
+        let p = part_of(
+            "OffsetForLeaderEpoch",
+            topics,
+            tp,
+            |p| p.partition,
+            |p| p.error_code,
+        )?;
+        Ok(EpochEnd {
+            leader_epoch: p.leader_epoch,
+            end_offset: p.end_offset,
+        })
     };
     Ok(checks
         .iter()

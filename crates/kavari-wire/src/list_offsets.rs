@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
-use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::ListOffsetsRequest;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 
@@ -101,11 +100,14 @@ pub async fn list_offsets(
             .topics
             .iter()
             .map(|t| (t.name.0.as_str(), t.partitions.as_slice()));
-        let p = part_of("ListOffsets response", topics, tp, |p| p.partition_index)?;
-        match p.error_code.err() {
-            Some(e) => Err(WireError::broker("ListOffsets", e, Some(format!("{tp}")))),
-            None => Ok(p.offset),
-        }
+        part_of(
+            "ListOffsets",
+            topics,
+            tp,
+            |p| p.partition_index,
+            |p| p.error_code,
+        )
+        .map(|p| p.offset)
     };
     Ok(partitions
         .iter()

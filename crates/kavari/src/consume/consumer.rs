@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::config::ConsumerConfig;
 use super::state::{ConsumeState, ExactlyOnce, fetcher_config};
-use super::steering::{ControlError, SeekTo, Steering, Target};
+use super::steering::{ControlError, SeekTo, Steer, Steering, Target};
 use super::writer::Writer;
 use super::{runtime, start, worker};
 use crate::health::{Health, HealthState, PartitionHealth};
@@ -171,11 +171,7 @@ impl Consumer {
 
     /// Pauses (or resumes) `partitions`: their workers hand no record to
     /// handlers until resumed. Every partition must be owned now.
-    pub(crate) fn pause(
-        &self,
-        partitions: &[TopicPartition],
-        paused: bool,
-    ) -> Result<(), ControlError> {
+    fn pause_now(&self, partitions: &[TopicPartition], paused: bool) -> Result<(), ControlError> {
         self.owned(partitions)?;
         self.shared.steering.send_if_modified(|s| {
             let mut changed = false;
@@ -193,11 +189,7 @@ impl Consumer {
 
     /// Moves `partition`'s position: its worker goes on from there once the
     /// records it is handling finish. Returns the offset it moves to.
-    pub(crate) async fn seek(
-        &self,
-        partition: &TopicPartition,
-        to: SeekTo,
-    ) -> Result<i64, ControlError> {
+    async fn seek_now(&self, partition: &TopicPartition, to: SeekTo) -> Result<i64, ControlError> {
         self.owned(std::slice::from_ref(partition))?;
         let offset = match to.target()? {
             Target::At(offset) => offset,
@@ -288,6 +280,20 @@ impl Consumer {
             generation: member.generation.map(|g| g.generation_id),
             partitions,
         }
+    }
+}
+
+impl Steer for Consumer {
+    fn pause(&self, partitions: &[TopicPartition], paused: bool) -> Result<(), ControlError> {
+        self.pause_now(partitions, paused)
+    }
+
+    fn seek<'a>(
+        &'a self,
+        partition: &'a TopicPartition,
+        to: SeekTo,
+    ) -> futures::future::BoxFuture<'a, Result<i64, ControlError>> {
+        futures::FutureExt::boxed(self.seek_now(partition, to))
     }
 }
 

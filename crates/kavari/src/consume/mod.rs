@@ -25,6 +25,7 @@ pub(crate) use dispatch::deliver;
 #[cfg(feature = "testing")]
 pub(crate) use runtime::{Disposition, HandlerClock, POISON_LOG_EVERY, Runtime};
 pub(crate) use state::ExactlyOnce;
+pub(crate) use steering::Steer;
 pub use steering::{ControlError, SeekTo};
 #[cfg(feature = "testing")]
 pub(crate) use steering::{Orders, Steering, Target};

@@ -85,10 +85,8 @@ impl Runtime for ConsumeState {
     }
 
     fn count_unhandled(&self, tp: &TopicPartition, disposition: Disposition) {
-        self.update_partition(tp, |h| match disposition {
-            Disposition::DeadLettered => h.dead_lettered += 1,
-            Disposition::Skipped => h.skipped += 1,
-            Disposition::Handled => {}
+        self.update_partition(tp, |h| {
+            disposition.count(&mut h.dead_lettered, &mut h.skipped)
         });
     }
 
@@ -131,6 +129,18 @@ pub(crate) enum Disposition {
     Handled,
     DeadLettered,
     Skipped,
+}
+
+impl Disposition {
+    /// Adds the record to the partition's count of its kind: records
+    /// dead-lettered or skipped (a handled one counts nowhere).
+    pub(crate) fn count(self, dead_lettered: &mut u64, skipped: &mut u64) {
+        match self {
+            Self::DeadLettered => *dead_lettered += 1,
+            Self::Skipped => *skipped += 1,
+            Self::Handled => {}
+        }
+    }
 }
 
 /// The dead-letter write failed and the partition is stopping: the record

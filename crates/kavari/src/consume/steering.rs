@@ -76,6 +76,20 @@ pub enum ControlError {
     },
 }
 
+/// Pausing, resuming and seeking a running consumer's partitions: the
+/// consumer over Kafka, or the test kit's.
+pub(crate) trait Steer: Send + Sync {
+    /// Pauses (`true`) or resumes `partitions`, each owned now.
+    fn pause(&self, partitions: &[TopicPartition], paused: bool) -> Result<(), ControlError>;
+
+    /// Moves `partition`'s position; returns the offset it moves to.
+    fn seek<'a>(
+        &'a self,
+        partition: &'a TopicPartition,
+        to: SeekTo,
+    ) -> futures::future::BoxFuture<'a, Result<i64, ControlError>>;
+}
+
 /// What the application asked of the partitions, read by their workers.
 #[derive(Debug, Default)]
 pub(crate) struct Steering {

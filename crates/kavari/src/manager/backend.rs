@@ -8,13 +8,12 @@ use futures::future::BoxFuture;
 
 use super::ShutdownError;
 use crate::codec::EncodedMessage;
-use crate::consume::{ConsumerConfig, ControlError, SeekTo, StartError};
+use crate::consume::{ConsumerConfig, StartError, Steer};
 use crate::health::Health;
 use crate::publish::{Delivery, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
 use crate::transaction::Transactions;
-use kavari_group::TopicPartition;
 
 /// Publishing, the consumer's life and the manager's reports, as one
 /// backend does them. Its `Debug` is the manager's.
@@ -52,15 +51,9 @@ pub(crate) trait Backend: Debug + Send + Sync + 'static {
     /// The consumer's health ([`Health::not_started`] before it starts).
     fn health(&self) -> Health;
 
-    /// Pauses (`true`) or resumes partitions this member owns.
-    fn pause(&self, partitions: &[TopicPartition], paused: bool) -> Result<(), ControlError>;
-
-    /// Moves a partition's position; returns the offset it moves to.
-    fn seek(
-        &self,
-        partition: TopicPartition,
-        to: SeekTo,
-    ) -> BoxFuture<'_, Result<i64, ControlError>>;
+    /// The running consumer's pause, resume and seek; `None` before it
+    /// starts.
+    fn steer(&self) -> Option<&dyn Steer>;
 
     /// The transactional producer, when the builder set a
     /// `transactional_id` (Kafka's backend only).

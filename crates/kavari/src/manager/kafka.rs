@@ -12,15 +12,12 @@ use tokio::sync::watch;
 use super::backend::Backend;
 use super::{ShutdownError, traced};
 use crate::codec::EncodedMessage;
-use crate::consume::{
-    Consumer, ConsumerConfig, ControlError, ExactlyOnce, SeekTo, StartError, Writer, Writing,
-};
+use crate::consume::{Consumer, ConsumerConfig, ExactlyOnce, StartError, Steer, Writer, Writing};
 use crate::health::Health;
 use crate::publish::{Delivery, ProduceError, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
 use crate::transaction::{TransactionalProducer, Transactions};
-use kavari_group::TopicPartition;
 
 /// A manager's parts over Kafka.
 pub(crate) struct Kafka {
@@ -146,23 +143,8 @@ impl Backend for Kafka {
             .map_or_else(Health::not_started, Consumer::health)
     }
 
-    fn pause(&self, partitions: &[TopicPartition], paused: bool) -> Result<(), ControlError> {
-        self.consumer
-            .get()
-            .ok_or(ControlError::NotRunning)?
-            .pause(partitions, paused)
-    }
-
-    fn seek(
-        &self,
-        partition: TopicPartition,
-        to: SeekTo,
-    ) -> BoxFuture<'_, Result<i64, ControlError>> {
-        async move {
-            let consumer = self.consumer.get().ok_or(ControlError::NotRunning)?;
-            consumer.seek(&partition, to).await
-        }
-        .boxed()
+    fn steer(&self) -> Option<&dyn Steer> {
+        self.consumer.get().map(|c| c as &dyn Steer)
     }
 
     fn transactions(&self) -> Option<&dyn Transactions> {

@@ -260,14 +260,13 @@ impl Kavari {
     /// ([`ControlError::NotOwned`](crate::ControlError::NotOwned)), and so is
     /// the whole call.
     pub fn pause(&self, topic: &str, partitions: &[i32]) -> Result<(), ControlError> {
-        self.backend()
-            .pause(&partitions_of(topic, partitions), true)
+        self.steer()?.pause(&partitions_of(topic, partitions), true)
     }
 
     /// Hands records of paused partitions to handlers again, from where
     /// they stopped. Resuming a partition that is not paused does nothing.
     pub fn resume(&self, topic: &str, partitions: &[i32]) -> Result<(), ControlError> {
-        self.backend()
+        self.steer()?
             .pause(&partitions_of(topic, partitions), false)
     }
 
@@ -285,7 +284,12 @@ impl Kavari {
     /// the same for every partition of a topic.
     pub async fn seek(&self, topic: &str, partition: i32, to: SeekTo) -> Result<i64, ControlError> {
         let tp = TopicPartition::new(topic, partition);
-        self.backend().seek(tp, to).await
+        self.steer()?.seek(&tp, to).await
+    }
+
+    /// The running consumer's pause and seek.
+    fn steer(&self) -> Result<&dyn crate::consume::Steer, ControlError> {
+        self.backend().steer().ok_or(ControlError::NotRunning)
     }
 
     /// Runs `body` in a transaction (the builder's `transactional_id`):

@@ -13,7 +13,7 @@ use super::log::Log;
 use crate::codec::EncodedMessage;
 use crate::consume::{
     ConsumerConfig, ControlError, Disposition, HandlerClock, OffsetReset, Orders, POISON_LOG_EVERY,
-    Runtime, SeekTo, Steering, Target, deliver, deliver_batch,
+    Runtime, SeekTo, Steer, Steering, Target, deliver, deliver_batch,
 };
 use crate::context::MessageContext;
 use crate::health::{Health, HealthState, PartitionHealth};
@@ -325,7 +325,7 @@ impl MemoryConsumer {
 
     /// Pauses or resumes `partitions`; what a resume frees is delivered by
     /// a task of its own.
-    pub(crate) fn pause(
+    fn pause_now(
         self: &Arc<Self>,
         partitions: &[TopicPartition],
         paused: bool,
@@ -346,7 +346,7 @@ impl MemoryConsumer {
 
     /// Moves `tp`'s position, then delivers from there (unless paused or
     /// delivered by a handler up the stack, which goes on from there).
-    pub(crate) async fn seek(
+    async fn seek_now(
         self: Arc<Self>,
         tp: TopicPartition,
         to: SeekTo,
@@ -426,6 +426,20 @@ impl MemoryConsumer {
     }
 }
 
+impl Steer for Arc<MemoryConsumer> {
+    fn pause(&self, partitions: &[TopicPartition], paused: bool) -> Result<(), ControlError> {
+        self.pause_now(partitions, paused)
+    }
+
+    fn seek<'a>(
+        &'a self,
+        partition: &'a TopicPartition,
+        to: SeekTo,
+    ) -> BoxFuture<'a, Result<i64, ControlError>> {
+        Box::pin(Arc::clone(self).seek_now(partition.clone(), to))
+    }
+}
+
 impl Runtime for MemoryConsumer {
     fn registry(&self) -> &Registry {
         &self.registry
@@ -452,10 +466,8 @@ impl Runtime for MemoryConsumer {
     }
 
     fn count_unhandled(&self, tp: &TopicPartition, disposition: Disposition) {
-        self.note(tp, |n| match disposition {
-            Disposition::DeadLettered => n.dead_lettered += 1,
-            Disposition::Skipped => n.skipped += 1,
-            Disposition::Handled => {}
+        self.note(tp, |n| {
+            disposition.count(&mut n.dead_lettered, &mut n.skipped)
         });
     }
 

@@ -11,7 +11,7 @@ use super::InMemoryBroker;
 use super::consumer::{Destination, MemoryConsumer};
 use super::transactions::MemoryTransactions;
 use crate::codec::EncodedMessage;
-use crate::consume::{ConsumerConfig, ControlError, SeekTo, StartError};
+use crate::consume::{ConsumerConfig, StartError, Steer};
 use crate::health::Health;
 use crate::manager::Backend;
 use crate::manager::ShutdownError;
@@ -20,7 +20,6 @@ use crate::publish::{Delivery, Offset, ProduceError, ProducerConfig, PublishErro
 use crate::registry::Registry;
 use crate::topic_names::TopicNames;
 use crate::transaction::{TransactionSettings, Transactions};
-use kavari_group::TopicPartition;
 
 /// The test kit's backend of one manager.
 pub(crate) struct Memory {
@@ -167,23 +166,8 @@ impl Backend for Memory {
             .map_or_else(Health::not_started, |c| c.health())
     }
 
-    fn pause(&self, partitions: &[TopicPartition], paused: bool) -> Result<(), ControlError> {
-        self.consumer
-            .get()
-            .ok_or(ControlError::NotRunning)?
-            .pause(partitions, paused)
-    }
-
-    fn seek(
-        &self,
-        partition: TopicPartition,
-        to: SeekTo,
-    ) -> BoxFuture<'_, Result<i64, ControlError>> {
-        async move {
-            let consumer = self.consumer.get().ok_or(ControlError::NotRunning)?;
-            Arc::clone(consumer).seek(partition, to).await
-        }
-        .boxed()
+    fn steer(&self) -> Option<&dyn Steer> {
+        self.consumer.get().map(|c| c as &dyn Steer)
     }
 
     fn transactions(&self) -> Option<&dyn Transactions> {
