@@ -3,9 +3,10 @@
 //! around each handler run, and `OWNS n` whenever the number of partitions
 //! it owns changes.
 //!
-//! Usage: kavari-test-consumer BOOTSTRAP GROUP [KAVARI_VAR=value …]
+//! Usage: kavari-test-consumer BOOTSTRAP GROUP [KAVARI_VAR=value …] [JOB_MS=n]
 //! (settings as `Kavari::from_vars` reads them, e.g.
-//! `KAVARI_PROCESSING_ORDER=key:64`).
+//! `KAVARI_PROCESSING_ORDER=key:64`; `JOB_MS` sets the time of a job,
+//! `CrashJob::TIME` by default).
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,12 +14,13 @@ use std::time::Duration;
 use kavari::{HandlerError, Kavari, MessageContext, MessageHandler};
 use kavari_tests::{CrashJob, CrashJobDone};
 
-struct Slow;
+/// Takes `CrashJob::time_at` its unit per job.
+struct Slow(Duration);
 
 impl MessageHandler<CrashJob> for Slow {
     async fn handle(&self, job: CrashJob, ctx: &MessageContext) -> Result<(), HandlerError> {
         say(&format!("BEGIN {} {}", job.seq, ctx.offset));
-        tokio::time::sleep(job.time()).await;
+        tokio::time::sleep(job.time_at(self.0)).await;
         // Under exactly-once handling (KAVARI_EXACTLY_ONCE), a result per
         // job, in the job's transaction.
         if let Some(tx) = ctx.transaction() {
@@ -47,10 +49,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: kavari-test-consumer BOOTSTRAP GROUP [KAVARI_VAR=value …]".into()),
     };
     let mut vars = vec![("KAVARI_BROKERS".to_string(), bootstrap)];
+    let mut unit = CrashJob::TIME;
     for setting in settings {
         let (name, value) = setting
             .split_once('=')
             .ok_or_else(|| format!("{setting}: expected KAVARI_VAR=value"))?;
+        if name == "JOB_MS" {
+            unit = Duration::from_millis(value.parse()?);
+            continue;
+        }
         vars.push((name.to_string(), value.to_string()));
     }
     const COMMITS: &str = "KAVARI_AUTO_COMMIT_INTERVAL_MS";
@@ -65,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .rebalance_timeout(Duration::from_secs(10))
         .build()
         .await?;
-    manager.subscribe::<CrashJob, _>(Slow)?;
+    manager.subscribe::<CrashJob, _>(Slow(unit))?;
     manager.start().await?;
     say("STARTED");
     let watched = manager.clone();

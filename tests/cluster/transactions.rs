@@ -408,6 +408,187 @@ async fn a_newer_instance_of_a_transactional_id_fences_the_older() {
     new.shutdown().await.expect("shutdown");
 }
 
+/// What a writer process (`kavari-test-writer`) printed.
+#[derive(Debug, Default)]
+struct WriterLog {
+    committed: Vec<u64>,
+    fenced: Option<String>,
+    failed: Vec<String>,
+}
+
+/// Starts writer process `writer` with transactional id `id`; its output
+/// lands in the log.
+fn spawn_writer(
+    setup: &Setup,
+    id: &str,
+    writer: &str,
+) -> (tokio::process::Child, Arc<std::sync::Mutex<WriterLog>>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kavari-test-writer"))
+        .args([&setup.broker.bootstrap_servers(), id, writer])
+        .arg(format!("KAVARI_TOPIC_PREFIX={}", setup.prefix))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn writer");
+    let log: Arc<std::sync::Mutex<WriterLog>> = Arc::default();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let printed = Arc::clone(&log);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut log = printed.lock().unwrap();
+            match line.split_once(' ') {
+                Some(("COMMITTED", seq)) => log.committed.push(seq.parse().expect("seq")),
+                Some(("FENCED", why)) => log.fenced = Some(why.to_string()),
+                Some(("FAILED", why)) => log.failed.push(why.to_string()),
+                _ => {}
+            }
+        }
+    });
+    (child, log)
+}
+
+/// A `Written` as read: who wrote it in which transaction, and where.
+#[derive(Debug, Clone)]
+struct WrittenAt {
+    writer: String,
+    seq: u64,
+    partition: i32,
+    offset: i64,
+}
+
+/// Every `Written` read.
+#[derive(Clone, Default)]
+struct WrittenRead(Arc<std::sync::Mutex<Vec<WrittenAt>>>);
+
+impl kavari::MessageHandler<kavari_tests::Written> for WrittenRead {
+    async fn handle(
+        &self,
+        w: kavari_tests::Written,
+        ctx: &kavari::MessageContext,
+    ) -> Result<(), kavari::HandlerError> {
+        self.0.lock().unwrap().push(WrittenAt {
+            writer: w.writer,
+            seq: w.seq,
+            partition: ctx.partition,
+            offset: ctx.offset,
+        });
+        Ok(())
+    }
+}
+
+/// Two processes with one transactional id, the second started while the
+/// first writes: the first is fenced, says so and stops; read_committed
+/// shows exactly the transactions each said it committed, and in every
+/// partition the first's records all come before the second's (nothing
+/// of the first lands after the second began).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_transactional_id_fences_the_first() {
+    use kavari::KafkaMessage;
+    let setup = Setup::start("txn-procs", KafkaBroker::builder(), 1).await;
+    let topic = format!("{}{}", setup.prefix, kavari_tests::Written::TOPIC);
+    setup.broker.create_topic(&topic, 3).await.expect("topic");
+    let id = kavari_testcontainers::unique_name("txn-procs");
+    let (mut first, first_log) = spawn_writer(&setup, &id, "first");
+    eventually(Duration::from_secs(60), "the first commits", || {
+        first_log.lock().unwrap().committed.len() >= 20
+    })
+    .await;
+    let (mut second, second_log) = spawn_writer(&setup, &id, "second");
+    eventually(Duration::from_secs(60), "the second commits", || {
+        second_log.lock().unwrap().committed.len() >= 20
+    })
+    .await;
+    let exited = tokio::time::timeout(Duration::from_secs(30), first.wait())
+        .await
+        .expect("the fenced process stops")
+        .expect("wait");
+    assert!(exited.success(), "the fenced process stops cleanly");
+    drop(second.stdin.take());
+    let exited = tokio::time::timeout(Duration::from_secs(30), second.wait())
+        .await
+        .expect("the second stops when asked")
+        .expect("wait");
+    assert!(exited.success());
+    let (first_log, second_log) = (
+        std::mem::take(&mut *first_log.lock().unwrap()),
+        std::mem::take(&mut *second_log.lock().unwrap()),
+    );
+    let why = first_log
+        .fenced
+        .as_deref()
+        .expect("the first says it was fenced");
+    assert!(why.contains(&id), "the fencing names the id: {why}");
+    // The takeover may cost the second its first transaction (the
+    // coordinator was still aborting the first's): never more, and it is
+    // never fenced itself.
+    assert!(
+        second_log.fenced.is_none() && second_log.failed.len() <= 1,
+        "{second_log:?}"
+    );
+
+    let read = WrittenRead::default();
+    let reader = kavari_tests::consumer(
+        &setup.broker,
+        &kavari_testcontainers::unique_name("txn-procs-read"),
+    )
+    .topic_prefix(&setup.prefix)
+    .build()
+    .await
+    .expect("build");
+    reader
+        .subscribe::<kavari_tests::Written, _>(read.clone())
+        .expect("subscribe");
+    reader.start().await.expect("start");
+    let per = 3;
+    let want = (first_log.committed.len() + second_log.committed.len()) * per;
+    eventually(
+        Duration::from_secs(60),
+        "every committed record read",
+        || read.0.lock().unwrap().len() >= want,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    reader.shutdown().await.expect("shutdown");
+    let records = read.0.lock().unwrap().clone();
+    for (writer, log) in [("first", &first_log), ("second", &second_log)] {
+        let mut seen: Vec<u64> = records
+            .iter()
+            .filter(|r| r.writer == writer)
+            .map(|r| r.seq)
+            .collect();
+        seen.sort_unstable();
+        let want: Vec<u64> = log
+            .committed
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(*s, per))
+            .collect();
+        assert_eq!(
+            seen, want,
+            "{writer}: read_committed holds exactly what it committed"
+        );
+    }
+    for partition in 0..3 {
+        let last_first = records
+            .iter()
+            .filter(|r| r.partition == partition && r.writer == "first")
+            .map(|r| r.offset)
+            .max();
+        let first_second = records
+            .iter()
+            .filter(|r| r.partition == partition && r.writer == "second")
+            .map(|r| r.offset)
+            .min();
+        if let (Some(a), Some(b)) = (last_first, first_second) {
+            assert!(
+                a < b,
+                "partition {partition}: the first's record at {a} after the second's at {b}"
+            );
+        }
+    }
+}
+
 /// librdkafka (confluent-kafka, read_committed by default) as an
 /// independent reader of Kavari's transactions: it reads the committed
 /// records and skips the aborted ones between them.

@@ -188,14 +188,33 @@ impl CrashJob {
     /// seventh takes five times as long, so jobs handled side by side
     /// finish out of offset order.
     pub fn time(&self) -> Duration {
+        self.time_at(Self::TIME)
+    }
+
+    /// [`time`](Self::time) with `unit` instead of [`TIME`](Self::TIME)
+    /// (the consumer's `JOB_MS=n` setting).
+    pub fn time_at(&self, unit: Duration) -> Duration {
         if self.seq.is_multiple_of(7) {
-            Self::TIME * 5
+            unit * 5
         } else {
-            Self::TIME
+            unit
         }
     }
     /// The crash test's consumer's commit interval.
     pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+}
+
+/// What the transaction test's writer processes publish.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, kavari::KafkaMessage)]
+#[kavari(topic = "kavari.written")]
+pub struct Written {
+    /// The partition key: writer, transaction and record.
+    #[kavari(key)]
+    pub key: String,
+    /// The writer process's name.
+    pub writer: String,
+    /// The writer's transaction, counted from 0.
+    pub seq: u64,
 }
 
 /// What the consumer processes printed: jobs begun and done (by process,

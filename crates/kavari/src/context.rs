@@ -25,6 +25,9 @@ pub struct MessageContext {
     /// The transaction the record is handled in, under exactly-once
     /// handling: see [`transaction`](Self::transaction).
     pub(crate) transaction: Option<crate::transaction::Transaction>,
+    /// The transaction also holds earlier records of the partition: an
+    /// attempt that fails cannot abort it alone.
+    pub(crate) transaction_shared: bool,
 }
 
 impl MessageContext {
@@ -41,6 +44,7 @@ impl MessageContext {
             timestamp: Utc::now(),
             attempt: 1,
             transaction: None,
+            transaction_shared: false,
         }
     }
 

@@ -65,6 +65,7 @@ impl Kavari {
     /// | `KAVARI_TRANSACTIONAL_ID` | `transactional.id` | `transactional_id` |
     /// | `KAVARI_TRANSACTION_TIMEOUT_MS` | `transaction.timeout.ms` | `transaction_timeout` |
     /// | `KAVARI_EXACTLY_ONCE` | (none: the transactional id prefix of exactly-once handling) | `exactly_once` |
+    /// | `KAVARI_RECORDS_PER_TRANSACTION` | (none: records of a partition per exactly-once transaction, default 100) | `records_per_transaction` |
     /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) | `tls`, `sasl` |
     /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`; OAUTHBEARER is `Sasl::oauthbearer` in code) | `sasl` |
     /// | `KAVARI_SASL_USERNAME`, `KAVARI_SASL_PASSWORD` | `sasl.username`, `sasl.password` | `sasl` |
@@ -196,6 +197,11 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
         "KAVARI_TRANSACTIONAL_ID" => b.transactional_id(value),
         "KAVARI_TRANSACTION_TIMEOUT_MS" => b.transaction_timeout(ms()?),
         "KAVARI_EXACTLY_ONCE" => b.exactly_once(value),
+        "KAVARI_RECORDS_PER_TRANSACTION" => b.records_per_transaction(
+            value
+                .parse()
+                .map_err(|_| bad("a number of records, at least 1"))?,
+        ),
         "KAVARI_PROCESSING_ORDER" => {
             b.processing_order(processing_order(value).ok_or_else(|| bad(ORDERS))?)
         }
@@ -281,6 +287,7 @@ mod tests {
             ("KAVARI_PROCESSING_ORDER", "key:64"),
             ("KAVARI_TRANSACTIONAL_ID", "billing-0"),
             ("KAVARI_TRANSACTION_TIMEOUT_MS", "15000"),
+            ("KAVARI_RECORDS_PER_TRANSACTION", "10"),
             ("KAVARI_SECURITY_PROTOCOL", "plaintext"),
             ("HOME", "/root"),
             ("KAVARI_CHAOS_SECS", "5"),
@@ -308,6 +315,7 @@ mod tests {
             "order: Key { max_in_flight: 64 }",
             "transactional_id: Some(\"billing-0\")",
             "transaction_timeout: Some(15s)",
+            "records_per_transaction: 10",
             "CooperativeStickyAssignor",
         ] {
             assert!(shown.contains(part), "{part} not in {shown}");

@@ -94,6 +94,11 @@ impl KavariBuilder {
         if self.transaction_timeout.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError("transaction_timeout must be above zero".into()));
         }
+        if self.consumer.records_per_transaction == 0 {
+            return Err(ConfigError(
+                "records_per_transaction must be at least 1".into(),
+            ));
+        }
         if let Some(prefix) = &self.consumer.exactly_once {
             if prefix.is_empty() {
                 return Err(ConfigError(
@@ -102,7 +107,7 @@ impl KavariBuilder {
             }
             if self.consumer.order != crate::consume::ProcessingOrder::Partition {
                 return Err(ConfigError(
-                    "exactly_once needs ProcessingOrder::Partition: each record is a transaction of its own, in offset order".into(),
+                    "exactly_once needs ProcessingOrder::Partition: a partition's records commit in transactions in offset order".into(),
                 ));
             }
         }

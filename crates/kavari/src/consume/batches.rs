@@ -139,7 +139,7 @@ pub(crate) async fn deliver_batch<R: Runtime>(
             }
         };
         if !crate::stop::pause(wait, &mut stop.clone()).await {
-            return Err(Undelivered);
+            return Err(Undelivered::Stopping);
         }
         attempt += 1;
         pending = again;

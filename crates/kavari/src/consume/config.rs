@@ -132,6 +132,9 @@ pub(crate) struct ConsumerConfig {
     pub(crate) order: ProcessingOrder,
     /// The transactional id prefix of exactly-once handling, when on.
     pub(crate) exactly_once: Option<String>,
+    /// Under exactly-once handling, at most this many records of a
+    /// partition share a transaction.
+    pub(crate) records_per_transaction: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -159,6 +162,7 @@ impl Default for ConsumerConfig {
             max_handler_time: Duration::from_secs(300),
             order: ProcessingOrder::Partition,
             exactly_once: None,
+            records_per_transaction: 100,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::handler_error::HandlerError;
 use crate::registry::{Outcome, Route};
 
 /// Routes and handles one record, and counts it in health when it was
-/// dead-lettered or skipped. `ctx` is the partition's context, reused from
+/// dead-lettered or skipped (outside a transaction). `ctx` is the partition's context, reused from
 /// record to record (see [`MessageContext::refill`]).
 pub(crate) async fn deliver<R: Runtime>(
     shared: &R,
@@ -29,7 +29,8 @@ pub(crate) async fn deliver<R: Runtime>(
     clock: &HandlerClock,
 ) -> Result<Disposition, Undelivered> {
     let disposition = route_and_handle(shared, topic, partition, ctx, record, stop, clock).await?;
-    if disposition != Disposition::Handled {
+    // In a transaction, the record counts once the transaction commits.
+    if disposition != Disposition::Handled && ctx.transaction.is_none() {
         shared.count_unhandled(&TopicPartition::new(topic, partition), disposition);
     }
     Ok(disposition)
@@ -108,11 +109,6 @@ async fn route_and_handle<R: Runtime>(
         // Set while the partition waits at this record (`Block`).
         let mut blocked: Option<Retrying> = None;
         loop {
-            if attempt > 1 {
-                // Under exactly-once handling, the failed attempt's
-                // publishes are aborted before the next.
-                shared.restart_transaction(ctx).await?;
-            }
             ctx.attempt = attempt;
             // Handlers usually finish within their first poll: the clock is
             // set only for one that does not.
@@ -156,6 +152,9 @@ async fn route_and_handle<R: Runtime>(
                 // A panic is an error of this message; the runtime lives on.
                 Outcome::Panicked(m) => HandlerError::new(m),
             };
+            // Under exactly-once handling, the failed attempt's publishes
+            // are aborted: they never land, whatever comes next.
+            shared.restart_transaction(ctx).await?;
             let delay = if error.is_retriable() && blocked.is_none() {
                 shared.config().delivery_retry.delay(attempt)
             } else {
@@ -171,8 +170,6 @@ async fn route_and_handle<R: Runtime>(
                 continue;
             }
             let why = format!("{}: {error:#}", handler.name());
-            // The failed attempt's publishes never land with the record.
-            shared.restart_transaction(ctx).await?;
             let failed = source.letter(ctx);
             let given_up = give_up(shared, &failed, handler.name(), &why, attempt, stop);
             if let Some(d) = given_up.await? {
@@ -200,7 +197,7 @@ async fn route_and_handle<R: Runtime>(
                 attempt, retry_in = ?wait, error = %why, "handler failed; the partition waits at the record (on_handler_failure is Block)"
             );
             if !crate::stop::pause(wait, &mut stop.clone()).await {
-                return Err(Undelivered);
+                return Err(Undelivered::Stopping);
             }
             attempt += 1;
         }

@@ -87,7 +87,7 @@ pub(super) async fn block<R: Runtime>(
     report_blocked(shared, letter, Some(reason));
     let mut stop = stop.clone();
     until_stopped(&mut stop).await;
-    Err(Undelivered)
+    Err(Undelivered::Stopping)
 }
 
 /// A record that cannot be handled (poison), by `on_poison`.
@@ -179,6 +179,6 @@ pub(super) async fn dead_letter<R: Runtime>(
         .map(|()| crate::metrics::dead_lettered(topic, "consume"))
         .map_err(|e| {
             tracing::error!(topic, partition, offset, error = %e, "dead-letter write abandoned: the partition is stopping; the record stays uncommitted");
-            Undelivered
+            Undelivered::Stopping
         })
 }

@@ -37,8 +37,9 @@ pub(crate) trait Runtime: Send + Sync {
     fn poison_log(&self) -> &LogRate<TopicPartition>;
     /// Under exactly-once handling, aborts the transaction of `ctx`'s
     /// attempt (nothing it published lands) and opens the next one in
-    /// `ctx`; nothing otherwise. `Err` when no transaction can be opened:
-    /// the record stays uncommitted.
+    /// `ctx`; nothing otherwise. `Err` when no transaction can be opened
+    /// (the record stays uncommitted), and [`Undelivered::Rewind`] when
+    /// the aborted transaction also held earlier records.
     fn restart_transaction(
         &self,
         ctx: &mut MessageContext,
@@ -97,6 +98,10 @@ impl Runtime for ConsumeState {
         };
         // Aborted: its outcome is not this record's any more.
         let _ = attempt.session().end(false).await;
+        if std::mem::take(&mut ctx.transaction_shared) {
+            // The earlier records' publishes went with it.
+            return Err(Undelivered::Rewind);
+        }
         match exactly_once.begin().await {
             Ok(next) => {
                 ctx.transaction = Some(next);
@@ -104,7 +109,7 @@ impl Runtime for ConsumeState {
             }
             Err(e) => {
                 tracing::error!(topic = %ctx.topic, partition = ctx.partition, offset = ctx.offset, error = %e, "no transaction for the record's next attempt; it stays uncommitted");
-                Err(Undelivered)
+                Err(Undelivered::Stopping)
             }
         }
     }
@@ -143,10 +148,19 @@ impl Disposition {
     }
 }
 
-/// The dead-letter write failed and the partition is stopping: the record
-/// must not be committed; its next owner gets it again.
-#[derive(Debug)]
-pub(crate) struct Undelivered;
+/// Why a record was not disposed of: it must not be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Undelivered {
+    /// The partition is stopping (a dead letter could not be written
+    /// before, or no transaction could be opened): its next owner gets the
+    /// record again.
+    Stopping,
+    /// Under exactly-once handling, an attempt failed in a transaction
+    /// that also holds earlier records of the partition: it was aborted
+    /// with their publishes, and they are handled again from the
+    /// transaction's start.
+    Rewind,
+}
 
 /// When the handler now running began: a worker reads it to tell a stuck
 /// handler (past `max_handler_time`) from a record that waits for another

@@ -30,7 +30,7 @@ pub(crate) struct ConsumeState {
     pub(super) poison_log: LogRate<TopicPartition>,
     /// What the application asked of the partitions (pause, seek).
     pub(super) steering: tokio::sync::watch::Sender<Steering>,
-    /// Exactly-once handling, when on: a transaction per record.
+    /// Exactly-once handling, when on: records commit in transactions.
     pub(super) exactly_once: Option<ExactlyOnce>,
 }
 
@@ -42,7 +42,7 @@ pub(crate) struct ExactlyOnce {
 }
 
 impl ExactlyOnce {
-    /// Opens the next record's transaction.
+    /// Opens a transaction for the next records.
     pub(super) async fn begin(
         &self,
     ) -> Result<crate::transaction::Transaction, crate::transaction::TransactionError> {

@@ -117,6 +117,7 @@ impl Shared {
     ) -> Result<ProducerIdentity, TransactionError> {
         match self.coordinator.init(current).await {
             Ok(identity) => {
+                tracing::debug!(transactional_id = %self.coordinator.transactional_id(), ?current, ?identity, "producer epoch taken");
                 state.sequences.clear();
                 state.identity = Some(identity);
                 state.stale = false;

@@ -187,7 +187,7 @@ impl Worker {
                     match done.outcome {
                         Ok(Disposition::Handled) => {}
                         Ok(d) => tracing::debug!(partition = %self.tp, offset = done.offset, ?d, "record not handled normally"),
-                        Err(Undelivered) => break,
+                        Err(_) => break,
                     }
                     if let Some(next) = window.finish(done.offset, &done.key) {
                         if paused {

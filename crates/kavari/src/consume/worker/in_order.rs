@@ -17,7 +17,7 @@ use crate::batch::BatchLimits;
 use crate::consume::batches::deliver_batch;
 use crate::consume::config::ConsumerConfig;
 use crate::consume::dispatch::deliver;
-use crate::consume::runtime::{Disposition, HandlerClock};
+use crate::consume::runtime::{Disposition, HandlerClock, Undelivered};
 use crate::context::MessageContext;
 use crate::registry::TypeEntry;
 use crate::stop::until_stopped;
@@ -80,6 +80,20 @@ impl Pace {
     }
 }
 
+/// The records handled in a partition's open transaction, under
+/// exactly-once handling.
+#[derive(Debug, Default)]
+struct OpenTransaction {
+    records: usize,
+    /// The offset after the last, and its leader epoch.
+    next: i64,
+    epoch: Option<i32>,
+    /// Of its records, how many were dead-lettered and skipped: counted in
+    /// health once it commits.
+    dead_lettered: u64,
+    skipped: u64,
+}
+
 /// Records of one batch subscription waiting for their batch to fill.
 struct Gathered<'a> {
     entry: &'a TypeEntry,
@@ -137,6 +151,12 @@ impl Worker {
         // The offset of the last fault that stopped fetching, and the
         // retries from it; cleared once past it.
         let mut faults: Option<(i64, Retrying)> = None;
+        // Under exactly-once handling: the records handled in the open
+        // transaction (in `ctx`), and the records that get a transaction
+        // each after a failure in a shared one.
+        let mut open = OpenTransaction::default();
+        let mut alone_until: Option<i64> = None;
+        let per_transaction = self.shared.config.records_per_transaction;
         // Pause and seek; a pause kept through a rebalance holds at once.
         let mut steer = self.shared.steering.subscribe();
         self.steer(&mut steer, &mut position, &mut feed, tick).await;
@@ -212,6 +232,9 @@ impl Worker {
             // A seek asked while these records are handled: the rest of
             // them is dropped.
             let mut sought = None;
+            // A shared transaction was aborted: its records are fetched
+            // again from its start (the position).
+            let mut rewind = false;
             'batches: for batch in batches {
                 let records = match batch_records(&batch, from, max_batch_bytes) {
                     Ok(records) => records,
@@ -227,6 +250,14 @@ impl Worker {
                         break 'partition; // the rest is not handled, nor committed
                     }
                     if steer.has_changed().unwrap_or(false) {
+                        // No transaction stays open through a pause.
+                        if let Err(e) = self
+                            .end_transaction(&mut ctx, &mut open, &mut position)
+                            .await
+                        {
+                            fault = Some(e);
+                            break 'batches;
+                        }
                         sought = self.obey(&mut steer, position, tick).await;
                         if sought.is_some() {
                             break 'batches;
@@ -285,15 +316,19 @@ impl Worker {
                     // meanwhile: the shutdown waits for it (bounded), commits it.
                     let offset = rec.offset;
                     let epoch = (rec.leader_epoch >= 0).then_some(rec.leader_epoch);
-                    // Under exactly-once handling, the record's transaction.
+                    // Under exactly-once handling, the record's transaction:
+                    // the open one, or a new one.
                     if let Some(exactly_once) = &shared.exactly_once {
-                        match exactly_once.begin().await {
-                            Ok(tx) => ctx.transaction = Some(tx),
-                            Err(e) => {
-                                fault = Some(wire_error(e));
-                                break 'batches;
+                        if ctx.transaction.is_none() {
+                            match exactly_once.begin().await {
+                                Ok(tx) => ctx.transaction = Some(tx),
+                                Err(e) => {
+                                    fault = Some(wire_error(e));
+                                    break 'batches;
+                                }
                             }
                         }
+                        ctx.transaction_shared = open.records > 0;
                     }
                     let stop = self.stop.clone();
                     let delivery = deliver(
@@ -308,27 +343,53 @@ impl Worker {
                     let delivered = self
                         .drive(delivery, offset, position, &feed, &clock, &mut pace)
                         .await;
-                    let transaction = ctx.transaction.take();
                     match delivered {
-                        Ok(d) => {
-                            if let Some(tx) = transaction
-                                && let Err(e) = self.commit_in(&tx, offset + 1, epoch).await
+                        Ok(d) if ctx.transaction.is_some() => {
+                            open.records += 1;
+                            open.next = offset + 1;
+                            open.epoch = epoch;
+                            d.count(&mut open.dead_lettered, &mut open.skipped);
+                            let alone = alone_until.is_some_and(|o| offset <= o);
+                            if alone_until.is_some_and(|o| offset >= o) {
+                                alone_until = None;
+                            }
+                            if (alone || open.records >= per_transaction)
+                                && let Err(e) = self
+                                    .end_transaction(&mut ctx, &mut open, &mut position)
+                                    .await
                             {
-                                // Not committed: the record is handled again,
-                                // in a new transaction, after a wait.
-                                fault = Some(wire_error(e));
+                                // Not committed: the records are handled
+                                // again, in a new transaction, after a wait.
+                                fault = Some(e);
                                 break 'batches;
                             }
+                            if d != Disposition::Handled {
+                                tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
+                            }
+                        }
+                        Ok(d) => {
                             position = offset + 1;
                             self.epoch = epoch;
                             if d != Disposition::Handled {
                                 tracing::debug!(partition = %self.tp, offset, ?d, "record not handled normally");
                             }
                         }
-                        Err(_undelivered) => {
-                            if let Some(tx) = transaction {
+                        Err(Undelivered::Rewind) => {
+                            // The shared transaction was aborted: its
+                            // records are handled again from its start,
+                            // each in a transaction of its own up to this
+                            // one.
+                            tracing::debug!(partition = %self.tp, from = position, failed = offset, records = open.records, "an attempt failed in a shared transaction; handling its records again");
+                            open = OpenTransaction::default();
+                            alone_until = Some(offset);
+                            rewind = true;
+                            break 'batches;
+                        }
+                        Err(Undelivered::Stopping) => {
+                            if let Some(tx) = ctx.transaction.take() {
                                 let _ = tx.session().end(false).await;
                             }
+                            open = OpenTransaction::default();
                             break 'partition;
                         }
                     }
@@ -336,6 +397,21 @@ impl Worker {
                 }
                 feed.release(size - handed);
                 released += size;
+            }
+            // The records handled so far commit: no transaction outlives
+            // the records fetched together.
+            if let Err(e) = self
+                .end_transaction(&mut ctx, &mut open, &mut position)
+                .await
+            {
+                fault = fault.or(Some(e));
+            }
+            if rewind && fault.is_none() && sought.is_none() {
+                feed = self
+                    .shared
+                    .fetcher
+                    .subscribe_at(self.tp.clone(), position, self.epoch);
+                continue;
             }
             if let Some(to) = sought {
                 gathered = None;
@@ -360,6 +436,13 @@ impl Worker {
             feed.release(bytes.saturating_sub(released));
             self.past_fault(position, &mut faults);
             self.report_progress(position, &feed, &mut pace.reported);
+        }
+        // Handled before the stop: committed with their publishes.
+        if let Err(e) = self
+            .end_transaction(&mut ctx, &mut open, &mut position)
+            .await
+        {
+            tracing::warn!(partition = %self.tp, error = %e, "the last transaction did not commit; its records are handled again by the partition's next owner");
         }
         position
     }
@@ -435,8 +518,40 @@ impl Worker {
         }
     }
 
+    /// Under exactly-once handling, ends the open transaction in `ctx`:
+    /// commits the offset after its records with them, and moves
+    /// `position` there. Nothing when none is open.
+    async fn end_transaction(
+        &mut self,
+        ctx: &mut MessageContext,
+        open: &mut OpenTransaction,
+        position: &mut i64,
+    ) -> Result<(), WireError> {
+        let Some(tx) = ctx.transaction.take() else {
+            return Ok(());
+        };
+        let open = std::mem::take(open);
+        if open.records == 0 {
+            let _ = tx.session().end(false).await;
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let committed = self.commit_in(&tx, open.next, open.epoch).await;
+        crate::metrics::committed(&self.shared.group_id, started.elapsed(), committed.is_ok());
+        committed.map_err(wire_error)?;
+        *position = open.next;
+        self.epoch = open.epoch;
+        if open.dead_lettered + open.skipped > 0 {
+            self.update(|h| {
+                h.dead_lettered += open.dead_lettered;
+                h.skipped += open.skipped;
+            });
+        }
+        Ok(())
+    }
+
     /// Commits the offset after a record (`next`, with its leader epoch) in
-    /// the record's transaction, then the transaction: its publishes and
+    /// the records' transaction, then the transaction: its publishes and
     /// the offset land together.
     async fn commit_in(
         &mut self,

@@ -306,7 +306,7 @@ impl Worker {
 
     pub(super) async fn commit(&mut self, position: i64) {
         // Nothing new handled: nothing to commit. Under exactly-once
-        // handling each record's transaction commits its offset.
+        // handling the records' transactions commit their offsets.
         if self.committed == Some(position) || self.shared.exactly_once.is_some() {
             return;
         }
