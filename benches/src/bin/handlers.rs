@@ -1,6 +1,8 @@
 //! `kavari-handlers`: records handled per second by handlers that wait on
 //! I/O, by processing order: one at a time (partition order), by key with
-//! 16, 64 and 256 records in flight, and a batch handler of 100.
+//! 16, 64 and 256 records in flight, and a batch handler of 100; and the
+//! publishing handler exactly once, at 1, 10 and 100 records per
+//! transaction, with the transactions' commit latency.
 //!
 //! ```sh
 //! cargo run --release -p kavari-benches --bin kavari-handlers -- \
@@ -25,6 +27,7 @@ use kavari::{
     ProcessingOrder,
 };
 use kavari_testcontainers::{KafkaBroker, unique_name};
+use tracing_subscriber::Layer as _;
 use serde::{Deserialize, Serialize};
 
 /// A job to handle.
@@ -132,6 +135,63 @@ impl BatchHandler<Job> for Handler {
     }
 }
 
+/// The transactions committed under exactly-once handling, as the
+/// consumer logs them (a debug event per commit): records and took_us.
+#[derive(Default)]
+struct Commits(std::sync::Mutex<Vec<(u64, u64)>>);
+
+impl Commits {
+    /// Commit latency p50 and p99 in ms, and the mean records per commit.
+    fn summary(&self) -> (f64, f64, f64) {
+        let commits = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut took: Vec<u64> = commits.iter().map(|c| c.1).collect();
+        took.sort_unstable();
+        let at = |q: f64| {
+            took.get(((took.len() as f64 - 1.0) * q).round() as usize)
+                .map_or(0.0, |us| *us as f64 / 1000.0)
+        };
+        let records: u64 = commits.iter().map(|c| c.0).sum();
+        let mean = records as f64 / commits.len().max(1) as f64;
+        (at(0.5), at(0.99), mean)
+    }
+}
+
+/// Collects the consumer's "transaction committed" events.
+struct CommitLog(Arc<Commits>);
+
+/// The fields of one event.
+#[derive(Default)]
+struct CommitFields {
+    records: Option<u64>,
+    took_us: Option<u64>,
+}
+
+impl tracing::field::Visit for CommitFields {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        match field.name() {
+            "records" => self.records = Some(value),
+            "took_us" => self.took_us = Some(value),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CommitLog {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut fields = CommitFields::default();
+        event.record(&mut fields);
+        if let (Some(records), Some(took)) = (fields.records, fields.took_us) {
+            self.0
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((records, took));
+        }
+    }
+}
+
 struct Opts {
     partitions: i32,
     records: u64,
@@ -154,8 +214,9 @@ fn opts() -> Opts {
 enum Row {
     Order(ProcessingOrder),
     Batch(usize),
-    /// Partition order, a transaction per record.
-    ExactlyOnce,
+    /// Partition order, exactly once: up to this many records per
+    /// transaction.
+    ExactlyOnce(usize),
 }
 
 impl Row {
@@ -167,7 +228,7 @@ impl Row {
             }
             Row::Order(o) => format!("{o:?}"),
             Row::Batch(n) => format!("batch handler of {n}"),
-            Row::ExactlyOnce => "exactly once (partition order, a transaction per record)".into(),
+            Row::ExactlyOnce(n) => format!("exactly once, up to {n} records per transaction"),
         }
     }
 }
@@ -177,13 +238,15 @@ impl Row {
 async fn measure(broker: &str, o: &Opts, row: Row, work: Work, out: &Kavari) -> f64 {
     let order = match row {
         Row::Order(order) => order,
-        Row::Batch(_) | Row::ExactlyOnce => ProcessingOrder::Partition,
+        Row::Batch(_) | Row::ExactlyOnce(_) => ProcessingOrder::Partition,
     };
     let mut builder = Kavari::builder(broker)
         .group_id(unique_name("handlers"))
         .processing_order(order);
-    if let Row::ExactlyOnce = row {
-        builder = builder.exactly_once(unique_name("handlers"));
+    if let Row::ExactlyOnce(n) = row {
+        builder = builder
+            .exactly_once(unique_name("handlers"))
+            .records_per_transaction(n);
     }
     let m = builder.build().await.expect("build");
     let count = Arc::new(Count::default());
@@ -193,7 +256,7 @@ async fn measure(broker: &str, o: &Opts, row: Row, work: Work, out: &Kavari) -> 
         out: out.clone(),
     };
     match row {
-        Row::Order(_) | Row::ExactlyOnce => m.subscribe::<Job, _>(handler),
+        Row::Order(_) | Row::ExactlyOnce(_) => m.subscribe::<Job, _>(handler),
         Row::Batch(n) => m.subscribe_batch::<Job, _>(n, Duration::from_millis(100), handler),
     }
     .expect("subscribe");
@@ -242,7 +305,6 @@ async fn main() {
         Row::Order(ProcessingOrder::Key { max_in_flight: 64 }),
         Row::Order(ProcessingOrder::Key { max_in_flight: 256 }),
         Row::Batch(100),
-        Row::ExactlyOnce,
     ];
     let mut table = format!(
         "Records handled per second, {} partitions, {} records with distinct keys (at most {} s per row):\n\n\
@@ -250,6 +312,16 @@ async fn main() {
         o.partitions, o.records, o.seconds
     );
     let mut base: Option<(f64, f64)> = None;
+    let commits = Arc::new(Commits::default());
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let layer = CommitLog(Arc::clone(&commits)).with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("kavari::consume::worker::in_order", tracing::Level::DEBUG),
+        );
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("the commit log");
+    }
     for row in rows {
         let sleep = measure(&broker, &o, row, Work::Sleep, &out).await;
         let publish = measure(&broker, &o, row, Work::Publish, &out).await;
@@ -259,6 +331,24 @@ async fn main() {
             row.label(),
             sleep / s0.max(1e-9),
             publish / p0.max(1e-9)
+        );
+        eprint!("{line}");
+        table.push_str(&line);
+    }
+    let at_least_once = base.map_or(0.0, |b| b.1);
+    table.push_str(
+        "\nThe publishing handler exactly once (partition order), against at-least-once in partition order above; \
+         each transaction's commit (AddOffsetsToTxn, TxnOffsetCommit, EndTxn) timed:\n\n\
+         | records per transaction, at most | records/s | exactly once / at-least-once | commit p50 / p99 ms | records per transaction, mean |\n\
+         | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for n in [1, 10, 100] {
+        commits.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let rate = measure(&broker, &o, Row::ExactlyOnce(n), Work::Publish, &out).await;
+        let (p50, p99, mean) = commits.summary();
+        let line = format!(
+            "| {n} | {rate:.0} | {:.2} | {p50:.1} / {p99:.1} | {mean:.1} |\n",
+            rate / at_least_once.max(1e-9)
         );
         eprint!("{line}");
         table.push_str(&line);

@@ -537,8 +537,10 @@ impl Worker {
         }
         let started = std::time::Instant::now();
         let committed = self.commit_in(&tx, open.next, open.epoch).await;
-        crate::metrics::committed(&self.shared.group_id, started.elapsed(), committed.is_ok());
+        let took = started.elapsed();
+        crate::metrics::committed(&self.shared.group_id, took, committed.is_ok());
         committed.map_err(wire_error)?;
+        tracing::debug!(partition = %self.tp, records = open.records, took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX), "transaction committed");
         *position = open.next;
         self.epoch = open.epoch;
         if open.dead_lettered + open.skipped > 0 {
