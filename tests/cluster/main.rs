@@ -7,6 +7,7 @@
 //! Times are printed (`cargo test -p kavari-tests --test cluster --
 //! --nocapture`).
 
+mod consumer_protocol;
 mod exactly_once;
 mod failover;
 mod java_member;

@@ -27,8 +27,8 @@ use kavari::{
     ProcessingOrder,
 };
 use kavari_testcontainers::{KafkaBroker, unique_name};
-use tracing_subscriber::Layer as _;
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::Layer as _;
 
 /// A job to handle.
 #[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]

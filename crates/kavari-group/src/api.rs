@@ -89,24 +89,28 @@ pub(crate) trait GroupApi: Send + Sync + 'static {
 /// The two connections to the coordinator: one for JoinGroup/SyncGroup,
 /// which may wait a whole rebalance, one for everything else.
 #[derive(Debug)]
-struct CoordinatorLink {
+pub(crate) struct CoordinatorLink {
     join: Connection,
-    control: Connection,
+    pub(crate) control: Connection,
 }
 
 /// [`GroupApi`] over real connections.
 #[derive(Debug)]
 pub(crate) struct KafkaGroupApi {
     group_id: String,
-    cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<Cluster>,
     link: Mutex<Option<Arc<CoordinatorLink>>>,
 }
 
-fn s(v: &str) -> StrBytes {
+pub(crate) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn check(api: &'static str, code: i16, message: Option<&StrBytes>) -> Result<(), WireError> {
+pub(crate) fn check(
+    api: &'static str,
+    code: i16,
+    message: Option<&StrBytes>,
+) -> Result<(), WireError> {
     match code.err() {
         None => Ok(()),
         Some(e) => Err(WireError::broker(
@@ -184,11 +188,11 @@ impl KafkaGroupApi {
         }
     }
 
-    fn group(&self) -> GroupId {
+    pub(crate) fn group(&self) -> GroupId {
         GroupId(s(&self.group_id))
     }
 
-    async fn link(&self) -> Result<Arc<CoordinatorLink>, GroupError> {
+    pub(crate) async fn link(&self) -> Result<Arc<CoordinatorLink>, GroupError> {
         let slot = self.link.lock().await;
         match slot.as_ref() {
             Some(l) if !l.join.is_broken() && !l.control.is_broken() => Ok(Arc::clone(l)),
@@ -201,7 +205,7 @@ impl KafkaGroupApi {
     }
 
     /// Forgets a coordinator that failed, so the member looks it up again.
-    async fn on_error<T>(&self, r: Result<T, WireError>) -> Result<T, GroupError> {
+    pub(crate) async fn on_error<T>(&self, r: Result<T, WireError>) -> Result<T, GroupError> {
         let r = r.map_err(GroupError::Wire);
         if let Err(e) = &r
             && e.needs_new_coordinator()

@@ -6,6 +6,35 @@ use std::time::Duration;
 use crate::GroupError;
 use crate::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor};
 
+/// Which group protocol a member speaks (Kafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum GroupProtocol {
+    /// JoinGroup and SyncGroup, the group's leader assigning with the
+    /// client-side [`assignors`](GroupConfig::assignors): Kafka's `classic`.
+    #[default]
+    Classic,
+    /// KIP-848's ConsumerGroupHeartbeat: the broker assigns (with the
+    /// [`remote_assignor`](GroupConfig::remote_assignor)) and moves only
+    /// the partitions that change, with no group-wide barrier: Kafka's
+    /// `consumer`, on Kafka 4.0 and later.
+    Consumer,
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = GroupError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "classic" => Ok(Self::Classic),
+            "consumer" => Ok(Self::Consumer),
+            _ => Err(GroupError::Fatal(format!(
+                "group protocol {s:?}: expected classic or consumer"
+            ))),
+        }
+    }
+}
+
 /// How a member joins and stays in its group.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
@@ -50,6 +79,16 @@ pub struct GroupConfig {
     /// count changed (partitions added, or a subscribed topic created).
     /// Default: 5 min.
     pub metadata_max_age: Duration,
+    /// The group protocol (Kafka's `group.protocol`). Default: classic.
+    pub protocol: GroupProtocol,
+    /// Under the consumer protocol, the broker's assignor by name
+    /// (`uniform`, `range`: Kafka's `group.remote.assignor`). Default: the
+    /// broker's.
+    pub remote_assignor: Option<String>,
+    /// Under the consumer protocol, topics are subscribed by this regular
+    /// expression (the broker's RE2/J syntax) as well as by `topics`: a
+    /// matching topic created later is assigned too. Default: none.
+    pub topic_regex: Option<String>,
 }
 
 impl GroupConfig {
@@ -74,6 +113,9 @@ impl GroupConfig {
             give_up_after: None,
             assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
             metadata_max_age: Duration::from_secs(300),
+            protocol: GroupProtocol::Classic,
+            remote_assignor: None,
+            topic_regex: None,
         }
     }
 
@@ -86,8 +128,13 @@ impl GroupConfig {
         if self.group_id.is_empty() {
             return bad("empty group id");
         }
-        if self.topics.is_empty() {
+        if self.topics.is_empty() && self.topic_regex.is_none() {
             return bad("no topics");
+        }
+        if self.protocol == GroupProtocol::Classic
+            && (self.remote_assignor.is_some() || self.topic_regex.is_some())
+        {
+            return bad("remote_assignor and topic_regex need the consumer group protocol");
         }
         if self.assignors.is_empty() {
             return bad("no assignors");

@@ -9,12 +9,17 @@ use kavari_wire::cluster::Cluster;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::KafkaGroupApi;
+use crate::consumer_protocol::ConsumerMember;
 use crate::coordinator::{Command, Coordinator};
 use crate::offsets::{KafkaOffsetStore, OffsetStore};
 use crate::{
-    CommitOffset, Generation, GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState,
-    TopicPartition,
+    CommitOffset, Generation, GroupConfig, GroupError, GroupEvent, GroupProtocol, MemberPhase,
+    MemberState, TopicPartition,
 };
+
+/// How long a commit refused for a stale member epoch waits for the
+/// heartbeat that brings the new one.
+const STALE_EPOCH_WAIT: Duration = Duration::from_secs(5);
 
 /// A member of a Kafka consumer group. Its membership runs on a task of its
 /// own (joining, heartbeating, rebalancing), independent of message handling;
@@ -62,14 +67,28 @@ impl GroupMember {
             joins: 0,
         });
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        let coordinator = Coordinator::new(
-            Arc::clone(&api),
-            Arc::new(config),
-            events_tx,
-            state_tx,
-            commands_rx,
-        );
-        let task = tokio::spawn(coordinator.run()).abort_handle();
+        let task = match config.protocol {
+            GroupProtocol::Classic => {
+                let coordinator = Coordinator::new(
+                    Arc::clone(&api),
+                    Arc::new(config),
+                    events_tx,
+                    state_tx,
+                    commands_rx,
+                );
+                tokio::spawn(coordinator.run()).abort_handle()
+            }
+            GroupProtocol::Consumer => {
+                let member = ConsumerMember::new(
+                    Arc::clone(&api),
+                    Arc::new(config),
+                    events_tx,
+                    state_tx,
+                    commands_rx,
+                );
+                tokio::spawn(member.run()).abort_handle()
+            }
+        };
         Ok((
             Self {
                 commands: commands_tx,
@@ -132,7 +151,29 @@ impl GroupMember {
         offsets: &BTreeMap<TopicPartition, CommitOffset>,
     ) -> Result<(), GroupError> {
         let generation = self.generation()?;
-        let result = self.store.commit(offsets, &generation).await;
+        let mut result = self.store.commit(offsets, &generation).await;
+        if result.as_ref().err().and_then(GroupError::response_error)
+            == Some(ResponseError::StaleMemberEpoch)
+        {
+            // The consumer protocol moved the member's epoch on before its
+            // heartbeat said so: a heartbeat now, then once more with the
+            // new epoch.
+            let _ = self.commands.send(Command::CommitRefused {
+                generation: generation.generation_id,
+                reason: "stale member epoch".into(),
+            });
+            let old = generation.generation_id;
+            let moved = self
+                .wait_for(STALE_EPOCH_WAIT, |s| {
+                    s.generation
+                        .as_ref()
+                        .is_some_and(|g| g.generation_id != old)
+                })
+                .await;
+            if let Some(g) = moved.and_then(|s| s.generation) {
+                result = self.store.commit(offsets, &g).await;
+            }
+        }
         if let Err(e) = &result
             && e.needs_rejoin()
             && e.response_error() != Some(ResponseError::RebalanceInProgress)

@@ -27,6 +27,8 @@ use crate::topic_name;
 pub struct TopicMetadata {
     /// The topic.
     pub name: String,
+    /// Its id (Metadata v10 on); `None` when the broker does not say.
+    pub id: Option<uuid::Uuid>,
     /// Its partitions, ordered by partition id.
     pub partitions: Vec<PartitionMetadata>,
     /// The broker's error for the whole topic, if any.
@@ -273,6 +275,7 @@ impl Cluster {
                 partitions.sort_by_key(|p| p.partition);
                 Some(TopicMetadata {
                     name,
+                    id: (!t.topic_id.is_nil()).then_some(t.topic_id),
                     partitions,
                     error: t.error_code.err(),
                 })

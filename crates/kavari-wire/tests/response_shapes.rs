@@ -6,7 +6,8 @@
 use bytes::{Bytes, BytesMut};
 use cap::Cap;
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiVersionsRequest, CreatePartitionsRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiVersionsRequest,
+    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     ElectLeadersRequest, EndTxnRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
@@ -100,6 +101,14 @@ impl Gen {
                 (0..n).for_each(|_| self.value(out, element, set));
             }
             Ty::Struct(s) => self.structure(out, s, set),
+            Ty::Nullable(s) => {
+                if set || self.rng.below(2) == 1 {
+                    out.push(1);
+                    self.structure(out, s, set);
+                } else {
+                    out.push(0xff);
+                }
+            }
         }
     }
 
@@ -253,6 +262,8 @@ every_response! {
     add_offsets_to_txn: AddOffsetsToTxnRequest,
     end_txn: EndTxnRequest,
     txn_offset_commit: TxnOffsetCommitRequest,
+    consumer_group_heartbeat: ConsumerGroupHeartbeatRequest,
+    consumer_group_describe: ConsumerGroupDescribeRequest,
 }
 
 /// A batch of 600,000 tiny records (5 MB) is read one record at a time,

@@ -65,6 +65,8 @@ impl Kavari {
     /// | `KAVARI_TRANSACTIONAL_ID` | `transactional.id` | `transactional_id` |
     /// | `KAVARI_TRANSACTION_TIMEOUT_MS` | `transaction.timeout.ms` | `transaction_timeout` |
     /// | `KAVARI_EXACTLY_ONCE` | (none: the transactional id prefix of exactly-once handling) | `exactly_once` |
+    /// | `KAVARI_GROUP_PROTOCOL` | `group.protocol` (`classic` or `consumer`) | `group_protocol` |
+    /// | `KAVARI_GROUP_REMOTE_ASSIGNOR` | `group.remote.assignor` | `group_remote_assignor` |
     /// | `KAVARI_RECORDS_PER_TRANSACTION` | (none: records of a partition per exactly-once transaction, default 100) | `records_per_transaction` |
     /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) | `tls`, `sasl` |
     /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`; OAUTHBEARER is `Sasl::oauthbearer` in code) | `sasl` |
@@ -197,6 +199,10 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
         "KAVARI_TRANSACTIONAL_ID" => b.transactional_id(value),
         "KAVARI_TRANSACTION_TIMEOUT_MS" => b.transaction_timeout(ms()?),
         "KAVARI_EXACTLY_ONCE" => b.exactly_once(value),
+        "KAVARI_GROUP_PROTOCOL" => {
+            b.group_protocol(value.parse().map_err(|_| bad("classic or consumer"))?)
+        }
+        "KAVARI_GROUP_REMOTE_ASSIGNOR" => b.group_remote_assignor(value),
         "KAVARI_RECORDS_PER_TRANSACTION" => b.records_per_transaction(
             value
                 .parse()

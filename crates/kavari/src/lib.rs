@@ -192,7 +192,7 @@ pub mod assignor {
         RebalanceProtocol, RoundRobinAssignor,
     };
 }
-pub use kavari_group::TopicPartition;
+pub use kavari_group::{GroupProtocol, TopicPartition};
 pub use manager::{Kavari, ShutdownError};
 pub use message::KafkaMessage;
 pub use partitioner::Partitioner;

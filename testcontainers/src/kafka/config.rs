@@ -141,6 +141,12 @@ impl NodeConfig<'_> {
         line("group.min.session.timeout.ms", &1000);
         line("group.consumer.min.session.timeout.ms", &1000);
         line("group.consumer.min.heartbeat.interval.ms", &500);
+        // The consumer group protocol (KIP-848) sets members' heartbeats
+        // and sessions on the broker: a member hears of a new assignment
+        // within a second (Kafka's default is 5 s), and a killed member's
+        // partitions move after 10 s (45 s).
+        line("group.consumer.heartbeat.interval.ms", &1000);
+        line("group.consumer.session.timeout.ms", &10_000);
         // A killed node is fenced (its partitions get new leaders) after
         // 4 s, not 9 s.
         line("broker.heartbeat.interval.ms", &500);

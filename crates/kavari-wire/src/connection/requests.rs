@@ -45,7 +45,9 @@ request!(JoinGroupRequest => JoinGroupResponse, JoinGroup, 1, 9, JOIN_GROUP);
 request!(SyncGroupRequest => SyncGroupResponse, SyncGroup, 0, 5, SYNC_GROUP);
 request!(HeartbeatRequest => HeartbeatResponse, Heartbeat, 0, 4, HEARTBEAT);
 request!(LeaveGroupRequest => LeaveGroupResponse, LeaveGroup, 0, 5, LEAVE_GROUP);
-request!(OffsetCommitRequest => OffsetCommitResponse, OffsetCommit, 2, 8, OFFSET_COMMIT);
+// v9 carries a member epoch for members of the consumer group protocol
+// (KIP-848; the broker refuses them older versions); v10 names topics by id.
+request!(OffsetCommitRequest => OffsetCommitResponse, OffsetCommit, 2, 9, OFFSET_COMMIT);
 request!(OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, 1, 8, OFFSET_FETCH);
 // v3 is the first with record batches (magic 2); v12 is the last that names
 // topics (v13 identifies them by id).
@@ -74,6 +76,10 @@ request!(EndTxnRequest => EndTxnResponse, EndTxn, 0, 4, END_TXN);
 // v3 brings the group's generation, member id and instance id (KIP-447).
 request!(TxnOffsetCommitRequest => TxnOffsetCommitResponse, TxnOffsetCommit, 0, 3, TXN_OFFSET_COMMIT);
 request!(DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups, 0, 5, DESCRIBE_GROUPS);
+// The consumer group protocol (KIP-848): v1 has the client make its member
+// id and subscribe by regex.
+request!(ConsumerGroupHeartbeatRequest => ConsumerGroupHeartbeatResponse, ConsumerGroupHeartbeat, 1, 1, CONSUMER_GROUP_HEARTBEAT);
+request!(ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse, ConsumerGroupDescribe, 0, 1, CONSUMER_GROUP_DESCRIBE);
 // v4 brings the group's state.
 request!(ListGroupsRequest => ListGroupsResponse, ListGroups, 0, 4, LIST_GROUPS);
 // v6 names topics by id.

@@ -55,6 +55,9 @@ pub enum Ty {
     Array(&'static Ty),
     /// A structure.
     Struct(&'static Struct),
+    /// A nullable structure: an int8, 1 when the structure follows, -1
+    /// when it is null.
+    Nullable(&'static Struct),
 }
 
 /// A field present from `since` to `until` (inclusive).
@@ -140,7 +143,7 @@ impl Ty {
     /// The fewest bytes a value of this type takes.
     pub fn min_size(&self, version: i16, flexible: bool) -> usize {
         match self {
-            Ty::I8 | Ty::Bool => 1,
+            Ty::I8 | Ty::Bool | Ty::Nullable(_) => 1,
             Ty::I16 => 2,
             Ty::I32 => 4,
             Ty::I64 => 8,
@@ -217,6 +220,11 @@ impl Walk {
                 (0..n).try_for_each(|_| self.value(r, element))
             }
             Ty::Struct(s) => self.structure(r, s),
+            // kafka-protocol reads the structure only after a 1.
+            Ty::Nullable(s) => match r.i8()? {
+                1 => self.structure(r, s),
+                _ => Ok(()),
+            },
         }
     }
 

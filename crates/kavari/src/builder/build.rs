@@ -94,6 +94,17 @@ impl KavariBuilder {
         if self.transaction_timeout.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError("transaction_timeout must be above zero".into()));
         }
+        if self.consumer.group_protocol == kavari_group::GroupProtocol::Consumer {
+            if self.consumer.assignors.is_some() {
+                return Err(ConfigError(
+                    "assignors are the classic group protocol's: under the consumer protocol the broker assigns (set group_remote_assignor)".into(),
+                ));
+            }
+        } else if self.consumer.remote_assignor.is_some() {
+            return Err(ConfigError(
+                "group_remote_assignor needs group_protocol(GroupProtocol::Consumer)".into(),
+            ));
+        }
         if self.consumer.records_per_transaction == 0 {
             return Err(ConfigError(
                 "records_per_transaction must be at least 1".into(),

@@ -304,6 +304,26 @@ impl KavariBuilder {
         self
     }
 
+    /// Kafka's `group.protocol`: [`GroupProtocol::Classic`](crate::GroupProtocol::Classic)
+    /// (JoinGroup and SyncGroup, the group's leader assigning with
+    /// [`assignors`](Self::assignors)) or [`GroupProtocol::Consumer`](crate::GroupProtocol::Consumer)
+    /// (KIP-848, Kafka 4.0 on: the broker assigns, with
+    /// [`group_remote_assignor`](Self::group_remote_assignor), and a
+    /// rebalance moves only the partitions that change). Members of both
+    /// may share a group on Kafka 4. Default: classic.
+    pub fn group_protocol(mut self, protocol: crate::GroupProtocol) -> Self {
+        self.consumer.group_protocol = protocol;
+        self
+    }
+
+    /// Kafka's `group.remote.assignor`: under the consumer group protocol,
+    /// the broker's assignor by name (`uniform` or `range` on Apache
+    /// Kafka). Default: the broker's (`uniform`).
+    pub fn group_remote_assignor(mut self, assignor: impl Into<String>) -> Self {
+        self.consumer.remote_assignor = Some(assignor.into());
+        self
+    }
+
     /// Kafka's `partition.assignment.strategy`, in preference order: any of
     /// [`crate::assignor`]'s ([`RangeAssignor`](crate::assignor::RangeAssignor),
     /// [`RoundRobinAssignor`](crate::assignor::RoundRobinAssignor),

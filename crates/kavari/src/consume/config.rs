@@ -135,6 +135,8 @@ pub(crate) struct ConsumerConfig {
     /// Under exactly-once handling, at most this many records of a
     /// partition share a transaction.
     pub(crate) records_per_transaction: usize,
+    pub(crate) group_protocol: kavari_group::GroupProtocol,
+    pub(crate) remote_assignor: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -163,6 +165,8 @@ impl Default for ConsumerConfig {
             order: ProcessingOrder::Partition,
             exactly_once: None,
             records_per_transaction: 100,
+            group_protocol: kavari_group::GroupProtocol::Classic,
+            remote_assignor: None,
         }
     }
 }

@@ -100,6 +100,8 @@ impl Consumer {
         if let Some(assignors) = &config.assignors {
             group.assignors = assignors.clone();
         }
+        group.protocol = config.group_protocol;
+        group.remote_assignor = config.remote_assignor.clone();
         let (member, events) =
             GroupMember::start_on(group, Arc::clone(&cluster)).map_err(StartError::Group)?;
         let fetcher = Fetcher::new(cluster, fetcher_config(&config));

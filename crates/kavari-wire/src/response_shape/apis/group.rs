@@ -1,7 +1,9 @@
 //! Consumer groups: the coordinator, membership, offsets, and the
 //! groups' descriptions.
 
-use crate::response_shape::Ty::{Array, Bool, Bytes, I16, I32, I64, Str, Struct as S, Uuid};
+use crate::response_shape::Ty::{
+    Array, Bool, Bytes, I8, I16, I32, I64, Nullable, Str, Struct as S, Uuid,
+};
 use crate::response_shape::{Shape, Struct, all, between, since, until};
 
 /// FindCoordinator: flexible from v3; v4 answers for a list of keys.
@@ -214,6 +216,90 @@ pub static LIST_GROUPS: Shape = Shape {
             // groups: group_id, protocol_type, group_state
             all(Array(&S(&Struct {
                 fields: &[all(Str), all(Str), since(4, Str)],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};
+
+/// A topic id and partitions, as the consumer group protocol (KIP-848)
+/// assigns them.
+static TOPIC_ID_PARTITIONS: Struct = Struct {
+    fields: &[all(Uuid), all(Array(&I32))],
+    tags: &[],
+};
+
+/// ConsumerGroupHeartbeat (KIP-848): flexible in every version.
+pub static CONSUMER_GROUP_HEARTBEAT: Shape = Shape {
+    flexible_since: 0,
+    body: Struct {
+        fields: &[
+            all(I32), // throttle_time_ms
+            all(I16), // error_code
+            all(Str), // error_message
+            all(Str), // member_id
+            all(I32), // member_epoch
+            all(I32), // heartbeat_interval_ms
+            // assignment: topic_partitions (null when unchanged)
+            all(Nullable(&Struct {
+                fields: &[all(Array(&S(&TOPIC_ID_PARTITIONS)))],
+                tags: &[],
+            })),
+        ],
+        tags: &[],
+    },
+};
+
+/// A topic id, its name and partitions, as ConsumerGroupDescribe shows an
+/// assignment.
+static NAMED_TOPIC_PARTITIONS: Struct = Struct {
+    fields: &[all(Uuid), all(Str), all(Array(&I32))],
+    tags: &[],
+};
+
+/// An assignment in ConsumerGroupDescribe: its topics' partitions.
+static DESCRIBED_ASSIGNMENT: Struct = Struct {
+    fields: &[all(Array(&S(&NAMED_TOPIC_PARTITIONS)))],
+    tags: &[],
+};
+
+/// ConsumerGroupDescribe (KIP-848): flexible in every version; v1 says
+/// whether each member speaks the consumer or the classic protocol.
+pub static CONSUMER_GROUP_DESCRIBE: Shape = Shape {
+    flexible_since: 0,
+    body: Struct {
+        fields: &[
+            all(I32), // throttle_time_ms
+            // groups
+            all(Array(&S(&Struct {
+                fields: &[
+                    all(I16), // error_code
+                    all(Str), // error_message
+                    all(Str), // group_id
+                    all(Str), // group_state
+                    all(I32), // group_epoch
+                    all(I32), // assignment_epoch
+                    all(Str), // assignor_name
+                    // members
+                    all(Array(&S(&Struct {
+                        fields: &[
+                            all(Str),                      // member_id
+                            all(Str),                      // instance_id
+                            all(Str),                      // rack_id
+                            all(I32),                      // member_epoch
+                            all(Str),                      // client_id
+                            all(Str),                      // client_host
+                            all(Array(&Str)),              // subscribed_topic_names
+                            all(Str),                      // subscribed_topic_regex
+                            all(S(&DESCRIBED_ASSIGNMENT)), // assignment
+                            all(S(&DESCRIBED_ASSIGNMENT)), // target_assignment
+                            since(1, I8),                  // member_type
+                        ],
+                        tags: &[],
+                    }))),
+                    all(I32), // authorized_operations
+                ],
                 tags: &[],
             }))),
         ],
