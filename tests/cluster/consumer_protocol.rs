@@ -103,3 +103,90 @@ async fn members_split_the_partitions_and_take_over_a_leavers() {
     }
     publisher.shutdown().await.expect("shutdown");
 }
+
+/// A Java consumer speaking the consumer protocol and a Kavari member in
+/// one group: the broker splits the partitions between them, both handle
+/// and commit their share; the Java member leaves and Kavari takes its
+/// partitions from its commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_java_consumer_and_a_kavari_member_share_a_consumer_protocol_group() {
+    use crate::java_member::JavaMember;
+
+    let setup = Setup::start("kip848-java", KafkaBroker::builder(), PARTITIONS).await;
+    let group = kavari_testcontainers::unique_name("kip848-java");
+    let mut java = JavaMember::spawn(&setup, &group, "consumer");
+    let handled = Seen::default();
+    let kavari = member(&setup, &group, &handled).await;
+    eventually(
+        Duration::from_secs(90),
+        "the partitions split between Java and Kavari",
+        || {
+            let java = java.owns.lock().unwrap().clone();
+            let kavari = owned(&kavari);
+            !java.is_empty()
+                && !kavari.is_empty()
+                && java.is_disjoint(&kavari)
+                && java.len() + kavari.len() == PARTITIONS as usize
+        },
+    )
+    .await;
+    let publisher = setup.publisher().await;
+    for r in publisher.publish_batch(&tickets(0..600)).await {
+        r.expect("publish");
+    }
+    eventually(Duration::from_secs(60), "every record handled once", || {
+        java.handled
+            .lock()
+            .unwrap()
+            .union(&handled.positions())
+            .count()
+            == 600
+    })
+    .await;
+    let java_count = java.handled.lock().unwrap().len();
+    eprintln!(
+        "consumer protocol with Java: Java handled {java_count}, Kavari {}",
+        handled.positions().len()
+    );
+    assert!(java_count > 0 && !handled.positions().is_empty());
+    assert!(
+        java.handled
+            .lock()
+            .unwrap()
+            .is_disjoint(&handled.positions()),
+        "no record handled by both while the group stood still"
+    );
+
+    // The Java member leaves: Kavari takes every partition and handles
+    // what comes next, nothing of before again.
+    drop(java.child.stdin.take());
+    let _ = tokio::time::timeout(Duration::from_secs(30), java.child.wait()).await;
+    assert!(java.stopped.load(std::sync::atomic::Ordering::SeqCst));
+    eventually(
+        Duration::from_secs(60),
+        "Kavari owns every partition",
+        || owned(&kavari).len() == PARTITIONS as usize,
+    )
+    .await;
+    for r in publisher.publish_batch(&tickets(600..700)).await {
+        r.expect("publish");
+    }
+    eventually(Duration::from_secs(60), "the later records handled", || {
+        handled.seqs().range(600..).count() == 100
+    })
+    .await;
+    assert!(
+        java.handled
+            .lock()
+            .unwrap()
+            .is_disjoint(&handled.positions()),
+        "records the Java member committed handled again"
+    );
+    assert_eq!(
+        handled.all().len(),
+        handled.positions().len(),
+        "a record handled twice"
+    );
+    kavari.shutdown().await.expect("shutdown");
+    publisher.shutdown().await.expect("shutdown");
+}

@@ -28,40 +28,45 @@ async fn kavari_member(setup: &Setup, group: &str, seen: &Seen) -> Kavari {
         .await
 }
 
-fn owned(member: &Kavari) -> BTreeSet<i32> {
-    member
-        .health()
-        .partitions
-        .iter()
-        .map(|p| p.partition)
-        .collect()
+/// A Java consumer (`peers/JavaMember.java`) in a group, and what it
+/// printed: the partitions it owns, the records it handled, and whether
+/// it stopped cleanly.
+pub(crate) struct JavaMember {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) owns: Arc<Mutex<BTreeSet<i32>>>,
+    pub(crate) handled: Arc<Mutex<BTreeSet<(i32, i64)>>>,
+    pub(crate) stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
-    let setup = Setup::start("java", KafkaBroker::builder(), PARTITIONS).await;
-    let (broker, topic) = (&setup.broker, &setup.topic);
-    let group = kavari_testcontainers::unique_name("java-group");
-
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/JavaMember.java");
-    let mut java =
-        tokio::process::Command::from(setup.cluster().java_peer(std::path::Path::new(source)));
-    let mut child = java
-        .args([broker.bootstrap_servers(), group.clone(), topic.clone()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("java");
-    let java_owns: Arc<Mutex<BTreeSet<i32>>> = Arc::default();
-    let java_handled: Arc<Mutex<BTreeSet<(i32, i64)>>> = Arc::default();
-    let java_stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (owns, handled, stopped) = (
-            Arc::clone(&java_owns),
-            Arc::clone(&java_handled),
-            Arc::clone(&java_stopped),
-        );
+impl JavaMember {
+    /// Starts a Java consumer of `group` on the setup's topic with the
+    /// group `protocol` (`classic` or `consumer`).
+    pub(crate) fn spawn(setup: &Setup, group: &str, protocol: &str) -> Self {
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/JavaMember.java");
+        let mut java =
+            tokio::process::Command::from(setup.cluster().java_peer(std::path::Path::new(source)));
+        let child = java
+            .args([
+                setup.broker.bootstrap_servers().as_str(),
+                group,
+                setup.topic.as_str(),
+                protocol,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("java");
+        let owns: Arc<Mutex<BTreeSet<i32>>> = Arc::default();
+        let handled: Arc<Mutex<BTreeSet<(i32, i64)>>> = Arc::default();
+        let stopped: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let member = Self {
+            child,
+            owns: Arc::clone(&owns),
+            handled: Arc::clone(&handled),
+            stopped: Arc::clone(&stopped),
+        };
+        let mut child = member.child;
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -83,7 +88,27 @@ async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
                 }
             }
         });
+        Self { child, ..member }
     }
+}
+
+fn owned(member: &Kavari) -> BTreeSet<i32> {
+    member
+        .health()
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_java_consumer_and_a_kavari_member_split_a_cooperative_group() {
+    let setup = Setup::start("java", KafkaBroker::builder(), PARTITIONS).await;
+    let group = kavari_testcontainers::unique_name("java-group");
+
+    let java = JavaMember::spawn(&setup, &group, "classic");
+    let (java_owns, java_handled, java_stopped, mut child) =
+        (java.owns, java.handled, java.stopped, java.child);
 
     let handled = Seen::default();
     let member = kavari_member(&setup, &group, &handled).await;

@@ -10,7 +10,7 @@
 mod consumer_protocol;
 mod exactly_once;
 mod failover;
-mod java_member;
+pub(crate) mod java_member;
 mod leader_moves;
 mod new_partitions;
 mod rolling_restart;

@@ -1,10 +1,11 @@
 // A Java (kafka-clients) consumer-group peer for Kavari's interop tests, run
 // in the JVM's source-file mode with the test cluster's jars:
 //
-//   java -cp 'KAFKA_HOME/libs/*' JavaMember.java BOOTSTRAP GROUP TOPIC
+//   java -cp 'KAFKA_HOME/libs/*' JavaMember.java BOOTSTRAP GROUP TOPIC [PROTOCOL]
 //
 // Joins GROUP on TOPIC with the classic protocol and the cooperative-sticky
-// assignor, prints "OWNS p,p,..." after every change of its partitions and
+// assignor (or, with PROTOCOL "consumer", the consumer group protocol of
+// KIP-848, where the broker assigns and sets the session), prints "OWNS p,p,..." after every change of its partitions and
 // "HANDLED partition offset" for every record, commits synchronously after
 // each poll that returned records (and before giving partitions up), and
 // stops when stdin closes or after two minutes, printing "STOPPED".
@@ -32,18 +33,21 @@ public class JavaMember {
     }
 
     public static void main(String[] args) throws Exception {
-        if (args.length != 3) {
-            System.err.println("usage: JavaMember BOOTSTRAP GROUP TOPIC");
+        if (args.length != 3 && args.length != 4) {
+            System.err.println("usage: JavaMember BOOTSTRAP GROUP TOPIC [PROTOCOL]");
             System.exit(2);
         }
+        String protocol = args.length == 4 ? args[3] : "classic";
         Properties p = new Properties();
         p.put("bootstrap.servers", args[0]);
         p.put("group.id", args[1]);
-        p.put("group.protocol", "classic");
-        p.put("partition.assignment.strategy",
-              "org.apache.kafka.clients.consumer.CooperativeStickyAssignor");
-        p.put("session.timeout.ms", "6000");
-        p.put("heartbeat.interval.ms", "500");
+        p.put("group.protocol", protocol);
+        if (protocol.equals("classic")) {
+            p.put("partition.assignment.strategy",
+                  "org.apache.kafka.clients.consumer.CooperativeStickyAssignor");
+            p.put("session.timeout.ms", "6000");
+            p.put("heartbeat.interval.ms", "500");
+        }
         p.put("enable.auto.commit", "false");
         p.put("auto.offset.reset", "earliest");
         p.put("key.deserializer", "org.apache.kafka.common.serialization.ByteArrayDeserializer");
