@@ -190,3 +190,97 @@ async fn a_java_consumer_and_a_kavari_member_share_a_consumer_protocol_group() {
     kavari.shutdown().await.expect("shutdown");
     publisher.shutdown().await.expect("shutdown");
 }
+
+/// A started member of `group` with the instance id `instance`.
+async fn static_member(setup: &Setup, group: &str, instance: &str, seen: &Seen) -> Kavari {
+    setup
+        .member(group, seen, |b| {
+            b.group_protocol(GroupProtocol::Consumer)
+                .group_instance_id(instance)
+        })
+        .await
+}
+
+/// A static member restarted within the session timeout gets its
+/// partitions back, and nobody else's assignment moves meanwhile; a
+/// second member with an instance id in use is refused and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_static_member_gets_its_partitions_back() {
+    let setup = Setup::start("kip848-static", KafkaBroker::builder(), PARTITIONS).await;
+    let group = kavari_testcontainers::unique_name("kip848-static");
+    let (seen_a, seen_b) = (Seen::default(), Seen::default());
+    let a = static_member(&setup, &group, "pod-a", &seen_a).await;
+    let b = static_member(&setup, &group, "pod-b", &seen_b).await;
+    eventually(Duration::from_secs(60), "the partitions split", || {
+        let (x, y) = (owned(&a), owned(&b));
+        x.len() == 3 && y.len() == 3 && x.is_disjoint(&y)
+    })
+    .await;
+    let (had, kept) = (owned(&a), owned(&b));
+
+    // An instance id in use: refused, the reason in health.
+    let intruder = static_member(&setup, &group, "pod-a", &Seen::default()).await;
+    eventually(Duration::from_secs(30), "the intruder failed", || {
+        matches!(intruder.health().state, kavari::HealthState::Failed(_))
+    })
+    .await;
+    let kavari::HealthState::Failed(why) = intruder.health().state else {
+        unreachable!()
+    };
+    assert!(why.contains("UnreleasedInstanceId"), "{why}");
+    let _ = intruder.shutdown().await;
+
+    a.shutdown().await.expect("shutdown");
+    // The broker keeps pod-a's partitions for it for the session timeout:
+    // pod-b is never given them.
+    let restarted_at = std::time::Instant::now();
+    let again = static_member(&setup, &group, "pod-a", &seen_a).await;
+    while restarted_at.elapsed() < Duration::from_secs(3) {
+        assert_eq!(owned(&b), kept, "pod-b's assignment moved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "pod-a has its partitions back",
+        || owned(&again) == had,
+    )
+    .await;
+    assert_eq!(owned(&b), kept, "pod-b's assignment moved");
+    again.shutdown().await.expect("shutdown");
+    b.shutdown().await.expect("shutdown");
+}
+
+/// A broker assignor that does not exist fails the member, with the
+/// broker's reason in health; the classic assignors are refused with the
+/// consumer protocol before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_assignor_fails_the_member_and_says_why() {
+    let setup = Setup::start("kip848-assignor", KafkaBroker::builder(), 2).await;
+    let group = kavari_testcontainers::unique_name("kip848-assignor");
+    let m = setup
+        .member(&group, &Seen::default(), |b| {
+            b.group_protocol(GroupProtocol::Consumer)
+                .group_remote_assignor("no-such-assignor")
+        })
+        .await;
+    eventually(Duration::from_secs(30), "the member failed", || {
+        matches!(m.health().state, kavari::HealthState::Failed(_))
+    })
+    .await;
+    let kavari::HealthState::Failed(why) = m.health().state else {
+        unreachable!()
+    };
+    assert!(why.contains("UnsupportedAssignor"), "{why}");
+    let _ = m.shutdown().await;
+
+    let refused = Kavari::builder(setup.broker.bootstrap_servers())
+        .group_id(&group)
+        .group_protocol(GroupProtocol::Consumer)
+        .assignors(vec![std::sync::Arc::new(kavari::assignor::RangeAssignor)])
+        .build()
+        .await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("group_remote_assignor")),
+        "classic assignors with the consumer protocol"
+    );
+}
