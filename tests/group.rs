@@ -372,3 +372,159 @@ async fn interop_with_a_librdkafka_member() {
         }
     }
 }
+
+// The consumer group protocol (KIP-848).
+
+/// A consumer-protocol member of `group` on `topic`.
+fn consumer_protocol(broker: &KafkaBroker, group: &str, topic: &str) -> GroupConfig {
+    let mut c = config(broker, group, topic);
+    c.protocol = kavari_group::GroupProtocol::Consumer;
+    c
+}
+
+/// Starts a member whose events are kept (revocations acknowledged at
+/// once) for the test to read.
+fn start_watched(
+    config: GroupConfig,
+) -> (GroupMember, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let (member, mut events) = GroupMember::start(config).expect("start member");
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let log = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            let line = match e {
+                GroupEvent::Assigned { added, .. } => format!("assigned {}", added.len()),
+                GroupEvent::Revoking { partitions, ack } => {
+                    ack.done();
+                    format!("revoked {}", partitions.len())
+                }
+                GroupEvent::Lost { partitions } => format!("lost {}", partitions.len()),
+                GroupEvent::Failed(e) => format!("failed {e}"),
+                _ => "other".into(),
+            };
+            log.lock().unwrap().push(line);
+        }
+    });
+    (member, seen)
+}
+
+/// Each error the coordinator may answer a heartbeat with, injected by the
+/// proxy into a real answer, does what KIP-848 asks: a fenced or unknown
+/// member loses its partitions (no commit) and joins again at epoch 0
+/// with the same member id; a commit refused for a stale epoch heartbeats
+/// and lands on the retry; a group that cannot take the member fails it
+/// with the reason.
+#[tokio::test]
+async fn injected_consumer_protocol_errors_do_what_the_protocol_asks() {
+    use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
+    init_tracing();
+    let topic = unique_name("kip848-errors");
+    let broker = kavari_tests::own_broker(KafkaBroker::builder().behind_proxy(), &topic, 2).await;
+    let proxy = broker.proxy().expect("proxy");
+    proxy.keep_requests(68);
+    let group = unique_name("g");
+    let (m, events) = start_watched(consumer_protocol(&broker, &group, &topic));
+    let owns_both = |m: &GroupMember| m.state().assignment.len() == 2 && stable(&m.state());
+    let joins = || -> Vec<String> {
+        proxy
+            .kept_requests(68)
+            .iter()
+            .map(|f| kavari_tests::kept_request::<ConsumerGroupHeartbeatRequest>(f))
+            .filter(|r| r.member_epoch == 0)
+            .map(|r| r.member_id.to_string())
+            .collect()
+    };
+    assert!(
+        m.wait_for(WAIT, |s| s.assignment.len() == 2 && stable(s))
+            .await
+            .is_some()
+    );
+    for (code, name) in [(110, "FENCED_MEMBER_EPOCH"), (25, "UNKNOWN_MEMBER_ID")] {
+        let before = joins().len();
+        events.lock().unwrap().clear();
+        proxy.answer_with(68, code, 1);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !(joins().len() > before && owns_both(&m)) {
+            assert!(tokio::time::Instant::now() < deadline, "{name}: no rejoin");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ids: BTreeSet<String> = joins().into_iter().collect();
+        assert_eq!(ids.len(), 1, "{name}: rejoined with the same member id");
+        let seen = events.lock().unwrap().clone();
+        assert!(
+            seen.first().is_some_and(|e| e == "lost 2")
+                && seen.iter().any(|e| e == "assigned 2")
+                && !seen.iter().any(|e| e.starts_with("revoked")),
+            "{name}: lost, not revoked, then assigned again: {seen:?}"
+        );
+    }
+
+    // A commit refused for a stale member epoch: a heartbeat, and the
+    // retry lands.
+    let p0 = TopicPartition::new(&topic, 0);
+    proxy.answer_with(8, 113, 1);
+    m.commit(&BTreeMap::from([(p0.clone(), CommitOffset::from(7))]))
+        .await
+        .expect("committed on the retry");
+    assert_eq!(
+        m.committed(std::slice::from_ref(&p0))
+            .await
+            .expect("committed")[&p0],
+        Some(7.into())
+    );
+
+    // A group that cannot take the member: it fails, saying why.
+    proxy.answer_with(68, 81, 1); // GROUP_MAX_SIZE_REACHED
+    let failed = m
+        .wait_for(WAIT, |s| matches!(s.phase, MemberPhase::Failed(_)))
+        .await
+        .expect("the member failed");
+    let MemberPhase::Failed(why) = failed.phase else {
+        unreachable!()
+    };
+    assert!(why.contains("GroupMaxSizeReached"), "{why}");
+    assert!(
+        events.lock().unwrap().iter().any(|e| e == "lost 2"),
+        "its partitions were given up"
+    );
+}
+
+/// A regex subscription: a topic created after the member joined, and
+/// matching, is assigned to it; one that does not match is not.
+#[tokio::test]
+async fn a_topic_created_later_and_matching_the_regex_is_assigned() {
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let prefix = unique_name("kip848-regex");
+    let group = unique_name("g");
+    let mut c = consumer_protocol(broker, &group, "unused");
+    c.topics = Vec::new();
+    c.topic_regex = Some(format!("{prefix}\\..*"));
+    let (m, _events) = start_watched(c);
+    assert!(
+        m.wait_for(WAIT, |s| !matches!(
+            s.phase,
+            MemberPhase::Unjoined | MemberPhase::Reconnecting
+        ))
+        .await
+        .is_some()
+    );
+    let (matching, other) = (format!("{prefix}.orders"), format!("{prefix}-other"));
+    broker.create_topic(&matching, 3).await.expect("topic");
+    broker.create_topic(&other, 2).await.expect("topic");
+    let got = m
+        .wait_for(WAIT, |s| s.assignment.len() == 3)
+        .await
+        .expect("the new topic assigned");
+    assert!(
+        got.assignment.iter().all(|tp| tp.topic == matching),
+        "{got:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        m.state().assignment.len(),
+        3,
+        "the other topic is not assigned"
+    );
+    m.close().await;
+}

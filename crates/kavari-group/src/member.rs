@@ -157,20 +157,12 @@ impl GroupMember {
         {
             // The consumer protocol moved the member's epoch on before its
             // heartbeat said so: a heartbeat now, then once more with the
-            // new epoch.
-            let _ = self.commands.send(Command::CommitRefused {
-                generation: generation.generation_id,
-                reason: "stale member epoch".into(),
-            });
-            let old = generation.generation_id;
-            let moved = self
-                .wait_for(STALE_EPOCH_WAIT, |s| {
-                    s.generation
-                        .as_ref()
-                        .is_some_and(|g| g.generation_id != old)
-                })
-                .await;
-            if let Some(g) = moved.and_then(|s| s.generation) {
+            // epoch it brings.
+            let (done, beaten) = oneshot::channel();
+            if self.commands.send(Command::Heartbeat(done)).is_ok() {
+                let _ = tokio::time::timeout(STALE_EPOCH_WAIT, beaten).await;
+            }
+            if let Ok(g) = self.generation() {
                 result = self.store.commit(offsets, &g).await;
             }
         }

@@ -5,32 +5,28 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Answers to rewrite: the next Produce or Fetch answers get an error code
-/// as their first partition's; ApiVersions answers leave an API out.
-#[derive(Debug)]
+/// Answers to rewrite: the next answers of an API get an error code (a
+/// Produce, Fetch or OffsetCommit answer as its first partition's, a
+/// ConsumerGroupHeartbeat answer as its own); ApiVersions answers leave an
+/// API out.
+#[derive(Debug, Default)]
 pub(super) struct AnswerRewrite {
-    /// The code, and how many Produce answers are still to get it.
-    pub(super) produce: std::sync::Mutex<(i16, usize)>,
-    /// The code, and how many Fetch answers are still to get it.
-    pub(super) fetch: std::sync::Mutex<(i16, usize)>,
+    /// By API key: the code, and how many answers are still to get it.
+    pub(super) armed: std::sync::Mutex<std::collections::HashMap<i16, (i16, usize)>>,
     /// An API key ApiVersions answers do not offer (-1: none).
     pub(super) hidden: std::sync::atomic::AtomicI32,
 }
 
+/// The APIs whose answers the proxy can give an error code.
+pub(super) const REWRITTEN: [i16; 4] = [PRODUCE, FETCH, OFFSET_COMMIT, CONSUMER_GROUP_HEARTBEAT];
+
 impl AnswerRewrite {
     /// The code for the next answer of API `key`, if one is due.
     pub(super) fn take(&self, key: i16) -> Option<i16> {
-        let armed = match key {
-            PRODUCE => &self.produce,
-            FETCH => &self.fetch,
-            _ => return None,
-        };
-        let mut armed = armed.lock().unwrap_or_else(|p| p.into_inner());
-        if armed.1 == 0 {
-            return None;
-        }
-        armed.1 -= 1;
-        Some(armed.0)
+        let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+        let (code, left) = armed.get_mut(&key)?;
+        *left = left.checked_sub(1)?;
+        Some(*code)
     }
 }
 
@@ -73,6 +69,8 @@ pub(super) const REQUEST_START: usize = 12;
 pub(super) const PRODUCE: i16 = 0;
 pub(super) const FETCH: i16 = 1;
 pub(super) const API_VERSIONS: i16 = 18;
+pub(super) const OFFSET_COMMIT: i16 = 8;
+pub(super) const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
 
 impl FrameScanner {
     pub(super) fn feed(
@@ -114,7 +112,7 @@ impl FrameScanner {
                 if counts.kept().contains_key(&key) {
                     self.keeping = Some((key, self.header[4..].to_vec()));
                 }
-                if matches!(key, PRODUCE | FETCH | API_VERSIONS) {
+                if key == API_VERSIONS || REWRITTEN.contains(&key) {
                     let version = i16::from_be_bytes([self.header[6], self.header[7]]);
                     let correlation = i32::from_be_bytes([
                         self.header[8],
@@ -190,6 +188,13 @@ pub(super) fn rewrite_answers(
             Some((key, version)) => {
                 let code_at = match key {
                     PRODUCE => first_error_at(&frame[4..], version >= 9, 0),
+                    // Throttle time from v3.
+                    OFFSET_COMMIT => {
+                        first_error_at(&frame[4..], version >= 8, if version >= 3 { 4 } else { 0 })
+                    }
+                    // Flexible: the header's tagged fields, the throttle
+                    // time, then the answer's error.
+                    CONSUMER_GROUP_HEARTBEAT => top_level_error_at(&frame[4..]),
                     // Throttle time; from v7 the answer's error and session.
                     _ => first_error_at(
                         &frame[4..],
@@ -248,18 +253,7 @@ pub(super) fn hide_api(body: &mut [u8], version: i16, api_key: i16) {
 /// name each topic, then each partition's index and error code first.
 pub(super) fn first_error_at(body: &[u8], flexible: bool, fields: usize) -> Option<usize> {
     let mut at = 0;
-    let uvarint = |at: &mut usize| -> Option<usize> {
-        let mut v = 0usize;
-        for i in 0..5 {
-            let b = *body.get(*at)?;
-            *at += 1;
-            v |= usize::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    };
+    let uvarint = |at: &mut usize| uvarint_at(body, at);
     if flexible {
         // The response header's tagged fields.
         let tags = uvarint(&mut at)?;
@@ -288,6 +282,33 @@ pub(super) fn first_error_at(body: &[u8], flexible: bool, fields: usize) -> Opti
     }
     at += 4;
     (body.len() >= at + 2).then_some(at)
+}
+
+/// Where a flexible answer's own error code is, after its header's tagged
+/// fields and its throttle time.
+pub(super) fn top_level_error_at(body: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    let tags = uvarint_at(body, &mut at)?;
+    for _ in 0..tags {
+        uvarint_at(body, &mut at)?;
+        at += uvarint_at(body, &mut at)?;
+    }
+    at += 4;
+    (body.len() >= at + 2).then_some(at)
+}
+
+/// Reads an unsigned varint of `body` at `at`.
+fn uvarint_at(body: &[u8], at: &mut usize) -> Option<usize> {
+    let mut v = 0usize;
+    for i in 0..5 {
+        let b = *body.get(*at)?;
+        *at += 1;
+        v |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// Reads a non-flexible array's count at `at`: `None` unless it names at

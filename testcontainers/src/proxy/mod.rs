@@ -103,9 +103,8 @@ impl FaultProxy {
             kept: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
         let rewrite = Arc::new(AnswerRewrite {
-            produce: std::sync::Mutex::new((0, 0)),
-            fetch: std::sync::Mutex::new((0, 0)),
             hidden: std::sync::atomic::AtomicI32::new(-1),
+            ..AnswerRewrite::default()
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -215,18 +214,27 @@ impl FaultProxy {
     /// Kafka error code) as their first partition's error, whatever the
     /// broker did: a broker's answer crafted on real traffic.
     pub fn answer_produce_with(&self, code: i16, times: usize) {
-        *self
-            .rewrite
-            .produce
+        self.answer_with(PRODUCE, code, times);
+    }
+
+    /// The next `times` answers of `api_key` reach the client with `code`
+    /// (a Kafka error code), whatever the broker did: Produce, Fetch and
+    /// OffsetCommit answers as their first partition's error,
+    /// ConsumerGroupHeartbeat answers as their own. Other APIs are passed
+    /// as they are.
+    pub fn answer_with(&self, api_key: i16, code: i16, times: usize) {
+        self.rewrite
+            .armed
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = (code, times);
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(api_key, (code, times));
     }
 
     /// The next `times` Fetch answers reach the client with `code` as their
     /// first partition's error (its records still in the answer, which a
     /// client must not use), whatever the broker did.
     pub fn answer_fetch_with(&self, code: i16, times: usize) {
-        *self.rewrite.fetch.lock().unwrap_or_else(|p| p.into_inner()) = (code, times);
+        self.answer_with(FETCH, code, times);
     }
 
     /// ApiVersions answers on connections opened from now on offer no

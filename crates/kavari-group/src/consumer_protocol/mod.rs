@@ -69,6 +69,10 @@ pub(crate) struct ConsumerMember {
     last_ok: Instant,
     joins: u64,
     phase: MemberPhase,
+    /// The owned partitions changed: the broker hears of it at once.
+    beat_now: bool,
+    /// Who waits for the next heartbeat to be done.
+    waiting: Vec<oneshot::Sender<()>>,
 }
 
 impl ConsumerMember {
@@ -98,6 +102,8 @@ impl ConsumerMember {
             last_ok: Instant::now(),
             joins: 0,
             phase: MemberPhase::Unjoined,
+            beat_now: false,
+            waiting: Vec::new(),
         }
     }
 
@@ -176,7 +182,11 @@ impl ConsumerMember {
                     }
                 }
             }
-            match self.beat().await {
+            let beaten = self.beat().await;
+            for done in self.waiting.drain(..) {
+                let _ = done.send(());
+            }
+            match beaten {
                 Ok(()) => self.reconcile().await,
                 Err(e) => {
                     if is_fatal(&e) {
@@ -190,14 +200,21 @@ impl ConsumerMember {
                     }
                 }
             }
-            // Heartbeat again at the interval, or at once when asked.
-            let next = Instant::now() + self.interval;
+            // Heartbeat again at the interval, or at once when the owned
+            // partitions changed.
+            let next = if std::mem::take(&mut self.beat_now) {
+                Instant::now()
+            } else {
+                Instant::now() + self.interval
+            };
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Leave(done)) => return self.leave(Some(done)).await,
                     None => return self.leave(None).await,
                     Some(Command::StepAside(reason)) => self.step_aside(&reason).await,
+                    // The loop heartbeats next.
+                    Some(Command::Heartbeat(done)) => self.waiting.push(done),
                     // A commit refused (a stale or fenced epoch): the next
                     // heartbeat tells the member where it stands.
                     Some(Command::CommitRefused { .. } | Command::Rejoin(_)) => {}
@@ -331,9 +348,7 @@ impl ConsumerMember {
         }
         if changed {
             // The broker learns what the member owns now.
-            if let Err(e) = self.beat().await {
-                tracing::debug!(group = %self.group(), error = %e, "the heartbeat after reconciling failed; the next one says it");
-            }
+            self.beat_now = true;
         } else if self.phase != MemberPhase::Stable && self.epoch > 0 {
             self.publish(MemberPhase::Stable);
         }
@@ -382,6 +397,7 @@ impl ConsumerMember {
                     Some(Command::Leave(done)) => return Some(Some(done)),
                     None => return Some(None),
                     Some(Command::StepAside(_)) => self.lose("stepped aside"),
+                    Some(Command::Heartbeat(done)) => self.waiting.push(done),
                     Some(Command::CommitRefused { .. } | Command::Rejoin(_)) => {}
                 },
             }

@@ -191,7 +191,12 @@ impl<A: GroupApi> Coordinator<A> {
                         self.leave_next(None);
                         return Ok(None);
                     }
-                    Some(Command::Rejoin(_) | Command::CommitRefused { .. } | Command::StepAside(_)) => {}
+                    Some(
+                        Command::Rejoin(_)
+                        | Command::CommitRefused { .. }
+                        | Command::StepAside(_)
+                        | Command::Heartbeat(_),
+                    ) => {}
                 }
             }
         }

@@ -36,6 +36,10 @@ pub(crate) enum Command {
     StepAside(String),
     /// Give up partitions (committing through the runtime), leave, stop.
     Leave(oneshot::Sender<()>),
+    /// Heartbeat now, answering once done (the consumer protocol's answer
+    /// to a commit refused for a stale member epoch); the classic member
+    /// answers at once.
+    Heartbeat(oneshot::Sender<()>),
 }
 
 /// Where the member stands in the group: what its loop does next. The
@@ -358,7 +362,7 @@ impl<A: GroupApi> Coordinator<A> {
                         }
                     }
                     // Not in a generation: nothing to give up.
-                    Some(Command::StepAside(_)) => {}
+                    Some(Command::StepAside(_) | Command::Heartbeat(_)) => {}
                     Some(Command::Leave(done)) => return self.leave_next(Some(done)),
                     None => return self.leave_next(None),
                 }
@@ -518,6 +522,7 @@ impl<A: GroupApi> Coordinator<A> {
                         }
                     }
                     Some(Command::StepAside(reason)) => return StableExit::StepAside(reason),
+                    Some(Command::Heartbeat(_)) => {}
                     Some(Command::Leave(done)) => return StableExit::Leave(Some(done)),
                     None => return StableExit::Leave(None),
                 }
