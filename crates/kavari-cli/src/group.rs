@@ -223,6 +223,10 @@ async fn describe(cluster: &Cluster, group: &str, json: bool) -> Result<(), Fail
                     "client_id": m.client_id,
                     "client_host": m.client_host,
                     "assignment": m.assignment.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "member_epoch": m.target.as_ref().map(|t| t.0),
+                    "target_assignment": m.target.as_ref().map(|t| {
+                        t.1.iter().map(ToString::to_string).collect::<Vec<_>>()
+                    }),
                 })
             })
             .collect();
@@ -245,6 +249,9 @@ async fn describe(cluster: &Cluster, group: &str, json: bool) -> Result<(), Fail
                 "group": d.group_id,
                 "state": d.state,
                 "protocol_type": d.protocol_type,
+                "group_protocol": if d.epochs.is_some() { "consumer" } else { "classic" },
+                "group_epoch": d.epochs.map(|e| e.0),
+                "assignment_epoch": d.epochs.map(|e| e.1),
                 "assignor": d.assignor,
                 "members": members,
                 "partitions": partitions,
@@ -252,21 +259,38 @@ async fn describe(cluster: &Cluster, group: &str, json: bool) -> Result<(), Fail
         );
         return Ok(());
     }
-    out!(
-        "group {} ({}), assignor {:?}",
-        d.group_id,
-        d.state,
-        d.assignor
-    );
+    match d.epochs {
+        Some((group_epoch, assignment_epoch)) => out!(
+            "group {} ({}), consumer protocol, epoch {group_epoch}, assignment epoch {assignment_epoch}, assignor {:?}",
+            d.group_id,
+            d.state,
+            d.assignor
+        ),
+        None => out!(
+            "group {} ({}), assignor {:?}",
+            d.group_id,
+            d.state,
+            d.assignor
+        ),
+    }
     out!("{} member(s)", d.members.len());
+    let list = |tps: &[TopicPartition]| {
+        tps.iter()
+            .map(TopicPartition::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for m in &d.members {
-        let assigned: Vec<String> = m.assignment.iter().map(TopicPartition::to_string).collect();
+        let target = match &m.target {
+            Some((epoch, target)) => format!(" epoch {epoch} target [{}]", list(target)),
+            None => String::new(),
+        };
         out!(
-            "  {} {} {} [{}]",
+            "  {} {} {} [{}]{target}",
             m.member_id,
             m.client_id,
             m.client_host,
-            assigned.join(", ")
+            list(&m.assignment)
         );
     }
     out!(

@@ -550,3 +550,86 @@ async fn tail_shows_aborted_transactions_only_read_uncommitted() {
         "an unknown isolation is a usage error"
     );
 }
+
+/// Counts what it handles.
+struct Count(Arc<AtomicUsize>);
+
+impl MessageHandler<OrderPlaced> for Count {
+    async fn handle(&self, _: OrderPlaced, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// `group describe` of a group of the consumer protocol (KIP-848): its
+/// epochs, the broker's assignor, each member's epoch, assignment and
+/// target assignment, and the lag per partition.
+#[tokio::test]
+async fn group_describe_shows_a_consumer_protocol_group() {
+    if !TestBroker::is_kafka() {
+        return;
+    }
+    let broker = shared_broker().await.expect("broker");
+    let brokers = broker.bootstrap_servers().to_string();
+    let prefix = format!("{}.", unique_name("cli-kip848"));
+    let topic = format!("{prefix}{}", OrderPlaced::TOPIC);
+    broker.create_topic(&topic, 2).await.expect("topic");
+    let group = unique_name("cli-kip848");
+    let handled = Arc::new(AtomicUsize::new(0));
+    let m = Kavari::builder(brokers.clone())
+        .topic_prefix(&prefix)
+        .group_id(&group)
+        .group_protocol(kavari::GroupProtocol::Consumer)
+        .commit_interval(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<OrderPlaced, _>(Count(Arc::clone(&handled)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    for i in 0..4 {
+        m.publish(&OrderPlaced {
+            id: format!("o{i}"),
+            cents: 1,
+        })
+        .await
+        .expect("publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let d = loop {
+        let d: Value = serde_json::from_str(&stdout(&kavari(
+            &brokers,
+            &["group", "describe", &group, "--json"],
+        )))
+        .expect("JSON");
+        let committed: u64 = d["partitions"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["committed"].as_u64()).sum())
+            .unwrap_or(0);
+        if handled.load(Ordering::SeqCst) == 4 && committed == 4 {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "not all committed: {d}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(d["group_protocol"], "consumer", "{d}");
+    assert_eq!(d["assignor"], "uniform", "the broker's default: {d}");
+    assert!(d["group_epoch"].as_i64().is_some_and(|e| e > 0), "{d}");
+    let member = &d["members"][0];
+    assert!(
+        member["member_epoch"].as_i64().is_some_and(|e| e > 0),
+        "{d}"
+    );
+    assert_eq!(
+        member["assignment"].as_array().map(Vec::len),
+        Some(2),
+        "{d}"
+    );
+    assert_eq!(member["assignment"], member["target_assignment"], "{d}");
+    let text = stdout(&kavari(&brokers, &["group", "describe", &group]));
+    assert!(
+        text.contains("consumer protocol") && text.contains("target ["),
+        "{text}"
+    );
+    m.shutdown().await.expect("shutdown");
+}

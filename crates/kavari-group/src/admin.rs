@@ -29,8 +29,12 @@ pub struct GroupDescription {
     pub state: String,
     /// The protocol type (`consumer` for Kafka consumers).
     pub protocol_type: String,
-    /// The assignor the members chose (`range`, `cooperative-sticky`…).
+    /// The assignor the members chose (`range`, `cooperative-sticky`…),
+    /// or the broker's under the consumer protocol (`uniform`, `range`).
     pub assignor: String,
+    /// Under the consumer group protocol (KIP-848), the group's epoch and
+    /// the epoch of its target assignment; `None` for a classic group.
+    pub epochs: Option<(i32, i32)>,
     /// The members.
     pub members: Vec<GroupMemberDescription>,
     /// Committed offsets, every partition with one.
@@ -50,6 +54,9 @@ pub struct GroupMemberDescription {
     pub client_host: String,
     /// Its partitions (for consumer groups).
     pub assignment: Vec<TopicPartition>,
+    /// Under the consumer group protocol: the member's epoch, and the
+    /// partitions the broker means it to have once it reconciled.
+    pub target: Option<(i32, Vec<TopicPartition>)>,
 }
 
 /// A group as the cluster lists it.
@@ -89,13 +96,21 @@ pub async fn list_groups(cluster: &Cluster) -> Result<Vec<ListedGroup>, GroupErr
     Ok(groups)
 }
 
-/// Describes `group_id` through its coordinator.
+/// Describes `group_id` through its coordinator: a group of the consumer
+/// protocol with ConsumerGroupDescribe, a classic one with DescribeGroups.
 pub async fn describe_group(
     cluster: &Cluster,
     group_id: &str,
 ) -> Result<GroupDescription, GroupError> {
     let address = coordinator_address(cluster, group_id).await?;
     let conn = cluster.connect(&address).await?;
+    if let Some(mut d) = describe_consumer_group(&conn, group_id).await? {
+        d.committed = fetch_committed(&conn, group_id)
+            .await?
+            .into_iter()
+            .collect();
+        return Ok(d);
+    }
     let group = GroupId(StrBytes::from_string(group_id.to_string()));
     let resp = conn
         .send(&DescribeGroupsRequest::default().with_groups(vec![group.clone()]))
@@ -128,6 +143,7 @@ pub async fn describe_group(
             } else {
                 Vec::new()
             },
+            target: None,
         })
         .collect();
     let committed = fetch_committed(&conn, group_id)
@@ -139,9 +155,79 @@ pub async fn describe_group(
         state: described.group_state.to_string(),
         protocol_type: described.protocol_type.to_string(),
         assignor: described.protocol_data.to_string(),
+        epochs: None,
         members,
         committed,
     })
+}
+
+/// Describes `group_id` with ConsumerGroupDescribe (KIP-848); `None` when
+/// it is not a group of the consumer protocol (or the broker predates it).
+/// The committed offsets are left for the caller.
+async fn describe_consumer_group(
+    conn: &kavari_wire::connection::Connection,
+    group_id: &str,
+) -> Result<Option<GroupDescription>, GroupError> {
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::messages::ConsumerGroupDescribeRequest;
+    use kafka_protocol::messages::consumer_group_describe_response::Assignment as Described;
+
+    let group = GroupId(StrBytes::from_string(group_id.to_string()));
+    let resp = match conn
+        .send(&ConsumerGroupDescribeRequest::default().with_group_ids(vec![group]))
+        .await
+    {
+        Ok(resp) => resp,
+        Err(kavari_wire::WireError::UnsupportedVersion { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let described =
+        resp.groups.into_iter().next().ok_or_else(|| {
+            GroupError::malformed("ConsumerGroupDescribe", "no group in the answer")
+        })?;
+    match described.error_code.err() {
+        None => {}
+        // A classic group, or none: DescribeGroups says which.
+        Some(ResponseError::GroupIdNotFound) => return Ok(None),
+        Some(e) => {
+            return Err(GroupError::Wire(kavari_wire::WireError::broker(
+                "ConsumerGroupDescribe",
+                e,
+                described.error_message.map(|m| m.to_string()),
+            )));
+        }
+    }
+    let partitions = |a: &Described| -> Vec<TopicPartition> {
+        a.topic_partitions
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| TopicPartition::new(t.topic_name.to_string(), *p))
+            })
+            .collect()
+    };
+    let members = described
+        .members
+        .iter()
+        .map(|m| GroupMemberDescription {
+            member_id: m.member_id.to_string(),
+            group_instance_id: m.instance_id.as_ref().map(|i| i.to_string()),
+            client_id: m.client_id.to_string(),
+            client_host: m.client_host.to_string(),
+            assignment: partitions(&m.assignment),
+            target: Some((m.member_epoch, partitions(&m.target_assignment))),
+        })
+        .collect();
+    Ok(Some(GroupDescription {
+        group_id: group_id.to_string(),
+        state: described.group_state.to_string(),
+        protocol_type: "consumer".into(),
+        assignor: described.assignor_name.to_string(),
+        epochs: Some((described.group_epoch, described.assignment_epoch)),
+        members,
+        committed: Vec::new(),
+    }))
 }
 
 /// A partition's offset as a tool commits it from outside the group: the
