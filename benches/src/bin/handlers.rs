@@ -146,13 +146,13 @@ impl Commits {
         let commits = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut took: Vec<u64> = commits.iter().map(|c| c.1).collect();
         took.sort_unstable();
-        let at = |q: f64| {
-            took.get(((took.len() as f64 - 1.0) * q).round() as usize)
-                .map_or(0.0, |us| *us as f64 / 1000.0)
-        };
         let records: u64 = commits.iter().map(|c| c.0).sum();
         let mean = records as f64 / commits.len().max(1) as f64;
-        (at(0.5), at(0.99), mean)
+        (
+            kavari_benches::percentile_ms(&took, 0.5),
+            kavari_benches::percentile_ms(&took, 0.99),
+            mean,
+        )
     }
 }
 
