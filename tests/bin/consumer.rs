@@ -8,11 +8,10 @@
 //! `KAVARI_PROCESSING_ORDER=key:64`; `JOB_MS` sets the time of a job,
 //! `CrashJob::TIME` by default).
 
-use std::io::Write;
 use std::time::Duration;
 
 use kavari::{HandlerError, Kavari, MessageContext, MessageHandler};
-use kavari_tests::{CrashJob, CrashJobDone};
+use kavari_tests::{CrashJob, CrashJobDone, say};
 
 /// Takes `CrashJob::time_at` its unit per job.
 struct Slow(Duration);
@@ -33,12 +32,6 @@ impl MessageHandler<CrashJob> for Slow {
         say(&format!("DONE {} {}", job.seq, ctx.offset));
         Ok(())
     }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 #[tokio::main]

@@ -7,20 +7,13 @@
 //!
 //! Usage: kavari-test-writer BOOTSTRAP TRANSACTIONAL_ID WRITER [KAVARI_VAR=value …]
 
-use std::io::Write;
 use std::time::Duration;
 
 use kavari::{Kavari, TransactionError};
-use kavari_tests::Written;
+use kavari_tests::{Written, say};
 
 /// Records per transaction: spread over the topic's partitions by key.
 const WRITTEN_PER_TRANSACTION: u64 = 3;
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

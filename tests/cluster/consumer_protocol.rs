@@ -10,7 +10,7 @@ use kavari::{GroupProtocol, Kavari};
 use kavari_testcontainers::KafkaBroker;
 use kavari_tests::eventually;
 
-use crate::{Seen, Setup, tickets};
+use crate::{Seen, Setup, owned, tickets};
 
 const PARTITIONS: i32 = 6;
 
@@ -19,15 +19,6 @@ async fn member(setup: &Setup, group: &str, seen: &Seen) -> Kavari {
     setup
         .member(group, seen, |b| b.group_protocol(GroupProtocol::Consumer))
         .await
-}
-
-fn owned(member: &Kavari) -> BTreeSet<i32> {
-    member
-        .health()
-        .partitions
-        .iter()
-        .map(|p| p.partition)
-        .collect()
 }
 
 /// Three members split six partitions; one leaves and the other two take

@@ -13,7 +13,7 @@ use kavari_testcontainers::KafkaBroker;
 use kavari_tests::eventually;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::{Seen, Setup, tickets};
+use crate::{Seen, Setup, owned, tickets};
 
 const PARTITIONS: i32 = 6;
 const RECORDS: u64 = 600;
@@ -90,15 +90,6 @@ impl JavaMember {
         });
         Self { child, ..member }
     }
-}
-
-fn owned(member: &Kavari) -> BTreeSet<i32> {
-    member
-        .health()
-        .partitions
-        .iter()
-        .map(|p| p.partition)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,16 @@ impl Setup {
     }
 }
 
+/// The partitions `member` owns now.
+pub(crate) fn owned(member: &Kavari) -> BTreeSet<i32> {
+    member
+        .health()
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect()
+}
+
 /// A ticket as a member handled it.
 #[derive(Debug, Clone)]
 pub(crate) struct Handled {

@@ -204,6 +204,15 @@ impl CrashJob {
     pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 }
 
+/// Prints `line` on stdout at once: the test processes' protocol with the
+/// tests that run them.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// What the transaction test's writer processes publish.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, kavari::KafkaMessage)]
 #[kavari(topic = "kavari.written")]

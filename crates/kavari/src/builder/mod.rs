@@ -311,7 +311,7 @@ impl KavariBuilder {
     /// [`group_remote_assignor`](Self::group_remote_assignor), and a
     /// rebalance moves only the partitions that change). Members of both
     /// may share a group on Kafka 4. Default: classic.
-    pub fn group_protocol(mut self, protocol: crate::GroupProtocol) -> Self {
+    pub fn group_protocol(mut self, protocol: kavari_group::GroupProtocol) -> Self {
         self.consumer.group_protocol = protocol;
         self
     }
