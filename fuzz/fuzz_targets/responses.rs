@@ -44,6 +44,12 @@ const APIS: &[Decode] = &[
     decode::<AddOffsetsToTxnRequest>,
     decode::<EndTxnRequest>,
     decode::<TxnOffsetCommitRequest>,
+    decode::<ConsumerGroupHeartbeatRequest>,
+    decode::<ConsumerGroupDescribeRequest>,
+    decode::<ShareGroupHeartbeatRequest>,
+    decode::<ShareGroupDescribeRequest>,
+    decode::<ShareFetchRequest>,
+    decode::<ShareAcknowledgeRequest>,
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -13,7 +13,8 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
     OffsetForLeaderEpochRequest, ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
-    SyncGroupRequest, TxnOffsetCommitRequest,
+    ShareAcknowledgeRequest, ShareFetchRequest, ShareGroupDescribeRequest,
+    ShareGroupHeartbeatRequest, SyncGroupRequest, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::Encodable;
 use kavari_wire::connection::{Request, decode_response};
@@ -264,6 +265,10 @@ every_response! {
     txn_offset_commit: TxnOffsetCommitRequest,
     consumer_group_heartbeat: ConsumerGroupHeartbeatRequest,
     consumer_group_describe: ConsumerGroupDescribeRequest,
+    share_group_heartbeat: ShareGroupHeartbeatRequest,
+    share_group_describe: ShareGroupDescribeRequest,
+    share_fetch: ShareFetchRequest,
+    share_acknowledge: ShareAcknowledgeRequest,
 }
 
 /// A batch of 600,000 tiny records (5 MB) is read one record at a time,

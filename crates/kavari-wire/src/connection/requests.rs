@@ -80,6 +80,12 @@ request!(DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups, 0, 5, 
 // id and subscribe by regex.
 request!(ConsumerGroupHeartbeatRequest => ConsumerGroupHeartbeatResponse, ConsumerGroupHeartbeat, 1, 1, CONSUMER_GROUP_HEARTBEAT);
 request!(ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse, ConsumerGroupDescribe, 0, 1, CONSUMER_GROUP_DESCRIBE);
+// Share groups (KIP-932); a share member's heartbeat is answered as a
+// consumer member's.
+request!(ShareGroupHeartbeatRequest => ShareGroupHeartbeatResponse, ShareGroupHeartbeat, 1, 1, CONSUMER_GROUP_HEARTBEAT);
+request!(ShareGroupDescribeRequest => ShareGroupDescribeResponse, ShareGroupDescribe, 1, 1, SHARE_GROUP_DESCRIBE);
+request!(ShareFetchRequest => ShareFetchResponse, ShareFetch, 1, 1, SHARE_FETCH);
+request!(ShareAcknowledgeRequest => ShareAcknowledgeResponse, ShareAcknowledge, 1, 1, SHARE_ACKNOWLEDGE);
 // v4 brings the group's state.
 request!(ListGroupsRequest => ListGroupsResponse, ListGroups, 0, 4, LIST_GROUPS);
 // v6 names topics by id.

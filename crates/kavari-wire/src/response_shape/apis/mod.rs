@@ -7,10 +7,12 @@ mod admin;
 mod connection;
 mod group;
 mod records;
+mod share;
 mod transactions;
 
 pub use admin::*;
 pub use connection::*;
 pub use group::*;
 pub use records::*;
+pub use share::*;
 pub use transactions::*;
