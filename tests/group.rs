@@ -528,3 +528,50 @@ async fn a_topic_created_later_and_matching_the_regex_is_assigned() {
     );
     m.close().await;
 }
+
+// Share groups (KIP-932).
+
+/// Share members of one group split a topic's partitions among them, each
+/// partition to as many members as there are to share it: with more
+/// members than partitions, every member gets one.
+#[tokio::test]
+async fn share_members_are_each_given_partitions() {
+    use kavari_group::share::{ShareConfig, ShareMember};
+    init_tracing();
+    let broker = shared_broker().await.expect("broker");
+    let topic = unique_name("share");
+    broker.create_topic(&topic, 2).await.expect("topic");
+    let group = unique_name("g");
+    let cluster = std::sync::Arc::new(kavari_wire::cluster::Cluster::new(
+        broker.bootstrap_list(),
+        "t".into(),
+        Duration::from_secs(10),
+    ));
+    let members: Vec<ShareMember> = (0..3)
+        .map(|_| {
+            ShareMember::start_on(ShareConfig::new(&group, [&topic]), cluster.clone())
+                .expect("start")
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let states: Vec<_> = members.iter().map(|m| m.watch().borrow().clone()).collect();
+        if states.iter().all(|s| !s.assignment.is_empty()) {
+            let all: BTreeSet<_> = states
+                .iter()
+                .flat_map(|s| s.assignment.keys().cloned())
+                .collect();
+            assert_eq!(all.len(), 2, "{states:?}");
+            break;
+        }
+        assert!(states.iter().all(|s| s.failed.is_none()), "{states:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all assigned: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for m in &members {
+        m.close().await;
+    }
+}

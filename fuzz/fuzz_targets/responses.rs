@@ -50,6 +50,7 @@ const APIS: &[Decode] = &[
     decode::<ShareGroupDescribeRequest>,
     decode::<ShareFetchRequest>,
     decode::<ShareAcknowledgeRequest>,
+    decode::<IncrementalAlterConfigsRequest>,
 ];
 
 fuzz_target!(|data: &[u8]| {

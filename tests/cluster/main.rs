@@ -14,6 +14,7 @@ pub(crate) mod java_member;
 mod leader_moves;
 mod new_partitions;
 mod rolling_restart;
+mod share_groups;
 mod transactions;
 mod truncation;
 

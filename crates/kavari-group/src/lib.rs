@@ -21,6 +21,7 @@ mod events;
 mod member;
 pub mod offsets;
 pub mod protocol;
+pub mod share;
 
 pub use commit_offset::CommitOffset;
 pub use config::{GroupConfig, GroupProtocol};

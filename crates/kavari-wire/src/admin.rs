@@ -279,3 +279,48 @@ pub async fn topic_configs(cluster: &Cluster, topic: &str) -> Result<Vec<TopicCo
     configs.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(configs)
 }
+
+/// Sets `name` to `value` in the configs of consumer or share group
+/// `group` (IncrementalAlterConfigs on the group resource, Kafka 4.0 on):
+/// e.g. `share.auto.offset.reset` = `earliest`, for a share group to start
+/// at the partitions' beginnings.
+pub async fn set_group_config(
+    cluster: &Cluster,
+    group: &str,
+    name: &str,
+    value: &str,
+) -> Result<(), WireError> {
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    /// The resource type of a group, and the operation that sets a value.
+    const GROUP: i8 = 32;
+    const SET: i8 = 0;
+    let conn = cluster.any_broker().await?;
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(GROUP)
+            .with_resource_name(StrBytes::from_string(group.to_string()))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(name.to_string()))
+                    .with_config_operation(SET)
+                    .with_value(Some(StrBytes::from_string(value.to_string()))),
+            ]),
+    ]);
+    let resp = conn.send(&req).await?;
+    for r in &resp.responses {
+        if let Some(e) = r.error_code.err() {
+            return Err(WireError::broker(
+                "IncrementalAlterConfigs",
+                e,
+                Some(format!(
+                    "group {group}, {name}={value}: {}",
+                    r.error_message.as_ref().map_or("", |m| m.as_str())
+                )),
+            ));
+        }
+    }
+    Ok(())
+}

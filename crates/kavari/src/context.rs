@@ -22,6 +22,10 @@ pub struct MessageContext {
     pub timestamp: DateTime<Utc>,
     /// 1 on the first delivery to this handler, then 2, 3, … on retries.
     pub attempt: u32,
+    /// How many times the broker has delivered the record: in a share
+    /// group (`share_group`) its delivery count, which grows each time a
+    /// member released it or its lock ran out; 1 elsewhere.
+    pub delivery_count: u16,
     /// The transaction the record is handled in, under exactly-once
     /// handling: see [`transaction`](Self::transaction).
     pub(crate) transaction: Option<crate::transaction::Transaction>,
@@ -43,6 +47,7 @@ impl MessageContext {
             headers: BTreeMap::new(),
             timestamp: Utc::now(),
             attempt: 1,
+            delivery_count: 1,
             transaction: None,
             transaction_shared: false,
         }

@@ -67,6 +67,7 @@ impl Kavari {
     /// | `KAVARI_EXACTLY_ONCE` | (none: the transactional id prefix of exactly-once handling) | `exactly_once` |
     /// | `KAVARI_GROUP_PROTOCOL` | `group.protocol` (`classic` or `consumer`) | `group_protocol` |
     /// | `KAVARI_GROUP_REMOTE_ASSIGNOR` | `group.remote.assignor` | `group_remote_assignor` |
+    /// | `KAVARI_SHARE_GROUP` | (none: the share group the subscriptions belong to) | `share_group` |
     /// | `KAVARI_RECORDS_PER_TRANSACTION` | (none: records of a partition per exactly-once transaction, default 100) | `records_per_transaction` |
     /// | `KAVARI_SECURITY_PROTOCOL` | `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) | `tls`, `sasl` |
     /// | `KAVARI_SASL_MECHANISM` (or `…_MECHANISMS`) | `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`; OAUTHBEARER is `Sasl::oauthbearer` in code) | `sasl` |
@@ -203,6 +204,7 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
             b.group_protocol(value.parse().map_err(|_| bad("classic or consumer"))?)
         }
         "KAVARI_GROUP_REMOTE_ASSIGNOR" => b.group_remote_assignor(value),
+        "KAVARI_SHARE_GROUP" => b.share_group(value),
         "KAVARI_RECORDS_PER_TRANSACTION" => b.records_per_transaction(
             value
                 .parse()

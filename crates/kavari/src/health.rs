@@ -104,8 +104,34 @@ pub struct Health {
     pub ready: bool,
     /// The group generation, when in one.
     pub generation: Option<i32>,
-    /// Every assigned partition.
+    /// Every assigned partition (of a consumer group).
     pub partitions: Vec<PartitionHealth>,
+    /// The share group member, when the manager's subscriptions are a
+    /// share group's (`share_group`).
+    pub share: Option<ShareHealth>,
+}
+
+/// A share group member (KIP-932): its partitions, shared with the
+/// group's other members, and what became of the records it acquired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShareHealth {
+    /// The share group.
+    pub group: String,
+    /// The member id it made for itself.
+    pub member_id: String,
+    /// Its partitions now: (topic, partition).
+    pub partitions: Vec<(String, i32)>,
+    /// Records acquired (each delivery counts).
+    pub acquired: u64,
+    /// Accepted: handled.
+    pub accepted: u64,
+    /// Released for another delivery (a retriable error).
+    pub released: u64,
+    /// Rejected: poison, or a final failure (dead-lettered first by the
+    /// failure policy).
+    pub rejected: u64,
+    /// Acquired and not finished yet.
+    pub in_flight: u64,
 }
 
 impl Health {
@@ -117,6 +143,7 @@ impl Health {
             ready: true,
             generation: None,
             partitions: Vec::new(),
+            share: None,
         }
     }
 }
@@ -158,6 +185,7 @@ mod tests {
                 in_flight_since: Some(at),
                 error: None,
             }],
+            share: None,
         };
         let json = serde_json::to_value(&health).expect("serializes");
         assert_eq!(

@@ -52,6 +52,7 @@ mod partitioner;
 mod publish;
 mod registry;
 mod retry;
+mod share;
 mod stop;
 mod telemetry;
 #[cfg(feature = "testing")]
@@ -67,7 +68,7 @@ pub use consume::{ControlError, FailurePolicy, OffsetReset, ProcessingOrder, See
 pub use context::MessageContext;
 pub use handler::MessageHandler;
 pub use handler_error::{HandlerError, StdHandlerError};
-pub use health::{Health, HealthState, PartitionHealth};
+pub use health::{Health, HealthState, PartitionHealth, ShareHealth};
 /// Derives [`KafkaMessage`](trait@KafkaMessage): a type's topic, its
 /// `msg_type` name and its partition key, from `#[kavari(...)]`
 /// attributes. The type must also derive serde's `Serialize` and

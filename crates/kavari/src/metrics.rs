@@ -180,3 +180,12 @@ pub(crate) fn committed(group: &str, took: Duration, ok: bool) {
     #[cfg(not(feature = "metrics"))]
     let _ = (group, took, ok);
 }
+
+/// A share group's record ended `outcome` (`accepted`, `released` or
+/// `rejected`): `kavari_share_records_total{outcome}`.
+pub(crate) fn share_record(outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("kavari_share_records_total", "outcome" => outcome).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
+}

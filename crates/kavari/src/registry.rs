@@ -79,8 +79,12 @@ pub enum SubscribeError {
     EmptyBatch,
     /// Subscribed handlers run in a consumer group, and the builder has no
     /// `group_id`.
-    #[error("subscribe needs a consumer group: set group_id on the builder")]
+    #[error("subscribe needs a consumer group: set group_id (or share_group) on the builder")]
     NoGroupId,
+    /// Batch handlers need a consumer group: a share group acknowledges
+    /// records one by one.
+    #[error("subscribe_batch needs a consumer group: share_group acknowledges records one by one")]
+    SharedBatches,
 }
 
 /// What a handler run ended in.

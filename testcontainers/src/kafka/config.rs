@@ -147,6 +147,14 @@ impl NodeConfig<'_> {
         // partitions move after 10 s (45 s).
         line("group.consumer.heartbeat.interval.ms", &1000);
         line("group.consumer.session.timeout.ms", &10_000);
+        // Share groups (KIP-932) alike, and a record acquired by a member
+        // that died is released after 10 s (Kafka: 30 s).
+        line("group.share.min.heartbeat.interval.ms", &500);
+        line("group.share.heartbeat.interval.ms", &1000);
+        line("group.share.min.session.timeout.ms", &1000);
+        line("group.share.session.timeout.ms", &10_000);
+        line("group.share.min.record.lock.duration.ms", &1000);
+        line("group.share.record.lock.duration.ms", &10_000);
         // A killed node is fenced (its partitions get new leaders) after
         // 4 s, not 9 s.
         line("broker.heartbeat.interval.ms", &500);

@@ -91,6 +91,7 @@ request!(ListGroupsRequest => ListGroupsResponse, ListGroups, 0, 4, LIST_GROUPS)
 // v6 names topics by id.
 request!(DeleteTopicsRequest => DeleteTopicsResponse, DeleteTopics, 1, 5, DELETE_TOPICS);
 request!(DescribeConfigsRequest => DescribeConfigsResponse, DescribeConfigs, 1, 4, DESCRIBE_CONFIGS);
+request!(IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse, IncrementalAlterConfigs, 0, 1, INCREMENTAL_ALTER_CONFIGS);
 // v1 carries the mechanism's bytes in SaslAuthenticate requests (v0 sent
 // them raw, outside the protocol).
 request!(SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake, 1, 1, SASL_HANDSHAKE);

@@ -105,6 +105,14 @@ impl KavariBuilder {
                 "group_remote_assignor needs group_protocol(GroupProtocol::Consumer)".into(),
             ));
         }
+        if self.consumer.share_group.is_some() && self.consumer.exactly_once.is_some() {
+            return Err(ConfigError(
+                "exactly_once needs a consumer group: a share group acknowledges records one by one".into(),
+            ));
+        }
+        if self.consumer.share_group.as_deref() == Some("") {
+            return Err(ConfigError("share_group is empty".into()));
+        }
         if self.consumer.records_per_transaction == 0 {
             return Err(ConfigError(
                 "records_per_transaction must be at least 1".into(),

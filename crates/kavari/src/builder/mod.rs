@@ -324,6 +324,39 @@ impl KavariBuilder {
         self
     }
 
+    /// Makes the manager's subscriptions a share group's (KIP-932, Kafka
+    /// 4.2 on) instead of a consumer group's: any number of members
+    /// receive records of the same partitions, each record acquired for the
+    /// broker's lock duration and acknowledged one by one. A handler's
+    /// `Ok` accepts the record; a retriable error releases it, and the
+    /// broker delivers it again (to any member) up to its delivery limit
+    /// ([`share_delivery_limit`](Self::share_delivery_limit));
+    /// a permanent error, a failure on the last delivery, or poison rejects
+    /// it, dead-lettered first under [`FailurePolicy::DeadLetter`](crate::FailurePolicy::DeadLetter).
+    /// Records run side by side up to the [`processing_order`](Self::processing_order)'s
+    /// `max_in_flight` (one at a time under `Partition`): **order is not
+    /// kept**, not even per partition. On shutdown the running handlers
+    /// finish and whatever else the member holds is released at once; a
+    /// member that dies leaves its records to the lock timeout. Batch
+    /// handlers and `exactly_once` are refused with it; the test kit
+    /// handles a share group's records as a consumer group's. A new share
+    /// group starts where [`auto_offset_reset`](Self::auto_offset_reset)
+    /// says (Kavari sets the group's `share.auto.offset.reset` on start;
+    /// Kafka's own default is the partitions' ends). Default: none.
+    pub fn share_group(mut self, group: impl Into<String>) -> Self {
+        self.consumer.share_group = Some(group.into());
+        self
+    }
+
+    /// The broker's `group.share.delivery.count.limit` (5 by default): a
+    /// record whose handler fails on this delivery is given up (by the
+    /// failure policy) rather than released for one the broker would not
+    /// make. Default: 5.
+    pub fn share_delivery_limit(mut self, deliveries: u16) -> Self {
+        self.consumer.share_delivery_limit = deliveries;
+        self
+    }
+
     /// Kafka's `partition.assignment.strategy`, in preference order: any of
     /// [`crate::assignor`]'s ([`RangeAssignor`](crate::assignor::RangeAssignor),
     /// [`RoundRobinAssignor`](crate::assignor::RoundRobinAssignor),

@@ -89,6 +89,11 @@ pub enum ProcessingOrder {
 impl ProcessingOrder {
     /// The concurrent window this order asks for: which records may
     /// overlap and how many are taken at most; `None` for one at a time.
+    /// How many records run side by side at most.
+    pub(crate) fn max_in_flight(self) -> usize {
+        self.window().map_or(1, |(_, n)| n.max(1))
+    }
+
     pub(crate) fn window(self) -> Option<(Overlap, usize)> {
         match self {
             Self::Partition => None,
@@ -137,6 +142,11 @@ pub(crate) struct ConsumerConfig {
     pub(crate) records_per_transaction: usize,
     pub(crate) group_protocol: kavari_group::GroupProtocol,
     pub(crate) remote_assignor: Option<String>,
+    /// The share group the subscriptions belong to, when they are shared.
+    pub(crate) share_group: Option<String>,
+    /// The broker's `group.share.delivery.count.limit`: a record failing
+    /// on its last delivery is given up (dead-lettered) by the member.
+    pub(crate) share_delivery_limit: u16,
 }
 
 impl Default for ConsumerConfig {
@@ -167,6 +177,8 @@ impl Default for ConsumerConfig {
             records_per_transaction: 100,
             group_protocol: kavari_group::GroupProtocol::Classic,
             remote_assignor: None,
+            share_group: None,
+            share_delivery_limit: 5,
         }
     }
 }

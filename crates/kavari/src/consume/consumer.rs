@@ -281,6 +281,7 @@ impl Consumer {
             state,
             generation: member.generation.map(|g| g.generation_id),
             partitions,
+            share: None,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::consume::{Consumer, ConsumerConfig, ExactlyOnce, StartError, Steer, W
 use crate::health::Health;
 use crate::publish::{Delivery, ProduceError, PublishError, PublishStats, Publisher};
 use crate::registry::Registry;
+use crate::share::ShareConsumer;
 use crate::topic_names::TopicNames;
 use crate::transaction::{TransactionalProducer, Transactions};
 
@@ -29,6 +30,8 @@ pub(crate) struct Kafka {
     client_id: String,
     shutdown_timeout: Duration,
     consumer: OnceLock<Consumer>,
+    /// The share group member, when the subscriptions are shared.
+    share: OnceLock<ShareConsumer>,
 }
 
 impl Kafka {
@@ -48,11 +51,18 @@ impl Kafka {
             client_id,
             shutdown_timeout,
             consumer: OnceLock::new(),
+            share: OnceLock::new(),
         }
     }
 
     async fn shutdown_now(&self) -> Result<(), ShutdownError> {
         let timeout = self.shutdown_timeout;
+        if let Some(share) = self.share.get()
+            && !share.shutdown(timeout).await
+        {
+            self.publisher.close(timeout).await;
+            return Err(ShutdownError::HandlersInFlight { timeout });
+        }
         if let Some(consumer) = self.consumer.get() {
             let failure = consumer.failure();
             if !consumer.shutdown(timeout).await {
@@ -105,6 +115,22 @@ impl Backend for Kafka {
         registry: Registry,
         config: ConsumerConfig,
     ) -> BoxFuture<'_, Result<(), StartError>> {
+        if let Some(group) = config.share_group.clone() {
+            let dead_letters = Arc::new(DeadLetters(Arc::clone(&self.publisher)));
+            return async move {
+                let share = ShareConsumer::start(
+                    Arc::clone(&self.cluster),
+                    group,
+                    registry,
+                    config,
+                    dead_letters,
+                )
+                .await?;
+                let _ = self.share.set(share);
+                Ok(())
+            }
+            .boxed();
+        }
         let exactly_once = self.exactly_once.as_ref().map(|t| ExactlyOnce {
             transactions: Arc::clone(t) as Arc<dyn Transactions>,
             names: self.publisher.topic_names().clone(),
@@ -126,6 +152,12 @@ impl Backend for Kafka {
 
     fn wait(&self) -> BoxFuture<'_, Result<(), ShutdownError>> {
         async move {
+            if let Some(share) = self.share.get() {
+                return share
+                    .wait()
+                    .await
+                    .map_err(|reason| ShutdownError::ConsumerFailed { reason });
+            }
             match self.consumer.get() {
                 Some(c) => c
                     .stopped()
@@ -138,6 +170,9 @@ impl Backend for Kafka {
     }
 
     fn health(&self) -> Health {
+        if let Some(share) = self.share.get() {
+            return share.health();
+        }
         self.consumer
             .get()
             .map_or_else(Health::not_started, Consumer::health)

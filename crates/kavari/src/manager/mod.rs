@@ -167,6 +167,9 @@ impl Kavari {
                 has: "a batch handler asked for",
             });
         }
+        if self.inner.consumer_config.share_group.is_some() {
+            return Err(SubscribeError::SharedBatches);
+        }
         let order = self.inner.consumer_config.order;
         if order != ProcessingOrder::Partition {
             return Err(SubscribeError::BatchNeedsPartitionOrder {
@@ -208,7 +211,8 @@ impl Kavari {
         add: impl FnOnce(&mut Registry, &str) -> Result<(), SubscribeError>,
         topic: &str,
     ) -> Result<(), SubscribeError> {
-        if self.inner.consumer_config.group_id.is_none() {
+        let config = &self.inner.consumer_config;
+        if config.group_id.is_none() && config.share_group.is_none() {
             return Err(SubscribeError::NoGroupId);
         }
         let mut lifecycle = self.lifecycle();

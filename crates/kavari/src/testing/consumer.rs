@@ -411,6 +411,7 @@ impl MemoryConsumer {
             },
             generation: Some(1),
             partitions,
+            share: None,
         }
     }
 

@@ -134,3 +134,20 @@ pub static DESCRIBE_CONFIGS: Shape = Shape {
         tags: &[],
     },
 };
+
+/// IncrementalAlterConfigs: flexible from v1.
+pub static INCREMENTAL_ALTER_CONFIGS: Shape = Shape {
+    flexible_since: 1,
+    body: Struct {
+        fields: &[
+            all(I32), // throttle_time_ms
+            // responses: error_code, error_message, resource_type,
+            // resource_name
+            all(Array(&S(&Struct {
+                fields: &[all(I16), all(Str), all(I8), all(Str)],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};
