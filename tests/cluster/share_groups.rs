@@ -99,3 +99,221 @@ async fn six_share_members_on_two_partitions_all_work_and_handle_each_job_once()
     }
     publisher.shutdown().await.expect("shutdown");
 }
+
+/// Fails ticket 1's first two deliveries (retriable) and every delivery of
+/// ticket 2; counts deliveries by seq.
+#[derive(Clone, Default)]
+struct Flaky(Arc<Mutex<BTreeMap<u64, Vec<u16>>>>);
+
+impl MessageHandler<Ticket> for Flaky {
+    async fn handle(&self, t: Ticket, ctx: &MessageContext) -> Result<(), HandlerError> {
+        let attempts = {
+            let mut seen = self.0.lock().unwrap();
+            let d = seen.entry(t.seq).or_default();
+            d.push(ctx.delivery_count);
+            d.len()
+        };
+        match t.seq {
+            1 if attempts <= 2 => Err(HandlerError::new("the service is down")),
+            2 => Err(HandlerError::new("never works")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The letters on the dead-letter topic, by seq.
+#[derive(Clone, Default)]
+struct Letters(Arc<Mutex<Vec<u64>>>);
+
+impl MessageHandler<Ticket> for Letters {
+    async fn handle(&self, t: Ticket, _: &MessageContext) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(t.seq);
+        Ok(())
+    }
+}
+
+/// A retriable failure releases the record: the broker delivers it again
+/// (the delivery count grows) until it is accepted. One that always fails
+/// stops at the delivery limit: rejected after its dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_are_released_then_given_up_at_the_limit() {
+    let setup = Setup::start("share-fail", KafkaBroker::builder(), 1).await;
+    let dlq = format!("{}.dlq", setup.topic);
+    setup.broker.create_topic(&dlq, 1).await.expect("dlq");
+    let group = kavari_testcontainers::unique_name("share-fail");
+    let flaky = Flaky::default();
+    let m = Kavari::builder(setup.broker.bootstrap_servers())
+        .topic_prefix(&setup.prefix)
+        .share_group(&group)
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<Ticket, _>(flaky.clone()).expect("subscribe");
+    m.start().await.expect("start");
+    let publisher = setup.publisher().await;
+    for r in publisher.publish_batch(&tickets(0..4)).await {
+        r.expect("publish");
+    }
+    eventually(Duration::from_secs(90), "every ticket settled", || {
+        m.health()
+            .share
+            .is_some_and(|s| s.accepted == 3 && s.rejected == 1)
+    })
+    .await;
+    let deliveries = flaky.0.lock().unwrap().clone();
+    assert_eq!(deliveries[&0], [1], "ticket 0 delivered once");
+    assert_eq!(
+        deliveries[&1],
+        [1, 2, 3],
+        "ticket 1 released twice, accepted on the third"
+    );
+    assert_eq!(
+        deliveries[&2],
+        [1, 2, 3, 4, 5],
+        "ticket 2 delivered up to the limit (5)"
+    );
+    let share = m.health().share.expect("share health");
+    assert_eq!((share.released, share.in_flight), (6, 0), "{share:?}");
+    // Its dead letter, on the dead-letter topic.
+    let letters = Letters::default();
+    let reader = kavari_tests::consumer(
+        &setup.broker,
+        &kavari_testcontainers::unique_name("share-dlq"),
+    )
+    .topic_for::<Ticket>(dlq)
+    .build()
+    .await
+    .expect("build");
+    reader
+        .subscribe::<Ticket, _>(letters.clone())
+        .expect("subscribe");
+    reader.start().await.expect("start");
+    eventually(Duration::from_secs(60), "the dead letter", || {
+        *letters.0.lock().unwrap() == [2]
+    })
+    .await;
+    for manager in [m, reader, publisher] {
+        manager.shutdown().await.expect("shutdown");
+    }
+}
+
+/// Waits `delay` per job, then records it.
+#[derive(Clone, Default)]
+struct Slow(Arc<Mutex<Vec<(u64, std::time::Instant)>>>);
+
+impl MessageHandler<Ticket> for Slow {
+    async fn handle(&self, t: Ticket, _: &MessageContext) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.0
+            .lock()
+            .unwrap()
+            .push((t.seq, std::time::Instant::now()));
+        Ok(())
+    }
+}
+
+/// A member shut down with records acquired releases them: the other
+/// member gets them well before the lock timeout (10 s on the test
+/// cluster); and a consumer group on the same topic sees every record as
+/// well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_shut_down_releases_what_it_holds() {
+    // About 6 s of work for one member.
+    const N: u64 = 400;
+    let setup = Setup::start("share-release", KafkaBroker::builder(), 1).await;
+    let group = kavari_testcontainers::unique_name("share-release");
+    let (first, second) = (Slow::default(), Slow::default());
+    let leaving = Kavari::builder(setup.broker.bootstrap_servers())
+        .topic_prefix(&setup.prefix)
+        .share_group(&group)
+        .processing_order(ProcessingOrder::Unordered { max_in_flight: 20 })
+        .build()
+        .await
+        .expect("build");
+    leaving
+        .subscribe::<Ticket, _>(first.clone())
+        .expect("subscribe");
+    leaving.start().await.expect("start");
+    let classic = crate::Seen::default();
+    let group_member = setup
+        .member(
+            &kavari_testcontainers::unique_name("classic"),
+            &classic,
+            |b| b,
+        )
+        .await;
+    let publisher = setup.publisher().await;
+    for r in publisher.publish_batch(&tickets(0..N)).await {
+        r.expect("publish");
+    }
+    eventually(Duration::from_secs(60), "the first member busy", || {
+        leaving
+            .health()
+            .share
+            .is_some_and(|s| s.accepted >= 20 && s.in_flight > 0)
+    })
+    .await;
+    let staying = Kavari::builder(setup.broker.bootstrap_servers())
+        .topic_prefix(&setup.prefix)
+        .share_group(&group)
+        .processing_order(ProcessingOrder::Unordered { max_in_flight: 20 })
+        .build()
+        .await
+        .expect("build");
+    staying
+        .subscribe::<Ticket, _>(second.clone())
+        .expect("subscribe");
+    staying.start().await.expect("start");
+    eventually(Duration::from_secs(60), "the second member joined", || {
+        staying
+            .health()
+            .share
+            .is_some_and(|s| !s.partitions.is_empty())
+    })
+    .await;
+    let left_at = std::time::Instant::now();
+    leaving.shutdown().await.expect("shutdown");
+    let released = leaving.health().share.map_or(0, |s| s.released);
+    assert!(released > 0, "the first member released what it had not begun");
+    let done = || -> BTreeSet<u64> {
+        first
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .chain(second.0.lock().unwrap().iter())
+            .map(|j| j.0)
+            .collect()
+    };
+    eventually(Duration::from_secs(60), "every job handled", || {
+        done().len() as u64 == N
+    })
+    .await;
+    let first_after = second
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|j| j.1)
+        .filter(|at| *at >= left_at)
+        .min()
+        .expect("the second member handled jobs after the first left");
+    let took = first_after.duration_since(left_at);
+    eprintln!(
+        "share release: the second member handled {} jobs, the first of them {took:?} after the first member left",
+        second.0.lock().unwrap().len()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "released records waited for the lock timeout (10 s): {took:?}"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the consumer group saw every record",
+        || classic.seqs().len() as u64 == N,
+    )
+    .await;
+    for manager in [staying, group_member, publisher] {
+        manager.shutdown().await.expect("shutdown");
+    }
+}

@@ -212,9 +212,15 @@ impl Session {
                         );
                         tokio::spawn(async move {
                             let _permit = room.acquire_owned().await;
-                            let ack = deliverer
-                                .deliver(&tp.topic, tp.partition, &record, delivery, &stop)
-                                .await;
+                            // Acquired but not begun when the member stops:
+                            // given back for another member at once.
+                            let ack = if *stop.borrow() {
+                                Ack::Release
+                            } else {
+                                deliverer
+                                    .deliver(&tp.topic, tp.partition, &record, delivery, &stop)
+                                    .await
+                            };
                             let _ = done.send((tp, record.offset, ack));
                         });
                     }
