@@ -72,7 +72,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move {
         let mut owned = usize::MAX;
         loop {
-            let now = watched.health().partitions.len();
+            // A share group's partitions count alike.
+            let health = watched.health();
+            let now = health.partitions.len() + health.share.map_or(0, |s| s.partitions.len());
             if now != owned {
                 owned = now;
                 say(&format!("OWNS {owned}"));

@@ -274,7 +274,10 @@ async fn a_member_shut_down_releases_what_it_holds() {
     let left_at = std::time::Instant::now();
     leaving.shutdown().await.expect("shutdown");
     let released = leaving.health().share.map_or(0, |s| s.released);
-    assert!(released > 0, "the first member released what it had not begun");
+    assert!(
+        released > 0,
+        "the first member released what it had not begun"
+    );
     let done = || -> BTreeSet<u64> {
         first
             .0
@@ -316,4 +319,117 @@ async fn a_member_shut_down_releases_what_it_holds() {
     for manager in [staying, group_member, publisher] {
         manager.shutdown().await.expect("shutdown");
     }
+}
+
+/// Three member processes of a share group; one is SIGKILLed while its
+/// handlers run. The records it held are delivered to the others once the
+/// broker releases them (when the dead member's connections close, at the
+/// latest when their locks run out: 10 s on the test cluster): none is
+/// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_a_killed_member_go_to_the_others_after_the_lock_timeout() {
+    use kavari::KafkaMessage;
+    use kavari_tests::{CrashJob, Printed, spawn_consumer};
+    const N: u64 = 600;
+    let setup = Setup::start("share-kill", KafkaBroker::builder(), 1).await;
+    let topic = format!("{}{}", setup.prefix, CrashJob::TOPIC);
+    setup.broker.create_topic(&topic, 2).await.expect("topic");
+    let group = kavari_testcontainers::unique_name("share-kill");
+    let settings = [
+        format!("KAVARI_TOPIC_PREFIX={}", setup.prefix),
+        format!("KAVARI_SHARE_GROUP={group}"),
+        "KAVARI_PROCESSING_ORDER=unordered:8".to_string(),
+        "JOB_MS=20".to_string(),
+    ];
+    let bin = env!("CARGO_BIN_EXE_kavari-test-consumer");
+    let bootstrap = setup.broker.bootstrap_servers();
+    let printed: Arc<Mutex<Printed>> = Arc::default();
+    let mut children: Vec<_> = (0..3)
+        .map(|i| spawn_consumer(bin, &bootstrap, &group, i, &settings, &printed))
+        .collect();
+    eventually(
+        Duration::from_secs(60),
+        "every member has partitions",
+        || printed.lock().unwrap().owns.iter().all(|n| *n > 0),
+    )
+    .await;
+    let publisher = setup.publisher().await;
+    let jobs: Vec<CrashJob> = (0..N)
+        .map(|seq| CrashJob {
+            key: format!("k{seq}"),
+            seq,
+        })
+        .collect();
+    for r in publisher.publish_batch(&jobs).await {
+        r.expect("publish");
+    }
+    // The victim: a process inside its handlers, well into its work.
+    let busy = |i: usize| {
+        let printed = printed.lock().unwrap();
+        let begun = printed.begun.iter().filter(|b| b.0 == i).count();
+        let done = printed.done.iter().filter(|d| d.0 == i).count();
+        done > 10 && begun > done
+    };
+    eventually(
+        Duration::from_secs(60),
+        "a process inside its handlers",
+        || (0..3).any(busy),
+    )
+    .await;
+    let victim = (0..3).find(|i| busy(*i)).unwrap_or(0);
+    children[victim].start_kill().expect("SIGKILL");
+    let _ = children[victim].wait().await;
+    let unfinished: BTreeSet<u64> = {
+        let printed = printed.lock().unwrap();
+        let done: BTreeSet<u64> = printed
+            .done
+            .iter()
+            .filter(|d| d.0 == victim)
+            .map(|d| d.1)
+            .collect();
+        printed
+            .begun
+            .iter()
+            .filter(|b| b.0 == victim && !done.contains(&b.1))
+            .map(|b| b.1)
+            .collect()
+    };
+    eventually(Duration::from_secs(120), "every job done", || {
+        let printed = printed.lock().unwrap();
+        printed
+            .done
+            .iter()
+            .map(|d| d.1)
+            .collect::<BTreeSet<_>>()
+            .len() as u64
+            == N
+    })
+    .await;
+    let by_others: BTreeSet<u64> = printed
+        .lock()
+        .unwrap()
+        .done
+        .iter()
+        .filter(|d| d.0 != victim)
+        .map(|d| d.1)
+        .collect();
+    eprintln!(
+        "share kill: {} jobs in the killed member's handlers, all done by the others",
+        unfinished.len()
+    );
+    assert!(!unfinished.is_empty());
+    assert!(
+        unfinished.is_subset(&by_others),
+        "jobs the killed member held were lost: {:?}",
+        unfinished.difference(&by_others).collect::<Vec<_>>()
+    );
+    for (_, child) in children
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+    {
+        drop(child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+    publisher.shutdown().await.expect("shutdown");
 }
