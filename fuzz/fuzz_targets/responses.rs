@@ -51,6 +51,7 @@ const APIS: &[Decode] = &[
     decode::<ShareFetchRequest>,
     decode::<ShareAcknowledgeRequest>,
     decode::<IncrementalAlterConfigsRequest>,
+    decode::<DescribeShareGroupOffsetsRequest>,
 ];
 
 fuzz_target!(|data: &[u8]| {

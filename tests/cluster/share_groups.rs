@@ -97,6 +97,27 @@ async fn six_share_members_on_two_partitions_all_work_and_handle_each_job_once()
     for m in members {
         m.shutdown().await.expect("shutdown");
     }
+    // The broker's view: every record was accepted, so a new member of
+    // the group is given none of them.
+    let later = Jobs::default();
+    let newcomer = share_member(&setup, &group, 4, later.clone()).await;
+    eventually(
+        Duration::from_secs(60),
+        "the newcomer has partitions",
+        || {
+            newcomer
+                .health()
+                .share
+                .is_some_and(|s| !s.partitions.is_empty())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        later.0.lock().unwrap().is_empty(),
+        "accepted records delivered again"
+    );
+    newcomer.shutdown().await.expect("shutdown");
     publisher.shutdown().await.expect("shutdown");
 }
 

@@ -249,7 +249,11 @@ async fn describe(cluster: &Cluster, group: &str, json: bool) -> Result<(), Fail
                 "group": d.group_id,
                 "state": d.state,
                 "protocol_type": d.protocol_type,
-                "group_protocol": if d.epochs.is_some() { "consumer" } else { "classic" },
+                "group_protocol": match (d.epochs.is_some(), d.protocol_type.as_str()) {
+                    (true, "share") => "share",
+                    (true, _) => "consumer",
+                    (false, _) => "classic",
+                },
                 "group_epoch": d.epochs.map(|e| e.0),
                 "assignment_epoch": d.epochs.map(|e| e.1),
                 "assignor": d.assignor,
@@ -260,6 +264,13 @@ async fn describe(cluster: &Cluster, group: &str, json: bool) -> Result<(), Fail
         return Ok(());
     }
     match d.epochs {
+        Some((group_epoch, assignment_epoch)) if d.protocol_type == "share" => out!(
+            "share group {} ({}), epoch {group_epoch}, assignment epoch {assignment_epoch}, assignor {:?}; \
+             the committed column is each share partition's start offset",
+            d.group_id,
+            d.state,
+            d.assignor
+        ),
         Some((group_epoch, assignment_epoch)) => out!(
             "group {} ({}), consumer protocol, epoch {group_epoch}, assignment epoch {assignment_epoch}, assignor {:?}",
             d.group_id,

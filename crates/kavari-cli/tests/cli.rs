@@ -633,3 +633,71 @@ async fn group_describe_shows_a_consumer_protocol_group() {
     );
     m.shutdown().await.expect("shutdown");
 }
+
+/// `group describe` of a share group (KIP-932): its members, and each
+/// share partition's start offset (as the broker reports it) where a
+/// consumer group shows its committed offset.
+#[tokio::test]
+async fn group_describe_shows_a_share_group() {
+    if !TestBroker::is_kafka() {
+        return;
+    }
+    let broker = shared_broker().await.expect("broker");
+    let brokers = broker.bootstrap_servers().to_string();
+    let prefix = format!("{}.", unique_name("cli-share"));
+    let topic = format!("{prefix}{}", OrderPlaced::TOPIC);
+    broker.create_topic(&topic, 1).await.expect("topic");
+    let group = unique_name("cli-share");
+    let handled = Arc::new(AtomicUsize::new(0));
+    let m = Kavari::builder(brokers.clone())
+        .topic_prefix(&prefix)
+        .share_group(&group)
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<OrderPlaced, _>(Count(Arc::clone(&handled)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    for i in 0..3 {
+        m.publish(&OrderPlaced {
+            id: format!("o{i}"),
+            cents: 1,
+        })
+        .await
+        .expect("publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let d = loop {
+        let d: Value = serde_json::from_str(&stdout(&kavari(
+            &brokers,
+            &["group", "describe", &group, "--json"],
+        )))
+        .expect("JSON");
+        let start: u64 = d["partitions"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["committed"].as_u64()).sum())
+            .unwrap_or(0);
+        // The broker reports a share partition's start offset a little
+        // behind the last acknowledgement.
+        if handled.load(Ordering::SeqCst) == 3 && start >= 2 {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all acknowledged: handled {}, {}",
+            handled.load(Ordering::SeqCst),
+            d["partitions"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(d["group_protocol"], "share", "{d}");
+    assert_eq!(d["members"].as_array().map(Vec::len), Some(1), "{d}");
+    assert_eq!(
+        d["members"][0]["assignment"].as_array().map(Vec::len),
+        Some(1),
+        "{d}"
+    );
+    let text = stdout(&kavari(&brokers, &["group", "describe", &group]));
+    assert!(text.contains("share group"), "{text}");
+    m.shutdown().await.expect("shutdown");
+}

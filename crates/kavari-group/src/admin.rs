@@ -27,7 +27,8 @@ pub struct GroupDescription {
     /// `Stable`, `PreparingRebalance`, `CompletingRebalance`, `Empty` or
     /// `Dead`, as the coordinator says.
     pub state: String,
-    /// The protocol type (`consumer` for Kafka consumers).
+    /// The protocol type (`consumer` for Kafka consumers, `share` for a
+    /// share group).
     pub protocol_type: String,
     /// The assignor the members chose (`range`, `cooperative-sticky`…),
     /// or the broker's under the consumer protocol (`uniform`, `range`).
@@ -37,7 +38,9 @@ pub struct GroupDescription {
     pub epochs: Option<(i32, i32)>,
     /// The members.
     pub members: Vec<GroupMemberDescription>,
-    /// Committed offsets, every partition with one.
+    /// Committed offsets, every partition with one; for a share group,
+    /// each share partition's start offset (the first record not yet done
+    /// with).
     pub committed: Vec<(TopicPartition, CommitOffset)>,
 }
 
@@ -111,6 +114,9 @@ pub async fn describe_group(
             .collect();
         return Ok(d);
     }
+    if let Some(d) = describe_share_group(&conn, group_id).await? {
+        return Ok(d);
+    }
     let group = GroupId(StrBytes::from_string(group_id.to_string()));
     let resp = conn
         .send(&DescribeGroupsRequest::default().with_groups(vec![group.clone()]))
@@ -159,6 +165,108 @@ pub async fn describe_group(
         members,
         committed,
     })
+}
+
+/// Describes share group `group_id` (KIP-932) with ShareGroupDescribe,
+/// and its share partitions' start offsets with
+/// DescribeShareGroupOffsets; `None` when it is not a share group.
+async fn describe_share_group(
+    conn: &kavari_wire::connection::Connection,
+    group_id: &str,
+) -> Result<Option<GroupDescription>, GroupError> {
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup;
+    use kafka_protocol::messages::{DescribeShareGroupOffsetsRequest, ShareGroupDescribeRequest};
+
+    let group = GroupId(StrBytes::from_string(group_id.to_string()));
+    let resp = match conn
+        .send(&ShareGroupDescribeRequest::default().with_group_ids(vec![group.clone()]))
+        .await
+    {
+        Ok(resp) => resp,
+        Err(kavari_wire::WireError::UnsupportedVersion { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let described = resp
+        .groups
+        .into_iter()
+        .next()
+        .ok_or_else(|| GroupError::malformed("ShareGroupDescribe", "no group in the answer"))?;
+    match described.error_code.err() {
+        None => {}
+        Some(ResponseError::GroupIdNotFound) => return Ok(None),
+        Some(e) => {
+            return Err(GroupError::Wire(kavari_wire::WireError::broker(
+                "ShareGroupDescribe",
+                e,
+                described.error_message.map(|m| m.to_string()),
+            )));
+        }
+    }
+    let members = described
+        .members
+        .iter()
+        .map(|m| {
+            let assignment: Vec<TopicPartition> = m
+                .assignment
+                .topic_partitions
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| TopicPartition::new(t.topic_name.to_string(), *p))
+                })
+                .collect();
+            GroupMemberDescription {
+                member_id: m.member_id.to_string(),
+                group_instance_id: None,
+                client_id: m.client_id.to_string(),
+                client_host: m.client_host.to_string(),
+                // A share member owns what it is assigned at once.
+                target: Some((m.member_epoch, assignment.clone())),
+                assignment,
+            }
+        })
+        .collect();
+    let offsets = conn
+        .send(
+            &DescribeShareGroupOffsetsRequest::default().with_groups(vec![
+                DescribeShareGroupOffsetsRequestGroup::default()
+                    .with_group_id(group)
+                    .with_topics(None),
+            ]),
+        )
+        .await?;
+    let mut committed = Vec::new();
+    for g in &offsets.groups {
+        if let Some(e) = g.error_code.err() {
+            return Err(GroupError::Wire(kavari_wire::WireError::broker(
+                "DescribeShareGroupOffsets",
+                e,
+                g.error_message.as_ref().map(|m| m.to_string()),
+            )));
+        }
+        for t in &g.topics {
+            for p in &t.partitions {
+                if p.error_code == 0 && p.start_offset >= 0 {
+                    committed.push((
+                        TopicPartition::new(t.topic_name.to_string(), p.partition_index),
+                        CommitOffset::from(p.start_offset),
+                    ));
+                }
+            }
+        }
+    }
+    committed.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Some(GroupDescription {
+        group_id: group_id.to_string(),
+        state: described.group_state.to_string(),
+        protocol_type: "share".into(),
+        assignor: described.assignor_name.to_string(),
+        epochs: Some((described.group_epoch, described.assignment_epoch)),
+        members,
+        committed,
+    }))
 }
 
 /// Describes `group_id` with ConsumerGroupDescribe (KIP-848); `None` when

@@ -86,6 +86,7 @@ request!(ShareGroupHeartbeatRequest => ShareGroupHeartbeatResponse, ShareGroupHe
 request!(ShareGroupDescribeRequest => ShareGroupDescribeResponse, ShareGroupDescribe, 1, 1, SHARE_GROUP_DESCRIBE);
 request!(ShareFetchRequest => ShareFetchResponse, ShareFetch, 1, 1, SHARE_FETCH);
 request!(ShareAcknowledgeRequest => ShareAcknowledgeResponse, ShareAcknowledge, 1, 1, SHARE_ACKNOWLEDGE);
+request!(DescribeShareGroupOffsetsRequest => DescribeShareGroupOffsetsResponse, DescribeShareGroupOffsets, 0, 0, DESCRIBE_SHARE_GROUP_OFFSETS);
 // v4 brings the group's state.
 request!(ListGroupsRequest => ListGroupsResponse, ListGroups, 0, 4, LIST_GROUPS);
 // v6 names topics by id.

@@ -142,6 +142,7 @@ impl Session {
                 }
             }
             backoff.reset();
+            tracing::trace!(broker = self.broker, epoch, acks = ?acks, "share fetch answered");
             epoch = if epoch == 0 { 1 } else { epoch + 1 };
             in_session = wanted;
             let names: BTreeMap<Uuid, String> =
@@ -190,7 +191,11 @@ impl Session {
                     };
                     let seen: BTreeSet<i64> = records.iter().map(|r| r.offset).collect();
                     let ranges: Vec<(i64, i64)> = acquired.iter().map(|a| (a.0, a.1)).collect();
-                    for gap in gaps(&ranges, &seen) {
+                    let missing = gaps(&ranges, &seen);
+                    if !missing.is_empty() {
+                        tracing::debug!(partition = %tp, ?ranges, gaps = missing.len(), "acquired offsets without a record");
+                    }
+                    for gap in missing {
                         pending.add(tp.clone(), gap, Ack::Gap);
                     }
                     for record in records {

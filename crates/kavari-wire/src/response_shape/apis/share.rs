@@ -130,3 +130,37 @@ pub static SHARE_GROUP_DESCRIBE: Shape = Shape {
         tags: &[],
     },
 };
+
+/// DescribeShareGroupOffsets: flexible in every version.
+pub static DESCRIBE_SHARE_GROUP_OFFSETS: Shape = Shape {
+    flexible_since: 0,
+    body: Struct {
+        fields: &[
+            all(I32), // throttle_time_ms
+            // groups: group_id, topics, error_code, error_message
+            all(Array(&S(&Struct {
+                fields: &[
+                    all(Str),
+                    // topics: topic_name, topic_id, partitions
+                    all(Array(&S(&Struct {
+                        fields: &[
+                            all(Str),
+                            all(Uuid),
+                            // partitions: partition_index, start_offset,
+                            // leader_epoch, error_code, error_message
+                            all(Array(&S(&Struct {
+                                fields: &[all(I32), all(I64), all(I32), all(I16), all(Str)],
+                                tags: &[],
+                            }))),
+                        ],
+                        tags: &[],
+                    }))),
+                    all(I16),
+                    all(Str),
+                ],
+                tags: &[],
+            }))),
+        ],
+        tags: &[],
+    },
+};
