@@ -55,6 +55,44 @@ mod serde_bytes_like {
     }
 }
 
+/// Counts handled records, stamping the first and the last: a rate from
+/// the first record handled to the last.
+#[derive(Default)]
+pub struct Count {
+    /// Records handled so far.
+    pub handled: std::sync::atomic::AtomicU64,
+    /// When the first was handled.
+    pub first: std::sync::Mutex<Option<std::time::Instant>>,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Count {
+    /// Counts `n` records handled now.
+    pub fn add(&self, n: u64) {
+        let now = std::time::Instant::now();
+        self.first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(now);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+        self.handled
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records per second from the first handled to the last.
+    pub fn rate(&self) -> f64 {
+        let first = *self.first.lock().unwrap_or_else(|p| p.into_inner());
+        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match (first, last) {
+            (Some(a), Some(b)) if b > a => {
+                self.handled.load(std::sync::atomic::Ordering::Relaxed) as f64
+                    / (b - a).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
 mod measure;
 pub use measure::{micros, peak_rss_kb};
 

@@ -19,7 +19,7 @@
 //! kavari-testcontainers unless `KAVARI_BROKERS` is set.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kavari::{
@@ -50,37 +50,6 @@ struct JobDone {
 /// How long the waiting handler waits per call.
 const WAIT: Duration = Duration::from_millis(20);
 
-/// Counts handled records, stamping the first and the last.
-#[derive(Default)]
-struct Count {
-    handled: AtomicU64,
-    first: std::sync::Mutex<Option<Instant>>,
-    last: std::sync::Mutex<Option<Instant>>,
-}
-
-impl Count {
-    fn add(&self, n: u64) {
-        let now = Instant::now();
-        self.first
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(now);
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
-        self.handled.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn rate(&self) -> f64 {
-        let first = *self.first.lock().unwrap_or_else(|p| p.into_inner());
-        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match (first, last) {
-            (Some(a), Some(b)) if b > a => {
-                self.handled.load(Ordering::Relaxed) as f64 / (b - a).as_secs_f64()
-            }
-            _ => 0.0,
-        }
-    }
-}
-
 /// What a handler does per record (or per batch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Work {
@@ -91,7 +60,7 @@ enum Work {
 }
 
 struct Handler {
-    count: Arc<Count>,
+    count: Arc<kavari_benches::Count>,
     work: Work,
     out: Kavari,
 }
@@ -249,7 +218,7 @@ async fn measure(broker: &str, o: &Opts, row: Row, work: Work, out: &Kavari) -> 
             .records_per_transaction(n);
     }
     let m = builder.build().await.expect("build");
-    let count = Arc::new(Count::default());
+    let count = Arc::new(kavari_benches::Count::default());
     let handler = Handler {
         count: Arc::clone(&count),
         work,
