@@ -551,6 +551,57 @@ async fn tail_shows_aborted_transactions_only_read_uncommitted() {
     );
 }
 
+/// Starts a manager of `configure`'s group on `topic`'s prefix that counts
+/// what it handles, publishes `orders` orders through it, and describes
+/// `group` as JSON until it handled them all and the committed column
+/// sums to at least `committed`.
+async fn describe_once_handled(
+    brokers: &str,
+    prefix: &str,
+    group: &str,
+    orders: usize,
+    committed: u64,
+    configure: impl FnOnce(kavari::KavariBuilder) -> kavari::KavariBuilder,
+) -> (Kavari, Value) {
+    let handled = Arc::new(AtomicUsize::new(0));
+    let m = configure(Kavari::builder(brokers).topic_prefix(prefix))
+        .build()
+        .await
+        .expect("build");
+    m.subscribe::<OrderPlaced, _>(Count(Arc::clone(&handled)))
+        .expect("subscribe");
+    m.start().await.expect("start");
+    for i in 0..orders {
+        m.publish(&OrderPlaced {
+            id: format!("o{i}"),
+            cents: 1,
+        })
+        .await
+        .expect("publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d: Value = serde_json::from_str(&stdout(&kavari(
+            brokers,
+            &["group", "describe", group, "--json"],
+        )))
+        .expect("JSON");
+        let sum: u64 = d["partitions"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["committed"].as_u64()).sum())
+            .unwrap_or(0);
+        if handled.load(Ordering::SeqCst) == orders && sum >= committed {
+            return (m, d);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "handled {} of {orders}, committed {sum}: {d}",
+            handled.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Counts what it handles.
 struct Count(Arc<AtomicUsize>);
 
@@ -575,43 +626,12 @@ async fn group_describe_shows_a_consumer_protocol_group() {
     let topic = format!("{prefix}{}", OrderPlaced::TOPIC);
     broker.create_topic(&topic, 2).await.expect("topic");
     let group = unique_name("cli-kip848");
-    let handled = Arc::new(AtomicUsize::new(0));
-    let m = Kavari::builder(brokers.clone())
-        .topic_prefix(&prefix)
-        .group_id(&group)
-        .group_protocol(kavari::GroupProtocol::Consumer)
-        .commit_interval(Duration::from_millis(100))
-        .build()
-        .await
-        .expect("build");
-    m.subscribe::<OrderPlaced, _>(Count(Arc::clone(&handled)))
-        .expect("subscribe");
-    m.start().await.expect("start");
-    for i in 0..4 {
-        m.publish(&OrderPlaced {
-            id: format!("o{i}"),
-            cents: 1,
-        })
-        .await
-        .expect("publish");
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let d = loop {
-        let d: Value = serde_json::from_str(&stdout(&kavari(
-            &brokers,
-            &["group", "describe", &group, "--json"],
-        )))
-        .expect("JSON");
-        let committed: u64 = d["partitions"]
-            .as_array()
-            .map(|ps| ps.iter().filter_map(|p| p["committed"].as_u64()).sum())
-            .unwrap_or(0);
-        if handled.load(Ordering::SeqCst) == 4 && committed == 4 {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "not all committed: {d}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (m, d) = describe_once_handled(&brokers, &prefix, &group, 4, 4, |b| {
+        b.group_id(&group)
+            .group_protocol(kavari::GroupProtocol::Consumer)
+            .commit_interval(Duration::from_millis(100))
+    })
+    .await;
     assert_eq!(d["group_protocol"], "consumer", "{d}");
     assert_eq!(d["assignor"], "uniform", "the broker's default: {d}");
     assert!(d["group_epoch"].as_i64().is_some_and(|e| e > 0), "{d}");
@@ -648,48 +668,10 @@ async fn group_describe_shows_a_share_group() {
     let topic = format!("{prefix}{}", OrderPlaced::TOPIC);
     broker.create_topic(&topic, 1).await.expect("topic");
     let group = unique_name("cli-share");
-    let handled = Arc::new(AtomicUsize::new(0));
-    let m = Kavari::builder(brokers.clone())
-        .topic_prefix(&prefix)
-        .share_group(&group)
-        .build()
-        .await
-        .expect("build");
-    m.subscribe::<OrderPlaced, _>(Count(Arc::clone(&handled)))
-        .expect("subscribe");
-    m.start().await.expect("start");
-    for i in 0..3 {
-        m.publish(&OrderPlaced {
-            id: format!("o{i}"),
-            cents: 1,
-        })
-        .await
-        .expect("publish");
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let d = loop {
-        let d: Value = serde_json::from_str(&stdout(&kavari(
-            &brokers,
-            &["group", "describe", &group, "--json"],
-        )))
-        .expect("JSON");
-        let start: u64 = d["partitions"]
-            .as_array()
-            .map(|ps| ps.iter().filter_map(|p| p["committed"].as_u64()).sum())
-            .unwrap_or(0);
-        // The broker reports a share partition's start offset a little
-        // behind the last acknowledgement.
-        if handled.load(Ordering::SeqCst) == 3 && start >= 2 {
-            break d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all acknowledged: handled {}, {}",
-            handled.load(Ordering::SeqCst),
-            d["partitions"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // The broker reports a share partition's start offset a little behind
+    // the last acknowledgement.
+    let (m, d) =
+        describe_once_handled(&brokers, &prefix, &group, 3, 2, |b| b.share_group(&group)).await;
     assert_eq!(d["group_protocol"], "share", "{d}");
     assert_eq!(d["members"].as_array().map(Vec::len), Some(1), "{d}");
     assert_eq!(

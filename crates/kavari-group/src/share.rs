@@ -277,12 +277,7 @@ impl Heartbeats {
             .await?;
         Ok(Beat {
             epoch: resp.member_epoch,
-            interval: Duration::from_millis(
-                u64::try_from(resp.heartbeat_interval_ms)
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .unwrap_or(5_000),
-            ),
+            interval: crate::consumer_protocol::heartbeat_interval(resp.heartbeat_interval_ms),
             assignment: resp.assignment.map(|a| {
                 a.topic_partitions
                     .into_iter()

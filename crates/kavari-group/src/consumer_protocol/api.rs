@@ -37,6 +37,12 @@ pub(crate) struct BeatAnswer {
     pub(crate) assignment: Option<Vec<(Uuid, Vec<i32>)>>,
 }
 
+/// The heartbeat interval a coordinator of the consumer or share protocol
+/// set; a broker that says nothing sensible gets the Java default (5 s).
+pub(crate) fn heartbeat_interval(ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(ms).ok().filter(|ms| *ms > 0).unwrap_or(5_000))
+}
+
 impl KafkaGroupApi {
     /// Sends one ConsumerGroupHeartbeat; a refusal is an error with the
     /// broker's message.
@@ -78,13 +84,7 @@ impl KafkaGroupApi {
         Ok(BeatAnswer {
             member_id: resp.member_id.map(|m| m.as_str().to_string()),
             epoch: resp.member_epoch,
-            // A broker that says nothing sensible gets the Java default.
-            interval: Duration::from_millis(
-                u64::try_from(resp.heartbeat_interval_ms)
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .unwrap_or(5_000),
-            ),
+            interval: heartbeat_interval(resp.heartbeat_interval_ms),
             assignment: resp.assignment.map(|a| {
                 a.topic_partitions
                     .into_iter()

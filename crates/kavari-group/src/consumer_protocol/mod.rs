@@ -8,6 +8,8 @@
 mod api;
 mod reconcile;
 
+pub(crate) use api::heartbeat_interval;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -56,7 +56,7 @@ impl Deliverer {
                         .await;
                 }
                 Outcome::Failed(e) => e,
-                Outcome::Panicked(m) => crate::HandlerError::new(m),
+                Outcome::Panicked(m) => crate::handler_error::HandlerError::new(m),
             };
             let last = delivery >= self.config.share_delivery_limit;
             if error.is_retriable() && !last {

@@ -21,7 +21,7 @@ use kavari_wire::cluster::Cluster;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::consume::{ConsumerConfig, StartError, Writer};
+use crate::consume::{ConsumerConfig, OffsetReset, StartError, Writer};
 use crate::health::{Health, HealthState, ShareHealth};
 use crate::registry::Registry;
 use deliver::Deliverer;
@@ -59,9 +59,9 @@ impl ShareConsumer {
         dead_letters: Arc<dyn Writer>,
     ) -> Result<Self, StartError> {
         let reset = match config.auto_offset_reset {
-            crate::OffsetReset::Earliest => Some("earliest"),
-            crate::OffsetReset::Latest => Some("latest"),
-            crate::OffsetReset::Error => None,
+            OffsetReset::Earliest => Some("earliest"),
+            OffsetReset::Latest => Some("latest"),
+            OffsetReset::Error => None,
         };
         if let Some(reset) = reset
             && let Err(e) = kavari_wire::admin::set_group_config(
