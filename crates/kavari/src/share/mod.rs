@@ -193,6 +193,9 @@ impl Placing {
         loop {
             let wanted = assignment.borrow_and_update().assignment.clone();
             let by_leader = self.leaders(&wanted).await;
+            // A partition without a known leader is placed again shortly.
+            let placed: usize = by_leader.values().map(BTreeMap::len).sum();
+            let retry = (placed < wanted.len()).then(|| Duration::from_secs(1));
             for (broker, tx) in &sessions {
                 tx.send_if_modified(|p| {
                     let now = by_leader.get(broker).cloned().unwrap_or_default();
@@ -226,6 +229,7 @@ impl Placing {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     while moved.try_recv().is_ok() {}
                 }
+                _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
                 _ = self.stop.changed() => break,
             }
         }

@@ -78,7 +78,7 @@ impl Session {
                 continue;
             }
             let free = self.max_in_flight.saturating_sub(in_flight);
-            if free == 0 && pending.is_empty() {
+            if free == 0 && (pending.is_empty() || epoch == 0) {
                 // Full: wait for a handler to finish.
                 tokio::select! {
                     Some(done) = done_rx.recv() => {
@@ -89,7 +89,13 @@ impl Session {
                 }
                 continue;
             }
-            let acks = pending.take();
+            // A request that opens a session carries no acknowledgements:
+            // they wait for the next.
+            let acks = if epoch == 0 {
+                BTreeMap::new()
+            } else {
+                pending.take()
+            };
             let ids: BTreeMap<TopicPartition, Uuid> = in_session
                 .iter()
                 .chain(wanted.iter())
