@@ -201,7 +201,8 @@ mod tests {
                     "dead_lettered": 2, "skipped": 0, "paused": true,
                     "in_flight": 3, "in_flight_since": "2026-11-18T11:06:40.123Z",
                     "error": null
-                }]
+                }],
+                "share": null
             })
         );
         let failed = serde_json::to_value(HealthState::Failed("gone".into())).expect("serializes");
