@@ -41,7 +41,11 @@ impl BrokerBuilder {
             broker.wait_ready(self.ready_timeout).await?;
             return Ok(broker);
         }
-        match TestBroker::from_env()? {
+        let kind = match self.broker {
+            Some(kind) => kind,
+            None => TestBroker::from_env()?,
+        };
+        match kind {
             TestBroker::Nisshi => {
                 let (nisshi, access) = NisshiBroker::start(&self).await?;
                 let broker = KafkaBroker {

@@ -45,7 +45,7 @@ mod ready;
 pub use broker::{KafkaBroker, shared_broker};
 pub use error::Error;
 pub use install::{broker_binary, ensure_broker_installed};
-pub use kafka::{KAFKA_VERSION, KafkaCluster};
+pub use kafka::{KAFKA_VERSION, KafkaCluster, java_program};
 pub use options::{BrokerBuilder, Storage, TestBroker};
 pub(crate) use ports::free_ports;
 pub use proxy::{FaultMode, FaultProxy};

@@ -22,11 +22,7 @@ impl TestBroker {
     pub fn from_env() -> Result<Self, Error> {
         match std::env::var("KAVARI_TEST_BROKER") {
             Err(_) => Ok(Self::Kafka),
-            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "" | "kafka" => Ok(Self::Kafka),
-                "nisshi" => Ok(Self::Nisshi),
-                other => Err(Error::UnknownTestBroker(other.to_string())),
-            },
+            Ok(v) => v.parse(),
         }
     }
 
@@ -34,6 +30,19 @@ impl TestBroker {
     /// unset or `kafka`).
     pub fn is_kafka() -> bool {
         matches!(Self::from_env(), Ok(Self::Kafka))
+    }
+}
+
+impl std::str::FromStr for TestBroker {
+    type Err = Error;
+
+    /// `kafka` (or nothing) or `nisshi`, in any case.
+    fn from_str(name: &str) -> Result<Self, Error> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "" | "kafka" => Ok(Self::Kafka),
+            "nisshi" => Ok(Self::Nisshi),
+            other => Err(Error::UnknownTestBroker(other.to_string())),
+        }
     }
 }
 
@@ -62,6 +71,7 @@ pub struct BrokerBuilder {
     pub(crate) client_certificates: bool,
     pub(crate) reauthenticate_after: Option<Duration>,
     pub(crate) nodes: usize,
+    pub(crate) broker: Option<TestBroker>,
 }
 
 impl Default for BrokerBuilder {
@@ -76,11 +86,21 @@ impl Default for BrokerBuilder {
             client_certificates: false,
             reauthenticate_after: None,
             nodes: 3,
+            broker: None,
         }
     }
 }
 
 impl BrokerBuilder {
+    /// Which broker [`start`](Self::start) runs, whatever
+    /// `KAVARI_TEST_BROKER` says (a benchmark's flag). Default: the one
+    /// `KAVARI_TEST_BROKER` names ([`TestBroker::from_env`]).
+    /// `KAVARI_BROKERS` still wins over both.
+    pub fn broker(mut self, broker: TestBroker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
     /// Storage of a local nisshi broker. Default: [`Storage::Memory`].
     /// Kafka keeps everything on disk whatever this says.
     pub fn storage(mut self, storage: Storage) -> Self {

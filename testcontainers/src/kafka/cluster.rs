@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::config::{ClientSecurity, NodeConfig, Ports};
-use super::install::{ensure_kafka_installed, java};
+use super::install::{classpath, ensure_kafka_installed, java, java_command};
 use crate::access::Access;
 use crate::process::{BrokerProcess, log_tail};
 use crate::{BrokerBuilder, Error, FaultProxy};
@@ -299,7 +299,7 @@ impl KafkaCluster {
     }
 
     fn classpath(&self) -> String {
-        format!("{}/*", self.home.join("libs").display())
+        classpath(&self.home)
     }
 
     fn spawn(&self, node: &Node) -> Result<(), Error> {
@@ -468,16 +468,7 @@ impl KafkaCluster {
     /// single-file program `source` (Java's source-file mode): a Java
     /// client as a peer of the tests. Arguments follow.
     pub fn java_peer(&self, source: &Path) -> std::process::Command {
-        let mut command = std::process::Command::new(java());
-        command
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                self.home.join("log4j2.yaml").display()
-            ))
-            .args(["-XX:TieredStopAtLevel=1", "-cp"])
-            .arg(self.classpath())
-            .arg(source);
-        command
+        java_command(&self.home, &["-XX:TieredStopAtLevel=1"], source)
     }
 
     /// `node`'s log so far.

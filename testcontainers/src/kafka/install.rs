@@ -59,3 +59,34 @@ pub(crate) fn java() -> PathBuf {
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("java"))
 }
+
+/// The class path of the installed jars (kafka-clients among them).
+pub(crate) fn classpath(home: &Path) -> String {
+    format!("{}/*", home.join("libs").display())
+}
+
+/// A `java` command running the single-file program `source` (Java's
+/// source-file mode) with the jars of `home` on its class path, their quiet
+/// logging, and the JVM `options`. Arguments follow.
+pub(crate) fn java_command(home: &Path, options: &[&str], source: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(java());
+    command
+        .arg(format!(
+            "-Dlog4j2.configurationFile={}",
+            home.join("log4j2.yaml").display()
+        ))
+        .args(options)
+        .arg("-cp")
+        .arg(classpath(home))
+        .arg(source);
+    command
+}
+
+/// A `java` command running the single-file program `source` with the
+/// Kafka jars of the tests (kafka-clients among them) on its class path,
+/// installing them first when they are missing: a Java client as a peer,
+/// with no cluster of ours needed (a benchmark's Java side). The JVM runs
+/// with its defaults (full JIT); arguments follow.
+pub fn java_program(source: &Path) -> Result<std::process::Command, Error> {
+    Ok(java_command(&ensure_kafka_installed()?, &[], source))
+}

@@ -8,4 +8,4 @@ mod config;
 mod install;
 
 pub use cluster::KafkaCluster;
-pub use install::KAFKA_VERSION;
+pub use install::{KAFKA_VERSION, java_program};
