@@ -94,16 +94,8 @@ impl Count {
 }
 
 mod measure;
-pub use measure::{micros, peak_rss_kb};
-
-/// The `q` quantile (0 to 1) of sorted microsecond samples, in milliseconds.
-pub fn percentile_ms(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
-}
+pub use measure::{micros, peak_rss_kb, percentile_ms};
+pub mod peer;
 
 /// The latency workload's message: its send time travels in the value.
 #[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]

@@ -21,3 +21,12 @@ pub fn peak_rss_kb() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The `q` quantile (0 to 1) of sorted microsecond samples, in milliseconds.
+pub fn percentile_ms(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}

@@ -1,13 +1,23 @@
 //! `kavari-load`: publish throughput, consume throughput, end-to-end latency
-//! and peak RSS for Kavari, raw rskafka and librdkafka (rust-rdkafka), on the
-//! same broker and topic layout, in one run. Each measurement runs in a
-//! process of its own, so each peak RSS belongs to one client.
+//! and peak RSS for Kavari and its peers (raw rskafka, librdkafka, krafka,
+//! kacrab and the Java client), on the same broker and topic layout, in one
+//! run, with each client at its default and publishing with idempotence the
+//! other way too. Each measurement runs in a process of its own, so each
+//! peak RSS belongs to one client.
 //!
 //! ```sh
 //! cargo run --release -p kavari-benches --bin kavari-load -- \
-//!     [--messages 100000] [--size 100] [--partitions 3] [--rate 1000] [--seconds 5] [--repeat 1] \
+//!     [--broker nisshi|kafka] [--messages 100000] [--size 100] [--partitions 3] \
+//!     [--rate 1000] [--seconds 5] [--repeat 1] [--clients kavari,krafka,...] \
 //!     [--tls] [--out target/kavari-load.md]
 //! ```
+//!
+//! `--broker` picks nisshi (one process) or the three-broker Apache Kafka
+//! cluster of the tests (topics with three copies, `min.insync.replicas`
+//! 2; every client writes with acks all); the default is what
+//! `KAVARI_TEST_BROKER` names, and `KAVARI_BROKERS` overrides both. The
+//! Markdown table goes to `--out`, and an SVG chart of Kavari's ratios
+//! beside it (the same name, `.svg`).
 //!
 //! `--tls` adds Kavari over SASL_SSL (TLS with the pure-Rust graviola
 //! provider, SCRAM-SHA-512) to a second broker that requires both, and as
@@ -16,9 +26,13 @@
 //! and the handshake of a new connection (connect, API versions, TLS,
 //! SASL).
 //!
-//! It starts a local broker through kavari-testcontainers unless
-//! `KAVARI_BROKERS` is set, and builds the rust-rdkafka peer
-//! (`benches/rdkafka-peer`, which compiles librdkafka) on first use.
+//! The peers that compile C are built on first use outside the workspace
+//! (`benches/rdkafka-peer`, `benches/rust-peers`); the Java peer runs on
+//! the JVM with the Kafka jars of the tests.
+
+mod chart;
+mod compare;
+mod peers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,13 +43,15 @@ use std::time::{Duration, Instant};
 
 use kavari::{HandlerError, KafkaMessage, Kavari, MessageContext, MessageHandler};
 use kavari_benches::{
-    Stamped, fetch_to_end, kavari_latency, micros, partition_clients, peak_rss_kb, percentile_ms,
-    raw_record,
+    Stamped, fetch_to_end, kavari_latency, micros, partition_clients, peak_rss_kb, raw_record,
 };
-use kavari_testcontainers::{KafkaBroker, unique_name};
+use kavari_testcontainers::{KafkaBroker, TestBroker, unique_name};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
 use serde::{Deserialize, Serialize};
+
+use crate::compare::{Metric, Results, Run};
+use crate::peers::Peers;
 
 /// The consume workload's messages (every client reads the same data).
 #[derive(Debug, Clone, Serialize, Deserialize, KafkaMessage)]
@@ -77,6 +93,8 @@ struct Opts {
     seconds: u64,
     repeat: usize,
     tls: bool,
+    broker: TestBroker,
+    clients: Option<Vec<String>>,
     out: PathBuf,
 }
 
@@ -90,19 +108,14 @@ fn opts() -> Opts {
         seconds: arg("--seconds").unwrap_or(5),
         repeat: arg("--repeat").unwrap_or(1),
         tls: std::env::args().any(|a| a == "--tls"),
+        broker: match arg::<String>("--broker") {
+            Some(name) => name.parse().expect("--broker nisshi|kafka"),
+            None => TestBroker::from_env().expect("KAVARI_TEST_BROKER"),
+        },
+        clients: arg::<String>("--clients")
+            .map(|list| list.split(',').map(str::to_string).collect()),
         out: arg("--out").unwrap_or_else(|| "target/kavari-load.md".into()),
     }
-}
-
-fn percentiles(mut v: Vec<u64>) -> String {
-    v.sort_unstable();
-    format!(
-        "samples={} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2}",
-        v.len(),
-        percentile_ms(&v, 0.5),
-        percentile_ms(&v, 0.99),
-        percentile_ms(&v, 0.999)
-    )
 }
 
 // ---------------------------------------------------------------------------
@@ -116,7 +129,7 @@ async fn worker(args: &[String]) {
         ("kavari", "publish") => {
             kavari_publish(bootstrap, topic, n as usize, m as usize, true).await
         }
-        ("kavari-at-least-once", "publish") => {
+        ("kavari-plain", "publish") => {
             kavari_publish(bootstrap, topic, n as usize, m as usize, false).await
         }
         ("rskafka", "publish") => rskafka_publish(bootstrap, topic, n as usize, m as usize).await,
@@ -305,7 +318,9 @@ async fn rskafka_consume(bootstrap: &str, topic: &str, n: usize) -> String {
 }
 
 async fn kavari_latency_run(bootstrap: &str, rate: u64, seconds: u64) -> String {
-    percentiles(kavari_latency(bootstrap, rate, seconds, Duration::from_millis(20)).await)
+    kavari_benches::peer::latency_fields(
+        kavari_latency(bootstrap, rate, seconds, Duration::from_millis(20)).await,
+    )
 }
 
 async fn rskafka_latency(bootstrap: &str, topic: &str, rate: u64, seconds: u64) -> String {
@@ -361,13 +376,13 @@ async fn rskafka_latency(bootstrap: &str, topic: &str, rate: u64, seconds: u64) 
             let _ = pc.produce(vec![record], Compression::NoCompression).await;
         });
     }
-    percentiles(reader.await.expect("reader"))
+    kavari_benches::peer::latency_fields(reader.await.expect("reader"))
 }
 
 // ---------------------------------------------------------------------------
 // The driver.
 
-fn parse_result(stdout: &str) -> BTreeMap<String, String> {
+fn parse_result(stdout: &str) -> Run {
     stdout
         .lines()
         .filter_map(|l| l.strip_prefix("RESULT "))
@@ -377,9 +392,19 @@ fn parse_result(stdout: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn run(cmd: &mut Command, what: &str) -> BTreeMap<String, String> {
+fn run(cmd: &mut Command, what: &str) -> Run {
     match cmd.output() {
-        Ok(out) if out.status.success() => parse_result(&String::from_utf8_lossy(&out.stdout)),
+        Ok(out) if out.status.success() => {
+            let result = parse_result(&String::from_utf8_lossy(&out.stdout));
+            if result.get("errors").is_some_and(|n| n != "0") {
+                // A run with failed records is reported with what went
+                // wrong: its rate counts them.
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let first: Vec<&str> = stderr.lines().take(3).collect();
+                eprintln!("kavari-load: {what} had errors: {}", first.join(" | "));
+            }
+            result
+        }
         Ok(out) => {
             eprintln!(
                 "kavari-load: {what} failed: {}",
@@ -390,30 +415,13 @@ fn run(cmd: &mut Command, what: &str) -> BTreeMap<String, String> {
                     .collect::<Vec<_>>()
                     .join(" | ")
             );
-            BTreeMap::new()
+            Run::new()
         }
         Err(e) => {
             eprintln!("kavari-load: {what} could not run: {e}");
-            BTreeMap::new()
+            Run::new()
         }
     }
-}
-
-/// Builds the rust-rdkafka peer; `None` (and why) when it cannot build here.
-fn rdkafka_peer() -> Result<PathBuf, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rdkafka-peer");
-    eprintln!(
-        "kavari-load: building the rust-rdkafka peer (compiles librdkafka; minutes the first time)"
-    );
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(dir.join("Cargo.toml"))
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("cargo build of rdkafka-peer: {status}"));
-    }
-    Ok(dir.join("target/release/kavari-rdkafka-peer"))
 }
 
 async fn preload(broker: &KafkaBroker, topic: &str, n: usize, size: usize) {
@@ -445,10 +453,6 @@ async fn preload_tls(broker: &KafkaBroker, n: usize, size: usize) {
     manager.shutdown().await.expect("shutdown");
 }
 
-fn num(r: &BTreeMap<String, String>, k: &str) -> Option<f64> {
-    r.get(k).and_then(|v| v.parse().ok())
-}
-
 /// One run of `client` in `mode`, in a process of its own.
 async fn run_client(
     client: &str,
@@ -456,8 +460,8 @@ async fn run_client(
     o: &Opts,
     brokers: &Brokers,
     me: &Path,
-    peer: &Result<PathBuf, String>,
-) -> BTreeMap<String, String> {
+    peers: &Peers,
+) -> Run {
     let broker = brokers.of(client);
     let bootstrap = broker.bootstrap_servers();
     let topic = match mode {
@@ -469,36 +473,36 @@ async fn run_client(
         "latency" => (o.rate.to_string(), o.seconds.to_string()),
         _ => (o.messages.to_string(), o.size.to_string()),
     };
-    if client.starts_with("rdkafka") {
-        let Ok(bin) = peer else {
-            return BTreeMap::new();
-        };
-        let mut cmd = Command::new(bin);
-        cmd.arg(mode).arg(&bootstrap).arg(&topic);
-        match mode {
-            "publish" if client == "rdkafka-idempotent" => cmd.arg(&a).arg(&b).arg("idempotent"),
-            "publish" => cmd.arg(&a).arg(&b),
-            "consume" => cmd.arg(&a).arg(unique_name("rdk")),
-            _ => cmd.arg(&a).arg(&b).arg(unique_name("rdk")),
-        };
-        run(&mut cmd, &format!("rdkafka {mode}"))
-    } else {
-        let mut cmd = Command::new(me);
-        if let Some(worker) = client.strip_suffix("-tls").or(client.strip_suffix("-file")) {
-            if let Some(ca) = broker.tls_ca_file() {
-                cmd.env(TLS_CA_VAR, ca);
-            }
-            cmd.args(["--worker", worker, mode, &bootstrap, &topic, &a, &b]);
-        } else {
-            cmd.args(["--worker", client, mode, &bootstrap, &topic, &a, &b]);
+    match peers.command(client) {
+        Some(Err(_)) => Run::new(),
+        Some(Ok(mut cmd)) => {
+            cmd.arg(mode).arg(&bootstrap).arg(&topic);
+            match mode {
+                "publish" => cmd.arg(&a).arg(&b).args(peers::idempotence_word(client)),
+                "consume" => cmd.arg(&a).arg(unique_name("peer")),
+                _ => cmd.arg(&a).arg(&b).arg(unique_name("peer")),
+            };
+            run(&mut cmd, &format!("{client} {mode}"))
         }
-        run(&mut cmd, &format!("{client} {mode}"))
+        None => {
+            let mut cmd = Command::new(me);
+            if let Some(worker) = client.strip_suffix("-tls").or(client.strip_suffix("-file")) {
+                if let Some(ca) = broker.tls_ca_file() {
+                    cmd.env(TLS_CA_VAR, ca);
+                }
+                cmd.args(["--worker", worker, mode, &bootstrap, &topic, &a, &b]);
+            } else {
+                cmd.args(["--worker", client, mode, &bootstrap, &topic, &a, &b]);
+            }
+            run(&mut cmd, &format!("{client} {mode}"))
+        }
     }
 }
 
-/// The brokers of a run: plaintext in memory; for `--tls`, one requiring
-/// SASL_SSL and, as its baseline, a plaintext one on the same file storage
-/// (SASL users need it, and it is slower than memory).
+/// The brokers of a run: plaintext (nisshi in memory, or the Kafka
+/// cluster); for `--tls`, one requiring SASL_SSL and, as its baseline, a
+/// plaintext one on the same file storage (SASL users need it, and it is
+/// slower than memory).
 struct Brokers {
     plain: KafkaBroker,
     tls: Option<(KafkaBroker, KafkaBroker)>,
@@ -515,10 +519,49 @@ impl Brokers {
     }
 }
 
+/// What the tables call `client`, and why it did not run if it could not.
+fn describe(client: &str, peers: &Peers) -> String {
+    let name = match client {
+        "rskafka" => "raw rskafka 0.6",
+        "kavari" => "kavari (idempotent, its default)",
+        "kavari-plain" => "kavari, idempotence off",
+        "rdkafka" => "librdkafka (rust-rdkafka 0.39), idempotence off (its default)",
+        "rdkafka-idempotent" => "librdkafka, idempotent",
+        "krafka" => "krafka 0.28.1 (idempotent, its default)",
+        "krafka-plain" => "krafka, idempotence off",
+        "kacrab" => "kacrab 0.4.0 (idempotent, its default)",
+        "kacrab-plain" => "kacrab, idempotence off",
+        "java" => "Java kafka-clients 4.4.0 (idempotent, its default)",
+        "java-plain" => "Java kafka-clients, idempotence off",
+        "kavari-tls" => "kavari over SASL_SSL (graviola, SCRAM-SHA-512), file storage",
+        "kavari-file" => "kavari, plaintext, file storage",
+        other => other,
+    };
+    match peers.missing(client) {
+        Some(why) => format!("{name}: not run ({why})"),
+        None => name.to_string(),
+    }
+}
+
+/// Whether `client` runs `mode`: a client's second idempotence setting
+/// publishes only, the TLS pair measures no latency.
+fn runs(client: &str, mode: &str) -> bool {
+    if peers::idempotence_word(client).is_some() {
+        return mode == "publish";
+    }
+    match client {
+        "kavari-tls" | "kavari-file" => mode != "latency",
+        _ => true,
+    }
+}
+
 async fn driver(o: Opts) {
-    let broker = KafkaBroker::start().await.expect("broker");
+    let broker = KafkaBroker::builder()
+        .broker(o.broker)
+        .start()
+        .await
+        .expect("broker");
     let me = std::env::current_exe().expect("own path");
-    let peer = rdkafka_peer();
     broker
         .create_topic(ConsumeLoad::TOPIC, o.partitions)
         .await
@@ -531,6 +574,7 @@ async fn driver(o: Opts) {
     preload(&broker, ConsumeLoad::TOPIC, o.messages, o.size).await;
     let tls = if o.tls {
         let tls = KafkaBroker::builder()
+            .broker(o.broker)
             .tls(&["127.0.0.1"])
             .sasl_user(LOAD_USER, LOAD_PASSWORD)
             .start()
@@ -541,6 +585,7 @@ async fn driver(o: Opts) {
         }
         preload_tls(&tls, o.messages, o.size).await;
         let file = KafkaBroker::builder()
+            .broker(o.broker)
             .storage(kavari_testcontainers::Storage::File)
             .start()
             .await
@@ -555,193 +600,57 @@ async fn driver(o: Opts) {
     };
     let brokers = Brokers { plain: broker, tls };
 
-    // Kavari without idempotence and librdkafka with it publish only: the
-    // cost of idempotence measured in the same run, and each client against
-    // the other with idempotence alike (librdkafka's default is off,
-    // Kavari's on).
+    // Each client at its default, and publishing with idempotence the other
+    // way, so every client meets Kavari with idempotence alike.
     let mut clients = vec![
         "rskafka",
         "kavari",
         "rdkafka",
-        "kavari-at-least-once",
+        "krafka",
+        "kacrab",
+        "java",
+        "kavari-plain",
         "rdkafka-idempotent",
+        "krafka-plain",
+        "kacrab-plain",
+        "java-plain",
     ];
+    if let Some(only) = &o.clients {
+        clients.retain(|c| only.iter().any(|o| o == c || o == peers::family(c)));
+    }
     if o.tls {
         clients.extend(["kavari-file", "kavari-tls"]);
     }
+    let peers = Peers::build(&clients);
     let modes = ["publish", "consume", "latency"];
     // Every client's runs of every mode. Repeats interleave the clients and
-    // each repeat starts with the next one: the in-memory broker slows as it
-    // fills, so a fixed order would favour whichever client ran first.
-    let mut all: BTreeMap<(&str, &str), Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    // each repeat starts with the next one: a broker slows as it fills, so
+    // a fixed order would favour whichever client ran first.
+    let mut all: BTreeMap<(String, String), Vec<Run>> = BTreeMap::new();
     for repeat in 0..o.repeat.max(1) {
         for mode in modes {
             for i in 0..clients.len() {
                 let client = clients[(repeat + i) % clients.len()];
-                let only = match client {
-                    "kavari-at-least-once" | "rdkafka-idempotent" => mode == "publish",
-                    "kavari-tls" | "kavari-file" => mode != "latency",
-                    _ => true,
-                };
-                if !only {
+                if !runs(client, mode) {
                     continue;
                 }
-                let result = run_client(client, mode, &o, &brokers, &me, &peer).await;
+                let result = run_client(client, mode, &o, &brokers, &me, &peers).await;
                 eprintln!("kavari-load: {client} {mode}: {result:?}");
-                all.entry((client, mode)).or_default().push(result);
+                all.entry((client.to_string(), mode.to_string()))
+                    .or_default()
+                    .push(result);
             }
         }
     }
-    // The median run of each: 2-core machines are noisy.
-    let mut rows: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, String>>> = BTreeMap::new();
-    for ((client, mode), mut runs) in all {
-        let key = if mode == "latency" {
-            "p50_ms"
-        } else {
-            "msgs_per_s"
-        };
-        runs.sort_by(|a, b| {
-            let (a, b) = (num(a, key).unwrap_or(0.0), num(b, key).unwrap_or(0.0));
-            a.total_cmp(&b)
-        });
-        let median = runs.get(runs.len() / 2).cloned().unwrap_or_default();
-        rows.entry(client).or_default().insert(mode, median);
-    }
-
-    let cell = |client: &str, mode: &str, key: &str| {
-        rows.get(client)
-            .and_then(|m| m.get(mode))
-            .and_then(|r| num(r, key))
+    let results = Results::from_runs(all);
+    let broker_name = match o.broker {
+        TestBroker::Nisshi => "nisshi (one process, in memory)".to_string(),
+        _ => format!(
+            "Apache Kafka {} (three brokers, replication 3, min.insync.replicas 2, acks all)",
+            kavari_testcontainers::KAFKA_VERSION
+        ),
     };
-    let fmt = |v: Option<f64>, digits: usize| match v {
-        Some(v) => format!("{v:.digits$}"),
-        None => "n/a".to_string(),
-    };
-    let ratio = |client: &str, mode: &str, key: &str, base: &str| match (
-        cell(client, mode, key),
-        cell(base, mode, key),
-    ) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "n/a".into(),
-    };
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{} messages of {} B, {} partitions; latency at {} msg/s for {} s; median of {} runs\n\n",
-        o.messages, o.size, o.partitions, o.rate, o.seconds, o.repeat
-    ));
-    out.push_str("| client | publish msgs/s | publish MB/s | consume msgs/s | latency p50 ms | p99 ms | p99.9 ms | peak RSS MiB (publish / consume / latency) |\n");
-    out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-    for &client in &clients {
-        let name = match client {
-            "rdkafka" => match &peer {
-                Ok(_) => {
-                    "librdkafka (rust-rdkafka 0.39), idempotence off (its default)".to_string()
-                }
-                Err(e) => format!("librdkafka: not built ({e})"),
-            },
-            "rdkafka-idempotent" => "librdkafka, idempotent".to_string(),
-            "rskafka" => "raw rskafka 0.6".to_string(),
-            "kavari-at-least-once" => "kavari, idempotence off".to_string(),
-            "kavari-tls" => {
-                "kavari over SASL_SSL (graviola, SCRAM-SHA-512), file storage".to_string()
-            }
-            "kavari-file" => "kavari, plaintext, file storage".to_string(),
-            _ => "kavari".to_string(),
-        };
-        let rss = |mode| fmt(cell(client, mode, "rss_kb").map(|k| k / 1024.0), 0);
-        out.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
-            fmt(cell(client, "publish", "msgs_per_s"), 0),
-            fmt(cell(client, "publish", "mb_per_s"), 1),
-            fmt(cell(client, "consume", "msgs_per_s"), 0),
-            fmt(cell(client, "latency", "p50_ms"), 2),
-            fmt(cell(client, "latency", "p99_ms"), 2),
-            fmt(cell(client, "latency", "p999_ms"), 2),
-            rss("publish"),
-            rss("consume"),
-            rss("latency"),
-        ));
-    }
-    for base in ["rskafka", "rdkafka"] {
-        out.push_str(&format!(
-            "| kavari / {base} | {} | {} | {} | {} | {} | {} | {} |\n",
-            ratio("kavari", "publish", "msgs_per_s", base),
-            ratio("kavari", "publish", "mb_per_s", base),
-            ratio("kavari", "consume", "msgs_per_s", base),
-            ratio("kavari", "latency", "p50_ms", base),
-            ratio("kavari", "latency", "p99_ms", base),
-            ratio("kavari", "latency", "p999_ms", base),
-            ratio("kavari", "consume", "rss_kb", base),
-        ));
-    }
-    out.push_str(&format!(
-        "| kavari / kavari, idempotence off | {} | {} | | | | | |\n",
-        ratio("kavari", "publish", "msgs_per_s", "kavari-at-least-once"),
-        ratio("kavari", "publish", "mb_per_s", "kavari-at-least-once"),
-    ));
-    out.push_str(&format!(
-        "| kavari / librdkafka, both idempotent | {} | {} | | | | | |\n",
-        ratio("kavari", "publish", "msgs_per_s", "rdkafka-idempotent"),
-        ratio("kavari", "publish", "mb_per_s", "rdkafka-idempotent"),
-    ));
-    out.push_str(&format!(
-        "| kavari / librdkafka, both idempotence off | {} | {} | | | | | |\n",
-        ratio("kavari-at-least-once", "publish", "msgs_per_s", "rdkafka"),
-        ratio("kavari-at-least-once", "publish", "mb_per_s", "rdkafka"),
-    ));
-    // How Kavari's median publish run travelled: batches per request.
-    for client in ["kavari", "kavari-at-least-once"] {
-        if let (Some(requests), Some(batches)) = (
-            cell(client, "publish", "produce_requests"),
-            cell(client, "publish", "batches"),
-        ) {
-            out.push_str(&format!(
-                "\n{client} publish (median run): {batches:.0} record batches in {requests:.0} produce requests"
-            ));
-        }
-    }
-    out.push('\n');
-    if o.tls {
-        out.push_str(&format!(
-            "| kavari over SASL_SSL / plaintext, both on file storage | {} | {} | {} | | | | {} |\n",
-            ratio("kavari-tls", "publish", "msgs_per_s", "kavari-file"),
-            ratio("kavari-tls", "publish", "mb_per_s", "kavari-file"),
-            ratio("kavari-tls", "consume", "msgs_per_s", "kavari-file"),
-            ratio("kavari-tls", "consume", "rss_kb", "kavari-file"),
-        ));
-    }
-    if o.tls {
-        // A new connection's cost, each broker measured the same way.
-        let mut took = Vec::new();
-        for client in ["kavari-file", "kavari-tls"] {
-            let broker = brokers.of(client);
-            let mut cmd = Command::new(&me);
-            if let Some(ca) = broker.tls_ca_file() {
-                cmd.env(TLS_CA_VAR, ca);
-            }
-            let bootstrap = broker.bootstrap_servers();
-            cmd.args([
-                "--worker",
-                "kavari",
-                "handshake",
-                &bootstrap,
-                "-",
-                "15",
-                "0",
-            ]);
-            let r = run(&mut cmd, &format!("{client} handshake"));
-            eprintln!("kavari-load: {client} handshake: {r:?}");
-            took.push(
-                r.get("handshake_ms")
-                    .cloned()
-                    .unwrap_or_else(|| "n/a".into()),
-            );
-        }
-        out.push_str(&format!(
-            "\nA new connection (TCP, API versions, then TLS and SCRAM-SHA-512 on the secured broker), median of 15: plaintext {} ms, SASL_SSL {} ms\n",
-            took[0], took[1]
-        ));
-    }
+    let out = tables(&o, &results, &clients, &peers, &brokers, &me, &broker_name);
     print!("{out}");
     if let Some(dir) = o.out.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -750,6 +659,163 @@ async fn driver(o: Opts) {
         Ok(()) => eprintln!("kavari-load: table written to {}", o.out.display()),
         Err(e) => eprintln!("kavari-load: could not write {}: {e}", o.out.display()),
     }
+    let svg = o.out.with_extension("svg");
+    let title = format!(
+        "{} B, {} partitions, {}",
+        o.size,
+        o.partitions,
+        match o.broker {
+            TestBroker::Nisshi => "nisshi",
+            _ => "Kafka, 3 brokers",
+        }
+    );
+    match chart::draw(&results, &title, &svg) {
+        Ok(()) => eprintln!("kavari-load: chart written to {}", svg.display()),
+        Err(e) => eprintln!("kavari-load: could not draw {}: {e}", svg.display()),
+    }
+}
+
+/// The run's Markdown: every client's medians, then Kavari over each peer.
+fn tables(
+    o: &Opts,
+    results: &Results,
+    clients: &[&str],
+    peers: &Peers,
+    brokers: &Brokers,
+    me: &Path,
+    broker_name: &str,
+) -> String {
+    let fmt = |v: Option<f64>, digits: usize| match v {
+        Some(v) => format!("{v:.digits$}"),
+        None => "n/a".to_string(),
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{broker_name}: {} messages of {} B, {} partitions; latency at {} msg/s for {} s; median of {} runs\n\n",
+        o.messages, o.size, o.partitions, o.rate, o.seconds, o.repeat
+    ));
+    out.push_str("| client | publish msgs/s | publish MB/s | consume msgs/s | latency p50 ms | p99 ms | p99.9 ms | peak RSS MiB (publish / consume / latency) |\n");
+    out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for &client in clients {
+        let cell = |mode, key| results.cell(client, mode, key);
+        let rss = |mode| fmt(cell(mode, "rss_kb").map(|k| k / 1024.0), 0);
+        let failed = match cell("publish", "errors") {
+            Some(n) if n > 0.0 => format!(" ({n:.0} records failed)"),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "| {}{failed} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
+            describe(client, peers),
+            fmt(cell("publish", "msgs_per_s"), 0),
+            fmt(cell("publish", "mb_per_s"), 1),
+            fmt(cell("consume", "msgs_per_s"), 0),
+            fmt(cell("latency", "p50_ms"), 2),
+            fmt(cell("latency", "p99_ms"), 2),
+            fmt(cell("latency", "p999_ms"), 2),
+            rss("publish"),
+            rss("consume"),
+            rss("latency"),
+        ));
+    }
+    // Kavari over each peer: above 1 is ahead for throughput, behind for
+    // latency and memory.
+    out.push_str("\n| kavari / | ");
+    out.push_str(
+        &Metric::ALL
+            .iter()
+            .map(|m| m.heading())
+            .collect::<Vec<_>>()
+            .join(" | "),
+    );
+    out.push_str(" |\n| --- |");
+    out.push_str(&" ---: |".repeat(Metric::ALL.len()));
+    out.push('\n');
+    for peer in &compare::PEERS {
+        out.push_str(&format!("| {} |", peer.label));
+        for m in Metric::ALL {
+            out.push_str(&format!(" {} |", fmt(results.ratio(peer, m), 2)));
+        }
+        out.push('\n');
+    }
+    out.push_str("| the best peer |");
+    for m in Metric::ALL {
+        match results.ratio_to_best(m) {
+            Some((r, label)) => out.push_str(&format!(" {r:.2} ({label}) |")),
+            None => out.push_str(" n/a |"),
+        }
+    }
+    out.push('\n');
+    let own = |a: &str, b: &str| match (
+        results.cell(a, "publish", "msgs_per_s"),
+        results.cell(b, "publish", "msgs_per_s"),
+    ) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".into(),
+    };
+    out.push_str(&format!(
+        "\nKavari idempotent / Kavari with idempotence off, publishing: {}\n",
+        own("kavari", "kavari-plain")
+    ));
+    // How Kavari's median publish run travelled: batches per request.
+    for client in ["kavari", "kavari-plain"] {
+        if let (Some(requests), Some(batches)) = (
+            results.cell(client, "publish", "produce_requests"),
+            results.cell(client, "publish", "batches"),
+        ) {
+            out.push_str(&format!(
+                "\n{client} publish (median run): {batches:.0} record batches in {requests:.0} produce requests\n"
+            ));
+        }
+    }
+    if o.tls {
+        out.push_str(&format!(
+            "\nKavari over SASL_SSL / plaintext, both on file storage: publish {}, consume {}\n",
+            own("kavari-tls", "kavari-file"),
+            match (
+                results.cell("kavari-tls", "consume", "msgs_per_s"),
+                results.cell("kavari-file", "consume", "msgs_per_s"),
+            ) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "n/a".into(),
+            }
+        ));
+        out.push_str(&handshakes(brokers, me));
+    }
+    out
+}
+
+/// A new connection's cost on the plaintext and the secured broker, each
+/// measured the same way.
+fn handshakes(brokers: &Brokers, me: &Path) -> String {
+    let mut took = Vec::new();
+    for client in ["kavari-file", "kavari-tls"] {
+        let broker = brokers.of(client);
+        let mut cmd = Command::new(me);
+        if let Some(ca) = broker.tls_ca_file() {
+            cmd.env(TLS_CA_VAR, ca);
+        }
+        let bootstrap = broker.bootstrap_servers();
+        cmd.args([
+            "--worker",
+            "kavari",
+            "handshake",
+            &bootstrap,
+            "-",
+            "15",
+            "0",
+        ]);
+        let r = run(&mut cmd, &format!("{client} handshake"));
+        eprintln!("kavari-load: {client} handshake: {r:?}");
+        took.push(
+            r.get("handshake_ms")
+                .cloned()
+                .unwrap_or_else(|| "n/a".into()),
+        );
+    }
+    format!(
+        "\nA new connection (TCP, API versions, then TLS and SCRAM-SHA-512 on the secured broker), median of 15: plaintext {} ms, SASL_SSL {} ms\n",
+        took[0], took[1]
+    )
 }
 
 fn main() {
