@@ -177,8 +177,8 @@ impl Metric {
             Metric::PublishPlain => "publish, both idempotence off",
             Metric::Consume => "consume",
             Metric::P50 => "latency p50",
-            Metric::P99 => "p99",
-            Metric::P999 => "p99.9",
+            Metric::P99 => "latency p99",
+            Metric::P999 => "latency p99.9",
             Metric::RssPublish => "peak RSS publish",
             Metric::RssConsume => "peak RSS consume",
         }

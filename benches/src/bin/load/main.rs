@@ -9,7 +9,7 @@
 //! cargo run --release -p kavari-benches --bin kavari-load -- \
 //!     [--broker nisshi|kafka] [--messages 100000] [--size 100] [--partitions 3] \
 //!     [--rate 1000] [--seconds 5] [--repeat 1] [--clients kavari,krafka,...] \
-//!     [--tls] [--out target/kavari-load.md]
+//!     [--tls] [--instructions] [--out target/kavari-load.md]
 //! ```
 //!
 //! `--broker` picks nisshi (one process) or the three-broker Apache Kafka
@@ -18,6 +18,9 @@
 //! `KAVARI_TEST_BROKER` names, and `KAVARI_BROKERS` overrides both. The
 //! Markdown table goes to `--out`, and an SVG chart of Kavari's ratios
 //! beside it (the same name, `.svg`).
+//!
+//! `--instructions` instead counts each client's instructions per
+//! published and per consumed record under callgrind (`instructions.rs`).
 //!
 //! `--tls` adds Kavari over SASL_SSL (TLS with the pure-Rust graviola
 //! provider, SCRAM-SHA-512) to a second broker that requires both, and as
@@ -32,6 +35,7 @@
 
 mod chart;
 mod compare;
+mod instructions;
 mod peers;
 
 use std::collections::BTreeMap;
@@ -93,6 +97,7 @@ struct Opts {
     seconds: u64,
     repeat: usize,
     tls: bool,
+    instructions: bool,
     broker: TestBroker,
     clients: Option<Vec<String>>,
     out: PathBuf,
@@ -108,6 +113,7 @@ fn opts() -> Opts {
         seconds: arg("--seconds").unwrap_or(5),
         repeat: arg("--repeat").unwrap_or(1),
         tls: std::env::args().any(|a| a == "--tls"),
+        instructions: std::env::args().any(|a| a == "--instructions"),
         broker: match arg::<String>("--broker") {
             Some(name) => name.parse().expect("--broker nisshi|kafka"),
             None => TestBroker::from_env().expect("KAVARI_TEST_BROKER"),
@@ -454,7 +460,7 @@ async fn preload_tls(broker: &KafkaBroker, n: usize, size: usize) {
 }
 
 /// One run of `client` in `mode`, in a process of its own.
-async fn run_client(
+fn run_client(
     client: &str,
     mode: &str,
     o: &Opts,
@@ -462,6 +468,22 @@ async fn run_client(
     me: &Path,
     peers: &Peers,
 ) -> Run {
+    match client_command(client, mode, o, brokers, me, peers) {
+        Some(mut cmd) => run(&mut cmd, &format!("{client} {mode}")),
+        None => Run::new(),
+    }
+}
+
+/// The command of one run of `client` in `mode`; `None` when the client's
+/// program is missing.
+fn client_command(
+    client: &str,
+    mode: &str,
+    o: &Opts,
+    brokers: &Brokers,
+    me: &Path,
+    peers: &Peers,
+) -> Option<Command> {
     let broker = brokers.of(client);
     let bootstrap = broker.bootstrap_servers();
     let topic = match mode {
@@ -474,7 +496,7 @@ async fn run_client(
         _ => (o.messages.to_string(), o.size.to_string()),
     };
     match peers.command(client) {
-        Some(Err(_)) => Run::new(),
+        Some(Err(_)) => None,
         Some(Ok(mut cmd)) => {
             cmd.arg(mode).arg(&bootstrap).arg(&topic);
             match mode {
@@ -482,7 +504,7 @@ async fn run_client(
                 "consume" => cmd.arg(&a).arg(unique_name("peer")),
                 _ => cmd.arg(&a).arg(&b).arg(unique_name("peer")),
             };
-            run(&mut cmd, &format!("{client} {mode}"))
+            Some(cmd)
         }
         None => {
             let mut cmd = Command::new(me);
@@ -494,7 +516,7 @@ async fn run_client(
             } else {
                 cmd.args(["--worker", client, mode, &bootstrap, &topic, &a, &b]);
             }
-            run(&mut cmd, &format!("{client} {mode}"))
+            Some(cmd)
         }
     }
 }
@@ -622,6 +644,20 @@ async fn driver(o: Opts) {
         clients.extend(["kavari-file", "kavari-tls"]);
     }
     let peers = Peers::build(&clients);
+    if o.instructions {
+        let command = |client: &str, mode: &str, n: usize| {
+            let o = Opts {
+                messages: n,
+                ..o.clone()
+            };
+            client_command(client, mode, &o, &brokers, &me, &peers)
+                .ok_or_else(|| peers.missing(client).unwrap_or_default())
+        };
+        let top_up = preload(&brokers.plain, ConsumeLoad::TOPIC, o.messages, o.size);
+        let out = instructions::table(o.messages, o.size, command, top_up).await;
+        print!("{out}");
+        return;
+    }
     let modes = ["publish", "consume", "latency"];
     // Every client's runs of every mode. Repeats interleave the clients and
     // each repeat starts with the next one: a broker slows as it fills, so
@@ -634,7 +670,7 @@ async fn driver(o: Opts) {
                 if !runs(client, mode) {
                     continue;
                 }
-                let result = run_client(client, mode, &o, &brokers, &me, &peers).await;
+                let result = run_client(client, mode, &o, &brokers, &me, &peers);
                 eprintln!("kavari-load: {client} {mode}: {result:?}");
                 all.entry((client.to_string(), mode.to_string()))
                     .or_default()
