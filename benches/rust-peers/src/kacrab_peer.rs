@@ -53,6 +53,14 @@ async fn consumer(
     Ok(consumer)
 }
 
+/// The values of a poll's records.
+fn values(records: &kacrab::consumer::ConsumerRecords) -> Vec<Option<Vec<u8>>> {
+    records
+        .into_iter()
+        .map(|r| r.value.as_ref().map(|v| v.to_vec()))
+        .collect()
+}
+
 /// Runs `workload`; its result line.
 pub(crate) async fn run(workload: Workload) -> Result<String, Error> {
     match workload {
@@ -85,12 +93,7 @@ pub(crate) async fn run(workload: Workload) -> Result<String, Error> {
             let mut consumer = consumer(&bootstrap, &group, &topic, "earliest").await?;
             let line = crate::consume_all(count, async || {
                 let records = consumer.poll(Duration::from_millis(100)).await?;
-                Ok::<_, Error>(
-                    (&records)
-                        .into_iter()
-                        .map(|r| r.value.as_ref().map(|v| v.to_vec()))
-                        .collect(),
-                )
+                Ok::<_, Error>(values(&records))
             })
             .await?;
             consumer.close().await;
@@ -106,26 +109,10 @@ pub(crate) async fn run(workload: Workload) -> Result<String, Error> {
             let mut consumer = consumer(&bootstrap, &group, &topic, "latest").await?;
             let producer = Arc::new(producer(&bootstrap, "1", None).await?);
             let total = (rate * seconds) as usize;
-            let reader = async move {
-                let mut samples = Vec::with_capacity(total);
-                while samples.len() < total {
-                    let Ok(Ok(records)) = tokio::time::timeout(
-                        Duration::from_secs(30),
-                        consumer.poll(Duration::from_millis(100)),
-                    )
-                    .await
-                    else {
-                        break;
-                    };
-                    samples.extend(
-                        (&records)
-                            .into_iter()
-                            .filter_map(|r| peer::age(r.value.as_deref())),
-                    );
-                }
-                consumer.close().await;
-                samples
-            };
+            let reader = crate::ages(total, async move || {
+                let records = consumer.poll(Duration::from_millis(100)).await?;
+                Ok::<_, Error>(values(&records))
+            });
             let send = |i: usize, stamp: [u8; 8]| {
                 if let Ok(ack) =
                     producer.send(record(&topic, format!("k{}", i % 64), stamp.to_vec()))

@@ -16,6 +16,14 @@ fn record(topic: &str, key: String, value: Vec<u8>) -> Record {
     )
 }
 
+/// The values of a poll's records.
+fn values(records: Vec<krafka::consumer::ConsumerRecord>) -> Vec<Option<Vec<u8>>> {
+    records
+        .into_iter()
+        .map(|r| r.value.map(|v| v.to_vec()))
+        .collect()
+}
+
 /// Runs `workload`; its result line.
 pub(crate) async fn run(workload: Workload) -> krafka::Result<String> {
     match workload {
@@ -61,12 +69,7 @@ pub(crate) async fn run(workload: Workload) -> krafka::Result<String> {
             consumer.subscribe([topic]).await?;
             let line = crate::consume_all(count, async || {
                 let records = consumer.poll(Duration::from_millis(100)).await?;
-                Ok::<_, krafka::KrafkaError>(
-                    records
-                        .into_iter()
-                        .map(|r| r.value.map(|v| v.to_vec()))
-                        .collect(),
-                )
+                Ok::<_, krafka::KrafkaError>(values(records))
             })
             .await?;
             consumer.close().await?;
@@ -95,21 +98,10 @@ pub(crate) async fn run(workload: Workload) -> krafka::Result<String> {
                     .await?,
             );
             let total = (rate * seconds) as usize;
-            let reader = async move {
-                let mut samples = Vec::with_capacity(total);
-                while samples.len() < total {
-                    let Ok(Ok(records)) = tokio::time::timeout(
-                        Duration::from_secs(30),
-                        consumer.poll(Duration::from_millis(100)),
-                    )
-                    .await
-                    else {
-                        break;
-                    };
-                    samples.extend(records.iter().filter_map(|r| peer::age(r.value.as_deref())));
-                }
-                samples
-            };
+            let reader = crate::ages(total, async move || {
+                let records = consumer.poll(Duration::from_millis(100)).await?;
+                Ok::<_, krafka::KrafkaError>(values(records))
+            });
             let send = |i: usize, stamp: [u8; 8]| {
                 let producer = Arc::clone(&producer);
                 let r = record(&topic, format!("k{}", i % 64), stamp.to_vec());

@@ -88,6 +88,22 @@ where
     Ok(peer::consume_line(seen, secs))
 }
 
+/// The ages of the stamped records `poll` returns (each call the next
+/// batch's values), until `total` have come or none came for 30 s.
+async fn ages<P, E>(total: usize, mut poll: P) -> Vec<u64>
+where
+    P: AsyncFnMut() -> Result<Vec<Option<Vec<u8>>>, E>,
+{
+    let mut samples = Vec::with_capacity(total);
+    while samples.len() < total {
+        let Ok(Ok(values)) = tokio::time::timeout(Duration::from_secs(30), poll()).await else {
+            break;
+        };
+        samples.extend(values.iter().filter_map(|v| peer::age(v.as_deref())));
+    }
+    samples
+}
+
 /// Sends `rate` stamped records a second for `seconds` through `send`
 /// while `reader` collects their ages; the result line.
 async fn latency<S, R>(rate: u64, seconds: u64, mut send: S, reader: R) -> String
