@@ -28,7 +28,10 @@ fn producer(bootstrap: &str, linger_ms: &str, idempotent: bool) -> FutureProduce
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", linger_ms)
         .set("acks", "all")
-        .set("enable.idempotence", if idempotent { "true" } else { "false" })
+        .set(
+            "enable.idempotence",
+            if idempotent { "true" } else { "false" },
+        )
         .set("socket.nagle.disable", "true")
         .create()
         .expect("producer")
@@ -51,7 +54,7 @@ fn consumer(bootstrap: &str, group: &str, topic: &str, reset: &str) -> StreamCon
 fn headers() -> OwnedHeaders {
     peer::HEADERS
         .iter()
-        .fold(OwnedHeaders::new(), |h, (key, value)| {
+        .fold(OwnedHeaders::new(), |h, &(key, value)| {
             h.insert(Header {
                 key,
                 value: Some(value),
