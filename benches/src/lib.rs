@@ -158,6 +158,24 @@ pub async fn kavari_latency(
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // One record through before the clock, as the peers wait 3 s before
+    // theirs: the producer id, the connections to the leader and the first
+    // fetch are a start-up cost (on a fresh Kafka cluster the first
+    // producer id takes hundreds of milliseconds), not a record's latency.
+    manager
+        .publish(&Stamped {
+            id: u64::MAX,
+            sent_micros: micros(),
+        })
+        .await
+        .expect("the warm-up record");
+    let warm = Instant::now() + Duration::from_secs(30);
+    while samples.lock().map(|v| v.is_empty()).unwrap_or(true) && Instant::now() < warm {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Ok(mut v) = samples.lock() {
+        v.clear();
+    }
     let total = rate * seconds;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     for id in 0..total {
