@@ -29,6 +29,13 @@ use super::batcher::{SPARE_IDLE, Signal, Waker};
 use super::partition::{Leader, Partition, Step};
 use super::producing::Producing;
 
+/// Produce requests a sink keeps unanswered on its connection, as the Java
+/// producer's `max.in.flight.requests.per.connection`. The broker reads a
+/// connection's next request only once it answered the one before, so more
+/// would only wait in its socket; held back here, the partitions' batches
+/// keep filling and the next request carries them all.
+const MAX_REQUESTS_IN_FLIGHT: usize = 5;
+
 /// What a sink asks of whoever places partitions (`sinks.rs`).
 pub(super) trait Placement: Send + Sync + std::fmt::Debug {
     /// Ends `p`'s state if nothing is left of it (no publisher's handle,
@@ -192,7 +199,7 @@ impl Sink {
     /// pass finds nothing; returns when to look again.
     async fn send(&mut self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
-        while !self.active.is_empty() {
+        while !self.active.is_empty() && self.answers.len() < MAX_REQUESTS_IN_FLIGHT {
             let identity = match &self.ctx.ids {
                 Some(ids) => ids.current().await,
                 None => Ok(None),
