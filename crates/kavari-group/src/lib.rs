@@ -19,6 +19,7 @@ mod coordinator;
 mod error;
 mod events;
 mod member;
+mod member_task;
 pub mod offsets;
 pub mod protocol;
 pub mod share;

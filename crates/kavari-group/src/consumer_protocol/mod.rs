@@ -23,6 +23,7 @@ use kavari_wire::backoff::Backoff;
 
 use crate::api::{GroupApi, KafkaGroupApi};
 use crate::coordinator::Command;
+use crate::member_task::MemberTask;
 use crate::{
     Generation, GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState, RevokeAck,
     TopicPartition,
@@ -109,10 +110,6 @@ impl ConsumerMember {
         }
     }
 
-    fn group(&self) -> &str {
-        &self.config.group_id
-    }
-
     /// What commits carry: the member epoch in place of a generation.
     fn generation(&self) -> Option<Generation> {
         (self.epoch > 0).then(|| Generation {
@@ -137,25 +134,10 @@ impl ConsumerMember {
         self.publish(self.phase.clone());
     }
 
-    fn emit(&self, event: GroupEvent) {
-        // No receiver: the runtime went away; the member still behaves.
-        let _ = self.events.send(event);
-    }
-
     /// Runs until closed or failed.
     pub(crate) async fn run(mut self) {
-        match self.run_inner().await {
-            Ok(()) => {
-                tracing::info!(group = %self.group(), "left the group");
-                self.publish(MemberPhase::Closed);
-            }
-            Err(e) => {
-                tracing::error!(group = %self.group(), error = %e, "group member failed");
-                self.lose("the member failed");
-                self.publish(MemberPhase::Failed(e.to_string()));
-                self.emit(GroupEvent::Failed(e));
-            }
-        }
+        let ran = self.run_inner().await;
+        self.end(ran);
     }
 
     async fn run_inner(&mut self) -> Result<(), GroupError> {
@@ -298,18 +280,6 @@ impl ConsumerMember {
         }
     }
 
-    /// Gives up every partition without a commit, and joins afresh.
-    fn lose(&mut self, why: &str) {
-        let partitions: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_keys().collect();
-        self.epoch = JOIN;
-        self.target = None;
-        if !partitions.is_empty() {
-            tracing::warn!(group = %self.group(), why, count = partitions.len(), "partitions lost");
-            self.emit(GroupEvent::Lost { partitions });
-        }
-        self.publish(MemberPhase::Joining);
-    }
-
     /// Moves the owned partitions towards the broker's assignment: revokes
     /// first, then takes the new ones, and tells the broker at once.
     async fn reconcile(&mut self) {
@@ -441,5 +411,31 @@ impl ConsumerMember {
             let _ = done.send(());
         }
         Ok(())
+    }
+}
+
+impl MemberTask for ConsumerMember {
+    fn group(&self) -> &str {
+        &self.config.group_id
+    }
+
+    fn events(&self) -> &mpsc::UnboundedSender<GroupEvent> {
+        &self.events
+    }
+
+    /// Gives up every partition without a commit, and joins afresh.
+    fn lose(&mut self, why: &str) {
+        let partitions: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_keys().collect();
+        self.epoch = JOIN;
+        self.target = None;
+        if !partitions.is_empty() {
+            tracing::warn!(group = %self.group(), why, count = partitions.len(), "partitions lost");
+            self.emit(GroupEvent::Lost { partitions });
+        }
+        self.publish(MemberPhase::Joining);
+    }
+
+    fn show_phase(&mut self, phase: MemberPhase) {
+        self.publish(phase);
     }
 }

@@ -13,6 +13,7 @@ use kavari_wire::backoff::Backoff;
 use membership::Membership;
 
 use crate::api::{GroupApi, JoinParams, SyncParams};
+use crate::member_task::MemberTask;
 use crate::assignor::{Assignor, MemberSubscription, RebalanceProtocol};
 use crate::protocol::{Assignment, Subscription};
 use crate::{
@@ -142,10 +143,6 @@ impl<A: GroupApi> Coordinator<A> {
         }
     }
 
-    fn group(&self) -> &str {
-        &self.config.group_id
-    }
-
     /// Publishes the phase of what the member does next.
     fn publish(&self) {
         self.set_phase(match self.state {
@@ -199,27 +196,10 @@ impl<A: GroupApi> Coordinator<A> {
         self.snapshot.send_replace(state);
     }
 
-    fn emit(&self, event: GroupEvent) {
-        // No receiver: the runtime went away; the member still behaves.
-        let _ = self.events.send(event);
-    }
-
     /// Runs until closed or failed.
     pub(crate) async fn run(mut self) {
-        match self.run_inner().await {
-            Ok(()) => {
-                tracing::info!(group = %self.group(), "left the group");
-                self.set_phase(MemberPhase::Closed);
-            }
-            Err(e) => {
-                tracing::error!(group = %self.group(), error = %e, "group member failed");
-                if !self.owned.is_empty() {
-                    self.lose("the member failed");
-                }
-                self.set_phase(MemberPhase::Failed(e.to_string()));
-                self.emit(GroupEvent::Failed(e));
-            }
-        }
+        let ran = self.run_inner().await;
+        self.end(ran);
     }
 
     async fn run_inner(&mut self) -> Result<(), GroupError> {
@@ -415,15 +395,6 @@ impl<A: GroupApi> Coordinator<A> {
         }
     }
 
-    fn lose(&mut self, why: &str) {
-        let partitions: Vec<_> = std::mem::take(&mut self.owned).into_iter().collect();
-        self.membership.leave_generation();
-        if !partitions.is_empty() {
-            tracing::warn!(group = %self.group(), why, count = partitions.len(), "partitions lost");
-            self.emit(GroupEvent::Lost { partitions });
-        }
-    }
-
     /// Asks the runtime to release `partitions` and waits for it (at most
     /// the rebalance timeout), heartbeating meanwhile so the session lives.
     async fn revoke(&mut self, partitions: Vec<TopicPartition>) {
@@ -589,5 +560,29 @@ mod join;
 mod membership;
 #[cfg(test)]
 mod scripted;
+
+impl<A: GroupApi> MemberTask for Coordinator<A> {
+    fn group(&self) -> &str {
+        &self.config.group_id
+    }
+
+    fn events(&self) -> &mpsc::UnboundedSender<GroupEvent> {
+        &self.events
+    }
+
+    fn lose(&mut self, why: &str) {
+        let partitions: Vec<_> = std::mem::take(&mut self.owned).into_iter().collect();
+        self.membership.leave_generation();
+        if !partitions.is_empty() {
+            tracing::warn!(group = %self.group(), why, count = partitions.len(), "partitions lost");
+            self.emit(GroupEvent::Lost { partitions });
+        }
+    }
+
+    fn show_phase(&mut self, phase: MemberPhase) {
+        self.set_phase(phase);
+    }
+}
+
 #[cfg(test)]
 mod tests;
