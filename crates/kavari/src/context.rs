@@ -85,17 +85,20 @@ impl MessageContext {
             }
             None => self.key = None,
         }
-        let same_names = self.headers.len() == headers.len()
-            && headers
-                .iter()
-                .zip(self.headers.keys())
-                .all(|((name, _), known)| name == known.as_bytes());
+        // One walk: names compared and values copied together; a name
+        // that differs builds the map anew.
+        let mut same_names = self.headers.len() == headers.len();
         if same_names {
-            for ((_, value), slot) in headers.iter().zip(self.headers.values_mut()) {
+            for ((name, value), (known, slot)) in headers.iter().zip(self.headers.iter_mut()) {
+                if name != known.as_bytes() {
+                    same_names = false;
+                    break;
+                }
                 slot.clear();
                 slot.extend_from_slice(value.unwrap_or_default());
             }
-        } else {
+        }
+        if !same_names {
             // By name; the last of a repeated name wins.
             self.headers = headers
                 .iter()

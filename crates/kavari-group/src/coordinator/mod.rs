@@ -13,8 +13,8 @@ use kavari_wire::backoff::Backoff;
 use membership::Membership;
 
 use crate::api::{GroupApi, JoinParams, SyncParams};
-use crate::member_task::MemberTask;
 use crate::assignor::{Assignor, MemberSubscription, RebalanceProtocol};
+use crate::member_task::MemberTask;
 use crate::protocol::{Assignment, Subscription};
 use crate::{
     Generation, GroupConfig, GroupError, GroupEvent, MemberPhase, MemberState, RevokeAck,

@@ -94,14 +94,24 @@ impl<'a> Iterator for HeaderIter<'a> {
         self.left -= 1;
         // The section was checked when the record was read; a failure here
         // only ends the walk.
-        let name_len = usize::try_from(take_varlong(&mut self.rest)?).ok()?;
-        let name = take(&mut self.rest, name_len)?;
-        let value = match take_varlong(&mut self.rest)? {
-            -1 => None,
-            n => Some(take(&mut self.rest, usize::try_from(n).ok()?)?),
-        };
-        Some((name, value))
+        take_header(&mut self.rest).ok()
     }
+}
+
+/// The next header of a section: its name and value (`None` when null), or
+/// what is wrong with it.
+fn take_header<'a>(rest: &mut &'a [u8]) -> Result<(&'a [u8], Option<&'a [u8]>), &'static str> {
+    let name_len = take_varlong(rest).ok_or("a header name's length is cut short")?;
+    let name_len = usize::try_from(name_len).map_err(|_| "a header with a null name")?;
+    let name = take(rest, name_len).ok_or("a header name is cut short")?;
+    let value = match take_varlong(rest).ok_or("a header value's length is cut short")? {
+        -1 => None,
+        n => {
+            let n = usize::try_from(n).map_err(|_| "a header value of negative length")?;
+            Some(take(rest, n).ok_or("a header value is cut short")?)
+        }
+    };
+    Ok((name, value))
 }
 
 fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -111,6 +121,24 @@ fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     let (head, tail) = rest.split_at(n);
     *rest = tail;
     Some(head)
+}
+
+/// A zigzag varint length of bytes that follow it: `None` for -1; an
+/// error below that or past the bytes left.
+fn take_len(rest: &mut &[u8]) -> Result<Option<usize>, &'static str> {
+    let n = take_len_value(rest)?;
+    match n {
+        Some(n) if n > rest.len() => Err("longer than the bytes left"),
+        n => Ok(n),
+    }
+}
+
+/// A zigzag varint count or length: `None` for -1, an error below that.
+fn take_len_value(rest: &mut &[u8]) -> Result<Option<usize>, &'static str> {
+    match take_varlong(rest).ok_or("cut short")? {
+        -1 => Ok(None),
+        n => usize::try_from(n).map(Some).map_err(|_| "negative"),
+    }
 }
 
 fn take_varlong(rest: &mut &[u8]) -> Option<i64> {
@@ -504,26 +532,41 @@ impl Batch {
         })
     }
 
-    /// A record from its bytes (after its length).
+    /// A record from its bytes (after its length). Read over the slice,
+    /// and only the key, the value and the header section are cut from
+    /// `body` (a count each, no copy).
     fn record(&self, body: Bytes) -> Result<FetchedRecord, WireError> {
-        let mut rec = Reader::new(body, "record");
-        let _attributes = rec.i8()?;
-        let timestamp_delta = rec.varlong()?;
-        let offset_delta = rec.varlong()?;
-        let key = rec.var_len()?.map(|n| rec.bytes(n)).transpose()?;
-        let value = rec.var_len()?.map(|n| rec.bytes(n)).transpose()?;
-        let count = rec.var_len()?.unwrap_or(0);
+        let malformed = |detail: &str| WireError::Malformed {
+            what: "record",
+            detail: detail.to_string(),
+        };
+        let mut rest: &[u8] = &body;
+        take(&mut rest, 1).ok_or_else(|| malformed("no attributes"))?;
+        let timestamp_delta =
+            take_varlong(&mut rest).ok_or_else(|| malformed("a cut timestamp delta"))?;
+        let offset_delta =
+            take_varlong(&mut rest).ok_or_else(|| malformed("a cut offset delta"))?;
+        let cut = |rest: &mut &[u8], what: &str| -> Result<Option<Bytes>, WireError> {
+            let len = take_len(rest).map_err(|e| malformed(&format!("{what}: {e}")))?;
+            Ok(len.map(|n| {
+                let from = body.len() - rest.len();
+                *rest = &rest[n..];
+                body.slice(from..from + n)
+            }))
+        };
+        let key = cut(&mut rest, "the key")?;
+        let value = cut(&mut rest, "the value")?;
+        let count = take_len_value(&mut rest)
+            .map_err(|e| malformed(&format!("the header count: {e}")))?
+            .unwrap_or(0);
         // Checked here once, so the walk later cannot fail.
-        let raw = rec.rest();
-        let mut check = Reader::new(raw.clone(), "record header");
+        let raw = body.slice(body.len() - rest.len()..);
+        let mut check: &[u8] = &raw;
         for _ in 0..count {
-            let name = check
-                .var_len()?
-                .ok_or_else(|| check.error("a header with a null name"))?;
-            check.bytes(name)?;
-            if let Some(n) = check.var_len()? {
-                check.bytes(n)?;
-            }
+            take_header(&mut check).map_err(|detail| WireError::Malformed {
+                what: "record header",
+                detail: detail.to_string(),
+            })?;
         }
         let headers = RecordHeaders { count, raw };
         Ok(FetchedRecord {
@@ -558,5 +601,67 @@ impl Batch {
             1 => ControlType::Commit,
             other => ControlType::Other(other),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{take_header, take_len};
+
+    /// A header as written: zigzag varint lengths (one byte each here).
+    fn section(parts: &[(i8, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (len, bytes) in parts {
+            out.push(((*len as i64) << 1 ^ (*len as i64) >> 63) as u8);
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    /// Names and values come out as written, a null value as `None`; a
+    /// section that lies about a length is an error, never a panic or a
+    /// read past its end.
+    #[test]
+    fn headers_are_read_and_a_lying_section_is_refused() {
+        let good = section(&[(4, b"name"), (2, b"vv"), (1, b"n"), (-1, b"")]);
+        let mut rest = &good[..];
+        assert_eq!(take_header(&mut rest), Ok((&b"name"[..], Some(&b"vv"[..]))));
+        assert_eq!(take_header(&mut rest), Ok((&b"n"[..], None)));
+        assert!(rest.is_empty());
+
+        let refused = [
+            (section(&[(-1, b""), (0, b"")]), "a header with a null name"),
+            (section(&[(9, b"short")]), "a header name is cut short"),
+            (
+                section(&[(1, b"n"), (9, b"short")]),
+                "a header value is cut short",
+            ),
+            (
+                section(&[(1, b"n"), (-2, b"")]),
+                "a header value of negative length",
+            ),
+            (
+                section(&[(1, b"n")]),
+                "a header value's length is cut short",
+            ),
+            (vec![0x80], "a header name's length is cut short"),
+        ];
+        for (bytes, why) in refused {
+            assert_eq!(take_header(&mut &bytes[..]), Err(why), "{bytes:?}");
+        }
+    }
+
+    /// A key's or value's length: -1 is null; a negative one, or one past
+    /// the bytes left, is refused before anything is sliced.
+    #[test]
+    fn a_length_is_bounded_by_the_bytes_left() {
+        assert_eq!(take_len(&mut &section(&[(2, b"ab")])[..]), Ok(Some(2)));
+        assert_eq!(take_len(&mut &section(&[(-1, b"")])[..]), Ok(None));
+        assert_eq!(
+            take_len(&mut &section(&[(3, b"ab")])[..]),
+            Err("longer than the bytes left")
+        );
+        assert_eq!(take_len(&mut &section(&[(-2, b"")])[..]), Err("negative"));
+        assert_eq!(take_len(&mut &[][..]), Err("cut short"));
     }
 }
