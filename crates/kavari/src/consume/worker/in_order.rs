@@ -331,18 +331,21 @@ impl Worker {
                         ctx.transaction_shared = open.records > 0;
                     }
                     let stop = self.stop.clone();
-                    let delivery = deliver(
-                        shared.as_ref(),
-                        &topic,
-                        self.tp.partition,
-                        &mut ctx,
-                        rec,
-                        &stop,
-                        &clock,
-                    );
-                    let delivered = self
-                        .drive(delivery, offset, position, &feed, &clock, &mut pace)
-                        .await;
+                    // Pinned where it is made: moving it would copy its
+                    // whole size, once per record.
+                    let delivered = {
+                        let delivery = std::pin::pin!(deliver(
+                            shared.as_ref(),
+                            &topic,
+                            self.tp.partition,
+                            &mut ctx,
+                            rec,
+                            &stop,
+                            &clock,
+                        ));
+                        self.drive(delivery, offset, position, &feed, &clock, &mut pace)
+                            .await
+                    };
                     match delivered {
                         Ok(d) if ctx.transaction.is_some() => {
                             open.records += 1;
@@ -456,15 +459,14 @@ impl Worker {
     /// once first: no timer is set up for the common case.)
     async fn drive<T>(
         &mut self,
-        delivery: impl Future<Output = T>,
+        mut delivery: std::pin::Pin<&mut impl Future<Output = T>>,
         offset: i64,
         position: i64,
         feed: &PartitionFeed,
         clock: &HandlerClock,
         pace: &mut Pace,
     ) -> T {
-        let mut delivery = std::pin::pin!(delivery);
-        if let Some(outcome) = (&mut delivery).now_or_never() {
+        if let Some(outcome) = delivery.as_mut().now_or_never() {
             return outcome;
         }
         let mut stepped_aside = false;
@@ -475,7 +477,7 @@ impl Worker {
         let outcome = loop {
             tokio::select! {
                 biased;
-                outcome = &mut delivery => break outcome,
+                outcome = delivery.as_mut() => break outcome,
                 _ = tokio::time::sleep_until(pace.last_commit + pace.tick) => {
                     self.commit(position).await;
                     pace.committed();
@@ -609,7 +611,7 @@ impl Worker {
         let epoch = (last.leader_epoch >= 0).then_some(last.leader_epoch);
         let shared = Arc::clone(&self.shared);
         let (stop, tp) = (self.stop.clone(), self.tp.clone());
-        let delivery = deliver_batch(
+        let delivery = std::pin::pin!(deliver_batch(
             shared.as_ref(),
             &tp.topic,
             tp.partition,
@@ -617,7 +619,7 @@ impl Worker {
             records,
             &stop,
             clock,
-        );
+        ));
         match self
             .drive(delivery, offset, *position, feed, clock, pace)
             .await
