@@ -4,6 +4,7 @@
 //! types and versions.
 
 mod admin;
+mod common;
 mod connection;
 mod group;
 mod records;

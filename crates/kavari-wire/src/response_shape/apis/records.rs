@@ -4,18 +4,7 @@
 use crate::response_shape::Ty::{Array, Bytes, I16, I32, I64, Str, Struct as S, Uuid};
 use crate::response_shape::{Shape, Struct, Tag, all, since, until};
 
-/// A leader's id and epoch (Produce and Fetch tagged fields).
-static LEADER_ID_AND_EPOCH: Struct = Struct {
-    fields: &[all(I32), all(I32)],
-    tags: &[],
-};
-
-/// A broker's node id, host, port and rack (Produce and Fetch tagged
-/// fields).
-static NODE_ENDPOINT: Struct = Struct {
-    fields: &[all(I32), all(Str), all(I32), all(Str)],
-    tags: &[],
-};
+use super::common::{LEADER_ID_AND_EPOCH, NODE_ENDPOINT};
 
 /// Produce: flexible from v9.
 pub static PRODUCE: Shape = Shape {

@@ -5,17 +5,7 @@
 use crate::response_shape::Ty::{Array, Bytes, I16, I32, I64, Str, Struct as S, Uuid};
 use crate::response_shape::{Shape, Struct, all};
 
-/// A partition's leader and its epoch.
-static LEADER: Struct = Struct {
-    fields: &[all(I32), all(I32)],
-    tags: &[],
-};
-
-/// A broker the answer names: node id, host, port, rack.
-static NODE_ENDPOINT: Struct = Struct {
-    fields: &[all(I32), all(Str), all(I32), all(Str)],
-    tags: &[],
-};
+use super::common::{LEADER_ID_AND_EPOCH, NODE_ENDPOINT};
 
 /// ShareFetch: flexible in every version.
 pub static SHARE_FETCH: Shape = Shape {
@@ -32,13 +22,13 @@ pub static SHARE_FETCH: Shape = Shape {
                     all(Uuid),
                     all(Array(&S(&Struct {
                         fields: &[
-                            all(I32),        // partition_index
-                            all(I16),        // error_code
-                            all(Str),        // error_message
-                            all(I16),        // acknowledge_error_code
-                            all(Str),        // acknowledge_error_message
-                            all(S(&LEADER)), // current_leader
-                            all(Bytes),      // records
+                            all(I32),                     // partition_index
+                            all(I16),                     // error_code
+                            all(Str),                     // error_message
+                            all(I16),                     // acknowledge_error_code
+                            all(Str),                     // acknowledge_error_message
+                            all(S(&LEADER_ID_AND_EPOCH)), // current_leader
+                            all(Bytes),                   // records
                             // acquired_records: first_offset, last_offset,
                             // delivery_count
                             all(Array(&S(&Struct {
@@ -71,10 +61,10 @@ pub static SHARE_ACKNOWLEDGE: Shape = Shape {
                     all(Uuid),
                     all(Array(&S(&Struct {
                         fields: &[
-                            all(I32),        // partition_index
-                            all(I16),        // error_code
-                            all(Str),        // error_message
-                            all(S(&LEADER)), // current_leader
+                            all(I32),                     // partition_index
+                            all(I16),                     // error_code
+                            all(Str),                     // error_message
+                            all(S(&LEADER_ID_AND_EPOCH)), // current_leader
                         ],
                         tags: &[],
                     }))),
