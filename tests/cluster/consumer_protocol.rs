@@ -312,12 +312,7 @@ async fn churn(protocol: &str) {
     })
     .await;
     let publisher = setup.publisher().await;
-    let jobs: Vec<CrashJob> = (0..N)
-        .map(|seq| CrashJob {
-            key: format!("k{seq}"),
-            seq,
-        })
-        .collect();
+    let jobs = CrashJob::numbered(N, N);
     for chunk in jobs.chunks(10_000) {
         for r in publisher.publish_batch(chunk).await {
             r.expect("publish");
@@ -348,14 +343,7 @@ async fn churn(protocol: &str) {
         children[step] = spawn(step);
     }
     eventually(Duration::from_secs(180), "every job handled", || {
-        let printed = printed.lock().unwrap();
-        printed
-            .done
-            .iter()
-            .map(|d| d.1)
-            .collect::<BTreeSet<_>>()
-            .len() as u64
-            == N
+        printed.lock().unwrap().jobs_done().len() as u64 == N
     })
     .await;
     for child in &mut children {

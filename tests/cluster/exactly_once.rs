@@ -292,12 +292,7 @@ async fn members_killed_mid_stream_leave_one_result_per_job() {
     })
     .await;
     let publisher = setup.publisher().await;
-    let jobs: Vec<CrashJob> = (0..N)
-        .map(|seq| CrashJob {
-            key: format!("k{seq}"),
-            seq,
-        })
-        .collect();
+    let jobs = CrashJob::numbered(N, N);
     for r in publisher.publish_batch(&jobs).await {
         r.expect("publish");
     }
@@ -308,8 +303,7 @@ async fn members_killed_mid_stream_leave_one_result_per_job() {
             "the victim inside a handler",
             || {
                 let printed = printed.lock().unwrap();
-                let begun = printed.begun.iter().filter(|b| b.0 == victim).count();
-                let done = printed.done.iter().filter(|d| d.0 == victim).count();
+                let (begun, done) = printed.begun_and_done(victim);
                 printed.done.len() as u64 > after && begun > done
             },
         )

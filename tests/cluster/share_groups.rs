@@ -22,19 +22,22 @@ impl MessageHandler<Ticket> for Jobs {
     }
 }
 
-/// A started member of share group `group`, handling `in_flight` records
-/// side by side.
-async fn share_member(setup: &Setup, group: &str, in_flight: usize, jobs: Jobs) -> Kavari {
-    let m = Kavari::builder(setup.broker.bootstrap_servers())
+/// A started member of share group `group` handling tickets with
+/// `handler`, `in_flight` records side by side (the default when `None`).
+async fn share_member<H: MessageHandler<Ticket>>(
+    setup: &Setup,
+    group: &str,
+    in_flight: Option<usize>,
+    handler: H,
+) -> Kavari {
+    let mut builder = Kavari::builder(setup.broker.bootstrap_servers())
         .topic_prefix(&setup.prefix)
-        .share_group(group)
-        .processing_order(ProcessingOrder::Unordered {
-            max_in_flight: in_flight,
-        })
-        .build()
-        .await
-        .expect("build");
-    m.subscribe::<Ticket, _>(jobs).expect("subscribe");
+        .share_group(group);
+    if let Some(max_in_flight) = in_flight {
+        builder = builder.processing_order(ProcessingOrder::Unordered { max_in_flight });
+    }
+    let m = builder.build().await.expect("build");
+    m.subscribe::<Ticket, _>(handler).expect("subscribe");
     m.start().await.expect("start");
     m
 }
@@ -49,7 +52,7 @@ async fn six_share_members_on_two_partitions_all_work_and_handle_each_job_once()
     let jobs: Vec<Jobs> = (0..6).map(|_| Jobs::default()).collect();
     let mut members = Vec::new();
     for j in &jobs {
-        members.push(share_member(&setup, &group, 4, j.clone()).await);
+        members.push(share_member(&setup, &group, Some(4), j.clone()).await);
     }
     eventually(
         Duration::from_secs(60),
@@ -100,7 +103,7 @@ async fn six_share_members_on_two_partitions_all_work_and_handle_each_job_once()
     // The broker's view: every record was accepted, so a new member of
     // the group is given none of them.
     let later = Jobs::default();
-    let newcomer = share_member(&setup, &group, 4, later.clone()).await;
+    let newcomer = share_member(&setup, &group, Some(4), later.clone()).await;
     eventually(
         Duration::from_secs(60),
         "the newcomer has partitions",
@@ -163,14 +166,7 @@ async fn failed_deliveries_are_released_then_given_up_at_the_limit() {
     setup.broker.create_topic(&dlq, 1).await.expect("dlq");
     let group = kavari_testcontainers::unique_name("share-fail");
     let flaky = Flaky::default();
-    let m = Kavari::builder(setup.broker.bootstrap_servers())
-        .topic_prefix(&setup.prefix)
-        .share_group(&group)
-        .build()
-        .await
-        .expect("build");
-    m.subscribe::<Ticket, _>(flaky.clone()).expect("subscribe");
-    m.start().await.expect("start");
+    let m = share_member(&setup, &group, None, flaky.clone()).await;
     let publisher = setup.publisher().await;
     for r in publisher.publish_batch(&tickets(0..4)).await {
         r.expect("publish");
@@ -244,17 +240,7 @@ async fn a_member_shut_down_releases_what_it_holds() {
     let setup = Setup::start("share-release", KafkaBroker::builder(), 1).await;
     let group = kavari_testcontainers::unique_name("share-release");
     let (first, second) = (Slow::default(), Slow::default());
-    let leaving = Kavari::builder(setup.broker.bootstrap_servers())
-        .topic_prefix(&setup.prefix)
-        .share_group(&group)
-        .processing_order(ProcessingOrder::Unordered { max_in_flight: 20 })
-        .build()
-        .await
-        .expect("build");
-    leaving
-        .subscribe::<Ticket, _>(first.clone())
-        .expect("subscribe");
-    leaving.start().await.expect("start");
+    let leaving = share_member(&setup, &group, Some(20), first.clone()).await;
     let classic = crate::Seen::default();
     let group_member = setup
         .member(
@@ -274,17 +260,7 @@ async fn a_member_shut_down_releases_what_it_holds() {
             .is_some_and(|s| s.accepted >= 20 && s.in_flight > 0)
     })
     .await;
-    let staying = Kavari::builder(setup.broker.bootstrap_servers())
-        .topic_prefix(&setup.prefix)
-        .share_group(&group)
-        .processing_order(ProcessingOrder::Unordered { max_in_flight: 20 })
-        .build()
-        .await
-        .expect("build");
-    staying
-        .subscribe::<Ticket, _>(second.clone())
-        .expect("subscribe");
-    staying.start().await.expect("start");
+    let staying = share_member(&setup, &group, Some(20), second.clone()).await;
     eventually(Duration::from_secs(60), "the second member joined", || {
         staying
             .health()
@@ -375,20 +351,14 @@ async fn records_of_a_killed_member_go_to_the_others_after_the_lock_timeout() {
     )
     .await;
     let publisher = setup.publisher().await;
-    let jobs: Vec<CrashJob> = (0..N)
-        .map(|seq| CrashJob {
-            key: format!("k{seq}"),
-            seq,
-        })
-        .collect();
+    let jobs = CrashJob::numbered(N, N);
     for r in publisher.publish_batch(&jobs).await {
         r.expect("publish");
     }
     // The victim: a process inside its handlers, well into its work.
     let busy = |i: usize| {
         let printed = printed.lock().unwrap();
-        let begun = printed.begun.iter().filter(|b| b.0 == i).count();
-        let done = printed.done.iter().filter(|d| d.0 == i).count();
+        let (begun, done) = printed.begun_and_done(i);
         done > 10 && begun > done
     };
     eventually(
@@ -416,14 +386,7 @@ async fn records_of_a_killed_member_go_to_the_others_after_the_lock_timeout() {
             .collect()
     };
     eventually(Duration::from_secs(120), "every job done", || {
-        let printed = printed.lock().unwrap();
-        printed
-            .done
-            .iter()
-            .map(|d| d.1)
-            .collect::<BTreeSet<_>>()
-            .len() as u64
-            == N
+        printed.lock().unwrap().jobs_done().len() as u64 == N
     })
     .await;
     let by_others: BTreeSet<u64> = printed

@@ -42,13 +42,7 @@ async fn all_handled(printed: &Arc<Mutex<Printed>>, n: u64) {
 /// Publishes `n` jobs with keys `k{seq % keys}` at once, so each process
 /// has a backlog to be caught in the middle of.
 async fn publish_jobs(broker: &KafkaBroker, prefix: &str, n: u64, keys: u64) {
-    let jobs: Vec<CrashJob> = (0..n)
-        .map(|seq| CrashJob {
-            key: format!("k{}", seq % keys),
-            seq,
-        })
-        .collect();
-    publish_all(broker, prefix, &jobs).await;
+    publish_all(broker, prefix, &CrashJob::numbered(n, keys)).await;
 }
 
 #[tokio::test]
@@ -83,8 +77,8 @@ async fn a_consumer_killed_mid_handler_loses_nothing() {
     // job whose DONE it has not printed.
     eventually(WAIT, "process 0 inside a handler", || {
         let printed = printed.lock().unwrap();
-        let begun = printed.begun.iter().filter(|(i, _)| *i == 0).count();
-        begun > 5 && begun > printed.done.iter().filter(|d| d.0 == 0).count()
+        let (begun, done) = printed.begun_and_done(0);
+        begun > 5 && begun > done
     })
     .await;
     let owned_at_kill = printed.lock().unwrap().owns[0];

@@ -181,6 +181,16 @@ pub struct CrashJobDone {
 }
 
 impl CrashJob {
+    /// Jobs `0..n`, job `seq` keyed `k{seq % keys}`.
+    pub fn numbered(n: u64, keys: u64) -> Vec<CrashJob> {
+        (0..n)
+            .map(|seq| CrashJob {
+                key: format!("k{}", seq % keys),
+                seq,
+            })
+            .collect()
+    }
+
     /// How long the crash test's consumer takes per job, at least.
     pub const TIME: Duration = Duration::from_millis(20);
 
@@ -237,6 +247,20 @@ pub struct Printed {
     pub done: Vec<(usize, u64, i64, std::time::Instant)>,
     /// How many partitions each process owns now.
     pub owns: [usize; 3],
+}
+
+impl Printed {
+    /// The jobs done by any process, each once.
+    pub fn jobs_done(&self) -> std::collections::BTreeSet<u64> {
+        self.done.iter().map(|d| d.1).collect()
+    }
+
+    /// How many jobs process `i` began and how many it finished.
+    pub fn begun_and_done(&self, i: usize) -> (usize, usize) {
+        let begun = self.begun.iter().filter(|b| b.0 == i).count();
+        let done = self.done.iter().filter(|d| d.0 == i).count();
+        (begun, done)
+    }
 }
 
 /// Starts consumer process `i` of `group` (the test consumer binary at
