@@ -241,11 +241,12 @@ async fn kavari_publish(
     let stats = manager.publish_stats();
     manager.shutdown().await.expect("shutdown");
     format!(
-        "msgs_per_s={:.0} mb_per_s={:.1} produce_requests={} batches={}",
+        "msgs_per_s={:.0} mb_per_s={:.1} produce_requests={} batches={} failed_requests={}",
         n as f64 / secs,
         (n * (size + 40)) as f64 / secs / 1e6,
         stats.produce_requests,
         stats.batches_sent,
+        stats.failed_requests,
     )
 }
 
@@ -812,8 +813,11 @@ fn tables(
             results.cell(client, "publish", "produce_requests"),
             results.cell(client, "publish", "batches"),
         ) {
+            let failed = results
+                .cell(client, "publish", "failed_requests")
+                .unwrap_or(0.0);
             out.push_str(&format!(
-                "\n{client} publish (median run): {batches:.0} record batches in {requests:.0} produce requests\n"
+                "\n{client} publish (median run): {batches:.0} record batches in {requests:.0} produce requests, {failed:.0} of them failed\n"
             ));
         }
     }
