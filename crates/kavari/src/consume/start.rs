@@ -1,6 +1,7 @@
 //! Where the partitions of one assignment start: one OffsetFetch for all of
-//! them, one ListOffsets per leader for those without a committed offset,
-//! then one subscription to the fetch engine, so that the first Fetch covers
+//! them, one ListOffsets per leader for those without a committed offset
+//! and one OffsetCommit of where those start, then one subscription to the
+//! fetch engine, so that the first Fetch covers
 //! every partition. (Started one by one, the first partition's Fetch went
 //! out alone and the others waited it out: tens of milliseconds on a
 //! partition with a backlog.)
@@ -9,10 +10,10 @@
 //! offset under `OffsetReset::Error`) is placed on its own by [`place`],
 //! which its worker calls: it retries with a backoff and reports why.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use kavari_group::TopicPartition;
+use kavari_group::{CommitOffset, TopicPartition};
 use kavari_wire::backoff::{Backoff, Retrying};
 use kavari_wire::fetcher::PartitionFeed;
 use tokio::sync::watch;
@@ -73,15 +74,15 @@ pub(crate) async fn look_up(
     if unplaced.is_empty() {
         return found;
     }
+    let mut reset = BTreeMap::new();
     for (tp, offset) in shared.fetcher.offsets_for(&unplaced, spec).await {
         match offset {
             Ok(start) => {
-                found.insert(
+                reset.insert(
                     tp,
-                    Position {
-                        committed: None,
+                    CommitOffset {
+                        offset: start,
                         leader_epoch: None,
-                        start,
                     },
                 );
             }
@@ -89,6 +90,26 @@ pub(crate) async fn look_up(
                 tracing::debug!(partition = %tp, error = %e, "looking up the reset offset failed; the partition asks again");
             }
         }
+    }
+    // A position from the reset policy is committed before anything is
+    // handled (see the worker's `run`): all of them in one request here,
+    // not one per partition from each worker. Those commits go one after
+    // another through the coordinator, and 64 new partitions started
+    // 2-3 ms apart on a replicating cluster. Under exactly-once handling
+    // the transactions commit offsets; if this commit fails, each worker
+    // commits its own.
+    let committed = shared.exactly_once.is_none()
+        && !reset.is_empty()
+        && shared.member.commit(&reset).await.is_ok();
+    for (tp, at) in reset {
+        found.insert(
+            tp,
+            Position {
+                committed: committed.then_some(at.offset),
+                leader_epoch: None,
+                start: at.offset,
+            },
+        );
     }
     found
 }

@@ -108,7 +108,9 @@ impl Worker {
             return;
         };
         // A position from `auto_offset_reset` is committed at once, before
-        // anything is handled (the first fetch is under way meanwhile):
+        // anything is handled (the assignment's lookup commits them all in
+        // one request; this is for one it did not, and the first fetch is
+        // under way meanwhile):
         // should the partition move first, its next owner starts here too,
         // not at a later log end past what was written meanwhile. (A failed
         // commit is tried again every tick.)
