@@ -2,6 +2,7 @@
 //! the runtime of a change, and end its run (left the group, or failed:
 //! its partitions lost, its phase and the runtime told why).
 
+use kavari_wire::TopicPartition;
 use tokio::sync::mpsc;
 
 use crate::error::GroupError;
@@ -21,6 +22,15 @@ pub(crate) trait MemberTask {
 
     /// Makes `phase` the state the member's handle sees.
     fn show_phase(&mut self, phase: MemberPhase);
+
+    /// Tells the runtime that `partitions` were lost (when there are any),
+    /// and logs why.
+    fn report_lost(&self, partitions: Vec<TopicPartition>, why: &str) {
+        if !partitions.is_empty() {
+            tracing::warn!(group = %self.group(), why, count = partitions.len(), "partitions lost");
+            self.emit(GroupEvent::Lost { partitions });
+        }
+    }
 
     /// Tells the runtime of `event`.
     fn emit(&self, event: GroupEvent) {

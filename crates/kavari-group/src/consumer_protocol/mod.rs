@@ -428,10 +428,7 @@ impl MemberTask for ConsumerMember {
         let partitions: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_keys().collect();
         self.epoch = JOIN;
         self.target = None;
-        if !partitions.is_empty() {
-            tracing::warn!(group = %self.group(), why, count = partitions.len(), "partitions lost");
-            self.emit(GroupEvent::Lost { partitions });
-        }
+        self.report_lost(partitions, why);
         self.publish(MemberPhase::Joining);
     }
 

@@ -573,10 +573,7 @@ impl<A: GroupApi> MemberTask for Coordinator<A> {
     fn lose(&mut self, why: &str) {
         let partitions: Vec<_> = std::mem::take(&mut self.owned).into_iter().collect();
         self.membership.leave_generation();
-        if !partitions.is_empty() {
-            tracing::warn!(group = %self.group(), why, count = partitions.len(), "partitions lost");
-            self.emit(GroupEvent::Lost { partitions });
-        }
+        self.report_lost(partitions, why);
     }
 
     fn show_phase(&mut self, phase: MemberPhase) {
