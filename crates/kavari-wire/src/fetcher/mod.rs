@@ -1,7 +1,8 @@
-//! The fetch engine: one task that sends one Fetch per broker per round,
-//! covering every subscribed partition that broker leads and that has room
-//! in its buffer, and hands each partition's records to its
-//! [`PartitionFeed`].
+//! The fetch engine: one task that keeps at most one Fetch out per
+//! broker, covering every subscribed partition that broker leads and that
+//! has room in its buffer, and hands each partition's records to its
+//! [`PartitionFeed`]. Brokers are asked independently: each is asked again
+//! as soon as it answers.
 //!
 //! Buffers are bounded in bytes: a partition whose consumer has not yet
 //! released `partition_buffer_bytes` is left out of the next requests (a
@@ -17,7 +18,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
