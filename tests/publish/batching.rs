@@ -480,3 +480,39 @@ async fn batches_of_two_topics_on_one_broker_share_a_request() {
     );
     manager.shutdown().await.expect("shutdown");
 }
+
+/// While a produce request is unanswered, records that only linger wait
+/// for its answer and go together in the next request: a broker that
+/// answers slowly (here about 300 ms a round trip, behind the proxy) gets
+/// two requests for twenty records published 10 ms apart, not one per
+/// linger until five are unanswered.
+#[tokio::test]
+async fn lingering_records_wait_for_an_unanswered_request_and_go_together() {
+    let topic = unique_name("publish.slow-answers");
+    let (broker, manager) = behind_proxy(&topic, |b| b.linger(Duration::from_millis(5))).await;
+    let proxy = broker.proxy().expect("proxy");
+    proxy.set_latency(Duration::from_millis(150));
+    let before = manager.publish_stats().produce_requests;
+    let publishes = (1..=20usize).map(|i| {
+        let (manager, topic) = (&manager, &topic);
+        async move {
+            tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+            manager.publish_encoded(to_topic(&order(i), topic)).await
+        }
+    });
+    let offsets: Vec<Option<i64>> = futures::future::join_all(publishes)
+        .await
+        .into_iter()
+        .map(|r| r.expect("publish").offset.get())
+        .collect();
+    let requests = manager.publish_stats().produce_requests - before;
+    assert!(
+        requests <= 3,
+        "{requests} produce requests for 20 records published while answers were slow"
+    );
+    assert!(
+        offsets.windows(2).all(|w| w[0].is_some() && w[0] < w[1]),
+        "in publish order: {offsets:?}"
+    );
+    proxy.heal();
+}

@@ -146,6 +146,19 @@ struct State {
     waker: Option<Waker>,
 }
 
+impl State {
+    /// Whether the oldest batch goes without waiting out its linger:
+    /// full, flushed, with another behind it, or the queue closed.
+    fn pressing(&self) -> bool {
+        self.closed
+            || self.batches.len() > 1
+            || self
+                .batches
+                .front()
+                .is_some_and(|b| b.flush || b.records.size() >= self.max_batch_bytes)
+    }
+}
+
 /// What [`Queue::take`] found.
 #[derive(Debug)]
 pub(super) enum Take {
@@ -238,6 +251,12 @@ impl Queue {
         }
     }
 
+    /// Whether the oldest batch goes without waiting out its linger (full,
+    /// flushed, with another behind it, or the queue closed).
+    pub(super) fn pressing(&self) -> bool {
+        self.lock().pressing()
+    }
+
     /// Whether nothing is queued.
     pub(super) fn is_empty(&self) -> bool {
         self.lock().batches.is_empty()
@@ -256,14 +275,11 @@ impl Queue {
     pub(super) fn take(&self, now: Instant, linger: Duration, along: bool) -> Take {
         loop {
             let mut st = self.lock();
-            let closed = st.closed;
-            let max = st.max_batch_bytes;
-            let many = st.batches.len() > 1;
             let Some(front) = st.batches.front() else {
                 return Take::Empty;
             };
             let due_at = front.first_at + linger;
-            let due = many || closed || front.flush || front.records.size() >= max || now >= due_at;
+            let due = st.pressing() || now >= due_at;
             if !due && !along {
                 return Take::Later(due_at);
             }
@@ -459,5 +475,51 @@ mod tests {
         assert!(queue.has_spare(), "kept while briefly idle");
         queue.drop_idle_spare(start + SPARE_IDLE);
         assert!(!queue.has_spare(), "given back once idle");
+    }
+
+    /// A batch holding `bytes` of value.
+    fn batch_of(bytes: usize) -> OpenBatch {
+        let mut records = RecordBatch::in_buffer(Vec::new(), 1024);
+        let value = vec![7u8; bytes];
+        let headers: &[(&str, &[u8])] = &[];
+        records.push(
+            &Record {
+                key: None,
+                value: &value,
+                headers,
+            },
+            0,
+        );
+        OpenBatch {
+            records,
+            first_at: Instant::now(),
+            flush: false,
+            deadline: None,
+            outcome: Arc::default(),
+        }
+    }
+
+    /// Only a full, flushed or closing batch, or one with another behind
+    /// it, skips its linger: a lingering one waits (and keeps filling)
+    /// while its sink has a request unanswered.
+    #[test]
+    fn a_batch_presses_when_full_flushed_followed_or_closing() {
+        let state = |batches: Vec<OpenBatch>, closed: bool| State {
+            batches: batches.into(),
+            closed,
+            max_batch_bytes: 1000,
+            ..State::default()
+        };
+        assert!(!state(vec![], false).pressing(), "nothing queued");
+        assert!(!state(vec![batch_of(10)], false).pressing(), "lingering");
+        assert!(state(vec![batch_of(1000)], false).pressing(), "full");
+        let mut flushed = batch_of(10);
+        flushed.flush = true;
+        assert!(state(vec![flushed], false).pressing(), "flushed");
+        assert!(
+            state(vec![batch_of(10), batch_of(10)], false).pressing(),
+            "another behind it"
+        );
+        assert!(state(vec![batch_of(10)], true).pressing(), "closing");
     }
 }

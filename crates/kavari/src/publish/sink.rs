@@ -33,7 +33,9 @@ use super::producing::Producing;
 /// producer's `max.in.flight.requests.per.connection`. The broker reads a
 /// connection's next request only once it answered the one before, so more
 /// would only wait in its socket; held back here, the partitions' batches
-/// keep filling and the next request carries them all.
+/// keep filling and the next request carries them all. Past the first, a
+/// request goes only for a batch that is full (or flushed, or closing):
+/// see [`Sink::send`].
 const MAX_REQUESTS_IN_FLIGHT: usize = 5;
 
 /// What a sink asks of whoever places partitions (`sinks.rs`).
@@ -197,9 +199,21 @@ impl Sink {
 
     /// Writes what the partitions have to send, pass after pass, until a
     /// pass finds nothing; returns when to look again.
+    ///
+    /// While a request is unanswered, the next one waits for its answer
+    /// unless a batch is pressing (full, flushed, or its queue closing):
+    /// lingered batches keep filling meanwhile, so a broker that answers
+    /// slowly gets fewer and larger batches, and one that answers at once
+    /// gets them at their linger. On the Kafka cluster, 100,000 records of
+    /// 100 bytes over 64 partitions went from about 2,500 batches in 120
+    /// requests to about 1,300 in 64, and from 175k to 215-235k records/s
+    /// (kavari-load).
     async fn send(&mut self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         while !self.active.is_empty() && self.answers.len() < MAX_REQUESTS_IN_FLIGHT {
+            if !self.answers.is_empty() && !self.any_pressing() {
+                break;
+            }
             let identity = match &self.ctx.ids {
                 Some(ids) => ids.current().await,
                 None => Ok(None),
@@ -268,6 +282,16 @@ impl Sink {
             self.write(taken).await;
         }
         next
+    }
+
+    /// Whether a partition to look at has a pressing batch.
+    fn any_pressing(&self) -> bool {
+        self.active.iter().any(|&slot| {
+            self.slots
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|p| p.queue.pressing())
+        })
     }
 
     /// Writes `taken` as requests of at most [`MAX_REQUEST_BYTES`] of
