@@ -97,10 +97,14 @@ pub(crate) async fn look_up(
     // another through the coordinator, and 64 new partitions started
     // 2-3 ms apart on a replicating cluster. Under exactly-once handling
     // the transactions commit offsets; if this commit fails, each worker
-    // commits its own.
-    let committed = shared.exactly_once.is_none()
-        && !reset.is_empty()
-        && shared.member.commit(&reset).await.is_ok();
+    // commits its own. Counted in the commit metrics as a worker's commit
+    // is.
+    let committed = shared.exactly_once.is_none() && !reset.is_empty() && {
+        let started = std::time::Instant::now();
+        let done = shared.member.commit(&reset).await.is_ok();
+        crate::metrics::committed(&shared.group_id, started.elapsed(), done);
+        done
+    };
     for (tp, at) in reset {
         found.insert(
             tp,
