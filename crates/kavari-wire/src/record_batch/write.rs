@@ -87,14 +87,7 @@ pub struct RecordBatch {
 impl RecordBatch {
     /// An empty batch whose buffer holds `capacity` bytes before it grows.
     pub fn with_capacity(capacity: usize) -> Self {
-        Self::in_buffer(Vec::new(), capacity)
-    }
-
-    /// An empty batch in `buf` (a finished batch's buffer, say), grown to
-    /// hold `capacity` bytes.
-    pub fn in_buffer(mut buf: Vec<u8>, capacity: usize) -> Self {
-        buf.clear();
-        buf.reserve(capacity.max(HEADER_LEN));
+        let mut buf = Vec::with_capacity(capacity.max(HEADER_LEN));
         buf.resize(HEADER_LEN, 0);
         Self {
             buf,
@@ -178,6 +171,9 @@ impl RecordBatch {
             compression.compress(&buf[HEADER_LEN..], &mut out)?;
             buf = out;
         }
+        // The batch stays in memory until it is answered: give back the
+        // room that growing by doubling left over.
+        buf.shrink_to_fit();
         let batch_length = i32::try_from(buf.len() - 12).map_err(|_| CodecError::TooLarge {
             codec: compression,
             limit: i32::MAX as usize,
@@ -393,6 +389,27 @@ mod tests {
                 RecordBatchDecoder::decode(&mut Bytes::from(bad)).is_err(),
                 "flipped byte {i} went unnoticed"
             );
+        }
+    }
+
+    /// A finished batch waits for its answer holding its bytes only, not
+    /// the room its buffer grew into while records came.
+    #[test]
+    fn a_finished_batch_holds_no_room_beyond_its_bytes() {
+        let value = vec![0xab; 1000];
+        let record = Record {
+            key: Some(&b"k"[..]),
+            value: &value,
+            headers: &[][..],
+        };
+        for compression in [Compression::None, Compression::Gzip] {
+            let mut batch = RecordBatch::with_capacity(0);
+            for i in 0..300 {
+                batch.push(&record, i);
+            }
+            let finished = batch.finish(compression).expect("finish");
+            let room = finished.capacity() - finished.len();
+            assert!(room < 64, "{compression:?}: {room} bytes of room kept");
         }
     }
 

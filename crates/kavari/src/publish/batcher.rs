@@ -26,11 +26,6 @@ use super::outcome::BatchOutcome;
 /// trip. The broker answers a connection's requests in order.
 pub(super) const MAX_IN_FLIGHT: usize = 5;
 
-/// How long a partition keeps its spare batch buffer once it has nothing to
-/// send: a busy partition reuses it batch after batch; an idle one gives it
-/// back, so a producer of many partitions holds no buffers for quiet ones.
-pub(super) const SPARE_IDLE: Duration = Duration::from_secs(1);
-
 /// Counters shared by every partition of a publisher.
 #[derive(Debug, Default)]
 pub(crate) struct ProduceCounters {
@@ -138,10 +133,6 @@ struct State {
     /// The size of the last batch sent: new batches start with room for as
     /// much, so they rarely grow.
     last_batch_bytes: usize,
-    /// The buffer of a batch already written, for the next batch.
-    spare: Option<Vec<u8>>,
-    /// When a batch was last taken (the spare goes after [`SPARE_IDLE`]).
-    last_taken: Option<Instant>,
     /// The sink draining the queue; `None` while its leader is looked up.
     waker: Option<Waker>,
 }
@@ -206,30 +197,6 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps the record batch buffer of a batch written, for the next
-    /// batch: fresh memory for every batch costs page faults.
-    pub(super) fn keep_spare(&self, records: Vec<u8>) {
-        self.lock().spare = Some(records);
-    }
-
-    /// Gives the spare buffer back if no batch was taken for
-    /// [`SPARE_IDLE`] and none waits.
-    pub(super) fn drop_idle_spare(&self, now: Instant) {
-        let mut st = self.lock();
-        let idle = st
-            .last_taken
-            .is_none_or(|t| now.saturating_duration_since(t) >= SPARE_IDLE);
-        if idle && st.batches.is_empty() {
-            st.spare = None;
-        }
-    }
-
-    /// Whether a spare buffer is kept.
-    #[cfg(test)]
-    fn has_spare(&self) -> bool {
-        self.lock().spare.is_some()
-    }
-
     /// Closes batches at `bytes` from now on (or sooner, if already lower):
     /// the broker refused a batch as too large.
     pub(super) fn limit_batch_bytes(&self, bytes: usize) {
@@ -289,7 +256,6 @@ impl Queue {
             st.queued -= b.records.len();
             st.queued_bytes = st.queued_bytes.saturating_sub(b.records.size());
             sub_saturating(&self.counters.queued_bytes, b.records.size());
-            st.last_taken = Some(now);
             let taken = b.outcome.take();
             if taken {
                 st.last_batch_bytes = b.records.size();
@@ -385,7 +351,7 @@ impl Batcher {
         });
         if needs_new {
             let capacity = st.last_batch_bytes.clamp(bound, max.max(bound));
-            let records = RecordBatch::in_buffer(st.spare.take().unwrap_or_default(), capacity);
+            let records = RecordBatch::with_capacity(capacity);
             st.batches.push_back(OpenBatch {
                 records,
                 first_at: Instant::now(),
@@ -463,23 +429,9 @@ fn sub_saturating(counter: &AtomicUsize, n: usize) {
 mod tests {
     use super::*;
 
-    /// A partition with nothing to send keeps its spare buffer for a
-    /// moment (the next batch reuses it) and then gives it back.
-    #[test]
-    fn an_idle_partition_gives_its_spare_buffer_back() {
-        let queue = Queue::new("t".into(), 0, &ProducerConfig::default(), Arc::default());
-        let start = Instant::now();
-        queue.lock().last_taken = Some(start);
-        queue.keep_spare(Vec::with_capacity(512 * 1024));
-        queue.drop_idle_spare(start + SPARE_IDLE / 2);
-        assert!(queue.has_spare(), "kept while briefly idle");
-        queue.drop_idle_spare(start + SPARE_IDLE);
-        assert!(!queue.has_spare(), "given back once idle");
-    }
-
     /// A batch holding `bytes` of value.
     fn batch_of(bytes: usize) -> OpenBatch {
-        let mut records = RecordBatch::in_buffer(Vec::new(), 1024);
+        let mut records = RecordBatch::with_capacity(1024);
         let value = vec![7u8; bytes];
         let headers: &[(&str, &[u8])] = &[];
         records.push(

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::ProduceError;
 use super::ProduceErrorKind;
-use super::batcher::{SPARE_IDLE, Signal, Waker};
+use super::batcher::{Signal, Waker};
 use super::partition::{Leader, Partition, Step};
 use super::producing::Producing;
 
@@ -116,7 +116,6 @@ impl Sink {
     async fn run(mut self) {
         let mut closing = self.ctx.closing.clone();
         let mut closing_seen = false;
-        let mut sweep = tokio::time::interval(SPARE_IDLE);
         loop {
             while let Ok(p) = self.inbox.try_recv() {
                 self.register(p);
@@ -152,7 +151,6 @@ impl Sink {
                         self.mark(slot);
                     }
                 }
-                _ = sweep.tick() => self.sweep_spares(),
             }
         }
     }
@@ -409,14 +407,6 @@ impl Sink {
         let conn = self.ctx.cluster.broker(self.broker).await?;
         self.conn = Some(Arc::clone(&conn));
         Ok(conn)
-    }
-
-    /// Gives back the spare buffers of partitions idle for a while.
-    fn sweep_spares(&self) {
-        let now = Instant::now();
-        for p in self.slots.iter().flatten() {
-            p.queue.drop_idle_spare(now);
-        }
     }
 }
 

@@ -274,14 +274,13 @@ impl Partition {
     }
 
     /// Batch `id` was written: its buffer comes back (without a copy, the
-    /// connection holds none once written), to send again if it must or
-    /// for the next batch.
+    /// connection holds none once written), kept to send again if it must
+    /// (without idempotence nothing is sent again as it was: it goes).
     pub(super) fn written(&self, ctx: &Producing, id: u64, records: Bytes) {
-        let records = Vec::from(records);
         if ctx.ids.is_none() {
-            self.queue.keep_spare(records);
             return;
         }
+        let records = Vec::from(records);
         let mut flow = self.lock();
         if let Some(p) = flow.unacked.iter_mut().find(|p| p.id == id) {
             p.records = records;
@@ -415,7 +414,6 @@ impl Partition {
             ProduceError::new(ProduceErrorKind::Broker, false, "the producer stopped")
         });
         tracing::debug!(partition = %self.name(), attempts, error = %e, "batch given up");
-        self.queue.keep_spare(p.records);
         let e = e
             .with_maybe_written(p.maybe_written)
             .after_attempts(attempts);

@@ -124,7 +124,6 @@ impl Partition {
             _ => {
                 if let Some(p) = flow.unacked.remove(at) {
                     let attempts = p.attempts;
-                    self.queue.keep_spare(p.records);
                     self.settle(ctx, p.sent, Err(e.after_attempts(attempts)));
                 }
                 recover(flow, false, Duration::ZERO);
@@ -142,7 +141,6 @@ impl Partition {
         if p.attempts > 1 {
             tracing::debug!(partition = %self.name(), attempts = p.attempts, "batch written after retries");
         }
-        self.queue.keep_spare(p.records);
         self.settle(ctx, p.sent, Ok(offset));
     }
 
