@@ -79,6 +79,55 @@ async fn publish_and_process_run_in_spans_with_messaging_attributes() {
     }
 }
 
+/// A handler that logs, as a user's handler does.
+struct Logs;
+
+impl kavari::MessageHandler<Numbered> for Logs {
+    async fn handle(
+        &self,
+        e: Numbered,
+        _: &kavari::MessageContext,
+    ) -> Result<(), kavari::HandlerError> {
+        tracing::info!(target: "kavari::user_handler", n = e.n, "handling");
+        Ok(())
+    }
+}
+
+/// What a handler logs carries its process span: its lines can be found
+/// by the record's topic and offset.
+#[tokio::test]
+async fn a_handler_logs_inside_its_process_span() {
+    let broker = shared_broker().await.expect("broker");
+    let (prefix, topic) = prefixed_topic::<Numbered>(broker, 1).await;
+    let (captured, _guard) = capture_spans();
+    let manager = consumer(broker, &unique_name("spans-log"))
+        .topic_prefix(&prefix)
+        .build()
+        .await
+        .expect("build");
+    manager.subscribe::<Numbered, _>(Logs).expect("subscribe");
+    manager.start().await.expect("start");
+    let d = manager.publish(&Numbered { n: 9 }).await.expect("publish");
+    eventually(Duration::from_secs(20), "handled", || {
+        captured.lines().iter().any(|l| l.contains("handling"))
+    })
+    .await;
+    manager.shutdown().await.expect("shutdown");
+    let lines = captured.lines();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("handling"))
+        .unwrap_or_else(|| panic!("no handler line in {lines:#?}"));
+    for part in [
+        "process{".to_string(),
+        format!("messaging.destination.name={topic}"),
+        format!("messaging.kafka.offset={}", d.offset),
+        "n=9".to_string(),
+    ] {
+        assert!(line.contains(&part), "{part} not in {line}");
+    }
+}
+
 /// A bulk publish runs in one send span naming its topic and how many
 /// messages it carried.
 #[tokio::test]

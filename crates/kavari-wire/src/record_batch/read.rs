@@ -100,6 +100,7 @@ impl<'a> Iterator for HeaderIter<'a> {
 
 /// The next header of a section: its name and value (`None` when null), or
 /// what is wrong with it.
+#[inline]
 fn take_header<'a>(rest: &mut &'a [u8]) -> Result<(&'a [u8], Option<&'a [u8]>), &'static str> {
     let name_len = take_varlong(rest).ok_or("a header name's length is cut short")?;
     let name_len = usize::try_from(name_len).map_err(|_| "a header with a null name")?;
@@ -141,7 +142,19 @@ fn take_len_value(rest: &mut &[u8]) -> Result<Option<usize>, &'static str> {
     }
 }
 
+#[inline]
 fn take_varlong(rest: &mut &[u8]) -> Option<i64> {
+    // Most varints of a record (deltas, header lengths) are one byte.
+    if let Some((&b, tail)) = rest.split_first()
+        && b & 0x80 == 0
+    {
+        *rest = tail;
+        return Some(i64::from(b >> 1) ^ -i64::from(b & 1));
+    }
+    take_long_varlong(rest)
+}
+
+fn take_long_varlong(rest: &mut &[u8]) -> Option<i64> {
     let mut v: u64 = 0;
     for i in 0..10 {
         let (&b, tail) = rest.split_first()?;
@@ -606,7 +619,34 @@ impl Batch {
 
 #[cfg(test)]
 mod tests {
-    use super::{take_header, take_len};
+    use super::{take_header, take_len, take_varlong};
+    use crate::record_batch::put_varlong;
+
+    /// Every varint reads back as written, one byte long or ten, and a
+    /// cut one is `None`.
+    #[test]
+    fn varlongs_read_back_as_written() {
+        let edges = [
+            i64::MIN,
+            i64::MIN + 1,
+            -65,
+            -64,
+            63,
+            64,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        for v in (-300..300).chain(edges) {
+            let mut buf = Vec::new();
+            put_varlong(&mut buf, v);
+            buf.push(0xee);
+            let mut rest = &buf[..];
+            assert_eq!(take_varlong(&mut rest), Some(v), "{v}");
+            assert_eq!(rest, [0xee], "{v}: the bytes after it are left");
+            let mut cut = &buf[..buf.len() - 2];
+            assert_eq!(take_varlong(&mut cut), None, "{v} cut short");
+        }
+    }
 
     /// A header as written: zigzag varint lengths (one byte each here).
     fn section(parts: &[(i8, &[u8])]) -> Vec<u8> {

@@ -127,7 +127,12 @@ async fn route_and_handle<R: Runtime>(
                 tracing::Span::none()
             };
             let started = crate::metrics::clock();
-            let mut call = handler.call(value, ctx).instrument(span);
+            let mut call = handler.call(value, ctx);
+            if !span.is_none() {
+                // Boxed again only when traced: the untraced call pays
+                // for no span.
+                call = Box::pin(call.instrument(span));
+            }
             let outcome = match (&mut call).now_or_never() {
                 Some(outcome) => outcome,
                 None => {

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::in_order::Pace;
 use super::window::Window;
-use super::{REPORT_EVERY, Turn, Worker};
+use super::{Turn, Worker};
 use crate::consume::config::Overlap;
 use crate::consume::dispatch::deliver;
 use crate::consume::runtime::{Disposition, HandlerClock, Undelivered};
@@ -203,11 +203,12 @@ impl Worker {
                         self.epoch = epoch.or(self.epoch);
                         self.past_fault(position, &mut faults);
                     }
-                    if pace.commit_due() {
+                    let now = Instant::now();
+                    if pace.commit_due(now) {
                         self.commit(position).await;
                         pace.committed();
                     }
-                    if pace.last_report.elapsed() >= REPORT_EVERY {
+                    if pace.report_due(now) {
                         self.report_window(position, &feed, &mut pace, &window);
                     }
                 }

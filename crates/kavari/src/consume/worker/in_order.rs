@@ -66,9 +66,14 @@ impl Pace {
         }
     }
 
-    /// A commit is due after a record handled.
-    pub(super) fn commit_due(&self) -> bool {
-        self.every_message || self.last_commit.elapsed() >= self.interval
+    /// A commit is due after a record handled at `now`.
+    pub(super) fn commit_due(&self, now: Instant) -> bool {
+        self.every_message || now.saturating_duration_since(self.last_commit) >= self.interval
+    }
+
+    /// Progress is due to be reported at `now`.
+    pub(super) fn report_due(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_report) >= REPORT_EVERY
     }
 
     pub(super) fn committed(&mut self) {
@@ -510,11 +515,13 @@ impl Worker {
     /// After a record or batch was handled up to `position`: commits when
     /// due, and follows the progress every [`REPORT_EVERY`].
     async fn handled(&mut self, position: i64, feed: &PartitionFeed, pace: &mut Pace) {
-        if pace.commit_due() {
+        // One clock read per record for both.
+        let now = Instant::now();
+        if pace.commit_due(now) {
             self.commit(position).await;
             pace.committed();
         }
-        if pace.last_report.elapsed() >= REPORT_EVERY {
+        if pace.report_due(now) {
             self.report_progress(position, feed, &mut pace.reported);
             pace.reported_now();
         }
