@@ -16,26 +16,6 @@ use crate::context::MessageContext;
 use crate::handler_error::HandlerError;
 use crate::registry::{Outcome, Route};
 
-/// Routes and handles one record, and counts it in health when it was
-/// dead-lettered or skipped (outside a transaction). `ctx` is the partition's context, reused from
-/// record to record (see [`MessageContext::refill`]).
-pub(crate) async fn deliver<R: Runtime>(
-    shared: &R,
-    topic: &str,
-    partition: i32,
-    ctx: &mut MessageContext,
-    record: FetchedRecord,
-    stop: &watch::Receiver<bool>,
-    clock: &HandlerClock,
-) -> Result<Disposition, Undelivered> {
-    let disposition = route_and_handle(shared, topic, partition, ctx, record, stop, clock).await?;
-    // In a transaction, the record counts once the transaction commits.
-    if disposition != Disposition::Handled && ctx.transaction.is_none() {
-        shared.count_unhandled(&TopicPartition::new(topic, partition), disposition);
-    }
-    Ok(disposition)
-}
-
 /// Where a record came from, for its dead letter.
 struct Source<'a> {
     topic: &'a str,
@@ -59,8 +39,13 @@ impl Source<'_> {
     }
 }
 
-/// [`deliver`] without the counting.
-async fn route_and_handle<R: Runtime>(
+/// Routes and handles one record, and counts it in health when it was
+/// dead-lettered or skipped (outside a transaction). `ctx` is the
+/// partition's context, reused from record to record (see
+/// [`MessageContext::refill`]). The rare paths (dead letters, retries,
+/// batches of one) are boxed: the future of the common one stays small, as
+/// it is made and moved once per record.
+pub(crate) async fn deliver<R: Runtime>(
     shared: &R,
     topic: &str,
     partition: i32,
@@ -92,15 +77,24 @@ async fn route_and_handle<R: Runtime>(
         Route::Handlers(entry) => entry,
         Route::Poison(reason) => {
             let letter = source.letter(ctx);
-            return poison(shared, &letter, &reason, stop).await;
+            let d = Box::pin(poison(shared, &letter, &reason, stop)).await?;
+            return Ok(counted(shared, topic, partition, ctx, d));
         }
     };
     if let Some(subscription) = entry.batch() {
         // A record of a batch subscription met one at a time: a batch of
         // one (its dispositions are counted there).
         let batch = vec![record.clone()];
-        super::batches::deliver_batch(shared, topic, partition, subscription, batch, stop, clock)
-            .await?;
+        let batch = super::batches::deliver_batch(
+            shared,
+            topic,
+            partition,
+            subscription,
+            batch,
+            stop,
+            clock,
+        );
+        Box::pin(batch).await?;
         return Ok(Disposition::Handled);
     }
     let mut disposition = Disposition::Handled;
@@ -150,7 +144,8 @@ async fn route_and_handle<R: Runtime>(
                 Outcome::Undecodable(reason) if i == 0 => {
                     // Every handler of the type would fail alike: poison.
                     let letter = source.letter(ctx);
-                    return poison(shared, &letter, &reason, stop).await;
+                    let d = Box::pin(poison(shared, &letter, &reason, stop)).await?;
+                    return Ok(counted(shared, topic, partition, ctx, d));
                 }
                 Outcome::Undecodable(reason) => HandlerError::permanent(reason.to_string()),
                 Outcome::Failed(e) => e,
@@ -159,7 +154,7 @@ async fn route_and_handle<R: Runtime>(
             };
             // Under exactly-once handling, the failed attempt's publishes
             // are aborted: they never land, whatever comes next.
-            shared.restart_transaction(ctx).await?;
+            Box::pin(shared.restart_transaction(ctx)).await?;
             let delay = if error.is_retriable() && blocked.is_none() {
                 shared.config().delivery_retry.delay(attempt)
             } else {
@@ -170,13 +165,20 @@ async fn route_and_handle<R: Runtime>(
                     topic, partition, offset, handler = handler.name(),
                     attempt, error = %format_args!("{error:#}"), "handler failed; retrying"
                 );
-                tokio::time::sleep(d).await;
+                Box::pin(tokio::time::sleep(d)).await;
                 attempt += 1;
                 continue;
             }
             let why = format!("{}: {error:#}", handler.name());
             let failed = source.letter(ctx);
-            let given_up = give_up(shared, &failed, handler.name(), &why, attempt, stop);
+            let given_up = Box::pin(give_up(
+                shared,
+                &failed,
+                handler.name(),
+                &why,
+                attempt,
+                stop,
+            ));
             if let Some(d) = given_up.await? {
                 disposition = d;
                 break;
@@ -186,7 +188,8 @@ async fn route_and_handle<R: Runtime>(
             let reason = format!("handler {why}");
             if !error.is_retriable() {
                 // No retry can fix it: wait for the partition to move.
-                return block(shared, &letter, &reason, stop).await;
+                let d = Box::pin(block(shared, &letter, &reason, stop)).await?;
+                return Ok(counted(shared, topic, partition, ctx, d));
             }
             // Every try is logged: a blocked partition is news.
             let retrying = blocked.get_or_insert_with(|| {
@@ -201,7 +204,7 @@ async fn route_and_handle<R: Runtime>(
                 topic, partition, offset, handler = handler.name(),
                 attempt, retry_in = ?wait, error = %why, "handler failed; the partition waits at the record (on_handler_failure is Block)"
             );
-            if !crate::stop::pause(wait, &mut stop.clone()).await {
+            if !Box::pin(crate::stop::pause(wait, &mut stop.clone())).await {
                 return Err(Undelivered::Stopping);
             }
             attempt += 1;
@@ -210,5 +213,21 @@ async fn route_and_handle<R: Runtime>(
             report_blocked(shared, &source.letter(ctx), None);
         }
     }
-    Ok(disposition)
+    Ok(counted(shared, topic, partition, ctx, disposition))
+}
+
+/// `disposition`, counted in health when the record was dead-lettered or
+/// skipped outside a transaction (in one, it counts once the transaction
+/// commits).
+fn counted<R: Runtime>(
+    shared: &R,
+    topic: &str,
+    partition: i32,
+    ctx: &MessageContext,
+    disposition: Disposition,
+) -> Disposition {
+    if disposition != Disposition::Handled && ctx.transaction.is_none() {
+        shared.count_unhandled(&TopicPartition::new(topic, partition), disposition);
+    }
+    disposition
 }
