@@ -82,6 +82,9 @@ pub struct RecordBatch {
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    /// The most bytes the buffer grows to by doubling (a record that needs
+    /// more still gets room for itself).
+    limit: usize,
 }
 
 impl RecordBatch {
@@ -94,7 +97,18 @@ impl RecordBatch {
             count: 0,
             base_timestamp: 0,
             max_timestamp: 0,
+            limit: usize::MAX,
         }
+    }
+
+    /// The batch, its buffer growing to at most `max_bytes` (the size at
+    /// which its owner closes it) rather than doubling past it: a batch
+    /// closed at 512 KiB would otherwise hold up to 1 MiB while it waits
+    /// to be sent.
+    #[must_use]
+    pub fn within(mut self, max_bytes: usize) -> Self {
+        self.limit = max_bytes;
+        self
     }
 
     /// Records in the batch.
@@ -141,8 +155,14 @@ impl RecordBatch {
                 .pairs()
                 .map(|(k, v)| varlen_len(k.len()) + k.len() + varlen_len(v.len()) + v.len())
                 .sum::<usize>();
+        let need = body + 5; // the length's varint at its widest
+        if self.buf.capacity() - self.buf.len() < need {
+            let wanted = (self.buf.capacity().saturating_mul(2))
+                .min(self.limit)
+                .max(self.buf.len() + need);
+            self.buf.reserve_exact(wanted - self.buf.len());
+        }
         let buf = &mut self.buf;
-        buf.reserve(body + 5);
         put_varlen(buf, body);
         buf.push(0); // attributes: unused in v2 records
         put_varlong(buf, timestamp_delta);
@@ -411,6 +431,45 @@ mod tests {
             let room = finished.capacity() - finished.len();
             assert!(room < 64, "{compression:?}: {room} bytes of room kept");
         }
+    }
+
+    /// An open batch waits to be sent holding at most the size its owner
+    /// closes it at, however it grew; a record larger than that still fits.
+    #[test]
+    fn an_open_batch_grows_no_further_than_its_limit() {
+        let value = vec![0xab; 1000];
+        let record = Record {
+            key: Some(&b"k"[..]),
+            value: &value,
+            headers: &[][..],
+        };
+        let max = 64 * 1024;
+        // Starting small (doubling up to the limit) and starting at most of
+        // it (where doubling once would pass it).
+        for start in [0, 60 * 1024] {
+            let mut batch = RecordBatch::with_capacity(start).within(max);
+            while batch.size() + record.bound() <= max {
+                batch.push(&record, 0);
+            }
+            assert!(batch.len() > 60, "{} records", batch.len());
+            assert!(
+                batch.buf.capacity() <= max,
+                "from {start}: {} bytes held for a batch closed at {max}",
+                batch.buf.capacity()
+            );
+        }
+        let big = vec![0xcd; 3 * max];
+        let mut batch = RecordBatch::with_capacity(0).within(max);
+        batch.push(
+            &Record {
+                key: None,
+                value: &big,
+                headers: &[][..],
+            },
+            0,
+        );
+        let finished = batch.finish(Compression::None).expect("finish");
+        assert!(finished.len() > 3 * max);
     }
 
     /// Our batches read back through our reader with every codec, lz4 and

@@ -2,6 +2,7 @@
 //! tracing is on (its trace context in the record's headers), and counted
 //! in the metrics.
 
+use futures::future::BoxFuture;
 use tracing::Instrument;
 
 use crate::codec::EncodedMessage;
@@ -17,6 +18,23 @@ pub(super) async fn publish_typed<M: KafkaMessage>(
     msg: &M,
 ) -> Result<Delivery, PublishError> {
     let delivered = if telemetry::enabled() {
+        publish_typed_in_span(publisher, msg).await
+    } else {
+        let trace = TraceHeaders::of(&tracing::Span::none());
+        publisher.publish_typed(msg, &trace).await
+    };
+    metrics::published(&delivered, || publisher.topic_names().topic_of::<M>());
+    delivered
+}
+
+/// A typed publish in its `publish` span, boxed: every publish in flight
+/// holds the untraced path's future, which the span and its wrapping would
+/// otherwise make larger by a third.
+fn publish_typed_in_span<'a, M: KafkaMessage>(
+    publisher: &'a Publisher,
+    msg: &'a M,
+) -> BoxFuture<'a, Result<Delivery, PublishError>> {
+    Box::pin(async move {
         let span = telemetry::publish_span(&publisher.topic_names().topic_of::<M>());
         let trace = TraceHeaders::of(&span);
         let delivered = publisher
@@ -27,12 +45,7 @@ pub(super) async fn publish_typed<M: KafkaMessage>(
             telemetry::published(&span, msg.key().as_deref(), d.partition, d.offset);
         }
         delivered
-    } else {
-        let trace = TraceHeaders::of(&tracing::Span::none());
-        publisher.publish_typed(msg, &trace).await
-    };
-    metrics::published(&delivered, || publisher.topic_names().topic_of::<M>());
-    delivered
+    })
 }
 
 /// The bulk path, in one `publish` span naming its count.

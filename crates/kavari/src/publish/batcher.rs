@@ -351,7 +351,7 @@ impl Batcher {
         });
         if needs_new {
             let capacity = st.last_batch_bytes.clamp(bound, max.max(bound));
-            let records = RecordBatch::with_capacity(capacity);
+            let records = RecordBatch::with_capacity(capacity).within(max.max(bound));
             st.batches.push_back(OpenBatch {
                 records,
                 first_at: Instant::now(),

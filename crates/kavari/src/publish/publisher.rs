@@ -508,5 +508,14 @@ mod tests {
         let typed = std::mem::size_of_val(&p.publish_typed(&Small(1), &trace));
         eprintln!("typed publish future: {typed} bytes");
         assert!(typed <= 320, "typed publish future of {typed} bytes");
+
+        // What a caller holds: the manager's publish, untraced path and
+        // all (the in-memory kit's manager has the same future type).
+        let manager = crate::testing::InMemoryBroker::new()
+            .manager(crate::Kavari::builder("kafka:9092"))
+            .expect("manager");
+        let outer = std::mem::size_of_val(&manager.publish(&Small(1)));
+        eprintln!("manager publish future: {outer} bytes");
+        assert!(outer <= 352, "manager publish future of {outer} bytes");
     }
 }
