@@ -281,10 +281,11 @@ pub(crate) enum Route<'a> {
     Poison(DecodeError),
 }
 
-/// Topic → msg_type → handlers.
+/// Topic → msg_type → handlers. Names are kept as bytes: a record's
+/// header is looked up as it came, with no UTF-8 check per record.
 #[derive(Default)]
 pub(crate) struct Registry {
-    topics: BTreeMap<String, BTreeMap<&'static str, TypeEntry>>,
+    topics: BTreeMap<String, BTreeMap<&'static [u8], TypeEntry>>,
     /// Some type is subscribed in batches.
     batches: bool,
 }
@@ -294,7 +295,7 @@ impl Registry {
     /// Rust type has `M`'s name there.
     fn entry<M: KafkaMessage>(&mut self, topic: &str) -> Result<&mut TypeEntry, SubscribeError> {
         let by_name = self.topics.entry(topic.to_string()).or_default();
-        let entry = match by_name.entry(M::NAME) {
+        let entry = match by_name.entry(M::NAME.as_bytes()) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => v.insert(TypeEntry {
                 rust_type: TypeId::of::<M>(),
@@ -359,7 +360,7 @@ impl Registry {
     pub(crate) fn has_handlers(&self, topic: &str, msg_type: &str) -> bool {
         self.topics
             .get(topic)
-            .and_then(|t| t.get(msg_type))
+            .and_then(|t| t.get(msg_type.as_bytes()))
             .is_some_and(|e| !e.handlers.is_empty() || e.batch.is_some())
     }
 
@@ -380,8 +381,7 @@ impl Registry {
             .filter(|(name, _)| *name == codec::MSG_TYPE_HEADER.as_bytes())
             .last()
             .and_then(|(_, value)| value);
-        let name = std::str::from_utf8(msg_type?).ok()?;
-        let entry = self.topics.get(topic)?.get(name)?;
+        let entry = self.topics.get(topic)?.get(msg_type?)?;
         entry.batch.is_some().then_some(entry)
     }
 
@@ -433,14 +433,19 @@ impl Registry {
         headers: &BTreeMap<String, Vec<u8>>,
         value: Option<&[u8]>,
     ) -> Route<'_> {
-        let name = match codec::msg_type(headers) {
-            Ok(n) => n,
-            Err(e) => return Route::Poison(e),
+        let Some(name) = headers.get(codec::MSG_TYPE_HEADER) else {
+            return Route::Poison(DecodeError::MissingType);
         };
-        let Some(entry) = self.topics.get(topic).and_then(|t| t.get(name)) else {
-            return Route::Poison(DecodeError::WrongType {
-                expected: "a subscribed type",
-                found: name.to_string(),
+        let Some(entry) = self.topics.get(topic).and_then(|t| t.get(name.as_slice())) else {
+            // Only now is the name read as text, for the error.
+            return Route::Poison(match std::str::from_utf8(name) {
+                Ok(name) => DecodeError::WrongType {
+                    expected: "a subscribed type",
+                    found: name.to_string(),
+                },
+                Err(_) => DecodeError::HeaderNotUtf8 {
+                    header: codec::MSG_TYPE_HEADER,
+                },
             });
         };
         if value.is_none() {
@@ -545,11 +550,17 @@ mod tests {
         let other = codec::encode(&Cancelled { id: 1 }).unwrap();
         assert!(matches!(
             r.route("orders", &other.headers, Some(&other.value)),
-            Route::Poison(_)
+            Route::Poison(DecodeError::WrongType { found, .. }) if found == "Cancelled"
         ));
         assert!(matches!(
             r.route("orders", &BTreeMap::new(), Some(&e.value)),
-            Route::Poison(_)
+            Route::Poison(DecodeError::MissingType)
+        ));
+        let mut not_text = e.headers.clone();
+        not_text.insert(codec::MSG_TYPE_HEADER.to_string(), b"\xff\xfe".to_vec());
+        assert!(matches!(
+            r.route("orders", &not_text, Some(&e.value)),
+            Route::Poison(DecodeError::HeaderNotUtf8 { .. })
         ));
         // Bytes that do not decode: each handler reports them undecodable.
         let Route::Handlers(entry) = r.route("orders", &e.headers, Some(b"\xc1\xc1")) else {
