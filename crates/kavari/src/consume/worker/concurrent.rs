@@ -241,7 +241,7 @@ impl Worker {
                     Turn::Nothing => {}
                     Turn::End => break,
                 },
-                _ = tokio::time::sleep_until(pace.last_commit + pace.tick) => {
+                _ = tokio::time::sleep_until(pace.tick_at()) => {
                     self.commit(position).await;
                     pace.committed();
                     self.report_window(position, &feed, &mut pace, &window);

@@ -35,11 +35,16 @@ fn wire_error(e: TransactionError) -> WireError {
     }
 }
 
-/// When a partition in order last committed and reported, and how often
-/// it commits.
+/// When a partition next commits and reports, and how often it commits.
+/// Kept as deadlines: a record checks them with a comparison each, not a
+/// subtraction.
 pub(super) struct Pace {
-    pub(super) last_commit: Instant,
-    pub(super) last_report: Instant,
+    /// When a commit is next due (never, as far as the clock goes, for an
+    /// interval too long to add).
+    commit_at: Instant,
+    /// When a partition waiting on something commits next.
+    tick_at: Instant,
+    report_at: Instant,
     /// The position health shows; moving it stamps `last_progress`.
     pub(super) reported: i64,
     /// `commit_interval`; zero commits after every record.
@@ -52,37 +57,54 @@ pub(super) struct Pace {
 impl Pace {
     pub(super) fn new(config: &ConsumerConfig, start: i64) -> Self {
         let every_message = config.commit_interval.is_zero();
+        let tick = if every_message {
+            Duration::from_millis(500)
+        } else {
+            config.commit_interval
+        };
+        let now = Instant::now();
         Self {
-            last_commit: Instant::now(),
-            last_report: Instant::now(),
+            commit_at: later(now, config.commit_interval),
+            tick_at: later(now, tick),
+            report_at: later(now, REPORT_EVERY),
             reported: start,
             interval: config.commit_interval,
             every_message,
-            tick: if every_message {
-                Duration::from_millis(500)
-            } else {
-                config.commit_interval
-            },
+            tick,
         }
     }
 
     /// A commit is due after a record handled at `now`.
     pub(super) fn commit_due(&self, now: Instant) -> bool {
-        self.every_message || now.saturating_duration_since(self.last_commit) >= self.interval
+        self.every_message || now >= self.commit_at
     }
 
     /// Progress is due to be reported at `now`.
     pub(super) fn report_due(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_report) >= REPORT_EVERY
+        now >= self.report_at
+    }
+
+    /// When a partition waiting on a handler commits next.
+    pub(super) fn tick_at(&self) -> Instant {
+        self.tick_at
     }
 
     pub(super) fn committed(&mut self) {
-        self.last_commit = Instant::now();
+        let now = Instant::now();
+        self.commit_at = later(now, self.interval);
+        self.tick_at = later(now, self.tick);
     }
 
     pub(super) fn reported_now(&mut self) {
-        self.last_report = Instant::now();
+        self.report_at = later(Instant::now(), REPORT_EVERY);
     }
+}
+
+/// `at` + `after`, or a century on when the clock cannot say that far (a
+/// `commit_interval` of `Duration::MAX` means "not by time").
+fn later(at: Instant, after: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(after.min(CENTURY)).unwrap_or(at)
 }
 
 /// The records handled in a partition's open transaction, under
@@ -483,7 +505,7 @@ impl Worker {
             tokio::select! {
                 biased;
                 outcome = delivery.as_mut() => break outcome,
-                _ = tokio::time::sleep_until(pace.last_commit + pace.tick) => {
+                _ = tokio::time::sleep_until(pace.tick_at()) => {
                     self.commit(position).await;
                     pace.committed();
                     self.report_progress(position, feed, &mut pace.reported);
@@ -639,5 +661,48 @@ impl Worker {
             }
             Err(_undelivered) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace(commit_interval: Duration) -> Pace {
+        let config = ConsumerConfig {
+            commit_interval,
+            ..ConsumerConfig::default()
+        };
+        Pace::new(&config, 0)
+    }
+
+    /// A commit falls due once the interval has passed since the last one,
+    /// after every record with an interval of zero, and never by time with
+    /// an interval too long for the clock (which once panicked).
+    #[test]
+    fn commits_fall_due_by_the_interval() {
+        let p = pace(Duration::from_secs(5));
+        let now = Instant::now();
+        assert!(!p.commit_due(now));
+        assert!(p.commit_due(now + Duration::from_secs(6)));
+        assert!(p.tick_at() <= now + Duration::from_secs(6));
+
+        assert!(pace(Duration::ZERO).commit_due(Instant::now()));
+
+        let mut never = pace(Duration::MAX);
+        never.committed();
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert!(!never.commit_due(Instant::now() + year));
+        assert!(never.tick_at() > Instant::now() + year);
+    }
+
+    /// Progress is reported at most every `REPORT_EVERY`.
+    #[test]
+    fn reports_fall_due_every_report_interval() {
+        let mut p = pace(Duration::from_secs(5));
+        p.reported_now();
+        let now = Instant::now();
+        assert!(!p.report_due(now));
+        assert!(p.report_due(now + REPORT_EVERY + Duration::from_millis(1)));
     }
 }
