@@ -286,6 +286,35 @@ impl KafkaBroker {
         })
     }
 
+    /// Deletes `name` and creates it again, empty, with `partitions`: a
+    /// benchmark's runs each start on an empty topic rather than on every
+    /// earlier run's records (an in-memory broker holding gigabytes slows
+    /// down; a fixed order of clients would favour the first). Waits until
+    /// the old topic is gone from the metadata, at most 30 s.
+    pub async fn recreate_topic(&self, name: &str, partitions: i32) -> Result<(), Error> {
+        const DEADLINE: Duration = Duration::from_secs(30);
+        let failed = |detail: String| Error::Topic {
+            action: format!("recreating topic {name}"),
+            detail,
+        };
+        let cluster = self.access.cluster(Duration::from_secs(10))?;
+        kavari_wire::admin::delete_topic(&cluster, name)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let started = Instant::now();
+        loop {
+            match cluster.topic(name).await {
+                Ok(None) => break,
+                Ok(Some(_)) | Err(_) if started.elapsed() < DEADLINE => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Some(_)) => return Err(failed(format!("still listed after {DEADLINE:?}"))),
+                Err(e) => return Err(failed(e.to_string())),
+            }
+        }
+        self.create_topic(name, partitions).await
+    }
+
     /// Grows `name` to `total` partitions (CreatePartitions; Kafka only,
     /// nisshi has no such request) and waits until every partition's leader
     /// serves it. Gives up after 30 s.

@@ -689,6 +689,14 @@ async fn driver(o: Opts) {
                 if !runs(client, mode) {
                     continue;
                 }
+                if mode == "publish" {
+                    // Every publish run writes to an empty topic.
+                    brokers
+                        .plain
+                        .recreate_topic(PublishLoad::TOPIC, o.partitions)
+                        .await
+                        .expect("an empty publish topic");
+                }
                 let result = run_client(client, mode, &o, &brokers, &me, &peers);
                 eprintln!("kavari-load: {client} {mode}: {result:?}");
                 all.entry((client.to_string(), mode.to_string()))
