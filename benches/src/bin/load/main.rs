@@ -689,13 +689,18 @@ async fn driver(o: Opts) {
                 if !runs(client, mode) {
                     continue;
                 }
-                if mode == "publish" {
-                    // Every publish run writes to an empty topic.
+                // Every publish and latency run writes to an empty topic.
+                let fresh = match mode {
+                    "publish" => Some((PublishLoad::TOPIC, o.partitions)),
+                    "latency" => Some((Stamped::TOPIC, 1)),
+                    _ => None,
+                };
+                if let Some((topic, partitions)) = fresh {
                     brokers
                         .plain
-                        .recreate_topic(PublishLoad::TOPIC, o.partitions)
+                        .recreate_topic(topic, partitions)
                         .await
-                        .expect("an empty publish topic");
+                        .expect("an empty topic");
                 }
                 let result = run_client(client, mode, &o, &brokers, &me, &peers);
                 eprintln!("kavari-load: {client} {mode}: {result:?}");
