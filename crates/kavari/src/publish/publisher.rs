@@ -510,12 +510,14 @@ mod tests {
         assert!(typed <= 320, "typed publish future of {typed} bytes");
 
         // What a caller holds: the manager's publish, untraced path and
-        // all (the in-memory kit's manager has the same future type).
+        // all (the in-memory kit's manager has the same future type): 336
+        // bytes, 360 with the opentelemetry feature (on in the workspace's
+        // test build); it was 424 with the span on the untraced path.
         let manager = crate::testing::InMemoryBroker::new()
             .manager(crate::Kavari::builder("kafka:9092"))
             .expect("manager");
         let outer = std::mem::size_of_val(&manager.publish(&Small(1)));
         eprintln!("manager publish future: {outer} bytes");
-        assert!(outer <= 352, "manager publish future of {outer} bytes");
+        assert!(outer <= 384, "manager publish future of {outer} bytes");
     }
 }
