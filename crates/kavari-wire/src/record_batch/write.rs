@@ -412,16 +412,21 @@ mod tests {
         }
     }
 
+    /// A record with key `k`, a 1,000-byte value and no headers.
+    fn thousand_byte_record() -> Record<'static, [(&'static str, &'static [u8])]> {
+        static VALUE: [u8; 1000] = [0xab; 1000];
+        Record {
+            key: Some(b"k"),
+            value: &VALUE,
+            headers: &[],
+        }
+    }
+
     /// A finished batch waits for its answer holding its bytes only, not
     /// the room its buffer grew into while records came.
     #[test]
     fn a_finished_batch_holds_no_room_beyond_its_bytes() {
-        let value = vec![0xab; 1000];
-        let record = Record {
-            key: Some(&b"k"[..]),
-            value: &value,
-            headers: &[][..],
-        };
+        let record = thousand_byte_record();
         for compression in [Compression::None, Compression::Gzip] {
             let mut batch = RecordBatch::with_capacity(0);
             for i in 0..300 {
@@ -437,12 +442,7 @@ mod tests {
     /// closes it at, however it grew; a record larger than that still fits.
     #[test]
     fn an_open_batch_grows_no_further_than_its_limit() {
-        let value = vec![0xab; 1000];
-        let record = Record {
-            key: Some(&b"k"[..]),
-            value: &value,
-            headers: &[][..],
-        };
+        let record = thousand_byte_record();
         let max = 64 * 1024;
         // Starting small (doubling up to the limit) and starting at most of
         // it (where doubling once would pass it).
