@@ -422,3 +422,56 @@ async fn a_silent_broker_ends_publishes_by_their_deadline_as_unconfirmed_or_unse
         manager.shutdown().await.expect("shutdown");
     }
 }
+
+/// Publishes to a topic the manager has not looked up yet, made while the
+/// broker is silent, wait for its partitions together (one lookup) and
+/// each ends by its own deadline, unsent and not dead-lettered: not when
+/// the lookup's request times out, long after.
+#[tokio::test]
+async fn publishes_waiting_for_a_topics_partitions_end_by_their_own_deadlines() {
+    let topic = unique_name("looked-up");
+    let unknown = unique_name("not-looked-up");
+    let delivery_timeout = Duration::from_secs(2);
+    let (broker, manager) = behind_proxy(&topic, |b| {
+        b.request_timeout(Duration::from_secs(30))
+            .delivery_timeout(delivery_timeout)
+            .dead_letter_suffix(None)
+    })
+    .await;
+    broker.create_topic(&unknown, 3).await.expect("topic");
+    broker.proxy().expect("proxy").black_hole();
+
+    // Started 100 ms apart, so their deadlines fall one after another while
+    // the one lookup hangs.
+    let publish = |i: usize| {
+        let (manager, unknown) = (&manager, &unknown);
+        async move {
+            tokio::time::sleep(Duration::from_millis(100) * i as u32).await;
+            let started = std::time::Instant::now();
+            let r = manager.publish_encoded(to_topic(&order(i), unknown)).await;
+            (i, r, started.elapsed())
+        }
+    };
+    let results = futures::future::join_all((0..40).map(publish)).await;
+    for (i, r, took) in results {
+        assert!(
+            took >= delivery_timeout - Duration::from_millis(20)
+                && took < delivery_timeout + Duration::from_secs(1),
+            "publish {i} ended after {took:?}, not at its deadline"
+        );
+        match r {
+            Err(PublishError::Failed {
+                cause, dlq_error, ..
+            }) => {
+                assert_eq!(cause.kind(), ProduceErrorKind::Timeout, "{cause}");
+                assert!(
+                    cause.to_string().contains(&unknown)
+                        && cause.to_string().contains("leader known"),
+                    "{cause}"
+                );
+                assert!(dlq_error.is_none(), "no dead letter is tried");
+            }
+            other => panic!("publish {i}: {other:?}"),
+        }
+    }
+}

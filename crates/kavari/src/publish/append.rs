@@ -245,7 +245,7 @@ fn not_enqueued(topic: &str) -> ProduceError {
 
 /// What placing and appending a record needs of the publisher.
 pub(super) struct Appender<'a> {
-    pub(super) topics: &'a Topics,
+    pub(super) topics: &'a Arc<Topics>,
     pub(super) config: &'a ProducerConfig,
     pub(super) round_robin: &'a RoundRobin,
 }
@@ -295,11 +295,10 @@ impl Appender<'_> {
         if let Err(e) = source.visit(CheckSize(self.config, enforce_size))? {
             return Ok(Err(e));
         }
-        let lookup = tokio::time::timeout_at(deadline, self.topics.route(&topic));
-        let route = match lookup.await {
-            Ok(Ok(route)) => route,
-            Ok(Err(e)) => return Ok(Err(e)),
-            Err(_) => return Ok(Err(not_enqueued(&topic))),
+        let route = match self.topics.route_by(&topic, deadline).await {
+            Ok(Some(route)) => route,
+            Ok(None) => return Ok(Err(not_enqueued(&topic))),
+            Err(e) => return Ok(Err(e)),
         };
         if let Some(b) = bulk.as_deref_mut() {
             b.last_route = Some((topic.clone(), Arc::clone(&route)));

@@ -6,6 +6,7 @@
 //! - `publisher.rs`: the publisher's steps of every publish (admit,
 //!   append, await, retry, dead letter or hand-back);
 //! - `append.rs`: placing a record (`topics.rs`: each topic's partitions,
+//!   `lookup.rs`: the one lookup of a topic its waiting publishes share,
 //!   and `partitioner.rs`) and appending it to its partition's open batch;
 //! - `batcher.rs`: a partition's queue of unsent batches, and the handle
 //!   publishers append through; `outcome.rs`: what became of a batch;
@@ -23,6 +24,7 @@ mod config;
 mod dead_letter;
 mod error;
 mod expiry;
+mod lookup;
 mod outcome;
 mod partition;
 mod producer_ids;

@@ -497,7 +497,7 @@ mod tests {
             "attempt {} append {} route {}",
             std::mem::size_of_val(&p.attempt(&m, true, now)),
             std::mem::size_of_val(&p.appender().append(&m, true, None, now)),
-            std::mem::size_of_val(&p.topics.route("x"))
+            std::mem::size_of_val(&p.topics.route_by("x", now))
         );
 
         let size = std::mem::size_of_val(&p.publish(m));

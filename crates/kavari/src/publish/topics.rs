@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use tokio::time::Instant;
+
 use super::batcher::Batcher;
+use super::lookup::Lookup;
 use super::producing::Producing;
 use super::sinks::Sinks;
 use super::{ProduceError, ProduceErrorKind};
@@ -66,9 +69,10 @@ pub(crate) struct Topics {
     routes: Mutex<HashMap<String, Arc<TopicRoute>>>,
     /// Counts sweeps for idle routes (every half `metadata_max_idle`).
     round: AtomicU64,
-    /// One metadata lookup at a time: thousands of concurrent first
-    /// publishes to a topic share one request instead of sending one each.
-    lookup: tokio::sync::Mutex<()>,
+    /// The lookup under way of each topic: thousands of concurrent first
+    /// publishes to a topic share one request (and one timer) instead of
+    /// each sending its own.
+    lookups: Mutex<HashMap<String, Arc<Lookup>>>,
 }
 
 impl Topics {
@@ -78,7 +82,7 @@ impl Topics {
             producing,
             routes: Mutex::new(HashMap::new()),
             round: AtomicU64::new(0),
-            lookup: tokio::sync::Mutex::new(()),
+            lookups: Mutex::new(HashMap::new()),
         }
     }
 
@@ -140,25 +144,50 @@ impl Topics {
         self.cached(topic).filter(|r| !r.is_stale())
     }
 
-    /// The route for `topic`, from the cache or from a Metadata request.
-    pub(crate) async fn route(&self, topic: &str) -> Result<Arc<TopicRoute>, ProduceError> {
+    /// The route for `topic`, from the cache or from the lookup every
+    /// publish waiting for it shares; `Ok(None)` when `deadline` comes
+    /// first.
+    pub(crate) async fn route_by(
+        self: &Arc<Self>,
+        topic: &str,
+        deadline: Instant,
+    ) -> Result<Option<Arc<TopicRoute>>, ProduceError> {
         if let Some(r) = self.fresh(topic) {
-            return Ok(r);
+            return Ok(Some(r));
         }
-        // Boxed: the rare path should not size every publish in flight.
-        Box::pin(self.look_up(topic)).await
+        self.lookup_of(topic).answer(deadline).await.transpose()
     }
 
-    /// The cache-miss path of [`route`](Self::route).
-    async fn look_up(&self, topic: &str) -> Result<Arc<TopicRoute>, ProduceError> {
-        let _one_at_a_time = self.lookup.lock().await;
-        if let Some(r) = self.fresh(topic) {
-            return Ok(r); // looked up while we waited
+    /// The lookup of `topic` under way, or a new one.
+    fn lookup_of(self: &Arc<Self>, topic: &str) -> Arc<Lookup> {
+        let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = lookups.get(topic)
+            && !l.is_answered()
+        {
+            return Arc::clone(l);
         }
-        // Boxed apart: publishes waiting for the lock above (every publish
-        // of a topic not yet known) should not each hold a Metadata
-        // request's future; 20,000 of them held 47 MB.
-        let meta = Box::pin(self.metadata(topic)).await?;
+        let lookup = Arc::new(Lookup::default());
+        lookups.insert(topic.to_string(), Arc::clone(&lookup));
+        let (topics, topic, running) = (Arc::clone(self), topic.to_string(), Arc::clone(&lookup));
+        tokio::spawn(async move {
+            running.run(&topic, topics.look_up(&topic)).await;
+            let mut lookups = topics.lookups.lock().unwrap_or_else(|p| p.into_inner());
+            if lookups
+                .get(&topic)
+                .is_some_and(|l| Arc::ptr_eq(l, &running))
+            {
+                lookups.remove(&topic);
+            }
+        });
+        lookup
+    }
+
+    /// Asks the cluster for `topic`'s partitions and sets up its route.
+    async fn look_up(&self, topic: &str) -> Result<Arc<TopicRoute>, ProduceError> {
+        if let Some(r) = self.fresh(topic) {
+            return Ok(r); // a lookup that just ended found it
+        }
+        let meta = self.metadata(topic).await?;
         let partitions = meta.partitions.len();
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         let existing = routes.get(topic).cloned();

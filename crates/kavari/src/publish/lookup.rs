@@ -1,0 +1,260 @@
+//! A topic's metadata lookup, shared by every publish waiting for the
+//! topic's partitions: one request however many wait, and one timer (the
+//! earliest waiter's deadline) rather than one per waiting publish. A burst
+//! of publishes before a topic's first answer holds, each, only its wait.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::topics::TopicRoute;
+use super::{ProduceError, ProduceErrorKind};
+
+/// What a lookup answers: the topic's route, or why there is none.
+pub(super) type Answer = Result<Arc<TopicRoute>, ProduceError>;
+
+/// One lookup of a topic and the publishes waiting for it.
+#[derive(Debug, Default)]
+pub(super) struct Lookup {
+    answer: OnceLock<Answer>,
+    /// Wakes every waiter: at the answer, and at the earliest deadline
+    /// (the waiters not yet due register theirs again).
+    wake: Notify,
+    /// The earliest deadline registered since the waiters were last woken.
+    due: Mutex<Option<Instant>>,
+    /// Tells the lookup a deadline sooner than its timer came.
+    sooner: Notify,
+}
+
+impl Lookup {
+    /// Whether the lookup has answered (a later publish starts another).
+    pub(super) fn is_answered(&self) -> bool {
+        self.answer.get().is_some()
+    }
+
+    /// The answer, or `None` once `deadline` passes first.
+    pub(super) async fn answer(&self, deadline: Instant) -> Option<Answer> {
+        loop {
+            // Registered before the checks: an answer or a wake in between
+            // is not missed.
+            let mut woken = pin!(self.wake.notified());
+            woken.as_mut().enable();
+            if let Some(answer) = self.answer.get() {
+                return Some(answer.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            self.wake_by(deadline);
+            woken.await;
+        }
+    }
+
+    /// Has the waiters woken by `deadline` at the latest.
+    fn wake_by(&self, deadline: Instant) {
+        let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        if due.is_none_or(|d| deadline < d) {
+            *due = Some(deadline);
+            drop(due);
+            self.sooner.notify_one();
+        }
+    }
+
+    /// Runs `lookup` for `topic` and hands its answer to every waiter,
+    /// waking them at the earliest deadline meanwhile. A lookup dropped
+    /// before its answer (its runtime shut down) answers with an error.
+    pub(super) async fn run(&self, topic: &str, lookup: impl Future<Output = Answer>) {
+        let unanswered = Unanswered {
+            lookup: self,
+            topic,
+        };
+        let mut lookup = pin!(lookup);
+        let answer = loop {
+            let due = *self.due.lock().unwrap_or_else(|p| p.into_inner());
+            let sooner = self.sooner.notified();
+            let timer = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                answer = &mut lookup => break answer,
+                () = timer => {
+                    *self.due.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.wake.notify_waiters();
+                }
+                () = sooner => {}
+            }
+        };
+        self.finish(answer);
+        drop(unanswered);
+    }
+
+    /// Hands `answer` to the waiters, unless one was handed already.
+    fn finish(&self, answer: Answer) {
+        if self.answer.set(answer).is_ok() {
+            self.wake.notify_waiters();
+        }
+    }
+}
+
+/// Answers a lookup dropped before its answer, so its waiters do not wait
+/// out their deadlines.
+struct Unanswered<'a> {
+    lookup: &'a Lookup,
+    topic: &'a str,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.lookup.is_answered() {
+            self.lookup.finish(Err(ProduceError::new(
+                ProduceErrorKind::ShuttingDown,
+                false,
+                format!(
+                    "the lookup of {}'s partitions ended unanswered: its runtime shut down",
+                    self.topic
+                ),
+            )));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn failed(detail: &str) -> Answer {
+        Err(ProduceError::new(
+            ProduceErrorKind::Connection,
+            true,
+            detail,
+        ))
+    }
+
+    /// Every waiter gets the one answer, each waiting only for it.
+    #[tokio::test(start_paused = true)]
+    async fn every_waiter_gets_the_one_answer() {
+        let lookup = Arc::new(Lookup::default());
+        let far = Instant::now() + Duration::from_secs(60);
+        let waiters: Vec<_> = (0..100)
+            .map(|_| {
+                let l = Arc::clone(&lookup);
+                tokio::spawn(async move { l.answer(far).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let answering = Arc::clone(&lookup);
+        tokio::spawn(async move {
+            answering
+                .run("t", async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    failed("the one answer")
+                })
+                .await;
+        });
+        for w in waiters {
+            let answer = w
+                .await
+                .expect("joins")
+                .expect("answered before the deadline");
+            let e = answer.expect_err("the lookup failed");
+            assert!(e.to_string().contains("the one answer"), "{e}");
+        }
+        assert!(lookup.is_answered());
+        // One that comes after the answer gets it at once.
+        let late = lookup.answer(Instant::now()).await.expect("answered");
+        assert!(late.is_err());
+    }
+
+    /// A waiter whose deadline comes before the answer leaves at its
+    /// deadline; one due later stays for the answer.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_leaves_at_its_deadline() {
+        let lookup = Arc::new(Lookup::default());
+        let start = Instant::now();
+        let soon = {
+            let l = Arc::clone(&lookup);
+            tokio::spawn(async move {
+                (
+                    l.answer(start + Duration::from_secs(2)).await,
+                    Instant::now(),
+                )
+            })
+        };
+        let later = {
+            let l = Arc::clone(&lookup);
+            tokio::spawn(async move {
+                (
+                    l.answer(start + Duration::from_secs(20)).await,
+                    Instant::now(),
+                )
+            })
+        };
+        let answering = Arc::clone(&lookup);
+        tokio::spawn(async move {
+            answering
+                .run("t", async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    failed("late answer")
+                })
+                .await;
+        });
+        let (answer, at) = soon.await.expect("joins");
+        assert!(answer.is_none(), "left without the answer");
+        assert_eq!(at - start, Duration::from_secs(2));
+        let (answer, at) = later.await.expect("joins");
+        assert!(answer.is_some(), "stayed for the answer");
+        assert_eq!(at - start, Duration::from_secs(10));
+    }
+
+    /// A waiter due sooner than every earlier one still leaves on time.
+    #[tokio::test(start_paused = true)]
+    async fn a_sooner_deadline_moves_the_timer() {
+        let lookup = Arc::new(Lookup::default());
+        let start = Instant::now();
+        let answering = Arc::clone(&lookup);
+        tokio::spawn(async move {
+            answering.run("t", std::future::pending::<Answer>()).await;
+        });
+        let first = {
+            let l = Arc::clone(&lookup);
+            tokio::spawn(async move { l.answer(start + Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let second = lookup.answer(start + Duration::from_secs(5));
+        let second = tokio::time::timeout(Duration::from_secs(60), second)
+            .await
+            .expect("woken for its deadline");
+        assert!(second.is_none());
+        assert_eq!(Instant::now() - start, Duration::from_secs(5));
+        assert!(first.await.expect("joins").is_none());
+        assert_eq!(Instant::now() - start, Duration::from_secs(30));
+    }
+
+    /// A lookup dropped unanswered answers its waiters with an error.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_lookup_answers_its_waiters() {
+        let lookup = Arc::new(Lookup::default());
+        let answering = Arc::clone(&lookup);
+        let task = tokio::spawn(async move {
+            answering.run("t", std::future::pending::<Answer>()).await;
+        });
+        let waiter = {
+            let l = Arc::clone(&lookup);
+            tokio::spawn(async move { l.answer(Instant::now() + Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        task.abort();
+        let answer = waiter.await.expect("joins").expect("answered");
+        let e = answer.expect_err("an error");
+        assert_eq!(e.kind(), ProduceErrorKind::ShuttingDown);
+        assert!(e.to_string().contains("of t's partitions"), "{e}");
+    }
+}
