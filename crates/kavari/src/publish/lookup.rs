@@ -130,7 +130,9 @@ mod tests {
 
     use super::*;
 
-    fn failed(detail: &str) -> Answer {
+    /// A lookup failing with `detail` after `after`.
+    async fn failing(after: Duration, detail: &str) -> Answer {
+        tokio::time::sleep(after).await;
         Err(ProduceError::new(
             ProduceErrorKind::Connection,
             true,
@@ -138,31 +140,37 @@ mod tests {
         ))
     }
 
+    /// Runs `lookup` with `answer` as its request, in a task.
+    fn answering(
+        lookup: &Arc<Lookup>,
+        answer: impl Future<Output = Answer> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let lookup = Arc::clone(lookup);
+        tokio::spawn(async move { lookup.run("t", answer).await })
+    }
+
+    /// A waiter due at `deadline`, in a task: its answer and when it left.
+    fn waiting(
+        lookup: &Arc<Lookup>,
+        deadline: Instant,
+    ) -> tokio::task::JoinHandle<(Option<Answer>, Instant)> {
+        let lookup = Arc::clone(lookup);
+        tokio::spawn(async move { (lookup.answer(deadline).await, Instant::now()) })
+    }
+
     /// Every waiter gets the one answer, each waiting only for it.
     #[tokio::test(start_paused = true)]
     async fn every_waiter_gets_the_one_answer() {
         let lookup = Arc::new(Lookup::default());
         let far = Instant::now() + Duration::from_secs(60);
-        let waiters: Vec<_> = (0..100)
-            .map(|_| {
-                let l = Arc::clone(&lookup);
-                tokio::spawn(async move { l.answer(far).await })
-            })
-            .collect();
+        let waiters: Vec<_> = (0..100).map(|_| waiting(&lookup, far)).collect();
         tokio::task::yield_now().await;
-        let answering = Arc::clone(&lookup);
-        tokio::spawn(async move {
-            answering
-                .run("t", async {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    failed("the one answer")
-                })
-                .await;
-        });
+        answering(&lookup, failing(Duration::from_secs(1), "the one answer"));
         for w in waiters {
             let answer = w
                 .await
                 .expect("joins")
+                .0
                 .expect("answered before the deadline");
             let e = answer.expect_err("the lookup failed");
             assert!(e.to_string().contains("the one answer"), "{e}");
@@ -179,33 +187,9 @@ mod tests {
     async fn a_waiter_leaves_at_its_deadline() {
         let lookup = Arc::new(Lookup::default());
         let start = Instant::now();
-        let soon = {
-            let l = Arc::clone(&lookup);
-            tokio::spawn(async move {
-                (
-                    l.answer(start + Duration::from_secs(2)).await,
-                    Instant::now(),
-                )
-            })
-        };
-        let later = {
-            let l = Arc::clone(&lookup);
-            tokio::spawn(async move {
-                (
-                    l.answer(start + Duration::from_secs(20)).await,
-                    Instant::now(),
-                )
-            })
-        };
-        let answering = Arc::clone(&lookup);
-        tokio::spawn(async move {
-            answering
-                .run("t", async {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    failed("late answer")
-                })
-                .await;
-        });
+        let soon = waiting(&lookup, start + Duration::from_secs(2));
+        let later = waiting(&lookup, start + Duration::from_secs(20));
+        answering(&lookup, failing(Duration::from_secs(10), "late answer"));
         let (answer, at) = soon.await.expect("joins");
         assert!(answer.is_none(), "left without the answer");
         assert_eq!(at - start, Duration::from_secs(2));
@@ -219,14 +203,8 @@ mod tests {
     async fn a_sooner_deadline_moves_the_timer() {
         let lookup = Arc::new(Lookup::default());
         let start = Instant::now();
-        let answering = Arc::clone(&lookup);
-        tokio::spawn(async move {
-            answering.run("t", std::future::pending::<Answer>()).await;
-        });
-        let first = {
-            let l = Arc::clone(&lookup);
-            tokio::spawn(async move { l.answer(start + Duration::from_secs(30)).await })
-        };
+        answering(&lookup, std::future::pending());
+        let first = waiting(&lookup, start + Duration::from_secs(30));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let second = lookup.answer(start + Duration::from_secs(5));
         let second = tokio::time::timeout(Duration::from_secs(60), second)
@@ -234,25 +212,20 @@ mod tests {
             .expect("woken for its deadline");
         assert!(second.is_none());
         assert_eq!(Instant::now() - start, Duration::from_secs(5));
-        assert!(first.await.expect("joins").is_none());
-        assert_eq!(Instant::now() - start, Duration::from_secs(30));
+        let (answer, at) = first.await.expect("joins");
+        assert!(answer.is_none());
+        assert_eq!(at - start, Duration::from_secs(30));
     }
 
     /// A lookup dropped unanswered answers its waiters with an error.
     #[tokio::test(start_paused = true)]
     async fn a_dropped_lookup_answers_its_waiters() {
         let lookup = Arc::new(Lookup::default());
-        let answering = Arc::clone(&lookup);
-        let task = tokio::spawn(async move {
-            answering.run("t", std::future::pending::<Answer>()).await;
-        });
-        let waiter = {
-            let l = Arc::clone(&lookup);
-            tokio::spawn(async move { l.answer(Instant::now() + Duration::from_secs(60)).await })
-        };
+        let task = answering(&lookup, std::future::pending());
+        let waiter = waiting(&lookup, Instant::now() + Duration::from_secs(60));
         tokio::task::yield_now().await;
         task.abort();
-        let answer = waiter.await.expect("joins").expect("answered");
+        let answer = waiter.await.expect("joins").0.expect("answered");
         let e = answer.expect_err("an error");
         assert_eq!(e.kind(), ProduceErrorKind::ShuttingDown);
         assert!(e.to_string().contains("of t's partitions"), "{e}");
