@@ -5,21 +5,21 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::topics::TopicRoute;
 use super::{ProduceError, ProduceErrorKind};
 
-/// What a lookup answers: the topic's route, or why there is none.
-pub(super) type Answer = Result<Arc<TopicRoute>, ProduceError>;
+/// What a lookup answers: what it found (a topic's route), or why it found
+/// nothing.
+pub(super) type Answer<T> = Result<T, ProduceError>;
 
 /// One lookup of a topic and the publishes waiting for it.
-#[derive(Debug, Default)]
-pub(super) struct Lookup {
-    answer: OnceLock<Answer>,
+#[derive(Debug)]
+pub(super) struct Lookup<T> {
+    answer: OnceLock<Answer<T>>,
     /// Wakes every waiter: at the answer, and at the earliest deadline
     /// (the waiters not yet due register theirs again).
     wake: Notify,
@@ -29,14 +29,25 @@ pub(super) struct Lookup {
     sooner: Notify,
 }
 
-impl Lookup {
+impl<T> Default for Lookup<T> {
+    fn default() -> Self {
+        Self {
+            answer: OnceLock::new(),
+            wake: Notify::new(),
+            due: Mutex::default(),
+            sooner: Notify::new(),
+        }
+    }
+}
+
+impl<T: Clone> Lookup<T> {
     /// Whether the lookup has answered (a later publish starts another).
     pub(super) fn is_answered(&self) -> bool {
         self.answer.get().is_some()
     }
 
     /// The answer, or `None` once `deadline` passes first.
-    pub(super) async fn answer(&self, deadline: Instant) -> Option<Answer> {
+    pub(super) async fn answer(&self, deadline: Instant) -> Option<Answer<T>> {
         loop {
             // Registered before the checks: an answer or a wake in between
             // is not missed.
@@ -66,7 +77,7 @@ impl Lookup {
     /// Runs `lookup` for `topic` and hands its answer to every waiter,
     /// waking them at the earliest deadline meanwhile. A lookup dropped
     /// before its answer (its runtime shut down) answers with an error.
-    pub(super) async fn run(&self, topic: &str, lookup: impl Future<Output = Answer>) {
+    pub(super) async fn run(&self, topic: &str, lookup: impl Future<Output = Answer<T>>) {
         let unanswered = Unanswered {
             lookup: self,
             topic,
@@ -95,7 +106,7 @@ impl Lookup {
     }
 
     /// Hands `answer` to the waiters, unless one was handed already.
-    fn finish(&self, answer: Answer) {
+    fn finish(&self, answer: Answer<T>) {
         if self.answer.set(answer).is_ok() {
             self.wake.notify_waiters();
         }
@@ -104,12 +115,12 @@ impl Lookup {
 
 /// Answers a lookup dropped before its answer, so its waiters do not wait
 /// out their deadlines.
-struct Unanswered<'a> {
-    lookup: &'a Lookup,
+struct Unanswered<'a, T: Clone> {
+    lookup: &'a Lookup<T>,
     topic: &'a str,
 }
 
-impl Drop for Unanswered<'_> {
+impl<T: Clone> Drop for Unanswered<'_, T> {
     fn drop(&mut self) {
         if !self.lookup.is_answered() {
             self.lookup.finish(Err(ProduceError::new(
@@ -126,12 +137,13 @@ impl Drop for Unanswered<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
 
     /// A lookup failing with `detail` after `after`.
-    async fn failing(after: Duration, detail: &str) -> Answer {
+    async fn failing(after: Duration, detail: &str) -> Answer<u32> {
         tokio::time::sleep(after).await;
         Err(ProduceError::new(
             ProduceErrorKind::Connection,
@@ -142,8 +154,8 @@ mod tests {
 
     /// Runs `lookup` with `answer` as its request, in a task.
     fn answering(
-        lookup: &Arc<Lookup>,
-        answer: impl Future<Output = Answer> + Send + 'static,
+        lookup: &Arc<Lookup<u32>>,
+        answer: impl Future<Output = Answer<u32>> + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let lookup = Arc::clone(lookup);
         tokio::spawn(async move { lookup.run("t", answer).await })
@@ -151,9 +163,9 @@ mod tests {
 
     /// A waiter due at `deadline`, in a task: its answer and when it left.
     fn waiting(
-        lookup: &Arc<Lookup>,
+        lookup: &Arc<Lookup<u32>>,
         deadline: Instant,
-    ) -> tokio::task::JoinHandle<(Option<Answer>, Instant)> {
+    ) -> tokio::task::JoinHandle<(Option<Answer<u32>>, Instant)> {
         let lookup = Arc::clone(lookup);
         tokio::spawn(async move { (lookup.answer(deadline).await, Instant::now()) })
     }
@@ -161,7 +173,7 @@ mod tests {
     /// Every waiter gets the one answer, each waiting only for it.
     #[tokio::test(start_paused = true)]
     async fn every_waiter_gets_the_one_answer() {
-        let lookup = Arc::new(Lookup::default());
+        let lookup = Arc::new(Lookup::<u32>::default());
         let far = Instant::now() + Duration::from_secs(60);
         let waiters: Vec<_> = (0..100).map(|_| waiting(&lookup, far)).collect();
         tokio::task::yield_now().await;
@@ -185,7 +197,7 @@ mod tests {
     /// deadline; one due later stays for the answer.
     #[tokio::test(start_paused = true)]
     async fn a_waiter_leaves_at_its_deadline() {
-        let lookup = Arc::new(Lookup::default());
+        let lookup = Arc::new(Lookup::<u32>::default());
         let start = Instant::now();
         let soon = waiting(&lookup, start + Duration::from_secs(2));
         let later = waiting(&lookup, start + Duration::from_secs(20));
@@ -201,7 +213,7 @@ mod tests {
     /// A waiter due sooner than every earlier one still leaves on time.
     #[tokio::test(start_paused = true)]
     async fn a_sooner_deadline_moves_the_timer() {
-        let lookup = Arc::new(Lookup::default());
+        let lookup = Arc::new(Lookup::<u32>::default());
         let start = Instant::now();
         answering(&lookup, std::future::pending());
         let first = waiting(&lookup, start + Duration::from_secs(30));
@@ -220,7 +232,7 @@ mod tests {
     /// A lookup dropped unanswered answers its waiters with an error.
     #[tokio::test(start_paused = true)]
     async fn a_dropped_lookup_answers_its_waiters() {
-        let lookup = Arc::new(Lookup::default());
+        let lookup = Arc::new(Lookup::<u32>::default());
         let task = answering(&lookup, std::future::pending());
         let waiter = waiting(&lookup, Instant::now() + Duration::from_secs(60));
         tokio::task::yield_now().await;

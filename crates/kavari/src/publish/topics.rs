@@ -72,7 +72,7 @@ pub(crate) struct Topics {
     /// The lookup under way of each topic: thousands of concurrent first
     /// publishes to a topic share one request (and one timer) instead of
     /// each sending its own.
-    lookups: Mutex<HashMap<String, Arc<Lookup>>>,
+    lookups: Mutex<HashMap<String, Arc<Lookup<Arc<TopicRoute>>>>>,
 }
 
 impl Topics {
@@ -159,7 +159,7 @@ impl Topics {
     }
 
     /// The lookup of `topic` under way, or a new one.
-    fn lookup_of(self: &Arc<Self>, topic: &str) -> Arc<Lookup> {
+    fn lookup_of(self: &Arc<Self>, topic: &str) -> Arc<Lookup<Arc<TopicRoute>>> {
         let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = lookups.get(topic)
             && !l.is_answered()
