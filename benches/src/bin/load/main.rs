@@ -19,6 +19,9 @@
 //! Markdown table goes to `--out`, and an SVG chart of Kavari's ratios
 //! beside it (the same name, `.svg`).
 //!
+//! `--help` prints the flags; a flag it does not know, or a number that
+//! does not parse, is refused before anything starts.
+//!
 //! `--instructions` instead counts each client's instructions per
 //! published and per consumed record under callgrind (`instructions.rs`).
 //!
@@ -105,6 +108,49 @@ struct Opts {
     broker: TestBroker,
     clients: Option<Vec<String>>,
     out: PathBuf,
+}
+
+/// How to call the driver, for `--help` and a mistaken flag.
+const USAGE: &str = "usage: kavari-load [--broker nisshi|kafka] [--messages 100000] [--size 100] \
+[--partitions 3] [--rate 1000] [--seconds 5] [--repeat 1] [--clients kavari,krafka,...] \
+[--tls] [--instructions] [--out target/kavari-load.md]";
+
+/// The driver's flags that take a value, and those that stand alone.
+const VALUED: [&str; 9] = [
+    "--broker",
+    "--messages",
+    "--size",
+    "--partitions",
+    "--rate",
+    "--seconds",
+    "--repeat",
+    "--clients",
+    "--out",
+];
+const SWITCHES: [&str; 2] = ["--tls", "--instructions"];
+
+/// Checks the driver's command line before anything starts: `--help`
+/// prints the usage, and an unknown flag, a flag without its value or a
+/// number that does not parse is refused rather than a run of minutes
+/// started with defaults.
+fn check_args(args: &[String]) -> Result<(), String> {
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        if SWITCHES.contains(&a.as_str()) {
+            continue;
+        }
+        if !VALUED.contains(&a.as_str()) {
+            return Err(format!("unknown argument {a:?}"));
+        }
+        let Some(value) = rest.next() else {
+            return Err(format!("{a} needs a value"));
+        };
+        let numeric = !matches!(a.as_str(), "--broker" | "--clients" | "--out");
+        if numeric && value.parse::<u64>().is_err() {
+            return Err(format!("{a} takes a whole number, not {value:?}"));
+        }
+    }
+    Ok(())
 }
 
 fn opts() -> Opts {
@@ -910,7 +956,47 @@ fn main() {
                 .init();
         }
         runtime.block_on(worker(&args[i + 1..]));
+    } else if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+    } else if let Err(e) = check_args(&args) {
+        eprintln!("kavari-load: {e}\n{USAGE}");
+        std::process::exit(2);
     } else {
         runtime.block_on(driver(opts()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(args: &str) -> Vec<String> {
+        std::iter::once("kavari-load")
+            .chain(args.split_whitespace())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The README's and RESULTS.md's command lines pass; a typo, a missing
+    /// value or a number with a unit is refused with what was wrong.
+    #[test]
+    fn a_mistaken_command_line_is_refused_before_a_run() {
+        for ok in [
+            "",
+            "--broker kafka --repeat 3 --partitions 64 --size 1024 --out /tmp/r.md",
+            "--broker nisshi --instructions --messages 20000",
+            "--tls --clients kavari,krafka",
+        ] {
+            assert_eq!(check_args(&line(ok)), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("--repeats 3", "unknown argument \"--repeats\""),
+            ("--size 1k", "--size takes a whole number"),
+            ("--broker", "--broker needs a value"),
+            ("kafka", "unknown argument \"kafka\""),
+        ] {
+            let e = check_args(&line(bad)).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }
