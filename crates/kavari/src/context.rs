@@ -76,7 +76,18 @@ impl MessageContext {
         );
         self.offset = offset;
         self.attempt = 1;
-        self.timestamp = chrono::DateTime::from_timestamp_millis(timestamp_ms).unwrap_or_default();
+        // Records of a batch often share their millisecond: the calendar
+        // arithmetic is done only for a new one (or over a timestamp finer
+        // than a record's, as `new` stamps).
+        if self.timestamp.timestamp_millis() != timestamp_ms
+            || !self
+                .timestamp
+                .timestamp_subsec_nanos()
+                .is_multiple_of(1_000_000)
+        {
+            self.timestamp =
+                chrono::DateTime::from_timestamp_millis(timestamp_ms).unwrap_or_default();
+        }
         match key.and_then(|k| std::str::from_utf8(k).ok()) {
             Some(k) => {
                 let s = self.key.get_or_insert_with(String::new);
@@ -146,6 +157,37 @@ mod tests {
 
     fn fill(ctx: &mut MessageContext, r: &FetchedRecord) {
         ctx.refill(r);
+    }
+
+    /// A reused context shows each record's own timestamp, to the
+    /// millisecond, whether it repeats the last one's millisecond or not:
+    /// the first included, in the millisecond `new` stamped at.
+    #[test]
+    fn a_refilled_context_shows_each_records_timestamp() {
+        let mut ctx = MessageContext::new("t", 0, 0);
+        let now = ctx.timestamp.timestamp_millis();
+        let stamps = [now, now, now + 1, now, 0, 0, 1_700_000_000_000];
+        let mut batch = RecordBatch::with_capacity(0);
+        for &ms in &stamps {
+            let record = Record {
+                key: None,
+                value: b"v",
+                headers: &[][..],
+            };
+            batch.push(&record, ms);
+        }
+        let bytes = bytes::Bytes::from(batch.finish(Compression::None).expect("finish"));
+        let records: Vec<FetchedRecord> = batches(bytes)
+            .flat_map(|b| b.expect("batch").records(1 << 20).expect("records"))
+            .collect();
+        for (r, &ms) in records.iter().zip(&stamps) {
+            fill(&mut ctx, r);
+            assert_eq!(
+                ctx.timestamp,
+                DateTime::from_timestamp_millis(ms).expect("in range"),
+                "record at {ms}"
+            );
+        }
     }
 
     /// A reused context shows each record exactly as a fresh one would:
