@@ -85,6 +85,8 @@ pub(super) fn spawn(
 struct Answered {
     batches: Vec<(Arc<Partition>, u64)>,
     result: Result<ProduceResponse, WireError>,
+    /// When the request was written.
+    written: Instant,
 }
 
 /// A batch taken to be written.
@@ -331,6 +333,7 @@ impl Sink {
         }
         match sent {
             Ok(answer) => {
+                let written = Instant::now();
                 let counters = &self.ctx.counters;
                 counters.requests.fetch_add(1, Ordering::Relaxed);
                 counters
@@ -340,6 +343,7 @@ impl Sink {
                     Answered {
                         batches,
                         result: answer.await,
+                        written,
                     }
                 }));
             }
@@ -359,7 +363,18 @@ impl Sink {
 
     /// Hands each batch of an answered request its result.
     fn answered(&mut self, answered: Answered) {
-        let Answered { batches, result } = answered;
+        let Answered {
+            batches,
+            result,
+            written,
+        } = answered;
+        tracing::debug!(
+            broker = self.broker,
+            batches = batches.len(),
+            ms = written.elapsed().as_secs_f64() * 1e3,
+            ok = result.is_ok(),
+            "produce request answered"
+        );
         for (p, id) in batches {
             let what = format!("producing to {}", p.name());
             let r = match &result {
