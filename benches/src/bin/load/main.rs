@@ -9,7 +9,7 @@
 //! cargo run --release -p kavari-benches --bin kavari-load -- \
 //!     [--broker nisshi|kafka] [--messages 100000] [--size 100] [--partitions 3] \
 //!     [--rate 1000] [--seconds 5] [--repeat 1] [--clients kavari,krafka,...] \
-//!     [--tls] [--instructions] [--out target/kavari-load.md]
+//!     [--tls] [--instructions] [--log DIR] [--out target/kavari-load.md]
 //! ```
 //!
 //! `--broker` picks nisshi (one process) or the three-broker Apache Kafka
@@ -18,6 +18,12 @@
 //! `KAVARI_TEST_BROKER` names, and `KAVARI_BROKERS` overrides both. The
 //! Markdown table goes to `--out`, and an SVG chart of Kavari's ratios
 //! beside it (the same name, `.svg`).
+//!
+//! `--log DIR` keeps each run's stderr in `DIR/<client>-<mode>-<n>.log`
+//! (the driver otherwise shows only a failed run's last lines). With
+//! `RUST_LOG=kavari::publish::sink=debug`, Kavari's runs log each produce
+//! request's round trip there, which is how the brokers' answer times are
+//! compared between modes.
 //!
 //! `--help` prints the flags; a flag it does not know, or a number that
 //! does not parse, is refused before anything starts.
@@ -107,6 +113,7 @@ struct Opts {
     instructions: bool,
     broker: TestBroker,
     clients: Option<Vec<String>>,
+    log: Option<PathBuf>,
     out: PathBuf,
 }
 
@@ -116,10 +123,10 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// How to call the driver, for `--help` and a mistaken flag.
 const USAGE: &str = "usage: kavari-load [--broker nisshi|kafka] [--messages 100000] [--size 100] \
 [--partitions 3] [--rate 1000] [--seconds 5] [--repeat 1] [--clients kavari,krafka,...] \
-[--tls] [--instructions] [--out target/kavari-load.md]";
+[--tls] [--instructions] [--log DIR] [--out target/kavari-load.md]";
 
 /// The driver's flags that take a value, and those that stand alone.
-const VALUED: [&str; 9] = [
+const VALUED: [&str; 10] = [
     "--broker",
     "--messages",
     "--size",
@@ -128,6 +135,7 @@ const VALUED: [&str; 9] = [
     "--seconds",
     "--repeat",
     "--clients",
+    "--log",
     "--out",
 ];
 const SWITCHES: [&str; 2] = ["--tls", "--instructions"];
@@ -148,7 +156,7 @@ fn check_args(args: &[String]) -> Result<(), String> {
         let Some(value) = rest.next() else {
             return Err(format!("{a} needs a value"));
         };
-        let numeric = !matches!(a.as_str(), "--broker" | "--clients" | "--out");
+        let numeric = !matches!(a.as_str(), "--broker" | "--clients" | "--log" | "--out");
         if numeric && value.parse::<u64>().is_err() {
             return Err(format!("{a} takes a whole number, not {value:?}"));
         }
@@ -173,6 +181,7 @@ fn opts() -> Opts {
         },
         clients: arg::<String>("--clients")
             .map(|list| list.split(',').map(str::to_string).collect()),
+        log: arg("--log"),
         out: arg("--out").unwrap_or_else(|| "target/kavari-load.md".into()),
     }
 }
@@ -465,7 +474,22 @@ fn parse_result(stdout: &str) -> Run {
         .collect()
 }
 
-fn run(cmd: &mut Command, what: &str) -> Run {
+/// Runs one worker and reads its result line. Its stderr goes to `log`
+/// when given (`--log`), and is otherwise kept for the lines shown when
+/// the run fails or has failed records.
+fn run(cmd: &mut Command, what: &str, log: Option<&Path>) -> Run {
+    if let Some(path) = log {
+        match std::fs::File::create(path) {
+            Ok(file) => {
+                cmd.stderr(file);
+            }
+            Err(e) => eprintln!("kavari-load: could not create {}: {e}", path.display()),
+        }
+    }
+    let see = match log {
+        Some(path) => format!(" (its log: {})", path.display()),
+        None => String::new(),
+    };
     match cmd.output() {
         Ok(out) if out.status.success() => {
             let result = parse_result(&String::from_utf8_lossy(&out.stdout));
@@ -474,13 +498,13 @@ fn run(cmd: &mut Command, what: &str) -> Run {
                 // wrong: its rate counts them.
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 let first: Vec<&str> = stderr.lines().take(3).collect();
-                eprintln!("kavari-load: {what} had errors: {}", first.join(" | "));
+                eprintln!("kavari-load: {what} had errors{see}: {}", first.join(" | "));
             }
             result
         }
         Ok(out) => {
             eprintln!(
-                "kavari-load: {what} failed: {}",
+                "kavari-load: {what} failed{see}: {}",
                 String::from_utf8_lossy(&out.stderr)
                     .lines()
                     .rev()
@@ -495,6 +519,12 @@ fn run(cmd: &mut Command, what: &str) -> Run {
             Run::new()
         }
     }
+}
+
+/// Where `--log` keeps one run's stderr: `<client>-<mode>-<run>.log`.
+fn log_path(o: &Opts, client: &str, mode: &str, run: &str) -> Option<PathBuf> {
+    let dir = o.log.as_ref()?;
+    Some(dir.join(format!("{client}-{mode}-{run}.log")))
 }
 
 async fn preload(broker: &KafkaBroker, topic: &str, n: usize, size: usize) {
@@ -526,17 +556,18 @@ async fn preload_tls(broker: &KafkaBroker, n: usize, size: usize) {
     manager.shutdown().await.expect("shutdown");
 }
 
-/// One run of `client` in `mode`, in a process of its own.
+/// One run of `client` in `mode`, in a process of its own; `run` names
+/// its log (`--log`).
 fn run_client(
-    client: &str,
-    mode: &str,
+    (client, mode, run_name): (&str, &str, &str),
     o: &Opts,
     brokers: &Brokers,
     me: &Path,
     peers: &Peers,
 ) -> Run {
+    let log = log_path(o, client, mode, run_name);
     match client_command(client, mode, o, brokers, me, peers) {
-        Some(mut cmd) => run(&mut cmd, &format!("{client} {mode}")),
+        Some(mut cmd) => run(&mut cmd, &format!("{client} {mode}"), log.as_deref()),
         None => Run::new(),
     }
 }
@@ -645,6 +676,11 @@ fn runs(client: &str, mode: &str) -> bool {
 }
 
 async fn driver(o: Opts) {
+    if let Some(dir) = &o.log
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("kavari-load: could not create {}: {e}", dir.display());
+    }
     let broker = KafkaBroker::builder()
         .broker(o.broker)
         .start()
@@ -729,7 +765,7 @@ async fn driver(o: Opts) {
     // yet and the first idempotent producer waits for a block of producer
     // ids. One idempotent publish before the clock (unmeasured) keeps that
     // off whichever client would have run first.
-    let warm_up = run_client("kavari", "publish", &o, &brokers, &me, &peers);
+    let warm_up = run_client(("kavari", "publish", "warm-up"), &o, &brokers, &me, &peers);
     eprintln!("kavari-load: warm-up publish (not counted): {warm_up:?}");
     let modes = ["publish", "consume", "latency"];
     // Every client's runs of every mode, in `peers::run_order`.
@@ -765,7 +801,8 @@ async fn driver(o: Opts) {
                     // measured it otherwise.
                     tokio::time::sleep(SETTLE).await;
                 }
-                let result = run_client(client, mode, &o, &brokers, &me, &peers);
+                let run_name = (repeat + 1).to_string();
+                let result = run_client((client, mode, &run_name), &o, &brokers, &me, &peers);
                 eprintln!("kavari-load: {client} {mode}: {result:?}");
                 all.entry((client.to_string(), mode.to_string()))
                     .or_default()
@@ -913,14 +950,14 @@ fn tables(
                 _ => "n/a".into(),
             }
         ));
-        out.push_str(&handshakes(brokers, me));
+        out.push_str(&handshakes(o, brokers, me));
     }
     out
 }
 
 /// A new connection's cost on the plaintext and the secured broker, each
 /// measured the same way.
-fn handshakes(brokers: &Brokers, me: &Path) -> String {
+fn handshakes(o: &Opts, brokers: &Brokers, me: &Path) -> String {
     let mut took = Vec::new();
     for client in ["kavari-file", "kavari-tls"] {
         let broker = brokers.of(client);
@@ -938,7 +975,8 @@ fn handshakes(brokers: &Brokers, me: &Path) -> String {
             "15",
             "0",
         ]);
-        let r = run(&mut cmd, &format!("{client} handshake"));
+        let log = log_path(o, client, "handshake", "15");
+        let r = run(&mut cmd, &format!("{client} handshake"), log.as_deref());
         eprintln!("kavari-load: {client} handshake: {r:?}");
         took.push(
             r.get("handshake_ms")
@@ -998,6 +1036,7 @@ mod tests {
             "--broker kafka --repeat 3 --partitions 64 --size 1024 --out /tmp/r.md",
             "--broker nisshi --instructions --messages 20000",
             "--tls --clients kavari,krafka",
+            "--clients kavari,rskafka --log /tmp/kavari-load-logs",
         ] {
             assert_eq!(check_args(&line(ok)), Ok(()), "{ok}");
         }
@@ -1010,5 +1049,30 @@ mod tests {
             let e = check_args(&line(bad)).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    /// With `--log`, a run's stderr is kept whole in its file, and its
+    /// result line is still read from stdout.
+    #[test]
+    fn a_runs_log_keeps_its_stderr() {
+        let dir = std::env::temp_dir().join(unique_name("kavari-load-log"));
+        std::fs::create_dir_all(&dir).expect("a log directory");
+        let o = Opts {
+            log: Some(dir.clone()),
+            ..opts()
+        };
+        let log = log_path(&o, "kavari", "publish", "2").expect("a log path");
+        assert_eq!(log, dir.join("kavari-publish-2.log"));
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "for i in 1 2 3 4 5 6; do echo \"line $i\" >&2; done; echo 'RESULT msgs_per_s=42'",
+        ]);
+        let result = run(&mut cmd, "sh publish", Some(&log));
+        assert_eq!(result.get("msgs_per_s").map(String::as_str), Some("42"));
+        let kept = std::fs::read_to_string(&log).expect("the run's log");
+        assert_eq!(kept.lines().count(), 6, "{kept}");
+        assert!(kept.contains("line 6"), "{kept}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
