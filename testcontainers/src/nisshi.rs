@@ -14,7 +14,6 @@ use crate::{BrokerBuilder, Error, FaultProxy, Storage, ensure_broker_installed};
 #[derive(Debug)]
 pub(crate) struct NisshiBroker {
     binary: PathBuf,
-    workdir: tempfile::TempDir,
     port: u16,
     advertised: String,
     storage: Storage,
@@ -24,6 +23,9 @@ pub(crate) struct NisshiBroker {
     /// Requires SASL (once its users exist).
     authentication: std::sync::atomic::AtomicBool,
     process: Mutex<Option<BrokerProcess>>,
+    /// Last, so it is removed after the broker is dead (fields drop in
+    /// order; removing a directory a broker still writes to can fail).
+    workdir: tempfile::TempDir,
 }
 
 impl NisshiBroker {
@@ -175,8 +177,12 @@ impl NisshiBroker {
                     .to_string(),
             );
         }
-        let process =
-            BrokerProcess::spawn(&self.binary, &args, self.workdir.path(), &self.log_path())?;
+        let process = BrokerProcess::spawn(
+            &self.binary,
+            &args,
+            (self.workdir.path(), self.workdir.path()),
+            &self.log_path(),
+        )?;
         let mut slot = self.process.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.replace(process) {
             old.kill()?;

@@ -1,7 +1,11 @@
 //! One broker process, wrapped in a tiny `sh` watchdog that SIGKILLs the broker
 //! when our stdin pipe closes: when the handle drops, and also when the test
 //! process dies without running destructors (a static shared broker, a
-//! SIGKILL, `process::exit`).
+//! SIGKILL, `process::exit`). In that second case nothing else would remove
+//! the broker's directory (a Kafka cluster's weighs about 20 MB), so the
+//! watchdog does, once its broker is dead; a handle that stops or drops its
+//! broker says so on the pipe first, and the directory stays for its owner
+//! (a node restarted on its data, a `TempDir` dropped after its brokers).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -13,9 +17,14 @@ const WATCHDOG: &str = r#"
 "$0" "$@" >>"$KAVARI_BROKER_LOG" 2>&1 &
 child=$!
 echo "$child"
-read -r _ignored || true
-kill -9 "$child" 2>/dev/null
-wait "$child" 2>/dev/null
+if read -r _ignored; then
+  kill -9 "$child" 2>/dev/null
+  wait "$child" 2>/dev/null
+else
+  kill -9 "$child" 2>/dev/null
+  wait "$child" 2>/dev/null
+  rm -rf "$KAVARI_BROKER_WORKDIR"
+fi
 "#;
 
 /// A running broker process and its watchdog.
@@ -28,10 +37,13 @@ pub(crate) struct BrokerProcess {
 }
 
 impl BrokerProcess {
+    /// Starts `binary` in `workdir`, its output appended to `log`;
+    /// `owned_dir` is removed if this process dies without dropping the
+    /// handle (it holds `workdir`).
     pub(crate) fn spawn(
         binary: &Path,
         args: &[String],
-        workdir: &Path,
+        (workdir, owned_dir): (&Path, &Path),
         log: &Path,
     ) -> Result<Self, Error> {
         let err = |action| {
@@ -49,6 +61,7 @@ impl BrokerProcess {
             .args(args)
             .current_dir(workdir)
             .env("KAVARI_BROKER_LOG", log)
+            .env("KAVARI_BROKER_WORKDIR", owned_dir)
             // At its default level the broker writes every request: hundreds
             // of megabytes for one benchmark run, and a test's RUST_LOG is
             // meant for Kavari, not for it.
@@ -167,4 +180,52 @@ pub(crate) fn workdir(prefix: &str) -> Result<tempfile::TempDir, Error> {
             action: "creating a broker's directory",
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in broker: `sleep`, in a directory of its own.
+    fn sleeper() -> (BrokerProcess, PathBuf) {
+        let dir = workdir("kavari-watchdog-").expect("a directory").keep();
+        let process = BrokerProcess::spawn(
+            Path::new("sleep"),
+            &["600".to_string()],
+            (&dir, &dir),
+            &dir.join("sleep.log"),
+        )
+        .expect("a sleeping process");
+        (process, dir)
+    }
+
+    fn gone(pid: u32) -> bool {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    /// A test process that dies without dropping its broker (a static
+    /// shared broker, a SIGKILL) closes the pipe without a word: the broker
+    /// dies and its directory goes with it.
+    #[test]
+    fn an_orphaned_brokers_directory_is_removed_once_it_is_dead() {
+        let (mut process, dir) = sleeper();
+        let pid = process.pid;
+        assert!(dir.exists());
+        drop(process.stdin.take());
+        let _ = process.watchdog.wait();
+        assert!(gone(pid), "the broker outlived its owner");
+        assert!(!dir.exists(), "{} was left behind", dir.display());
+    }
+
+    /// A broker killed by its handle (a node restarted on its data) keeps
+    /// its directory.
+    #[test]
+    fn a_killed_brokers_directory_stays() {
+        let (process, dir) = sleeper();
+        let pid = process.pid;
+        process.kill().expect("killed");
+        assert!(gone(pid), "the broker survived its kill");
+        assert!(dir.exists(), "the directory went");
+        std::fs::remove_dir_all(&dir).expect("removed by its owner");
+    }
 }

@@ -70,4 +70,10 @@ async fn a_killed_leader_loses_no_acknowledged_publish_and_writes_none_twice() {
     );
     assert_eq!(resumed.len(), 3, "publishing resumed on every partition");
     assert_log_holds(broker, topic, PARTITIONS, &acked).await;
+
+    // The dropped cluster leaves no directory behind: its nodes die
+    // before their data is removed.
+    let dir = cluster.directory().to_path_buf();
+    drop(setup);
+    assert!(!dir.exists(), "{} was left behind", dir.display());
 }

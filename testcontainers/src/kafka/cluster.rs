@@ -184,10 +184,13 @@ impl Node {
 #[derive(Debug)]
 pub struct KafkaCluster {
     home: PathBuf,
-    dir: tempfile::TempDir,
     nodes: Vec<Node>,
     proxy: Option<FaultProxy>,
     access: Access,
+    /// Last, so it is removed after the nodes are dead (fields drop in
+    /// order; removing the data of a node still writing can fail, and
+    /// left every cluster's directory behind).
+    dir: tempfile::TempDir,
 }
 
 impl KafkaCluster {
@@ -313,7 +316,12 @@ impl KafkaCluster {
         args.push(self.classpath());
         args.push("kafka.Kafka".into());
         args.push(node.dir.join("server.properties").display().to_string());
-        let process = BrokerProcess::spawn(&java(), &args, &node.dir, &node.log_path())?;
+        let process = BrokerProcess::spawn(
+            &java(),
+            &args,
+            (&node.dir, self.dir.path()),
+            &node.log_path(),
+        )?;
         let mut slot = node.process.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.replace(process) {
             old.kill()?;
