@@ -1,15 +1,17 @@
 //! Exactly-once handling (`exactly_once`): each record's publishes, made
 //! through its context's transaction, land with its offset commit or not
 //! at all; a failed attempt's publishes are aborted before the retry, and
-//! a dead letter lands with the commit.
+//! a dead letter lands with the commit. Under both group protocols: the
+//! consumer protocol's (KIP-848) member epoch is the generation the
+//! offsets go into a transaction with.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kavari::{
-    FibonacciRetryPolicy, HandlerError, Isolation, KafkaMessage, Kavari, MessageContext,
-    MessageHandler,
+    FibonacciRetryPolicy, GroupProtocol, HandlerError, Isolation, KafkaMessage, Kavari,
+    MessageContext, MessageHandler,
 };
 use kavari_testcontainers::KafkaBroker;
 use kavari_tests::{consumer, eventually};
@@ -80,6 +82,20 @@ impl MessageHandler<Ticket> for Letters {
     }
 }
 
+/// Whether `group` is a group of the consumer protocol (KIP-848), as its
+/// coordinator describes it.
+async fn speaks_consumer_protocol(setup: &Setup, group: &str) -> bool {
+    let cluster = kavari_wire::cluster::Cluster::new(
+        setup.broker.bootstrap_list(),
+        "eos".into(),
+        Duration::from_secs(10),
+    );
+    let described = kavari_group::admin::describe_group(&cluster, group)
+        .await
+        .expect("describe the group");
+    described.epochs.is_some()
+}
+
 async fn reader(setup: &Setup, read: &Read, isolation: Isolation) -> Kavari {
     let m = consumer(
         &setup.broker,
@@ -98,7 +114,7 @@ async fn reader(setup: &Setup, read: &Read, isolation: Isolation) -> Kavari {
 /// A transaction per record: ticket 3's handler runs exactly twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_records_publishes_land_once_with_its_commit() {
-    bill_tickets(1).await;
+    bill_tickets(1, GroupProtocol::Classic).await;
 }
 
 /// Records sharing transactions (the default, up to 100): a failure aborts
@@ -106,12 +122,21 @@ async fn each_records_publishes_land_once_with_its_commit() {
 /// one bill per ticket lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_sharing_a_transaction_land_once_after_a_failure() {
-    bill_tickets(100).await;
+    bill_tickets(100, GroupProtocol::Classic).await;
+}
+
+/// The same under the consumer group protocol (KIP-848): the offsets go
+/// into the transaction with the member's epoch as its generation, and
+/// the coordinator takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_land_once_with_their_commit_under_the_consumer_protocol() {
+    bill_tickets(100, GroupProtocol::Consumer).await;
 }
 
 /// Bills 30 tickets exactly once, `per_transaction` records of a partition
-/// per transaction at most, and checks what read_committed readers see.
-async fn bill_tickets(per_transaction: usize) {
+/// per transaction at most, as a member of `protocol`'s group, and checks
+/// what read_committed readers see.
+async fn bill_tickets(per_transaction: usize, protocol: GroupProtocol) {
     const N: u64 = 30;
     let setup = Setup::start("eos", KafkaBroker::builder(), 3).await;
     let billed = format!("{}{}", setup.prefix, Billed::TOPIC);
@@ -124,8 +149,10 @@ async fn bill_tickets(per_transaction: usize) {
     }
 
     let bill = Bill::default();
-    let m = consumer(&setup.broker, &kavari_testcontainers::unique_name("eos"))
+    let group = kavari_testcontainers::unique_name("eos");
+    let m = consumer(&setup.broker, &group)
         .topic_prefix(&setup.prefix)
+        .group_protocol(protocol)
         .exactly_once("billing")
         .records_per_transaction(per_transaction)
         .delivery_retry_policy(FibonacciRetryPolicy::new(3).with_unit(Duration::from_millis(20)))
@@ -144,6 +171,11 @@ async fn bill_tickets(per_transaction: usize) {
                 == N as i64
     })
     .await;
+    assert_eq!(
+        speaks_consumer_protocol(&setup, &group).await,
+        protocol == GroupProtocol::Consumer,
+        "the group speaks {protocol:?}"
+    );
 
     let (committed, all) = (Read::default(), Read::default());
     let r1 = reader(&setup, &committed, Isolation::ReadCommitted).await;
@@ -268,6 +300,20 @@ impl MessageHandler<kavari_tests::CrashJobDone> for Results {
 /// exactly one result per job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_killed_mid_stream_leave_one_result_per_job() {
+    kill_members_mid_stream("classic").await;
+}
+
+/// The same under the consumer group protocol (KIP-848): the broker
+/// hands a killed member's partitions on when its session ends, and the
+/// next owner's transactional producer fences the dead one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_killed_mid_stream_leave_one_result_per_job_under_the_consumer_protocol() {
+    kill_members_mid_stream("consumer").await;
+}
+
+/// Handles 20,000 jobs in three consumer processes of `protocol`
+/// (`KAVARI_GROUP_PROTOCOL`), two of them SIGKILLed mid-stream.
+async fn kill_members_mid_stream(protocol: &str) {
     use kavari_tests::{CrashJob, CrashJobDone, Printed, spawn_consumer};
     const N: u64 = 20_000;
     let setup = Setup::start("eos-kill", KafkaBroker::builder(), 1).await;
@@ -279,6 +325,7 @@ async fn members_killed_mid_stream_leave_one_result_per_job() {
     let settings = [
         format!("KAVARI_TOPIC_PREFIX={}", setup.prefix),
         "KAVARI_EXACTLY_ONCE=crash".to_string(),
+        format!("KAVARI_GROUP_PROTOCOL={protocol}"),
         "JOB_MS=1".to_string(),
     ];
     let bin = env!("CARGO_BIN_EXE_kavari-test-consumer");
@@ -291,6 +338,11 @@ async fn members_killed_mid_stream_leave_one_result_per_job() {
         owns.iter().all(|n| *n > 0) && owns.iter().sum::<usize>() == 6
     })
     .await;
+    assert_eq!(
+        speaks_consumer_protocol(&setup, &group).await,
+        protocol == "consumer",
+        "the group speaks {protocol}"
+    );
     let publisher = setup.publisher().await;
     let jobs = CrashJob::numbered(N, N);
     for r in publisher.publish_batch(&jobs).await {
