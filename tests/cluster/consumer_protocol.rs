@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kavari::{GroupProtocol, Kavari};
+use kavari::{GroupProtocol, Kavari, KavariBuilder};
 use kavari_testcontainers::KafkaBroker;
 use kavari_tests::eventually;
 
@@ -374,4 +374,51 @@ async fn members_killed_and_leaving_under_load_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classic_members_killed_and_leaving_under_load_lose_nothing() {
     churn("classic").await;
+}
+
+/// A member's rack (`client_rack`) reaches its group's coordinator under
+/// each protocol: in the classic subscription, and in the heartbeats of
+/// the consumer and share protocols, as the coordinator describes the
+/// member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_rack_reaches_the_coordinator_under_every_protocol() {
+    let setup = Setup::start("rack", KafkaBroker::builder(), 2).await;
+    let cluster = kavari_wire::cluster::Cluster::new(
+        setup.broker.bootstrap_list(),
+        "rack".into(),
+        Duration::from_secs(10),
+    );
+    /// How a member of each kind joins group `g`.
+    type Join = fn(KavariBuilder, &str) -> KavariBuilder;
+    let kinds: [(&str, Join); 3] = [
+        ("classic", |b, g| b.group_id(g)),
+        ("consumer", |b, g| {
+            b.group_id(g).group_protocol(GroupProtocol::Consumer)
+        }),
+        ("share", |b, g| b.share_group(g)),
+    ];
+    for (kind, join) in kinds {
+        let group = kavari_testcontainers::unique_name(&format!("rack-{kind}"));
+        let rack = format!("zone-{kind}");
+        let builder = Kavari::builder(setup.broker.bootstrap_servers())
+            .topic_prefix(&setup.prefix)
+            .client_rack(&rack);
+        let m = join(builder, &group).build().await.expect("build");
+        m.subscribe::<crate::Ticket, _>(Seen::default())
+            .expect("subscribe");
+        m.start().await.expect("start");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let racks = loop {
+            let described = kavari_group::admin::describe_group(&cluster, &group).await;
+            let racks: Vec<Option<String>> = described
+                .map(|d| d.members.into_iter().map(|m| m.rack).collect())
+                .unwrap_or_default();
+            if !racks.is_empty() || tokio::time::Instant::now() > deadline {
+                break racks;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(racks, [Some(rack)], "the {kind} group's member");
+        m.shutdown().await.expect("shutdown");
+    }
 }

@@ -222,6 +222,7 @@ async fn describe(cluster: &Cluster, group: &str, json: bool) -> Result<(), Fail
                     "group_instance_id": m.group_instance_id,
                     "client_id": m.client_id,
                     "client_host": m.client_host,
+                    "rack": m.rack,
                     "assignment": m.assignment.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "member_epoch": m.target.as_ref().map(|t| t.0),
                     "target_assignment": m.target.as_ref().map(|t| {
@@ -296,8 +297,12 @@ async fn describe(cluster: &Cluster, group: &str, json: bool) -> Result<(), Fail
             Some((epoch, target)) => format!(" epoch {epoch} target [{}]", list(target)),
             None => String::new(),
         };
+        let rack = match &m.rack {
+            Some(rack) => format!(" rack {rack}"),
+            None => String::new(),
+        };
         out!(
-            "  {} {} {} [{}]{target}",
+            "  {} {} {}{rack} [{}]{target}",
             m.member_id,
             m.client_id,
             m.client_host,

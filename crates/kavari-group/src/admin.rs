@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use crate::api::{
     commit_refused, commit_request, committed_offsets, committed_with_metadata, coordinator_address,
 };
-use crate::protocol::Assignment;
+use crate::protocol::{Assignment, Subscription};
 use crate::{CommitOffset, Generation};
 use crate::{GroupError, TopicPartition};
 
@@ -55,6 +55,8 @@ pub struct GroupMemberDescription {
     pub client_id: String,
     /// The host it connects from.
     pub client_host: String,
+    /// Its rack (`client.rack`), if it said one.
+    pub rack: Option<String>,
     /// Its partitions (for consumer groups).
     pub assignment: Vec<TopicPartition>,
     /// Under the consumer group protocol: the member's epoch, and the
@@ -142,6 +144,13 @@ pub async fn describe_group(
             group_instance_id: m.group_instance_id.map(|i| i.to_string()),
             client_id: m.client_id.to_string(),
             client_host: m.client_host.to_string(),
+            rack: if consumer {
+                Subscription::decode(&m.member_metadata)
+                    .ok()
+                    .and_then(|s| s.rack_id)
+            } else {
+                None
+            },
             assignment: if consumer {
                 Assignment::decode(&m.member_assignment)
                     .map(|a| a.partitions)
@@ -222,6 +231,7 @@ async fn describe_share_group(
                 group_instance_id: None,
                 client_id: m.client_id.to_string(),
                 client_host: m.client_host.to_string(),
+                rack: m.rack_id.as_ref().map(|r| r.to_string()),
                 // A share member owns what it is assigned at once.
                 target: Some((m.member_epoch, assignment.clone())),
                 assignment,
@@ -323,6 +333,7 @@ async fn describe_consumer_group(
             group_instance_id: m.instance_id.as_ref().map(|i| i.to_string()),
             client_id: m.client_id.to_string(),
             client_host: m.client_host.to_string(),
+            rack: m.rack_id.as_ref().map(|r| r.to_string()),
             assignment: partitions(&m.assignment),
             target: Some((m.member_epoch, partitions(&m.target_assignment))),
         })

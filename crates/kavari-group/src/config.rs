@@ -89,6 +89,11 @@ pub struct GroupConfig {
     /// expression (the broker's RE2/J syntax) as well as by `topics`: a
     /// matching topic created later is assigned too. Default: none.
     pub topic_regex: Option<String>,
+    /// The member's rack (Kafka's `client.rack`): in its subscription
+    /// under the classic protocol and in its heartbeats under the consumer
+    /// and share protocols, for assignors that keep a member's partitions
+    /// on replicas in its rack. Default: none.
+    pub client_rack: Option<String>,
 }
 
 impl GroupConfig {
@@ -116,6 +121,7 @@ impl GroupConfig {
             protocol: GroupProtocol::Classic,
             remote_assignor: None,
             topic_regex: None,
+            client_rack: None,
         }
     }
 

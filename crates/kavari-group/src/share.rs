@@ -30,6 +30,9 @@ pub struct ShareConfig {
     pub retry_backoff: Duration,
     /// Kafka's `retry.backoff.max.ms`.
     pub retry_backoff_max: Duration,
+    /// The member's rack (Kafka's `client.rack`), in its heartbeats.
+    /// Default: none.
+    pub client_rack: Option<String>,
 }
 
 impl ShareConfig {
@@ -43,6 +46,7 @@ impl ShareConfig {
             topics: topics.into_iter().map(Into::into).collect(),
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(10),
+            client_rack: None,
         }
     }
 }
@@ -260,6 +264,7 @@ impl Heartbeats {
             .with_group_id(self.api.group())
             .with_member_id(s(&self.member_id))
             .with_member_epoch(epoch)
+            .with_rack_id(self.config.client_rack.as_deref().map(s))
             .with_subscribed_topic_names(Some(
                 self.config
                     .topics

@@ -47,6 +47,7 @@ impl Kavari {
     /// | `KAVARI_CLIENT_ID` | `client.id` | `client_id` |
     /// | `KAVARI_GROUP_ID` | `group.id` | `group_id` |
     /// | `KAVARI_GROUP_INSTANCE_ID` | `group.instance.id` | `group_instance_id` |
+    /// | `KAVARI_CLIENT_RACK` | `client.rack` | `client_rack` |
     /// | `KAVARI_AUTO_OFFSET_RESET` | `auto.offset.reset` (`earliest`, `latest`, `error`; `smallest`/`beginning`, `largest`/`end`) | `auto_offset_reset` |
     /// | `KAVARI_PARTITION_ASSIGNMENT_STRATEGY` | `partition.assignment.strategy` (comma list of `range`, `roundrobin`, `cooperative-sticky`) | `assignors` |
     /// | `KAVARI_SESSION_TIMEOUT_MS` | `session.timeout.ms` | `session_timeout` |
@@ -145,6 +146,7 @@ fn apply(b: KavariBuilder, name: &str, value: &str) -> Result<KavariBuilder, Con
         "KAVARI_CLIENT_ID" => b.client_id(value),
         "KAVARI_GROUP_ID" => b.group_id(value),
         "KAVARI_GROUP_INSTANCE_ID" => b.group_instance_id(value),
+        "KAVARI_CLIENT_RACK" => b.client_rack(value),
         "KAVARI_AUTO_OFFSET_RESET" => {
             b.auto_offset_reset(match value.to_ascii_lowercase().as_str() {
                 "earliest" | "smallest" | "beginning" => OffsetReset::Earliest,
@@ -296,6 +298,7 @@ mod tests {
             ("KAVARI_TRANSACTIONAL_ID", "billing-0"),
             ("KAVARI_TRANSACTION_TIMEOUT_MS", "15000"),
             ("KAVARI_RECORDS_PER_TRANSACTION", "10"),
+            ("KAVARI_CLIENT_RACK", "eu-west-1a"),
             ("KAVARI_SECURITY_PROTOCOL", "plaintext"),
             ("HOME", "/root"),
             ("KAVARI_CHAOS_SECS", "5"),
@@ -324,6 +327,7 @@ mod tests {
             "transactional_id: Some(\"billing-0\")",
             "transaction_timeout: Some(15s)",
             "records_per_transaction: 10",
+            "client_rack: Some(\"eu-west-1a\")",
             "CooperativeStickyAssignor",
         ] {
             assert!(shown.contains(part), "{part} not in {shown}");

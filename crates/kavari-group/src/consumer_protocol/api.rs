@@ -23,6 +23,8 @@ pub(crate) struct Beat<'a> {
     pub(crate) topics: &'a [String],
     pub(crate) regex: Option<&'a str>,
     pub(crate) assignor: Option<&'a str>,
+    /// The member's rack (`client.rack`).
+    pub(crate) rack: Option<&'a str>,
     /// The partitions the member owns now, by topic id.
     pub(crate) owned: Vec<(Uuid, Vec<i32>)>,
 }
@@ -64,6 +66,7 @@ impl KafkaGroupApi {
             ))
             .with_subscribed_topic_regex(b.regex.map(s))
             .with_server_assignor(b.assignor.map(s))
+            .with_rack_id(b.rack.map(s))
             .with_topic_partitions(Some(
                 b.owned
                     .iter()

@@ -241,6 +241,7 @@ impl ConsumerMember {
             topics: &config.topics,
             regex: config.topic_regex.as_deref(),
             assignor: config.remote_assignor.as_deref(),
+            rack: config.client_rack.as_deref(),
             owned: reconcile::by_topic_id(&self.owned),
         };
         let answer = self.api.consumer_heartbeat(&beat).await;

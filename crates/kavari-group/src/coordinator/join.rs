@@ -19,7 +19,7 @@ impl<A: GroupApi> Coordinator<A> {
             user_data: None,
             owned_partitions: self.owned.iter().cloned().collect(),
             generation: self.membership.generation_id(),
-            rack_id: None,
+            rack_id: self.config.client_rack.clone(),
         }
         .encode();
         let protocols = self

@@ -131,6 +131,18 @@ impl KavariBuilder {
         self
     }
 
+    /// The member's rack (Kafka's `client.rack`, an availability zone, say),
+    /// told to the group's coordinator: in the subscription under the
+    /// classic protocol, in each heartbeat under the consumer and share
+    /// protocols. Rack-aware assignors (the broker's under the consumer
+    /// protocol) give a member partitions with replicas in its rack.
+    /// Records are still fetched from each partition's leader.
+    /// Default: none.
+    pub fn client_rack(mut self, rack: impl Into<String>) -> Self {
+        self.consumer.client_rack = Some(rack.into());
+        self
+    }
+
     /// When a failed handler is tried again before its message is
     /// dead-lettered. Default: `FibonacciRetryPolicy::new(3)`.
     pub fn delivery_retry_policy(mut self, policy: impl RetryPolicy) -> Self {

@@ -142,6 +142,8 @@ pub(crate) struct ConsumerConfig {
     pub(crate) records_per_transaction: usize,
     pub(crate) group_protocol: kavari_group::GroupProtocol,
     pub(crate) remote_assignor: Option<String>,
+    /// The member's rack (`client.rack`), told to the group's coordinator.
+    pub(crate) client_rack: Option<String>,
     /// The share group the subscriptions belong to, when they are shared.
     pub(crate) share_group: Option<String>,
     /// The broker's `group.share.delivery.count.limit`: a record failing
@@ -177,6 +179,7 @@ impl Default for ConsumerConfig {
             records_per_transaction: 100,
             group_protocol: kavari_group::GroupProtocol::Classic,
             remote_assignor: None,
+            client_rack: None,
             share_group: None,
             share_delivery_limit: 5,
         }

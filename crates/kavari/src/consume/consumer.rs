@@ -102,6 +102,7 @@ impl Consumer {
         }
         group.protocol = config.group_protocol;
         group.remote_assignor = config.remote_assignor.clone();
+        group.client_rack = config.client_rack.clone();
         let (member, events) =
             GroupMember::start_on(group, Arc::clone(&cluster)).map_err(StartError::Group)?;
         let fetcher = Fetcher::new(cluster, fetcher_config(&config));

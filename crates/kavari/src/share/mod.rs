@@ -74,11 +74,10 @@ impl ShareConsumer {
         {
             tracing::warn!(group, error = %e, "could not set the share group's share.auto.offset.reset; it starts where the cluster says");
         }
-        let member = ShareMember::start_on(
-            ShareConfig::new(&group, registry.topics()),
-            Arc::clone(&cluster),
-        )
-        .map_err(StartError::Group)?;
+        let mut share = ShareConfig::new(&group, registry.topics());
+        share.client_rack = config.client_rack.clone();
+        let member =
+            ShareMember::start_on(share, Arc::clone(&cluster)).map_err(StartError::Group)?;
         let member = Arc::new(member);
         let max_in_flight = config.order.max_in_flight();
         let deliverer = Arc::new(Deliverer {
