@@ -1,5 +1,6 @@
 //! Share groups (KIP-932, `share_group`): members receive records of the
-//! same partitions, each record acquired and acknowledged one by one.
+//! same partitions, each record acquired and acknowledged one by one; a
+//! Java share consumer and a Kavari member share one group's records.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,8 @@ use kavari::{HandlerError, Kavari, MessageContext, MessageHandler, ProcessingOrd
 use kavari_testcontainers::KafkaBroker;
 use kavari_tests::eventually;
 
-use crate::{Setup, Ticket, tickets};
+use crate::java_member::JavaMember;
+use crate::{Seen, Setup, Ticket, tickets};
 
 /// Every ticket a member handled, with its delivery count.
 #[derive(Clone, Default)]
@@ -415,5 +417,73 @@ async fn records_of_a_killed_member_go_to_the_others_after_the_lock_timeout() {
         drop(child.stdin.take());
         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     }
+    publisher.shutdown().await.expect("shutdown");
+}
+
+/// A Java share consumer (kafka-clients 4.4, `peers/JavaShareMember.java`)
+/// and a Kavari member in one share group: both get records, and each of
+/// 5,000 is handled once, by one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_java_share_consumer_and_a_kavari_member_share_the_records() {
+    const N: u64 = 5_000;
+    let setup = Setup::start("share-java", KafkaBroker::builder(), 2).await;
+    let group = kavari_testcontainers::unique_name("share-java");
+    let seen = Seen::default();
+    let member = share_member(&setup, &group, Some(4), seen.clone()).await;
+    let java = JavaMember::spawn_share(&setup, &group);
+    let cluster = kavari_wire::cluster::Cluster::new(
+        setup.broker.bootstrap_list(),
+        "share-java".into(),
+        Duration::from_secs(10),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let members = kavari_group::admin::describe_group(&cluster, &group)
+            .await
+            .map_or(0, |d| d.members.len());
+        if members == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Java member never joined ({members} members)"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let publisher = setup.publisher().await;
+    for chunk in tickets(0..N).chunks(1_000) {
+        for r in publisher.publish_batch(chunk).await {
+            r.expect("publish");
+        }
+    }
+    let (java_handled, mut child) = (java.handled, java.child);
+    eventually(
+        Duration::from_secs(120),
+        "every record handled by one side",
+        || {
+            let java = java_handled.lock().unwrap();
+            java.union(&seen.positions()).count() as u64 == N
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (java_count, kavari_count) = (java_handled.lock().unwrap().len(), seen.all().len());
+    eprintln!("share interop: Java handled {java_count}, Kavari {kavari_count} of {N}");
+    assert!(
+        java_count > 0 && kavari_count > 0,
+        "both handled records: Java {java_count}, Kavari {kavari_count}"
+    );
+    assert_eq!(
+        java_count + kavari_count,
+        N as usize,
+        "no record handled twice"
+    );
+    drop(child.stdin.take());
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    assert!(
+        java.stopped.load(std::sync::atomic::Ordering::SeqCst),
+        "the Java member stopped cleanly"
+    );
+    member.shutdown().await.expect("shutdown");
     publisher.shutdown().await.expect("shutdown");
 }
