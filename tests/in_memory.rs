@@ -687,3 +687,87 @@ async fn transactions_deliver_on_commit_drop_on_abort_and_fence_older_managers()
         .expect("the newer commits");
     assert_eq!(ids(&handled.seen, "placed"), ["a", "b", "e"]);
 }
+
+/// Records each delivery of an order; fails (retriably) the deliveries up
+/// to its cents.
+#[derive(Clone, Default)]
+struct Deliveries(Arc<Mutex<Vec<(String, u16)>>>);
+
+impl MessageHandler<OrderPlaced> for Deliveries {
+    async fn handle(&self, o: OrderPlaced, ctx: &MessageContext) -> Result<(), HandlerError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((o.id.clone(), ctx.delivery_count));
+        if u64::from(ctx.delivery_count) <= o.cents {
+            return Err(HandlerError::new("the ledger is busy"));
+        }
+        Ok(())
+    }
+}
+
+/// A share group's managers on the kit: a failed delivery is released and
+/// delivered again with the next delivery count, up to the delivery limit
+/// (5), then dead-lettered; two members of the group handle each record
+/// once between them.
+#[tokio::test]
+async fn a_share_groups_failed_deliveries_come_again_up_to_the_limit() {
+    let broker = InMemoryBroker::new();
+    let (first, second) = (Deliveries::default(), Deliveries::default());
+    let mut members = Vec::new();
+    for handler in [&first, &second] {
+        let m = broker
+            .manager(Kavari::builder("kafka:9092").share_group("billing"))
+            .expect("manager");
+        m.subscribe::<OrderPlaced, _>(handler.clone())
+            .expect("subscribe");
+        m.start().await.expect("start");
+        members.push(m);
+    }
+    for order in [placed("twice", 2), placed("never", 99), placed("fine", 0)] {
+        members[0].publish(&order).await.expect("publish");
+    }
+
+    let mut all: Vec<(String, u16)> = first.0.lock().unwrap().clone();
+    all.extend(second.0.lock().unwrap().iter().cloned());
+    all.sort();
+    fn want(
+        id: &'static str,
+        deliveries: std::ops::RangeInclusive<u16>,
+    ) -> impl Iterator<Item = (String, u16)> {
+        deliveries.map(move |d| (id.to_string(), d))
+    }
+    let mut expected: Vec<(String, u16)> = want("twice", 1..=3)
+        .chain(want("never", 1..=5))
+        .chain(want("fine", 1..=1))
+        .collect();
+    expected.sort();
+    assert_eq!(all, expected, "each delivery, by one member");
+
+    let dead = broker.dead_letters::<OrderPlaced>().expect("decode");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message, placed("never", 99));
+    assert_eq!(dead[0].attempts, Some(5), "dead-lettered at the limit");
+    assert_eq!(dead[0].record.header("group_id"), Some("billing"));
+
+    let counted =
+        members
+            .iter()
+            .filter_map(|m| m.health().share)
+            .fold((0, 0, 0, 0), |(a, c, r, j), s| {
+                (
+                    a + s.acquired,
+                    c + s.accepted,
+                    r + s.released,
+                    j + s.rejected,
+                )
+            });
+    assert_eq!(
+        counted,
+        (9, 2, 6, 1),
+        "acquired, accepted, released, rejected"
+    );
+    for m in members {
+        m.shutdown().await.expect("shutdown");
+    }
+}

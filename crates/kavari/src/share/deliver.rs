@@ -13,7 +13,7 @@ use crate::registry::{Outcome, Registry, Route};
 
 /// What delivering a share group's records needs.
 pub(crate) struct Deliverer {
-    pub(crate) registry: Registry,
+    pub(crate) registry: std::sync::Arc<Registry>,
     pub(crate) config: ConsumerConfig,
     pub(crate) group: String,
     pub(crate) dead_letters: std::sync::Arc<dyn Writer>,

@@ -24,9 +24,10 @@ use uuid::Uuid;
 use crate::consume::{ConsumerConfig, OffsetReset, StartError, Writer};
 use crate::health::{Health, HealthState, ShareHealth};
 use crate::registry::Registry;
-use deliver::Deliverer;
+pub(crate) use acks::Ack;
+pub(crate) use deliver::Deliverer;
 use session::Session;
-use stats::ShareCounts;
+pub(crate) use stats::ShareCounts;
 
 /// A running share group member and its sessions.
 pub(crate) struct ShareConsumer {
@@ -81,7 +82,7 @@ impl ShareConsumer {
         let member = Arc::new(member);
         let max_in_flight = config.order.max_in_flight();
         let deliverer = Arc::new(Deliverer {
-            registry,
+            registry: Arc::new(registry),
             config,
             group: group.clone(),
             dead_letters,

@@ -1,6 +1,9 @@
 //! The in-memory consumer: delivers each subscribed partition's records in
 //! order through the consumer's own delivery (routing, retries, dead
-//! letters, failure policies), right after they are published.
+//! letters, failure policies), right after they are published. A share
+//! group's records go through the share member's own delivery instead: a
+//! failed delivery is released and delivered again, up to the delivery
+//! limit, as the broker does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -13,16 +16,18 @@ use super::log::Log;
 use crate::codec::EncodedMessage;
 use crate::consume::{
     ConsumerConfig, ControlError, Disposition, HandlerClock, OffsetReset, Orders, POISON_LOG_EVERY,
-    Runtime, SeekTo, Steer, Steering, Target, deliver, deliver_batch,
+    Runtime, SeekTo, Steer, Steering, Target, Writer, Writing, deliver, deliver_batch,
 };
 use crate::context::MessageContext;
-use crate::health::{Health, HealthState, PartitionHealth};
+use crate::health::{Health, HealthState, PartitionHealth, ShareHealth};
 use crate::partitioner::Partitioner;
 use crate::partitioner::RoundRobin;
 use crate::publish::ProduceError;
 use crate::registry::Registry;
+use crate::share::{Ack, Deliverer, ShareCounts};
 use kavari_wire::list_offsets::OffsetSpec;
 use kavari_wire::log_rate::LogRate;
+use kavari_wire::record_batch::read::FetchedRecord;
 
 /// The consumers started on a broker.
 #[derive(Debug, Default)]
@@ -65,6 +70,14 @@ impl Destination {
         (partition, offset)
     }
 
+    /// Appends a dead letter of a record of `source`, and delivers it: its
+    /// topic is created, as the publisher creates it, with its source's
+    /// partitions.
+    async fn append_dead_letter(&self, letter: EncodedMessage, source: &str) -> (i32, i64) {
+        self.log.create(&letter.topic, self.log.partitions(source));
+        self.append_and_deliver(letter).await
+    }
+
     /// The partition `message`'s key picks.
     pub(crate) fn place(&self, message: &EncodedMessage) -> i32 {
         let partitions = u32::try_from(self.log.partitions(&message.topic)).unwrap_or(1);
@@ -91,8 +104,11 @@ tokio::task_local! {
 }
 
 pub(crate) struct MemoryConsumer {
-    registry: Registry,
+    registry: Arc<Registry>,
     config: ConsumerConfig,
+    /// A share group's delivery and counts, when the subscriptions are a
+    /// share group's.
+    share: Option<(Deliverer, ShareCounts)>,
     group_id: String,
     dlq_suffix: Option<String>,
     topics: Vec<String>,
@@ -131,11 +147,31 @@ impl MemoryConsumer {
         config: ConsumerConfig,
         dlq_suffix: Option<String>,
     ) -> Arc<MemoryConsumer> {
-        let group_id = config.group_id.clone().unwrap_or_default();
+        // A share group's members share its one position per partition:
+        // each record goes to one of them.
+        let group_id = config
+            .share_group
+            .clone()
+            .or_else(|| config.group_id.clone())
+            .unwrap_or_default();
         let topics = registry.topics();
+        let registry = Arc::new(registry);
+        let share = config.share_group.as_ref().map(|group| {
+            let deliverer = Deliverer {
+                registry: Arc::clone(&registry),
+                config: config.clone(),
+                group: group.clone(),
+                dead_letters: Arc::new(MemoryDeadLetters {
+                    destination: Arc::clone(destination),
+                    suffix: dlq_suffix.clone(),
+                }),
+            };
+            (deliverer, ShareCounts::default())
+        });
         let consumer = Arc::new(MemoryConsumer {
             registry,
             config,
+            share,
             group_id,
             dlq_suffix,
             topics,
@@ -250,6 +286,17 @@ impl MemoryConsumer {
                             Ok(()) if self.seeking(&tp) => {}
                             Ok(()) => cursor.advance(after),
                             Err(_) => return,
+                        }
+                        continue;
+                    }
+                    if let Some((share, counts)) = &self.share {
+                        let delivered = DELIVERING
+                            .scope((), deliver_shared(share, counts, &tp, &record, &stop))
+                            .await;
+                        match delivered {
+                            Ok(()) if self.seeking(&tp) => {}
+                            Ok(()) => cursor.advance(next + 1),
+                            Err(Stopping) => return,
                         }
                         continue;
                     }
@@ -410,8 +457,23 @@ impl MemoryConsumer {
                 HealthState::Running
             },
             generation: Some(1),
+            share: self.share.as_ref().map(|(share, counts)| {
+                let (acquired, accepted, released, rejected) = counts.now();
+                ShareHealth {
+                    group: share.group.clone(),
+                    member_id: "in-memory".into(),
+                    partitions: partitions
+                        .iter()
+                        .map(|p| (p.topic.clone(), p.partition))
+                        .collect(),
+                    acquired,
+                    accepted,
+                    released,
+                    rejected,
+                    in_flight: acquired.saturating_sub(accepted + released + rejected),
+                }
+            }),
             partitions,
-            share: None,
         }
     }
 
@@ -424,6 +486,67 @@ impl MemoryConsumer {
     pub(crate) async fn stopped(&self) {
         let mut stop = self.stop.subscribe();
         let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// Delivery stopped: the record stays where it is.
+struct Stopping;
+
+/// A share group's delivery of `record`, as the broker and a share member
+/// do it together: handed to the handlers with its delivery count, and
+/// each released delivery counted and delivered again, up to the
+/// configured delivery limit; a record released at its last delivery is
+/// archived, as the broker archives it.
+async fn deliver_shared(
+    share: &Deliverer,
+    counts: &ShareCounts,
+    tp: &TopicPartition,
+    record: &FetchedRecord,
+    stop: &watch::Receiver<bool>,
+) -> Result<(), Stopping> {
+    for delivery in 1..=share.config.share_delivery_limit {
+        counts.acquired();
+        let ack = share
+            .deliver(&tp.topic, tp.partition, record, delivery, stop)
+            .await;
+        counts.finished(ack);
+        match ack {
+            Ack::Release if *stop.borrow() => return Err(Stopping),
+            Ack::Release => {}
+            Ack::Accept | Ack::Reject | Ack::Gap => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Where a share group's dead letters go in memory: appended, and
+/// delivered, as a published record.
+struct MemoryDeadLetters {
+    destination: Arc<Destination>,
+    suffix: Option<String>,
+}
+
+impl Writer for MemoryDeadLetters {
+    fn suffix(&self) -> Option<&str> {
+        self.suffix.as_deref()
+    }
+
+    fn write_until_written<'a>(
+        &'a self,
+        letter: EncodedMessage,
+        source: &'a str,
+        _stop: watch::Receiver<bool>,
+        _blocked: &'a (dyn Fn(Option<&ProduceError>) + Send + Sync),
+    ) -> Writing<'a> {
+        Box::pin(async move {
+            let topic = letter.topic.clone();
+            let (partition, offset) = self.destination.append_dead_letter(letter, source).await;
+            Ok(crate::publish::Delivery {
+                topic,
+                partition,
+                offset: crate::publish::Offset::At(offset),
+            })
+        })
     }
 }
 
@@ -479,9 +602,7 @@ impl Runtime for MemoryConsumer {
         _stop: watch::Receiver<bool>,
         _blocked: &(dyn Fn(Option<&ProduceError>) + Send + Sync),
     ) -> Result<(), ProduceError> {
-        // As the publisher creates it: with its source's partitions.
-        self.log.create(&message.topic, self.log.partitions(source));
-        self.destination.append_and_deliver(message).await;
+        self.destination.append_dead_letter(message, source).await;
         Ok(())
     }
 }

@@ -31,6 +31,12 @@
 //!   `OffsetReset::Latest`) before it returns.
 //! - `Block` waits at a failing record as it would over Kafka: the publish
 //!   that delivers it waits too, until `shutdown()`.
+//! - Managers of a share group (`share_group`) deliver as a share member
+//!   does with the broker: each record to one member of the group; a
+//!   retriable failure releases it and it is delivered again at once with
+//!   the next `delivery_count`, up to the delivery limit (5), where it is
+//!   given up by the failure policy (dead-lettered by default); health's
+//!   `share` counts what was acquired, accepted, released and rejected.
 //!
 //! ```
 //! use kavari::testing::InMemoryBroker;
