@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::consume::{ConsumerConfig, OffsetReset, StartError, Writer};
-use crate::health::{Health, HealthState, ShareHealth};
+use crate::health::{Health, HealthState};
 use crate::registry::Registry;
 pub(crate) use acks::Ack;
 pub(crate) use deliver::Deliverer;
@@ -148,26 +148,22 @@ impl ShareConsumer {
             (None, false) if state.epoch == 0 => HealthState::Joining,
             (None, false) => HealthState::Running,
         };
-        let (acquired, accepted, released, rejected) = self.counts.now();
         Health {
             ready: health_state == HealthState::Running,
             state: health_state,
             generation: (state.epoch > 0).then_some(state.epoch),
             partitions: Vec::new(),
-            share: Some(ShareHealth {
-                group: self.group.clone(),
-                member_id: self.member.member_id().to_string(),
-                partitions: state
-                    .assignment
-                    .keys()
-                    .map(|tp| (tp.topic.clone(), tp.partition))
-                    .collect(),
-                acquired,
-                accepted,
-                released,
-                rejected,
-                in_flight: acquired.saturating_sub(accepted + released + rejected),
-            }),
+            share: Some(
+                self.counts.health(
+                    self.group.clone(),
+                    self.member.member_id().to_string(),
+                    state
+                        .assignment
+                        .keys()
+                        .map(|tp| (tp.topic.clone(), tp.partition))
+                        .collect(),
+                ),
+            ),
         }
     }
 }

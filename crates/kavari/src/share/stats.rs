@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::acks::Ack;
+use crate::health::ShareHealth;
 
 /// Records a share member acquired, accepted, released and rejected.
 #[derive(Debug, Default)]
@@ -41,5 +42,26 @@ impl ShareCounts {
             self.released.load(Ordering::Relaxed),
             self.rejected.load(Ordering::Relaxed),
         )
+    }
+
+    /// Health's view of a member of `group` holding `partitions`, with
+    /// these counts.
+    pub(crate) fn health(
+        &self,
+        group: String,
+        member_id: String,
+        partitions: Vec<(String, i32)>,
+    ) -> ShareHealth {
+        let (acquired, accepted, released, rejected) = self.now();
+        ShareHealth {
+            group,
+            member_id,
+            partitions,
+            acquired,
+            accepted,
+            released,
+            rejected,
+            in_flight: acquired.saturating_sub(accepted + released + rejected),
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::consume::{
     Runtime, SeekTo, Steer, Steering, Target, Writer, Writing, deliver, deliver_batch,
 };
 use crate::context::MessageContext;
-use crate::health::{Health, HealthState, PartitionHealth, ShareHealth};
+use crate::health::{Health, HealthState, PartitionHealth};
 use crate::partitioner::Partitioner;
 use crate::partitioner::RoundRobin;
 use crate::publish::ProduceError;
@@ -458,20 +458,14 @@ impl MemoryConsumer {
             },
             generation: Some(1),
             share: self.share.as_ref().map(|(share, counts)| {
-                let (acquired, accepted, released, rejected) = counts.now();
-                ShareHealth {
-                    group: share.group.clone(),
-                    member_id: "in-memory".into(),
-                    partitions: partitions
+                counts.health(
+                    share.group.clone(),
+                    "in-memory".into(),
+                    partitions
                         .iter()
                         .map(|p| (p.topic.clone(), p.partition))
                         .collect(),
-                    acquired,
-                    accepted,
-                    released,
-                    rejected,
-                    in_flight: acquired.saturating_sub(accepted + released + rejected),
-                }
+                )
             }),
             partitions,
         }
