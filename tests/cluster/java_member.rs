@@ -28,9 +28,9 @@ async fn kavari_member(setup: &Setup, group: &str, seen: &Seen) -> Kavari {
         .await
 }
 
-/// A Java consumer (`peers/JavaMember.java`, or `peers/JavaShareMember.java`
-/// in a share group) in a group, and what it printed: the partitions it
-/// owns, the records it handled, and whether it stopped cleanly.
+/// A Java consumer (`peers/JavaMember.java`) in a group, and what it
+/// printed: the partitions it owns, the records it handled, and whether
+/// it stopped cleanly.
 pub(crate) struct JavaMember {
     pub(crate) child: tokio::process::Child,
     pub(crate) owns: Arc<Mutex<BTreeSet<i32>>>,
@@ -40,32 +40,19 @@ pub(crate) struct JavaMember {
 
 impl JavaMember {
     /// Starts a Java consumer of `group` on the setup's topic with the
-    /// group `protocol` (`classic` or `consumer`).
+    /// group `protocol`: `classic` or `consumer`, or `share` for a share
+    /// consumer (KIP-932) of share group `group`.
     pub(crate) fn spawn(setup: &Setup, group: &str, protocol: &str) -> Self {
-        Self::run(setup, "JavaMember.java", &[group, protocol])
-    }
-
-    /// Starts a Java share consumer (KIP-932) of share group `group` on
-    /// the setup's topic.
-    pub(crate) fn spawn_share(setup: &Setup, group: &str) -> Self {
-        Self::run(setup, "JavaShareMember.java", &[group])
-    }
-
-    /// Runs `peers/<source>` with the bootstrap servers, then `group`,
-    /// the setup's topic and the rest of `args`.
-    fn run(setup: &Setup, source: &str, args: &[&str]) -> Self {
-        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("peers")
-            .join(source);
-        let mut java = tokio::process::Command::from(setup.cluster().java_peer(&source));
-        let (group, rest) = args.split_first().expect("a group");
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/JavaMember.java");
+        let mut java =
+            tokio::process::Command::from(setup.cluster().java_peer(std::path::Path::new(source)));
         let child = java
             .args([
                 setup.broker.bootstrap_servers().as_str(),
                 group,
                 setup.topic.as_str(),
+                protocol,
             ])
-            .args(rest)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

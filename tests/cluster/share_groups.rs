@@ -420,7 +420,7 @@ async fn records_of_a_killed_member_go_to_the_others_after_the_lock_timeout() {
     publisher.shutdown().await.expect("shutdown");
 }
 
-/// A Java share consumer (kafka-clients 4.4, `peers/JavaShareMember.java`)
+/// A Java share consumer (kafka-clients 4.4, `peers/JavaMember.java`, `share`)
 /// and a Kavari member in one share group: both get records, and each of
 /// 5,000 (more if the JVM was slow to take part) is handled once, by one of
 /// them.
@@ -431,7 +431,7 @@ async fn a_java_share_consumer_and_a_kavari_member_share_the_records() {
     let group = kavari_testcontainers::unique_name("share-java");
     let seen = Seen::default();
     let member = share_member(&setup, &group, Some(4), seen.clone()).await;
-    let java = JavaMember::spawn_share(&setup, &group);
+    let java = JavaMember::spawn(&setup, &group, "share");
     let cluster = kavari_wire::cluster::Cluster::new(
         setup.broker.bootstrap_list(),
         "share-java".into(),
